@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything kata-rs needs on a Debian 12 machine: build tools for the guest kernel,
+# the musl target for the static agent, and the test node's pieces (QEMU for the emulated node,
+# Debian's cloud kernel, containerd, runc, busybox-static). Idempotent: skips what is present.
+set -euo pipefail
+
+PKGS=(
+    # guest kernel build (kernel-config/)
+    linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc lz4 xz-utils kmod cpio
+    # static agent (guest-image/)
+    musl-tools
+    # test node (tests/) and benchmarks
+    qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs
+    containerd runc iproute2 jq
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "install-deps: installing ${missing[*]}"
+    SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's containerd package starts a system containerd; the project never uses it, and
+# its socket must not be confused with ours. Leave it alone (never touch a system containerd).
+
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    echo "install-deps: adding rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
+fi
+echo "install-deps: ok"
