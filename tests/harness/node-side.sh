@@ -27,6 +27,33 @@ show_logs() {
 }
 setup_fail() { log "node setup failed: $*"; show_logs; cleanup; exit 125; }
 
+export CONTAINERD_ADDRESS="$W/containerd.sock" CONTAINERD_NAMESPACE=kata-rs-test
+CPID=
+cleanup() {
+    # Orderly first (so shims and VMMs get to clean up), then by force.
+    if [ -n "$CPID" ] && kill -0 "$CPID" 2>/dev/null; then
+        for t in $(timeout 30 ctr task ls -q 2>/dev/null); do
+            timeout 30 ctr task kill -s KILL "$t" >/dev/null 2>&1
+            timeout 60 ctr task delete -f "$t" >/dev/null 2>&1
+        done
+        for c in $(timeout 30 ctr container ls -q 2>/dev/null); do timeout 30 ctr container rm "$c" >/dev/null 2>&1; done
+        kill -TERM "$CPID" 2>/dev/null
+        i=0; while kill -0 "$CPID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -KILL "$CPID" 2>/dev/null
+    fi
+    CPID=
+    if [ "$KIND" = native ]; then
+        # We are PID 1 of a private PID namespace: whatever is left (shims, VMMs) dies here,
+        # the namespace's mounts go away with it. Empty cgroups ctr/runc made are removed.
+        kill -KILL -1 2>/dev/null
+        sleep 0.2
+        for g in $(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$CONTAINERD_NAMESPACE" 2>/dev/null); do
+            find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null
+        done
+    fi
+}
+trap 'cleanup; exit 130' INT TERM
+
 # ---------------------------------------------------------------- private mounts (native only)
 if [ "$KIND" = native ]; then
     # Private mount namespace (node-run did "unshare --mount --pid"): the install layout goes on
@@ -41,14 +68,13 @@ if [ "$KIND" = native ]; then
     mount -t tmpfs -o mode=0755 knode-run /run || setup_fail "cannot mount tmpfs on /run"
     mount -t proc proc /proc || setup_fail "cannot mount /proc"
 fi
-mkdir -p "$W" /run/kata-rs-test
+mkdir -p "$W"
 export PATH="/usr/local/sbin:/usr/local/bin:$P/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # ---------------------------------------------------------------- kernel modules (native only)
 if [ "$KIND" = native ]; then
-    for m in vhost_vsock overlay; do
-        grep -qw "^${m}" /proc/modules 2>/dev/null || modprobe "$m" 2>/dev/null || log "warning: modprobe $m failed"
-    done
+    [ -c /dev/vhost-vsock ] || modprobe vhost_vsock 2>/dev/null || log "warning: no /dev/vhost-vsock (modprobe vhost_vsock failed)"
+    grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || log "warning: no overlay file system (modprobe overlay failed)"
 fi
 
 # ---------------------------------------------------------------- install layout (docs/design.md)
@@ -100,31 +126,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 [metrics]
   address = ""
 TOML
-export CONTAINERD_ADDRESS="$W/containerd.sock" CONTAINERD_NAMESPACE=kata-rs-test
 export CONTAINERD_SNAPSHOTTER=overlayfs
-CPID=
-cleanup() {
-    # Orderly first (so shims and VMMs get to clean up), then by force.
-    if [ -n "$CPID" ] && kill -0 "$CPID" 2>/dev/null; then
-        for t in $(timeout 30 ctr task ls -q 2>/dev/null); do
-            timeout 30 ctr task kill -s KILL "$t" >/dev/null 2>&1
-            timeout 60 ctr task delete -f "$t" >/dev/null 2>&1
-        done
-        for c in $(timeout 30 ctr container ls -q 2>/dev/null); do timeout 30 ctr container rm "$c" >/dev/null 2>&1; done
-        kill -TERM "$CPID" 2>/dev/null
-        i=0; while kill -0 "$CPID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-        kill -KILL "$CPID" 2>/dev/null
-    fi
-    CPID=
-    if [ "$KIND" = native ]; then
-        # We are PID 1 of a private PID namespace: whatever is left (shims, VMMs) dies here,
-        # the namespace's mounts go away with it. Empty cgroups ctr/runc made are removed.
-        kill -KILL -1 2>/dev/null
-        sleep 0.2
-        for g in /sys/fs/cgroup/kata-rs-test/* /sys/fs/cgroup/kata-rs-test; do [ -d "$g" ] && rmdir "$g" 2>/dev/null; done
-    fi
-}
-trap 'cleanup; exit 130' INT TERM
 
 containerd --config "$W/containerd.toml" > "$W/containerd.log" 2>&1 &
 CPID=$!
@@ -145,7 +147,7 @@ log "node ready: install $(awk -v a="$T_START" -v b="$T_INSTALL" 'BEGIN{printf "
 # ---------------------------------------------------------------- the script
 mkdir -p "$W/scratch"
 cd "$W/scratch"
-export KATA_RS_NODE_KIND KATA_RS_WORK KATA_RS_PAYLOAD
+export KATA_RS_NODE_KIND KATA_RS_NODE_REASON KATA_RS_WORK KATA_RS_PAYLOAD
 export KATA_RS_CONTAINERD_LOG="$W/containerd.log"
 T_SCRIPT=$(up)
 sh -c '. "$KATA_RS_LIB"; . "$0"' "$P/script/$KATA_RS_SCRIPT_NAME" "$@" < /dev/null

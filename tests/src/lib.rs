@@ -1,1 +1,203 @@
-//! placeholder
+//! Helpers for the kata-rs integration tests.
+//!
+//! Every test boots a node with `tests/node-run SCRIPT` (an emulated node VM here, or this host
+//! when its KVM works), and checks the script's output the way a user would read it. Scripts
+//! print `key=value` marker lines and `== section` headers; see `tests/scripts/`.
+//! Run with `cargo test -p kata-rs-tests -- --test-threads=1` (see tests/README.md).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// The repository's top directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// What the kata runtime needs from the other parts of the build: shim, VMM, agent tool,
+/// guest kernel and guest image. Panics, naming what is missing and how to build it, so a
+/// missing prerequisite fails the test loudly instead of skipping it.
+pub fn require_kata_artifacts() {
+    let root = repo_root();
+    let wanted = [
+        ("target/release/containerd-shim-kata-v2", "make binaries"),
+        ("target/release/kata-vmm", "make binaries"),
+        ("target/release/kata-agent-ctl", "make binaries"),
+        ("target/guest/vmlinux", "make kernel"),
+        ("target/guest/initrd.img", "make image"),
+    ];
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(p, _)| !root.join(p).is_file())
+        .map(|(p, how)| format!("{p} (build it with `{how}`)"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "prerequisites missing, this test cannot run:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+/// The result of one `tests/node-run` invocation.
+#[derive(Debug)]
+pub struct NodeRun {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `tests/node-run tests/scripts/SCRIPT ARGS...`, echoes its output (visible with
+/// `--nocapture`, and printed by the test harness when a test fails), and returns it.
+pub fn node_run(script: &str, args: &[&str]) -> NodeRun {
+    let root = repo_root();
+    let script_path = root.join("tests/scripts").join(script);
+    assert!(
+        script_path.is_file(),
+        "no test script {}",
+        script_path.display()
+    );
+    let t0 = Instant::now();
+    let out = Command::new(root.join("tests/node-run"))
+        .arg("--timeout")
+        .arg("1500")
+        .arg(&script_path)
+        .args(args)
+        .current_dir(&root)
+        .output()
+        .expect("cannot start tests/node-run");
+    let run = NodeRun {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    println!(
+        "---- node-run {script} ({:.1} s, exit {:?})\n---- stdout:\n{}---- stderr:\n{}----",
+        t0.elapsed().as_secs_f64(),
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.status != Some(125) && run.status != Some(124),
+        "the node itself failed (node-run exit {:?}: 124 = timeout, 125 = node setup); stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    run
+}
+
+impl NodeRun {
+    /// The value of the first stdout line `KEY=VALUE` (the text after `=`, up to a space).
+    pub fn marker(&self, key: &str) -> Option<&str> {
+        marker(&self.stdout, key)
+    }
+
+    /// Like [`NodeRun::marker`], but panics with the output when the marker is absent.
+    pub fn expect_marker(&self, key: &str) -> &str {
+        self.marker(key)
+            .unwrap_or_else(|| panic!("no `{key}=` line in the script output:\n{}", self.stdout))
+    }
+
+    /// The stdout lines between `== NAME` and the next `== ` header.
+    pub fn section(&self, name: &str) -> Vec<&str> {
+        section(&self.stdout, name)
+    }
+
+    /// Stdout lines that start with `PREFIX| ` (captured command output), prefix removed.
+    pub fn prefixed(&self, prefix: &str) -> Vec<&str> {
+        prefixed(&self.stdout, prefix)
+    }
+
+    /// Asserts node-run exited 0 (the script itself succeeded).
+    pub fn assert_success(&self) {
+        assert_eq!(
+            self.status,
+            Some(0),
+            "the node script failed; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Which node ran the script, from node-run's `node: ...` line: "native" or "emulated".
+    pub fn node_kind(&self) -> &str {
+        if self.stderr.contains("node-run: node: native KVM") {
+            "native"
+        } else if self.stderr.contains("node-run: node: emulated node VM") {
+            "emulated"
+        } else {
+            panic!("node-run did not say which node it used:\n{}", self.stderr)
+        }
+    }
+}
+
+pub fn marker<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let want = format!("{key}=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .map(|v| v.split(' ').next().unwrap_or(""))
+}
+
+pub fn section<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("== {name}");
+    text.lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect()
+}
+
+pub fn prefixed<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    let p = format!("{prefix}| ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(p.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "node-kernel=6.1.0\n== kata\nhello\n6.1.0-kata-rs\nkata-rc=3\n\
+                       == runc\nhello\nrunc-rc=3\nx| one\nx| two\nleftovers: none\n";
+
+    #[test]
+    fn markers() {
+        assert_eq!(marker(OUT, "kata-rc"), Some("3"));
+        assert_eq!(marker(OUT, "node-kernel"), Some("6.1.0"));
+        assert_eq!(marker("a=1 b=2\n", "a"), Some("1"));
+        assert_eq!(marker(OUT, "missing"), None);
+    }
+
+    #[test]
+    fn sections() {
+        assert_eq!(
+            section(OUT, "kata"),
+            vec!["hello", "6.1.0-kata-rs", "kata-rc=3"]
+        );
+        assert_eq!(section(OUT, "runc")[0], "hello");
+        assert!(section(OUT, "nothing").is_empty());
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(prefixed(OUT, "x"), vec!["one", "two"]);
+    }
+
+    #[test]
+    fn harness_files_exist() {
+        let root = repo_root();
+        for f in [
+            "tests/node-run",
+            "tests/harness/node-side.sh",
+            "tests/harness/node-init.sh",
+            "tests/harness/lib.sh",
+            "tests/image/build.sh",
+        ] {
+            assert!(root.join(f).is_file(), "{f} missing");
+        }
+    }
+}
