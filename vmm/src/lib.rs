@@ -1,1 +1,30 @@
-//! placeholder
+//! `kata-rs-vmm`: the kata-rs microVM monitor (binary `kata-vmm`).
+//!
+//! One `kata-vmm` process runs one pod's KVM microVM: it boots an uncompressed ELF `vmlinux`
+//! through the PVH entry point, gives it an initramfs, a 16550 serial console on port 0x3f8
+//! (logged to a file) and one virtio-mmio vsock device whose data path is the host kernel's
+//! vhost-vsock. See `vmm/README.md` for the memory map, device model and threads, and
+//! `docs/design.md` for the command line contract with the shim.
+
+#![deny(missing_docs)]
+
+pub mod args;
+pub mod boot;
+pub mod cmdline;
+pub mod cpu;
+pub mod devices;
+pub mod layout;
+pub mod mptable;
+pub mod virtio_mmio;
+pub mod vmm;
+pub mod vsock;
+
+/// Prints a debug line on stderr when `KATA_VMM_DEBUG` is set in the environment.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if std::env::var_os("KATA_VMM_DEBUG").is_some() {
+            eprintln!("kata-vmm: debug: {}", format_args!($($arg)*));
+        }
+    };
+}

@@ -1,0 +1,208 @@
+//! Command line of `kata-vmm` (see `docs/design.md`) and its validation.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
+
+/// Most vCPUs we start: the guest kernel is built with `CONFIG_NR_CPUS=64`.
+pub const MAX_VCPUS: u8 = 64;
+
+/// Raw command line arguments, as clap parses them.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "kata-vmm",
+    version,
+    about = "kata-rs microVM monitor: boots a PVH vmlinux under KVM with a serial console and vhost-vsock"
+)]
+pub struct Args {
+    /// Uncompressed ELF guest kernel (vmlinux) with a PVH entry point.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initramfs (newc cpio); repeat to concatenate several, in order.
+    #[arg(long = "initrd", value_name = "PATH", required = true)]
+    pub initrds: Vec<PathBuf>,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "N")]
+    pub mem_mib: u64,
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N")]
+    pub vcpus: u64,
+    /// Guest vsock context id (3 ..= 4294967294), unique on the host.
+    #[arg(long, value_name = "CID")]
+    pub vsock_cid: u64,
+    /// File the guest serial console output is appended to.
+    #[arg(long, value_name = "FILE")]
+    pub console_log: PathBuf,
+    /// Extra kernel command line arguments, appended after the VMM's own.
+    #[arg(
+        long,
+        value_name = "EXTRA",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: String,
+}
+
+/// A validated VM configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Path of the ELF kernel.
+    pub kernel: PathBuf,
+    /// Initrd paths, concatenated in this order.
+    pub initrds: Vec<PathBuf>,
+    /// Guest memory in bytes.
+    pub mem_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Guest vsock CID.
+    pub vsock_cid: u64,
+    /// Console log path.
+    pub console_log: PathBuf,
+    /// Extra kernel arguments.
+    pub extra_cmdline: String,
+}
+
+/// A command line value that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgError {
+    /// `--mem-mib` is outside the supported range.
+    #[error("--mem-mib {0} is out of range ({MIN_MEM_MIB}..={MAX_MEM_MIB})")]
+    MemSize(u64),
+    /// `--vcpus` is outside the supported range.
+    #[error("--vcpus {0} is out of range (1..={MAX_VCPUS})")]
+    Vcpus(u64),
+    /// `--vsock-cid` is a reserved or too large CID.
+    #[error("--vsock-cid {0} is invalid (0, 1 and 2 are reserved; valid: 3..=4294967294)")]
+    Cid(u64),
+    /// `--cmdline` contains a NUL or a newline.
+    #[error("--cmdline must not contain NUL or newline characters")]
+    CmdlineChars,
+}
+
+impl Args {
+    /// Checks the ranges of all values and turns them into a [`VmConfig`].
+    ///
+    /// File paths are only checked later, when they are opened, so that the error names the
+    /// operating system's reason.
+    pub fn validate(self) -> Result<VmConfig, ArgError> {
+        if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
+            return Err(ArgError::MemSize(self.mem_mib));
+        }
+        if self.vcpus == 0 || self.vcpus > u64::from(MAX_VCPUS) {
+            return Err(ArgError::Vcpus(self.vcpus));
+        }
+        if self.vsock_cid <= 2 || self.vsock_cid >= u64::from(u32::MAX) {
+            return Err(ArgError::Cid(self.vsock_cid));
+        }
+        if self.cmdline.contains(['\0', '\n', '\r']) {
+            return Err(ArgError::CmdlineChars);
+        }
+        Ok(VmConfig {
+            kernel: self.kernel,
+            initrds: self.initrds,
+            mem_bytes: self.mem_mib << 20,
+            vcpus: self.vcpus as u8,
+            vsock_cid: self.vsock_cid,
+            console_log: self.console_log,
+            extra_cmdline: self.cmdline,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec![
+            "kata-vmm",
+            "--kernel",
+            "vmlinux",
+            "--initrd",
+            "a.cpio",
+            "--console-log",
+            "c.log",
+        ];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    }
+
+    fn ok_args() -> Vec<&'static str> {
+        vec!["--mem-mib", "256", "--vcpus", "2", "--vsock-cid", "3"]
+    }
+
+    #[test]
+    fn parses_the_design_command_line() {
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--initrd", "b.cpio", "--cmdline", "-x foo=bar"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(
+            cfg.initrds,
+            vec![PathBuf::from("a.cpio"), PathBuf::from("b.cpio")]
+        );
+        assert_eq!(cfg.mem_bytes, 256 << 20);
+        assert_eq!(cfg.vcpus, 2);
+        assert_eq!(cfg.vsock_cid, 3);
+        assert_eq!(cfg.extra_cmdline, "-x foo=bar");
+    }
+
+    #[test]
+    fn initrd_is_required() {
+        let r = Args::try_parse_from([
+            "kata-vmm",
+            "--kernel",
+            "k",
+            "--mem-mib",
+            "64",
+            "--vcpus",
+            "1",
+            "--vsock-cid",
+            "3",
+            "--console-log",
+            "c",
+        ]);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn rejects_bad_memory() {
+        for bad in ["0", "63", "65537"] {
+            let a = parse(&["--mem-mib", bad, "--vcpus", "1", "--vsock-cid", "3"]).unwrap();
+            assert!(matches!(a.validate(), Err(ArgError::MemSize(_))), "{bad}");
+        }
+        assert!(parse(&["--mem-mib", "-5", "--vcpus", "1", "--vsock-cid", "3"]).is_err());
+        assert!(parse(&["--mem-mib", "lots", "--vcpus", "1", "--vsock-cid", "3"]).is_err());
+        let a = parse(&["--mem-mib", "65536", "--vcpus", "1", "--vsock-cid", "3"]).unwrap();
+        assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_vcpus() {
+        for bad in ["0", "65", "100000"] {
+            let a = parse(&["--mem-mib", "128", "--vcpus", bad, "--vsock-cid", "3"]).unwrap();
+            assert_eq!(a.validate(), Err(ArgError::Vcpus(bad.parse().unwrap())));
+        }
+    }
+
+    #[test]
+    fn rejects_reserved_cids() {
+        for bad in ["0", "1", "2", "4294967295", "4294967296"] {
+            let a = parse(&["--mem-mib", "128", "--vcpus", "1", "--vsock-cid", bad]).unwrap();
+            assert!(matches!(a.validate(), Err(ArgError::Cid(_))), "{bad}");
+        }
+        let msg = ArgError::Cid(2).to_string();
+        assert!(msg.contains("--vsock-cid 2"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_control_characters_in_cmdline() {
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--cmdline", "a\nb"]);
+        assert_eq!(
+            parse(&extra).unwrap().validate(),
+            Err(ArgError::CmdlineChars)
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! The part of an i8042 keyboard controller a `reboot=k` guest needs: the status register reads
+//! "input buffer empty" and writing the pulse-reset command 0xFE to port 0x64 resets the guest.
+
+use super::Action;
+
+/// Data port.
+pub const DATA_PORT: u16 = 0x60;
+/// Command/status port.
+pub const COMMAND_PORT: u16 = 0x64;
+/// "Pulse output line 0" = CPU reset.
+pub const CMD_RESET_CPU: u8 = 0xfe;
+
+/// Reads of the controller's ports; `None` for other ports.
+pub fn read(port: u16) -> Option<u8> {
+    match port {
+        // No data pending, input buffer empty: the kernel's kb_wait() returns at once.
+        DATA_PORT | COMMAND_PORT => Some(0),
+        _ => None,
+    }
+}
+
+/// Writes; only the reset command does anything.
+pub fn write(port: u16, data: &[u8]) -> Action {
+    if port == COMMAND_PORT && data.first() == Some(&CMD_RESET_CPU) {
+        Action::Reset
+    } else {
+        Action::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_only_on_fe_to_0x64() {
+        assert_eq!(write(0x64, &[0xfe]), Action::Reset);
+        assert_eq!(write(0x64, &[0xfe, 0]), Action::Reset);
+        assert_eq!(write(0x60, &[0xfe]), Action::Continue);
+        assert_eq!(write(0x64, &[0xfd]), Action::Continue);
+        assert_eq!(write(0x64, &[]), Action::Continue);
+        assert_eq!(read(0x64), Some(0));
+        assert_eq!(read(0x61), None);
+    }
+}

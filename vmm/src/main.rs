@@ -1,0 +1,43 @@
+//! `kata-vmm`: see `vmm/README.md` and `docs/design.md`.
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+use kata_rs_vmm::args::Args;
+use kata_rs_vmm::vmm::{self, Exit};
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("kata-vmm: error: {msg}");
+    std::process::exit(1);
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // clap's own rendering is several lines and exits 2, which our contract reserves
+            // for a guest panic: squeeze it into the one-line error form, exit 1.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            fail(first.trim_start_matches("error: "));
+        }
+    };
+    let cfg = match args.validate() {
+        Ok(c) => c,
+        Err(e) => fail(e),
+    };
+    let exit = match vmm::run(&cfg) {
+        Ok(exit) => exit,
+        Err(e) => fail(format!("{e:#}")),
+    };
+    match &exit {
+        Exit::Error(msg) => eprintln!("kata-vmm: error: {msg}"),
+        Exit::Panic => eprintln!("kata-vmm: error: guest kernel panicked"),
+        _ => {}
+    }
+    std::process::exit(exit.code());
+}

@@ -1,0 +1,374 @@
+//! Builds the VM from a [`VmConfig`], runs one thread per vCPU and waits for the end.
+
+use std::fs::OpenOptions;
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::args::VmConfig;
+use crate::cmdline::{self, MmioDeviceArg};
+use crate::devices::serial::{ConsoleOut, ConsoleSerial};
+use crate::devices::{Action, Devices, SharedTransport};
+use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
+use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
+use crate::vsock::{VhostVsockDevice, VHOST_QUEUES};
+use crate::{boot, cpu, debug, mptable};
+
+/// How the VM ended; [`Exit::code`] maps it to the process exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest reset, rebooted, powered off or triple faulted.
+    GuestStopped,
+    /// SIGTERM or SIGINT.
+    Signal(i32),
+    /// The guest kernel panicked (seen on the console).
+    Panic,
+    /// A VMM error.
+    Error(String),
+}
+
+impl Exit {
+    /// Process exit status per `docs/design.md`.
+    pub fn code(&self) -> i32 {
+        match self {
+            Exit::GuestStopped | Exit::Signal(_) => 0,
+            Exit::Error(_) => 1,
+            Exit::Panic => 2,
+        }
+    }
+}
+
+/// Shared between the vCPU threads, the console and the main thread: the first final exit
+/// reason wins; the main thread is woken through `evt`.
+pub struct ExitState {
+    evt: EventFd,
+    reason: Mutex<Option<Exit>>,
+    panicked: AtomicBool,
+}
+
+impl ExitState {
+    fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(ExitState {
+            evt: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
+            reason: Mutex::new(None),
+            panicked: AtomicBool::new(false),
+        }))
+    }
+
+    /// Records `exit` unless another reason came first, and wakes the main thread.
+    pub fn set(&self, exit: Exit) {
+        let exit = if exit == Exit::GuestStopped && self.panicked.load(Ordering::SeqCst) {
+            Exit::Panic
+        } else {
+            exit
+        };
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(exit);
+        }
+        let _ = self.evt.write(1);
+    }
+
+    fn get(&self) -> Option<Exit> {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// After the console shows a panic, how long to wait for the guest's own reset.
+const PANIC_GRACE: Duration = Duration::from_secs(5);
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
+    for (slot, r) in mem.iter().enumerate() {
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: r.start_addr().0,
+            memory_size: r.len(),
+            userspace_addr: r.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mmap owned by `mem`, which outlives the VM (it is kept
+        // in an Arc until the process exits), and slots do not overlap.
+        unsafe { vm.set_user_memory_region(region) }
+            .with_context(|| format!("KVM_SET_USER_MEMORY_REGION slot {slot}"))?;
+    }
+    Ok(())
+}
+
+fn block_signals() -> Result<libc::c_int> {
+    // SAFETY: plain libc calls on a stack sigset; the mask is set before any thread is spawned
+    // so every vCPU thread inherits it, and the signals are then only read via signalfd.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            bail!("pthread_sigmask: {}", std::io::Error::from_raw_os_error(rc));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            bail!("signalfd: {}", std::io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+fn read_signal(fd: libc::c_int) -> Option<i32> {
+    // SAFETY: signalfd_siginfo is plain old data; read() writes at most its size into it.
+    unsafe {
+        let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+        let n = libc::read(
+            fd,
+            &mut info as *mut _ as *mut libc::c_void,
+            std::mem::size_of::<libc::signalfd_siginfo>(),
+        );
+        (n == std::mem::size_of::<libc::signalfd_siginfo>() as isize)
+            .then_some(info.ssi_signo as i32)
+    }
+}
+
+fn vcpu_loop(id: u8, mut vcpu: VcpuFd, devices: Devices, exit: Arc<ExitState>) {
+    loop {
+        let stop = match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => {
+                devices.pio_read(port, data);
+                None
+            }
+            Ok(VcpuExit::IoOut(port, data)) => match devices.pio_write(port, data) {
+                Action::Reset => {
+                    debug!("vCPU {id}: i8042 reset");
+                    Some(Exit::GuestStopped)
+                }
+                Action::Continue => None,
+            },
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                devices.mmio_read(addr, data);
+                None
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                devices.mmio_write(addr, data);
+                None
+            }
+            Ok(VcpuExit::Shutdown) => {
+                debug!("vCPU {id}: shutdown (triple fault or reset)");
+                Some(Exit::GuestStopped)
+            }
+            Ok(VcpuExit::Hlt) => Some(Exit::GuestStopped),
+            Ok(VcpuExit::SystemEvent(kind, _)) => {
+                debug!("vCPU {id}: system event {kind}");
+                Some(Exit::GuestStopped)
+            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::Error(format!(
+                "vCPU {id}: KVM entry failed (hardware reason {reason:#x}, cpu {cpu})"
+            ))),
+            Ok(VcpuExit::InternalError) => {
+                Some(Exit::Error(format!("vCPU {id}: KVM internal error")))
+            }
+            Ok(other) => {
+                debug!("vCPU {id}: ignored exit {other:?}");
+                None
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(Exit::Error(format!("vCPU {id}: KVM_RUN: {e}"))),
+        };
+        if let Some(s) = stop {
+            exit.set(s);
+            return;
+        }
+    }
+}
+
+/// Boots the VM described by `cfg` and runs it to the end.
+pub fn run(cfg: &VmConfig) -> Result<Exit> {
+    let t0 = Instant::now();
+    let console = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cfg.console_log)
+        .with_context(|| format!("cannot open console log {}", cfg.console_log.display()))?;
+
+    let kvm = Kvm::new().map_err(|e| anyhow!("cannot open /dev/kvm: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| anyhow!("KVM_CREATE_VM: {e}"))?;
+
+    let ranges = layout::ram_ranges(cfg.mem_bytes);
+    let mem = Arc::new(
+        GuestMemoryMmap::<()>::from_ranges(&ranges).with_context(|| {
+            format!(
+                "cannot allocate {} MiB of guest memory",
+                cfg.mem_bytes >> 20
+            )
+        })?,
+    );
+    register_memory(&vm, &mem)?;
+
+    vm.set_tss_address(KVM_TSS_ADDR)
+        .map_err(|e| anyhow!("KVM_SET_TSS_ADDR: {e}"))?;
+    vm.create_irq_chip()
+        .map_err(|e| anyhow!("KVM_CREATE_IRQCHIP: {e}"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit)
+        .map_err(|e| anyhow!("KVM_CREATE_PIT2: {e}"))?;
+
+    // Boot payload first: a bad kernel or initrd is the most likely user error.
+    let vsock_base = layout::virtio_mmio_addr(0);
+    let vsock_irq = layout::virtio_irq(0);
+    let cmdline = cmdline::build(
+        &[MmioDeviceArg {
+            base: vsock_base,
+            size: VIRTIO_MMIO_SIZE,
+            irq: vsock_irq,
+        }],
+        &cfg.extra_cmdline,
+    )?;
+    let bi = boot::load(&mem, &cfg.kernel, &cfg.initrds, &cmdline)?;
+    mem.write_slice(
+        &mptable::build(EBDA_START as u32, cfg.vcpus),
+        GuestAddress(EBDA_START),
+    )
+    .context("writing the MP table")?;
+    debug!(
+        "kernel entry {:#x}, initrd {:#x}+{:#x}, cmdline: {cmdline}",
+        bi.entry.0, bi.initrd_addr.0, bi.initrd_size
+    );
+
+    // Exit plumbing.
+    let exit = ExitState::new()?;
+
+    // Serial console on IRQ 4.
+    let serial_irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)
+        .map_err(|e| anyhow!("KVM_IRQFD (serial): {e}"))?;
+    let exit_for_panic = exit.clone();
+    let out = ConsoleOut::new(
+        console,
+        Arc::new(AtomicBool::new(false)),
+        Box::new(move || {
+            exit_for_panic.panicked.store(true, Ordering::SeqCst);
+            let _ = exit_for_panic.evt.write(1);
+        }),
+    );
+    let serial = Arc::new(Mutex::new(ConsoleSerial::new(serial_irq, out)));
+
+    // vsock: kick = ioeventfd on QueueNotify (datamatch = queue index), call = irqfd.
+    let call = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+    vm.register_irqfd(&call, vsock_irq)
+        .map_err(|e| anyhow!("KVM_IRQFD (vsock): {e}"))?;
+    let mut kicks = Vec::new();
+    for q in 0..VHOST_QUEUES {
+        let kick = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+        vm.register_ioevent(
+            &kick,
+            &IoEventAddress::Mmio(vsock_base + reg::QUEUE_NOTIFY),
+            q as u32,
+        )
+        .map_err(|e| anyhow!("KVM_IOEVENTFD (vsock queue {q}): {e}"))?;
+        kicks.push(kick);
+    }
+    let vsock = VhostVsockDevice::new(cfg.vsock_cid, mem.clone(), kicks, call)?;
+    let vsock: Box<dyn VirtioDevice> = Box::new(vsock);
+    let transport: SharedTransport = Arc::new(Mutex::new(MmioTransport::new(vsock, mem.clone())));
+    let devices = Devices {
+        serial,
+        virtio: vec![transport],
+    };
+
+    // vCPUs.
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| anyhow!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    let mut vcpus = Vec::new();
+    for id in 0..cfg.vcpus {
+        let vcpu = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|e| anyhow!("KVM_CREATE_VCPU {id}: {e}"))?;
+        cpu::configure(
+            &vcpu,
+            id,
+            cfg.vcpus,
+            &base_cpuid,
+            bi.entry.0,
+            bi.start_info.0,
+        )?;
+        vcpus.push(vcpu);
+    }
+
+    let sigfd = block_signals()?;
+    let mut threads = Vec::new();
+    for (id, vcpu) in vcpus.into_iter().enumerate() {
+        let d = devices.clone();
+        let e = exit.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || vcpu_loop(id as u8, vcpu, d, e))
+            .context("spawning a vCPU thread")?;
+        threads.push(t);
+    }
+    debug!("VM set up in {:?}", t0.elapsed());
+
+    // Wait for the first exit reason, a signal, or the panic grace period.
+    let mut panic_deadline: Option<Instant> = None;
+    loop {
+        if let Some(r) = exit.get() {
+            return Ok(r);
+        }
+        if exit.panicked.load(Ordering::SeqCst) && panic_deadline.is_none() {
+            panic_deadline = Some(Instant::now() + PANIC_GRACE);
+        }
+        let timeout = match panic_deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Exit::Panic);
+                }
+                left.as_millis().min(i32::MAX as u128) as i32
+            }
+            None => -1,
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd: exit.evt.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                bail!("poll: {e}");
+            }
+            continue;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            let _ = exit.evt.read();
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(sig) = read_signal(sigfd) {
+                debug!("signal {sig}");
+                exit.set(Exit::Signal(sig));
+            }
+        }
+    }
+}
