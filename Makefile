@@ -1,0 +1,57 @@
+# kata-rs: top-level entry points. On a fresh Debian 12 machine: `make demo`, `make test`.
+# Everything VM-related runs on a node with working KVM (tests/node-run: natively when the
+# host's KVM works, else in an emulated QEMU TCG node VM); see tests/README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all deps kernel image binaries test-image build demo test lint unit integration clean-cache help
+
+all: build
+
+help:
+	@echo "make deps        install Debian packages + the musl rust target (scripts/install-deps.sh)"
+	@echo "make kernel      guest kernel -> target/guest/vmlinux (kernel-config/build.sh, cached)"
+	@echo "make image       guest image -> target/guest/initrd.img (guest-image/build.sh)"
+	@echo "make binaries    target/release/{kata-vmm,containerd-shim-kata-v2,kata-agent-ctl}"
+	@echo "make demo        build everything, run a container in a kata-rs microVM on the node"
+	@echo "make test        build, fmt + clippy, unit tests, integration tests on the node"
+
+deps:
+	bash scripts/install-deps.sh
+
+kernel:
+	bash kernel-config/build.sh
+
+image:
+	@test -f guest-image/build.sh || { echo "make image: guest-image/build.sh does not exist yet" >&2; exit 1; }
+	bash guest-image/build.sh
+
+binaries:
+	$(CARGO) build --release -p kata-rs-vmm -p kata-rs-shim
+
+test-image:
+	bash tests/image/build.sh
+
+build: kernel image binaries test-image
+
+demo: deps build
+	tests/node-run tests/scripts/demo.sh
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude kata-rs-tests
+	$(CARGO) test -p kata-rs-tests --lib
+
+# One test binary after the other, one node at a time (each node is a VM or a containerd);
+# --no-fail-fast: every part reports, not only the first failing one.
+integration:
+	$(CARGO) test -p kata-rs-tests --test '*' --no-fail-fast -- --test-threads=1 --nocapture
+
+test: deps build lint unit integration
+	@echo "make test: all passed"
+
+clean-cache:
+	rm -rf "$${KATA_RS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kata-rs}/node" target/tests
