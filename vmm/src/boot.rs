@@ -388,7 +388,7 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&ram_ranges(64 << 20)).unwrap();
         let e = load(&mem, &k, std::slice::from_ref(&i), "x").unwrap_err();
         assert!(matches!(e, BootError::KernelElf(..)), "{e}");
-        let e = load(&mem, &dir.join("missing"), &[i.clone()], "x").unwrap_err();
+        let e = load(&mem, &dir.join("missing"), std::slice::from_ref(&i), "x").unwrap_err();
         assert!(matches!(e, BootError::KernelOpen(..)), "{e}");
         let e = load(&mem, &k, &[dir.join("missing-initrd")], "x").unwrap_err();
         assert!(e.to_string().contains("missing-initrd"), "{e}");

@@ -63,6 +63,16 @@ pub const E820_RAM: u32 = 1;
 /// e820 / PVH memory type: reserved.
 pub const E820_RESERVED: u32 = 2;
 
+// The fixed boot areas must not overlap each other (checked at compile time).
+const _: () = {
+    assert!(PVH_MODLIST_ADDR >= PVH_INFO_ADDR + 56);
+    assert!(PVH_MEMMAP_ADDR >= PVH_MODLIST_ADDR + 32);
+    assert!(PVH_MEMMAP_ADDR + 24 * PVH_MEMMAP_MAX_ENTRIES as u64 <= CMDLINE_ADDR);
+    assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    assert!(IDT_ADDR >= GDT_ADDR + 4 * 8);
+    assert!(VIRTIO_MMIO_BASE >= MMIO_HOLE_START);
+};
+
 /// One guest RAM region: (guest physical start, size in bytes).
 pub type RamRange = (GuestAddress, usize);
 
@@ -183,15 +193,6 @@ mod tests {
         for e in &m {
             assert!(e.addr + e.size <= MMIO_HOLE_START || e.addr >= MMIO_HOLE_END);
         }
-    }
-
-    #[test]
-    fn fixed_areas_do_not_overlap() {
-        assert!(PVH_MODLIST_ADDR >= PVH_INFO_ADDR + 56);
-        assert!(PVH_MEMMAP_ADDR >= PVH_MODLIST_ADDR + 32);
-        assert!(PVH_MEMMAP_ADDR + 24 * PVH_MEMMAP_MAX_ENTRIES as u64 <= CMDLINE_ADDR);
-        assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
-        assert!(IDT_ADDR >= GDT_ADDR + 4 * 8);
     }
 
     #[test]

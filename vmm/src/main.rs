@@ -22,8 +22,14 @@ fn main() {
             // clap's own rendering is several lines and exits 2, which our contract reserves
             // for a guest panic: squeeze it into the one-line error form, exit 1.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            fail(first.trim_start_matches("error: "));
+            let head = text.split("\nUsage:").next().unwrap_or_default();
+            let line = head
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            fail(line.trim_start_matches("error: "));
         }
     };
     let cfg = match args.validate() {

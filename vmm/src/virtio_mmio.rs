@@ -272,7 +272,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             self.device.read_config(offset - reg::CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             data.fill(0xff);
             return;
         }
@@ -309,7 +309,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             }
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             return;
         }
         let v = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);

@@ -1,5 +1,10 @@
-//! The part of an i8042 keyboard controller a `reboot=k` guest needs: the status register reads
-//! "input buffer empty" and writing the pulse-reset command 0xFE to port 0x64 resets the guest.
+//! The part of an i8042 keyboard controller a `reboot=k` guest needs: writing the pulse-reset
+//! command 0xFE to port 0x64 resets the guest.
+//!
+//! The status register always reads "output buffer full, input buffer empty" (0x01): the
+//! kernel's `kb_wait()` before the reset command returns at once (input buffer empty), and the
+//! i8042 driver's probe drains 16 bytes, concludes "No controller found" and gives up in
+//! microseconds instead of timing out for seconds on a controller that never answers.
 
 use super::Action;
 
@@ -9,12 +14,14 @@ pub const DATA_PORT: u16 = 0x60;
 pub const COMMAND_PORT: u16 = 0x64;
 /// "Pulse output line 0" = CPU reset.
 pub const CMD_RESET_CPU: u8 = 0xfe;
+/// Status: output buffer full (bit 0); bit 1 (input buffer full) stays clear.
+pub const STATUS_OBF: u8 = 0x01;
 
 /// Reads of the controller's ports; `None` for other ports.
 pub fn read(port: u16) -> Option<u8> {
     match port {
-        // No data pending, input buffer empty: the kernel's kb_wait() returns at once.
-        DATA_PORT | COMMAND_PORT => Some(0),
+        DATA_PORT => Some(0),
+        COMMAND_PORT => Some(STATUS_OBF),
         _ => None,
     }
 }
@@ -39,7 +46,9 @@ mod tests {
         assert_eq!(write(0x60, &[0xfe]), Action::Continue);
         assert_eq!(write(0x64, &[0xfd]), Action::Continue);
         assert_eq!(write(0x64, &[]), Action::Continue);
-        assert_eq!(read(0x64), Some(0));
+        assert_eq!(read(0x64), Some(STATUS_OBF));
+        assert_eq!(read(0x64).unwrap() & 0x02, 0, "kb_wait() needs IBF clear");
+        assert_eq!(read(0x60), Some(0));
         assert_eq!(read(0x61), None);
     }
 }
