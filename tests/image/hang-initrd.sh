@@ -13,7 +13,12 @@ KEY=$({ sha256sum < "$BUSYBOX"; sha256sum < "${BASH_SOURCE[0]}"; } | sha256sum |
 W=$(mktemp -d); trap 'rm -rf -- "$W"' EXIT
 mkdir -p "$W/bin" "$W/dev" "$W/proc"
 cp "$BUSYBOX" "$W/bin/busybox"
-printf '#!/bin/busybox sh\n# kata-rs test guest: never starts an agent\nwhile :; do /bin/busybox sleep 3600; done\n' > "$W/init"
+cat > "$W/init" <<'INIT'
+#!/bin/busybox sh
+# kata-rs test guest: boots, says so on the console, never starts an agent.
+/bin/busybox mount -t devtmpfs dev /dev && echo "kata-rs-test: hang guest /init running, no agent" > /dev/console
+while :; do /bin/busybox sleep 3600; done
+INIT
 chmod 0755 "$W/init"
 find "$W" -exec touch -h -d @0 {} +
 mkdir -p "$(dirname "$OUT")"

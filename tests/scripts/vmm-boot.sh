@@ -1,0 +1,32 @@
+# The VMM's own contract, without agent or shim: a missing kernel is exit 1 with one
+# "kata-vmm: error: ..." line naming it; the guest kernel boots to /init (a test guest that
+# prints a marker and sleeps); SIGTERM ends kata-vmm with exit 0. Checked by tests/tests/vmm.rs.
+LOG=$KATA_RS_WORK/vmm-boot-console.log
+secs() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
+
+echo "== missing-kernel"
+timeout 60 kata-vmm --kernel /nonexistent/kata-rs/vmlinux-missing --initrd "$KATA_RS_HANG_INITRD" \
+    --mem-mib 256 --vcpus 1 --vsock-cid 8 --console-log "$LOG" > out 2>&1
+echo "missing-kernel-rc=$?"
+sed 's/^/missing-kernel| /' out
+
+echo "== boot"
+: > "$LOG"
+t0=$(kata_rs_uptime)
+kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" --initrd "$KATA_RS_HANG_INITRD" \
+    --mem-mib 256 --vcpus 1 --vsock-cid 9 --console-log "$LOG" > out 2>&1 &
+VPID=$!
+init=no i=0
+while [ $i -lt 1800 ] && kill -0 $VPID 2>/dev/null; do
+    if grep -q 'kata-rs-test: hang guest /init running' "$LOG"; then init=yes; break; fi
+    sleep 0.1; i=$((i + 1))
+done
+echo "guest-init=$init"
+echo "guest-init-seconds=$(secs "$t0")"
+kill -TERM $VPID
+i=0; while kill -0 $VPID 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+if kill -0 $VPID 2>/dev/null; then echo "sigterm-rc=still-running"; kill -KILL $VPID; else wait $VPID; echo "sigterm-rc=$?"; fi
+sed 's/^/boot| /' out
+tail -n 10 "$LOG" | sed 's/^/console| /'
+kata_rs_leftovers
+echo "leftovers-rc=$?"
