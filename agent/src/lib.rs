@@ -1,1 +1,74 @@
-//! placeholder
+//! kata-rs agent: PID 1 of the guest initramfs. Serves the agent ttrpc API
+//! (`kata_rs_protocol`) on vsock port 1024 and runs containers inside the microVM.
+//!
+//! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`container`] (lifecycle),
+//! [`init`] (the single-threaded container init mode), [`spec`] (OCI spec → plan),
+//! [`cgroup`], [`reaper`] (the one SIGCHLD reaper), [`error`].
+#![warn(missing_docs)]
+
+pub mod boot;
+pub mod cgroup;
+pub mod container;
+pub mod error;
+pub mod init;
+pub mod reaper;
+pub mod service;
+pub mod spec;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use service::{Agent, Service, ShutdownAction};
+
+/// Default listen address inside the guest.
+pub const DEFAULT_LISTEN: &str = "vsock://-1:1024";
+
+/// The console line printed once the API is served.
+pub const READY_LINE: &str = "kata-rs-agent: ready";
+
+/// Daemon options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// ttrpc address (`vsock://CID:PORT` or `unix:///path`).
+    pub listen: String,
+    /// cgroup v2 root; `None` = detect.
+    pub cgroup_root: Option<PathBuf>,
+    /// What Shutdown does.
+    pub shutdown: ShutdownAction,
+}
+
+/// Serves the API until Shutdown; then syncs and reboots (PID 1) or returns (dev mode).
+pub async fn serve(opts: Options) -> anyhow::Result<()> {
+    let reaper = reaper::Reaper::new();
+    reaper.spawn()?;
+    let cgroup_root = opts.cgroup_root.clone().or_else(cgroup::detect_root);
+    match &cgroup_root {
+        Some(r) => tracing::debug!("cgroup v2 root {r:?}"),
+        None => tracing::warn!("no cgroup v2 hierarchy: containers get no cgroup"),
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let agent = Arc::new(Agent::new(reaper, cgroup_root, tx));
+    let svc = kata_rs_protocol::agent_ttrpc::create_agent_service(Arc::new(Service(agent)));
+    if let Some(path) = opts.listen.strip_prefix("unix://") {
+        let _ = std::fs::remove_file(path);
+    }
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&opts.listen)
+        .map_err(|e| anyhow::anyhow!("listen on {}: {e}", opts.listen))?
+        .register_service(svc);
+    server
+        .start()
+        .await
+        .map_err(|e| anyhow::anyhow!("start ttrpc server on {}: {e}", opts.listen))?;
+    println!("{READY_LINE}");
+    rx.recv().await;
+    // Let the Shutdown reply reach the shim before the VM goes away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nix::unistd::sync();
+    if opts.shutdown == ShutdownAction::Reboot {
+        let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        anyhow::bail!("reboot: {}", e.desc());
+    }
+    Ok(())
+}

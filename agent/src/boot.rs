@@ -1,0 +1,178 @@
+//! PID 1 duties at guest boot: leave the initramfs `rootfs` for a real mount (so that
+//! containers can pivot_root), mount the API file systems, set up cgroup v2, bring up `lo`,
+//! and make sure stdio is the console.
+
+use std::fs;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{chdir, chroot};
+
+use crate::cgroup;
+
+/// Where the shim's cpio puts container root file systems.
+pub const CONTAINERS_DIR: &str = "/run/kata-rs/containers";
+
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Runs all boot steps. Failures are logged and boot goes on: a half-working agent that
+/// answers Check is more useful than a kernel panic. Returns the failures.
+pub fn boot() -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut step = |what: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            errors.push(format!("{what}: {e}"));
+        }
+    };
+    let mut cgroup_errors = Vec::new();
+    step("leave initramfs rootfs", leave_rootfs());
+    let nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    step(
+        "mount /dev",
+        mnt(
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            MsFlags::MS_NOSUID,
+            "mode=0755",
+        ),
+    );
+    reopen_console();
+    step(
+        "mount /proc",
+        mnt("proc", "/proc", "proc", nodev_noexec, ""),
+    );
+    step(
+        "mount /sys",
+        mnt("sysfs", "/sys", "sysfs", nodev_noexec, ""),
+    );
+    step(
+        "mount /dev/pts",
+        mnt(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            "ptmxmode=0666,mode=0620",
+        ),
+    );
+    step(
+        "mount /dev/shm",
+        mnt(
+            "shm",
+            "/dev/shm",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=1777",
+        ),
+    );
+    step(
+        "mount /sys/fs/cgroup",
+        mnt("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev_noexec, ""),
+    );
+    let missing = cgroup::enable_controllers(Path::new("/sys/fs/cgroup"));
+    if !missing.is_empty() {
+        cgroup_errors.push(format!(
+            "cgroup controllers not available: {}",
+            missing.join(" ")
+        ));
+    }
+    // /run is NOT mounted over: the initramfs directory holds the containers' root file
+    // systems that the shim appended, and the initramfs root is already a writable tmpfs.
+    step(
+        "mkdir /run/kata-rs/containers",
+        fs::create_dir_all(CONTAINERS_DIR).map_err(|e| e.to_string()),
+    );
+    step("bring up lo", loopback_up());
+    errors.extend(cgroup_errors);
+    errors
+}
+
+fn mnt(src: &str, target: &str, fstype: &str, flags: MsFlags, data: &str) -> Result<(), String> {
+    fs::create_dir_all(target).map_err(|e| format!("mkdir: {e}"))?;
+    let data = (!data.is_empty()).then_some(data);
+    match mount(Some(src), target, Some(fstype), flags, data) {
+        Ok(()) | Err(nix::Error::EBUSY) => Ok(()),
+        Err(e) => Err(e.desc().to_string()),
+    }
+}
+
+/// The kernel runs /init on the initramfs `rootfs`, the root of the mount tree, which
+/// pivot_root(2) refuses to move. Bind-mount it onto a subdirectory and MS_MOVE that mount
+/// over "/" (what switch_root does with a new root): the root is then a mount with a
+/// parent, the files stay where they are (nothing copied), and containers can pivot_root.
+fn leave_rootfs() -> Result<(), String> {
+    let magic = nix::sys::statfs::statfs("/")
+        .map(|s| s.filesystem_type().0 as i64)
+        .map_err(|e| format!("statfs /: {}", e.desc()))?;
+    if magic != RAMFS_MAGIC && magic != TMPFS_MAGIC {
+        return Ok(()); // booted from a real root file system
+    }
+    let stage = "/.kata-root";
+    let _ = fs::create_dir(stage);
+    let e = |what: &'static str| move |e: nix::Error| format!("{what}: {}", e.desc());
+    mount(
+        Some("/"),
+        stage,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(e("bind / on /.kata-root"))?;
+    chdir(stage).map_err(e("chdir /.kata-root"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(e("move /.kata-root to /"))?;
+    chroot(".").map_err(e("chroot"))?;
+    chdir("/").map_err(e("chdir /"))?;
+    let _ = fs::remove_dir(stage);
+    Ok(())
+}
+
+/// Makes fds 0-2 the console if the kernel could not open it (no /dev/console in the
+/// initramfs) — after devtmpfs is mounted it exists.
+fn reopen_console() {
+    // SAFETY: fcntl(F_GETFD) only queries the descriptor.
+    let missing = (0..3).any(|fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0);
+    if !missing {
+        return;
+    }
+    if let Ok(f) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe { libc::dup2(f.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Sets IFF_UP on `lo` so that containers (which share the guest network) have localhost.
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: plain socket/ioctl calls on a zero-initialised ifreq naming "lo"; the socket
+    // fd is closed before returning.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr);
+        if r == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(s);
+        if r != 0 {
+            return Err(err.to_string());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! Container init mode (`kata-agent __container-init`): the single-threaded process the
+//! agent clones into the container's new namespaces. It reads its [`InitConfig`] from the
+//! sync socket (fd 3), builds the container's mounts, pivot_roots, sets hostname, cwd and
+//! credentials, resolves the executable, reports `ready` (or an error), waits for `start`
+//! and execve's the workload, which thereby stays the agent's direct child.
+//!
+//! Sync protocol (JSON lines on fd 3): agent → init: `InitConfig`; init → agent:
+//! `{"ready":true}` or `{"error":"..."}`; agent → init: `start`; then the init execve's
+//! (fd 3 is close-on-exec, so the agent reads EOF) or writes `{"error":"..."}`.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{InitConfig, MountKind, MountPlan, DEFAULT_PATH};
+
+/// argv[1] that selects container init mode.
+pub const INIT_ARG: &str = "__container-init";
+
+/// The fd number the sync socket has in the init.
+pub const SYNC_FD: i32 = 3;
+
+/// A message from the init to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitReply {
+    /// Set up, waiting for `start`.
+    Ready(bool),
+    /// Setup or exec failed; the init exits.
+    Error(String),
+}
+
+type InitResult<T> = std::result::Result<T, String>;
+
+/// Runs container init mode; never returns.
+pub fn run() -> ! {
+    // SAFETY: fd 3 is the sync socket the agent dup2'ed there before exec'ing us; nothing
+    // else in this fresh process owns it.
+    let sync = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
+    close_fds_from(SYNC_FD + 1);
+    let code = match main_loop(&sync) {
+        Ok(()) => 0,
+        Err(msg) => {
+            reply(&sync, &InitReply::Error(msg));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn reply(mut sync: &UnixStream, r: &InitReply) {
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    let _ = sync.write_all(&line);
+}
+
+fn main_loop(sync: &UnixStream) -> InitResult<()> {
+    let mut reader = BufReader::new(sync.try_clone().map_err(|e| format!("sync fd: {e}"))?);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| format!("read config: {e}"))?;
+    let cfg: InitConfig =
+        serde_json::from_str(&line).map_err(|e| format!("bad init config: {e}"))?;
+    let (exe, argv, envp) = prepare(&cfg)?;
+    reply(sync, &InitReply::Ready(true));
+    line.clear();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| format!("wait for start: {e}"))?;
+    if line.trim() != "start" {
+        // The agent went away or removed the container before starting it.
+        std::process::exit(1);
+    }
+    drop(reader);
+    reset_signals();
+    // SAFETY: plain fcntl on our own fd; marks the sync socket close-on-exec so a
+    // successful execve shows up as EOF on the agent's side.
+    unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
+    Err(format!("exec {:?}: {}", cfg.args[0], err.desc()))
+}
+
+/// The agent (Rust's runtime) ignores SIGPIPE and tokio may leave signals blocked: give
+/// the workload default dispositions and an empty signal mask, as a shell would.
+fn reset_signals() {
+    // SAFETY: signal(2) and sigprocmask(2) with valid arguments; single-threaded process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Closes every fd >= `from` (leaked agent fds must not reach the workload).
+fn close_fds_from(from: i32) {
+    // SAFETY: close_range only closes descriptors; none above `from` is in use here.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0u32) };
+    if r != 0 {
+        if let Ok(rd) = fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = rd
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|fd| *fd >= from)
+                .collect();
+            for fd in fds {
+                // SAFETY: closing a descriptor this process owns and no longer uses.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+fn cstr(s: &str) -> InitResult<CString> {
+    CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
+}
+
+type Prepared = (CString, Vec<CString>, Vec<CString>);
+
+/// Everything before exec: mounts, pivot_root, hostname, cwd, lookup, credentials.
+fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
+    let errno = |what: String| move |e: nix::Error| format!("{what}: {}", e.desc());
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(errno("make mounts private".into()))?;
+    if cfg.cgroup_ns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(errno("unshare cgroup namespace".into()))?;
+    }
+    let root = &cfg.rootfs;
+    if !root.is_dir() {
+        return Err(format!("rootfs {root:?} is not a directory"));
+    }
+    mount(
+        Some(root.as_path()),
+        root.as_path(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(errno(format!("bind mount rootfs {root:?}")))?;
+    for m in &cfg.mounts {
+        do_mount(root, m)?;
+    }
+    // runc's trick: pivot_root(".", ".") stacks the old root on top of the new one, and the
+    // lazy unmount of "." then drops it, with no put_old directory needed.
+    chdir(root.as_path()).map_err(errno(format!("chdir {root:?}")))?;
+    pivot_root(".", ".").map_err(errno(format!("pivot_root to {root:?}")))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(errno("detach old root".into()))?;
+    chdir("/").map_err(errno("chdir /".into()))?;
+    for p in &cfg.masked_paths {
+        mask_path(p)?;
+    }
+    for p in &cfg.readonly_paths {
+        readonly_path(p)?;
+    }
+    if cfg.readonly_root {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(errno("remount / read-only".into()))?;
+    }
+    if let Some(h) = &cfg.hostname {
+        sethostname(h).map_err(errno(format!("sethostname {h:?}")))?;
+    }
+    for &(res, soft, hard) in &cfg.rlimits {
+        let lim = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads a valid rlimit struct.
+        if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
+            return Err(format!(
+                "setrlimit {res}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    chdir(cfg.cwd.as_path()).map_err(|e| {
+        format!(
+            "chdir to cwd ({:?}) set in config.json failed: {}",
+            cfg.cwd,
+            e.desc()
+        )
+    })?;
+    let path_env = cfg
+        .env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let exe = lookup_executable(&cfg.args[0], path_env)?;
+    let groups: Vec<Gid> = cfg
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(errno("setgroups".into()))?;
+    nix::unistd::setgid(Gid::from_raw(cfg.gid)).map_err(errno(format!("setgid {}", cfg.gid)))?;
+    nix::unistd::setuid(Uid::from_raw(cfg.uid)).map_err(errno(format!("setuid {}", cfg.uid)))?;
+    if let Some(mask) = cfg.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if cfg.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let exe = CString::new(exe.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?;
+    let argv = cfg
+        .args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<InitResult<Vec<_>>>()?;
+    let envp = cfg
+        .env
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<InitResult<Vec<_>>>()?;
+    Ok((exe, argv, envp))
+}
+
+/// Resolves the executable as runc (Go's exec.LookPath) does: a name with a slash is used
+/// as is, otherwise each PATH entry is tried. Error texts match runc's.
+pub fn lookup_executable(name: &str, path_env: &str) -> InitResult<PathBuf> {
+    let check = |p: &Path| -> std::result::Result<(), std::io::Error> {
+        let md = fs::metadata(p)?;
+        if !md.is_dir() && md.permissions().mode() & 0o111 != 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied))
+        }
+    };
+    if name.contains('/') {
+        return match check(Path::new(name)) {
+            Ok(()) => Ok(PathBuf::from(name)),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(format!("exec: {name:?}: permission denied"))
+            }
+            Err(_) => Err(format!(
+                "exec: {name:?}: stat {name}: no such file or directory"
+            )),
+        };
+    }
+    let mut denied = false;
+    for dir in path_env.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand = Path::new(dir).join(name);
+        match check(&cand) {
+            Ok(()) => return Ok(cand),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => denied = true,
+            Err(_) => {}
+        }
+    }
+    if denied {
+        Err(format!("exec: {name:?}: permission denied"))
+    } else {
+        Err(format!(
+            "exec: {name:?}: executable file not found in $PATH"
+        ))
+    }
+}
+
+/// `dest` (absolute inside the container) below `root`.
+fn under(root: &Path, dest: &Path) -> PathBuf {
+    root.join(dest.strip_prefix("/").unwrap_or(dest))
+}
+
+fn do_mount(root: &Path, m: &MountPlan) -> InitResult<()> {
+    let target = under(root, &m.destination);
+    let flags = MsFlags::from_bits_truncate(m.flags as _);
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    match &m.kind {
+        MountKind::Bind { recursive } => {
+            let src = Path::new(&m.source);
+            let md = fs::metadata(src)
+                .map_err(|e| format!("bind mount source {src:?} for {:?}: {e}", m.destination))?;
+            if md.is_dir() {
+                fs::create_dir_all(&target)
+            } else {
+                if let Some(p) = target.parent() {
+                    fs::create_dir_all(p).map_err(|e| format!("mkdir {p:?}: {e}"))?;
+                }
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&target)
+                    .map(|_| ())
+            }
+            .map_err(|e| format!("create mount point {:?}: {e}", m.destination))?;
+            let mut bf = MsFlags::MS_BIND;
+            if *recursive {
+                bf |= MsFlags::MS_REC;
+            }
+            mount(Some(src), &target, None::<&str>, bf, None::<&str>)
+                .map_err(|e| format!("bind mount {src:?} on {:?}: {}", m.destination, e.desc()))?;
+            if !flags.is_empty() {
+                mount(
+                    None::<&str>,
+                    &target,
+                    None::<&str>,
+                    MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
+                    None::<&str>,
+                )
+                .map_err(|e| format!("remount {:?}: {}", m.destination, e.desc()))?;
+            }
+        }
+        MountKind::Fs(fstype) => {
+            fs::create_dir_all(&target)
+                .map_err(|e| format!("create mount point {:?}: {e}", m.destination))?;
+            mount(
+                Some(m.source.as_str()),
+                &target,
+                Some(fstype.as_str()),
+                flags,
+                data,
+            )
+            .map_err(|e| format!("mount {fstype} on {:?}: {}", m.destination, e.desc()))?;
+            if fstype == "tmpfs" && m.destination == Path::new("/dev") {
+                populate_dev(&target)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Standard device nodes: name, major, minor.
+const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// Creates the standard device nodes (mknod, or a bind mount of the agent's node where
+/// mknod is refused) and the /dev symlinks in a fresh /dev tmpfs.
+fn populate_dev(dev: &Path) -> InitResult<()> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    for (name, major, minor) in DEVICES {
+        let p = dev.join(name);
+        let made = mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        );
+        match made {
+            Ok(()) => {
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+                    .map_err(|e| format!("chmod /dev/{name}: {e}"))?;
+            }
+            Err(_) => {
+                fs::File::create(&p).map_err(|e| format!("create /dev/{name}: {e}"))?;
+                let host = Path::new("/dev").join(name);
+                mount(
+                    Some(&host),
+                    &p,
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(|e| format!("bind mount {host:?} on /dev/{name}: {}", e.desc()))?;
+            }
+        }
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link))
+            .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// maskedPaths: /dev/null over files, an empty read-only tmpfs over directories.
+fn mask_path(p: &Path) -> InitResult<()> {
+    let md = match fs::metadata(p) {
+        Ok(md) => md,
+        Err(_) => return Ok(()), // absent: nothing to hide
+    };
+    let r = if md.is_dir() {
+        mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    r.map_err(|e| format!("mask {p:?}: {}", e.desc()))
+}
+
+/// readonlyPaths: bind the path on itself and remount it read-only.
+fn readonly_path(p: &Path) -> InitResult<()> {
+    if fs::symlink_metadata(p).is_err() {
+        return Ok(());
+    }
+    mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .and_then(|_| {
+        mount(
+            Some(p),
+            p,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    })
+    .map_err(|e| format!("make {p:?} read-only: {}", e.desc()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        let exe = bin.join("tool");
+        fs::write(&exe, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        let noexec = bin.join("data");
+        fs::write(&noexec, "x").unwrap();
+        let path = format!("/nonexistent:{}", bin.display());
+
+        assert_eq!(lookup_executable("tool", &path).unwrap(), exe);
+        assert_eq!(
+            lookup_executable("nosuchcmd", &path).unwrap_err(),
+            r#"exec: "nosuchcmd": executable file not found in $PATH"#
+        );
+        assert_eq!(
+            lookup_executable("data", &path).unwrap_err(),
+            r#"exec: "data": permission denied"#
+        );
+        let abs = exe.to_str().unwrap();
+        assert_eq!(lookup_executable(abs, "").unwrap(), exe);
+        let e = lookup_executable("/no/such", &path).unwrap_err();
+        assert_eq!(
+            e,
+            r#"exec: "/no/such": stat /no/such: no such file or directory"#
+        );
+        // A directory is never executable.
+        assert!(lookup_executable("bin", dir.path().to_str().unwrap()).is_err());
+    }
+
+    #[test]
+    fn reply_format() {
+        assert_eq!(
+            serde_json::to_string(&InitReply::Ready(true)).unwrap(),
+            r#"{"ready":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&InitReply::Error("x".into())).unwrap(),
+            r#"{"error":"x"}"#
+        );
+    }
+}

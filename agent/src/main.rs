@@ -1,0 +1,119 @@
+//! `kata-agent`: the kata-rs guest agent binary (see the crate docs and agent/README.md).
+//!
+//! ```text
+//! kata-agent                                  # as /init (PID 1) in the guest: boot, serve vsock://-1:1024
+//! kata-agent --listen unix:///path/agent.sock # development/test mode on a normal host
+//!            [--cgroup-root DIR] [--log LEVEL]
+//! ```
+//! Log level: `--log` or env `KATA_AGENT_LOG` (error|warn|info|debug|trace; default warn).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kata_rs_agent::service::ShutdownAction;
+use kata_rs_agent::{boot, init, Options, DEFAULT_LISTEN};
+use tracing::Level;
+
+const USAGE: &str =
+    "usage: kata-agent [--listen vsock://CID:PORT|unix:///PATH] [--cgroup-root DIR] [--log LEVEL]";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(init::INIT_ARG) {
+        init::run();
+    }
+    ensure_std_fds();
+    let pid1 = std::process::id() == 1;
+    let mut boot_errors = Vec::new();
+    if pid1 {
+        boot_errors = boot::boot();
+    }
+    let mut listen = DEFAULT_LISTEN.to_string();
+    let mut cgroup_root = None;
+    let mut level = std::env::var("KATA_AGENT_LOG").unwrap_or_else(|_| "warn".into());
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> String {
+            match it.next() {
+                Some(v) => v.clone(),
+                None => fail(pid1, &format!("{name} needs a value\n{USAGE}")),
+            }
+        };
+        match a.as_str() {
+            "--listen" => listen = value("--listen"),
+            "--cgroup-root" => cgroup_root = Some(PathBuf::from(value("--cgroup-root"))),
+            "--log" => level = value("--log"),
+            "--version" => {
+                println!("kata-agent {}", env!("CARGO_PKG_VERSION"));
+                return;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return;
+            }
+            // As PID 1, the kernel passes unknown command-line words as arguments: ignore.
+            other if pid1 => eprintln!("kata-rs-agent: ignoring argument {other:?}"),
+            other => fail(false, &format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let level: Level = level.parse().unwrap_or(Level::WARN);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .init();
+    for e in &boot_errors {
+        tracing::warn!("boot: {e}");
+    }
+    let opts = Options {
+        listen,
+        cgroup_root,
+        shutdown: if pid1 {
+            ShutdownAction::Reboot
+        } else {
+            ShutdownAction::Exit
+        },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let res = match rt {
+        Ok(rt) => rt.block_on(kata_rs_agent::serve(opts)),
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = res {
+        fail(pid1, &format!("{e:#}"));
+    }
+}
+
+/// Prints a fatal error. PID 1 must not exit (that panics the kernel): it reboots, which
+/// ends the VM so the VMM and shim see it.
+fn fail(pid1: bool, msg: &str) -> ! {
+    eprintln!("kata-rs-agent: error: {msg}");
+    if pid1 {
+        nix::unistd::sync();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    std::process::exit(2);
+}
+
+/// Opens /dev/null on any of fds 0-2 that is closed, so that pipes created later never
+/// land there (the container spawn relies on it).
+fn ensure_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) only queries; open() returns a fresh descriptor that takes
+        // the lowest free number, which is `fd` itself when it was closed.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
+}

@@ -1,0 +1,736 @@
+//! Turns an OCI runtime spec into a validated, serialisable plan for the container init
+//! ([`InitConfig`]), the namespaces to create and the cgroup settings. Pure code: no system
+//! calls, so every rule here is unit-tested.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, PosixRlimitType, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AgentError, Result};
+
+/// PATH used to resolve the executable when the process environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Maximum length of a container id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Checks a container id: it names a cgroup directory, so it must be a single safe path
+/// component (`[A-Za-z0-9_.+-]`, not starting with a dot, at most [`MAX_ID_LEN`] bytes).
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(AgentError::invalid("container_id is empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(AgentError::invalid(format!(
+            "container_id is {} bytes long, at most {MAX_ID_LEN} allowed",
+            id.len()
+        )));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+');
+    if id.starts_with('.') || !id.chars().all(ok_char) {
+        return Err(AgentError::invalid(format!(
+            "container_id {id:?} is invalid: use letters, digits, '_', '.', '-', '+', not starting with '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Namespaces the container gets, beyond the mount namespace it always gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// New PID namespace (the workload is its PID 1).
+    pub pid: bool,
+    /// New UTS namespace (own hostname).
+    pub uts: bool,
+    /// New IPC namespace.
+    pub ipc: bool,
+    /// New cgroup namespace (created by the init once it sits in its cgroup).
+    pub cgroup: bool,
+}
+
+impl Namespaces {
+    /// clone(2) flags for the namespaces created at clone time (mount always; cgroup is
+    /// unshared later by the init, after the agent moved it into its cgroup).
+    pub fn clone_flags(&self) -> libc::c_int {
+        let mut f = libc::CLONE_NEWNS;
+        if self.pid {
+            f |= libc::CLONE_NEWPID;
+        }
+        if self.uts {
+            f |= libc::CLONE_NEWUTS;
+        }
+        if self.ipc {
+            f |= libc::CLONE_NEWIPC;
+        }
+        f
+    }
+}
+
+/// How one mount is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A new file system instance of the given type (proc, tmpfs, sysfs...).
+    Fs(String),
+    /// A bind mount of a guest path (recursive when `rbind`).
+    Bind {
+        /// MS_REC: also bind the mounts below the source.
+        recursive: bool,
+    },
+}
+
+/// One planned mount, destination relative to the container root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPlan {
+    /// File system type or bind.
+    pub kind: MountKind,
+    /// Source: device name for file systems, guest path for binds.
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: PathBuf,
+    /// MS_* flags (without MS_BIND/MS_REC, which `kind` carries).
+    pub flags: u64,
+    /// File-system-specific options (`mode=755,size=65536k`).
+    pub data: String,
+}
+
+impl MountPlan {
+    fn fs(fstype: &str, source: &str, dest: &str, options: &[&str]) -> Self {
+        let opts: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        let parsed = parse_options(&opts);
+        MountPlan {
+            kind: MountKind::Fs(fstype.to_string()),
+            source: source.to_string(),
+            destination: PathBuf::from(dest),
+            flags: parsed.flags,
+            data: parsed.data,
+        }
+    }
+}
+
+/// Result of parsing OCI mount options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedOptions {
+    /// MS_* flags.
+    pub flags: u64,
+    /// `Some(recursive)` when `bind` / `rbind` was given.
+    pub bind: Option<bool>,
+    /// Remaining comma-joined file system data.
+    pub data: String,
+}
+
+/// Parses OCI mount options into MS_* flags, bind mode and file system data. Propagation
+/// options are ignored: every container mount is private.
+pub fn parse_options(options: &[String]) -> ParsedOptions {
+    let mut p = ParsedOptions::default();
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear): (u64, u64) = match o.as_str() {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "async" => (0, libc::MS_SYNCHRONOUS),
+            "dirsync" => (libc::MS_DIRSYNC, 0),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "atime" => (0, libc::MS_NOATIME),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "diratime" => (0, libc::MS_NODIRATIME),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "norelatime" => (0, libc::MS_RELATIME),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "nostrictatime" => (0, libc::MS_STRICTATIME),
+            "bind" => {
+                p.bind = Some(p.bind.unwrap_or(false));
+                continue;
+            }
+            "rbind" => {
+                p.bind = Some(true);
+                continue;
+            }
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable"
+            | "runbindable" | "remount" | "defaults" => continue,
+            s if s.starts_with("x-") => continue,
+            other => {
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        p.flags = (p.flags | set) & !clear;
+    }
+    p.data = data.join(",");
+    p
+}
+
+/// Everything the container init needs, sent to it as JSON over the sync socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitConfig {
+    /// Guest path of the container root file system.
+    pub rootfs: PathBuf,
+    /// Remount the root read-only after pivot_root (spec.root.readonly).
+    pub readonly_root: bool,
+    /// Mounts in order; a tmpfs on /dev gets the standard device nodes.
+    pub mounts: Vec<MountPlan>,
+    /// Hostname to set (needs a UTS namespace).
+    pub hostname: Option<String>,
+    /// Unshare a cgroup namespace once in the container cgroup.
+    pub cgroup_ns: bool,
+    /// Paths made inaccessible (spec.linux.maskedPaths).
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths made read-only (spec.linux.readonlyPaths).
+    pub readonly_paths: Vec<PathBuf>,
+    /// Command line; args[0] is resolved in PATH.
+    pub args: Vec<String>,
+    /// Environment (`KEY=VALUE`).
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    pub cwd: PathBuf,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// umask, if set.
+    pub umask: Option<u32>,
+    /// PR_SET_NO_NEW_PRIVS.
+    pub no_new_privileges: bool,
+    /// (resource, soft, hard) for setrlimit.
+    pub rlimits: Vec<(u32, u64, u64)>,
+}
+
+/// The validated plan for a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// What the init does.
+    pub init: InitConfig,
+    /// Namespaces to create.
+    pub namespaces: Namespaces,
+    /// cgroup v2 interface files to write: (file name, value).
+    pub cgroup_writes: Vec<(String, String)>,
+}
+
+/// Parses the OCI spec JSON.
+pub fn parse_spec(json: &[u8]) -> Result<Spec> {
+    if json.is_empty() {
+        return Err(AgentError::invalid("oci_spec is empty"));
+    }
+    serde_json::from_slice(json).map_err(|e| AgentError::invalid(format!("invalid OCI spec: {e}")))
+}
+
+/// Checks that `p` is absolute and has no `..`; returns it normalised.
+fn clean_abs(what: &str, p: &Path) -> Result<PathBuf> {
+    if !p.is_absolute() {
+        return Err(AgentError::invalid(format!(
+            "{what} {p:?} must be an absolute path"
+        )));
+    }
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(AgentError::invalid(format!(
+                    "{what} {p:?} must not contain '..'"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The mounts every container gets unless the spec mounts something at the same place.
+pub fn default_mounts() -> Vec<MountPlan> {
+    vec![
+        MountPlan::fs("proc", "proc", "/proc", &["nosuid", "noexec", "nodev"]),
+        MountPlan::fs(
+            "tmpfs",
+            "tmpfs",
+            "/dev",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        MountPlan::fs(
+            "devpts",
+            "devpts",
+            "/dev/pts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        MountPlan::fs(
+            "tmpfs",
+            "shm",
+            "/dev/shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        MountPlan::fs(
+            "mqueue",
+            "mqueue",
+            "/dev/mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        MountPlan::fs(
+            "sysfs",
+            "sysfs",
+            "/sys",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+    ]
+}
+
+/// Merges the spec's mounts over the defaults: a spec mount at a default's destination
+/// replaces it in place, others are appended in spec order.
+pub fn plan_mounts(spec_mounts: &[oci_spec::runtime::Mount]) -> Result<Vec<MountPlan>> {
+    let mut plan = default_mounts();
+    for m in spec_mounts {
+        let dest = clean_abs("mount destination", m.destination())?;
+        if dest == Path::new("/") {
+            return Err(AgentError::invalid("a mount on \"/\" is not supported"));
+        }
+        let opts = m.options().clone().unwrap_or_default();
+        let parsed = parse_options(&opts);
+        let typ = m.typ().clone().unwrap_or_default();
+        let source = m
+            .source()
+            .as_ref()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let kind = if parsed.bind.is_some() || typ == "bind" {
+            if source.is_empty() {
+                return Err(AgentError::invalid(format!(
+                    "bind mount at {dest:?} has no source"
+                )));
+            }
+            clean_abs("bind mount source", Path::new(&source))?;
+            MountKind::Bind {
+                recursive: parsed.bind.unwrap_or(false),
+            }
+        } else {
+            match typ.as_str() {
+                "" | "none" => {
+                    return Err(AgentError::invalid(format!(
+                        "mount at {dest:?} has no type and is not a bind mount"
+                    )))
+                }
+                // Only cgroup v2 exists in the guest.
+                "cgroup" | "cgroup2" => MountKind::Fs("cgroup2".into()),
+                t => MountKind::Fs(t.to_string()),
+            }
+        };
+        let source = if source.is_empty() {
+            typ.clone()
+        } else {
+            source
+        };
+        let mp = MountPlan {
+            kind,
+            source,
+            destination: dest,
+            flags: parsed.flags,
+            data: parsed.data,
+        };
+        if let Some(slot) = plan.iter_mut().find(|p| p.destination == mp.destination) {
+            *slot = mp;
+        } else {
+            plan.push(mp);
+        }
+    }
+    Ok(plan)
+}
+
+/// Reads spec.linux.namespaces; rejects what the agent does not support.
+pub fn plan_namespaces(spec: &Spec) -> Result<Namespaces> {
+    let mut ns = Namespaces::default();
+    let mut seen = HashSet::new();
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for n in &list {
+        let typ = n.typ();
+        if !seen.insert(typ) {
+            return Err(AgentError::invalid(format!(
+                "namespace {typ} is listed twice in spec.linux.namespaces"
+            )));
+        }
+        if let Some(path) = n.path() {
+            return Err(AgentError::unimplemented(format!(
+                "joining an existing {typ} namespace ({path:?}) is not supported yet"
+            )));
+        }
+        match typ {
+            LinuxNamespaceType::Mount => {}
+            LinuxNamespaceType::Pid => ns.pid = true,
+            LinuxNamespaceType::Uts => ns.uts = true,
+            LinuxNamespaceType::Ipc => ns.ipc = true,
+            LinuxNamespaceType::Cgroup => ns.cgroup = true,
+            // The VM is the pod's network namespace: containers share the guest's.
+            LinuxNamespaceType::Network => {}
+            LinuxNamespaceType::User => {
+                return Err(AgentError::unimplemented(
+                    "user namespaces are not supported yet (spec.linux.namespaces has \"user\")",
+                ))
+            }
+            LinuxNamespaceType::Time => {
+                return Err(AgentError::unimplemented(
+                    "time namespaces are not supported yet (spec.linux.namespaces has \"time\")",
+                ))
+            }
+        }
+    }
+    Ok(ns)
+}
+
+/// Converts spec.linux.resources into cgroup v2 interface file writes.
+pub fn plan_cgroup(res: Option<&LinuxResources>) -> Result<Vec<(String, String)>> {
+    let mut w = Vec::new();
+    let Some(res) = res else { return Ok(w) };
+    if let Some(mem) = res.memory() {
+        if let Some(limit) = mem.limit() {
+            w.push(("memory.max".into(), limit_value(limit)));
+        }
+        if let (Some(swap), Some(limit)) = (mem.swap(), mem.limit()) {
+            // OCI swap is memory+swap; v2 memory.swap.max is swap alone.
+            let v = if swap < 0 || limit < 0 {
+                "max".to_string()
+            } else if swap < limit {
+                return Err(AgentError::invalid(format!(
+                    "memory.swap ({swap}) must not be below memory.limit ({limit})"
+                )));
+            } else {
+                (swap - limit).to_string()
+            };
+            w.push(("memory.swap.max".into(), v));
+        }
+    }
+    if let Some(cpu) = res.cpu() {
+        if let Some(shares) = cpu.shares() {
+            if shares > 0 {
+                w.push(("cpu.weight".into(), shares_to_weight(shares).to_string()));
+            }
+        }
+        let period = cpu.period().unwrap_or(100_000);
+        match cpu.quota() {
+            Some(q) if q > 0 => w.push(("cpu.max".into(), format!("{q} {period}"))),
+            Some(_) => w.push(("cpu.max".into(), format!("max {period}"))),
+            None if cpu.period().is_some() => w.push(("cpu.max".into(), format!("max {period}"))),
+            None => {}
+        }
+    }
+    if let Some(pids) = res.pids() {
+        w.push(("pids.max".into(), limit_value(pids.limit())));
+    }
+    Ok(w)
+}
+
+fn limit_value(v: i64) -> String {
+    if v <= 0 {
+        "max".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// cgroup v1 cpu.shares → v2 cpu.weight, the formula runc and crun use.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> u32 {
+    use PosixRlimitType as R;
+    (match t {
+        R::RlimitCpu => libc::RLIMIT_CPU,
+        R::RlimitFsize => libc::RLIMIT_FSIZE,
+        R::RlimitData => libc::RLIMIT_DATA,
+        R::RlimitStack => libc::RLIMIT_STACK,
+        R::RlimitCore => libc::RLIMIT_CORE,
+        R::RlimitRss => libc::RLIMIT_RSS,
+        R::RlimitNproc => libc::RLIMIT_NPROC,
+        R::RlimitNofile => libc::RLIMIT_NOFILE,
+        R::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        R::RlimitAs => libc::RLIMIT_AS,
+        R::RlimitLocks => libc::RLIMIT_LOCKS,
+        R::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        R::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        R::RlimitNice => libc::RLIMIT_NICE,
+        R::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        R::RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as u32
+}
+
+/// Validates the spec and builds the plan for a container whose root is `rootfs`.
+pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
+    let rootfs = clean_abs("rootfs_path", rootfs)?;
+    if rootfs == Path::new("/") {
+        return Err(AgentError::invalid("rootfs_path must not be \"/\""));
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| AgentError::invalid("spec has no process"))?;
+    if process.terminal().unwrap_or(false) {
+        return Err(AgentError::unimplemented(
+            "process.terminal=true is not supported yet (use pipes)",
+        ));
+    }
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(AgentError::invalid("process.args is empty: nothing to run"));
+    }
+    let cwd = clean_abs("process.cwd", process.cwd())?;
+    let namespaces = plan_namespaces(spec)?;
+    let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+    if hostname.is_some() && !namespaces.uts {
+        return Err(AgentError::invalid(
+            "spec sets a hostname but has no uts namespace in spec.linux.namespaces",
+        ));
+    }
+    let mounts = plan_mounts(spec.mounts().as_deref().unwrap_or(&[]))?;
+    let linux = spec.linux().as_ref();
+    let paths = |v: Option<&Vec<String>>, what: &str| -> Result<Vec<PathBuf>> {
+        v.map(|v| v.as_slice())
+            .unwrap_or(&[])
+            .iter()
+            .map(|p| clean_abs(what, Path::new(p)))
+            .collect()
+    };
+    let masked_paths = paths(linux.and_then(|l| l.masked_paths().as_ref()), "masked path")?;
+    let readonly_paths = paths(
+        linux.and_then(|l| l.readonly_paths().as_ref()),
+        "readonly path",
+    )?;
+    let cgroup_writes = plan_cgroup(linux.and_then(|l| l.resources().as_ref()))?;
+    let user = process.user();
+    let rlimits = process
+        .rlimits()
+        .as_ref()
+        .map(|v| {
+            v.iter()
+                .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let init = InitConfig {
+        rootfs,
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        mounts,
+        hostname,
+        cgroup_ns: namespaces.cgroup,
+        masked_paths,
+        readonly_paths,
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        rlimits,
+    };
+    Ok(Plan {
+        init,
+        namespaces,
+        cgroup_writes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Spec {
+        parse_spec(json.as_bytes()).expect("valid spec")
+    }
+
+    const BASIC: &str = r#"{
+        "ociVersion": "1.0.2",
+        "process": {"args": ["sh", "-c", "echo hi"], "cwd": "/", "env": ["PATH=/bin"],
+                    "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "hostname": "box",
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
+                                 {"type": "ipc"}, {"type": "network"}]}
+    }"#;
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("abc-1_2.3").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id("..").is_err());
+        assert!(validate_id("a/b").is_err());
+        assert!(validate_id(".hidden").is_err());
+        assert!(validate_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn basic_plan() {
+        let p = plan(&spec(BASIC), Path::new("/run/kata-rs/containers/c1/rootfs")).unwrap();
+        assert_eq!(
+            p.namespaces,
+            Namespaces {
+                pid: true,
+                uts: true,
+                ipc: true,
+                cgroup: false
+            }
+        );
+        assert_eq!(
+            p.namespaces.clone_flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC
+        );
+        assert_eq!(p.init.args, ["sh", "-c", "echo hi"]);
+        assert_eq!(p.init.hostname.as_deref(), Some("box"));
+        assert_eq!(p.init.mounts, default_mounts());
+        assert!(p.cgroup_writes.is_empty());
+        // The init config survives the trip over the sync socket.
+        let json = serde_json::to_string(&p.init).unwrap();
+        assert_eq!(serde_json::from_str::<InitConfig>(&json).unwrap(), p.init);
+    }
+
+    #[test]
+    fn rejects_unsupported_namespaces() {
+        let s = BASIC.replace(r#"{"type": "network"}"#, r#"{"type": "user"}"#);
+        let e = plan(&spec(&s), Path::new("/r")).unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::UNIMPLEMENTED);
+        assert!(e.message.contains("user namespaces"), "{}", e.message);
+
+        let s = BASIC.replace(r#"{"type": "network"}"#, r#"{"type": "bogus"}"#);
+        let e = parse_spec(s.as_bytes()).unwrap_err();
+        assert!(e.message.contains("invalid OCI spec"), "{}", e.message);
+        assert!(e.message.contains("bogus"), "{}", e.message);
+
+        let s = BASIC.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
+        );
+        let e = plan(&spec(&s), Path::new("/r")).unwrap_err();
+        assert!(e.message.contains("not supported yet"), "{}", e.message);
+
+        let s = BASIC.replace(r#"{"type": "network"}"#, r#"{"type": "pid"}"#);
+        assert!(plan(&spec(&s), Path::new("/r")).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_process() {
+        let s = BASIC.replace(r#"["sh", "-c", "echo hi"]"#, "[]");
+        let e = plan(&spec(&s), Path::new("/r")).unwrap_err();
+        assert!(e.message.contains("process.args is empty"));
+        let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "rel""#);
+        assert!(plan(&spec(&s), Path::new("/r")).is_err());
+        let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "/", "terminal": true"#);
+        assert!(plan(&spec(&s), Path::new("/r"))
+            .unwrap_err()
+            .message
+            .contains("terminal"));
+        let s = BASIC.replace(r#"{"type": "uts"},"#, "");
+        assert!(plan(&spec(&s), Path::new("/r"))
+            .unwrap_err()
+            .message
+            .contains("hostname"));
+        assert!(plan(&spec(BASIC), Path::new("/")).is_err());
+        assert!(plan(&spec(BASIC), Path::new("/a/../b")).is_err());
+        assert!(parse_spec(b"").is_err());
+        assert!(parse_spec(b"{").is_err());
+    }
+
+    #[test]
+    fn options() {
+        let o = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let p = o(&["nosuid", "nodev", "ro", "mode=755", "size=1k", "rprivate"]);
+        assert_eq!(p.flags, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RDONLY);
+        assert_eq!(p.data, "mode=755,size=1k");
+        assert_eq!(p.bind, None);
+        let p = o(&["ro", "rw", "rbind"]);
+        assert_eq!(p.flags, 0);
+        assert_eq!(p.bind, Some(true));
+        assert_eq!(o(&["bind"]).bind, Some(false));
+    }
+
+    #[test]
+    fn mounts_merge_over_defaults() {
+        let s = BASIC.replace(
+            r#""hostname""#,
+            r#""mounts": [
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["mode=700"]},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro"]},
+                {"destination": "/data", "type": "bind", "source": "/run/data", "options": ["rbind", "ro"]},
+                {"destination": "/etc/hosts", "source": "/run/hosts", "options": ["bind"]}
+            ], "hostname""#,
+        );
+        let p = plan(&spec(&s), Path::new("/r")).unwrap();
+        let m = &p.init.mounts;
+        assert_eq!(m.len(), default_mounts().len() + 3);
+        assert_eq!(m[1].destination, Path::new("/dev"));
+        assert_eq!(m[1].data, "mode=700");
+        let cg = m
+            .iter()
+            .find(|m| m.destination == Path::new("/sys/fs/cgroup"))
+            .unwrap();
+        assert_eq!(cg.kind, MountKind::Fs("cgroup2".into()));
+        assert_eq!(cg.flags, libc::MS_RDONLY);
+        let data = m
+            .iter()
+            .find(|m| m.destination == Path::new("/data"))
+            .unwrap();
+        assert_eq!(data.kind, MountKind::Bind { recursive: true });
+        assert_eq!(data.source, "/run/data");
+        let hosts = m.last().unwrap();
+        assert_eq!(hosts.kind, MountKind::Bind { recursive: false });
+
+        let bad = BASIC.replace(
+            r#""hostname""#,
+            r#""mounts": [{"destination": "/x/../../etc", "type": "tmpfs"}], "hostname""#,
+        );
+        assert!(plan(&spec(&bad), Path::new("/r")).is_err());
+        let bad = BASIC.replace(
+            r#""hostname""#,
+            r#""mounts": [{"destination": "/x", "options": ["bind"]}], "hostname""#,
+        );
+        assert!(plan(&spec(&bad), Path::new("/r"))
+            .unwrap_err()
+            .message
+            .contains("no source"));
+    }
+
+    #[test]
+    fn cgroup_resources() {
+        let s = BASIC.replace(
+            r#""namespaces""#,
+            r#""resources": {"memory": {"limit": 268435456, "swap": 536870912},
+                             "cpu": {"shares": 1024, "quota": 50000, "period": 100000},
+                             "pids": {"limit": 100}}, "namespaces""#,
+        );
+        let p = plan(&spec(&s), Path::new("/r")).unwrap();
+        let get = |k: &str| {
+            p.cgroup_writes
+                .iter()
+                .find(|(f, _)| f == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("memory.max").as_deref(), Some("268435456"));
+        assert_eq!(get("memory.swap.max").as_deref(), Some("268435456"));
+        assert_eq!(get("cpu.max").as_deref(), Some("50000 100000"));
+        assert_eq!(get("cpu.weight").as_deref(), Some("39"));
+        assert_eq!(get("pids.max").as_deref(), Some("100"));
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+}

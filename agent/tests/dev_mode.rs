@@ -1,0 +1,369 @@
+//! Integration test: runs the real `kata-agent` binary in development mode
+//! (`--listen unix://...`) as root and drives it through the ttrpc API with a busybox
+//! container. Needs root, mount/pid/uts/ipc namespaces, a cgroup v2 hierarchy and
+//! /bin/busybox; when the host lacks one of them the test prints why and skips.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kata_rs_protocol::agent::*;
+use kata_rs_protocol::agent_ttrpc::AgentServiceClient;
+use ttrpc::context;
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("/bin/busybox missing (apt-get install busybox-static)".into());
+    }
+    let ok = Command::new("unshare")
+        .args(["-mpuif", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        return Some("host refuses `unshare -mpuif --mount-proc true` (namespaces)".into());
+    }
+    if kata_rs_agent::cgroup::detect_root().is_none() {
+        return Some("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified".into());
+    }
+    None
+}
+
+macro_rules! require_host {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+struct AgentProc {
+    child: Child,
+    client: AgentServiceClient,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_agent() -> AgentProc {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let addr = format!("unix://{}", sock.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kata-agent"))
+        .args(["--listen", &addr, "--log", "info"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kata-agent");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "kata-rs-agent: ready");
+    let c = ttrpc::r#async::Client::connect(&addr)
+        .await
+        .expect("connect");
+    AgentProc {
+        child,
+        client: AgentServiceClient::new(c),
+        dir,
+    }
+}
+
+fn ctx() -> context::Context {
+    context::with_timeout(60_000_000_000)
+}
+
+/// A busybox root file system under `dir/<id>/rootfs`.
+fn busybox_rootfs(dir: &Path, id: &str) -> PathBuf {
+    let root = dir.join(id).join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "sleep", "hostname", "ls", "id"] {
+        symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    root
+}
+
+fn spec_json(args: &[&str]) -> Vec<u8> {
+    serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": args, "cwd": "/", "env": ["PATH=/bin", "HOME=/"],
+                    "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "hostname": "kata-test",
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"},
+                           {"type": "ipc"}, {"type": "network"}],
+            "maskedPaths": ["/proc/kcore"],
+            "readonlyPaths": ["/proc/sys"]
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+fn create_req(id: &str, rootfs: &Path, args: &[&str], stdin: bool) -> CreateContainerRequest {
+    let mut r = CreateContainerRequest::new();
+    r.container_id = id.into();
+    r.oci_spec = spec_json(args);
+    r.rootfs_path = rootfs.to_string_lossy().into_owned();
+    r.stdin = stdin;
+    r
+}
+
+fn creq(id: &str) -> ContainerRequest {
+    let mut r = ContainerRequest::new();
+    r.container_id = id.into();
+    r
+}
+
+fn err_msg(e: ttrpc::Error) -> String {
+    match e {
+        ttrpc::Error::RpcStatus(s) => s.message().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn read_all(c: &AgentServiceClient, id: &str, stderr: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let mut r = ReadStreamRequest::new();
+        r.container_id = id.into();
+        r.len = 1 << 20; // capped by the agent
+        let resp = if stderr {
+            c.read_stderr(ctx(), &r).await
+        } else {
+            c.read_stdout(ctx(), &r).await
+        }
+        .expect("read stream");
+        if resp.data.is_empty() {
+            return out;
+        }
+        out.extend_from_slice(&resp.data);
+    }
+}
+
+async fn wait(c: &AgentServiceClient, id: &str) -> i32 {
+    let mut r = WaitProcessRequest::new();
+    r.container_id = id.into();
+    c.wait_process(ctx(), &r).await.expect("wait").status
+}
+
+fn cgroup_dir(id: &str) -> PathBuf {
+    kata_rs_agent::cgroup::detect_root()
+        .unwrap()
+        .join("kata-rs")
+        .join(id)
+}
+
+/// Pids whose parent is `ppid`.
+fn children_of(ppid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised comm: state ppid ...
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let parent: u32 = rest.split(' ').nth(1).unwrap().parse().unwrap();
+        if parent == ppid {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn echo_hello_exit_3() {
+    require_host!();
+    let a = start_agent().await;
+    let c = &a.client;
+    let check = c.check(ctx(), &CheckRequest::new()).await.unwrap();
+    assert_eq!(check.version, env!("CARGO_PKG_VERSION"));
+    assert!(!check.kernel_release.is_empty());
+
+    let id = unique("hello");
+    let rootfs = busybox_rootfs(a.dir.path(), &id);
+    let req = create_req(
+        &id,
+        &rootfs,
+        &["sh", "-c", "echo hello; hostname >&2; echo $$ >&2; exit 3"],
+        false,
+    );
+    c.create_container(ctx(), &req).await.expect("create");
+    assert!(cgroup_dir(&id).is_dir(), "cgroup created");
+    let pid = c.start_container(ctx(), &creq(&id)).await.unwrap().pid;
+    assert!(pid > 1);
+    let out = read_all(c, &id, false).await;
+    assert_eq!(String::from_utf8_lossy(&out), "hello\n");
+    let err = read_all(c, &id, true).await;
+    // Own UTS namespace (hostname) and own PID namespace (the shell is PID 1).
+    assert_eq!(String::from_utf8_lossy(&err), "kata-test\n1\n");
+    assert_eq!(wait(c, &id).await, 3);
+    // Starting twice is refused.
+    let e = c.start_container(ctx(), &creq(&id)).await.unwrap_err();
+    assert!(err_msg(e).contains("not in created state"));
+
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = id.clone();
+    c.remove_container(ctx(), &rm).await.expect("remove");
+    assert!(!cgroup_dir(&id).exists(), "cgroup removed");
+    assert!(!rootfs.exists(), "rootfs removed");
+    assert!(children_of(a.child.id()).is_empty());
+}
+
+#[tokio::test]
+async fn missing_command_leaves_nothing_behind() {
+    require_host!();
+    let a = start_agent().await;
+    let c = &a.client;
+    let id = unique("nocmd");
+    let rootfs = busybox_rootfs(a.dir.path(), &id);
+    let req = create_req(&id, &rootfs, &["nosuchcmd", "arg"], false);
+    let e = c.create_container(ctx(), &req).await.unwrap_err();
+    let msg = err_msg(e);
+    eprintln!("CreateContainer error: {msg}");
+    assert!(
+        msg.contains(r#"exec: "nosuchcmd": executable file not found in $PATH"#),
+        "{msg}"
+    );
+    assert!(!cgroup_dir(&id).exists(), "no cgroup left behind");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !children_of(a.child.id()).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(children_of(a.child.id()).is_empty(), "no process left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(rootfs.to_str().unwrap()), "no mount left");
+    let agent_mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", a.child.id())).unwrap();
+    assert!(!agent_mounts.contains(rootfs.to_str().unwrap()));
+    // The id is free again and the container was never registered.
+    let e = c.start_container(ctx(), &creq(&id)).await.unwrap_err();
+    assert!(err_msg(e).contains("not found"));
+    let ok = create_req(&id, &rootfs, &["true"], false);
+    let e = c.create_container(ctx(), &ok).await.unwrap_err();
+    assert!(
+        err_msg(e).contains("executable file not found"),
+        "true is no applet here"
+    );
+}
+
+#[tokio::test]
+async fn stdin_signal_and_bad_requests() {
+    require_host!();
+    let a = start_agent().await;
+    let c = &a.client;
+
+    // stdin → cat → stdout
+    let id = unique("cat");
+    let rootfs = busybox_rootfs(a.dir.path(), &id);
+    c.create_container(ctx(), &create_req(&id, &rootfs, &["cat"], true))
+        .await
+        .unwrap();
+    c.start_container(ctx(), &creq(&id)).await.unwrap();
+    let mut w = WriteStreamRequest::new();
+    w.container_id = id.clone();
+    w.data = b"ping\n".to_vec();
+    assert_eq!(c.write_stdin(ctx(), &w).await.unwrap().len, 5);
+    let mut cl = CloseStdinRequest::new();
+    cl.container_id = id.clone();
+    c.close_stdin(ctx(), &cl).await.unwrap();
+    assert_eq!(read_all(c, &id, false).await, b"ping\n");
+    assert_eq!(wait(c, &id).await, 0);
+
+    // A long sleep killed by SIGKILL: 128 + 9.
+    let id2 = unique("sleep");
+    let rootfs2 = busybox_rootfs(a.dir.path(), &id2);
+    c.create_container(
+        ctx(),
+        &create_req(&id2, &rootfs2, &["sleep", "1000"], false),
+    )
+    .await
+    .unwrap();
+    c.start_container(ctx(), &creq(&id2)).await.unwrap();
+    let mut s = SignalProcessRequest::new();
+    s.container_id = id2.clone();
+    s.signal = 9;
+    c.signal_process(ctx(), &s).await.unwrap();
+    assert_eq!(wait(c, &id2).await, 137);
+
+    // exec ids are not supported yet; bad signals, ids and specs are refused clearly.
+    let mut s = SignalProcessRequest::new();
+    s.container_id = id2.clone();
+    s.exec_id = "e1".into();
+    s.signal = 15;
+    let e = err_msg(c.signal_process(ctx(), &s).await.unwrap_err());
+    assert!(e.contains("not supported yet"), "{e}");
+    s.exec_id.clear();
+    s.signal = 999;
+    let e = err_msg(c.signal_process(ctx(), &s).await.unwrap_err());
+    assert!(e.contains("not a valid signal"), "{e}");
+    let e = err_msg(c.start_container(ctx(), &creq("../x")).await.unwrap_err());
+    assert!(e.contains("invalid"), "{e}");
+    let mut bad = create_req(&unique("bad"), &rootfs2, &["sh"], false);
+    bad.oci_spec =
+        br#"{"ociVersion":"1.0.2","process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+        "linux":{"namespaces":[{"type":"mount"},{"type":"wormhole"}]}}"#
+            .to_vec();
+    let e = err_msg(c.create_container(ctx(), &bad).await.unwrap_err());
+    assert!(
+        e.contains("invalid OCI spec") && e.contains("wormhole"),
+        "{e}"
+    );
+    let dup = create_req(&id2, &rootfs2, &["sh"], false);
+    let e = err_msg(c.create_container(ctx(), &dup).await.unwrap_err());
+    assert!(e.contains("already exists"), "{e}");
+
+    // A created-but-never-started container is removed cleanly too.
+    let id3 = unique("never");
+    let rootfs3 = busybox_rootfs(a.dir.path(), &id3);
+    c.create_container(ctx(), &create_req(&id3, &rootfs3, &["sleep", "1"], false))
+        .await
+        .unwrap();
+    for id in [&id, &id2, &id3] {
+        let mut rm = RemoveContainerRequest::new();
+        rm.container_id = id.to_string();
+        c.remove_container(ctx(), &rm).await.expect("remove");
+        assert!(!cgroup_dir(id).exists());
+    }
+    assert!(children_of(a.child.id()).is_empty());
+
+    // Shutdown in dev mode: the agent exits 0.
+    c.shutdown(ctx(), &Empty::new()).await.unwrap();
+    let mut a = a;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = a.child.try_wait().unwrap() {
+            assert!(st.success());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent did not exit after Shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
