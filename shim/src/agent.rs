@@ -1,0 +1,417 @@
+//! The client side of the agent API (protocol/protos/agent.proto) over AF_VSOCK, with a
+//! timeout on every request except the ones that wait for the container, and error texts
+//! from the guest bounded and cleaned before they reach logs or containerd.
+
+use std::time::Duration;
+
+use kata_rs_protocol::{agent as pb, agent_ttrpc::AgentServiceClient};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::util::sanitize;
+
+/// Longest error text from the agent that is passed on.
+const MAX_ERROR_TEXT: usize = 2048;
+/// Largest chunk asked for (and accepted) in one ReadStdout/ReadStderr.
+pub const READ_CHUNK: u32 = 32 * 1024;
+
+/// An agent request that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The agent answered with an error status; `message` is its (cleaned) text.
+    #[error("{message}")]
+    Status {
+        /// The request, e.g. `CreateContainer`.
+        method: &'static str,
+        /// The agent's text.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("agent {method} did not answer within {secs}s")]
+    Timeout {
+        /// The request.
+        method: &'static str,
+        /// The timeout.
+        secs: u64,
+    },
+    /// The connection failed or broke.
+    #[error("agent {method} failed: {message}")]
+    Transport {
+        /// The request.
+        method: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The agent's answer makes no sense (e.g. more data than asked for).
+    #[error("agent {method} sent a bad reply: {message}")]
+    BadReply {
+        /// The request.
+        method: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn map_err(method: &'static str, e: ttrpc::Error) -> AgentError {
+    match e {
+        ttrpc::Error::RpcStatus(s) => AgentError::Status {
+            method,
+            message: sanitize(s.message(), MAX_ERROR_TEXT),
+        },
+        other => AgentError::Transport {
+            method,
+            message: sanitize(&other.to_string(), MAX_ERROR_TEXT),
+        },
+    }
+}
+
+/// A connection to one VM's agent.
+#[derive(Clone)]
+pub struct Agent {
+    client: AgentServiceClient,
+    timeout: Duration,
+}
+
+impl Agent {
+    /// Connects to `vsock://cid:port`, giving up after `connect_timeout`; requests then
+    /// time out after `request_timeout`.
+    pub async fn connect(
+        cid: u32,
+        port: u32,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Result<Agent, AgentError> {
+        let addr = format!("vsock://{cid}:{port}");
+        let client = match tokio::time::timeout(
+            connect_timeout,
+            ttrpc::asynchronous::Client::connect(&addr),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(map_err("connect", e)),
+            Err(_) => {
+                return Err(AgentError::Timeout {
+                    method: "connect",
+                    secs: connect_timeout.as_secs(),
+                })
+            }
+        };
+        Ok(Agent {
+            client: AgentServiceClient::new(client),
+            timeout: request_timeout,
+        })
+    }
+
+    fn ctx(&self) -> ttrpc::context::Context {
+        ttrpc::context::with_timeout(self.timeout.as_nanos().min(i64::MAX as u128) as i64)
+    }
+
+    async fn timed<T>(
+        &self,
+        method: &'static str,
+        fut: impl std::future::Future<Output = ttrpc::Result<T>>,
+    ) -> Result<T, AgentError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_err(method, e)),
+            Err(_) => Err(AgentError::Timeout {
+                method,
+                secs: self.timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// `Check`: agent version and guest kernel release.
+    pub async fn check(&self) -> Result<pb::CheckResponse, AgentError> {
+        let r = self
+            .timed(
+                "Check",
+                self.client.check(self.ctx(), &pb::CheckRequest::new()),
+            )
+            .await?;
+        Ok(pb::CheckResponse {
+            version: sanitize(&r.version, 128),
+            kernel_release: sanitize(&r.kernel_release, 128),
+            ..Default::default()
+        })
+    }
+
+    /// `CreateContainer`.
+    pub async fn create_container(
+        &self,
+        id: &str,
+        spec: Vec<u8>,
+        rootfs_path: &str,
+        stdin: bool,
+    ) -> Result<(), AgentError> {
+        let req = pb::CreateContainerRequest {
+            container_id: id.to_string(),
+            oci_spec: spec,
+            rootfs_path: rootfs_path.to_string(),
+            stdin,
+            ..Default::default()
+        };
+        self.timed(
+            "CreateContainer",
+            self.client.create_container(self.ctx(), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `StartContainer`: the process's pid in the guest.
+    pub async fn start_container(&self, id: &str) -> Result<u32, AgentError> {
+        let req = pb::ContainerRequest {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        Ok(self
+            .timed(
+                "StartContainer",
+                self.client.start_container(self.ctx(), &req),
+            )
+            .await?
+            .pid)
+    }
+
+    /// `SignalProcess`.
+    pub async fn signal_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        signal: u32,
+    ) -> Result<(), AgentError> {
+        let req = pb::SignalProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            signal,
+            ..Default::default()
+        };
+        self.timed(
+            "SignalProcess",
+            self.client.signal_process(self.ctx(), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `WaitProcess`, without a timeout (it lasts as long as the process): the exit status
+    /// (made safe: 0..=255).
+    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<u32, AgentError> {
+        let req = pb::WaitProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .client
+            .wait_process(ttrpc::context::Context::default(), &req)
+            .await
+            .map_err(|e| map_err("WaitProcess", e))?;
+        Ok(crate::util::agent_exit_status(r.status))
+    }
+
+    /// `ReadStdout` (`stderr == false`) or `ReadStderr`, without a timeout (it waits for
+    /// output). An empty result means end of stream.
+    pub async fn read_stream(&self, id: &str, stderr: bool) -> Result<Vec<u8>, AgentError> {
+        let method = if stderr { "ReadStderr" } else { "ReadStdout" };
+        let req = pb::ReadStreamRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            len: READ_CHUNK,
+            ..Default::default()
+        };
+        let ctx = ttrpc::context::Context::default();
+        let r = if stderr {
+            self.client.read_stderr(ctx, &req).await
+        } else {
+            self.client.read_stdout(ctx, &req).await
+        }
+        .map_err(|e| map_err(method, e))?;
+        if r.data.len() > READ_CHUNK as usize {
+            return Err(AgentError::BadReply {
+                method,
+                message: format!("{} bytes for a read of {READ_CHUNK}", r.data.len()),
+            });
+        }
+        Ok(r.data)
+    }
+
+    /// `WriteStdin` of all of `data` (repeats for partial writes).
+    pub async fn write_stdin(&self, id: &str, mut data: &[u8]) -> Result<(), AgentError> {
+        while !data.is_empty() {
+            let req = pb::WriteStreamRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                data: data.to_vec(),
+                ..Default::default()
+            };
+            let n = self
+                .timed("WriteStdin", self.client.write_stdin(self.ctx(), &req))
+                .await?
+                .len as usize;
+            if n == 0 || n > data.len() {
+                return Err(AgentError::BadReply {
+                    method: "WriteStdin",
+                    message: format!("wrote {n} of {} bytes", data.len()),
+                });
+            }
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// `CloseStdin`.
+    pub async fn close_stdin(&self, id: &str) -> Result<(), AgentError> {
+        let req = pb::CloseStdinRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            ..Default::default()
+        };
+        self.timed("CloseStdin", self.client.close_stdin(self.ctx(), &req))
+            .await?;
+        Ok(())
+    }
+
+    /// `RemoveContainer`.
+    pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let req = pb::RemoveContainerRequest {
+            container_id: id.to_string(),
+            ..Default::default()
+        };
+        self.timed(
+            "RemoveContainer",
+            self.client.remove_container(self.ctx(), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `Shutdown`: the guest reboots, which ends the VMM.
+    pub async fn shutdown(&self) -> Result<(), AgentError> {
+        self.timed(
+            "Shutdown",
+            self.client.shutdown(self.ctx(), &pb::Empty::new()),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Why the agent of a new VM is not ready.
+#[derive(Debug)]
+pub enum NotReady {
+    /// No answer to `Check` until the deadline; the last error seen.
+    Timeout(Option<AgentError>),
+    /// The VMM process ended first.
+    VmmExited(crate::vmm::VmmExit),
+}
+
+/// Dials `cid:port` and calls `Check` until it answers, `timeout` passes, or
+/// `vmm_exited` (polled between tries) reports that the VMM is gone. Each try gets at most
+/// `per_try` (bounded by what is left).
+pub async fn wait_ready(
+    cid: u32,
+    port: u32,
+    timeout: Duration,
+    per_try: Duration,
+    request_timeout: Duration,
+    vmm_exited: impl Fn() -> Option<crate::vmm::VmmExit>,
+) -> Result<(Agent, pb::CheckResponse), NotReady> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    let mut tries = 0u32;
+    loop {
+        if let Some(e) = vmm_exited() {
+            return Err(NotReady::VmmExited(e));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(NotReady::Timeout(last));
+        }
+        let t = per_try.min(left);
+        tries += 1;
+        let attempt = async {
+            let a = Agent::connect(cid, port, t, t).await?;
+            let r = a.check().await?;
+            Ok::<_, AgentError>((
+                Agent {
+                    timeout: request_timeout,
+                    ..a
+                },
+                r,
+            ))
+        };
+        match attempt.await {
+            Ok(ok) => {
+                debug!(cid, tries, "agent answered Check");
+                return Ok(ok);
+            }
+            Err(e) => {
+                if tries % 20 == 1 {
+                    debug!(cid, tries, "agent not ready yet: {e}");
+                }
+                last = Some(e);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_status_text_is_passed_through_cleaned() {
+        let e = map_err(
+            "CreateContainer",
+            ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::NOT_FOUND,
+                "executable file `nope` not found\x1b",
+            )),
+        );
+        assert_eq!(e.to_string(), "executable file `nope` not found?");
+        let long = "x".repeat(10_000);
+        let e = map_err(
+            "Check",
+            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::UNKNOWN, long)),
+        );
+        assert!(e.to_string().len() < MAX_ERROR_TEXT + 10);
+        let e = map_err("Check", ttrpc::Error::RemoteClosed);
+        assert!(e.to_string().starts_with("agent Check failed"), "{e}");
+    }
+
+    /// Nothing listens on this CID: wait_ready gives up at its deadline, and stops at once
+    /// when the VMM is reported gone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_ready_times_out_or_sees_vmm_exit() {
+        let t0 = std::time::Instant::now();
+        let r = wait_ready(
+            0x7fff_fff0,
+            1024,
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            || None,
+        )
+        .await;
+        assert!(matches!(r, Err(NotReady::Timeout(_))));
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+        let r = wait_ready(
+            0x7fff_fff0,
+            1024,
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            || Some(crate::vmm::VmmExit::Code(1)),
+        )
+        .await;
+        assert!(matches!(
+            r,
+            Err(NotReady::VmmExited(crate::vmm::VmmExit::Code(1)))
+        ));
+    }
+}

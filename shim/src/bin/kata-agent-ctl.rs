@@ -1,0 +1,149 @@
+//! `kata-agent-ctl`: calls the agent's Check or Shutdown over vsock and prints the result.
+//! A debug tool, e.g. to see that an agent booted by kata-vmm alone is ready:
+//!
+//! ```text
+//! kata-agent-ctl --cid N [--port 1024] [--timeout-secs S] check|shutdown
+//! ```
+//!
+//! `check` retries until the agent answers or the timeout (default 10 s) passes. Exit
+//! status 0 on success, 1 on failure, 2 on a usage error.
+
+use std::{process::ExitCode, time::Duration};
+
+use kata_rs_shim::agent::{self, Agent, NotReady};
+
+const USAGE: &str = "usage: kata-agent-ctl --cid N [--port 1024] [--timeout-secs S] check|shutdown";
+
+#[derive(Debug)]
+struct Args {
+    cid: u32,
+    port: u32,
+    timeout: Duration,
+    command: String,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut cid = None;
+    let mut port = kata_rs_protocol::AGENT_VSOCK_PORT;
+    let mut timeout = Duration::from_secs(10);
+    let mut command = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<u64, String> {
+            it.next()
+                .ok_or(format!("{name} needs a value"))?
+                .parse::<u64>()
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        match a.as_str() {
+            "--cid" => {
+                cid = Some(u32::try_from(value("--cid")?).map_err(|e| format!("--cid: {e}"))?)
+            }
+            "--port" => {
+                port = u32::try_from(value("--port")?).map_err(|e| format!("--port: {e}"))?
+            }
+            "--timeout-secs" => timeout = Duration::from_secs(value("--timeout-secs")?),
+            "-h" | "--help" => return Err(String::new()),
+            "check" | "shutdown" if command.is_none() => command = Some(a.clone()),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        cid: cid.ok_or("--cid is required")?,
+        port,
+        timeout,
+        command: command.ok_or("a command (check or shutdown) is required")?,
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("kata-agent-ctl: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let per_try = Duration::from_secs(2);
+    match args.command.as_str() {
+        "check" => match agent::wait_ready(
+            args.cid,
+            args.port,
+            args.timeout,
+            per_try,
+            args.timeout,
+            || None,
+        )
+        .await
+        {
+            Ok((_, r)) => {
+                println!(
+                    "ok: agent {} (guest kernel {})",
+                    r.version, r.kernel_release
+                );
+                ExitCode::SUCCESS
+            }
+            Err(NotReady::Timeout(last)) => {
+                let last = last.map(|e| format!(": {e}")).unwrap_or_default();
+                eprintln!(
+                    "kata-agent-ctl: agent at vsock {}:{} did not answer within {}s{last}",
+                    args.cid,
+                    args.port,
+                    args.timeout.as_secs()
+                );
+                ExitCode::FAILURE
+            }
+            Err(NotReady::VmmExited(_)) => ExitCode::FAILURE,
+        },
+        _ => {
+            let r = async {
+                let a = Agent::connect(args.cid, args.port, args.timeout, args.timeout).await?;
+                a.shutdown().await
+            }
+            .await;
+            match r {
+                Ok(()) => {
+                    println!("ok: agent shutting down");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kata-agent-ctl: vsock {}:{}: {e}", args.cid, args.port);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let a = parse(&v("--cid 42 check")).unwrap();
+        assert_eq!(
+            (a.cid, a.port, a.timeout, a.command.as_str()),
+            (42, 1024, Duration::from_secs(10), "check")
+        );
+        let a = parse(&v("shutdown --cid 7 --port 99 --timeout-secs 3")).unwrap();
+        assert_eq!(
+            (a.cid, a.port, a.timeout, a.command.as_str()),
+            (7, 99, Duration::from_secs(3), "shutdown")
+        );
+        assert!(parse(&v("check")).unwrap_err().contains("--cid"));
+        assert!(parse(&v("--cid 1")).unwrap_err().contains("command"));
+        assert!(parse(&v("--cid x check")).is_err());
+        assert!(parse(&v("--cid 1 check extra")).is_err());
+        assert!(parse(&v("--cid 99999999999 check")).is_err());
+    }
+}

@@ -1,0 +1,512 @@
+//! The shim's configuration file (TOML): where the VMM, guest kernel and guest image are,
+//! the VM's size, and the timeouts for talking to the agent in the guest.
+//!
+//! The file is `$KATA_RS_CONFIG` when that is set (then it must exist), else
+//! `/etc/kata-rs/configuration.toml`; when that default file does not exist the built-in
+//! defaults apply, which are the install layout of docs/design.md.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "KATA_RS_CONFIG";
+/// Configuration file used when `KATA_RS_CONFIG` is not set.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/kata-rs/configuration.toml";
+
+/// Errors from loading or validating the configuration. Every message names the file (or
+/// says that the built-in defaults were used) and the key that is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `KATA_RS_CONFIG` does not exist or cannot be read.
+    #[error("cannot read configuration file {path} (from ${env}): {err}", env = CONFIG_ENV)]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        err: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("invalid configuration file {path}: {msg}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (names the key, line and column).
+        msg: String,
+    },
+    /// A value is out of range or a file it names does not exist.
+    #[error("{what} ({key} in {origin})")]
+    Invalid {
+        /// What is wrong, e.g. "guest kernel /x/y not found".
+        what: String,
+        /// The key, e.g. `hypervisor.kernel`.
+        key: &'static str,
+        /// Where the value came from.
+        origin: ConfigSource,
+    },
+}
+
+/// Where the configuration values came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Read from this file.
+    File(PathBuf),
+    /// Built-in defaults (the default file does not exist).
+    Defaults,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Defaults => write!(
+                f,
+                "the built-in defaults; {DEFAULT_CONFIG_PATH} does not exist"
+            ),
+        }
+    }
+}
+
+/// `[hypervisor]`: the VMM and what it boots.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HypervisorConfig {
+    /// The VMM binary (kata-vmm).
+    pub path: PathBuf,
+    /// Guest kernel (ELF vmlinux with PVH entry).
+    pub kernel: PathBuf,
+    /// Guest image (newc cpio initramfs with the agent as /init).
+    pub initrd: PathBuf,
+    /// Number of vCPUs of each VM.
+    pub vcpus: u32,
+    /// Memory of each VM in MiB.
+    pub memory_mib: u32,
+    /// Extra kernel command line parameters (passed as `--cmdline`).
+    pub kernel_params: String,
+    /// How long Delete waits for the VMM to exit after the agent's Shutdown before it
+    /// kills the VMM.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for HypervisorConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/usr/local/bin/kata-vmm"),
+            kernel: PathBuf::from("/usr/local/share/kata-rs/vmlinux"),
+            initrd: PathBuf::from("/usr/local/share/kata-rs/kata-rs-initrd.img"),
+            vcpus: 1,
+            memory_mib: 512,
+            kernel_params: String::new(),
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[agent]`: talking to the agent in the guest.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// How long Create waits for the agent to answer `Check` after the VMM started.
+    pub dial_timeout_secs: u64,
+    /// Timeout of each agent request (all but WaitProcess and the stdout/stderr reads,
+    /// which wait for the container).
+    pub request_timeout_secs: u64,
+    /// After the container's process exited, how long the shim waits for the rest of
+    /// its stdout/stderr before it reports the exit.
+    pub io_drain_timeout_secs: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            dial_timeout_secs: 30,
+            request_timeout_secs: 30,
+            io_drain_timeout_secs: 5,
+        }
+    }
+}
+
+/// `[runtime]`: the shim's own files and logging.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Per-sandbox state (container rootfs cpio, VMM pid file) lives in
+    /// `<state_dir>/<sandbox-id>/`.
+    pub state_dir: PathBuf,
+    /// The guest console of each VM is written to `<console_log_dir>/<sandbox-id>.log`.
+    pub console_log_dir: PathBuf,
+    /// Debug logging to containerd's shim log; also keeps console logs after the sandbox
+    /// is gone (otherwise they are removed with it).
+    pub debug: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/run/kata-rs/sandboxes"),
+            console_log_dir: PathBuf::from("/run/kata-rs/console"),
+            debug: false,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[hypervisor]`
+    pub hypervisor: HypervisorConfig,
+    /// `[agent]`
+    pub agent: AgentConfig,
+    /// `[runtime]`
+    pub runtime: RuntimeConfig,
+}
+
+/// The loaded configuration and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The values.
+    pub file: ConfigFile,
+    /// Where they came from.
+    pub source: ConfigSource,
+}
+
+impl Config {
+    /// Loads the configuration: `$KATA_RS_CONFIG` if set, else the default file, else the
+    /// built-in defaults. Does not validate; see [`Config::validate`].
+    pub fn load() -> Result<Self, ConfigError> {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(p) if !p.is_empty() => Self::load_file(Path::new(&p)),
+            _ => Self::load_default(Path::new(DEFAULT_CONFIG_PATH)),
+        }
+    }
+
+    /// Loads `path` when it exists, else the built-in defaults.
+    pub fn load_default(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                file: ConfigFile::default(),
+                source: ConfigSource::Defaults,
+            }),
+            _ => Self::load_file(path),
+        }
+    }
+
+    /// Loads `path`, which must exist.
+    pub fn load_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.to_path_buf(),
+            err,
+        })?;
+        Self::parse(&text, ConfigSource::File(path.to_path_buf()))
+    }
+
+    /// Parses TOML text; `source` is only used in error messages.
+    pub fn parse(text: &str, source: ConfigSource) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: match &source {
+                ConfigSource::File(p) => p.clone(),
+                ConfigSource::Defaults => PathBuf::from("<defaults>"),
+            },
+            // The toml message spans several lines (with a source excerpt); one line
+            // reads better in ctr's error output.
+            msg: e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        })?;
+        Ok(Self { file, source })
+    }
+
+    fn invalid(&self, key: &'static str, what: String) -> ConfigError {
+        ConfigError::Invalid {
+            what,
+            key,
+            origin: self.source.clone(),
+        }
+    }
+
+    /// Checks values and that the VMM, kernel and guest image exist. Called at Create
+    /// before anything is started.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let h = &self.file.hypervisor;
+        let files: [(&Path, &'static str, &str, bool); 3] = [
+            (&h.path, "hypervisor.path", "VMM", true),
+            (&h.kernel, "hypervisor.kernel", "guest kernel", false),
+            (&h.initrd, "hypervisor.initrd", "guest image", false),
+        ];
+        for (path, key, what, exec) in files {
+            if !path.is_absolute() {
+                return Err(self.invalid(
+                    key,
+                    format!("{what} path {} is not absolute", path.display()),
+                ));
+            }
+            match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(self.invalid(key, format!("{what} {} not found", path.display())));
+                }
+                Err(e) => {
+                    return Err(self.invalid(key, format!("{what} {}: {e}", path.display())));
+                }
+                Ok(m) if !m.is_file() => {
+                    return Err(self.invalid(
+                        key,
+                        format!("{what} {} is not a regular file", path.display()),
+                    ));
+                }
+                Ok(m) => {
+                    use std::os::unix::fs::PermissionsExt;
+                    if exec && m.permissions().mode() & 0o111 == 0 {
+                        return Err(self
+                            .invalid(key, format!("{what} {} is not executable", path.display())));
+                    }
+                }
+            }
+        }
+        if !(1..=64).contains(&h.vcpus) {
+            return Err(self.invalid(
+                "hypervisor.vcpus",
+                format!("vcpus {} is out of range 1..=64", h.vcpus),
+            ));
+        }
+        if !(64..=1024 * 1024).contains(&h.memory_mib) {
+            return Err(self.invalid(
+                "hypervisor.memory_mib",
+                format!("memory_mib {} is out of range 64..=1048576", h.memory_mib),
+            ));
+        }
+        if h.kernel_params.contains(['\n', '\0']) {
+            return Err(self.invalid(
+                "hypervisor.kernel_params",
+                "kernel_params has a newline or NUL".into(),
+            ));
+        }
+        let a = &self.file.agent;
+        for (v, key) in [
+            (h.shutdown_timeout_secs, "hypervisor.shutdown_timeout_secs"),
+            (a.dial_timeout_secs, "agent.dial_timeout_secs"),
+            (a.request_timeout_secs, "agent.request_timeout_secs"),
+            (a.io_drain_timeout_secs, "agent.io_drain_timeout_secs"),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(self.invalid(key, format!("timeout {v}s is out of range 1..=3600")));
+            }
+        }
+        let r = &self.file.runtime;
+        for (p, key) in [
+            (&r.state_dir, "runtime.state_dir"),
+            (&r.console_log_dir, "runtime.console_log_dir"),
+        ] {
+            if !p.is_absolute() {
+                return Err(self.invalid(key, format!("directory {} is not absolute", p.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// `agent.dial_timeout_secs` as a duration.
+    pub fn dial_timeout(&self) -> Duration {
+        Duration::from_secs(self.file.agent.dial_timeout_secs)
+    }
+
+    /// `agent.request_timeout_secs` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.file.agent.request_timeout_secs)
+    }
+
+    /// `agent.io_drain_timeout_secs` as a duration.
+    pub fn io_drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.file.agent.io_drain_timeout_secs)
+    }
+
+    /// `hypervisor.shutdown_timeout_secs` as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.file.hypervisor.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src() -> ConfigSource {
+        ConfigSource::File(PathBuf::from("/etc/kata-rs/test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("", src()).unwrap();
+        assert_eq!(c.file, ConfigFile::default());
+        assert_eq!(c.file.agent.dial_timeout_secs, 30);
+        assert_eq!(
+            c.file.hypervisor.path,
+            PathBuf::from("/usr/local/bin/kata-vmm")
+        );
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let text = include_str!("../configuration.toml.example");
+        let c = Config::parse(text, src()).unwrap();
+        assert_eq!(
+            c.file.hypervisor.kernel,
+            PathBuf::from("/usr/local/share/kata-rs/vmlinux")
+        );
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = Config::parse(
+            "[hypervisor]\nvcpus = 2\nmemory_mib = 1024\nkernel_params = \"quiet\"\n[agent]\ndial_timeout_secs = 5\n[runtime]\ndebug = true\n",
+            src(),
+        )
+        .unwrap();
+        assert_eq!(c.file.hypervisor.vcpus, 2);
+        assert_eq!(c.file.hypervisor.memory_mib, 1024);
+        assert_eq!(c.file.hypervisor.kernel_params, "quiet");
+        assert_eq!(c.dial_timeout(), Duration::from_secs(5));
+        assert_eq!(c.file.agent.request_timeout_secs, 30);
+        assert!(c.file.runtime.debug);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[hypervisor]\nvcpu = 2\n", src())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/kata-rs/test.toml"), "{e}");
+        assert!(e.contains("vcpu"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = Config::parse("[hypervisr]\n", src())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hypervisr"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_and_syntax_are_errors() {
+        let e = Config::parse("[hypervisor]\nvcpus = \"two\"\n", src())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vcpus"), "{e}");
+        assert!(Config::parse("[hypervisor\n", src()).is_err());
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let e = Config::load_file(Path::new("/nonexistent/kata.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/kata.toml"), "{e}");
+        assert!(e.contains(CONFIG_ENV), "{e}");
+    }
+
+    #[test]
+    fn missing_default_file_gives_defaults() {
+        let c = Config::load_default(Path::new("/nonexistent/kata.toml")).unwrap();
+        assert_eq!(c.source, ConfigSource::Defaults);
+        assert_eq!(c.file, ConfigFile::default());
+    }
+
+    fn with_files(dir: &Path) -> String {
+        let vmm = dir.join("kata-vmm");
+        std::fs::write(&vmm, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("vmlinux"), "k").unwrap();
+        std::fs::write(dir.join("initrd.img"), "i").unwrap();
+        format!(
+            "[hypervisor]\npath = \"{d}/kata-vmm\"\nkernel = \"{d}/vmlinux\"\ninitrd = \"{d}/initrd.img\"\n",
+            d = dir.display()
+        )
+    }
+
+    #[test]
+    fn validate_accepts_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::parse(&with_files(dir.path()), src()).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn validate_names_missing_kernel_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = with_files(dir.path());
+        std::fs::remove_file(dir.path().join("vmlinux")).unwrap();
+        let e = Config::parse(&text, src())
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "guest kernel {}/vmlinux not found (hypervisor.kernel in /etc/kata-rs/test.toml)",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn validate_defaults_say_where_they_came_from() {
+        let c = Config {
+            file: ConfigFile::default(),
+            source: ConfigSource::Defaults,
+        };
+        if std::path::Path::new("/usr/local/bin/kata-vmm").exists() {
+            return;
+        }
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "VMM /usr/local/bin/kata-vmm not found (hypervisor.path in the built-in defaults"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_non_executable_vmm_and_bad_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = with_files(dir.path());
+        let mut c = Config::parse(&text, src()).unwrap();
+        c.file.hypervisor.vcpus = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hypervisor.vcpus"));
+        c.file.hypervisor.vcpus = 1;
+        c.file.agent.dial_timeout_secs = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("agent.dial_timeout_secs"));
+        c.file.agent.dial_timeout_secs = 1;
+        c.file.hypervisor.memory_mib = 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("hypervisor.memory_mib"));
+        c.file.hypervisor.memory_mib = 256;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("kata-vmm"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("is not executable"));
+    }
+}

@@ -1,0 +1,328 @@
+//! A sandbox: one microVM (a kata-vmm process) with its agent, its state directory and its
+//! console log. Containers live in a sandbox; today every container gets its own sandbox
+//! (sandbox id = container id), and the VM boots with that container's rootfs cpio.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    agent::{self, Agent, NotReady},
+    config::Config,
+    util::file_tail,
+    vmm::{self, Vmm, VmmExit, VmmSpec},
+};
+
+/// How many times a new VM is tried with a fresh random CID when the VMM reports that its
+/// CID is taken.
+const CID_TRIES: usize = 3;
+
+/// Files of one sandbox on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxPaths {
+    /// `<runtime.state_dir>/<sandbox-id>`: rootfs cpio files, pid file.
+    pub state_dir: PathBuf,
+    /// `<runtime.console_log_dir>/<sandbox-id>.log`.
+    pub console_log: PathBuf,
+}
+
+impl SandboxPaths {
+    /// The paths of sandbox `id` under `config`.
+    pub fn new(config: &Config, id: &str) -> Self {
+        let r = &config.file.runtime;
+        Self {
+            state_dir: r.state_dir.join(id),
+            console_log: r.console_log_dir.join(format!("{id}.log")),
+        }
+    }
+
+    /// Removes the state directory, and the console log unless `keep_console`.
+    pub fn remove(&self, keep_console: bool) -> Result<(), String> {
+        let mut errs = Vec::new();
+        if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errs.push(format!("remove {}: {e}", self.state_dir.display()));
+            }
+        }
+        if !keep_console {
+            if let Err(e) = std::fs::remove_file(&self.console_log) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errs.push(format!("remove {}: {e}", self.console_log.display()));
+                }
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+}
+
+/// A running VM with a connected agent.
+pub struct Sandbox {
+    /// Sandbox id.
+    pub id: String,
+    /// Its files.
+    pub paths: SandboxPaths,
+    /// The guest's vsock CID.
+    pub cid: u32,
+    /// The VMM process.
+    pub vmm: Vmm,
+    /// The agent connection.
+    pub agent: Agent,
+    config: Config,
+}
+
+/// Why a VM could not be started; the message is what ctr shows.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+impl Sandbox {
+    /// Boots a VM with the guest image plus `rootfs_cpios` and waits until its agent
+    /// answers `Check`. The state and console directories must exist. On failure the VMM is
+    /// killed and reaped and its pid file removed; the message says what went wrong (the
+    /// VMM's error line, or the timeout and the tail of the console log).
+    pub async fn start(
+        config: &Config,
+        id: &str,
+        paths: SandboxPaths,
+        rootfs_cpios: Vec<PathBuf>,
+    ) -> Result<Sandbox, StartError> {
+        let h = &config.file.hypervisor;
+        let mut initrds = vec![h.initrd.clone()];
+        initrds.extend(rootfs_cpios);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let spec = VmmSpec {
+                path: h.path.clone(),
+                kernel: h.kernel.clone(),
+                initrds: initrds.clone(),
+                mem_mib: h.memory_mib,
+                vcpus: h.vcpus,
+                cid: vmm::random_cid(),
+                console_log: paths.console_log.clone(),
+                cmdline: h.kernel_params.clone(),
+            };
+            // A fresh console log for every boot, so its tail is this boot's.
+            let _ = std::fs::remove_file(&paths.console_log);
+            let vmm = Vmm::spawn(&spec).map_err(|e| StartError(e.to_string()))?;
+            if let Err(e) = vmm::write_pid_file(&paths.state_dir, vmm.pid()) {
+                vmm.kill_and_wait().await;
+                return Err(StartError(format!(
+                    "cannot write {}: {e}",
+                    paths.state_dir.join(vmm::PID_FILE).display()
+                )));
+            }
+            let ready = agent::wait_ready(
+                spec.cid,
+                kata_rs_protocol::AGENT_VSOCK_PORT,
+                config.dial_timeout(),
+                Duration::from_secs(2),
+                config.request_timeout(),
+                || vmm.exited(),
+            )
+            .await;
+            match ready {
+                Ok((agent, check)) => {
+                    info!(
+                        sandbox = id,
+                        cid = spec.cid,
+                        pid = vmm.pid(),
+                        "agent {} ready (guest kernel {})",
+                        check.version,
+                        check.kernel_release
+                    );
+                    return Ok(Sandbox {
+                        id: id.to_string(),
+                        paths,
+                        cid: spec.cid,
+                        vmm,
+                        agent,
+                        config: config.clone(),
+                    });
+                }
+                Err(NotReady::VmmExited(exit)) => {
+                    let line = vmm.error_line().await;
+                    let _ = std::fs::remove_file(paths.state_dir.join(vmm::PID_FILE));
+                    let cid_taken = line.as_deref().is_some_and(|l| {
+                        l.contains("in use") || l.to_ascii_lowercase().contains("eaddrinuse")
+                    });
+                    if cid_taken && tries < CID_TRIES {
+                        warn!(cid = spec.cid, "vsock CID taken, retrying with another");
+                        continue;
+                    }
+                    return Err(StartError(vmm_exit_message(
+                        &h.path,
+                        exit,
+                        line.as_deref(),
+                        &paths.console_log,
+                    )));
+                }
+                Err(NotReady::Timeout(last)) => {
+                    let exit = vmm.kill_and_wait().await;
+                    let _ = std::fs::remove_file(paths.state_dir.join(vmm::PID_FILE));
+                    info!(sandbox = id, "VMM killed after the agent timeout ({exit})");
+                    let mut msg = format!(
+                        "agent in the VM did not answer within {}s (vsock CID {}, port {})",
+                        config.file.agent.dial_timeout_secs,
+                        spec.cid,
+                        kata_rs_protocol::AGENT_VSOCK_PORT
+                    );
+                    if let Some(e) = last {
+                        msg.push_str(&format!("; last error: {e}"));
+                    }
+                    msg.push_str(&console_tail(&paths.console_log));
+                    return Err(StartError(msg));
+                }
+            }
+        }
+    }
+
+    /// Stops the VM: the agent's `Shutdown` (the guest reboots, which ends the VMM), a
+    /// wait for the VMM up to `hypervisor.shutdown_timeout_secs`, then SIGKILL. Removes the
+    /// pid file. Returns how the VMM ended.
+    pub async fn stop(&self) -> VmmExit {
+        if self.vmm.exited().is_none() {
+            if let Err(e) = self.agent.shutdown().await {
+                // A guest that reboots may close the connection before it answers.
+                info!(sandbox = %self.id, "agent Shutdown: {e}");
+            }
+        }
+        let exit = self.vmm.stop(self.config.shutdown_timeout()).await;
+        let _ = std::fs::remove_file(self.paths.state_dir.join(vmm::PID_FILE));
+        exit
+    }
+
+    /// Kills the VMM at once (no graceful shutdown) and waits until it is reaped.
+    pub async fn kill(&self) -> VmmExit {
+        let exit = self.vmm.kill_and_wait().await;
+        let _ = std::fs::remove_file(self.paths.state_dir.join(vmm::PID_FILE));
+        exit
+    }
+
+    /// The configuration the sandbox was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether console logs are kept after the sandbox is gone.
+    pub fn keep_console(&self) -> bool {
+        self.config.file.runtime.debug
+    }
+}
+
+fn console_tail(path: &Path) -> String {
+    let tail = file_tail(path, 15);
+    if tail.is_empty() {
+        format!("; the guest console log {} is empty", path.display())
+    } else {
+        format!(
+            "; last lines of the guest console ({}):\n{tail}",
+            path.display()
+        )
+    }
+}
+
+/// The message for a VMM that exited before its agent answered.
+pub fn vmm_exit_message(
+    vmm: &Path,
+    exit: VmmExit,
+    error_line: Option<&str>,
+    console_log: &Path,
+) -> String {
+    let mut msg = format!("VMM {} {exit} before the agent answered", vmm.display());
+    match error_line {
+        Some(l) => msg.push_str(&format!(": {l}")),
+        None => msg.push_str(" (it printed nothing on stderr)"),
+    }
+    if exit == VmmExit::Code(2) || error_line.is_none() {
+        msg.push_str(&console_tail(console_log));
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigFile, ConfigSource};
+
+    fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
+        let mut f = ConfigFile::default();
+        let vmm = dir.join("fake-vmm");
+        std::fs::write(&vmm, format!("#!/bin/sh\n{vmm_body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        f.hypervisor.path = vmm;
+        f.hypervisor.kernel = dir.join("vmlinux");
+        f.hypervisor.initrd = dir.join("initrd");
+        f.agent.dial_timeout_secs = dial;
+        f.runtime.state_dir = dir.join("state");
+        f.runtime.console_log_dir = dir.join("console");
+        Config {
+            file: f,
+            source: ConfigSource::Defaults,
+        }
+    }
+
+    fn paths(c: &Config) -> SandboxPaths {
+        let p = SandboxPaths::new(c, "sb1");
+        std::fs::create_dir_all(&p.state_dir).unwrap();
+        std::fs::create_dir_all(p.console_log.parent().unwrap()).unwrap();
+        p
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn vmm_error_is_reported_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), "echo 'kata-vmm: error: cannot open /dev/vhost-vsock: No such file or directory' >&2; exit 1", 30);
+        let p = paths(&c);
+        let t0 = std::time::Instant::now();
+        let e = Sandbox::start(&c, "sb1", p.clone(), vec![])
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        assert!(e.contains("exited with status 1 before the agent answered: kata-vmm: error: cannot open /dev/vhost-vsock"), "{e}");
+        assert!(!p.state_dir.join(vmm::PID_FILE).exists());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn agent_timeout_kills_vmm_and_shows_console() {
+        let dir = tempfile::tempdir().unwrap();
+        // The fake VMM writes to its console log (the argument after --console-log) and
+        // then hangs, like a guest whose agent never comes up; it records its pid.
+        let body = format!(
+            "while [ $# -gt 0 ]; do [ \"$1\" = --console-log ] && log=$2; shift; done\necho 'Kernel panic - not syncing: no init' > \"$log\"\necho $$ > {}/pid\nexec sleep 60",
+            dir.path().display()
+        );
+        let c = config(dir.path(), &body, 1);
+        let p = paths(&c);
+        let e = Sandbox::start(&c, "sb1", p.clone(), vec![])
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("agent in the VM did not answer within 1s"),
+            "{e}"
+        );
+        assert!(e.contains("Kernel panic - not syncing: no init"), "{e}");
+        let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed and reaped: no such process any more.
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        assert!(!p.state_dir.join(vmm::PID_FILE).exists());
+        p.remove(false).unwrap();
+        assert!(!p.state_dir.exists());
+    }
+}

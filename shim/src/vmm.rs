@@ -1,0 +1,511 @@
+//! Running kata-vmm: its command line (docs/design.md), a child process that dies with the
+//! shim (PR_SET_PDEATHSIG), its stderr kept for error reports, and its exit observed.
+
+use std::{
+    collections::VecDeque,
+    ffi::OsString,
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::AsyncReadExt,
+    process::Command,
+    sync::{mpsc, watch},
+};
+use tracing::{debug, info, warn};
+
+/// Lowest vsock CID handed to a VM (well above the reserved 0..=2 and small numbers other
+/// VMMs on a host tend to use).
+pub const CID_MIN: u32 = 1000;
+/// Highest vsock CID handed to a VM.
+pub const CID_MAX: u32 = 0x7fff_ffff;
+
+/// Most stderr lines of the VMM kept for error messages.
+const STDERR_LINES: usize = 20;
+/// Longest stderr line kept (longer ones are cut).
+const STDERR_LINE_MAX: usize = 1024;
+
+/// What the shim asks kata-vmm to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmmSpec {
+    /// kata-vmm binary.
+    pub path: PathBuf,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Initrds in order: the guest image first, then the rootfs cpio(s).
+    pub initrds: Vec<PathBuf>,
+    /// Memory in MiB.
+    pub mem_mib: u32,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// The guest's vsock CID.
+    pub cid: u32,
+    /// Where the guest console goes.
+    pub console_log: PathBuf,
+    /// Extra kernel command line (omitted when empty).
+    pub cmdline: String,
+}
+
+impl VmmSpec {
+    /// The arguments after the program name, as docs/design.md specifies them.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec!["--kernel".into(), self.kernel.clone().into()];
+        for i in &self.initrds {
+            a.push("--initrd".into());
+            a.push(i.clone().into());
+        }
+        a.extend([
+            "--mem-mib".into(),
+            self.mem_mib.to_string().into(),
+            "--vcpus".into(),
+            self.vcpus.to_string().into(),
+            "--vsock-cid".into(),
+            self.cid.to_string().into(),
+            "--console-log".into(),
+            self.console_log.clone().into(),
+        ]);
+        if !self.cmdline.trim().is_empty() {
+            a.push("--cmdline".into());
+            a.push(self.cmdline.clone().into());
+        }
+        a
+    }
+}
+
+/// A random CID in `CID_MIN..=CID_MAX`, from the kernel's random source.
+pub fn random_cid() -> u32 {
+    let mut b = [0u8; 4];
+    let r = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let v = match r {
+        Ok(()) => u32::from_ne_bytes(b),
+        Err(_) => {
+            // Fall back to the std hasher's random keys mixed with the time.
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            h.finish() as u32
+        }
+    };
+    CID_MIN + v % (CID_MAX - CID_MIN + 1)
+}
+
+/// How the VMM process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmmExit {
+    /// Exited with this status (0: guest shut down; 1: error; 2: guest panic).
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl VmmExit {
+    /// The exit status to report for a container whose VM ended this way without the
+    /// container's own exit being known: 128+signal when the VMM was killed by a signal
+    /// (137 for SIGKILL), else 255.
+    pub fn container_exit_status(self) -> u32 {
+        match self {
+            VmmExit::Signal(s) if (1..=64).contains(&s) => 128 + s as u32,
+            _ => 255,
+        }
+    }
+}
+
+impl std::fmt::Display for VmmExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VmmExit::Code(0) => write!(f, "exited with status 0"),
+            VmmExit::Code(2) => write!(f, "exited with status 2 (guest kernel panic)"),
+            VmmExit::Code(c) => write!(f, "exited with status {c}"),
+            VmmExit::Signal(s) => write!(f, "was killed by signal {s}"),
+        }
+    }
+}
+
+/// A running (or ended) kata-vmm child process.
+pub struct Vmm {
+    pid: u32,
+    exit: watch::Receiver<Option<VmmExit>>,
+    kill_tx: mpsc::UnboundedSender<()>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_done: watch::Receiver<bool>,
+}
+
+impl Vmm {
+    /// Starts the VMM. It gets SIGKILL when the shim dies (PR_SET_PDEATHSIG), its stdin and
+    /// stdout are /dev/null and its stderr is logged and kept for [`Vmm::error_line`].
+    ///
+    /// PR_SET_PDEATHSIG fires when the *thread* that forked exits; the shim runs a
+    /// current-thread tokio runtime, so async code (where this is called) runs on the main
+    /// thread, which lives as long as the shim.
+    pub fn spawn(spec: &VmmSpec) -> std::io::Result<Vmm> {
+        let mut cmd = Command::new(&spec.path);
+        cmd.args(spec.args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // async-signal-safe functions (prctl, getppid, _exit); it touches no locks or
+        // allocations.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The shim may have died between fork and prctl.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot start VMM {}: {e}", spec.path.display()),
+            )
+        })?;
+        let pid = child.id().unwrap_or(0);
+        info!(pid, cid = spec.cid, "started VMM {}", spec.path.display());
+
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let (done_tx, stderr_done) = watch::channel(false);
+        if let Some(mut err) = child.stderr.take() {
+            let lines = stderr.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut line = Vec::new();
+                loop {
+                    let n = match err.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    for &b in &buf[..n] {
+                        if b == b'\n' {
+                            push_line(&lines, &line, pid);
+                            line.clear();
+                        } else if line.len() < STDERR_LINE_MAX {
+                            line.push(b);
+                        }
+                    }
+                }
+                if !line.is_empty() {
+                    push_line(&lines, &line, pid);
+                }
+                let _ = done_tx.send(true);
+            });
+        } else {
+            let _ = done_tx.send(true);
+        }
+
+        let (exit_tx, exit) = watch::channel(None);
+        let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<()>();
+        tokio::spawn(async move {
+            let status = loop {
+                tokio::select! {
+                    st = child.wait() => break st,
+                    k = kill_rx.recv() => {
+                        if k.is_some() {
+                            // tokio never signals a child it has already reaped.
+                            if let Err(e) = child.start_kill() {
+                                debug!(pid, "kill VMM: {e}");
+                            }
+                        } else {
+                            // All handles dropped: keep waiting so the child is reaped.
+                            break child.wait().await;
+                        }
+                    }
+                }
+            };
+            let exit = match status {
+                Ok(st) => match (st.code(), st.signal()) {
+                    (Some(c), _) => VmmExit::Code(c),
+                    (None, Some(s)) => VmmExit::Signal(s),
+                    _ => VmmExit::Code(255),
+                },
+                Err(e) => {
+                    warn!(pid, "waiting for the VMM failed: {e}");
+                    VmmExit::Code(255)
+                }
+            };
+            info!(pid, "VMM {exit}");
+            let _ = exit_tx.send(Some(exit));
+        });
+        Ok(Vmm {
+            pid,
+            exit,
+            kill_tx,
+            stderr,
+            stderr_done,
+        })
+    }
+
+    /// The VMM's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// How the VMM ended, if it has (and has been reaped).
+    pub fn exited(&self) -> Option<VmmExit> {
+        *self.exit.borrow()
+    }
+
+    /// Waits until the VMM has exited and been reaped.
+    pub async fn wait(&self) -> VmmExit {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(e) = *rx.borrow_and_update() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().unwrap_or(VmmExit::Code(255));
+            }
+        }
+    }
+
+    /// Sends SIGKILL (only while the process has not been reaped).
+    pub fn kill(&self) {
+        let _ = self.kill_tx.send(());
+    }
+
+    /// Kills the VMM and waits until it is reaped.
+    pub async fn kill_and_wait(&self) -> VmmExit {
+        self.kill();
+        self.wait().await
+    }
+
+    /// Waits up to `timeout` for the VMM to exit by itself, then kills it; returns how it
+    /// ended.
+    pub async fn stop(&self, timeout: Duration) -> VmmExit {
+        match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(e) => e,
+            Err(_) => {
+                warn!(
+                    pid = self.pid,
+                    "VMM did not exit within {timeout:?}; killing it"
+                );
+                self.kill_and_wait().await
+            }
+        }
+    }
+
+    /// After the VMM exited: its `kata-vmm: error: ...` line, else its last stderr line
+    /// (waits briefly for stderr to be read to its end).
+    pub async fn error_line(&self) -> Option<String> {
+        let mut done = self.stderr_done.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), done.wait_for(|d| *d)).await;
+        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        lines
+            .iter()
+            .rev()
+            .find(|l| l.contains("error"))
+            .or_else(|| lines.back())
+            .cloned()
+    }
+}
+
+fn push_line(lines: &Mutex<VecDeque<String>>, raw: &[u8], pid: u32) {
+    let text = crate::util::sanitize(&String::from_utf8_lossy(raw), STDERR_LINE_MAX);
+    if text.trim().is_empty() {
+        return;
+    }
+    warn!(pid, "kata-vmm stderr: {text}");
+    let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
+    if l.len() == STDERR_LINES {
+        l.pop_front();
+    }
+    l.push_back(text);
+}
+
+/// Name of the pid file in a sandbox's state directory.
+pub const PID_FILE: &str = "kata-vmm.pid";
+
+/// Writes the VMM's pid file.
+pub fn write_pid_file(state_dir: &Path, pid: u32) -> std::io::Result<()> {
+    std::fs::write(state_dir.join(PID_FILE), format!("{pid}\n"))
+}
+
+/// Kills a VMM left over by a lost shim: the pid in `<state_dir>/kata-vmm.pid`, if that
+/// process is still a VMM of this sandbox (its command line mentions `state_dir`, where
+/// its rootfs cpio lives). Waits up to `timeout` for it to disappear. Returns its pid if
+/// one was killed.
+pub fn kill_leftover(state_dir: &Path, timeout: Duration) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join(PID_FILE)).ok()?;
+    let pid: i32 = text.trim().parse().ok().filter(|p| *p > 1)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let marker = state_dir.as_os_str().as_encoded_bytes();
+    if !cmdline.windows(marker.len().max(1)).any(|w| w == marker) {
+        debug!(
+            pid,
+            "pid file names a process that is not this sandbox's VMM"
+        );
+        return None;
+    }
+    let p = nix::unistd::Pid::from_raw(pid);
+    if nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL).is_err() {
+        return None;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        // Not our child (the shim that started it is gone): wait for /proc to forget it.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => break,
+            Ok(s)
+                if s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
+                break
+            }
+            Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    Some(pid as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &str) -> VmmSpec {
+        VmmSpec {
+            path: path.into(),
+            kernel: "/k".into(),
+            initrds: vec!["/guest.img".into(), "/rootfs.cpio".into()],
+            mem_mib: 512,
+            vcpus: 2,
+            cid: 4242,
+            console_log: "/log".into(),
+            cmdline: String::new(),
+        }
+    }
+
+    #[test]
+    fn command_line_matches_design() {
+        let a: Vec<String> = spec("/vmm")
+            .args()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            a.join(" "),
+            "--kernel /k --initrd /guest.img --initrd /rootfs.cpio --mem-mib 512 --vcpus 2 --vsock-cid 4242 --console-log /log"
+        );
+        let mut s = spec("/vmm");
+        s.cmdline = "quiet debug".into();
+        let a = s.args();
+        assert_eq!(a[a.len() - 2], "--cmdline");
+        assert_eq!(a[a.len() - 1], "quiet debug");
+    }
+
+    #[test]
+    fn cids_are_in_range() {
+        for _ in 0..1000 {
+            let c = random_cid();
+            assert!((CID_MIN..=CID_MAX).contains(&c));
+        }
+    }
+
+    #[test]
+    fn exit_status_mapping() {
+        assert_eq!(VmmExit::Signal(9).container_exit_status(), 137);
+        assert_eq!(VmmExit::Signal(15).container_exit_status(), 143);
+        assert_eq!(VmmExit::Code(1).container_exit_status(), 255);
+        assert_eq!(VmmExit::Code(0).container_exit_status(), 255);
+        assert_eq!(VmmExit::Signal(200).container_exit_status(), 255);
+    }
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("fake-vmm");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn early_exit_reports_error_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "echo 'some noise' >&2; echo 'kata-vmm: error: /dev/kvm: permission denied' >&2; exit 1");
+        let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+        assert_eq!(vmm.wait().await, VmmExit::Code(1));
+        assert_eq!(
+            vmm.error_line().await.as_deref(),
+            Some("kata-vmm: error: /dev/kvm: permission denied")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_kills_after_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "exec sleep 30");
+        let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+        assert!(vmm.exited().is_none());
+        let e = vmm.stop(Duration::from_millis(100)).await;
+        assert_eq!(e, VmmExit::Signal(9));
+        assert_eq!(vmm.exited(), Some(VmmExit::Signal(9)));
+        // Killing again after reaping is harmless.
+        vmm.kill();
+        assert_eq!(vmm.wait().await, VmmExit::Signal(9));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn missing_binary_is_named() {
+        let e = Vmm::spawn(&spec("/nonexistent/kata-vmm"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("/nonexistent/kata-vmm"), "{e}");
+    }
+
+    #[test]
+    fn leftover_is_only_killed_when_it_is_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        write_pid_file(dir.path(), child.id()).unwrap();
+        // `sleep 30` does not mention the state dir: left alone.
+        assert_eq!(kill_leftover(dir.path(), Duration::from_secs(1)), None);
+        assert!(child.try_wait().unwrap().is_none());
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let marker = dir.path().join("x.cpio");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30", "sh"])
+            .arg(&marker)
+            .spawn()
+            .unwrap();
+        write_pid_file(dir.path(), child.id()).unwrap();
+        assert_eq!(
+            kill_leftover(dir.path(), Duration::from_secs(2)),
+            Some(child.id())
+        );
+        let st = child.wait().unwrap();
+        assert_eq!(st.signal(), Some(9));
+        assert_eq!(
+            kill_leftover(&dir.path().join("none"), Duration::from_secs(1)),
+            None
+        );
+    }
+}
