@@ -47,9 +47,10 @@ fn main() {
                 unsafe { libc::bind(fd, &a as *const _ as *const libc::sockaddr, len) },
                 "bind",
             );
-            // SAFETY: plain listen(2)/accept(2) on our socket.
+            // SAFETY: plain listen(2) on our socket.
             check(unsafe { libc::listen(fd, 1) }, "listen");
             println!("vsock_echo: listening on port {port}");
+            // SAFETY: accept(2) on our listening socket; null address pointers are allowed.
             let c = check(
                 unsafe { libc::accept(fd, std::ptr::null_mut(), std::ptr::null_mut()) },
                 "accept",

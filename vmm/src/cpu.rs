@@ -27,6 +27,7 @@ const APIC_MODE_EXTINT: u32 = 0x7;
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 const MSR_IA32_MISC_ENABLE_FAST_STRING: u64 = 1;
 const CPUID_ECX_HYPERVISOR: u32 = 1 << 31;
+const CPUID_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
 /// Turns one GDT descriptor (as [`gdt_flags`] describes it) into KVM's segment form.
 pub fn segment(selector_index: u16, flags: u16, base: u32, limit: u32) -> kvm_segment {
@@ -49,13 +50,18 @@ pub fn segment(selector_index: u16, flags: u16, base: u32, limit: u32) -> kvm_se
 }
 
 /// Adjusts the host-supported CPUID for vCPU `id` of `count`: APIC ids in leaves 1, 0xB and
-/// 0x1F, the logical processor count, and the hypervisor bit.
-pub fn patch_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
+/// 0x1F, the logical processor count, the hypervisor bit, and the TSC-deadline timer when KVM's
+/// in-kernel LAPIC emulates it (`tsc_deadline`). KVM_GET_SUPPORTED_CPUID never reports that bit
+/// itself; with it the guest skips its ~100 ms LAPIC timer calibration against the PIT.
+pub fn patch_cpuid(cpuid: &mut CpuId, id: u8, count: u8, tsc_deadline: bool) {
     for e in cpuid.as_mut_slice() {
         match e.function {
             1 => {
                 e.ebx = (e.ebx & 0x0000_ffff) | (u32::from(id) << 24) | (u32::from(count) << 16);
                 e.ecx |= CPUID_ECX_HYPERVISOR;
+                if tsc_deadline {
+                    e.ecx |= CPUID_ECX_TSC_DEADLINE;
+                }
                 if count > 1 {
                     e.edx |= 1 << 28; // HTT: the count field is valid
                 }
@@ -85,12 +91,13 @@ pub fn configure(
     id: u8,
     count: u8,
     base_cpuid: &CpuId,
+    tsc_deadline: bool,
     entry: u64,
     start_info: u64,
 ) -> Result<(), CpuError> {
     let err = |what| move |err| CpuError { id, what, err };
     let mut cpuid = base_cpuid.clone();
-    patch_cpuid(&mut cpuid, id, count);
+    patch_cpuid(&mut cpuid, id, count, tsc_deadline);
     vcpu.set_cpuid2(&cpuid).map_err(err("KVM_SET_CPUID2"))?;
 
     let mut lapic = vcpu.get_lapic().map_err(err("KVM_GET_LAPIC"))?;
@@ -198,8 +205,9 @@ mod tests {
             },
         ];
         let mut c = CpuId::from_entries(&entries).unwrap();
-        patch_cpuid(&mut c, 5, 8);
+        patch_cpuid(&mut c, 5, 8, true);
         let s = c.as_slice();
+        assert_ne!(s[0].ecx & CPUID_ECX_TSC_DEADLINE, 0);
         assert_eq!(s[0].ebx >> 24, 5);
         assert_eq!((s[0].ebx >> 16) & 0xff, 8);
         assert_eq!(s[0].ebx & 0xffff, 0x0800);
@@ -207,6 +215,9 @@ mod tests {
         assert_eq!(s[1].edx, 5);
         assert_eq!(s[2].edx, 5);
         assert_eq!(s[3].ebx, 0x1234);
+        let mut c = CpuId::from_entries(&entries).unwrap();
+        patch_cpuid(&mut c, 0, 1, false);
+        assert_eq!(c.as_slice()[0].ecx & CPUID_ECX_TSC_DEADLINE, 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -292,6 +292,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| anyhow!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
+    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     let mut vcpus = Vec::new();
     for id in 0..cfg.vcpus {
         let vcpu = vm
@@ -302,6 +303,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             id,
             cfg.vcpus,
             &base_cpuid,
+            tsc_deadline,
             bi.entry.0,
             bi.start_info.0,
         )?;
