@@ -216,10 +216,7 @@ impl Container {
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             let n = tokio::select! {
-                r = from.read(&mut buf) => match r {
-                    Ok(n) => n,
-                    Err(_) => 0,
-                },
+                r = from.read(&mut buf) => r.unwrap_or(0),
                 _ = self.sandbox.vmm.wait() => return,
             };
             if self.status() == Status::Stopped {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod container;
 pub mod cpio;
 pub mod sandbox;
+pub mod server;
 pub mod service;
 pub mod util;
 pub mod vmm;

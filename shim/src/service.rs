@@ -84,8 +84,25 @@ impl Shim for KataShim {
         // One shim per container for now; grouping by the CRI sandbox annotation comes
         // later (the grouping key picks the socket, hence the shim process).
         let grouping = opts.id.clone();
+        let legacy = opts.containerd_version.is_empty();
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file("address", &address).await?;
+        if legacy {
+            // containerd-shim 0.12 answers the legacy protocol with a JSON object, which
+            // containerd 1.6 (Debian 12's) cannot parse: it dials the whole reply as the
+            // socket path. A bare address is what 1.6 expects, and 1.7/2.x read a reply
+            // that is not JSON as a ttrpc address of task API v2, so print that and exit
+            // before the crate writes its JSON. (The bootstrap protocol of newer
+            // containerd, which sends its version, keeps the crate's reply.)
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(address.as_bytes())
+                .and_then(|_| out.flush())
+                .map_err(|e| {
+                    ShimError::Other(format!("write the shim address to containerd: {e}"))
+                })?;
+            std::process::exit(0);
+        }
         Ok(address)
     }
 
