@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds a tiny busybox initramfs for trying kata-vmm alone (see vmm/README.md).
+#
+#   vmm/scripts/test-initrd.sh OUT.cpio [VSOCK_ECHO_BINARY]
+#
+# /init mounts proc/sys/dev, prints "KATA-TEST:" markers (CPU count, each virtio device and its
+# driver), then by kernel command line flag: kt.vsock -> `vsock_echo listen 1024` (one echo),
+# kt.exit -> init exits (guest kernel panic -> kata-vmm exit 2); finally `reboot -f` (exit 0).
+set -euo pipefail
+OUT=${1:?usage: test-initrd.sh OUT.cpio [vsock_echo]}
+ECHO=${2:-}
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+ROOT=$(mktemp -d)
+trap 'rm -rf "$ROOT"' EXIT
+mkdir -p "$ROOT"/{bin,proc,sys,dev,tmp}
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+for a in sh mount ls cat echo readlink basename sleep reboot nproc grep mkdir; do
+    ln -s busybox "$ROOT/bin/$a"
+done
+[[ -n $ECHO ]] && cp "$ECHO" "$ROOT/bin/vsock_echo"
+cat > "$ROOT/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "KATA-TEST: init up, cpus=$(nproc) kernel=$(cat /proc/sys/kernel/osrelease)"
+for d in /sys/bus/virtio/devices/*; do
+  echo "KATA-TEST: virtio $(basename $d) device=$(cat $d/device) driver=$(basename $(readlink $d/driver))"
+done
+case "$(cat /proc/cmdline)" in
+  *kt.exit*) echo "KATA-TEST: init exits (-> panic)"; exit 1 ;;
+  *kt.vsock*) /bin/vsock_echo listen 1024 ;;
+esac
+echo "KATA-TEST: rebooting"
+reboot -f
+INIT
+chmod +x "$ROOT/init"
+(cd "$ROOT" && find . | cpio -o -H newc --quiet) > "$OUT"
+echo "test initrd: $OUT"
