@@ -12,6 +12,8 @@ PKGS=(
     # test node (tests/) and benchmarks
     qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs
     containerd runc iproute2 jq
+    # tests/node-run: unshare (native node), ps, and the node initramfs/payload tools
+    util-linux procps coreutils
 )
 
 missing=()
@@ -31,4 +33,11 @@ if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
     echo "install-deps: adding rust target x86_64-unknown-linux-musl"
     rustup target add x86_64-unknown-linux-musl
 fi
+# make test runs cargo fmt --check and cargo clippy.
+for c in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+        echo "install-deps: adding rust component $c"
+        rustup component add "$c"
+    fi
+done
 echo "install-deps: ok"

@@ -11,7 +11,8 @@ case_end() {   # NAME
 }
 
 echo "== missing-kernel"
-kata_rs_config kernel=/nonexistent/kata-rs/vmlinux-missing > /etc/kata-rs/bad.toml
+# (initrd: one that exists, so that only the kernel is wrong)
+kata_rs_config kernel=/nonexistent/kata-rs/vmlinux-missing initrd="$KATA_RS_HANG_INITRD" > /etc/kata-rs/bad.toml
 timeout 300 ctr run --rm --runtime io.containerd.katabad.v2 "$IMG" b1 true > out 2>&1
 echo "missing-kernel-rc=$?"
 sed 's/^/missing-kernel| /' out
