@@ -27,12 +27,12 @@ pub enum AgentError {
         message: String,
     },
     /// No answer in time.
-    #[error("agent {method} did not answer within {secs}s")]
+    #[error("agent {method} did not answer within {:.1}s", .after.as_secs_f64())]
     Timeout {
         /// The request.
         method: &'static str,
         /// The timeout.
-        secs: u64,
+        after: Duration,
     },
     /// The connection failed or broke.
     #[error("agent {method} failed: {message}")]
@@ -93,7 +93,7 @@ impl Agent {
             Err(_) => {
                 return Err(AgentError::Timeout {
                     method: "connect",
-                    secs: connect_timeout.as_secs(),
+                    after: connect_timeout,
                 })
             }
         };
@@ -116,7 +116,7 @@ impl Agent {
             Ok(r) => r.map_err(|e| map_err(method, e)),
             Err(_) => Err(AgentError::Timeout {
                 method,
-                secs: self.timeout.as_secs(),
+                after: self.timeout,
             }),
         }
     }
@@ -307,24 +307,22 @@ pub enum NotReady {
     VmmExited(crate::vmm::VmmExit),
 }
 
-/// Dials `cid:port` and calls `Check` until it answers, `timeout` passes, or
-/// `vmm_exited` (polled between tries) reports that the VMM is gone. Each try gets at most
-/// `per_try` (bounded by what is left).
+/// Dials `cid:port` and calls `Check` until it answers, `timeout` passes, or `vmm_exit`
+/// completes (the VMM is gone; it is raced against every try and pause). Each try gets at
+/// most `per_try` (bounded by what is left).
 pub async fn wait_ready(
     cid: u32,
     port: u32,
     timeout: Duration,
     per_try: Duration,
     request_timeout: Duration,
-    vmm_exited: impl Fn() -> Option<crate::vmm::VmmExit>,
+    vmm_exit: impl std::future::Future<Output = crate::vmm::VmmExit>,
 ) -> Result<(Agent, pb::CheckResponse), NotReady> {
     let deadline = Instant::now() + timeout;
-    let mut last = None;
+    let mut last: Option<AgentError> = None;
     let mut tries = 0u32;
+    tokio::pin!(vmm_exit);
     loop {
-        if let Some(e) = vmm_exited() {
-            return Err(NotReady::VmmExited(e));
-        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(NotReady::Timeout(last));
@@ -342,7 +340,11 @@ pub async fn wait_ready(
                 r,
             ))
         };
-        match attempt.await {
+        let r = tokio::select! {
+            r = attempt => r,
+            e = &mut vmm_exit => return Err(NotReady::VmmExited(e)),
+        };
+        match r {
             Ok(ok) => {
                 debug!(cid, tries, "agent answered Check");
                 return Ok(ok);
@@ -351,11 +353,17 @@ pub async fn wait_ready(
                 if tries % 20 == 1 {
                     debug!(cid, tries, "agent not ready yet: {e}");
                 }
-                last = Some(e);
+                // A try cut short by the deadline says less than an earlier real error.
+                if last.is_none() || !matches!(e, AgentError::Timeout { .. }) {
+                    last = Some(e);
+                }
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        tokio::time::sleep(Duration::from_millis(100).min(left)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100).min(left)) => {}
+            e = &mut vmm_exit => return Err(NotReady::VmmExited(e)),
+        }
     }
 }
 
@@ -394,7 +402,7 @@ mod tests {
             Duration::from_millis(500),
             Duration::from_millis(200),
             Duration::from_secs(1),
-            || None,
+            std::future::pending(),
         )
         .await;
         assert!(matches!(r, Err(NotReady::Timeout(_))));
@@ -406,7 +414,7 @@ mod tests {
             Duration::from_secs(30),
             Duration::from_millis(200),
             Duration::from_secs(1),
-            || Some(crate::vmm::VmmExit::Code(1)),
+            async { crate::vmm::VmmExit::Code(1) },
         )
         .await;
         assert!(matches!(

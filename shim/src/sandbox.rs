@@ -125,7 +125,7 @@ impl Sandbox {
                 config.dial_timeout(),
                 Duration::from_secs(2),
                 config.request_timeout(),
-                || vmm.exited(),
+                vmm.wait(),
             )
             .await;
             match ready {

@@ -77,7 +77,7 @@ async fn main() -> ExitCode {
             args.timeout,
             per_try,
             args.timeout,
-            || None,
+            std::future::pending(),
         )
         .await
         {
