@@ -43,6 +43,9 @@ pub struct Args {
         allow_hyphen_values = true
     )]
     pub cmdline: String,
+    /// Debugging only: do not confine the VMM's threads with seccomp filters.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 /// A validated VM configuration.
@@ -62,6 +65,8 @@ pub struct VmConfig {
     pub console_log: PathBuf,
     /// Extra kernel arguments.
     pub extra_cmdline: String,
+    /// Install the per-thread seccomp filters (default; `--no-seccomp` turns them off).
+    pub seccomp: bool,
 }
 
 /// A command line value that cannot be used.
@@ -107,6 +112,7 @@ impl Args {
             vsock_cid: self.vsock_cid,
             console_log: self.console_log,
             extra_cmdline: self.cmdline,
+            seccomp: !self.no_seccomp,
         })
     }
 }
@@ -146,6 +152,10 @@ mod tests {
         assert_eq!(cfg.vcpus, 2);
         assert_eq!(cfg.vsock_cid, 3);
         assert_eq!(cfg.extra_cmdline, "-x foo=bar");
+        assert!(cfg.seccomp);
+        let mut extra = ok_args();
+        extra.push("--no-seccomp");
+        assert!(!parse(&extra).unwrap().validate().unwrap().seccomp);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::cmdline::{self, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
+use crate::seccomp::{self, ThreadClass};
 use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
 use crate::vsock::{VhostVsockDevice, VHOST_QUEUES};
 use crate::{boot, cpu, debug, mptable};
@@ -140,7 +141,20 @@ fn read_signal(fd: libc::c_int) -> Option<i32> {
     }
 }
 
-fn vcpu_loop(id: u8, mut vcpu: VcpuFd, devices: Devices, exit: Arc<ExitState>) {
+fn vcpu_loop(
+    id: u8,
+    mut vcpu: VcpuFd,
+    devices: Devices,
+    exit: Arc<ExitState>,
+    filter: Option<seccompiler::BpfProgram>,
+) {
+    // The vCPU is fully set up; jail the thread before the guest runs on it.
+    if let Some(f) = filter {
+        if let Err(e) = seccomp::install(ThreadClass::Vcpu, &f) {
+            exit.set(Exit::Error(format!("vCPU {id}: {e}")));
+            return;
+        }
+    }
     loop {
         let stop = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
@@ -310,16 +324,37 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         vcpus.push(vcpu);
     }
 
+    // Compiled up front so that a filter error is a plain startup error (exit 1).
+    let (main_filter, vcpu_filter) = if cfg.seccomp {
+        (
+            Some(seccomp::filter(ThreadClass::Main)?),
+            Some(seccomp::filter(ThreadClass::Vcpu)?),
+        )
+    } else {
+        (None, None)
+    };
+    let test_forbidden = std::env::var_os(seccomp::TEST_FORBIDDEN_ENV).is_some_and(|v| v == "1");
+
     let sigfd = block_signals()?;
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let d = devices.clone();
         let e = exit.clone();
+        let f = vcpu_filter.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu_loop(id as u8, vcpu, d, e))
+            .spawn(move || vcpu_loop(id as u8, vcpu, d, e, f))
             .context("spawning a vCPU thread")?;
         threads.push(t);
+    }
+    // Every device exists and every thread is spawned: jail the main thread before its event
+    // loop handles anything the guest does.
+    if let Some(f) = &main_filter {
+        seccomp::install(ThreadClass::Main, f)?;
+        debug!("seccomp filters installed");
+        if test_forbidden {
+            seccomp::forbidden_syscall();
+        }
     }
     debug!("VM set up in {:?}", t0.elapsed());
 

@@ -1,0 +1,266 @@
+//! seccomp-bpf allow-lists, one per thread class (see "Seccomp" in `vmm/README.md`).
+//!
+//! Each thread installs its own filter once its setup is done and before it handles anything
+//! the guest controls: a vCPU thread before its first `KVM_RUN`, the main thread after every
+//! device exists and the vCPU threads are spawned (so it never needs `clone`, `open` or the
+//! KVM setup ioctls). Filters are per thread (no TSYNC), so the main thread's filter is not
+//! inherited by the vCPU threads and vice versa. Anything not listed kills the whole process
+//! (`SECCOMP_RET_KILL_PROCESS`, i.e. SIGSYS). `PR_SET_NO_NEW_PRIVS` is set by
+//! [`seccompiler::apply_filter`] before the filter goes in.
+//!
+//! The lists come from `strace -f` of real boots plus what the code can do on an error path
+//! (a warning on stderr, a thread ending, a poisoned lock). `ioctl` is narrowed by request
+//! number; `mmap`/`mprotect` may never ask for `PROT_EXEC`.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use vhost::vhost_kern::vhost_binding as vb;
+
+/// A filter could not be built or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// seccompiler refused a rule or failed to compile the program.
+    #[error("building the {0} seccomp filter: {1}")]
+    Build(&'static str, seccompiler::BackendError),
+    /// `prctl(PR_SET_NO_NEW_PRIVS)` or `seccomp(SET_MODE_FILTER)` failed.
+    #[error("installing the {0} seccomp filter: {1}")]
+    Install(&'static str, seccompiler::Error),
+}
+
+/// The thread classes of `kata-vmm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadClass {
+    /// The main thread: event loop (signals, exit, virtio queue notifications of the VMM's own
+    /// devices), process exit.
+    Main,
+    /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost activation on DRIVER_OK.
+    Vcpu,
+}
+
+impl ThreadClass {
+    fn name(self) -> &'static str {
+        match self {
+            ThreadClass::Main => "main",
+            ThreadClass::Vcpu => "vcpu",
+        }
+    }
+}
+
+mod kvm {
+    vmm_sys_util::ioctl_io_nr!(KVM_RUN, kvm_bindings::KVMIO, 0x80);
+}
+use kvm::KVM_RUN;
+
+/// ioctl requests a vCPU thread may issue after its filter is in: `KVM_RUN`, and the vhost
+/// calls a DRIVER_OK (start) or status 0 (stop) write of the vsock device makes.
+pub fn vcpu_ioctls() -> Vec<u64> {
+    vec![
+        KVM_RUN(),
+        vb::VHOST_SET_FEATURES(),
+        vb::VHOST_SET_MEM_TABLE(),
+        vb::VHOST_SET_VRING_NUM(),
+        vb::VHOST_SET_VRING_ADDR(),
+        vb::VHOST_SET_VRING_BASE(),
+        vb::VHOST_SET_VRING_KICK(),
+        vb::VHOST_SET_VRING_CALL(),
+        vb::VHOST_VSOCK_SET_RUNNING(),
+    ]
+}
+
+type Rules = Vec<(i64, Vec<SeccompRule>)>;
+
+fn cond(
+    arg: u8,
+    op: SeccompCmpOp,
+    value: u64,
+) -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+}
+
+/// Unconditional allow.
+fn allow(nrs: &[i64]) -> Rules {
+    nrs.iter().map(|n| (*n, vec![])).collect()
+}
+
+/// Syscalls every thread needs: memory allocation (never executable), futexes of std's
+/// locks, writes (console log, stderr, eventfds), closing fds when a thread or the process
+/// ends, and the thread/process exit path.
+fn common() -> Result<Rules, seccompiler::BackendError> {
+    let mut r = allow(&[
+        libc::SYS_brk,
+        libc::SYS_munmap,
+        libc::SYS_madvise,
+        libc::SYS_mremap,
+        libc::SYS_futex,
+        libc::SYS_write,
+        libc::SYS_close,
+        libc::SYS_sigaltstack,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_clock_gettime,
+        libc::SYS_sched_yield,
+        libc::SYS_exit,
+        libc::SYS_exit_group,
+    ]);
+    let no_exec = |arg| {
+        SeccompRule::new(vec![cond(
+            arg,
+            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+            0,
+        )?])
+    };
+    r.push((libc::SYS_mmap, vec![no_exec(2)?]));
+    r.push((libc::SYS_mprotect, vec![no_exec(2)?]));
+    // std's OwnedFd drop checks the fd with F_GETFD in debug builds.
+    r.push((
+        libc::SYS_fcntl,
+        vec![SeccompRule::new(vec![cond(
+            1,
+            SeccompCmpOp::Eq,
+            libc::F_GETFD as u64,
+        )?])?],
+    ));
+    Ok(r)
+}
+
+fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
+    let mut r = common()?;
+    match class {
+        ThreadClass::Main => {
+            // poll on the signalfd/eventfds, read them, fill virtio-rng buffers.
+            r.extend(allow(&[
+                libc::SYS_poll,
+                libc::SYS_ppoll,
+                libc::SYS_read,
+                libc::SYS_getrandom,
+            ]));
+        }
+        ThreadClass::Vcpu => {
+            let ioctls = vcpu_ioctls()
+                .into_iter()
+                .map(|req| SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, req)?]))
+                .collect::<Result<Vec<_>, _>>()?;
+            r.push((libc::SYS_ioctl, ioctls));
+        }
+    }
+    Ok(r)
+}
+
+/// Compiles the x86_64 allow-list of `class`; anything else kills the process.
+pub fn filter(class: ThreadClass) -> Result<BpfProgram, SeccompError> {
+    let build = |e| SeccompError::Build(class.name(), e);
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = rules(class).map_err(build)?.into_iter().collect();
+    let f = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(build)?;
+    f.try_into().map_err(build)
+}
+
+/// Sets `PR_SET_NO_NEW_PRIVS` and installs `prog` on the calling thread.
+pub fn install(class: ThreadClass, prog: &BpfProgram) -> Result<(), SeccompError> {
+    seccompiler::apply_filter(prog).map_err(|e| SeccompError::Install(class.name(), e))
+}
+
+/// Test hook: with `KATA_VMM_TEST_FORBIDDEN_SYSCALL=1` in the environment, the main thread
+/// makes a syscall outside its allow-list right after installing its filter, so a test can
+/// check that the process dies of SIGSYS. Not for any other use.
+pub const TEST_FORBIDDEN_ENV: &str = "KATA_VMM_TEST_FORBIDDEN_SYSCALL";
+
+/// Makes a syscall no filter allows (`getppid`).
+pub fn forbidden_syscall() {
+    // SAFETY: getppid has no arguments and no side effects; under our filter it never returns.
+    unsafe { libc::syscall(libc::SYS_getppid) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile_for_x86_64() {
+        for class in [ThreadClass::Main, ThreadClass::Vcpu] {
+            let prog = filter(class).unwrap();
+            assert!(!prog.is_empty());
+            assert!(prog.len() < 4096, "BPF_MAXINSNS");
+        }
+    }
+
+    #[test]
+    fn ioctl_numbers() {
+        let v = vcpu_ioctls();
+        assert_eq!(v[0], 0xae80, "KVM_RUN");
+        assert!(v.contains(&0x4008_af20), "VHOST_SET_VRING_KICK");
+        assert!(v.contains(&0x4004_af61), "VHOST_VSOCK_SET_RUNNING");
+        // Setup-only requests stay out.
+        assert!(!v.contains(&vb::VHOST_SET_OWNER()));
+        assert!(!v.contains(&vb::VHOST_VSOCK_SET_GUEST_CID()));
+    }
+
+    /// Forks, installs `class`'s filter in the child, runs `f`, exits 0; returns the wait status.
+    fn in_child(class: ThreadClass, f: fn()) -> libc::c_int {
+        let prog = filter(class).unwrap();
+        // SAFETY: the child only makes raw syscalls (prctl, seccomp, `f`'s, _exit) and touches
+        // no lock or allocator, so forking a multi-threaded test process is fine.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                if seccompiler::apply_filter(&prog).is_err() {
+                    libc::_exit(3);
+                }
+                f();
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            status
+        }
+    }
+
+    #[test]
+    fn forbidden_syscall_kills_with_sigsys() {
+        for class in [ThreadClass::Main, ThreadClass::Vcpu] {
+            let st = in_child(class, forbidden_syscall);
+            assert!(libc::WIFSIGNALED(st), "{class:?}: status {st:#x}");
+            assert_eq!(libc::WTERMSIG(st), libc::SIGSYS);
+        }
+    }
+
+    #[test]
+    fn allowed_syscalls_pass() {
+        fn main_work() {
+            let mut b = [0u8; 16];
+            // SAFETY: b is a valid 16-byte buffer.
+            let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+            if n != 16 {
+                // SAFETY: plain exit.
+                unsafe { libc::_exit(4) };
+            }
+        }
+        let st = in_child(ThreadClass::Main, main_work);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+
+        fn vcpu_work() {
+            // Not a KVM fd: the ioctl passes the filter and fails with EBADF/ENOTTY.
+            // SAFETY: KVM_RUN takes no argument; fd -1 is rejected by the kernel.
+            unsafe { libc::ioctl(-1, KVM_RUN() as _, 0) };
+        }
+        let st = in_child(ThreadClass::Vcpu, vcpu_work);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+
+        fn vcpu_bad_ioctl() {
+            // SAFETY: as above; the request is not on the list (KVM_CREATE_VCPU).
+            unsafe { libc::ioctl(-1, 0xae41 as _, 0) };
+        }
+        let st = in_child(ThreadClass::Vcpu, vcpu_bad_ioctl);
+        assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+    }
+}
