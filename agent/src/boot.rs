@@ -13,8 +13,8 @@ use crate::cgroup;
 /// Where the shim's cpio puts container root file systems.
 pub const CONTAINERS_DIR: &str = "/run/kata-rs/containers";
 
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
-const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// ramfs magic (statfs f_type); nix names only tmpfs's.
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
 
 /// Runs all boot steps. Failures are logged and boot goes on: a half-working agent that
 /// answers Check is more useful than a kernel panic. Returns the failures.
@@ -103,10 +103,11 @@ fn mnt(src: &str, target: &str, fstype: &str, flags: MsFlags, data: &str) -> Res
 /// over "/" (what switch_root does with a new root): the root is then a mount with a
 /// parent, the files stay where they are (nothing copied), and containers can pivot_root.
 fn leave_rootfs() -> Result<(), String> {
-    let magic = nix::sys::statfs::statfs("/")
-        .map(|s| s.filesystem_type().0 as i64)
+    let fstype = nix::sys::statfs::statfs("/")
+        .map(|s| s.filesystem_type())
         .map_err(|e| format!("statfs /: {}", e.desc()))?;
-    if magic != RAMFS_MAGIC && magic != TMPFS_MAGIC {
+    let ramfs = fstype == nix::sys::statfs::FsType(RAMFS_MAGIC as _);
+    if !ramfs && fstype != nix::sys::statfs::TMPFS_MAGIC {
         return Ok(()); // booted from a real root file system
     }
     let stage = "/.kata-root";

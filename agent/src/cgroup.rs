@@ -8,16 +8,13 @@ use std::time::Duration;
 
 use crate::error::{AgentError, Result};
 
-/// cgroup2 file system magic (statfs f_type).
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-
 /// Controllers the agent turns on for containers.
 pub const CONTROLLERS: [&str; 4] = ["cpu", "memory", "pids", "io"];
 
 /// Whether `path` is the root of a mounted cgroup2 file system.
 pub fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 

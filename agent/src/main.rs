@@ -51,8 +51,9 @@ fn main() {
                 println!("{USAGE}");
                 return;
             }
-            // As PID 1, the kernel passes unknown command-line words as arguments: ignore.
-            other if pid1 => eprintln!("kata-rs-agent: ignoring argument {other:?}"),
+            // As PID 1, the kernel passes unknown command-line words (e.g. `nomodules`) as
+            // arguments: ignore them silently (every console byte is expensive).
+            _ if pid1 => {}
             other => fail(false, &format!("unknown argument {other:?}\n{USAGE}")),
         }
     }

@@ -449,6 +449,8 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+// RLIMIT_* are u32 on glibc and i32 on musl: the cast is needed on one of them.
+#[allow(clippy::unnecessary_cast)]
 fn rlimit_resource(t: PosixRlimitType) -> u32 {
     use PosixRlimitType as R;
     (match t {
