@@ -4,7 +4,7 @@
 #   vmm/scripts/test-initrd.sh OUT.cpio [VSOCK_ECHO_BINARY]
 #
 # /init mounts proc/sys/dev, prints "KATA-TEST:" markers (CPU count, each virtio device and its
-# driver), then by kernel command line flag: kt.vsock -> `vsock_echo listen 1024` (one echo),
+# driver, the current hwrng and 16 bytes read from /dev/hwrng), then by kernel command line flag: kt.vsock -> `vsock_echo listen 1024` (one echo),
 # kt.exit -> init exits (guest kernel panic -> kata-vmm exit 2); finally `reboot -f` (exit 0).
 set -euo pipefail
 OUT=${1:?usage: test-initrd.sh OUT.cpio [vsock_echo]}
@@ -14,7 +14,7 @@ ROOT=$(mktemp -d)
 trap 'rm -rf "$ROOT"' EXIT
 mkdir -p "$ROOT"/{bin,proc,sys,dev,tmp}
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-for a in sh mount ls cat echo readlink basename sleep reboot nproc grep mkdir; do
+for a in sh mount ls cat echo readlink basename sleep reboot nproc grep mkdir head od tr; do
     ln -s busybox "$ROOT/bin/$a"
 done
 [[ -n $ECHO ]] && cp "$ECHO" "$ROOT/bin/vsock_echo"
@@ -27,6 +27,10 @@ echo "KATA-TEST: init up, cpus=$(nproc) kernel=$(cat /proc/sys/kernel/osrelease)
 for d in /sys/bus/virtio/devices/*; do
   echo "KATA-TEST: virtio $(basename $d) device=$(cat $d/device) driver=$(basename $(readlink $d/driver))"
 done
+if [ -e /sys/class/misc/hw_random/rng_current ]; then
+  echo "KATA-TEST: hwrng current=$(cat /sys/class/misc/hw_random/rng_current)"
+  echo "KATA-TEST: hwrng bytes=$(head -c 16 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
+fi
 case "$(cat /proc/cmdline)" in
   *kt.exit*) echo "KATA-TEST: init exits (-> panic)"; exit 1 ;;
   *kt.vsock*) /bin/vsock_echo listen 1024 ;;

@@ -46,6 +46,9 @@ pub struct Args {
     /// Debugging only: do not confine the VMM's threads with seccomp filters.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Do not give the guest a virtio-rng device (on by default).
+    #[arg(long)]
+    pub no_rng: bool,
 }
 
 /// A validated VM configuration.
@@ -67,6 +70,8 @@ pub struct VmConfig {
     pub extra_cmdline: String,
     /// Install the per-thread seccomp filters (default; `--no-seccomp` turns them off).
     pub seccomp: bool,
+    /// Give the guest a virtio-rng device fed from the host's getrandom(2).
+    pub rng: bool,
 }
 
 /// A command line value that cannot be used.
@@ -113,6 +118,7 @@ impl Args {
             console_log: self.console_log,
             extra_cmdline: self.cmdline,
             seccomp: !self.no_seccomp,
+            rng: !self.no_rng,
         })
     }
 }
@@ -152,10 +158,11 @@ mod tests {
         assert_eq!(cfg.vcpus, 2);
         assert_eq!(cfg.vsock_cid, 3);
         assert_eq!(cfg.extra_cmdline, "-x foo=bar");
-        assert!(cfg.seccomp);
+        assert!(cfg.seccomp && cfg.rng);
         let mut extra = ok_args();
-        extra.push("--no-seccomp");
-        assert!(!parse(&extra).unwrap().validate().unwrap().seccomp);
+        extra.extend_from_slice(&["--no-seccomp", "--no-rng"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert!(!cfg.seccomp && !cfg.rng);
     }
 
     #[test]

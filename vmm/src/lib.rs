@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod devices;
 pub mod layout;
 pub mod mptable;
+pub mod rng;
 pub mod seccomp;
 pub mod virtio_mmio;
 pub mod vmm;

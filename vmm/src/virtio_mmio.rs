@@ -7,17 +7,23 @@
 //! `DEVICE_NEEDS_RESET`/`FAILED` rather than acted upon). Queue sizes and ring addresses are
 //! validated against the device maximum and guest memory before activation.
 //!
-//! Notifications and interrupts do not go through this code in the fast path: the VMM
-//! registers a KVM ioeventfd on `QueueNotify` and a KVM irqfd for the device's IRQ, and hands
-//! both to the backend (vhost). Because the irqfd bypasses the VMM, the transport cannot set
-//! `InterruptStatus` when the backend signals; instead, once the device is running,
-//! `InterruptStatus` always reports `VIRTIO_MMIO_INT_VRING` (bit 0). The guest driver then
-//! scans its used rings on every interrupt, which is what it would do anyway; when nothing is
-//! used the check is cheap and harmless.
+//! Notifications never go through the vCPU exit path: the VMM registers a KVM ioeventfd on
+//! `QueueNotify` per queue and a KVM irqfd for the device's IRQ.
+//!
+//! - vhost devices ([`VirtioDevice::vhost_interrupts`]): both fds go to the host kernel's
+//!   backend. Because its irqfd bypasses the VMM, the transport cannot set `InterruptStatus`
+//!   when the backend signals; instead, once the device is running, `InterruptStatus` always
+//!   reports `VIRTIO_MMIO_INT_VRING` (bit 0). The guest driver then scans its used rings on
+//!   every interrupt, which is what it would do anyway; when nothing is used the check is
+//!   cheap and harmless.
+//! - the VMM's own devices: the main thread polls the ioeventfds and calls
+//!   [`MmioTransport::notify_queue`]; when the device returned used buffers the transport sets
+//!   `InterruptStatus` bit 0 and signals the irqfd given by [`MmioTransport::set_irq`].
 
 use std::sync::Arc;
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 /// "virt" in little endian.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -188,6 +194,17 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String>;
     /// Stops the device (driver wrote 0 to `Status`).
     fn reset(&mut self);
+    /// True when a host kernel backend (vhost) signals the irqfd itself, so the transport
+    /// never learns about used buffers (see the module documentation).
+    fn vhost_interrupts(&self) -> bool {
+        false
+    }
+    /// The driver notified queue `index` (only called while the device is active); returns
+    /// true when used buffers were returned and the driver should be interrupted.
+    fn process_queue(&mut self, index: usize) -> bool {
+        let _ = index;
+        false
+    }
 }
 
 /// The virtio-mmio register file in front of one device.
@@ -203,6 +220,7 @@ pub struct MmioTransport<D: VirtioDevice> {
     interrupt_status: u32,
     config_generation: u32,
     active: bool,
+    irq: Option<EventFd>,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
@@ -228,6 +246,32 @@ impl<D: VirtioDevice> MmioTransport<D> {
             interrupt_status: 0,
             config_generation: 0,
             active: false,
+            irq: None,
+        }
+    }
+
+    /// The irqfd (a KVM irqfd on the device's IRQ) this transport signals for the VMM's own
+    /// devices. vhost devices get theirs from the backend instead.
+    pub fn set_irq(&mut self, irq: EventFd) {
+        self.irq = Some(irq);
+    }
+
+    /// The driver kicked queue `index` (its ioeventfd fired): let the device serve it and
+    /// interrupt the driver if it returned buffers.
+    pub fn notify_queue(&mut self, index: usize) {
+        if !self.active || self.device.vhost_interrupts() {
+            return;
+        }
+        if self.queues.get(index).is_some_and(|q| q.ready) && self.device.process_queue(index) {
+            self.raise(INT_VRING);
+        }
+    }
+
+    fn raise(&mut self, bit: u32) {
+        self.interrupt_status |= bit;
+        if let Some(irq) = &self.irq {
+            // A full eventfd counter still means "pending"; nothing to do on error.
+            let _ = irq.write(1);
         }
     }
 
@@ -291,7 +335,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
             reg::INTERRUPT_STATUS => {
                 // See the module documentation: the irqfd path bypasses us, so a running
                 // device always claims a used buffer.
-                let vring = if self.active { INT_VRING } else { 0 };
+                let vring = if self.active && self.device.vhost_interrupts() {
+                    INT_VRING
+                } else {
+                    0
+                };
                 self.interrupt_status | vring
             }
             reg::STATUS => self.status,
@@ -428,7 +476,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                     self.device.device_type()
                 );
                 self.status |= status::DEVICE_NEEDS_RESET;
-                self.interrupt_status |= INT_CONFIG;
+                self.raise(INT_CONFIG);
             }
         }
     }
@@ -463,11 +511,14 @@ mod tests {
         activated: Vec<(u64, Vec<QueueConfig>)>,
         resets: usize,
         config_writes: usize,
+        notified: Vec<usize>,
     }
 
     struct Dummy {
         log: Arc<Mutex<Log>>,
         fail: bool,
+        /// A VMM-served device (not vhost).
+        own: bool,
     }
 
     impl VirtioDevice for Dummy {
@@ -499,11 +550,22 @@ mod tests {
         fn reset(&mut self) {
             self.log.lock().unwrap().resets += 1;
         }
+        fn vhost_interrupts(&self) -> bool {
+            !self.own
+        }
+        fn process_queue(&mut self, index: usize) -> bool {
+            self.log.lock().unwrap().notified.push(index);
+            index == 0
+        }
     }
 
     type T = MmioTransport<Dummy>;
 
     fn transport(fail: bool) -> (T, Arc<Mutex<Log>>) {
+        make(fail, false)
+    }
+
+    fn make(fail: bool, own: bool) -> (T, Arc<Mutex<Log>>) {
         let log = Arc::new(Mutex::new(Log::default()));
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         (
@@ -511,11 +573,40 @@ mod tests {
                 Dummy {
                     log: log.clone(),
                     fail,
+                    own,
                 },
                 Arc::new(mem),
             ),
             log,
         )
+    }
+
+    #[test]
+    fn own_device_interrupt_status_and_irq() {
+        use vmm_sys_util::eventfd::EFD_NONBLOCK;
+        let (mut t, log) = make(false, true);
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        t.set_irq(irq.try_clone().unwrap());
+        t.notify_queue(0);
+        assert!(log.lock().unwrap().notified.is_empty(), "not active yet");
+        negotiate(&mut t);
+        setup_queue(&mut t, 0, 0x10000, 16);
+        setup_queue(&mut t, 1, 0x20000, 16);
+        w(&mut t, reg::STATUS, ALL_OK);
+        assert!(t.is_active());
+        // No vhost trick: nothing pending until the device returns buffers.
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 0);
+        t.notify_queue(1); // served, nothing used
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 0);
+        assert!(irq.read().is_err(), "no interrupt");
+        t.notify_queue(2); // not ready: never reaches the device
+        t.notify_queue(usize::MAX);
+        t.notify_queue(0);
+        assert_eq!(log.lock().unwrap().notified, vec![1, 0]);
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), INT_VRING);
+        assert_eq!(irq.read().unwrap(), 1);
+        w(&mut t, reg::INTERRUPT_ACK, INT_VRING);
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 0);
     }
 
     fn r(t: &mut T, off: u64) -> u32 {

@@ -19,6 +19,7 @@ use crate::cmdline::{self, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
+use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
 use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
 use crate::vsock::{VhostVsockDevice, VHOST_QUEUES};
@@ -240,16 +241,18 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         .map_err(|e| anyhow!("KVM_CREATE_PIT2: {e}"))?;
 
     // Boot payload first: a bad kernel or initrd is the most likely user error.
+    // virtio-mmio slots: 0 = vsock, then the VMM's own devices.
     let vsock_base = layout::virtio_mmio_addr(0);
     let vsock_irq = layout::virtio_irq(0);
-    let cmdline = cmdline::build(
-        &[MmioDeviceArg {
-            base: vsock_base,
+    let n_virtio = 1 + usize::from(cfg.rng);
+    let mmio_args: Vec<MmioDeviceArg> = (0..n_virtio)
+        .map(|i| MmioDeviceArg {
+            base: layout::virtio_mmio_addr(i),
             size: VIRTIO_MMIO_SIZE,
-            irq: vsock_irq,
-        }],
-        &cfg.extra_cmdline,
-    )?;
+            irq: layout::virtio_irq(i),
+        })
+        .collect();
+    let cmdline = cmdline::build(&mmio_args, &cfg.extra_cmdline)?;
     let bi = boot::load(&mem, &cfg.kernel, &cfg.initrds, &cmdline)?;
     mem.write_slice(
         &mptable::build(EBDA_START as u32, cfg.vcpus),
@@ -297,10 +300,16 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let vsock = VhostVsockDevice::new(cfg.vsock_cid, mem.clone(), kicks, call)?;
     let vsock: Box<dyn VirtioDevice> = Box::new(vsock);
     let transport: SharedTransport = Arc::new(Mutex::new(MmioTransport::new(vsock, mem.clone())));
-    let devices = Devices {
-        serial,
-        virtio: vec![transport],
-    };
+    let mut virtio = vec![transport];
+    let mut queue_events = Vec::new();
+    if cfg.rng {
+        let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
+        let (t, evts) = own_device(&vm, virtio.len(), rng, &mem).context("virtio-rng")?;
+        virtio.push(t);
+        queue_events.extend(evts);
+    }
+    debug_assert_eq!(virtio.len(), n_virtio);
+    let devices = Devices { serial, virtio };
 
     // vCPUs.
     let base_cpuid = kvm
@@ -357,8 +366,60 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         }
     }
     debug!("VM set up in {:?}", t0.elapsed());
+    event_loop(&exit, sigfd, &queue_events)
+}
 
-    // Wait for the first exit reason, a signal, or the panic grace period.
+/// A queue of one of the VMM's own virtio devices: its QueueNotify ioeventfd.
+struct QueueEvent {
+    evt: EventFd,
+    transport: SharedTransport,
+    queue: usize,
+}
+
+/// Puts `dev` (served by the VMM, not vhost) in virtio-mmio slot `index`: an irqfd on its IRQ
+/// for the transport, one ioeventfd per queue on QueueNotify (datamatch = queue index).
+fn own_device(
+    vm: &VmFd,
+    index: usize,
+    dev: Box<dyn VirtioDevice>,
+    mem: &Arc<GuestMemoryMmap>,
+) -> Result<(SharedTransport, Vec<QueueEvent>)> {
+    let base = layout::virtio_mmio_addr(index);
+    let irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+    vm.register_irqfd(&irq, layout::virtio_irq(index))
+        .map_err(|e| anyhow!("KVM_IRQFD: {e}"))?;
+    let queues = dev.queue_max_sizes().len();
+    let mut t = MmioTransport::new(dev, mem.clone());
+    t.set_irq(irq);
+    let t: SharedTransport = Arc::new(Mutex::new(t));
+    let mut events = Vec::new();
+    for q in 0..queues {
+        let evt = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+        vm.register_ioevent(
+            &evt,
+            &IoEventAddress::Mmio(base + reg::QUEUE_NOTIFY),
+            q as u32,
+        )
+        .map_err(|e| anyhow!("KVM_IOEVENTFD (queue {q}): {e}"))?;
+        events.push(QueueEvent {
+            evt,
+            transport: t.clone(),
+            queue: q,
+        });
+    }
+    Ok((t, events))
+}
+
+/// The main thread's loop (under its seccomp filter): serves queue notifications of the VMM's
+/// own devices and waits for the first exit reason, a signal, or the panic grace period.
+fn event_loop(exit: &ExitState, sigfd: libc::c_int, queues: &[QueueEvent]) -> Result<Exit> {
+    let pollin = |fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut fds = vec![pollin(exit.evt.as_raw_fd()), pollin(sigfd)];
+    fds.extend(queues.iter().map(|q| pollin(q.evt.as_raw_fd())));
     let mut panic_deadline: Option<Instant> = None;
     loop {
         if let Some(r) = exit.get() {
@@ -377,19 +438,10 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             }
             None => -1,
         };
-        let mut fds = [
-            libc::pollfd {
-                fd: exit.evt.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        for f in &mut fds {
+            f.revents = 0;
+        }
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -405,6 +457,15 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             if let Some(sig) = read_signal(sigfd) {
                 debug!("signal {sig}");
                 exit.set(Exit::Signal(sig));
+            }
+        }
+        for (f, q) in fds[2..].iter().zip(queues) {
+            if f.revents & libc::POLLIN != 0 {
+                let _ = q.evt.read();
+                q.transport
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .notify_queue(q.queue);
             }
         }
     }

@@ -186,6 +186,10 @@ impl VirtioDevice for VhostVsockDevice {
         self.start(features, queues).map_err(|e| e.to_string())
     }
 
+    fn vhost_interrupts(&self) -> bool {
+        true
+    }
+
     fn reset(&mut self) {
         if self.running {
             if let Err(e) = self.backend.stop() {

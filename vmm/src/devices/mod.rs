@@ -51,6 +51,12 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     fn reset(&mut self) {
         (**self).reset()
     }
+    fn vhost_interrupts(&self) -> bool {
+        (**self).vhost_interrupts()
+    }
+    fn process_queue(&mut self, index: usize) -> bool {
+        (**self).process_queue(index)
+    }
 }
 
 /// All emulated devices; cloned into every vCPU thread.
