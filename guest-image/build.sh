@@ -18,8 +18,8 @@ rustup target list --installed 2>/dev/null | grep -qx "$TARGET" \
     || die "rust target $TARGET missing (scripts/install-deps.sh)"
 
 cd "$TOP"
-cargo build --release -p kata-rs-agent --bin kata-agent --target "$TARGET" 2>&1 \
-    | grep -v -E '^\s+(Compiling|Fresh)' >&2 || true
+cargo build --quiet --release -p kata-rs-agent --bin kata-agent --target "$TARGET" \
+    || die "cargo build of the agent failed"
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 AGENT=${TARGET_DIR:-$TOP/target}/$TARGET/release/kata-agent
