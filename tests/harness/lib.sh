@@ -37,7 +37,7 @@ kata_rs_config() {
 kata_rs_leftovers() {
     _n=0
     for _p in /proc/[0-9]*; do
-        _cmd=$(tr '\0' ' ' < "$_p/cmdline" 2>/dev/null) || continue
+        _cmd=$(cat "$_p/cmdline" 2>/dev/null | tr '\0' ' ')     # (it may have just exited)
         _exe=${_cmd%% *}; _exe=${_exe##*/}
         case $_exe in
             kata-vmm|containerd-shim-kata-v2|containerd-shim-katabad-v2)
