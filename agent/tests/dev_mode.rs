@@ -1,7 +1,7 @@
 //! Integration test: runs the real `kata-agent` binary in development mode
 //! (`--listen unix://...`) as root and drives it through the ttrpc API with a busybox
 //! container. Needs root, mount/pid/uts/ipc namespaces, a cgroup v2 hierarchy and
-//! /bin/busybox; when the host lacks one of them the test prints why and skips.
+//! /bin/busybox; when the host lacks one of them the test fails and says which (never a silent skip).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::symlink;
@@ -13,7 +13,7 @@ use kata_rs_protocol::agent::*;
 use kata_rs_protocol::agent_ttrpc::AgentServiceClient;
 use ttrpc::context;
 
-fn skip_reason() -> Option<String> {
+fn missing_prerequisite() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root".into());
@@ -38,9 +38,8 @@ fn skip_reason() -> Option<String> {
 
 macro_rules! require_host {
     () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("SKIPPED: {why}");
-            return;
+        if let Some(why) = missing_prerequisite() {
+            panic!("prerequisite for the agent dev-mode tests is missing: {why}");
         }
     };
 }
