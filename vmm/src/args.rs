@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::blk::{parse_disk, DiskConfig, MAX_DISKS};
 use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
 
 /// Most vCPUs we start: the guest kernel is built with `CONFIG_NR_CPUS=64`.
@@ -49,6 +50,10 @@ pub struct Args {
     /// Do not give the guest a virtio-rng device (on by default).
     #[arg(long)]
     pub no_rng: bool,
+    /// virtio-blk disk backed by a host file or block device; `,ro` makes it read-only.
+    /// Repeat for more disks (the guest sees them as /dev/vda, /dev/vdb, ... in order).
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    pub disks: Vec<DiskConfig>,
 }
 
 /// A validated VM configuration.
@@ -72,6 +77,8 @@ pub struct VmConfig {
     pub seccomp: bool,
     /// Give the guest a virtio-rng device fed from the host's getrandom(2).
     pub rng: bool,
+    /// virtio-blk disks, in guest order.
+    pub disks: Vec<DiskConfig>,
 }
 
 /// A command line value that cannot be used.
@@ -89,6 +96,9 @@ pub enum ArgError {
     /// `--cmdline` contains a NUL or a newline.
     #[error("--cmdline must not contain NUL or newline characters")]
     CmdlineChars,
+    /// More `--disk` than virtio-mmio slots we give to disks.
+    #[error("too many --disk ({0}, at most {MAX_DISKS})")]
+    TooManyDisks(usize),
 }
 
 impl Args {
@@ -109,6 +119,9 @@ impl Args {
         if self.cmdline.contains(['\0', '\n', '\r']) {
             return Err(ArgError::CmdlineChars);
         }
+        if self.disks.len() > MAX_DISKS {
+            return Err(ArgError::TooManyDisks(self.disks.len()));
+        }
         Ok(VmConfig {
             kernel: self.kernel,
             initrds: self.initrds,
@@ -119,6 +132,7 @@ impl Args {
             extra_cmdline: self.cmdline,
             seccomp: !self.no_seccomp,
             rng: !self.no_rng,
+            disks: self.disks,
         })
     }
 }
@@ -163,6 +177,38 @@ mod tests {
         extra.extend_from_slice(&["--no-seccomp", "--no-rng"]);
         let cfg = parse(&extra).unwrap().validate().unwrap();
         assert!(!cfg.seccomp && !cfg.rng);
+        assert!(cfg.disks.is_empty());
+    }
+
+    #[test]
+    fn disks() {
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--disk", "a.img", "--disk", "/b,c.img,ro"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(
+            cfg.disks,
+            vec![
+                DiskConfig {
+                    path: "a.img".into(),
+                    read_only: false
+                },
+                DiskConfig {
+                    path: "/b,c.img".into(),
+                    read_only: true
+                }
+            ]
+        );
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--disk", "a.img,rox"]);
+        assert!(parse(&extra).is_err());
+        let mut extra = ok_args();
+        for _ in 0..=MAX_DISKS {
+            extra.extend_from_slice(&["--disk", "d"]);
+        }
+        assert_eq!(
+            parse(&extra).unwrap().validate(),
+            Err(ArgError::TooManyDisks(MAX_DISKS + 1))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod blk;
 pub mod boot;
 pub mod cmdline;
 pub mod cpu;

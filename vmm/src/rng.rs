@@ -104,23 +104,6 @@ pub fn process_requests<M: GuestMemory>(queue: &mut Queue, mem: &M) -> bool {
     used_any && queue.needs_notification(mem).unwrap_or(true)
 }
 
-/// Builds a `virtio_queue::Queue` from what the driver configured through the transport.
-pub fn queue_from_config<M: GuestMemory>(cfg: &QueueConfig, mem: &M) -> Result<Queue, String> {
-    let mut q = Queue::new(cfg.max_size).map_err(|e| e.to_string())?;
-    q.try_set_size(cfg.size).map_err(|e| e.to_string())?;
-    q.try_set_desc_table_address(GuestAddress(cfg.desc))
-        .map_err(|e| e.to_string())?;
-    q.try_set_avail_ring_address(GuestAddress(cfg.avail))
-        .map_err(|e| e.to_string())?;
-    q.try_set_used_ring_address(GuestAddress(cfg.used))
-        .map_err(|e| e.to_string())?;
-    q.set_ready(true);
-    if !q.is_valid(mem) {
-        return Err("queue rings are not valid".into());
-    }
-    Ok(q)
-}
-
 /// The virtio-rng device.
 pub struct RngDevice {
     mem: Arc<GuestMemoryMmap>,
@@ -158,7 +141,7 @@ impl VirtioDevice for RngDevice {
             .first()
             .filter(|q| q.ready)
             .ok_or("the request queue is not ready")?;
-        self.queue = Some(queue_from_config(cfg, &*self.mem)?);
+        self.queue = Some(cfg.build_queue(&*self.mem)?);
         Ok(())
     }
 

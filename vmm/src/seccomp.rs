@@ -35,8 +35,11 @@ pub enum SeccompError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadClass {
     /// The main thread: event loop (signals, exit, virtio queue notifications of the VMM's own
-    /// devices), process exit.
-    Main,
+    /// devices), process exit. `block_io`: it serves virtio-blk disks (pread/pwrite/fdatasync).
+    Main {
+        /// The VM has at least one `--disk`.
+        block_io: bool,
+    },
     /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost activation on DRIVER_OK.
     Vcpu,
 }
@@ -44,7 +47,7 @@ pub enum ThreadClass {
 impl ThreadClass {
     fn name(self) -> &'static str {
         match self {
-            ThreadClass::Main => "main",
+            ThreadClass::Main { .. } => "main",
             ThreadClass::Vcpu => "vcpu",
         }
     }
@@ -130,7 +133,7 @@ fn common() -> Result<Rules, seccompiler::BackendError> {
 fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
     let mut r = common()?;
     match class {
-        ThreadClass::Main => {
+        ThreadClass::Main { block_io } => {
             // poll on the signalfd/eventfds, read them, fill virtio-rng buffers.
             r.extend(allow(&[
                 libc::SYS_poll,
@@ -138,6 +141,13 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
                 libc::SYS_read,
                 libc::SYS_getrandom,
             ]));
+            if block_io {
+                r.extend(allow(&[
+                    libc::SYS_pread64,
+                    libc::SYS_pwrite64,
+                    libc::SYS_fdatasync,
+                ]));
+            }
         }
         ThreadClass::Vcpu => {
             let ioctls = vcpu_ioctls()
@@ -184,9 +194,15 @@ pub fn forbidden_syscall() {
 mod tests {
     use super::*;
 
+    const CLASSES: [ThreadClass; 3] = [
+        ThreadClass::Main { block_io: false },
+        ThreadClass::Main { block_io: true },
+        ThreadClass::Vcpu,
+    ];
+
     #[test]
     fn filters_compile_for_x86_64() {
-        for class in [ThreadClass::Main, ThreadClass::Vcpu] {
+        for class in CLASSES {
             let prog = filter(class).unwrap();
             assert!(!prog.is_empty());
             assert!(prog.len() < 4096, "BPF_MAXINSNS");
@@ -202,6 +218,19 @@ mod tests {
         // Setup-only requests stay out.
         assert!(!v.contains(&vb::VHOST_SET_OWNER()));
         assert!(!v.contains(&vb::VHOST_VSOCK_SET_GUEST_CID()));
+    }
+
+    #[test]
+    fn block_io_only_with_disks() {
+        fn pread() {
+            let mut b = [0u8; 1];
+            // SAFETY: fd -1 is rejected by the kernel; b is a valid buffer.
+            unsafe { libc::pread(-1, b.as_mut_ptr().cast(), 1, 0) };
+        }
+        let st = in_child(ThreadClass::Main { block_io: true }, pread);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+        let st = in_child(ThreadClass::Main { block_io: false }, pread);
+        assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
     }
 
     /// Forks, installs `class`'s filter in the child, runs `f`, exits 0; returns the wait status.
@@ -227,7 +256,7 @@ mod tests {
 
     #[test]
     fn forbidden_syscall_kills_with_sigsys() {
-        for class in [ThreadClass::Main, ThreadClass::Vcpu] {
+        for class in CLASSES {
             let st = in_child(class, forbidden_syscall);
             assert!(libc::WIFSIGNALED(st), "{class:?}: status {st:#x}");
             assert_eq!(libc::WTERMSIG(st), libc::SIGSYS);
@@ -245,7 +274,7 @@ mod tests {
                 unsafe { libc::_exit(4) };
             }
         }
-        let st = in_child(ThreadClass::Main, main_work);
+        let st = in_child(ThreadClass::Main { block_io: false }, main_work);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
 
         fn vcpu_work() {

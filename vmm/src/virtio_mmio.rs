@@ -170,6 +170,31 @@ impl QueueConfig {
     }
 }
 
+impl QueueConfig {
+    /// A `virtio_queue::Queue` for a device the VMM serves itself, from what the driver
+    /// configured; refused unless the queue crate finds the rings valid too.
+    pub fn build_queue<M: vm_memory::GuestMemory>(
+        &self,
+        mem: &M,
+    ) -> Result<virtio_queue::Queue, String> {
+        use virtio_queue::QueueT;
+        let e = |e: virtio_queue::Error| e.to_string();
+        let mut q = virtio_queue::Queue::new(self.max_size).map_err(e)?;
+        q.try_set_size(self.size).map_err(e)?;
+        q.try_set_desc_table_address(GuestAddress(self.desc))
+            .map_err(e)?;
+        q.try_set_avail_ring_address(GuestAddress(self.avail))
+            .map_err(e)?;
+        q.try_set_used_ring_address(GuestAddress(self.used))
+            .map_err(e)?;
+        q.set_ready(true);
+        if !q.is_valid(mem) {
+            return Err("queue rings are not valid".into());
+        }
+        Ok(q)
+    }
+}
+
 fn in_one_region<M: GuestMemoryBackend>(mem: &M, first: u64, last: u64) -> bool {
     use vm_memory::GuestMemoryRegion;
     match mem.find_region(GuestAddress(first)) {

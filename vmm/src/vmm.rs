@@ -15,6 +15,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestM
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::args::VmConfig;
+use crate::blk::{BlkDevice, Disk};
 use crate::cmdline::{self, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
@@ -244,7 +245,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // virtio-mmio slots: 0 = vsock, then the VMM's own devices.
     let vsock_base = layout::virtio_mmio_addr(0);
     let vsock_irq = layout::virtio_irq(0);
-    let n_virtio = 1 + usize::from(cfg.rng);
+    let n_virtio = 1 + usize::from(cfg.rng) + cfg.disks.len();
     let mmio_args: Vec<MmioDeviceArg> = (0..n_virtio)
         .map(|i| MmioDeviceArg {
             base: layout::virtio_mmio_addr(i),
@@ -308,6 +309,20 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         virtio.push(t);
         queue_events.extend(evts);
     }
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let disk = Disk::open(d, &format!("kata-rs-disk{i}")).map_err(|e| anyhow!(e))?;
+        debug!(
+            "disk {i}: {} ({} sectors{})",
+            d.path.display(),
+            disk.sectors(),
+            if d.read_only { ", read-only" } else { "" }
+        );
+        let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
+        let (t, evts) = own_device(&vm, virtio.len(), blk, &mem)
+            .with_context(|| format!("virtio-blk {}", d.path.display()))?;
+        virtio.push(t);
+        queue_events.extend(evts);
+    }
     debug_assert_eq!(virtio.len(), n_virtio);
     let devices = Devices { serial, virtio };
 
@@ -336,7 +351,9 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // Compiled up front so that a filter error is a plain startup error (exit 1).
     let (main_filter, vcpu_filter) = if cfg.seccomp {
         (
-            Some(seccomp::filter(ThreadClass::Main)?),
+            Some(seccomp::filter(ThreadClass::Main {
+                block_io: !cfg.disks.is_empty(),
+            })?),
             Some(seccomp::filter(ThreadClass::Vcpu)?),
         )
     } else {
@@ -359,7 +376,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // Every device exists and every thread is spawned: jail the main thread before its event
     // loop handles anything the guest does.
     if let Some(f) = &main_filter {
-        seccomp::install(ThreadClass::Main, f)?;
+        seccomp::install(ThreadClass::Main { block_io: false }, f)?;
         debug!("seccomp filters installed");
         if test_forbidden {
             seccomp::forbidden_syscall();
