@@ -15,7 +15,7 @@ pub const MAX_VCPUS: u8 = 64;
 #[command(
     name = "kata-vmm",
     version,
-    about = "kata-rs microVM monitor: boots a PVH vmlinux under KVM with a serial console and vhost-vsock"
+    about = "kata-rs microVM monitor: boots a PVH vmlinux under KVM with a serial console, vhost-vsock, virtio-rng and virtio-blk, under seccomp"
 )]
 pub struct Args {
     /// Uncompressed ELF guest kernel (vmlinux) with a PVH entry point.

@@ -2,8 +2,9 @@
 //!
 //! One `kata-vmm` process runs one pod's KVM microVM: it boots an uncompressed ELF `vmlinux`
 //! through the PVH entry point, gives it an initramfs, a 16550 serial console on port 0x3f8
-//! (logged to a file) and one virtio-mmio vsock device whose data path is the host kernel's
-//! vhost-vsock. See `vmm/README.md` for the memory map, device model and threads, and
+//! (logged to a file), one virtio-mmio vsock device whose data path is the host kernel's
+//! vhost-vsock, a virtio-rng device and virtio-blk disks served by its main thread; every
+//! thread runs under a seccomp allow-list. See `vmm/README.md` for the memory map, device model and threads, and
 //! `docs/design.md` for the command line contract with the shim.
 
 #![deny(missing_docs)]
