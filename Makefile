@@ -42,7 +42,7 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace --exclude kata-rs-tests
+	$(CARGO) test --workspace --exclude kata-rs-tests --no-fail-fast
 	$(CARGO) test -p kata-rs-tests --lib
 
 # One test binary after the other, one node at a time (each node is a VM or a containerd);
