@@ -23,7 +23,7 @@ T_START=$(up)
 show_logs() {
     [ -s "$W/containerd.log" ] || return 0
     log "last lines of the containerd log ($W/containerd.log):"
-    tail -n "${1:-40}" "$W/containerd.log" | sed 's/^/  containerd| /' >&2
+    grep -v 'msg="loading plugin' "$W/containerd.log" | tail -n "${1:-40}" | sed 's/^/  containerd| /' >&2
 }
 setup_fail() { log "node setup failed: $*"; show_logs; cleanup; exit 125; }
 
