@@ -5,13 +5,29 @@
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
 /// Protobuf messages of the agent API.
-#[allow(clippy::all, missing_docs, unused_mut, unused_imports, non_upper_case_globals, unused_qualifications, non_camel_case_types)]
+#[allow(
+    clippy::all,
+    missing_docs,
+    unused_mut,
+    unused_imports,
+    non_upper_case_globals,
+    unused_qualifications,
+    non_camel_case_types
+)]
 pub mod agent {
     include!(concat!(env!("OUT_DIR"), "/agent.rs"));
 }
 
 /// Async ttrpc client (`AgentServiceClient`) and server trait (`AgentService`).
-#[allow(clippy::all, missing_docs, unused_mut, unused_imports, non_upper_case_globals, unused_qualifications, non_camel_case_types)]
+#[allow(
+    clippy::all,
+    missing_docs,
+    unused_mut,
+    unused_imports,
+    non_upper_case_globals,
+    unused_qualifications,
+    non_camel_case_types
+)]
 pub mod agent_ttrpc {
     include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
 }

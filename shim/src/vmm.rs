@@ -492,7 +492,7 @@ mod tests {
 
         let marker = dir.path().join("x.cpio");
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30", "sh"])
+            .args(["-c", "sleep 30; :", "sh"])
             .arg(&marker)
             .spawn()
             .unwrap();
