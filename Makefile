@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps kernel image binaries test-image build demo test lint unit integration clean-cache help
+.PHONY: all deps kernel image binaries test-image build demo test lint unit integration clean-cache help bench
 
 all: build
 
@@ -55,3 +55,8 @@ test: deps build lint unit integration
 
 clean-cache:
 	rm -rf "$${KATA_RS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kata-rs}/node" target/tests
+
+# Benchmarks on the node (VMM boot vs QEMU microvm, ctr run kata vs runc); not a test: noisy.
+# Expects `make build` done. BENCH_N=5 runs per variant. See benches/README.md.
+bench:
+	bash benches/run.sh
