@@ -1,6 +1,7 @@
 //! Container lifecycle on the agent side: clone the init into new namespaces, put it in its
 //! cgroup, hand it its config, start it, signal it, tear everything down.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,14 +15,16 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
 use crate::cgroup::Cgroup;
 use crate::error::{AgentError, Result};
-use crate::init::{InitReply, INIT_ARG, SYNC_FD};
+use crate::init::{ExecConfig, InitReply, EXEC_ARG, INIT_ARG, SYNC_FD};
+use crate::pty::PtyMaster;
 use crate::reaper::{ExitInfo, Reaper};
-use crate::spec::Plan;
+use crate::spec::{Plan, ProcessConfig};
 
 /// How long the init may take to set a container up, or to exec it.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,35 +44,35 @@ pub enum State {
     Stopped,
 }
 
-/// A container in the guest.
-pub struct Container {
-    /// Container id.
-    pub id: String,
-    /// PID of its init/workload in the guest's root PID namespace.
+/// Boxed async stream types for process stdio (pipes or a pty master).
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// See [`Reader`].
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// One process of a container (its init or an exec'd process) and its stdio.
+pub struct Process {
+    /// Container id (for messages).
+    pub container_id: String,
+    /// Exec id; empty for the init.
+    pub exec_id: String,
+    /// PID in the guest's root PID namespace.
     pub pid: i32,
-    rootfs: PathBuf,
-    cgroup: Option<Cgroup>,
-    /// The sync socket while the container is created but not started.
-    sync: Mutex<Option<UnixStream>>,
-    started: Mutex<bool>,
-    /// Write end of the workload's stdin (None: /dev/null or closed).
-    pub stdin: tokio::sync::Mutex<Option<pipe::Sender>>,
-    /// Read end of the workload's stdout.
-    pub stdout: tokio::sync::Mutex<Option<pipe::Receiver>>,
-    /// Read end of the workload's stderr.
-    pub stderr: tokio::sync::Mutex<Option<pipe::Receiver>>,
+    /// Write end of stdin (None: /dev/null or closed).
+    pub stdin: tokio::sync::Mutex<Option<Writer>>,
+    /// stdout (the pty master for terminal processes).
+    pub stdout: tokio::sync::Mutex<Option<Reader>>,
+    /// stderr (None for terminal processes: everything comes through stdout).
+    pub stderr: tokio::sync::Mutex<Option<Reader>>,
+    pty: Option<OwnedFd>,
     exit: watch::Receiver<Option<ExitInfo>>,
 }
 
-impl Container {
-    /// Current state.
-    pub fn state(&self) -> State {
-        if self.exit.borrow().is_some() {
-            State::Stopped
-        } else if *self.started.lock().unwrap_or_else(|e| e.into_inner()) {
-            State::Running
+impl Process {
+    fn name(&self) -> String {
+        if self.exec_id.is_empty() {
+            format!("container {}", self.container_id)
         } else {
-            State::Created
+            format!("container {} exec {}", self.container_id, self.exec_id)
         }
     }
 
@@ -83,9 +86,9 @@ impl Container {
         let mut rx = self.exit.clone();
         let res = rx.wait_for(|e| e.is_some()).await.map(|v| *v);
         match res {
-            Ok(v) => v.expect("checked by wait_for"),
+            Ok(Some(v)) => v,
             // The reaper never drops a sender without sending; be safe anyway.
-            Err(_) => ExitInfo {
+            _ => ExitInfo {
                 status: 255,
                 exited_at_unix_nanos: 0,
             },
@@ -101,18 +104,223 @@ impl Container {
     pub fn signal(&self, sig: Signal) -> Result<()> {
         if self.exit_info().is_some() {
             return Err(AgentError::not_found(format!(
-                "container {}: process already finished",
-                self.id
+                "{}: process already finished",
+                self.name()
             )));
         }
         kill(Pid::from_raw(self.pid), sig).map_err(|e| {
             AgentError::internal(format!(
-                "container {}: kill({}, {sig}): {}",
-                self.id,
+                "{}: kill({}, {sig}): {}",
+                self.name(),
                 self.pid,
                 e.desc()
             ))
         })
+    }
+
+    /// TIOCSWINSZ on the process's terminal.
+    pub fn resize(&self, rows: u32, cols: u32) -> Result<()> {
+        let pty = self.pty.as_ref().ok_or_else(|| {
+            AgentError::precondition(format!("{}: the process has no terminal", self.name()))
+        })?;
+        let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
+        crate::pty::resize(pty, clamp(rows), clamp(cols))
+    }
+}
+
+/// A container in the guest.
+pub struct Container {
+    /// Container id.
+    pub id: String,
+    /// The init process (the workload once started).
+    pub init: Arc<Process>,
+    rootfs: PathBuf,
+    cgroup: Option<Cgroup>,
+    /// The sync socket while the container is created but not started.
+    sync: Mutex<Option<UnixStream>>,
+    started: Mutex<bool>,
+    /// Exec'd processes by exec id (kept until the container is removed).
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// Exec ids being set up.
+    exec_pending: Mutex<HashSet<String>>,
+    /// The container's seccomp program, which exec'd processes get too.
+    seccomp: Option<Vec<crate::seccomp::Insn>>,
+    /// Frozen by PauseContainer.
+    paused: Mutex<bool>,
+}
+
+impl Container {
+    /// PID of the init/workload in the guest's root PID namespace.
+    pub fn pid(&self) -> i32 {
+        self.init.pid
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        if self.init.exit_info().is_some() {
+            State::Stopped
+        } else if *self.started.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Running
+        } else {
+            State::Created
+        }
+    }
+
+    /// The container's cgroup, or an error naming the container.
+    pub fn cgroup(&self) -> Result<&Cgroup> {
+        self.cgroup.as_ref().ok_or_else(|| {
+            AgentError::precondition(format!(
+                "container {}: the guest has no cgroup v2 hierarchy",
+                self.id
+            ))
+        })
+    }
+
+    /// The init (empty `exec_id`) or an exec'd process.
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(Arc::clone(&self.init));
+        }
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| {
+                AgentError::not_found(format!(
+                    "container {}: exec process {exec_id:?} not found",
+                    self.id
+                ))
+            })
+    }
+
+    /// Whether PauseContainer froze it.
+    pub fn paused(&self) -> bool {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// PauseContainer / ResumeContainer.
+    pub async fn set_frozen(&self, frozen: bool) -> Result<()> {
+        if self.state() != State::Running {
+            return Err(AgentError::precondition(format!(
+                "container {} is not running ({:?})",
+                self.id,
+                self.state()
+            )));
+        }
+        self.cgroup()?.freeze(frozen).await?;
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = frozen;
+        Ok(())
+    }
+
+    /// Starts an additional process in the running container: it joins the init's
+    /// namespaces (pid at clone time, the others in the helper) and its cgroup.
+    pub async fn exec(
+        &self,
+        reaper: &Arc<Reaper>,
+        exec_id: &str,
+        mut process: ProcessConfig,
+        stdin: bool,
+    ) -> Result<i32> {
+        if self.state() != State::Running {
+            return Err(AgentError::precondition(format!(
+                "container {} is not running ({:?}): cannot exec",
+                self.id,
+                self.state()
+            )));
+        }
+        {
+            let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.exec_pending.lock().unwrap_or_else(|e| e.into_inner());
+            let running = execs.get(exec_id).is_some_and(|p| p.exit_info().is_none());
+            if running || !pending.insert(exec_id.to_string()) {
+                return Err(AgentError::already_exists(format!(
+                    "container {}: exec id {exec_id:?} is already in use",
+                    self.id
+                )));
+            }
+        }
+        process.seccomp = self.seccomp.clone();
+        let res = self.exec_inner(reaper, exec_id, process, stdin).await;
+        self.exec_pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(exec_id);
+        let p = res?;
+        let pid = p.pid;
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(exec_id.to_string(), p);
+        Ok(pid)
+    }
+
+    async fn exec_inner(
+        &self,
+        reaper: &Arc<Reaper>,
+        exec_id: &str,
+        process: ProcessConfig,
+        stdin: bool,
+    ) -> Result<Arc<Process>> {
+        let target = self.init.pid;
+        let ns_differs = |ns: &str| -> Result<bool> {
+            let theirs = fs::read_link(format!("/proc/{target}/ns/{ns}")).map_err(|e| {
+                AgentError::precondition(format!(
+                    "container {}: read /proc/{target}/ns/{ns}: {e}",
+                    self.id
+                ))
+            })?;
+            Ok(fs::read_link(format!("/proc/self/ns/{ns}")).ok() != Some(theirs))
+        };
+        let mut join = Vec::new();
+        for ns in ["cgroup", "ipc", "uts", "mnt"] {
+            if ns_differs(ns)? {
+                join.push(ns.to_string());
+            }
+        }
+        let pidns = if ns_differs("pid")? {
+            Some(
+                fs::File::open(format!("/proc/{target}/ns/pid")).map_err(|e| {
+                    AgentError::precondition(format!(
+                        "container {}: open /proc/{target}/ns/pid: {e}",
+                        self.id
+                    ))
+                })?,
+            )
+        } else {
+            None
+        };
+        let terminal = process.terminal;
+        let cfg = ExecConfig {
+            target_pid: target,
+            join,
+            process,
+        };
+        let config = serde_json::to_vec(&cfg)
+            .map_err(|e| AgentError::internal(format!("encode exec config: {e}")))?;
+        let spawned = spawn(
+            reaper,
+            SpawnArgs {
+                id: &self.id,
+                exec_id,
+                mode: EXEC_ARG,
+                clone_flags: 0,
+                config,
+                stdin,
+                terminal,
+                cgroup: self.cgroup.as_ref(),
+                pidns,
+            },
+        )
+        .await?;
+        let Spawned {
+            process: p, sync, ..
+        } = spawned;
+        if let Err(e) = release(&self.id, sync).await {
+            abort_init(p.pid, &p.exit).await;
+            return Err(e);
+        }
+        Ok(Arc::new(p))
     }
 
     /// Releases the init: it execve's the workload. Returns the pid.
@@ -129,30 +337,15 @@ impl Container {
                     self.state()
                 ))
             })?;
-        if self.exit_info().is_some() {
+        if self.init.exit_info().is_some() {
             return Err(AgentError::precondition(format!(
                 "container {}: init process exited before start",
                 self.id
             )));
         }
-        let id = self.id.clone();
-        let res = tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut sync = sync;
-            sync.write_all(b"start\n")
-                .map_err(|e| AgentError::internal(format!("container {id}: release init: {e}")))?;
-            let mut buf = Vec::new();
-            sync.read_to_end(&mut buf)
-                .map_err(|e| AgentError::internal(format!("container {id}: start: {e}")))?;
-            if buf.is_empty() {
-                return Ok(()); // close-on-exec fired: execve succeeded
-            }
-            Err(reply_error(&id, &buf))
-        })
-        .await
-        .map_err(|e| AgentError::internal(format!("start task: {e}")))?;
-        res?;
+        release(&self.id, sync).await?;
         *self.started.lock().unwrap_or_else(|e| e.into_inner()) = true;
-        Ok(self.pid)
+        Ok(self.init.pid)
     }
 
     /// Kills the process if it still runs, waits for it, removes the cgroup and the
@@ -160,23 +353,58 @@ impl Container {
     pub async fn destroy(&self) -> Result<()> {
         // Dropping the sync socket makes a created-but-not-started init exit by itself.
         self.sync.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if self.exit_info().is_none() {
-            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
-            if self.wait_timeout(KILL_TIMEOUT).await.is_none() {
+        if let (Some(cg), true) = (&self.cgroup, self.paused()) {
+            // A frozen task cannot die: thaw first.
+            let _ = cg.freeze(false).await;
+        }
+        if self.init.exit_info().is_none() {
+            let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
+            if self.init.wait_timeout(KILL_TIMEOUT).await.is_none() {
                 return Err(AgentError::internal(format!(
                     "container {}: pid {} did not exit {}s after SIGKILL",
                     self.id,
-                    self.pid,
+                    self.init.pid,
                     KILL_TIMEOUT.as_secs()
                 )));
             }
         }
-        self.stdin.lock().await.take();
+        let execs: Vec<Arc<Process>> = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for p in execs {
+            let _ = p.signal(Signal::SIGKILL);
+            let _ = p.wait_timeout(KILL_TIMEOUT).await;
+            p.stdin.lock().await.take();
+        }
+        self.init.stdin.lock().await.take();
         if let Some(cg) = &self.cgroup {
             cg.remove().await?;
         }
         remove_rootfs(&self.rootfs, &self.id)
     }
+}
+
+/// Writes `start` on the sync socket and waits for the exec: EOF = success.
+async fn release(id: &str, sync: UnixStream) -> Result<()> {
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut sync = sync;
+        sync.write_all(b"start\n")
+            .map_err(|e| AgentError::internal(format!("container {id}: release init: {e}")))?;
+        let mut buf = Vec::new();
+        sync.read_to_end(&mut buf)
+            .map_err(|e| AgentError::internal(format!("container {id}: start: {e}")))?;
+        if buf.is_empty() {
+            return Ok(()); // close-on-exec fired: execve succeeded
+        }
+        Err(reply_error(&format!("container {id}"), &buf))
+    })
+    .await
+    .map_err(|e| AgentError::internal(format!("start task: {e}")))?
 }
 
 /// Deletes the rootfs directory, and its parent when that is the per-container directory
@@ -202,9 +430,9 @@ fn remove_rootfs(rootfs: &Path, id: &str) -> Result<()> {
 fn reply_error(id: &str, buf: &[u8]) -> AgentError {
     let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
     match serde_json::from_slice::<InitReply>(line) {
-        Ok(InitReply::Error(msg)) => AgentError::invalid(format!("container {id}: {msg}")),
+        Ok(InitReply::Error(msg)) => AgentError::invalid(format!("{id}: {msg}")),
         _ => AgentError::internal(format!(
-            "container {id}: unexpected reply from init: {:?}",
+            "{id}: unexpected reply from init: {:?}",
             String::from_utf8_lossy(buf)
         )),
     }
@@ -227,9 +455,9 @@ pub struct CreateOptions<'a> {
     pub cgroup_root: Option<&'a Path>,
 }
 
-/// Creates a container: cgroup, stdio pipes, the init cloned into new namespaces, and the
-/// setup handshake. On failure nothing is left behind (process killed and reaped, cgroup
-/// removed; the mounts lived only in the init's mount namespace).
+/// Creates a container: cgroup, stdio pipes (or a pty), the init cloned into new
+/// namespaces, and the setup handshake. On failure nothing is left behind (process killed
+/// and reaped, cgroup removed; the mounts lived only in the init's mount namespace).
 pub async fn create(reaper: &Arc<Reaper>, opts: CreateOptions<'_>) -> Result<Container> {
     let id = opts.id.to_string();
     let rootfs = opts.plan.init.rootfs.clone();
@@ -255,19 +483,38 @@ pub async fn create(reaper: &Arc<Reaper>, opts: CreateOptions<'_>) -> Result<Con
             None
         }
     };
-    let res = spawn_init(reaper, &id, &opts.plan, opts.stdin, cgroup.as_ref()).await;
+    let res = async {
+        let config = serde_json::to_vec(&opts.plan.init)
+            .map_err(|e| AgentError::internal(format!("encode init config: {e}")))?;
+        spawn(
+            reaper,
+            SpawnArgs {
+                id: &id,
+                exec_id: "",
+                mode: INIT_ARG,
+                clone_flags: opts.plan.namespaces.clone_flags(),
+                config,
+                stdin: opts.stdin,
+                terminal: opts.plan.init.process.terminal,
+                cgroup: cgroup.as_ref(),
+                pidns: None,
+            },
+        )
+        .await
+    }
+    .await;
     match res {
         Ok(parts) => Ok(Container {
             id,
-            pid: parts.pid,
+            init: Arc::new(parts.process),
             rootfs,
             cgroup,
             sync: Mutex::new(Some(parts.sync)),
             started: Mutex::new(false),
-            stdin: tokio::sync::Mutex::new(parts.stdin),
-            stdout: tokio::sync::Mutex::new(Some(parts.stdout)),
-            stderr: tokio::sync::Mutex::new(Some(parts.stderr)),
-            exit: parts.exit,
+            execs: Mutex::new(HashMap::new()),
+            exec_pending: Mutex::new(HashSet::new()),
+            seccomp: opts.plan.init.process.seccomp.clone(),
+            paused: Mutex::new(false),
         }),
         Err(e) => {
             if let Some(cg) = &cgroup {
@@ -281,15 +528,11 @@ pub async fn create(reaper: &Arc<Reaper>, opts: CreateOptions<'_>) -> Result<Con
 }
 
 struct Spawned {
-    pid: i32,
+    process: Process,
     sync: UnixStream,
-    stdin: Option<pipe::Sender>,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-    exit: watch::Receiver<Option<ExitInfo>>,
 }
 
-/// Kills a half-created init and waits until the reaper saw it go.
+/// Kills a half-created process and waits until the reaper saw it go.
 async fn abort_init(pid: i32, exit: &watch::Receiver<Option<ExitInfo>>) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let mut rx = exit.clone();
@@ -297,36 +540,32 @@ async fn abort_init(pid: i32, exit: &watch::Receiver<Option<ExitInfo>>) {
         .await
         .is_err()
     {
-        tracing::warn!(pid, "half-created init did not exit after SIGKILL");
+        tracing::warn!(pid, "half-created process did not exit after SIGKILL");
     }
 }
 
-async fn spawn_init(
-    reaper: &Arc<Reaper>,
-    id: &str,
-    plan: &Plan,
-    want_stdin: bool,
-    cgroup: Option<&Cgroup>,
-) -> Result<Spawned> {
-    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if want_stdin {
-        let (r, w) = pipe_pair()?;
-        (r, Some(w))
-    } else {
-        let f = fs::File::open("/dev/null")
-            .map_err(|e| AgentError::internal(format!("open /dev/null: {e}")))?;
-        (OwnedFd::from(f), None)
-    };
-    let (stdout_r, stdout_w) = pipe_pair()?;
-    let (stderr_r, stderr_w) = pipe_pair()?;
-    let (sync_parent, sync_child) =
-        UnixStream::pair().map_err(|e| AgentError::internal(format!("socketpair: {e}")))?;
+struct SpawnArgs<'a> {
+    id: &'a str,
+    exec_id: &'a str,
+    /// argv[1] of the helper: [`INIT_ARG`] or [`EXEC_ARG`].
+    mode: &'static str,
+    clone_flags: libc::c_int,
+    /// JSON config line for the helper.
+    config: Vec<u8>,
+    stdin: bool,
+    terminal: bool,
+    cgroup: Option<&'a Cgroup>,
+    /// PID namespace the child is created in (exec); None = per `clone_flags`.
+    pidns: Option<fs::File>,
+}
 
-    // Everything the child touches is prepared here: after clone it may only make
-    // async-signal-safe calls (this process is multi-threaded).
+/// Clones `/proc/self/exe <mode>` with the stdio and sync fds in place. Only
+/// async-signal-safe calls happen in the child (this process is multi-threaded).
+fn clone_helper(mode: &str, fds: [(i32, i32); 4], flags: libc::c_int) -> nix::Result<i32> {
     let exe = CString::new("/proc/self/exe").expect("no NUL");
     let argv_c = [
         CString::new("kata-agent").expect("no NUL"),
-        CString::new(INIT_ARG).expect("no NUL"),
+        CString::new(mode).expect("no NUL"),
     ];
     let argv: Vec<*const libc::c_char> = argv_c
         .iter()
@@ -334,15 +573,10 @@ async fn spawn_init(
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-    let fds = [
-        (stdin_r.as_raw_fd(), 0),
-        (stdout_w.as_raw_fd(), 1),
-        (stderr_w.as_raw_fd(), 2),
-        (sync_child.as_raw_fd(), SYNC_FD),
-    ];
     let child = move || -> isize {
         // Order matters: sources are >= 3 (fds 0-2 are always open in the agent), so only
         // fd 3 can be both a source and a target, and it is the last target written.
+        // A source used twice (the pty slave) is never a target.
         for (src, dst) in fds {
             // SAFETY: dup2/fcntl are async-signal-safe and only touch fd numbers.
             let ok = unsafe {
@@ -365,35 +599,120 @@ async fn spawn_init(
         }
     };
     let mut stack = vec![0u8; CHILD_STACK];
-    let flags = CloneFlags::from_bits_truncate(plan.namespaces.clone_flags());
+    let flags = CloneFlags::from_bits_truncate(flags);
     // SAFETY: the child runs a copy of this address space (no CLONE_VM) and only calls
     // dup2/fcntl/execve/_exit, all async-signal-safe, on data prepared before clone.
-    let pid = unsafe { nix::sched::clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
-        .map_err(|e| {
-            AgentError::internal(format!(
-                "clone container init for {id} (flags {:#x}): {}",
-                flags.bits(),
-                e.desc()
-            ))
-        })?
-        .as_raw();
-    let exit = reaper.register(pid);
-    drop((stdin_r, stdout_w, stderr_w, sync_child));
-    tracing::debug!(pid, id, "container init cloned");
+    unsafe { nix::sched::clone(Box::new(child), &mut stack, flags, Some(libc::SIGCHLD)) }
+        .map(|p| p.as_raw())
+}
 
-    if let Some(cg) = cgroup {
+async fn spawn(reaper: &Arc<Reaper>, a: SpawnArgs<'_>) -> Result<Spawned> {
+    let id = a.id;
+    let what = if a.exec_id.is_empty() {
+        format!("container {id}")
+    } else {
+        format!("container {id} exec {}", a.exec_id)
+    };
+    let devnull = || -> Result<OwnedFd> {
+        fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| AgentError::internal(format!("open /dev/null: {e}")))
+    };
+    let (sync_parent, sync_child) =
+        UnixStream::pair().map_err(|e| AgentError::internal(format!("socketpair: {e}")))?;
+    // Child ends (dropped after clone) and our ends.
+    let (child_fds, stdin_w, stdout, stderr, pty): (
+        Vec<OwnedFd>,
+        Option<Writer>,
+        Reader,
+        Option<Reader>,
+        Option<OwnedFd>,
+    ) = if a.terminal {
+        let (master, slave) = crate::pty::open()?;
+        let stdin_w: Option<Writer> = if a.stdin {
+            Some(Box::new(PtyMaster::new(&master)?))
+        } else {
+            None
+        };
+        let out: Reader = Box::new(PtyMaster::new(&master)?);
+        let s2 = slave
+            .try_clone()
+            .map_err(|e| AgentError::internal(format!("dup pty slave: {e}")))?;
+        let s3 = slave
+            .try_clone()
+            .map_err(|e| AgentError::internal(format!("dup pty slave: {e}")))?;
+        (vec![slave, s2, s3], stdin_w, out, None, Some(master))
+    } else {
+        let (stdin_r, stdin_w) = if a.stdin {
+            let (r, w) = pipe_pair()?;
+            let w: Writer = Box::new(
+                pipe::Sender::from_owned_fd(w)
+                    .map_err(|e| AgentError::internal(format!("stdin pipe: {e}")))?,
+            );
+            (r, Some(w))
+        } else {
+            (devnull()?, None)
+        };
+        let (stdout_r, stdout_w) = pipe_pair()?;
+        let (stderr_r, stderr_w) = pipe_pair()?;
+        let rx = |fd: OwnedFd| -> Result<Reader> {
+            Ok(Box::new(pipe::Receiver::from_owned_fd(fd).map_err(
+                |e| AgentError::internal(format!("stdio pipe: {e}")),
+            )?))
+        };
+        (
+            vec![stdin_r, stdout_w, stderr_w],
+            stdin_w,
+            rx(stdout_r)?,
+            Some(rx(stderr_r)?),
+            None,
+        )
+    };
+    let fds = [
+        (child_fds[0].as_raw_fd(), 0),
+        (child_fds[1].as_raw_fd(), 1),
+        (child_fds[2].as_raw_fd(), 2),
+        (sync_child.as_raw_fd(), SYNC_FD),
+    ];
+    let flags = a.clone_flags;
+    let mode = a.mode;
+    let cloned = match &a.pidns {
+        None => clone_helper(mode, fds, flags),
+        // setns(CLONE_NEWPID) only changes where the calling thread's children go: do it
+        // on a short-lived thread of its own so no other thread is affected.
+        Some(ns) => std::thread::scope(|s| {
+            s.spawn(|| {
+                let own = fs::File::open("/proc/self/ns/pid").map_err(|_| nix::Error::EIO)?;
+                nix::sched::setns(ns, CloneFlags::CLONE_NEWPID)?;
+                let r = clone_helper(mode, fds, flags);
+                let _ = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID);
+                r
+            })
+            .join()
+            .unwrap_or(Err(nix::Error::EIO))
+        }),
+    };
+    let pid = cloned.map_err(|e| {
+        AgentError::internal(format!(
+            "clone the {mode} helper for {what} (flags {flags:#x}): {}",
+            e.desc()
+        ))
+    })?;
+    let exit = reaper.register(pid);
+    drop((child_fds, sync_child));
+    tracing::debug!(pid, what, "helper cloned");
+
+    if let Some(cg) = a.cgroup {
         if let Err(e) = cg.add_pid(pid) {
             abort_init(pid, &exit).await;
             return Err(e);
         }
     }
-    let config = serde_json::to_vec(&plan.init)
-        .map_err(|e| AgentError::internal(format!("encode init config: {e}")))?;
-    let idc = id.to_string();
+    let config = a.config;
+    let idc = what.clone();
     let handshake = tokio::task::spawn_blocking(move || -> Result<UnixStream> {
         let mut sync = sync_parent;
-        let io =
-            |e: std::io::Error| AgentError::internal(format!("container {idc}: talk to init: {e}"));
+        let io = |e: std::io::Error| AgentError::internal(format!("{idc}: talk to init: {e}"));
         sync.set_read_timeout(Some(SYNC_TIMEOUT)).map_err(io)?;
         sync.write_all(&config).map_err(io)?;
         sync.write_all(b"\n").map_err(io)?;
@@ -403,7 +722,7 @@ async fn spawn_init(
             .map_err(io)?;
         if line.is_empty() {
             return Err(AgentError::internal(format!(
-                "container {idc}: init exited during setup without a word"
+                "{idc}: init exited during setup without a word"
             )));
         }
         match serde_json::from_slice::<InitReply>(line.trim_ascii_end()) {
@@ -424,25 +743,17 @@ async fn spawn_init(
             return Err(e);
         }
     };
-    let rx = |fd: OwnedFd| {
-        pipe::Receiver::from_owned_fd(fd)
-            .map_err(|e| AgentError::internal(format!("stdio pipe: {e}")))
-    };
-    let stdout = rx(stdout_r)?;
-    let stderr = rx(stderr_r)?;
-    let stdin = match stdin_w {
-        Some(w) => Some(
-            pipe::Sender::from_owned_fd(w)
-                .map_err(|e| AgentError::internal(format!("stdin pipe: {e}")))?,
-        ),
-        None => None,
-    };
     Ok(Spawned {
-        pid,
+        process: Process {
+            container_id: id.to_string(),
+            exec_id: a.exec_id.to_string(),
+            pid,
+            stdin: tokio::sync::Mutex::new(stdin_w),
+            stdout: tokio::sync::Mutex::new(Some(stdout)),
+            stderr: tokio::sync::Mutex::new(stderr),
+            pty,
+            exit,
+        },
         sync,
-        stdin,
-        stdout,
-        stderr,
-        exit,
     })
 }

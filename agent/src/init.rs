@@ -21,10 +21,26 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{InitConfig, MountKind, MountPlan, DEFAULT_PATH};
+use crate::spec::{InitConfig, MountKind, MountPlan, ProcessConfig, DEFAULT_PATH};
 
 /// argv[1] that selects container init mode.
 pub const INIT_ARG: &str = "__container-init";
+
+/// argv[1] that selects exec mode: join a running container's namespaces, then run an
+/// additional process (ExecProcess).
+pub const EXEC_ARG: &str = "__container-exec";
+
+/// What the exec helper gets over the sync socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// The container init's pid (root pid namespace); its namespaces are joined.
+    pub target_pid: i32,
+    /// Namespaces to join (`/proc/<pid>/ns/<name>`), the mount namespace last; the pid
+    /// namespace was already joined by the agent at clone time.
+    pub join: Vec<String>,
+    /// The process.
+    pub process: ProcessConfig,
+}
 
 /// The fd number the sync socket has in the init.
 pub const SYNC_FD: i32 = 3;
@@ -43,11 +59,20 @@ type InitResult<T> = std::result::Result<T, String>;
 
 /// Runs container init mode; never returns.
 pub fn run() -> ! {
+    run_mode(false)
+}
+
+/// Runs exec mode (see [`EXEC_ARG`]); never returns.
+pub fn run_exec() -> ! {
+    run_mode(true)
+}
+
+fn run_mode(exec: bool) -> ! {
     // SAFETY: fd 3 is the sync socket the agent dup2'ed there before exec'ing us; nothing
     // else in this fresh process owns it.
     let sync = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
     close_fds_from(SYNC_FD + 1);
-    let code = match main_loop(&sync) {
+    let code = match main_loop(&sync, exec) {
         Ok(()) => 0,
         Err(msg) => {
             reply(&sync, &InitReply::Error(msg));
@@ -63,15 +88,21 @@ fn reply(mut sync: &UnixStream, r: &InitReply) {
     let _ = sync.write_all(&line);
 }
 
-fn main_loop(sync: &UnixStream) -> InitResult<()> {
+fn main_loop(sync: &UnixStream, exec: bool) -> InitResult<()> {
     let mut reader = BufReader::new(sync.try_clone().map_err(|e| format!("sync fd: {e}"))?);
     let mut line = String::new();
     reader
         .read_line(&mut line)
         .map_err(|e| format!("read config: {e}"))?;
-    let cfg: InitConfig =
-        serde_json::from_str(&line).map_err(|e| format!("bad init config: {e}"))?;
-    let (exe, argv, envp) = prepare(&cfg)?;
+    let (exe, argv, envp) = if exec {
+        let cfg: ExecConfig =
+            serde_json::from_str(&line).map_err(|e| format!("bad exec config: {e}"))?;
+        prepare_exec(&cfg)?
+    } else {
+        let cfg: InitConfig =
+            serde_json::from_str(&line).map_err(|e| format!("bad init config: {e}"))?;
+        prepare(&cfg)?
+    };
     reply(sync, &InitReply::Ready(true));
     line.clear();
     reader
@@ -87,7 +118,7 @@ fn main_loop(sync: &UnixStream) -> InitResult<()> {
     // successful execve shows up as EOF on the agent's side.
     unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
-    Err(format!("exec {:?}: {}", cfg.args[0], err.desc()))
+    Err(format!("exec {:?}: {}", argv[0], err.desc()))
 }
 
 /// The agent (Rust's runtime) ignores SIGPIPE and tokio may leave signals blocked: give
@@ -181,6 +212,44 @@ fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
     if let Some(h) = &cfg.hostname {
         sethostname(h).map_err(errno(format!("sethostname {h:?}")))?;
     }
+    prepare_process(&cfg.process)
+}
+
+/// Exec mode: join the container's namespaces (mount last: it also moves root and cwd
+/// into the container), then set the process up like the init's.
+fn prepare_exec(cfg: &ExecConfig) -> InitResult<Prepared> {
+    let mut fds = Vec::new();
+    for ns in &cfg.join {
+        let p = format!("/proc/{}/ns/{ns}", cfg.target_pid);
+        let f = fs::File::open(&p).map_err(|e| format!("open {p}: {e} (container gone?)"))?;
+        fds.push((ns, f));
+    }
+    for (ns, f) in &fds {
+        nix::sched::setns(f, nix::sched::CloneFlags::empty())
+            .map_err(|e| format!("join the container's {ns} namespace: {}", e.desc()))?;
+    }
+    drop(fds);
+    prepare_process(&cfg.process)
+}
+
+/// The process part, shared by init and exec: terminal, oom_score_adj, rlimits, cwd,
+/// executable lookup, seccomp, credentials and capabilities, umask, no_new_privs.
+fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
+    let errno = |what: String| move |e: nix::Error| format!("{what}: {}", e.desc());
+    if cfg.terminal {
+        nix::unistd::setsid().map_err(errno("setsid".into()))?;
+        // SAFETY: ioctl on our stdin (the pty slave) with an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } != 0 {
+            return Err(format!(
+                "make the pty the controlling terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some(adj) = cfg.oom_score_adj {
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
+    }
     for &(res, soft, hard) in &cfg.rlimits {
         let lim = libc::rlimit {
             rlim_cur: soft,
@@ -207,26 +276,6 @@ fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     let exe = lookup_executable(&cfg.args[0], path_env)?;
-    let groups: Vec<Gid> = cfg
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&groups).map_err(errno("setgroups".into()))?;
-    nix::unistd::setgid(Gid::from_raw(cfg.gid)).map_err(errno(format!("setgid {}", cfg.gid)))?;
-    nix::unistd::setuid(Uid::from_raw(cfg.uid)).map_err(errno(format!("setuid {}", cfg.uid)))?;
-    if let Some(mask) = cfg.umask {
-        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
-    }
-    if cfg.no_new_privileges {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "set no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
     let exe = CString::new(exe.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?;
     let argv = cfg
         .args
@@ -238,6 +287,42 @@ fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
         .iter()
         .map(|a| cstr(a))
         .collect::<InitResult<Vec<_>>>()?;
+    // As runc: without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in before
+    // the capabilities are dropped; with it, as late as possible.
+    if let (Some(prog), false) = (&cfg.seccomp, cfg.no_new_privileges) {
+        crate::seccomp::install(prog)?;
+    }
+    if let Some(c) = &cfg.caps {
+        crate::caps::drop_bounding(c.bounding)?;
+        crate::caps::keep_caps(true)?;
+    }
+    let groups: Vec<Gid> = cfg
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(errno("setgroups".into()))?;
+    nix::unistd::setgid(Gid::from_raw(cfg.gid)).map_err(errno(format!("setgid {}", cfg.gid)))?;
+    nix::unistd::setuid(Uid::from_raw(cfg.uid)).map_err(errno(format!("setuid {}", cfg.uid)))?;
+    if let Some(c) = &cfg.caps {
+        crate::caps::keep_caps(false)?;
+        crate::caps::apply(c)?;
+    }
+    if let Some(mask) = cfg.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if cfg.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        if let Some(prog) = &cfg.seccomp {
+            crate::seccomp::install(prog)?;
+        }
+    }
     Ok((exe, argv, envp))
 }
 

@@ -7,13 +7,17 @@
 #![warn(missing_docs)]
 
 pub mod boot;
+pub mod caps;
 pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod init;
+pub mod pty;
 pub mod reaper;
+pub mod seccomp;
 pub mod service;
 pub mod spec;
+pub mod syscalls_x86_64;
 
 use std::path::PathBuf;
 use std::sync::Arc;

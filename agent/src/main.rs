@@ -22,6 +22,9 @@ fn main() {
     if args.get(1).map(String::as_str) == Some(init::INIT_ARG) {
         init::run();
     }
+    if args.get(1).map(String::as_str) == Some(init::EXEC_ARG) {
+        init::run_exec();
+    }
     ensure_std_fds();
     let pid1 = std::process::id() == 1;
     let mut boot_errors = Vec::new();

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ttrpc::r#async::TtrpcContext;
 
-use crate::container::{self, Container, CreateOptions};
+use crate::container::{self, Container, CreateOptions, Process};
 use crate::error::{AgentError, Result};
 use crate::reaper::Reaper;
 use crate::spec;
@@ -34,6 +34,8 @@ pub struct Agent {
     cgroup_root: Option<PathBuf>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     creating: Mutex<HashSet<String>>,
+    /// oom_kill counts already reported by GetOomEvent.
+    oom_seen: Mutex<HashMap<String, u64>>,
     shutdown: tokio::sync::mpsc::Sender<()>,
 }
 
@@ -56,16 +58,12 @@ impl Agent {
             cgroup_root,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            oom_seen: Mutex::new(HashMap::new()),
             shutdown,
         }
     }
 
-    fn get(&self, id: &str, exec_id: &str) -> Result<Arc<Container>> {
-        if !exec_id.is_empty() {
-            return Err(AgentError::unimplemented(format!(
-                "exec processes are not supported yet (exec_id {exec_id:?}): only the container's init process (empty exec_id) is"
-            )));
-        }
+    fn get(&self, id: &str) -> Result<Arc<Container>> {
         spec::validate_id(id)?;
         self.containers
             .lock()
@@ -73,6 +71,10 @@ impl Agent {
             .get(id)
             .cloned()
             .ok_or_else(|| AgentError::not_found(format!("container {id:?} not found")))
+    }
+
+    fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Process>> {
+        self.get(id)?.process(exec_id)
     }
 
     /// CreateContainer.
@@ -110,7 +112,7 @@ impl Agent {
         let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         creating.remove(id);
         let c = res?;
-        tracing::info!(id, pid = c.pid, "container created");
+        tracing::info!(id, pid = c.pid(), "container created");
         self.containers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -120,7 +122,7 @@ impl Agent {
 
     /// StartContainer.
     pub async fn start_container(&self, id: &str) -> Result<u32> {
-        let c = self.get(id, "")?;
+        let c = self.get(id)?;
         let pid = c.start().await?;
         tracing::info!(id, pid, "container started");
         Ok(pid as u32)
@@ -128,7 +130,7 @@ impl Agent {
 
     /// SignalProcess.
     pub fn signal_process(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
-        let c = self.get(id, exec_id)?;
+        let c = self.process(id, exec_id)?;
         let sig = i32::try_from(signal)
             .ok()
             .and_then(|s| Signal::try_from(s).ok())
@@ -138,7 +140,7 @@ impl Agent {
 
     /// WaitProcess.
     pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<WaitProcessResponse> {
-        let c = self.get(id, exec_id)?;
+        let c = self.process(id, exec_id)?;
         let e = c.wait().await;
         let mut r = WaitProcessResponse::new();
         r.status = e.status;
@@ -147,7 +149,7 @@ impl Agent {
     }
 
     async fn read(&self, id: &str, exec_id: &str, len: u32, which: Stream) -> Result<Vec<u8>> {
-        let c = self.get(id, exec_id)?;
+        let c = self.process(id, exec_id)?;
         let len = match len as usize {
             0 => MAX_READ,
             n => n.min(MAX_READ),
@@ -172,11 +174,11 @@ impl Agent {
     }
 
     async fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> Result<u32> {
-        let c = self.get(id, exec_id)?;
+        let c = self.process(id, exec_id)?;
         let mut guard = c.stdin.lock().await;
         let tx = guard.as_mut().ok_or_else(|| {
             AgentError::precondition(format!(
-                "container {id}: stdin is closed or was not requested (CreateContainerRequest.stdin)"
+                "container {id} exec {exec_id:?}: stdin is closed or was not requested (the request's stdin flag)"
             ))
         })?;
         tx.write_all(data)
@@ -186,16 +188,20 @@ impl Agent {
     }
 
     async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
-        let c = self.get(id, exec_id)?;
+        let c = self.process(id, exec_id)?;
         c.stdin.lock().await.take();
         Ok(())
     }
 
     /// RemoveContainer.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
-        let c = self.get(id, "")?;
+        let c = self.get(id)?;
         c.destroy().await?;
         self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.oom_seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
@@ -213,10 +219,88 @@ impl Agent {
             .cloned()
             .collect();
         for c in &all {
-            let _ = c.signal(Signal::SIGKILL);
+            if c.paused() {
+                let _ = c.set_frozen(false).await;
+            }
+            let _ = c.init.signal(Signal::SIGKILL);
         }
         for c in &all {
-            let _ = c.wait_timeout(std::time::Duration::from_secs(5)).await;
+            let _ = c.init.wait_timeout(std::time::Duration::from_secs(5)).await;
+        }
+    }
+
+    /// ExecProcess.
+    pub async fn exec_process(&self, req: &ExecProcessRequest) -> Result<u32> {
+        let id = req.container_id.as_str();
+        let c = self.get(id)?;
+        let exec_id = req.exec_id.as_str();
+        if exec_id.is_empty() {
+            return Err(AgentError::invalid(format!(
+                "container {id}: ExecProcess needs a non-empty exec_id"
+            )));
+        }
+        if exec_id.len() > spec::MAX_ID_LEN {
+            return Err(AgentError::invalid(format!(
+                "container {id}: exec_id is longer than {} bytes",
+                spec::MAX_ID_LEN
+            )));
+        }
+        if req.oci_process.is_empty() {
+            return Err(AgentError::invalid(format!(
+                "container {id} exec {exec_id}: oci_process is empty"
+            )));
+        }
+        let process: oci_spec::runtime::Process = serde_json::from_slice(&req.oci_process)
+            .map_err(|e| {
+                AgentError::invalid(format!(
+                    "container {id} exec {exec_id}: invalid OCI process: {e}"
+                ))
+            })?;
+        let mut cfg = spec::plan_process(&process, None).map_err(|e| {
+            AgentError::new(
+                e.code,
+                format!("container {id} exec {exec_id}: {}", e.message),
+            )
+        })?;
+        cfg.terminal = req.terminal || cfg.terminal;
+        let pid = c.exec(&self.reaper, exec_id, cfg, req.stdin).await?;
+        tracing::info!(id, exec_id, pid, "exec process started");
+        Ok(pid as u32)
+    }
+
+    /// UpdateContainer.
+    pub fn update_container(&self, id: &str, resources: &[u8]) -> Result<()> {
+        let c = self.get(id)?;
+        let res: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(resources).map_err(|e| {
+                AgentError::invalid(format!("container {id}: invalid linux_resources: {e}"))
+            })?;
+        let writes = spec::plan_cgroup(Some(&res))?;
+        c.cgroup()?.write_all(&writes)
+    }
+
+    /// GetOomEvent: polls memory.events of every container every 200 ms until one's
+    /// oom_kill counter grew since the last report.
+    pub async fn oom_event(&self) -> String {
+        loop {
+            let all: Vec<Arc<Container>> = self
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            for c in all {
+                let Ok(cg) = c.cgroup() else { continue };
+                let n = cg.oom_kills();
+                let mut seen = self.oom_seen.lock().unwrap_or_else(|e| e.into_inner());
+                let last = seen.entry(c.id.clone()).or_insert(0);
+                if n > *last {
+                    *last = n;
+                    return c.id.clone();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 }
@@ -340,6 +424,108 @@ impl AgentService for Service {
     ) -> ttrpc::Result<Empty> {
         self.0.remove_container(&req.container_id).await?;
         Ok(empty())
+    }
+
+    async fn exec_process(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ExecProcessRequest,
+    ) -> ttrpc::Result<ExecProcessResponse> {
+        let pid = self.0.exec_process(&req).await.map_err(|e| {
+            tracing::warn!(
+                id = req.container_id,
+                exec_id = req.exec_id,
+                "ExecProcess: {e}"
+            );
+            e
+        })?;
+        let mut r = ExecProcessResponse::new();
+        r.pid = pid;
+        Ok(r)
+    }
+
+    async fn tty_win_resize(
+        &self,
+        _ctx: &TtrpcContext,
+        req: TtyWinResizeRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.0
+            .process(&req.container_id, &req.exec_id)?
+            .resize(req.rows, req.columns)?;
+        Ok(empty())
+    }
+
+    async fn pause_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.0.get(&req.container_id)?.set_frozen(true).await?;
+        Ok(empty())
+    }
+
+    async fn resume_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.0.get(&req.container_id)?.set_frozen(false).await?;
+        Ok(empty())
+    }
+
+    async fn update_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateContainerRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.0
+            .update_container(&req.container_id, &req.linux_resources)?;
+        Ok(empty())
+    }
+
+    async fn stats_container(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<StatsContainerResponse> {
+        let s = self.0.get(&req.container_id)?.cgroup()?.stats();
+        let mut r = StatsContainerResponse::new();
+        r.cpu_usage_usec = s.cpu_usage_usec;
+        r.cpu_user_usec = s.cpu_user_usec;
+        r.cpu_system_usec = s.cpu_system_usec;
+        r.cpu_nr_periods = s.cpu_nr_periods;
+        r.cpu_nr_throttled = s.cpu_nr_throttled;
+        r.cpu_throttled_usec = s.cpu_throttled_usec;
+        r.memory_usage_bytes = s.memory_usage_bytes;
+        r.memory_limit_bytes = s.memory_limit_bytes;
+        r.memory_swap_usage_bytes = s.memory_swap_usage_bytes;
+        r.memory_oom_kill_count = s.memory_oom_kill_count;
+        r.pids_current = s.pids_current;
+        r.pids_limit = s.pids_limit;
+        r.io_read_bytes = s.io_read_bytes;
+        r.io_write_bytes = s.io_write_bytes;
+        r.memory_stat = s.memory_stat;
+        Ok(r)
+    }
+
+    async fn list_processes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: ContainerRequest,
+    ) -> ttrpc::Result<ListProcessesResponse> {
+        let mut r = ListProcessesResponse::new();
+        r.pids = self.0.get(&req.container_id)?.cgroup()?.pids()?;
+        Ok(r)
+    }
+
+    async fn get_oom_event(
+        &self,
+        _ctx: &TtrpcContext,
+        _: Empty,
+    ) -> ttrpc::Result<OomEventResponse> {
+        let mut r = OomEventResponse::new();
+        r.container_id = self.0.oom_event().await;
+        Ok(r)
     }
 
     async fn shutdown(&self, _ctx: &TtrpcContext, _: Empty) -> ttrpc::Result<Empty> {

@@ -8,7 +8,9 @@ use std::path::{Component, Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, PosixRlimitType, Spec};
 use serde::{Deserialize, Serialize};
 
+use crate::caps::CapSets;
 use crate::error::{AgentError, Result};
+use crate::seccomp::Insn;
 
 /// PATH used to resolve the executable when the process environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -185,6 +187,14 @@ pub struct InitConfig {
     pub masked_paths: Vec<PathBuf>,
     /// Paths made read-only (spec.linux.readonlyPaths).
     pub readonly_paths: Vec<PathBuf>,
+    /// The process to run.
+    #[serde(flatten)]
+    pub process: ProcessConfig,
+}
+
+/// The process part of the plan (container init or exec), from an OCI `process` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessConfig {
     /// Command line; args[0] is resolved in PATH.
     pub args: Vec<String>,
     /// Environment (`KEY=VALUE`).
@@ -203,6 +213,15 @@ pub struct InitConfig {
     pub no_new_privileges: bool,
     /// (resource, soft, hard) for setrlimit.
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// Capability sets; None = the kernel's rules for the uid (root keeps all).
+    pub caps: Option<CapSets>,
+    /// /proc/self/oom_score_adj.
+    pub oom_score_adj: Option<i32>,
+    /// The process runs on a pseudo terminal (stdio = the pty slave, made the controlling
+    /// terminal after setsid).
+    pub terminal: bool,
+    /// Seccomp program (from linux.seccomp), installed last before exec.
+    pub seccomp: Option<Vec<Insn>>,
 }
 
 /// The validated plan for a container.
@@ -473,6 +492,65 @@ fn rlimit_resource(t: PosixRlimitType) -> u32 {
     }) as u32
 }
 
+/// Compiles `linux.seccomp`, if any.
+pub fn plan_seccomp(spec: &Spec) -> Result<Option<Vec<Insn>>> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()
+}
+
+/// Validates an OCI `process` object (container init or exec) and plans it; `seccomp` is
+/// the container's compiled profile, which exec processes get too (as with runc).
+pub fn plan_process(
+    process: &oci_spec::runtime::Process,
+    seccomp: Option<Vec<Insn>>,
+) -> Result<ProcessConfig> {
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() || args[0].is_empty() {
+        return Err(AgentError::invalid("process.args is empty: nothing to run"));
+    }
+    let cwd = clean_abs("process.cwd", process.cwd())?;
+    let user = process.user();
+    let rlimits = process
+        .rlimits()
+        .as_ref()
+        .map(|v| {
+            v.iter()
+                .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let caps = process
+        .capabilities()
+        .as_ref()
+        .map(crate::caps::plan)
+        .transpose()?;
+    if let Some(adj) = process.oom_score_adj() {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(AgentError::invalid(format!(
+                "process.oomScoreAdj {adj} is out of range (-1000..1000)"
+            )));
+        }
+    }
+    Ok(ProcessConfig {
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        cwd,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        rlimits,
+        caps,
+        oom_score_adj: process.oom_score_adj(),
+        terminal: process.terminal().unwrap_or(false),
+        seccomp,
+    })
+}
+
 /// Validates the spec and builds the plan for a container whose root is `rootfs`.
 pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
     let rootfs = clean_abs("rootfs_path", rootfs)?;
@@ -483,16 +561,8 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
         .process()
         .as_ref()
         .ok_or_else(|| AgentError::invalid("spec has no process"))?;
-    if process.terminal().unwrap_or(false) {
-        return Err(AgentError::unimplemented(
-            "process.terminal=true is not supported yet (use pipes)",
-        ));
-    }
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() || args[0].is_empty() {
-        return Err(AgentError::invalid("process.args is empty: nothing to run"));
-    }
-    let cwd = clean_abs("process.cwd", process.cwd())?;
+    let seccomp = plan_seccomp(spec)?;
+    let process = plan_process(process, seccomp)?;
     let namespaces = plan_namespaces(spec)?;
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
     if hostname.is_some() && !namespaces.uts {
@@ -515,16 +585,6 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
         "readonly path",
     )?;
     let cgroup_writes = plan_cgroup(linux.and_then(|l| l.resources().as_ref()))?;
-    let user = process.user();
-    let rlimits = process
-        .rlimits()
-        .as_ref()
-        .map(|v| {
-            v.iter()
-                .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
-                .collect()
-        })
-        .unwrap_or_default();
     let init = InitConfig {
         rootfs,
         readonly_root: spec
@@ -537,15 +597,7 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
         cgroup_ns: namespaces.cgroup,
         masked_paths,
         readonly_paths,
-        args,
-        env: process.env().clone().unwrap_or_default(),
-        cwd,
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
-        umask: user.umask(),
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        rlimits,
+        process,
     };
     Ok(Plan {
         init,
@@ -598,7 +650,7 @@ mod tests {
             p.namespaces.clone_flags(),
             libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC
         );
-        assert_eq!(p.init.args, ["sh", "-c", "echo hi"]);
+        assert_eq!(p.init.process.args, ["sh", "-c", "echo hi"]);
         assert_eq!(p.init.hostname.as_deref(), Some("box"));
         assert_eq!(p.init.mounts, default_mounts());
         assert!(p.cgroup_writes.is_empty());
@@ -638,10 +690,18 @@ mod tests {
         let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "rel""#);
         assert!(plan(&spec(&s), Path::new("/r")).is_err());
         let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "/", "terminal": true"#);
+        assert!(
+            plan(&spec(&s), Path::new("/r"))
+                .unwrap()
+                .init
+                .process
+                .terminal
+        );
+        let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "/", "oomScoreAdj": 1001"#);
         assert!(plan(&spec(&s), Path::new("/r"))
             .unwrap_err()
             .message
-            .contains("terminal"));
+            .contains("oomScoreAdj"));
         let s = BASIC.replace(r#"{"type": "uts"},"#, "");
         assert!(plan(&spec(&s), Path::new("/r"))
             .unwrap_err()
@@ -651,6 +711,38 @@ mod tests {
         assert!(plan(&spec(BASIC), Path::new("/a/../b")).is_err());
         assert!(parse_spec(b"").is_err());
         assert!(parse_spec(b"{").is_err());
+    }
+
+    #[test]
+    fn process_semantics() {
+        let s = BASIC
+            .replace(
+                r#""user": {"uid": 0, "gid": 0}"#,
+                r#""user": {"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63},
+               "noNewPrivileges": true, "oomScoreAdj": 500,
+               "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}],
+               "capabilities": {"bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"]}"#,
+            )
+            .replace(
+                r#""namespaces""#,
+                r#""seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}, "namespaces""#,
+            );
+        let p = plan(&spec(&s), Path::new("/r")).unwrap().init.process;
+        assert_eq!((p.uid, p.gid), (1000, 1000));
+        assert_eq!(p.additional_gids, [10, 20]);
+        assert_eq!(p.umask, Some(63));
+        assert!(p.no_new_privileges);
+        assert_eq!(p.oom_score_adj, Some(500));
+        assert_eq!(
+            p.rlimits,
+            [(rlimit_resource(PosixRlimitType::RlimitNofile), 100, 200)]
+        );
+        let caps = p.caps.unwrap();
+        assert_eq!(caps.bounding, 1 | (1 << 5));
+        assert_eq!(caps.effective, 1 << 5);
+        assert_eq!(caps.permitted, 0);
+        assert!(p.seccomp.is_some_and(|prog| prog.len() > 4));
     }
 
     #[test]

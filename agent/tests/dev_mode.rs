@@ -92,7 +92,10 @@ fn busybox_rootfs(dir: &Path, id: &str) -> PathBuf {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "sleep", "hostname", "ls", "id"] {
+    for applet in [
+        "sh", "cat", "sleep", "hostname", "ls", "id", "grep", "mkdir", "touch", "stty", "tty",
+        "echo",
+    ] {
         symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     root
@@ -309,13 +312,13 @@ async fn stdin_signal_and_bad_requests() {
     c.signal_process(ctx(), &s).await.unwrap();
     assert_eq!(wait(c, &id2).await, 137);
 
-    // exec ids are not supported yet; bad signals, ids and specs are refused clearly.
+    // Unknown exec ids, bad signals, ids and specs are refused clearly.
     let mut s = SignalProcessRequest::new();
     s.container_id = id2.clone();
     s.exec_id = "e1".into();
     s.signal = 15;
     let e = err_msg(c.signal_process(ctx(), &s).await.unwrap_err());
-    assert!(e.contains("not supported yet"), "{e}");
+    assert!(e.contains("exec process \"e1\" not found"), "{e}");
     s.exec_id.clear();
     s.signal = 999;
     let e = err_msg(c.signal_process(ctx(), &s).await.unwrap_err());
@@ -365,4 +368,199 @@ async fn stdin_signal_and_bad_requests() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Creates and starts a container from a custom spec.
+async fn run_spec(a: &AgentProc, id: &str, spec: serde_json::Value, stdin: bool) {
+    let rootfs = busybox_rootfs(a.dir.path(), id);
+    let mut r = create_req(id, &rootfs, &["true"], stdin);
+    r.oci_spec = spec.to_string().into_bytes();
+    a.client.create_container(ctx(), &r).await.expect("create");
+    a.client
+        .start_container(ctx(), &creq(id))
+        .await
+        .expect("start");
+}
+
+fn base_spec(args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&spec_json(args)).unwrap()
+}
+
+async fn read_exec(c: &AgentServiceClient, id: &str, exec_id: &str) -> String {
+    let mut out = Vec::new();
+    loop {
+        let mut r = ReadStreamRequest::new();
+        r.container_id = id.into();
+        r.exec_id = exec_id.into();
+        let resp = c.read_stdout(ctx(), &r).await.expect("read exec stdout");
+        if resp.data.is_empty() {
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        out.extend_from_slice(&resp.data);
+    }
+}
+
+async fn wait_exec(c: &AgentServiceClient, id: &str, exec_id: &str) -> i32 {
+    let mut r = WaitProcessRequest::new();
+    r.container_id = id.into();
+    r.exec_id = exec_id.into();
+    c.wait_process(ctx(), &r).await.expect("wait exec").status
+}
+
+fn exec_req(id: &str, exec_id: &str, args: &[&str], terminal: bool) -> ExecProcessRequest {
+    let mut r = ExecProcessRequest::new();
+    r.container_id = id.into();
+    r.exec_id = exec_id.into();
+    r.oci_process = serde_json::json!({
+        "args": args, "cwd": "/tmp", "env": ["PATH=/bin", "FOO=bar"], "terminal": terminal,
+        "user": {"uid": 1000, "gid": 1000, "additionalGids": [10]}
+    })
+    .to_string()
+    .into_bytes();
+    r.terminal = terminal;
+    r
+}
+
+#[tokio::test]
+async fn process_semantics_caps_seccomp() {
+    require_host!();
+    let a = start_agent().await;
+    let c = &a.client;
+    let id = unique("sem");
+    let mut spec = base_spec(&[
+        "sh",
+        "-c",
+        "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; id; mkdir /tmp/x; echo mkdir=$?; \
+         touch /f; echo touch=$?; ulimit -n; cat /proc/self/oom_score_adj; umask; pwd",
+    ]);
+    spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000,
+        "additionalGids": [10, 20], "umask": 63});
+    spec["process"]["cwd"] = "/tmp".into();
+    spec["process"]["noNewPrivileges"] = true.into();
+    spec["process"]["oomScoreAdj"] = 300.into();
+    spec["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 123, "hard": 456}]);
+    spec["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_KILL", "CAP_CHOWN"], "effective": ["CAP_KILL"],
+        "permitted": ["CAP_KILL"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]});
+    spec["root"]["readonly"] = true.into();
+    spec["mounts"] = serde_json::json!([{"destination": "/tmp", "type": "tmpfs",
+        "source": "tmpfs", "options": ["mode=1777"]}]);
+    spec["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]});
+    run_spec(&a, &id, spec, false).await;
+    let out = String::from_utf8(read_all(c, &id, false).await).unwrap();
+    let err = String::from_utf8(read_all(c, &id, true).await).unwrap();
+    assert_eq!(wait(c, &id).await, 0, "stdout {out} stderr {err}");
+    for want in [
+        "CapInh:\t0000000000000020",
+        "CapPrm:\t0000000000000020",
+        "CapEff:\t0000000000000020",
+        "CapBnd:\t0000000000000021",
+        "CapAmb:\t0000000000000020",
+        "NoNewPrivs:\t1",
+        "uid=1000 gid=1000 groups=10,20",
+        "mkdir=1",
+        "touch=1",
+        "\n123\n",
+        "\n300\n",
+        "0077",
+        "/tmp\n",
+    ] {
+        assert!(
+            out.contains(want),
+            "{want:?} missing in:\n{out}\nstderr: {err}"
+        );
+    }
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = id.clone();
+    c.remove_container(ctx(), &rm).await.unwrap();
+}
+
+#[tokio::test]
+async fn exec_tty_pause_stats() {
+    require_host!();
+    let a = start_agent().await;
+    let c = &a.client;
+    let id = unique("exec");
+    let mut spec = base_spec(&["sleep", "1000"]);
+    spec["mounts"] = serde_json::json!([{"destination": "/tmp", "type": "tmpfs",
+        "source": "tmpfs", "options": ["mode=1777"]}]);
+    run_spec(&a, &id, spec, false).await;
+
+    // A plain exec joins the container: its hostname, its pid namespace, its cwd, our user.
+    let r = exec_req(
+        &id,
+        "e1",
+        &[
+            "sh",
+            "-c",
+            "hostname; echo pid1=$(cat /proc/1/cmdline); pwd; id; echo $FOO",
+        ],
+        false,
+    );
+    let pid = c.exec_process(ctx(), &r).await.expect("exec").pid;
+    assert!(pid > 1);
+    let out = read_exec(c, &id, "e1").await;
+    assert_eq!(wait_exec(c, &id, "e1").await, 0);
+    assert_eq!(
+        out,
+        "kata-test\npid1=sleep1000\n/tmp\nuid=1000 gid=1000 groups=10\nbar\n"
+    );
+    // The same exec id may be reused once the first one exited; a missing command fails.
+    let r = exec_req(&id, "e1", &["nosuchcmd"], false);
+    let e = err_msg(c.exec_process(ctx(), &r).await.unwrap_err());
+    assert!(e.contains("executable file not found"), "{e}");
+
+    // A terminal exec: stdin and stdout through the pty, the window size from TtyWinResize.
+    let mut r = exec_req(
+        &id,
+        "t1",
+        &["sh", "-c", "read x; stty size; tty; echo got=$x"],
+        true,
+    );
+    r.stdin = true;
+    c.exec_process(ctx(), &r).await.expect("tty exec");
+    let mut rs = TtyWinResizeRequest::new();
+    rs.container_id = id.clone();
+    rs.exec_id = "t1".into();
+    rs.rows = 40;
+    rs.columns = 100;
+    c.tty_win_resize(ctx(), &rs).await.expect("resize");
+    let mut w = WriteStreamRequest::new();
+    w.container_id = id.clone();
+    w.exec_id = "t1".into();
+    w.data = b"hello\n".to_vec();
+    c.write_stdin(ctx(), &w).await.expect("write tty");
+    let out = read_exec(c, &id, "t1").await;
+    assert_eq!(wait_exec(c, &id, "t1").await, 0);
+    assert!(out.contains("40 100"), "{out}");
+    assert!(out.contains("got=hello"), "{out}");
+
+    // ListProcesses, Pause/Resume, Stats.
+    let procs = c.list_processes(ctx(), &creq(&id)).await.unwrap().pids;
+    assert_eq!(procs.len(), 1, "{procs:?}");
+    c.pause_container(ctx(), &creq(&id)).await.expect("pause");
+    let ev = std::fs::read_to_string(cgroup_dir(&id).join("cgroup.events")).unwrap();
+    assert!(ev.contains("frozen 1"), "{ev}");
+    c.resume_container(ctx(), &creq(&id)).await.expect("resume");
+    let ev = std::fs::read_to_string(cgroup_dir(&id).join("cgroup.events")).unwrap();
+    assert!(ev.contains("frozen 0"), "{ev}");
+    c.stats_container(ctx(), &creq(&id)).await.expect("stats");
+    let mut up = UpdateContainerRequest::new();
+    up.container_id = id.clone();
+    up.linux_resources = b"{\"memory\": \"x\"}".to_vec();
+    let e = err_msg(c.update_container(ctx(), &up).await.unwrap_err());
+    assert!(e.contains("invalid linux_resources"), "{e}");
+
+    // Remove kills the container and everything exec'd in it.
+    let r = exec_req(&id, "bg", &["sleep", "1000"], false);
+    c.exec_process(ctx(), &r).await.expect("exec sleep");
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = id.clone();
+    c.remove_container(ctx(), &rm).await.unwrap();
+    assert!(!cgroup_dir(&id).exists());
+    assert!(children_of(a.child.id()).is_empty());
 }
