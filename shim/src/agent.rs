@@ -14,6 +14,10 @@ use crate::util::sanitize;
 const MAX_ERROR_TEXT: usize = 2048;
 /// Largest chunk asked for (and accepted) in one ReadStdout/ReadStderr.
 pub const READ_CHUNK: u32 = 32 * 1024;
+/// Most pids accepted from one ListProcesses.
+pub const MAX_PIDS: usize = 65_536;
+/// Most memory.stat entries accepted from one StatsContainer.
+pub const MAX_MEMORY_STAT_KEYS: usize = 256;
 
 /// An agent request that failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,8 @@ pub enum AgentError {
     Status {
         /// The request, e.g. `CreateContainer`.
         method: &'static str,
+        /// The agent's status code.
+        code: ttrpc::Code,
         /// The agent's text.
         message: String,
     },
@@ -52,10 +58,32 @@ pub enum AgentError {
     },
 }
 
+impl AgentError {
+    /// Whether the agent answered UNIMPLEMENTED (its version lacks the request).
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, AgentError::Status { code, .. } if *code == ttrpc::Code::UNIMPLEMENTED)
+    }
+
+    /// Whether the agent answered NOT_FOUND.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, AgentError::Status { code, .. } if *code == ttrpc::Code::NOT_FOUND)
+    }
+
+    /// The ttrpc code to pass on to containerd for this failure.
+    pub fn code(&self) -> ttrpc::Code {
+        match self {
+            AgentError::Status { code, .. } => *code,
+            AgentError::Timeout { .. } => ttrpc::Code::DEADLINE_EXCEEDED,
+            _ => ttrpc::Code::UNKNOWN,
+        }
+    }
+}
+
 fn map_err(method: &'static str, e: ttrpc::Error) -> AgentError {
     match e {
         ttrpc::Error::RpcStatus(s) => AgentError::Status {
             method,
+            code: s.code(),
             message: sanitize(s.message(), MAX_ERROR_TEXT),
         },
         other => AgentError::Transport {
@@ -143,12 +171,14 @@ impl Agent {
         spec: Vec<u8>,
         rootfs_path: &str,
         stdin: bool,
+        terminal: bool,
     ) -> Result<(), AgentError> {
         let req = pb::CreateContainerRequest {
             container_id: id.to_string(),
             oci_spec: spec,
             rootfs_path: rootfs_path.to_string(),
             stdin,
+            terminal,
             ..Default::default()
         };
         self.timed(
@@ -213,11 +243,16 @@ impl Agent {
 
     /// `ReadStdout` (`stderr == false`) or `ReadStderr`, without a timeout (it waits for
     /// output). An empty result means end of stream.
-    pub async fn read_stream(&self, id: &str, stderr: bool) -> Result<Vec<u8>, AgentError> {
+    pub async fn read_stream(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stderr: bool,
+    ) -> Result<Vec<u8>, AgentError> {
         let method = if stderr { "ReadStderr" } else { "ReadStdout" };
         let req = pb::ReadStreamRequest {
             container_id: id.to_string(),
-            exec_id: String::new(),
+            exec_id: exec_id.to_string(),
             len: READ_CHUNK,
             ..Default::default()
         };
@@ -238,11 +273,16 @@ impl Agent {
     }
 
     /// `WriteStdin` of all of `data` (repeats for partial writes).
-    pub async fn write_stdin(&self, id: &str, mut data: &[u8]) -> Result<(), AgentError> {
+    pub async fn write_stdin(
+        &self,
+        id: &str,
+        exec_id: &str,
+        mut data: &[u8],
+    ) -> Result<(), AgentError> {
         while !data.is_empty() {
             let req = pb::WriteStreamRequest {
                 container_id: id.to_string(),
-                exec_id: String::new(),
+                exec_id: exec_id.to_string(),
                 data: data.to_vec(),
                 ..Default::default()
             };
@@ -262,10 +302,10 @@ impl Agent {
     }
 
     /// `CloseStdin`.
-    pub async fn close_stdin(&self, id: &str) -> Result<(), AgentError> {
+    pub async fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), AgentError> {
         let req = pb::CloseStdinRequest {
             container_id: id.to_string(),
-            exec_id: String::new(),
+            exec_id: exec_id.to_string(),
             ..Default::default()
         };
         self.timed("CloseStdin", self.client.close_stdin(self.ctx(), &req))
@@ -285,6 +325,144 @@ impl Agent {
         )
         .await?;
         Ok(())
+    }
+
+    /// `ExecProcess`: starts `process_json` (an OCI `process` object) in container `id`;
+    /// the exec'd process's pid in the guest.
+    pub async fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process_json: Vec<u8>,
+        stdin: bool,
+        terminal: bool,
+    ) -> Result<u32, AgentError> {
+        let req = pb::ExecProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            oci_process: process_json,
+            stdin,
+            terminal,
+            ..Default::default()
+        };
+        Ok(self
+            .timed("ExecProcess", self.client.exec_process(self.ctx(), &req))
+            .await?
+            .pid)
+    }
+
+    /// `TtyWinResize`.
+    pub async fn tty_win_resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        rows: u32,
+        columns: u32,
+    ) -> Result<(), AgentError> {
+        let req = pb::TtyWinResizeRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            rows,
+            columns,
+            ..Default::default()
+        };
+        self.timed("TtyWinResize", self.client.tty_win_resize(self.ctx(), &req))
+            .await?;
+        Ok(())
+    }
+
+    fn container_req(id: &str) -> pb::ContainerRequest {
+        pb::ContainerRequest {
+            container_id: id.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// `PauseContainer` (`pause == true`) or `ResumeContainer`.
+    pub async fn pause_resume(&self, id: &str, pause: bool) -> Result<(), AgentError> {
+        let req = Self::container_req(id);
+        if pause {
+            self.timed(
+                "PauseContainer",
+                self.client.pause_container(self.ctx(), &req),
+            )
+            .await?;
+        } else {
+            self.timed(
+                "ResumeContainer",
+                self.client.resume_container(self.ctx(), &req),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// `UpdateContainer` with the OCI `linux.resources` JSON.
+    pub async fn update_container(&self, id: &str, resources: Vec<u8>) -> Result<(), AgentError> {
+        let req = pb::UpdateContainerRequest {
+            container_id: id.to_string(),
+            linux_resources: resources,
+            ..Default::default()
+        };
+        self.timed(
+            "UpdateContainer",
+            self.client.update_container(self.ctx(), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// `StatsContainer`; at most [`MAX_MEMORY_STAT_KEYS`] memory.stat entries with sane keys
+    /// are kept.
+    pub async fn stats_container(
+        &self,
+        id: &str,
+    ) -> Result<pb::StatsContainerResponse, AgentError> {
+        let mut r = self
+            .timed(
+                "StatsContainer",
+                self.client
+                    .stats_container(self.ctx(), &Self::container_req(id)),
+            )
+            .await?;
+        if r.memory_stat.len() > MAX_MEMORY_STAT_KEYS {
+            return Err(AgentError::BadReply {
+                method: "StatsContainer",
+                message: format!("{} memory.stat entries", r.memory_stat.len()),
+            });
+        }
+        r.memory_stat.retain(|k, _| {
+            k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        Ok(r)
+    }
+
+    /// `ListProcesses`: the container's pids (at most [`MAX_PIDS`]).
+    pub async fn list_processes(&self, id: &str) -> Result<Vec<u32>, AgentError> {
+        let r = self
+            .timed(
+                "ListProcesses",
+                self.client
+                    .list_processes(self.ctx(), &Self::container_req(id)),
+            )
+            .await?;
+        if r.pids.len() > MAX_PIDS {
+            return Err(AgentError::BadReply {
+                method: "ListProcesses",
+                message: format!("{} pids", r.pids.len()),
+            });
+        }
+        Ok(r.pids)
+    }
+
+    /// `GetOomEvent`, without a timeout (it waits for an OOM kill): the container named.
+    pub async fn get_oom_event(&self) -> Result<String, AgentError> {
+        let r = self
+            .client
+            .get_oom_event(ttrpc::context::Context::default(), &pb::Empty::new())
+            .await
+            .map_err(|e| map_err("GetOomEvent", e))?;
+        Ok(r.container_id)
     }
 
     /// `Shutdown`: the guest reboots, which ends the VMM.

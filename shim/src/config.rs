@@ -90,6 +90,9 @@ pub struct HypervisorConfig {
     /// How long Delete waits for the VMM to exit after the agent's Shutdown before it
     /// kills the VMM.
     pub shutdown_timeout_secs: u64,
+    /// Pod annotations `io.katacontainers.config.hypervisor.<name>` allowed to override
+    /// this section: `default_vcpus`, `default_memory` (MiB). Empty: none.
+    pub enable_annotations: Vec<String>,
 }
 
 impl Default for HypervisorConfig {
@@ -102,6 +105,7 @@ impl Default for HypervisorConfig {
             memory_mib: 512,
             kernel_params: String::new(),
             shutdown_timeout_secs: 10,
+            enable_annotations: Vec::new(),
         }
     }
 }

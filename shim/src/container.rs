@@ -1,9 +1,13 @@
-//! A container in a sandbox: its status, its exit, and the copies of its stdio between
-//! containerd's FIFOs and the agent.
+//! A container in a sandbox and its processes (init and exec'd): status, exit, and the
+//! copies of their stdio between containerd's FIFOs and the agent.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -40,23 +44,27 @@ pub struct ExitInfo {
     pub at: SystemTime,
 }
 
-/// One container.
+/// One container: its init process, its exec'd processes, whether it is paused.
 pub struct Container {
     /// Container id (also the task id).
     pub id: String,
     /// Its bundle directory.
     pub bundle: String,
-    /// containerd's FIFOs.
-    pub stdio: Stdio,
     /// `<bundle>/rootfs` when the shim mounted containerd's rootfs mounts there (to unmount
     /// at Delete).
     pub mounted_rootfs: Option<PathBuf>,
     /// The sandbox it runs in.
     pub sandbox: Arc<Sandbox>,
-    status: Mutex<Status>,
-    exit_tx: watch::Sender<Option<ExitInfo>>,
-    io: IoTasks,
+    /// The init process.
+    pub init: Arc<Process>,
+    /// Exec'd processes by exec id.
+    pub execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// Paused (PauseContainer done, no ResumeContainer since).
+    pub paused: AtomicBool,
 }
+
+/// Most exec processes a container may have at once.
+pub const MAX_EXECS: usize = 1024;
 
 impl Container {
     /// A created container.
@@ -67,15 +75,99 @@ impl Container {
         mounted_rootfs: Option<PathBuf>,
         sandbox: Arc<Sandbox>,
     ) -> Self {
+        let init = Arc::new(Process::new(
+            id.clone(),
+            String::new(),
+            stdio,
+            Vec::new(),
+            sandbox.clone(),
+        ));
         Self {
             id,
             bundle,
-            stdio,
             mounted_rootfs,
             sandbox,
+            init,
+            execs: Mutex::new(HashMap::new()),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    /// The process `exec_id` (`""` = init).
+    pub fn process(&self, exec_id: &str) -> Option<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Some(self.init.clone());
+        }
+        self.execs_lock().get(exec_id).cloned()
+    }
+
+    /// The exec map, locked.
+    pub fn execs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Exec processes that are started and not yet exited.
+    pub fn running_execs(&self) -> Vec<Arc<Process>> {
+        self.execs_lock()
+            .values()
+            .filter(|p| p.status() == Status::Running)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+}
+
+/// A process of a container: its init process (exec id `""`) or an exec'd one.
+pub struct Process {
+    /// Container id.
+    pub id: String,
+    /// Exec id; empty for the container's init process.
+    pub exec_id: String,
+    /// containerd's FIFOs.
+    pub stdio: Stdio,
+    /// The OCI `process` object as JSON (exec processes; empty for init).
+    pub spec: Vec<u8>,
+    /// The sandbox it runs in.
+    pub sandbox: Arc<Sandbox>,
+    /// Its pid in the guest (0 until started).
+    pub guest_pid: AtomicU32,
+    status: Mutex<Status>,
+    exit_tx: watch::Sender<Option<ExitInfo>>,
+    io: IoTasks,
+}
+
+impl Process {
+    /// A created (not started) process.
+    pub fn new(
+        id: String,
+        exec_id: String,
+        stdio: Stdio,
+        spec: Vec<u8>,
+        sandbox: Arc<Sandbox>,
+    ) -> Self {
+        Self {
+            id,
+            exec_id,
+            stdio,
+            spec,
+            sandbox,
+            guest_pid: AtomicU32::new(0),
             status: Mutex::new(Status::Created),
             exit_tx: watch::channel(None).0,
             io: IoTasks::default(),
+        }
+    }
+
+    /// The task id containerd knows it by: the exec id, or the container id for init.
+    pub fn task_id(&self) -> &str {
+        if self.exec_id.is_empty() {
+            &self.id
+        } else {
+            &self.exec_id
         }
     }
 
@@ -145,10 +237,12 @@ impl Container {
     /// the agent. Returns the output pumps, which end at end of stream or when the VM dies.
     pub fn start_io(self: &Arc<Self>) -> Vec<JoinHandle<()>> {
         let mut pumps = Vec::new();
-        for (path, stderr) in [
-            (self.stdio.stdout.clone(), false),
-            (self.stdio.stderr.clone(), true),
-        ] {
+        let mut streams = vec![(self.stdio.stdout.clone(), false)];
+        // On a terminal, stdout carries everything.
+        if !self.stdio.terminal {
+            streams.push((self.stdio.stderr.clone(), true));
+        }
+        for (path, stderr) in streams {
             let sink = if path.is_empty() {
                 None
             } else {
@@ -184,7 +278,7 @@ impl Container {
         let name = if stderr { "stderr" } else { "stdout" };
         loop {
             let r = tokio::select! {
-                r = agent.read_stream(&self.id, stderr) => r,
+                r = agent.read_stream(&self.id, &self.exec_id, stderr) => r,
                 e = self.sandbox.vmm.wait() => {
                     debug!(id = %self.id, "{name} copy ends: VMM {e}");
                     break;
@@ -223,12 +317,12 @@ impl Container {
                 return;
             }
             if n == 0 {
-                if let Err(e) = agent.close_stdin(&self.id).await {
+                if let Err(e) = agent.close_stdin(&self.id, &self.exec_id).await {
                     debug!(id = %self.id, "CloseStdin: {e}");
                 }
                 return;
             }
-            if let Err(e) = agent.write_stdin(&self.id, &buf[..n]).await {
+            if let Err(e) = agent.write_stdin(&self.id, &self.exec_id, &buf[..n]).await {
                 info!(id = %self.id, "stdin copy ends: {e}");
                 return;
             }
@@ -240,12 +334,12 @@ impl Container {
         self.io.close_input();
     }
 
-    /// Waits for the container's process to end (WaitProcess, or the VM dying), then for
+    /// Waits for the process to end (WaitProcess, or the VM dying), then for
     /// the output pumps (at most `drain`). Returns the exit status.
     pub async fn wait_process(&self, pumps: Vec<JoinHandle<()>>, drain: Duration) -> u32 {
         let agent = &self.sandbox.agent;
         let status = tokio::select! {
-            r = agent.wait_process(&self.id, "") => match r {
+            r = agent.wait_process(&self.id, &self.exec_id) => match r {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(id = %self.id, "WaitProcess failed: {e}");

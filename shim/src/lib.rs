@@ -11,6 +11,8 @@ pub mod agent;
 pub mod config;
 pub mod container;
 pub mod cpio;
+pub mod metrics;
+pub mod options;
 pub mod sandbox;
 pub mod server;
 pub mod service;

@@ -17,7 +17,10 @@ use containerd_shim::{
 };
 use containerd_shim_protos::{
     api,
-    events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart},
+    events::task::{
+        TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM,
+        TaskPaused, TaskResumed, TaskStart,
+    },
     protobuf::{EnumOrUnknown, MessageDyn, MessageField},
     shim_async::Task,
 };
@@ -26,9 +29,10 @@ use tracing::{debug, error, info, warn};
 use ttrpc::{Code, Error as TtrpcError};
 
 use crate::{
+    agent::AgentError,
     config::{Config, ConfigFile, ConfigSource},
-    container::{Container, Status},
-    cpio,
+    container::{Container, Process, Status, MAX_EXECS},
+    cpio, metrics, options,
     sandbox::{Sandbox, SandboxPaths},
     util::{timestamp, validate_id, Rollback},
 };
@@ -38,6 +42,12 @@ pub const RUNTIME_ID: &str = "io.containerd.kata.v2";
 
 /// Largest config.json accepted.
 const MAX_SPEC_SIZE: u64 = 4 * 1024 * 1024;
+/// File in the bundle naming the configuration file Create used when the runtime options
+/// named one (ConfigPath), for the `delete` subcommand.
+const CONFIG_PATH_FILE: &str = "kata-rs-config-path";
+
+/// Largest OCI process (Exec) or resources (Update) JSON accepted.
+const MAX_ANY_SIZE: usize = 1024 * 1024;
 
 fn rpc_err(code: Code, msg: impl Into<String>) -> TtrpcError {
     TtrpcError::RpcStatus(ttrpc::get_status(code, msg.into()))
@@ -135,7 +145,15 @@ impl Shim for KataShim {
 /// if it is still there (pid file in the state directory), unmount `<bundle>/rootfs`,
 /// remove the sandbox's files; report exit status 128+9.
 pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
-    let config = Config::load().unwrap_or_else(|e| {
+    // The configuration Create used: the ConfigPath it recorded in the bundle, if any.
+    let recorded = std::fs::read_to_string(bundle.join(CONFIG_PATH_FILE))
+        .ok()
+        .filter(|p| p.len() <= 4096 && p.starts_with('/'));
+    let loaded = match &recorded {
+        Some(p) => Config::load_file(Path::new(p.trim_end())),
+        None => Config::load(),
+    };
+    let config = loaded.unwrap_or_else(|e| {
         eprintln!("kata-rs: {e}; cleaning up with the built-in defaults");
         Config {
             file: ConfigFile::default(),
@@ -223,13 +241,23 @@ pub struct TaskService {
 }
 
 impl TaskService {
-    async fn container(&self, id: &str, exec_id: &str) -> TtrpcResult<Arc<Container>> {
-        if !exec_id.is_empty() {
-            return Err(rpc_err(
+    /// Container `id` and its process `exec_id` (`""` = init).
+    async fn process(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> TtrpcResult<(Arc<Container>, Arc<Process>)> {
+        let c = self.container(id).await?;
+        let p = c.process(exec_id).ok_or_else(|| {
+            rpc_err(
                 Code::NOT_FOUND,
-                format!("exec {exec_id} not found (exec is not implemented yet)"),
-            ));
-        }
+                format!("exec {exec_id} of container {id} not found"),
+            )
+        })?;
+        Ok((c, p))
+    }
+
+    async fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
         self.inner
             .state
             .lock()
@@ -246,23 +274,21 @@ impl TaskService {
     ) -> Result<(Arc<Container>, u32), TtrpcError> {
         let id = req.id.as_str();
         validate_id(id).map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
-        if req.terminal {
-            return Err(rpc_err(
-                Code::UNIMPLEMENTED,
-                "terminal (tty) containers are not supported yet",
-            ));
-        }
         if !req.checkpoint.is_empty() {
             return Err(rpc_err(
                 Code::UNIMPLEMENTED,
                 "checkpoint/restore is not supported",
             ));
         }
-        let config =
-            Config::load().map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
-        config
-            .validate()
-            .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        // The configuration: the file the runtime options name (ConfigPath), else the
+        // usual one; then the pod's annotations.
+        let config_path = options::config_path(req.options.as_ref())
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        let mut config = match &config_path {
+            Some(p) => Config::load_file(p),
+            None => Config::load(),
+        }
+        .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
 
         let bundle = PathBuf::from(&req.bundle);
         let spec_path = bundle.join("config.json");
@@ -273,16 +299,19 @@ impl TaskService {
                 format!("invalid OCI spec {}: {e}", spec_path.display()),
             )
         })?;
-        if spec
-            .process()
-            .as_ref()
-            .is_some_and(|p| p.terminal().unwrap_or(false))
-        {
-            return Err(rpc_err(
-                Code::UNIMPLEMENTED,
-                "terminal (tty) containers are not supported yet",
-            ));
+        if let Some(p) = &config_path {
+            let f = bundle.join(CONFIG_PATH_FILE);
+            std::fs::write(&f, p.to_string_lossy().as_bytes()).map_err(|e| {
+                rpc_err(Code::UNKNOWN, format!("cannot write {}: {e}", f.display()))
+            })?;
         }
+        if let Some(a) = spec.annotations() {
+            options::apply_annotations(&mut config, a)
+                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        }
+        config
+            .validate()
+            .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
 
         // Sandbox id: the container id for now (one sandbox per container).
         let sandbox_id = id.to_string();
@@ -342,6 +371,12 @@ impl TaskService {
     ) -> Result<Arc<Container>, TtrpcError> {
         let id = req.id.as_str();
         let fail = |code: Code| move |e: String| rpc_err(code, e);
+        // containerd sets `terminal` from process.terminal; either one asks for a tty.
+        let terminal = req.terminal
+            || spec
+                .process()
+                .as_ref()
+                .is_some_and(|p| p.terminal().unwrap_or(false));
 
         // The root file system: containerd's mounts on <bundle>/rootfs, or the directory
         // the spec names when containerd passed none.
@@ -431,6 +466,7 @@ impl TaskService {
                 spec_bytes,
                 &cpio::guest_rootfs_path(id),
                 !req.stdin.is_empty(),
+                terminal,
             )
             .await
             .map_err(|e| {
@@ -440,7 +476,7 @@ impl TaskService {
                 )
             })?;
 
-        let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
+        let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
         Ok(Arc::new(Container::new(
             id.to_string(),
             req.bundle.clone(),
@@ -450,52 +486,230 @@ impl TaskService {
         )))
     }
 
-    /// Starts the process and the task that reports its exit.
-    async fn do_start(&self, c: Arc<Container>) -> TtrpcResult<u32> {
-        match c.status() {
+    /// Starts process `p` of container `c` (init: StartContainer; exec: ExecProcess) and
+    /// the task that reports its exit. Returns the pid containerd gets: the VMM's for the
+    /// init process (the host process that holds the container), the guest pid for an exec.
+    async fn do_start(&self, c: Arc<Container>, p: Arc<Process>) -> TtrpcResult<u32> {
+        match p.status() {
             Status::Created => {}
             s => {
                 return Err(rpc_err(
                     Code::FAILED_PRECONDITION,
-                    format!("container {} is {s:?}, not created", c.id),
+                    format!(
+                        "process {} of container {} is {s:?}, not created",
+                        p.task_id(),
+                        c.id
+                    ),
                 ))
             }
         }
-        c.sandbox.agent.start_container(&c.id).await.map_err(|e| {
-            rpc_err(
-                Code::UNKNOWN,
-                format!("the agent could not start the container: {e}"),
-            )
-        })?;
-        c.set_status(Status::Running);
-        let pid = c.sandbox.vmm.pid();
-        self.inner
-            .publish(Box::new(TaskStart {
-                container_id: c.id.clone(),
-                pid,
-                ..Default::default()
-            }))
-            .await;
-        let pumps = c.start_io();
+        let is_init = p.exec_id.is_empty();
+        if !is_init && c.init.status() != Status::Running {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", c.id),
+            ));
+        }
+        let guest_pid = if is_init {
+            c.sandbox
+                .agent
+                .start_container(&c.id)
+                .await
+                .map_err(|e| agent_err("start the container", e))?
+        } else {
+            c.sandbox
+                .agent
+                .exec_process(
+                    &c.id,
+                    &p.exec_id,
+                    p.spec.clone(),
+                    !p.stdio.stdin.is_empty(),
+                    p.stdio.terminal,
+                )
+                .await
+                .map_err(|e| agent_err("exec the process", e))?
+        };
+        p.guest_pid
+            .store(guest_pid, std::sync::atomic::Ordering::SeqCst);
+        p.set_status(Status::Running);
+        let pid = if is_init {
+            c.sandbox.vmm.pid()
+        } else {
+            guest_pid
+        };
+        if is_init {
+            self.inner
+                .publish(Box::new(TaskStart {
+                    container_id: c.id.clone(),
+                    pid,
+                    ..Default::default()
+                }))
+                .await;
+        } else {
+            self.inner
+                .publish(Box::new(TaskExecStarted {
+                    container_id: c.id.clone(),
+                    exec_id: p.exec_id.clone(),
+                    pid,
+                    ..Default::default()
+                }))
+                .await;
+        }
+        let pumps = p.start_io();
         let inner = self.inner.clone();
         let drain = c.sandbox.config().io_drain_timeout();
         tokio::spawn(async move {
-            let status = c.wait_process(pumps, drain).await;
+            let status = p.wait_process(pumps, drain).await;
+            if is_init {
+                // containerd expects the exits of exec processes before the init's: they
+                // die with the container (PID namespace); give their reports a moment.
+                for e in c.running_execs() {
+                    if tokio::time::timeout(drain, e.wait()).await.is_err() {
+                        warn!(id = %c.id, exec = %e.exec_id, "exec still running after the container's exit");
+                    }
+                }
+            }
             inner
                 .publish(Box::new(TaskExit {
                     container_id: c.id.clone(),
-                    id: c.id.clone(),
+                    id: p.task_id().to_string(),
                     pid,
                     exit_status: status,
                     exited_at: MessageField::some(timestamp(SystemTime::now())),
                     ..Default::default()
                 }))
                 .await;
-            let e = c.set_exited(status);
-            info!(id = %c.id, "container exited with status {}", e.status);
+            let e = p.set_exited(status);
+            info!(id = %c.id, exec = %p.exec_id, "process exited with status {}", e.status);
         });
         Ok(pid)
     }
+
+    /// Watches the agent's OOM events and publishes `/tasks/oom` for containers of this
+    /// shim, until the VM is gone or the agent does not implement GetOomEvent.
+    fn spawn_oom_watcher(&self, c: &Arc<Container>) {
+        let inner = self.inner.clone();
+        let sandbox = c.sandbox.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = tokio::select! {
+                    r = sandbox.agent.get_oom_event() => r,
+                    _ = sandbox.vmm.wait() => return,
+                };
+                match r {
+                    Ok(id) => {
+                        let known = inner.state.lock().await.containers.contains_key(&id);
+                        if known {
+                            info!(id = %id, "OOM kill in the container");
+                            inner
+                                .publish(Box::new(TaskOOM {
+                                    container_id: id,
+                                    ..Default::default()
+                                }))
+                                .await;
+                        } else {
+                            warn!("agent reported an OOM kill in unknown container {id:?}");
+                        }
+                        // Bounded rate, whatever the guest sends.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) if e.is_unimplemented() => {
+                        info!("no OOM events: the agent does not implement GetOomEvent");
+                        return;
+                    }
+                    Err(e) => {
+                        if sandbox.vmm.exited().is_some() {
+                            return;
+                        }
+                        debug!("GetOomEvent: {e}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = sandbox.vmm.wait() => return,
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Signals one process; a process never started is reported exited with 128+signal.
+    async fn signal(&self, c: &Arc<Container>, p: &Arc<Process>, signal: u32) -> TtrpcResult<()> {
+        if p.status() == Status::Stopped || c.sandbox.vmm.exited().is_some() {
+            return Err(rpc_err(Code::NOT_FOUND, "process already finished"));
+        }
+        if p.status() == Status::Created {
+            // Never started: there is no WaitProcess to report the end; report it here.
+            if p.exec_id.is_empty() {
+                if let Err(e) = c.sandbox.agent.signal_process(&c.id, "", signal).await {
+                    debug!(id = %c.id, "SignalProcess on a created container: {e}");
+                }
+            }
+            let status = 128 + signal.min(127);
+            let pid = if p.exec_id.is_empty() {
+                c.sandbox.vmm.pid()
+            } else {
+                0
+            };
+            self.inner
+                .publish(Box::new(TaskExit {
+                    container_id: c.id.clone(),
+                    id: p.task_id().to_string(),
+                    pid,
+                    exit_status: status,
+                    exited_at: MessageField::some(timestamp(SystemTime::now())),
+                    ..Default::default()
+                }))
+                .await;
+            p.set_exited(status);
+            return Ok(());
+        }
+        match c
+            .sandbox
+            .agent
+            .signal_process(&c.id, &p.exec_id, signal)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(rpc_err(Code::NOT_FOUND, "process already finished")),
+            Err(e) => Err(agent_err("signal the process", e)),
+        }
+    }
+}
+
+/// An agent failure as containerd sees it: the agent's code, and what the shim was doing.
+fn agent_err(what: &str, e: AgentError) -> TtrpcError {
+    if e.is_unimplemented() {
+        return rpc_err(
+            Code::UNIMPLEMENTED,
+            format!("cannot {what}: the agent in the guest does not implement it yet ({e})"),
+        );
+    }
+    rpc_err(e.code(), format!("the agent could not {what}: {e}"))
+}
+
+/// The JSON value of a protobuf `Any` (containerd packs Go structs such as the OCI
+/// `Process` and `LinuxResources` as JSON), bounded and checked to parse as `T`.
+fn any_json<T: serde::de::DeserializeOwned>(
+    any: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
+    what: &str,
+) -> Result<(T, Vec<u8>), TtrpcError> {
+    let any = any.ok_or_else(|| rpc_err(Code::INVALID_ARGUMENT, format!("{what} is missing")))?;
+    if any.value.len() > MAX_ANY_SIZE {
+        return Err(rpc_err(
+            Code::INVALID_ARGUMENT,
+            format!("{what} is larger than {MAX_ANY_SIZE} bytes"),
+        ));
+    }
+    let v = serde_json::from_slice(&any.value).map_err(|e| {
+        rpc_err(
+            Code::INVALID_ARGUMENT,
+            format!(
+                "{what} ({}) is not valid JSON of the expected type: {e}",
+                any.type_url
+            ),
+        )
+    })?;
+    Ok((v, any.value.clone()))
 }
 
 fn status_text(e: &TtrpcError) -> String {
@@ -520,13 +734,6 @@ fn read_spec(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(buf)
-}
-
-fn unimplemented(what: &str) -> TtrpcError {
-    rpc_err(
-        Code::UNIMPLEMENTED,
-        format!("{what} is not implemented by the kata-rs shim"),
-    )
 }
 
 #[async_trait]
@@ -559,7 +766,7 @@ impl Task for TaskService {
                 return Err(e);
             }
         };
-        state.containers.insert(req.id.clone(), c);
+        state.containers.insert(req.id.clone(), c.clone());
         drop(state);
         self.inner
             .publish(Box::new(TaskCreate {
@@ -577,6 +784,7 @@ impl Task for TaskService {
                 ..Default::default()
             }))
             .await;
+        self.spawn_oom_watcher(&c);
         info!(id = %req.id, pid, "created");
         Ok(api::CreateTaskResponse {
             pid,
@@ -589,9 +797,9 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtrpcResult<api::StartResponse> {
-        info!(id = %req.id, "Start");
-        let c = self.container(&req.id, &req.exec_id).await?;
-        let pid = self.do_start(c).await?;
+        info!(id = %req.id, exec = %req.exec_id, "Start");
+        let (c, p) = self.process(&req.id, &req.exec_id).await?;
+        let pid = self.do_start(c, p).await?;
         Ok(api::StartResponse {
             pid,
             ..Default::default()
@@ -603,22 +811,29 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        let c = self.container(&req.id, &req.exec_id).await?;
-        let status = match c.status() {
+        let (c, p) = self.process(&req.id, &req.exec_id).await?;
+        let status = match p.status() {
             Status::Created => api::Status::CREATED,
+            Status::Running if c.is_paused() => api::Status::PAUSED,
             Status::Running => api::Status::RUNNING,
             Status::Stopped => api::Status::STOPPED,
         };
-        let exit = c.exit();
+        let exit = p.exit();
+        let pid = if p.exec_id.is_empty() {
+            c.sandbox.vmm.pid()
+        } else {
+            p.guest_pid.load(std::sync::atomic::Ordering::SeqCst)
+        };
         Ok(api::StateResponse {
-            id: c.id.clone(),
+            id: p.task_id().to_string(),
             bundle: c.bundle.clone(),
-            pid: c.sandbox.vmm.pid(),
+            pid,
             status: EnumOrUnknown::new(status),
-            stdin: c.stdio.stdin.clone(),
-            stdout: c.stdio.stdout.clone(),
-            stderr: c.stdio.stderr.clone(),
-            terminal: false,
+            stdin: p.stdio.stdin.clone(),
+            stdout: p.stdio.stdout.clone(),
+            stderr: p.stdio.stderr.clone(),
+            terminal: p.stdio.terminal,
+            exec_id: p.exec_id.clone(),
             exit_status: exit.map(|e| e.status).unwrap_or(0),
             exited_at: exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
@@ -630,9 +845,9 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        debug!(id = %req.id, "Wait");
-        let c = self.container(&req.id, &req.exec_id).await?;
-        let e = c.wait().await;
+        debug!(id = %req.id, exec = %req.exec_id, "Wait");
+        let (_, p) = self.process(&req.id, &req.exec_id).await?;
+        let e = p.wait().await;
         Ok(api::WaitResponse {
             exit_status: e.status,
             exited_at: MessageField::some(timestamp(e.at)),
@@ -641,37 +856,18 @@ impl Task for TaskService {
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
-        info!(id = %req.id, signal = req.signal, "Kill");
-        let c = self.container(&req.id, &req.exec_id).await?;
-        if c.status() == Status::Stopped || c.sandbox.vmm.exited().is_some() {
-            return Err(rpc_err(Code::NOT_FOUND, "process already finished"));
-        }
-        let r = c.sandbox.agent.signal_process(&c.id, "", req.signal).await;
-        if c.status() == Status::Created {
-            // Never started: there is no WaitProcess to report the end; report it here.
-            if let Err(e) = r {
-                debug!(id = %c.id, "SignalProcess on a created container: {e}");
+        info!(id = %req.id, exec = %req.exec_id, signal = req.signal, all = req.all, "Kill");
+        let (c, p) = self.process(&req.id, &req.exec_id).await?;
+        if req.all && p.exec_id.is_empty() {
+            // Every process of the container: its exec'd processes, then init (whose end
+            // takes the rest of the container's PID namespace with it).
+            for e in c.running_execs() {
+                if let Err(err) = self.signal(&c, &e, req.signal).await {
+                    debug!(id = %c.id, exec = %e.exec_id, "kill --all: {}", status_text(&err));
+                }
             }
-            let status = 128 + req.signal.min(127);
-            self.inner
-                .publish(Box::new(TaskExit {
-                    container_id: c.id.clone(),
-                    id: c.id.clone(),
-                    pid: c.sandbox.vmm.pid(),
-                    exit_status: status,
-                    exited_at: MessageField::some(timestamp(SystemTime::now())),
-                    ..Default::default()
-                }))
-                .await;
-            c.set_exited(status);
-            return Ok(api::Empty::new());
         }
-        r.map_err(|e| {
-            rpc_err(
-                Code::UNKNOWN,
-                format!("the agent could not signal the container: {e}"),
-            )
-        })?;
+        self.signal(&c, &p, req.signal).await?;
         Ok(api::Empty::new())
     }
 
@@ -680,23 +876,45 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        info!(id = %req.id, "Delete");
-        let c = self.container(&req.id, &req.exec_id).await?;
-        if c.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
+        info!(id = %req.id, exec = %req.exec_id, "Delete");
+        let (c, p) = self.process(&req.id, &req.exec_id).await?;
+        if !p.exec_id.is_empty() {
+            if p.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
+                return Err(rpc_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} is running; kill it first", p.exec_id),
+                ));
+            }
+            let exit = p.set_exited(128 + 9);
+            c.execs_lock().remove(&p.exec_id);
+            p.shutdown_io().await;
+            return Ok(api::DeleteResponse {
+                pid: p.guest_pid.load(std::sync::atomic::Ordering::SeqCst),
+                exit_status: exit.status,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            });
+        }
+        if c.init.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
             return Err(rpc_err(
                 Code::FAILED_PRECONDITION,
                 format!("container {} is running; kill it first", c.id),
             ));
         }
-        let exit = c.set_exited(128 + 9);
+        let exit = c.init.set_exited(128 + 9);
         self.inner.state.lock().await.containers.remove(&c.id);
+        let execs: Vec<_> = c.execs_lock().drain().map(|(_, e)| e).collect();
+        for e in execs {
+            e.set_exited(128 + 9);
+            e.shutdown_io().await;
+        }
 
         if c.sandbox.vmm.exited().is_none() {
             if let Err(e) = c.sandbox.agent.remove_container(&c.id).await {
                 warn!(id = %c.id, "RemoveContainer: {e}");
             }
         }
-        c.shutdown_io().await;
+        c.init.shutdown_io().await;
         // The sandbox holds only this container today: stop the VM with it.
         let vm_exit = c.sandbox.stop().await;
         info!(id = %c.id, "VMM {vm_exit}");
@@ -740,9 +958,9 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CloseIORequest,
     ) -> TtrpcResult<api::Empty> {
-        let c = self.container(&req.id, &req.exec_id).await?;
+        let (_, p) = self.process(&req.id, &req.exec_id).await?;
         if req.stdin {
-            c.close_stdin();
+            p.close_stdin();
         }
         Ok(api::Empty::new())
     }
@@ -785,21 +1003,77 @@ impl Task for TaskService {
     async fn pids(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::PidsRequest,
+        req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        Err(unimplemented("Pids"))
+        let c = self.container(&req.id).await?;
+        let pids = c
+            .sandbox
+            .agent
+            .list_processes(&c.id)
+            .await
+            .map_err(|e| agent_err("list the container's processes", e))?;
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| api::ProcessInfo {
+                    pid,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
     }
 
-    async fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("Pause"))
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+        info!(id = %req.id, "Pause");
+        let c = self.container(&req.id).await?;
+        if c.init.status() != Status::Running {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", c.id),
+            ));
+        }
+        c.sandbox
+            .agent
+            .pause_resume(&c.id, true)
+            .await
+            .map_err(|e| agent_err("pause the container", e))?;
+        c.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .publish(Box::new(TaskPaused {
+                container_id: c.id.clone(),
+                ..Default::default()
+            }))
+            .await;
+        Ok(api::Empty::new())
     }
 
     async fn resume(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ResumeRequest,
+        req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("Resume"))
+        info!(id = %req.id, "Resume");
+        let c = self.container(&req.id).await?;
+        if !c.is_paused() {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not paused", c.id),
+            ));
+        }
+        c.sandbox
+            .agent
+            .pause_resume(&c.id, false)
+            .await
+            .map_err(|e| agent_err("resume the container", e))?;
+        c.paused.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .publish(Box::new(TaskResumed {
+                container_id: c.id.clone(),
+                ..Default::default()
+            }))
+            .await;
+        Ok(api::Empty::new())
     }
 
     async fn checkpoint(
@@ -807,39 +1081,130 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _req: api::CheckpointTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("Checkpoint"))
+        Err(rpc_err(
+            Code::UNIMPLEMENTED,
+            "checkpoint is not supported by the kata-rs runtime (the container runs in a VM; \
+             there is no CRIU in the guest)",
+        ))
     }
 
     async fn exec(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ExecProcessRequest,
+        req: api::ExecProcessRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("Exec"))
+        info!(id = %req.id, exec = %req.exec_id, "Exec");
+        validate_id(&req.exec_id)
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("exec id: {e}")))?;
+        let c = self.container(&req.id).await?;
+        if c.init.status() != Status::Running || c.sandbox.vmm.exited().is_some() {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not running", c.id),
+            ));
+        }
+        let (process, json): (oci_spec::runtime::Process, Vec<u8>) =
+            any_json(req.spec.as_ref(), "the exec process spec")?;
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(rpc_err(
+                Code::INVALID_ARGUMENT,
+                "the exec process spec has no args",
+            ));
+        }
+        let terminal = req.terminal || process.terminal().unwrap_or(false);
+        let p = Arc::new(Process::new(
+            c.id.clone(),
+            req.exec_id.clone(),
+            Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal),
+            json,
+            c.sandbox.clone(),
+        ));
+        {
+            let mut execs = c.execs_lock();
+            if execs.contains_key(&req.exec_id) {
+                return Err(rpc_err(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists", req.exec_id),
+                ));
+            }
+            if execs.len() >= MAX_EXECS {
+                return Err(rpc_err(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!("container {} has {MAX_EXECS} exec processes", c.id),
+                ));
+            }
+            execs.insert(req.exec_id.clone(), p);
+        }
+        self.inner
+            .publish(Box::new(TaskExecAdded {
+                container_id: c.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            }))
+            .await;
+        Ok(api::Empty::new())
     }
 
     async fn resize_pty(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::ResizePtyRequest,
+        req: api::ResizePtyRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("ResizePty"))
+        debug!(id = %req.id, exec = %req.exec_id, req.width, req.height, "ResizePty");
+        let (c, p) = self.process(&req.id, &req.exec_id).await?;
+        if !p.stdio.terminal {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("process {} has no terminal", p.task_id()),
+            ));
+        }
+        if p.status() != Status::Running {
+            // containerd resizes right after Start; before it, there is no tty yet.
+            return Ok(api::Empty::new());
+        }
+        c.sandbox
+            .agent
+            .tty_win_resize(&c.id, &p.exec_id, req.height, req.width)
+            .await
+            .map_err(|e| agent_err("resize the terminal", e))?;
+        Ok(api::Empty::new())
     }
 
     async fn update(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::UpdateTaskRequest,
+        req: api::UpdateTaskRequest,
     ) -> TtrpcResult<api::Empty> {
-        Err(unimplemented("Update"))
+        info!(id = %req.id, "Update");
+        let c = self.container(&req.id).await?;
+        let (_, json): (oci_spec::runtime::LinuxResources, Vec<u8>) =
+            any_json(req.resources.as_ref(), "the resources")?;
+        c.sandbox
+            .agent
+            .update_container(&c.id, json)
+            .await
+            .map_err(|e| agent_err("update the container's resources", e))?;
+        Ok(api::Empty::new())
     }
 
     async fn stats(
         &self,
         _ctx: &TtrpcContext,
-        _req: api::StatsRequest,
+        req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        Err(unimplemented("Stats"))
+        let c = self.container(&req.id).await?;
+        let s = c
+            .sandbox
+            .agent
+            .stats_container(&c.id)
+            .await
+            .map_err(|e| agent_err("read the container's statistics", e))?;
+        let any =
+            metrics::pack(&metrics::to_metrics(&s)).map_err(|e| rpc_err(Code::INTERNAL, e))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
     }
 }
 
