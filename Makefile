@@ -57,6 +57,6 @@ clean-cache:
 	rm -rf "$${KATA_RS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kata-rs}/node" target/tests
 
 # Benchmarks on the node (VMM boot vs QEMU microvm, ctr run kata vs runc); not a test: noisy.
-# Expects `make build` done. BENCH_N=5 runs per variant. See benches/README.md.
+# Expects `make build` done. BENCH_N=4 runs per variant (default). See benches/README.md.
 bench:
 	bash benches/run.sh

@@ -2,11 +2,11 @@
 # benches/run.sh [N]: host side of `make bench`. Runs benches/node-bench.sh on a node
 # (tests/node-run; the host's QEMU is passed in with KATA_RS_NODE_EXTRA), writes
 # target/bench/{vmm,containers}.json and prints a table. N = measured runs per variant
-# (default 5, env BENCH_N), plus one warm-up each. See benches/README.md.
+# (default 4, env BENCH_N), plus one warm-up each. See benches/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
-N=${1:-${BENCH_N:-5}}
+N=${1:-${BENCH_N:-4}}
 OUT=$TOP/target/bench
 die() { echo "bench: error: $*" >&2; exit 1; }
 
