@@ -388,6 +388,38 @@ impl Container {
     }
 }
 
+/// Reads one reply line and the fd passed with it (SCM_RIGHTS). The line is sent with a
+/// single sendmsg and is short, so one recvmsg carries all of it.
+fn recv_line_with_fd(sync: &UnixStream) -> std::io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sync.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut fd = None;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for raw in fds {
+                // SAFETY: the kernel just installed this descriptor in our table for us.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                if fd.is_none() {
+                    fd = Some(owned);
+                }
+            }
+        }
+    }
+    let n = msg.bytes;
+    buf.truncate(n);
+    Ok((buf, fd))
+}
+
 /// Writes `start` on the sync socket and waits for the exec: EOF = success.
 async fn release(id: &str, sync: UnixStream) -> Result<()> {
     let id = id.to_string();
@@ -621,27 +653,15 @@ async fn spawn(reaper: &Arc<Reaper>, a: SpawnArgs<'_>) -> Result<Spawned> {
     let (sync_parent, sync_child) =
         UnixStream::pair().map_err(|e| AgentError::internal(format!("socketpair: {e}")))?;
     // Child ends (dropped after clone) and our ends.
-    let (child_fds, stdin_w, stdout, stderr, pty): (
+    // Terminal processes open their pty in the container (its devpts, as runc) and send
+    // the master back with the ready reply; until then their stdio is /dev/null.
+    let (child_fds, stdin_w, stdout, stderr): (
         Vec<OwnedFd>,
         Option<Writer>,
-        Reader,
         Option<Reader>,
-        Option<OwnedFd>,
+        Option<Reader>,
     ) = if a.terminal {
-        let (master, slave) = crate::pty::open()?;
-        let stdin_w: Option<Writer> = if a.stdin {
-            Some(Box::new(PtyMaster::new(&master)?))
-        } else {
-            None
-        };
-        let out: Reader = Box::new(PtyMaster::new(&master)?);
-        let s2 = slave
-            .try_clone()
-            .map_err(|e| AgentError::internal(format!("dup pty slave: {e}")))?;
-        let s3 = slave
-            .try_clone()
-            .map_err(|e| AgentError::internal(format!("dup pty slave: {e}")))?;
-        (vec![slave, s2, s3], stdin_w, out, None, Some(master))
+        (vec![devnull()?, devnull()?, devnull()?], None, None, None)
     } else {
         let (stdin_r, stdin_w) = if a.stdin {
             let (r, w) = pipe_pair()?;
@@ -663,9 +683,8 @@ async fn spawn(reaper: &Arc<Reaper>, a: SpawnArgs<'_>) -> Result<Spawned> {
         (
             vec![stdin_r, stdout_w, stderr_w],
             stdin_w,
-            rx(stdout_r)?,
+            Some(rx(stdout_r)?),
             Some(rx(stderr_r)?),
-            None,
         )
     };
     let fds = [
@@ -710,38 +729,70 @@ async fn spawn(reaper: &Arc<Reaper>, a: SpawnArgs<'_>) -> Result<Spawned> {
     }
     let config = a.config;
     let idc = what.clone();
-    let handshake = tokio::task::spawn_blocking(move || -> Result<UnixStream> {
-        let mut sync = sync_parent;
-        let io = |e: std::io::Error| AgentError::internal(format!("{idc}: talk to init: {e}"));
-        sync.set_read_timeout(Some(SYNC_TIMEOUT)).map_err(io)?;
-        sync.write_all(&config).map_err(io)?;
-        sync.write_all(b"\n").map_err(io)?;
-        let mut line = Vec::new();
-        BufReader::new(&sync)
-            .read_until(b'\n', &mut line)
-            .map_err(io)?;
-        if line.is_empty() {
-            return Err(AgentError::internal(format!(
-                "{idc}: init exited during setup without a word"
-            )));
-        }
-        match serde_json::from_slice::<InitReply>(line.trim_ascii_end()) {
-            Ok(InitReply::Ready(true)) => {
-                sync.set_read_timeout(Some(SYNC_TIMEOUT)).map_err(io)?;
-                Ok(sync)
+    let terminal = a.terminal;
+    let handshake =
+        tokio::task::spawn_blocking(move || -> Result<(UnixStream, Option<OwnedFd>)> {
+            let mut sync = sync_parent;
+            let io = |e: std::io::Error| AgentError::internal(format!("{idc}: talk to init: {e}"));
+            sync.set_read_timeout(Some(SYNC_TIMEOUT)).map_err(io)?;
+            sync.write_all(&config).map_err(io)?;
+            sync.write_all(b"\n").map_err(io)?;
+            let (line, master) = if terminal {
+                recv_line_with_fd(&sync).map_err(io)?
+            } else {
+                let mut line = Vec::new();
+                BufReader::new(&sync)
+                    .read_until(b'\n', &mut line)
+                    .map_err(io)?;
+                (line, None)
+            };
+            if line.is_empty() {
+                return Err(AgentError::internal(format!(
+                    "{idc}: init exited during setup without a word"
+                )));
             }
-            _ => Err(reply_error(&idc, &line)),
-        }
-    })
-    .await
-    .map_err(|e| AgentError::internal(format!("handshake task: {e}")))
-    .and_then(|r| r);
-    let sync = match handshake {
+            match serde_json::from_slice::<InitReply>(line.trim_ascii_end()) {
+                Ok(InitReply::Ready(true)) if terminal && master.is_none() => {
+                    Err(AgentError::internal(format!(
+                        "{idc}: init said ready without sending the pty master"
+                    )))
+                }
+                Ok(InitReply::Ready(true)) => {
+                    sync.set_read_timeout(Some(SYNC_TIMEOUT)).map_err(io)?;
+                    Ok((sync, master))
+                }
+                _ => Err(reply_error(&idc, &line)),
+            }
+        })
+        .await
+        .map_err(|e| AgentError::internal(format!("handshake task: {e}")))
+        .and_then(|r| r);
+    let (sync, pty) = match handshake {
         Ok(s) => s,
         Err(e) => {
             abort_init(pid, &exit).await;
             return Err(e);
         }
+    };
+    let (stdin_w, stdout) = match &pty {
+        Some(master) => {
+            let io = (|| -> Result<(Option<Writer>, Reader)> {
+                let w: Option<Writer> = if a.stdin {
+                    Some(Box::new(PtyMaster::new(master)?))
+                } else {
+                    None
+                };
+                Ok((w, Box::new(PtyMaster::new(master)?)))
+            })();
+            match io {
+                Ok(v) => v,
+                Err(e) => {
+                    abort_init(pid, &exit).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => (stdin_w, stdout.expect("pipes when there is no terminal")),
     };
     Ok(Spawned {
         process: Process {

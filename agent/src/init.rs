@@ -13,7 +13,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -82,6 +82,62 @@ fn run_mode(exec: bool) -> ! {
     std::process::exit(code);
 }
 
+/// The ready reply with the pty master attached (SCM_RIGHTS), like runc's console socket.
+fn send_ready_with_fd(sync: &UnixStream, master: std::os::fd::OwnedFd) -> InitResult<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut line = serde_json::to_vec(&InitReply::Ready(true)).unwrap_or_default();
+    line.push(b'\n');
+    let fds = [master.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(&line)];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let n = sendmsg::<()>(sync.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(|e| format!("send the pty master to the agent: {}", e.desc()))?;
+    if n != line.len() {
+        return Err("send the pty master to the agent: short write".into());
+    }
+    Ok(())
+}
+
+/// Opens a pty in the container's own devpts (`/dev/ptmx`, after pivot_root or the mount
+/// namespace switch), makes the slave fds 0-2 and the controlling terminal of a new
+/// session, and returns the master for the agent.
+fn container_pty() -> InitResult<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| format!("open /dev/ptmx in the container: {}", e.desc()))?;
+    nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {}", e.desc()))?;
+    nix::pty::unlockpt(&master).map_err(|e| format!("unlockpt: {}", e.desc()))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| format!("ptsname: {}", e.desc()))?;
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(|e| format!("open pty slave {name}: {e}"))?;
+    nix::unistd::setsid().map_err(|e| format!("setsid: {}", e.desc()))?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto our own stdio numbers.
+        if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
+            return Err(format!(
+                "dup2 pty slave to fd {fd}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    drop(slave);
+    // SAFETY: ioctl on our stdin (the pty slave) with an integer argument.
+    if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } != 0 {
+        return Err(format!(
+            "make the pty the controlling terminal: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: the PtyMaster's fd is ours; ownership moves into the OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) })
+}
+
 fn reply(mut sync: &UnixStream, r: &InitReply) {
     let mut line = serde_json::to_vec(r).unwrap_or_default();
     line.push(b'\n');
@@ -94,7 +150,7 @@ fn main_loop(sync: &UnixStream, exec: bool) -> InitResult<()> {
     reader
         .read_line(&mut line)
         .map_err(|e| format!("read config: {e}"))?;
-    let (exe, argv, envp) = if exec {
+    let (exe, argv, envp, master) = if exec {
         let cfg: ExecConfig =
             serde_json::from_str(&line).map_err(|e| format!("bad exec config: {e}"))?;
         prepare_exec(&cfg)?
@@ -103,7 +159,10 @@ fn main_loop(sync: &UnixStream, exec: bool) -> InitResult<()> {
             serde_json::from_str(&line).map_err(|e| format!("bad init config: {e}"))?;
         prepare(&cfg)?
     };
-    reply(sync, &InitReply::Ready(true));
+    match master {
+        Some(m) => send_ready_with_fd(sync, m)?,
+        None => reply(sync, &InitReply::Ready(true)),
+    }
     line.clear();
     reader
         .read_line(&mut line)
@@ -155,7 +214,14 @@ fn cstr(s: &str) -> InitResult<CString> {
     CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"))
 }
 
-type Prepared = (CString, Vec<CString>, Vec<CString>);
+/// executable, argv, envp, and the pty master for terminal processes (sent to the agent
+/// with the ready reply).
+type Prepared = (
+    CString,
+    Vec<CString>,
+    Vec<CString>,
+    Option<std::os::fd::OwnedFd>,
+);
 
 /// Everything before exec: mounts, pivot_root, hostname, cwd, lookup, credentials.
 fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
@@ -193,6 +259,14 @@ fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
     pivot_root(".", ".").map_err(errno(format!("pivot_root to {root:?}")))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(errno("detach old root".into()))?;
     chdir("/").map_err(errno("chdir /".into()))?;
+    // As runc: a missing cwd is created (0755, as root), before / may become read-only.
+    if !cfg.process.cwd.is_dir() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&cfg.process.cwd)
+            .map_err(|e| format!("create cwd {:?}: {e}", cfg.process.cwd))?;
+    }
     for p in &cfg.masked_paths {
         mask_path(p)?;
     }
@@ -236,16 +310,11 @@ fn prepare_exec(cfg: &ExecConfig) -> InitResult<Prepared> {
 /// executable lookup, seccomp, credentials and capabilities, umask, no_new_privs.
 fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
     let errno = |what: String| move |e: nix::Error| format!("{what}: {}", e.desc());
-    if cfg.terminal {
-        nix::unistd::setsid().map_err(errno("setsid".into()))?;
-        // SAFETY: ioctl on our stdin (the pty slave) with an integer argument.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } != 0 {
-            return Err(format!(
-                "make the pty the controlling terminal: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
+    let master = if cfg.terminal {
+        Some(container_pty()?)
+    } else {
+        None
+    };
     if let Some(adj) = cfg.oom_score_adj {
         fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
@@ -323,7 +392,7 @@ fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
             crate::seccomp::install(prog)?;
         }
     }
-    Ok((exe, argv, envp))
+    Ok((exe, argv, envp, master))
 }
 
 /// Resolves the executable as runc (Go's exec.LookPath) does: a name with a slash is used

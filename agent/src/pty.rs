@@ -1,6 +1,6 @@
-//! Pseudo terminals for `terminal` processes: the agent opens a pty pair in the guest
-//! (`/dev/ptmx`), the process gets the slave as stdio and controlling terminal, the agent
-//! keeps the master for ReadStdout / WriteStdin / TtyWinResize.
+//! Pseudo terminals for `terminal` processes: the container init / exec helper opens the
+//! pty in the container's devpts and sends the master to the agent (SCM_RIGHTS on the
+//! sync socket), which keeps it for ReadStdout / WriteStdin / TtyWinResize.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -11,21 +11,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::{AgentError, Result};
-
-/// Opens a pty pair: (master, slave), both close-on-exec, neither a controlling terminal
-/// of the agent.
-pub fn open() -> Result<(OwnedFd, OwnedFd)> {
-    let r = nix::pty::openpty(None, None)
-        .map_err(|e| AgentError::internal(format!("openpty: {}", e.desc())))?;
-    for fd in [&r.master, &r.slave] {
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(|e| AgentError::internal(format!("pty cloexec: {}", e.desc())))?;
-    }
-    Ok((r.master, r.slave))
-}
 
 /// Sets the window size of the terminal behind `master`.
 pub fn resize(master: &OwnedFd, rows: u16, cols: u16) -> Result<()> {

@@ -85,7 +85,8 @@ impl Agent {
         if req.rootfs_path.is_empty() {
             return Err(AgentError::invalid("rootfs_path is empty"));
         }
-        let plan = spec::plan(&spec, Path::new(&req.rootfs_path))?;
+        let mut plan = spec::plan(&spec, Path::new(&req.rootfs_path))?;
+        plan.init.process.terminal |= req.terminal;
         {
             let exists = self
                 .containers

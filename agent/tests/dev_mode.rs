@@ -537,7 +537,32 @@ async fn exec_tty_pause_stats() {
     let out = read_exec(c, &id, "t1").await;
     assert_eq!(wait_exec(c, &id, "t1").await, 0);
     assert!(out.contains("40 100"), "{out}");
+    // The pty lives in the container's devpts, as with runc.
+    assert!(out.contains("/dev/pts/0"), "{out}");
     assert!(out.contains("got=hello"), "{out}");
+
+    // A terminal container init: resized before start, its own devpts.
+    let tid = unique("tty");
+    let rootfs = busybox_rootfs(a.dir.path(), &tid);
+    let mut r = create_req(&tid, &rootfs, &["sh", "-c", "tty; stty size"], false);
+    r.terminal = true;
+    c.create_container(ctx(), &r).await.expect("create tty");
+    let mut rs = TtyWinResizeRequest::new();
+    rs.container_id = tid.clone();
+    rs.rows = 24;
+    rs.columns = 80;
+    c.tty_win_resize(ctx(), &rs).await.expect("resize init");
+    c.start_container(ctx(), &creq(&tid)).await.unwrap();
+    let out = String::from_utf8(read_all(c, &tid, false).await).unwrap();
+    assert_eq!(wait(c, &tid).await, 0);
+    assert_eq!(out, "/dev/pts/0\r\n24 80\r\n");
+    assert!(
+        read_all(c, &tid, true).await.is_empty(),
+        "no stderr with a tty"
+    );
+    let mut rm = RemoveContainerRequest::new();
+    rm.container_id = tid.clone();
+    c.remove_container(ctx(), &rm).await.unwrap();
 
     // ListProcesses, Pause/Resume, Stats.
     let procs = c.list_processes(ctx(), &creq(&id)).await.unwrap().pids;
