@@ -66,9 +66,11 @@ boot() {
             > "$W/vmm-$1-$2.out" 2>&1 &
     fi
     pid=$!
-    t1= i=0
+    t1= i=0 cpu=
     while kill -0 $pid 2>/dev/null && [ $i -lt $MAXPOLL ]; do     # 180 s at most
-        if grep -q 'kata-rs-agent: ready' "$log"; then t1=$(now); break; fi
+        if grep -q 'kata-rs-agent: ready' "$log"; then
+            t1=$(now); cpu=$(awk '{ print ($14 + $15) * 10 }' /proc/$pid/stat 2>/dev/null); break
+        fi
         sleep $POLL; i=$((i + 1))
     done
     t2=
@@ -89,10 +91,11 @@ boot() {
         sed '/Kernel panic/q' "$log" | grep -v '^ \|^[A-Z0-9]*: \|Call Trace\|TASK>' | tail -n 25 | sed 's/^/  console| /' >&2
         sed 's/^/  vmm| /' "$W/vmm-$1-$2.out" >&2
     fi
-    b=null c=null
+    b=null c=null u=null
+    [ -n "$cpu" ] && u=$cpu
     [ -n "$t1" ] && b=$(ms "$t0" "$t1")
     [ -n "$t2" ] && c=$(ms "$t0" "$t2")
-    echo "$b $c ${m:-0 0 0 0 0} $rc"
+    echo "$b $c ${m:-0 0 0 0 0} $rc $u"
 }
 
 vmm_ok=yes
@@ -101,24 +104,24 @@ for f in "$KERNEL" "$INITRD" /usr/local/bin/kata-vmm; do [ -e "$f" ] || { say "m
 if [ $vmm_ok = yes ]; then
     say "qemu: $("$QEMU" --version | head -n1)"
     cid=100
-    B_OURS= B_QEMU= C_OURS= C_QEMU= P_OURS= P_QEMU= R_OURS= R_QEMU= G_OURS= G_QEMU= RAW_OURS= RAW_QEMU= FAIL=0
+    U_OURS= U_QEMU= B_OURS= B_QEMU= C_OURS= C_QEMU= P_OURS= P_QEMU= R_OURS= R_QEMU= G_OURS= G_QEMU= RAW_OURS= RAW_QEMU= FAIL=0
     i=0
     while [ $i -le "$N" ]; do
         if [ $((i % 2)) = 0 ]; then order="ours qemu"; else order="qemu ours"; fi
         for k in $order; do
             cid=$((cid + 1))
             set -- $(boot $k $cid)
-            # $1 boot $2 check $3 rss $4 pss $5 grss $6 gpss $7 maps $8 rc
+            # $1 boot $2 check $3 rss $4 pss $5 grss $6 gpss $7 maps $8 rc $9 cpu ms (user+sys+guest)
             tag=run$i; [ $i = 0 ] && tag=warm-up
-            say "$tag $k: boot ${1} ms, check ${2} ms, rss $3 KiB, pss $4 KiB, guest mapping rss $5 pss $6 KiB ($7 mapping), exit $8"
+            say "$tag $k: boot ${1} ms, check ${2} ms, rss $3 KiB, pss $4 KiB, guest mapping rss $5 pss $6 KiB ($7 mapping), exit $8, cpu $9 ms"
             [ "$1" = null ] && { FAIL=$((FAIL + 1)); continue; }
             [ $i = 0 ] && continue
             if [ $k = ours ]; then
                 B_OURS="$B_OURS $1"; C_OURS="$C_OURS $2"; R_OURS="$R_OURS $(($3 - $5))"; P_OURS="$P_OURS $(($4 - $6))"
-                G_OURS="$G_OURS $6"; RAW_OURS="$RAW_OURS $4"
+                G_OURS="$G_OURS $6"; RAW_OURS="$RAW_OURS $4"; U_OURS="$U_OURS $9"
             else
                 B_QEMU="$B_QEMU $1"; C_QEMU="$C_QEMU $2"; R_QEMU="$R_QEMU $(($3 - $5))"; P_QEMU="$P_QEMU $(($4 - $6))"
-                G_QEMU="$G_QEMU $6"; RAW_QEMU="$RAW_QEMU $4"
+                G_QEMU="$G_QEMU $6"; RAW_QEMU="$RAW_QEMU $4"; U_QEMU="$U_QEMU $9"
             fi
         done
         i=$((i + 1))
@@ -127,7 +130,7 @@ if [ $vmm_ok = yes ]; then
     ratio=$(awk -v a="$bo" -v b="$bq" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "null"; else printf "%.3f", a / b }')
     echo "BENCH-JSON vmm {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"mem_mib\":$MEM,\"criterion\":\"VMM process start to 'kata-rs-agent: ready' on the console\"," \
         "\"boot_ms_ours\":$bo,\"boot_ms_qemu\":$bq,\"ratio\":$ratio," \
-        "\"check_ms_ours\":$(median $C_OURS),\"check_ms_qemu\":$(median $C_QEMU)," \
+        "\"check_ms_ours\":$(median $C_OURS),\"check_ms_qemu\":$(median $C_QEMU),\"cpu_ms_ours\":$(median $U_OURS),\"cpu_ms_qemu\":$(median $U_QEMU)," \
         "\"vmm_rss_kib\":$(median $R_OURS),\"vmm_pss_kib\":$(median $P_OURS),\"vmm_pss_incl_guest_kib\":$(median $RAW_OURS),\"guest_pss_kib_ours\":$(median $G_OURS)," \
         "\"qemu_rss_kib\":$(median $R_QEMU),\"qemu_pss_kib\":$(median $P_QEMU),\"qemu_pss_incl_guest_kib\":$(median $RAW_QEMU),\"guest_pss_kib_qemu\":$(median $G_QEMU)," \
         "\"failed_boots\":$FAIL,\"samples_boot_ms_ours\":[$(list $B_OURS)],\"samples_boot_ms_qemu\":[$(list $B_QEMU)]," \
