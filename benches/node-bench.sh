@@ -166,7 +166,7 @@ done
 # pids_of NAME ID: PIDs whose exe basename is NAME and whose command line contains ID
 pids_of() {
     for p in /proc/[0-9]*; do
-        c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null) || continue
+        c=$( { tr '\0' ' ' < $p/cmdline; } 2>/dev/null) || continue
         e=${c%% *}; e=${e##*/}
         [ "$e" = "$1" ] || continue
         case " $c " in *"$2"*) echo ${p#/proc/} ;; esac
@@ -182,7 +182,7 @@ sleeper() {
     [ -n "$shim" ] || shim=$(pids_of containerd-shim-$1-v2 "" | tr '\n' ' ')
     vmm=; vp=null; vg=null; vr=null
     if [ $1 = kata ]; then
-        vmm=$(for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null); e=${c%% *}; [ "${e##*/}" = kata-vmm ] && echo ${p#/proc/}; done | head -n1)
+        vmm=$(for p in /proc/[0-9]*; do c=$( { tr '\0' ' ' < $p/cmdline; } 2>/dev/null); e=${c%% *}; [ "${e##*/}" = kata-vmm ] && echo ${p#/proc/}; done | head -n1)
         if [ -n "$vmm" ]; then set -- $(mem $vmm); vp=$(($2 - $4)); vg=$2; vr=$(($1 - $3)); fi
     fi
     sp=$(pss_sum $shim)
