@@ -229,6 +229,12 @@ impl Container {
                 self.state()
             )));
         }
+        if self.paused() {
+            return Err(AgentError::precondition(format!(
+                "container {} is paused: cannot exec in a paused container",
+                self.id
+            )));
+        }
         {
             let execs = self.execs.lock().unwrap_or_else(|e| e.into_inner());
             let mut pending = self.exec_pending.lock().unwrap_or_else(|e| e.into_inner());

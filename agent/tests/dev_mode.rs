@@ -570,6 +570,9 @@ async fn exec_tty_pause_stats() {
     c.pause_container(ctx(), &creq(&id)).await.expect("pause");
     let ev = std::fs::read_to_string(cgroup_dir(&id).join("cgroup.events")).unwrap();
     assert!(ev.contains("frozen 1"), "{ev}");
+    let r = exec_req(&id, "frozen", &["true"], false);
+    let e = err_msg(c.exec_process(ctx(), &r).await.unwrap_err());
+    assert!(e.contains("paused"), "{e}");
     c.resume_container(ctx(), &creq(&id)).await.expect("resume");
     let ev = std::fs::read_to_string(cgroup_dir(&id).join("cgroup.events")).unwrap();
     assert!(ev.contains("frozen 0"), "{ev}");
