@@ -190,7 +190,7 @@ impl Process {
     }
 
     /// Records the exit (only the first one counts), marks the container stopped and wakes
-    /// every [`Container::wait`]. Returns the exit that counts.
+    /// every [`Process::wait`]. Returns the exit that counts.
     pub fn set_exited(&self, status: u32) -> ExitInfo {
         self.set_status(Status::Stopped);
         let mut out = None;
