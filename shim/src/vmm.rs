@@ -476,6 +476,14 @@ mod tests {
         assert!(e.contains("/nonexistent/kata-vmm"), "{e}");
     }
 
+    fn which_sleep() -> PathBuf {
+        ["/usr/bin/sleep", "/bin/sleep"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("coreutils sleep")
+    }
+
     #[test]
     fn leftover_is_only_killed_when_it_is_ours() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,13 +498,22 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
 
-        let marker = dir.path().join("x.cpio");
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30; :", "sh"])
-            .arg(&marker)
+        // A process whose command line names the state dir, like the real VMM's
+        // (`--console-log <state dir>/...`): a copy of sleep run from inside it.
+        let sleep_copy = dir.path().join("sleep");
+        std::fs::copy(which_sleep(), &sleep_copy).unwrap();
+        let mut child = std::process::Command::new(&sleep_copy)
+            .arg("30")
             .spawn()
             .unwrap();
         write_pid_file(dir.path(), child.id()).unwrap();
+        // spawn() returns once the child is inside execve, a moment before the kernel
+        // publishes its new argv in /proc/PID/cmdline: wait for it, as a later delete would.
+        let cmdline = format!("/proc/{}/cmdline", child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read(&cmdline).unwrap().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(
             kill_leftover(dir.path(), Duration::from_secs(2)),
             Some(child.id())
