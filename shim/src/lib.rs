@@ -16,5 +16,6 @@ pub mod options;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod spec;
 pub mod util;
 pub mod vmm;

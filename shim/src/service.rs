@@ -463,7 +463,7 @@ impl TaskService {
             .agent
             .create_container(
                 id,
-                spec_bytes,
+                crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
                 &cpio::guest_rootfs_path(id),
                 !req.stdin.is_empty(),
                 terminal,
