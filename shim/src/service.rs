@@ -257,6 +257,47 @@ impl TaskService {
         Ok((c, p))
     }
 
+    /// Freezes (`pause`) or thaws a running container's processes and publishes
+    /// TaskPaused / TaskResumed.
+    async fn set_paused(&self, id: &str, pause: bool) -> TtrpcResult<api::Empty> {
+        let c = self.container(id).await?;
+        let (allowed, needed, action) = if pause {
+            (
+                c.init.status() == Status::Running,
+                "running",
+                "pause the container",
+            )
+        } else {
+            (c.is_paused(), "paused", "resume the container")
+        };
+        if !allowed {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is not {needed}", c.id),
+            ));
+        }
+        c.sandbox
+            .agent
+            .pause_resume(&c.id, pause)
+            .await
+            .map_err(|e| agent_err(action, e))?;
+        c.paused.store(pause, std::sync::atomic::Ordering::SeqCst);
+        let container_id = c.id.clone();
+        let event: Box<dyn EventMsg> = if pause {
+            Box::new(TaskPaused {
+                container_id,
+                ..Default::default()
+            })
+        } else {
+            Box::new(TaskResumed {
+                container_id,
+                ..Default::default()
+            })
+        };
+        self.inner.publish(event).await;
+        Ok(api::Empty::new())
+    }
+
     async fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
         self.inner
             .state
@@ -1026,26 +1067,7 @@ impl Task for TaskService {
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
         info!(id = %req.id, "Pause");
-        let c = self.container(&req.id).await?;
-        if c.init.status() != Status::Running {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is not running", c.id),
-            ));
-        }
-        c.sandbox
-            .agent
-            .pause_resume(&c.id, true)
-            .await
-            .map_err(|e| agent_err("pause the container", e))?;
-        c.paused.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.inner
-            .publish(Box::new(TaskPaused {
-                container_id: c.id.clone(),
-                ..Default::default()
-            }))
-            .await;
-        Ok(api::Empty::new())
+        self.set_paused(&req.id, true).await
     }
 
     async fn resume(
@@ -1054,26 +1076,7 @@ impl Task for TaskService {
         req: api::ResumeRequest,
     ) -> TtrpcResult<api::Empty> {
         info!(id = %req.id, "Resume");
-        let c = self.container(&req.id).await?;
-        if !c.is_paused() {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is not paused", c.id),
-            ));
-        }
-        c.sandbox
-            .agent
-            .pause_resume(&c.id, false)
-            .await
-            .map_err(|e| agent_err("resume the container", e))?;
-        c.paused.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.inner
-            .publish(Box::new(TaskResumed {
-                container_id: c.id.clone(),
-                ..Default::default()
-            }))
-            .await;
-        Ok(api::Empty::new())
+        self.set_paused(&req.id, false).await
     }
 
     async fn checkpoint(
