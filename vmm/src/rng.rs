@@ -137,11 +137,7 @@ impl VirtioDevice for RngDevice {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, _features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        let cfg = queues
-            .first()
-            .filter(|q| q.ready)
-            .ok_or("the request queue is not ready")?;
-        self.queue = Some(cfg.build_queue(&*self.mem)?);
+        self.queue = Some(QueueConfig::build_single_queue(queues, &*self.mem)?);
         Ok(())
     }
 

@@ -193,6 +193,19 @@ impl QueueConfig {
         }
         Ok(q)
     }
+
+    /// The `virtio_queue::Queue` of a single-queue device: queue 0, which the driver must
+    /// have made ready.
+    pub fn build_single_queue<M: vm_memory::GuestMemory>(
+        queues: &[QueueConfig],
+        mem: &M,
+    ) -> Result<virtio_queue::Queue, String> {
+        queues
+            .first()
+            .filter(|q| q.ready)
+            .ok_or("the request queue is not ready")?
+            .build_queue(mem)
+    }
 }
 
 fn in_one_region<M: GuestMemoryBackend>(mem: &M, first: u64, last: u64) -> bool {
