@@ -1,0 +1,157 @@
+# Parity: the same containers through io.containerd.runc.v2 (the node's kernel) and
+# io.containerd.kata.v2 (a microVM), one line per case and runtime:
+#     result <case> <runtime> rc=<exit status> out=<stdout+stderr lines joined by " ; ">
+# The Rust test (tests/tests/parity.rs) asserts that both runtimes' lines are identical and
+# checks that they are sane. Nothing printed may depend on the kernel, the hostname or the
+# cgroup path (they differ between the node and the guest by design).
+W=$KATA_RS_WORK/parity
+mkdir -p "$W"
+N=0
+
+# emit CASE RUNTIME RC FILE
+emit() {
+    printf 'result %s %s rc=%s out=%s\n' "$1" "$2" "$3" \
+        "$(awk 'BEGIN { ORS = "" } NR > 1 { print " ; " } { print }' "$4")"
+}
+
+# run_case CASE "CTR RUN FLAGS" "SH -C SCRIPT": ctr run --rm with the test image. The
+# script's stderr goes to its stdout inside the container (one stream keeps the order).
+run_case() {
+    for rt in runc kata; do
+        N=$((N + 1))
+        # shellcheck disable=SC2086 # the flags are split on purpose
+        timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" $2 "$KATA_RS_IMAGE" "p$N" \
+            sh -c "exec 2>&1; $3" > "$W/out" 2>&1 < /dev/null
+        emit "$1" "$rt" "$?" "$W/out"
+    done
+}
+
+# config_case CASE SPECFILE: ctr run --rm --config SPECFILE (rootfs = $W/rootfs).
+config_case() {
+    for rt in runc kata; do
+        N=$((N + 1))
+        timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" --config "$2" "p$N" \
+            > "$W/out" 2>&1 < /dev/null
+        emit "$1" "$rt" "$?" "$W/out"
+    done
+}
+
+# signal_case CASE SIGNAL "SH -C SCRIPT": the script prints "ready" once it may be signalled.
+signal_case() {
+    for rt in runc kata; do
+        N=$((N + 1))
+        rm -f "$W/out"
+        timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
+            sh -c "$3" > "$W/out" 2>&1 < /dev/null &
+        pid=$!
+        i=0
+        until grep -q ready "$W/out" 2> /dev/null || [ $i -ge 600 ]; do
+            sleep 1
+            i=$((i + 1))
+        done
+        ctr task kill -s "$2" "p$N"
+        wait "$pid"
+        emit "$1" "$rt" "$?" "$W/out"
+    done
+}
+
+echo "== cases"
+run_case env-cwd "--env FOO=bar --cwd /tmp/newdir" 'echo FOO=$FOO; pwd; ls -ld /tmp/newdir | cut -c1-10'
+for rt in runc kata; do     # stderr alone (ctr merges the two streams in no fixed order)
+    N=$((N + 1))
+    timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
+        sh -c 'echo err >&2; exit 7' > /dev/null 2> "$W/out" < /dev/null
+    emit exit-status "$rt" "$?" "$W/out"
+done
+run_case caps-default "" "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status"
+run_case caps-add-drop "--cap-add CAP_SYS_ADMIN --cap-drop CAP_CHOWN --allow-new-privs" \
+    "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; chown 1000 /tmp; echo chown=\$?"
+run_case read-only "--read-only" 'touch /x; echo touch=$?; touch /tmp/y; echo tmp=$?'
+run_case masked-readonly "" 'test -s /proc/kcore && echo kcore=visible || echo kcore=hidden; echo firmware=$(ls -A /sys/firmware | wc -l); echo 1 > /proc/sys/vm/overcommit_memory; echo procsys=$?'
+run_case rlimit-default "" 'echo nofile=$(ulimit -n) hard=$(ulimit -Hn)'
+run_case cgroup-limits \
+    "--memory-limit 67108864 --cpus 0.5 --mount type=cgroup2,src=cgroup2,dst=/sys/fs/cgroup,options=ro:nosuid:nodev:noexec" \
+    'p=$(sed -n "s/^0:://p" /proc/self/cgroup); cd /sys/fs/cgroup$p && echo memory.max=$(cat memory.max) cpu.max=$(cat cpu.max)'
+run_case seccomp-default "--seccomp" "grep -E '^(Seccomp|NoNewPrivs)' /proc/self/status; ls / > /dev/null; echo ls=\$?"
+printf '%s\n' '{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],' \
+    ' "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}' \
+    > "$W/deny-mkdir.json"
+run_case seccomp-deny-mkdir "--seccomp --seccomp-profile $W/deny-mkdir.json" \
+    'mkdir /tmp/d; echo mkdir=$?; touch /tmp/f; echo touch=$?'
+
+# stdin through the shim: ctr forwards its stdin to the container (but ctr 1.6 never closes
+# it on EOF, so the container reads a known number of lines instead of waiting for EOF).
+for rt in runc kata; do
+    N=$((N + 1))
+    printf 'line1\nline2\n' | timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" \
+        "$KATA_RS_IMAGE" "p$N" sh -c 'read a; read b; echo got=$a,$b' > "$W/out" 2>&1
+    emit stdin "$rt" "$?" "$W/out"
+done
+
+signal_case sigterm-trapped SIGTERM 'trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 1; done'
+signal_case sigkill SIGKILL 'echo ready; exec sleep 1000'
+
+# A full spec (ctr run --config): user with additional groups, umask, rlimits, oomScoreAdj,
+# pids limit, a cgroup namespace with cgroup2 mounted.
+mkdir -p "$W/img" "$W/rootfs"
+ctr images mount "$KATA_RS_IMAGE" "$W/img" > /dev/null
+cp -a "$W/img/." "$W/rootfs/"
+ctr images unmount "$W/img" > /dev/null
+ctr oci spec | sed \
+    -e 's|"uid": 0,|"uid": 1000,|' \
+    -e 's|"gid": 0$|"gid": 1000, "additionalGids": [10, 20], "umask": 18|' \
+    -e 's|"cwd": "/",|"cwd": "/home/kata", "args": ["sh", "-c", "exec 2>\&1; id; umask; echo nofile=$(ulimit -n) hard=$(ulimit -Hn); echo oom=$(cat /proc/self/oom_score_adj); echo pids.max=$(cat /sys/fs/cgroup/pids.max); echo cgroup=$(cat /proc/self/cgroup); touch /home/kata/f; echo touch=$?; echo owner=$(stat -c %u:%g /home/kata/f)"], "env": ["PATH=/bin:/usr/bin", "HOME=/home/kata"], "oomScoreAdj": 500,|' \
+    -e 's|"hard": 1024,|"hard": 2048,|' -e 's|"soft": 1024|"soft": 512|' \
+    -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/parity-config\"|" \
+    -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \
+    -e 's|"resources": {|"resources": {"pids": {"limit": 64},|' \
+    -e 's|"type": "network"|"type": "network"}, {"type": "cgroup"|' \
+    -e 's|"mounts": \[|"mounts": [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "ro"]},|' \
+    > "$W/user.json"
+echo "spec-lines=$(wc -l < "$W/user.json")"
+config_case config-user "$W/user.json"
+
+# exec into a running container (ctr run -d): user, cwd, namespaces, capabilities, exit
+# status; a terminal exec (through busybox script when the node has it); ps, pause/resume.
+for rt in runc kata; do
+    N=$((N + 1))
+    id=p$N
+    timeout 600 ctr run -d --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "$id" sleep 100000 \
+        > /dev/null 2>&1 < /dev/null
+    timeout 300 ctr task exec --exec-id e1 --user 1000 --cwd /tmp "$id" sh -c \
+        'exec 2>&1; id; pwd; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status; echo pid1=$(tr "\0" " " < /proc/1/cmdline)' \
+        > "$W/out" 2>&1 < /dev/null
+    emit exec "$rt" "$?" "$W/out"
+    timeout 300 ctr task exec --exec-id e2 "$id" sh -c 'echo five; exit 5' > "$W/out" 2>&1 < /dev/null
+    emit exec-status "$rt" "$?" "$W/out"
+    echo in | timeout 300 ctr task exec --exec-id e3 "$id" sh -c 'read x; echo got=$x' > "$W/out" 2>&1
+    emit exec-stdin "$rt" "$?" "$W/out"
+    if command -v script > /dev/null; then
+        timeout 300 script -q -c "ctr task exec -t --exec-id t1 $id tty" /dev/null \
+            < /dev/null > "$W/out" 2>&1
+        rc=$?
+        # ctr may log a failed resize of the already finished process: not the runtime's.
+        tr -d '\r\000' < "$W/out" | grep -v 'resize pty' > "$W/out2"
+        emit exec-tty "$rt" "$rc" "$W/out2"
+    fi
+    {
+        echo ps-lines=$(ctr task ps "$id" | wc -l)
+        ctr task pause "$id" && echo paused=$(ctr task ls | awk -v id="$id" '$1 == id { print $3 }')
+        ctr task resume "$id" && echo resumed=$(ctr task ls | awk -v id="$id" '$1 == id { print $3 }')
+    } > "$W/out" 2>&1
+    emit pause-resume "$rt" 0 "$W/out"
+    ctr task kill -s SIGKILL "$id" > /dev/null 2>&1
+    i=0
+    until ctr task ls | awk -v id="$id" '$1 == id { print $3 }' | grep -q STOPPED || [ $i -ge 120 ]; do
+        sleep 1
+        i=$((i + 1))
+    done
+    ctr task rm "$id" > /dev/null 2>&1 || ctr task rm -f "$id" > /dev/null 2>&1
+    ctr container rm "$id" > /dev/null 2>&1
+done
+
+echo "== after"
+echo "containers=$(ctr container ls -q | wc -l)"
+echo "tasks=$(ctr task ls -q | wc -l)"
+kata_rs_leftovers
+echo "leftovers-rc=$?"

@@ -1,0 +1,172 @@
+//! Parity with runc: the same containers through `io.containerd.runc.v2` and
+//! `io.containerd.kata.v2` (tests/scripts/parity.sh, one node boot) must print the same
+//! normalised result line per case: process user/groups/umask, capabilities, no_new_privs,
+//! read-only root, masked and read-only paths, env/cwd, rlimits, cgroup limits, seccomp,
+//! stdin, signals and exit statuses. Each case is also checked for sanity, so that two
+//! identically broken runtimes do not pass.
+use std::collections::BTreeMap;
+
+use kata_rs_tests::{node_run, require_kata_artifacts};
+
+/// `result <case> <runtime> <rest>` lines → case → runtime → rest.
+fn results(stdout: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut m: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for l in stdout.lines() {
+        let Some(rest) = l.strip_prefix("result ") else {
+            continue;
+        };
+        let mut it = rest.splitn(3, ' ');
+        let (Some(case), Some(rt), Some(v)) = (it.next(), it.next(), it.next()) else {
+            panic!("malformed result line {l:?}");
+        };
+        m.entry(case.into())
+            .or_default()
+            .insert(rt.into(), v.to_string());
+    }
+    m
+}
+
+/// Cases run only when the node has what they need (busybox `script` for a terminal).
+const OPTIONAL: &[(&str, &[&str])] = &[("exec-tty", &["rc=0", "/dev/pts/0"])];
+
+/// What each case's (common) line must contain.
+const SANE: &[(&str, &[&str])] = &[
+    ("env-cwd", &["rc=0", "FOO=bar ; /tmp/newdir ; drwxr-xr-x"]),
+    ("exit-status", &["rc=7 out=err"]),
+    (
+        "caps-default",
+        &[
+            "rc=0",
+            "CapInh:\t0000000000000000",
+            "CapPrm:\t00000000a80425fb",
+            "CapEff:\t00000000a80425fb",
+            "CapBnd:\t00000000a80425fb",
+            "CapAmb:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "Seccomp:\t0",
+        ],
+    ),
+    (
+        "caps-add-drop",
+        &[
+            "rc=0",
+            "CapEff:\t00000000a82425fa",
+            "NoNewPrivs:\t0",
+            "Operation not permitted",
+            "chown=1",
+        ],
+    ),
+    (
+        "read-only",
+        &["rc=0", "Read-only file system", "touch=1", "tmp=1"],
+    ),
+    (
+        "masked-readonly",
+        &[
+            "rc=0",
+            "kcore=hidden",
+            "firmware=0",
+            "Read-only file system",
+            "procsys=1",
+        ],
+    ),
+    ("rlimit-default", &["rc=0", "nofile=1024 hard=1024"]),
+    (
+        "cgroup-limits",
+        &["rc=0", "memory.max=67108864 cpu.max=50000 100000"],
+    ),
+    (
+        "seccomp-default",
+        &["rc=0", "Seccomp:\t2", "NoNewPrivs:\t1", "ls=0"],
+    ),
+    (
+        "seccomp-deny-mkdir",
+        &["rc=0", "Operation not permitted", "mkdir=1", "touch=0"],
+    ),
+    ("stdin", &["rc=0 out=got=line1,line2"]),
+    ("sigterm-trapped", &["rc=42", "ready ; got-term"]),
+    ("sigkill", &["rc=137", "out=ready"]),
+    (
+        "exec",
+        &[
+            "rc=0",
+            "uid=1000(kata) gid=1000(kata)",
+            " ; /tmp ; ",
+            "CapEff:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "pid1=sleep 100000",
+        ],
+    ),
+    ("exec-status", &["rc=5 out=five"]),
+    ("exec-stdin", &["rc=0 out=got=in"]),
+    (
+        "pause-resume",
+        &["ps-lines=2 ; paused=PAUSED ; resumed=RUNNING"],
+    ),
+    (
+        "config-user",
+        &[
+            "rc=0",
+            "uid=1000(kata) gid=1000(kata) groups=10,20",
+            " ; 0022 ; ",
+            "nofile=512 hard=2048",
+            "oom=500",
+            "pids.max=64",
+            "cgroup=0::/",
+            "touch=0",
+            "owner=1000:1000",
+        ],
+    ),
+];
+
+#[test]
+fn runc_and_kata_agree() {
+    require_kata_artifacts();
+    let run = node_run("parity.sh", &[]);
+    run.assert_success();
+    let res = results(&run.stdout);
+    let mut failures = Vec::new();
+    let optional = OPTIONAL.iter().filter(|(c, _)| res.contains_key(*c));
+    for (case, wants) in SANE.iter().chain(optional) {
+        let Some(by_rt) = res.get(*case) else {
+            failures.push(format!("{case}: no result lines"));
+            continue;
+        };
+        let (Some(runc), Some(kata)) = (by_rt.get("runc"), by_rt.get("kata")) else {
+            failures.push(format!("{case}: missing a runtime: {by_rt:?}"));
+            continue;
+        };
+        if runc != kata {
+            failures.push(format!("{case}: differs\n  runc: {runc}\n  kata: {kata}"));
+        }
+        for w in *wants {
+            for (rt, line) in [("runc", runc), ("kata", kata)] {
+                if !line.contains(w) {
+                    failures.push(format!("{case} ({rt}): {w:?} missing in {line:?}"));
+                }
+            }
+        }
+    }
+    let known = |c: &String| SANE.iter().chain(OPTIONAL).any(|(k, _)| k == c);
+    assert!(
+        res.keys().all(known),
+        "a case ran that the test does not check: {:?}",
+        res.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(run.expect_marker("containers"), "0", "a container was left");
+    assert_eq!(run.expect_marker("tasks"), "0", "a task was left");
+    assert_eq!(run.expect_marker("leftovers-rc"), "0", "kata leftovers");
+    assert!(
+        failures.is_empty(),
+        "{} parity failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn result_lines_parse() {
+    let r = results("x\nresult a runc rc=0 out=x ; y\nresult a kata rc=0 out=x ; y\n");
+    assert_eq!(r["a"]["runc"], "rc=0 out=x ; y");
+    assert_eq!(r["a"]["runc"], r["a"]["kata"]);
+}
