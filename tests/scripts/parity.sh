@@ -102,7 +102,7 @@ ctr oci spec | sed \
     -e 's|"gid": 0$|"gid": 1000, "additionalGids": [10, 20], "umask": 18|' \
     -e 's|"cwd": "/",|"cwd": "/home/kata", "args": ["sh", "-c", "exec 2>\&1; id; umask; echo nofile=$(ulimit -n) hard=$(ulimit -Hn); echo oom=$(cat /proc/self/oom_score_adj); echo pids.max=$(cat /sys/fs/cgroup/pids.max); echo cgroup=$(cat /proc/self/cgroup); touch /home/kata/f; echo touch=$?; echo owner=$(stat -c %u:%g /home/kata/f)"], "env": ["PATH=/bin:/usr/bin", "HOME=/home/kata"], "oomScoreAdj": 500,|' \
     -e 's|"hard": 1024,|"hard": 2048,|' -e 's|"soft": 1024|"soft": 512|' \
-    -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/parity-config\"|" \
+    -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/kata-rs-test/parity-config\"|" \
     -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \
     -e 's|"resources": {|"resources": {"pids": {"limit": 64},|' \
     -e 's|"type": "network"|"type": "network"}, {"type": "cgroup"|' \
