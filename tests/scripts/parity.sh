@@ -92,7 +92,8 @@ signal_case sigterm-trapped SIGTERM 'trap "echo got-term; exit 42" TERM; echo re
 signal_case sigkill SIGKILL 'echo ready; exec sleep 1000'
 
 # A full spec (ctr run --config): user with additional groups, umask, rlimits, oomScoreAdj,
-# pids limit, a cgroup namespace with cgroup2 mounted.
+# a cgroup namespace with cgroup2 mounted. (The spec also sets a pids limit, but runc on the
+# node shows no pids.max in that cgroup, so the limit is not compared here yet.)
 mkdir -p "$W/img" "$W/rootfs"
 ctr images mount "$KATA_RS_IMAGE" "$W/img" > /dev/null
 cp -a "$W/img/." "$W/rootfs/"
@@ -100,7 +101,7 @@ ctr images unmount "$W/img" > /dev/null
 ctr oci spec | sed \
     -e 's|"uid": 0,|"uid": 1000,|' \
     -e 's|"gid": 0$|"gid": 1000, "additionalGids": [10, 20], "umask": 18|' \
-    -e 's|"cwd": "/",|"cwd": "/home/kata", "args": ["sh", "-c", "exec 2>\&1; id; umask; echo nofile=$(ulimit -n) hard=$(ulimit -Hn); echo oom=$(cat /proc/self/oom_score_adj); echo pids.max=$(cat /sys/fs/cgroup/pids.max); echo cgroup=$(cat /proc/self/cgroup); touch /home/kata/f; echo touch=$?; echo owner=$(stat -c %u:%g /home/kata/f)"], "env": ["PATH=/bin:/usr/bin", "HOME=/home/kata"], "oomScoreAdj": 500,|' \
+    -e 's|"cwd": "/",|"cwd": "/home/kata", "args": ["sh", "-c", "exec 2>\&1; id; umask; echo nofile=$(ulimit -n) hard=$(ulimit -Hn); echo oom=$(cat /proc/self/oom_score_adj); echo cgroup=$(cat /proc/self/cgroup); touch /home/kata/f; echo touch=$?; echo owner=$(stat -c %u:%g /home/kata/f)"], "env": ["PATH=/bin:/usr/bin", "HOME=/home/kata"], "oomScoreAdj": 500,|' \
     -e 's|"hard": 1024,|"hard": 2048,|' -e 's|"soft": 1024|"soft": 512|' \
     -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/kata-rs-test/parity-config\"|" \
     -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \

@@ -111,7 +111,6 @@ const SANE: &[(&str, &[&str])] = &[
             " ; 0022 ; ",
             "nofile=512 hard=2048",
             "oom=500",
-            "pids.max=64",
             "cgroup=0::/",
             "touch=0",
             "owner=1000:1000",
