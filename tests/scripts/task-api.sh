@@ -42,7 +42,7 @@ PTY=$(command -v script 2>/dev/null || echo "$KATA_RS_PAYLOAD/extra/usr/bin/scri
 if [ -x "$PTY" ]; then
     $T "$PTY" -qec "ctr task exec -t --exec-id e3 t1 sh -c 'tty; exit 6'" /dev/null < /dev/null > "$W/tty1" 2>&1
     rc=$?
-    tr -d '\r' < "$W/tty1"
+    tr -d '\r\000' < "$W/tty1"; echo  # the tool's output may end without a newline
     echo "exec-tty-rc=$rc"
 else
     echo "exec-tty-rc=skipped (no pseudo-terminal tool on this node)"
@@ -95,7 +95,7 @@ echo "== run-tty"
 if [ -x "$PTY" ]; then
     $T "$PTY" -qec "ctr run -t --rm --runtime $R $KATA_RS_IMAGE t2 sh -c 'tty; exit 4'" /dev/null < /dev/null > "$W/tty2" 2>&1
     rc=$?
-    tr -d '\r' < "$W/tty2"
+    tr -d '\r\000' < "$W/tty2"; echo  # the tool's output may end without a newline
     echo "run-tty-rc=$rc"
 else
     echo "run-tty-rc=skipped (no pseudo-terminal tool on this node)"
