@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
@@ -272,19 +272,7 @@ fn check_data<M: GuestMemory>(mem: &M, data: &[Descriptor], writable: bool) -> R
 
 /// Serves every available chain of `queue`; true when the driver should be interrupted.
 pub fn process_requests<M: GuestMemory>(disk: &mut Disk, queue: &mut Queue, mem: &M) -> bool {
-    let mut used_any = false;
-    for _ in 0..queue.size() {
-        let Some(chain) = queue.pop_descriptor_chain(mem) else {
-            break;
-        };
-        let head = chain.head_index();
-        let len = disk.handle(mem, chain);
-        if queue.add_used(mem, head, len).is_err() {
-            break;
-        }
-        used_any = true;
-    }
-    used_any && queue.needs_notification(mem).unwrap_or(true)
+    crate::virtio_mmio::serve_available(queue, mem, |chain| disk.handle(mem, chain))
 }
 
 /// The virtio-blk device.

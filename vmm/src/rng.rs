@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
@@ -86,22 +86,7 @@ fn fill_chain<M: GuestMemory>(mem: &M, chain: DescriptorChain<&M>) -> u32 {
 
 /// Serves every available chain of `queue`; true when the driver should be interrupted.
 pub fn process_requests<M: GuestMemory>(queue: &mut Queue, mem: &M) -> bool {
-    let mut used_any = false;
-    // A malicious driver could keep the ring full forever; one pass serves at most one
-    // ring's worth of chains, the next kick serves the rest.
-    for _ in 0..queue.size() {
-        let Some(chain) = queue.pop_descriptor_chain(mem) else {
-            break;
-        };
-        let head = chain.head_index();
-        let len = fill_chain(mem, chain);
-        if queue.add_used(mem, head, len).is_err() {
-            // The used ring is not writable: nothing sensible left to do on this queue.
-            break;
-        }
-        used_any = true;
-    }
-    used_any && queue.needs_notification(mem).unwrap_or(true)
+    crate::virtio_mmio::serve_available(queue, mem, |chain| fill_chain(mem, chain))
 }
 
 /// The virtio-rng device.

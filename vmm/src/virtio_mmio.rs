@@ -208,6 +208,32 @@ impl QueueConfig {
     }
 }
 
+/// Serves every available chain of a device's own queue with `serve` (which returns the
+/// used length) and says whether the driver should be interrupted. A malicious driver could
+/// keep the ring full forever: one pass serves at most one ring's worth of chains, the next
+/// kick serves the rest.
+pub fn serve_available<M, F>(queue: &mut virtio_queue::Queue, mem: &M, mut serve: F) -> bool
+where
+    M: vm_memory::GuestMemory,
+    F: FnMut(virtio_queue::DescriptorChain<&M>) -> u32,
+{
+    use virtio_queue::QueueT;
+    let mut used_any = false;
+    for _ in 0..queue.size() {
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        let len = serve(chain);
+        if queue.add_used(mem, head, len).is_err() {
+            // The used ring is not writable: nothing sensible left to do on this queue.
+            break;
+        }
+        used_any = true;
+    }
+    used_any && queue.needs_notification(mem).unwrap_or(true)
+}
+
 fn in_one_region<M: GuestMemoryBackend>(mem: &M, first: u64, last: u64) -> bool {
     use vm_memory::GuestMemoryRegion;
     match mem.find_region(GuestAddress(first)) {
