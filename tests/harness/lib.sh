@@ -68,3 +68,30 @@ kata_rs_wait_for() {
 
 # kata_rs_uptime: seconds since the node booted (for timings in scripts).
 kata_rs_uptime() { cut -d' ' -f1 /proc/uptime; }
+
+# kata_rs_diag WHAT: after a timeout or failure, print (to stderr) what a person needs to see
+# why: the processes, what each kata-vmm thread is doing, the live guest console logs, the
+# node kernel's last messages and containerd's last log lines.
+kata_rs_diag() {
+    {
+        echo "==== diagnostics: $*"
+        ps -o pid,ppid,stat,etime,args 2>/dev/null || ps
+        for _p in $(pidof kata-vmm containerd-shim-kata-v2 2>/dev/null); do
+            echo "-- pid $_p $(tr '\0' ' ' < "/proc/$_p/cmdline" 2>/dev/null | cut -c1-200)"
+            grep -E '^(State|Threads|SigPnd|ShdPnd)' "/proc/$_p/status" 2>/dev/null | tr '\n' ' '; echo
+            for _t in /proc/"$_p"/task/*; do
+                echo "   task ${_t##*/} $(cat "$_t/comm" 2>/dev/null) state=$(cut -d' ' -f3 "$_t/stat" 2>/dev/null) wchan=$(cat "$_t/wchan" 2>/dev/null)"
+            done
+        done
+        for _f in /run/kata-rs/console/*.log; do
+            [ -f "$_f" ] || continue
+            echo "-- guest console $_f (last 25 lines)"; tail -n 25 "$_f"
+        done
+        echo "-- node kernel (last 20 lines)"; dmesg 2>/dev/null | tail -n 20
+        if [ -n "${KATA_RS_CONTAINERD_LOG:-}" ]; then
+            echo "-- containerd log (last 30 lines)"
+            grep -v 'msg="loading plugin' "$KATA_RS_CONTAINERD_LOG" | tail -n 30
+        fi
+        echo "==== end of diagnostics"
+    } >&2
+}

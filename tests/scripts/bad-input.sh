@@ -13,7 +13,7 @@ case_end() {   # NAME
 echo "== missing-kernel"
 # (initrd: one that exists, so that only the kernel is wrong)
 kata_rs_config kernel=/nonexistent/kata-rs/vmlinux-missing initrd="$KATA_RS_HANG_INITRD" > /etc/kata-rs/bad.toml
-timeout 300 ctr run --rm --runtime io.containerd.katabad.v2 "$IMG" b1 true > out 2>&1
+timeout -k 30 300 ctr run --rm --runtime io.containerd.katabad.v2 "$IMG" b1 true > out 2>&1
 echo "missing-kernel-rc=$?"
 sed 's/^/missing-kernel| /' out
 case_end missing-kernel
@@ -21,14 +21,14 @@ case_end missing-kernel
 echo "== hang"
 kata_rs_config initrd="$KATA_RS_HANG_INITRD" dial_timeout=15 > /etc/kata-rs/bad.toml
 t0=$(kata_rs_uptime)
-timeout 300 ctr run --rm --runtime io.containerd.katabad.v2 "$IMG" b2 true > out 2>&1
+timeout -k 30 300 ctr run --rm --runtime io.containerd.katabad.v2 "$IMG" b2 true > out 2>&1
 echo "hang-rc=$?"
 echo "hang-seconds=$(secs "$t0")"
 sed 's/^/hang| /' out
 case_end hang
 
 echo "== no-command"
-timeout 600 ctr run --rm --runtime io.containerd.kata.v2 "$IMG" b3 /no-such-command-xyz > out 2>&1
+timeout -k 30 600 ctr run --rm --runtime io.containerd.kata.v2 "$IMG" b3 /no-such-command-xyz > out 2>&1
 echo "no-command-rc=$?"
 sed 's/^/no-command| /' out
 case_end no-command

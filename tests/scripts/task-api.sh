@@ -8,7 +8,7 @@
 # markers whatever happens, so one failing case does not hide the others.
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
-T="timeout 120"
+T="timeout -k 30 120"
 status_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
 # wait_status ID STATUS SECONDS
 wait_status() {
