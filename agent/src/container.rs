@@ -447,7 +447,8 @@ async fn release(id: &str, sync: UnixStream) -> Result<()> {
 
 /// Deletes the rootfs directory, and its parent when that is the per-container directory
 /// `.../<id>` the shim created (and is now empty).
-fn remove_rootfs(rootfs: &Path, id: &str) -> Result<()> {
+/// Removes a container's rootfs directory and its `<id>` parent if that is then empty.
+pub fn remove_rootfs(rootfs: &Path, id: &str) -> Result<()> {
     match fs::remove_dir_all(rootfs) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -491,13 +492,42 @@ pub struct CreateOptions<'a> {
     pub stdin: bool,
     /// cgroup v2 root, if any.
     pub cgroup_root: Option<&'a Path>,
+    /// A pod container: the pid (root PID namespace) of its sandbox container's init,
+    /// whose namespaces the plan's `join_*` name.
+    pub sandbox_pid: Option<i32>,
 }
 
 /// Creates a container: cgroup, stdio pipes (or a pty), the init cloned into new
 /// namespaces, and the setup handshake. On failure nothing is left behind (process killed
 /// and reaped, cgroup removed; the mounts lived only in the init's mount namespace).
-pub async fn create(reaper: &Arc<Reaper>, opts: CreateOptions<'_>) -> Result<Container> {
+pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result<Container> {
     let id = opts.id.to_string();
+    let ns = opts.plan.namespaces;
+    let sandbox_ns = |name: &str| -> Result<PathBuf> {
+        let pid = opts.sandbox_pid.ok_or_else(|| {
+            AgentError::precondition(format!(
+                "container {id}: the spec joins the pod's {name} namespace but the pod has no sandbox container"
+            ))
+        })?;
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/{name}")))
+    };
+    let pidns = if ns.join_pid {
+        let p = sandbox_ns("pid")?;
+        Some(fs::File::open(&p).map_err(|e| {
+            AgentError::precondition(format!(
+                "container {id}: open {} (the pod's sandbox container is gone?): {e}",
+                p.display()
+            ))
+        })?)
+    } else {
+        None
+    };
+    for (join, name) in [(ns.join_uts, "uts"), (ns.join_ipc, "ipc")] {
+        if join {
+            let p = sandbox_ns(name)?;
+            opts.plan.init.join.push((name.to_string(), p));
+        }
+    }
     let rootfs = opts.plan.init.rootfs.clone();
     match fs::metadata(&rootfs) {
         Ok(md) if md.is_dir() => {}
@@ -535,7 +565,7 @@ pub async fn create(reaper: &Arc<Reaper>, opts: CreateOptions<'_>) -> Result<Con
                 stdin: opts.stdin,
                 terminal: opts.plan.init.process.terminal,
                 cgroup: cgroup.as_ref(),
-                pidns: None,
+                pidns,
             },
         )
         .await

@@ -226,6 +226,18 @@ type Prepared = (
 /// Everything before exec: mounts, pivot_root, hostname, cwd, lookup, credentials.
 fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
     let errno = |what: String| move |e: nix::Error| format!("{what}: {}", e.desc());
+    // A pod container joins its sandbox container's UTS/IPC namespaces before anything
+    // else (its hostname is then set in the shared UTS namespace, as runc does).
+    for (ns, path) in &cfg.join {
+        let f = fs::File::open(path).map_err(|e| {
+            format!(
+                "open {} to join the pod's {ns} namespace: {e}",
+                path.display()
+            )
+        })?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::empty())
+            .map_err(|e| format!("join the pod's {ns} namespace: {}", e.desc()))?;
+    }
     mount(
         None::<&str>,
         "/",

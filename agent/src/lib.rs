@@ -17,6 +17,7 @@ pub mod reaper;
 pub mod seccomp;
 pub mod service;
 pub mod spec;
+pub mod storage;
 pub mod syscalls_x86_64;
 
 use std::path::PathBuf;

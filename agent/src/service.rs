@@ -15,6 +15,7 @@ use crate::container::{self, Container, CreateOptions, Process};
 use crate::error::{AgentError, Result};
 use crate::reaper::Reaper;
 use crate::spec;
+use crate::storage;
 
 /// Largest chunk one ReadStdout/ReadStderr returns.
 pub const MAX_READ: usize = 64 * 1024;
@@ -34,6 +35,9 @@ pub struct Agent {
     cgroup_root: Option<PathBuf>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     creating: Mutex<HashSet<String>>,
+    /// Root file systems unpacked by AddStorage (by container id) whose container was not
+    /// created yet; RemoveContainer of such an id removes the rootfs.
+    storages: Mutex<HashSet<String>>,
     /// oom_kill counts already reported by GetOomEvent.
     oom_seen: Mutex<HashMap<String, u64>>,
     shutdown: tokio::sync::mpsc::Sender<()>,
@@ -58,6 +62,7 @@ impl Agent {
             cgroup_root,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            storages: Mutex::new(HashSet::new()),
             oom_seen: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -85,7 +90,28 @@ impl Agent {
         if req.rootfs_path.is_empty() {
             return Err(AgentError::invalid("rootfs_path is empty"));
         }
-        let mut plan = spec::plan(&spec, Path::new(&req.rootfs_path))?;
+        let role = spec::PodRole::of(id, &req.sandbox_id);
+        if role == spec::PodRole::Member {
+            spec::validate_id(&req.sandbox_id)?;
+        }
+        let mut plan = spec::plan(&spec, Path::new(&req.rootfs_path), role)?;
+        let sandbox_pid = if role == spec::PodRole::Member {
+            let sb = self.get(&req.sandbox_id).map_err(|_| {
+                AgentError::precondition(format!(
+                    "container {id}: the pod's sandbox container {:?} is not in this guest",
+                    req.sandbox_id
+                ))
+            })?;
+            if sb.init.exit_info().is_some() {
+                return Err(AgentError::precondition(format!(
+                    "container {id}: the pod's sandbox container {:?} has exited; its namespaces are gone",
+                    req.sandbox_id
+                )));
+            }
+            Some(sb.pid())
+        } else {
+            None
+        };
         plan.init.process.terminal |= req.terminal;
         {
             let exists = self
@@ -107,12 +133,17 @@ impl Agent {
                 plan,
                 stdin: req.stdin,
                 cgroup_root: self.cgroup_root.as_deref(),
+                sandbox_pid,
             },
         )
         .await;
         let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         creating.remove(id);
         let c = res?;
+        self.storages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         tracing::info!(id, pid = c.pid(), "container created");
         self.containers
             .lock()
@@ -194,8 +225,65 @@ impl Agent {
         Ok(())
     }
 
+    /// AddStorage: unpacks a pod container's rootfs from a spare disk (see [`storage`]).
+    pub async fn add_storage(&self, req: AddStorageRequest) -> Result<u64> {
+        let id = req.container_id.clone();
+        spec::validate_id(&id)?;
+        {
+            let exists = self
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&id);
+            let mut storages = self.storages.lock().unwrap_or_else(|e| e.into_inner());
+            if exists || !storages.insert(id.clone()) {
+                return Err(AgentError::already_exists(format!(
+                    "container {id:?} already has a root file system"
+                )));
+            }
+        }
+        let idc = id.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            storage::add_rootfs_from_disk(
+                Path::new("/sys/block"),
+                &idc,
+                &req.disk_serial,
+                &req.format,
+                req.size,
+                &storage::rootfs_dir(&idc),
+            )
+        })
+        .await
+        .map_err(|e| AgentError::internal(format!("unpack task: {e}")))
+        .and_then(|r| r);
+        if res.is_err() {
+            self.storages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        }
+        res
+    }
+
     /// RemoveContainer.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
+        spec::validate_id(id)?;
+        let added = self
+            .storages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let known = self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id);
+        if added && !known {
+            // AddStorage without a container (its CreateContainer failed or never came).
+            container::remove_rootfs(&storage::rootfs_dir(id), id)?;
+            tracing::info!(id, "unpacked rootfs removed");
+            return Ok(());
+        }
         let c = self.get(id)?;
         c.destroy().await?;
         self.containers
@@ -416,6 +504,22 @@ impl AgentService for Service {
     ) -> ttrpc::Result<Empty> {
         self.0.close_stdin(&req.container_id, &req.exec_id).await?;
         Ok(empty())
+    }
+
+    async fn add_storage(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddStorageRequest,
+    ) -> ttrpc::Result<AddStorageResponse> {
+        let id = req.container_id.clone();
+        let entries = self.0.add_storage(req).await.map_err(|e| {
+            tracing::warn!(id, "AddStorage: {e}");
+            e
+        })?;
+        tracing::info!(id, entries, "rootfs unpacked from disk");
+        let mut r = AddStorageResponse::new();
+        r.entries = entries;
+        Ok(r)
     }
 
     async fn remove_container(

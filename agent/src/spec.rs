@@ -50,6 +50,37 @@ pub struct Namespaces {
     pub ipc: bool,
     /// New cgroup namespace (created by the init once it sits in its cgroup).
     pub cgroup: bool,
+    /// Join the pod sandbox container's PID namespace (at clone time).
+    pub join_pid: bool,
+    /// Join the pod sandbox container's UTS namespace (the init does, first thing).
+    pub join_uts: bool,
+    /// Join the pod sandbox container's IPC namespace (the init does, first thing).
+    pub join_ipc: bool,
+}
+
+/// How a container relates to a pod (CreateContainerRequest.sandbox_id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodRole {
+    /// Not part of a pod: a namespace `path` in the spec is refused.
+    Single,
+    /// The pod's sandbox (pause) container: a `network` path is the guest's network.
+    Sandbox,
+    /// A container of a pod: `pid`/`ipc`/`uts` paths join the sandbox container's
+    /// namespaces of that type, `network` is the guest's.
+    Member,
+}
+
+impl PodRole {
+    /// The role of container `id` given the request's `sandbox_id`.
+    pub fn of(id: &str, sandbox_id: &str) -> Self {
+        if sandbox_id.is_empty() {
+            PodRole::Single
+        } else if sandbox_id == id {
+            PodRole::Sandbox
+        } else {
+            PodRole::Member
+        }
+    }
 }
 
 impl Namespaces {
@@ -187,6 +218,11 @@ pub struct InitConfig {
     pub masked_paths: Vec<PathBuf>,
     /// Paths made read-only (spec.linux.readonlyPaths).
     pub readonly_paths: Vec<PathBuf>,
+    /// Namespaces to join first thing, as (type name, `/proc/<pid>/ns/<type>`): a pod
+    /// container's UTS/IPC namespaces of its sandbox container (filled in by the agent at
+    /// create time; the plan leaves it empty).
+    #[serde(default)]
+    pub join: Vec<(String, PathBuf)>,
     /// The process to run.
     #[serde(flatten)]
     pub process: ProcessConfig,
@@ -368,8 +404,10 @@ pub fn plan_mounts(spec_mounts: &[oci_spec::runtime::Mount]) -> Result<Vec<Mount
     Ok(plan)
 }
 
-/// Reads spec.linux.namespaces; rejects what the agent does not support.
-pub fn plan_namespaces(spec: &Spec) -> Result<Namespaces> {
+/// Reads spec.linux.namespaces; rejects what the agent does not support. A namespace with
+/// a `path` (a host path, e.g. CRI's `/proc/<pause pid>/ns/ipc`, meaningless in the guest)
+/// means, in a pod, the pod sandbox container's namespace of that type ([`PodRole`]).
+pub fn plan_namespaces(spec: &Spec, role: PodRole) -> Result<Namespaces> {
     let mut ns = Namespaces::default();
     let mut seen = HashSet::new();
     let list = spec
@@ -385,9 +423,36 @@ pub fn plan_namespaces(spec: &Spec) -> Result<Namespaces> {
             )));
         }
         if let Some(path) = n.path() {
-            return Err(AgentError::unimplemented(format!(
-                "joining an existing {typ} namespace ({path:?}) is not supported yet"
-            )));
+            match (role, typ) {
+                (PodRole::Single, _) => {
+                    return Err(AgentError::unimplemented(format!(
+                        "joining an existing {typ} namespace ({path:?}) is not supported yet \
+                         outside a pod (the CRI annotations io.kubernetes.cri.container-type \
+                         and io.kubernetes.cri.sandbox-id make a container part of one)"
+                    )))
+                }
+                // The VM is the pod's network sandbox: the guest's network namespace.
+                (_, LinuxNamespaceType::Network) => {}
+                (PodRole::Member, LinuxNamespaceType::Pid) => ns.join_pid = true,
+                (PodRole::Member, LinuxNamespaceType::Uts) => ns.join_uts = true,
+                (PodRole::Member, LinuxNamespaceType::Ipc) => ns.join_ipc = true,
+                (
+                    PodRole::Sandbox,
+                    LinuxNamespaceType::Pid | LinuxNamespaceType::Uts | LinuxNamespaceType::Ipc,
+                ) => {
+                    return Err(AgentError::invalid(format!(
+                        "the pod's sandbox container cannot join a {typ} namespace ({path:?}): \
+                         its namespaces are the ones the pod's containers join"
+                    )))
+                }
+                _ => {
+                    return Err(AgentError::unimplemented(format!(
+                        "joining an existing {typ} namespace ({path:?}) is not supported yet \
+                         (a pod's containers share its network, ipc, uts and pid namespaces)"
+                    )))
+                }
+            }
+            continue;
         }
         match typ {
             LinuxNamespaceType::Mount => {}
@@ -552,7 +617,7 @@ pub fn plan_process(
 }
 
 /// Validates the spec and builds the plan for a container whose root is `rootfs`.
-pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
+pub fn plan(spec: &Spec, rootfs: &Path, role: PodRole) -> Result<Plan> {
     let rootfs = clean_abs("rootfs_path", rootfs)?;
     if rootfs == Path::new("/") {
         return Err(AgentError::invalid("rootfs_path must not be \"/\""));
@@ -563,9 +628,9 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
         .ok_or_else(|| AgentError::invalid("spec has no process"))?;
     let seccomp = plan_seccomp(spec)?;
     let process = plan_process(process, seccomp)?;
-    let namespaces = plan_namespaces(spec)?;
+    let namespaces = plan_namespaces(spec, role)?;
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
-    if hostname.is_some() && !namespaces.uts {
+    if hostname.is_some() && !namespaces.uts && !namespaces.join_uts {
         return Err(AgentError::invalid(
             "spec sets a hostname but has no uts namespace in spec.linux.namespaces",
         ));
@@ -597,6 +662,7 @@ pub fn plan(spec: &Spec, rootfs: &Path) -> Result<Plan> {
         cgroup_ns: namespaces.cgroup,
         masked_paths,
         readonly_paths,
+        join: Vec::new(),
         process,
     };
     Ok(Plan {
@@ -636,14 +702,20 @@ mod tests {
 
     #[test]
     fn basic_plan() {
-        let p = plan(&spec(BASIC), Path::new("/run/kata-rs/containers/c1/rootfs")).unwrap();
+        let p = plan(
+            &spec(BASIC),
+            Path::new("/run/kata-rs/containers/c1/rootfs"),
+            PodRole::Single,
+        )
+        .unwrap();
         assert_eq!(
             p.namespaces,
             Namespaces {
                 pid: true,
                 uts: true,
                 ipc: true,
-                cgroup: false
+                cgroup: false,
+                ..Default::default()
             }
         );
         assert_eq!(
@@ -662,7 +734,7 @@ mod tests {
     #[test]
     fn rejects_unsupported_namespaces() {
         let s = BASIC.replace(r#"{"type": "network"}"#, r#"{"type": "user"}"#);
-        let e = plan(&spec(&s), Path::new("/r")).unwrap_err();
+        let e = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap_err();
         assert_eq!(e.code, ttrpc::Code::UNIMPLEMENTED);
         assert!(e.message.contains("user namespaces"), "{}", e.message);
 
@@ -675,40 +747,110 @@ mod tests {
             r#"{"type": "network"}"#,
             r#"{"type": "network", "path": "/proc/1/ns/net"}"#,
         );
-        let e = plan(&spec(&s), Path::new("/r")).unwrap_err();
+        let e = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap_err();
         assert!(e.message.contains("not supported yet"), "{}", e.message);
 
         let s = BASIC.replace(r#"{"type": "network"}"#, r#"{"type": "pid"}"#);
-        assert!(plan(&spec(&s), Path::new("/r")).is_err());
+        assert!(plan(&spec(&s), Path::new("/r"), PodRole::Single).is_err());
+    }
+
+    #[test]
+    fn pod_namespaces_map_onto_the_sandbox_container() {
+        // A CRI pod container: host paths of the pause container's namespaces.
+        let member = BASIC
+            .replace(
+                r#"{"type": "network"}"#,
+                r#"{"type": "network", "path": "/proc/42/ns/net"}"#,
+            )
+            .replace(
+                r#"{"type": "uts"}"#,
+                r#"{"type": "uts", "path": "/proc/42/ns/uts"}"#,
+            )
+            .replace(
+                r#"{"type": "ipc"}"#,
+                r#"{"type": "ipc", "path": "/proc/42/ns/ipc"}"#,
+            );
+        let p = plan(&spec(&member), Path::new("/r"), PodRole::Member).unwrap();
+        assert_eq!(
+            p.namespaces,
+            Namespaces {
+                pid: true,
+                join_uts: true,
+                join_ipc: true,
+                ..Default::default()
+            }
+        );
+        // Only a new pid (and always mount) namespace at clone time; the hostname may be
+        // set in the joined UTS namespace, as runc does.
+        assert_eq!(
+            p.namespaces.clone_flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID
+        );
+        assert_eq!(p.init.hostname.as_deref(), Some("box"));
+        // Sharing the pod's PID namespace (shareProcessNamespace).
+        let shared = member.replace(
+            r#"{"type": "pid"}"#,
+            r#"{"type": "pid", "path": "/proc/42/ns/pid"}"#,
+        );
+        let n = plan(&spec(&shared), Path::new("/r"), PodRole::Member)
+            .unwrap()
+            .namespaces;
+        assert!(n.join_pid && !n.pid);
+        assert_eq!(n.clone_flags(), libc::CLONE_NEWNS);
+        // The same spec outside a pod is refused, as before.
+        let e = plan(&spec(&member), Path::new("/r"), PodRole::Single).unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::UNIMPLEMENTED);
+        // The sandbox container: its network path is the guest's; it cannot join itself.
+        let sandbox = BASIC.replace(
+            r#"{"type": "network"}"#,
+            r#"{"type": "network", "path": "/var/run/netns/cni-1"}"#,
+        );
+        let n = plan(&spec(&sandbox), Path::new("/r"), PodRole::Sandbox)
+            .unwrap()
+            .namespaces;
+        assert!(n.pid && n.uts && n.ipc && !n.join_uts);
+        let e = plan(&spec(&member), Path::new("/r"), PodRole::Sandbox).unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.message.contains("sandbox container cannot join"), "{e}");
+        // Joining a mount namespace stays unsupported.
+        let mnt = BASIC.replace(
+            r#"{"type": "mount"}"#,
+            r#"{"type": "mount", "path": "/proc/42/ns/mnt"}"#,
+        );
+        let e = plan(&spec(&mnt), Path::new("/r"), PodRole::Member).unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::UNIMPLEMENTED);
+        assert_eq!(PodRole::of("c1", ""), PodRole::Single);
+        assert_eq!(PodRole::of("c1", "c1"), PodRole::Sandbox);
+        assert_eq!(PodRole::of("c1", "pod"), PodRole::Member);
     }
 
     #[test]
     fn rejects_bad_process() {
         let s = BASIC.replace(r#"["sh", "-c", "echo hi"]"#, "[]");
-        let e = plan(&spec(&s), Path::new("/r")).unwrap_err();
+        let e = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap_err();
         assert!(e.message.contains("process.args is empty"));
         let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "rel""#);
-        assert!(plan(&spec(&s), Path::new("/r")).is_err());
+        assert!(plan(&spec(&s), Path::new("/r"), PodRole::Single).is_err());
         let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "/", "terminal": true"#);
         assert!(
-            plan(&spec(&s), Path::new("/r"))
+            plan(&spec(&s), Path::new("/r"), PodRole::Single)
                 .unwrap()
                 .init
                 .process
                 .terminal
         );
         let s = BASIC.replace(r#""cwd": "/""#, r#""cwd": "/", "oomScoreAdj": 1001"#);
-        assert!(plan(&spec(&s), Path::new("/r"))
+        assert!(plan(&spec(&s), Path::new("/r"), PodRole::Single)
             .unwrap_err()
             .message
             .contains("oomScoreAdj"));
         let s = BASIC.replace(r#"{"type": "uts"},"#, "");
-        assert!(plan(&spec(&s), Path::new("/r"))
+        assert!(plan(&spec(&s), Path::new("/r"), PodRole::Single)
             .unwrap_err()
             .message
             .contains("hostname"));
-        assert!(plan(&spec(BASIC), Path::new("/")).is_err());
-        assert!(plan(&spec(BASIC), Path::new("/a/../b")).is_err());
+        assert!(plan(&spec(BASIC), Path::new("/"), PodRole::Single).is_err());
+        assert!(plan(&spec(BASIC), Path::new("/a/../b"), PodRole::Single).is_err());
         assert!(parse_spec(b"").is_err());
         assert!(parse_spec(b"{").is_err());
     }
@@ -728,7 +870,10 @@ mod tests {
                 r#""seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}, "namespaces""#,
             );
-        let p = plan(&spec(&s), Path::new("/r")).unwrap().init.process;
+        let p = plan(&spec(&s), Path::new("/r"), PodRole::Single)
+            .unwrap()
+            .init
+            .process;
         assert_eq!((p.uid, p.gid), (1000, 1000));
         assert_eq!(p.additional_gids, [10, 20]);
         assert_eq!(p.umask, Some(63));
@@ -769,7 +914,7 @@ mod tests {
                 {"destination": "/etc/hosts", "source": "/run/hosts", "options": ["bind"]}
             ], "hostname""#,
         );
-        let p = plan(&spec(&s), Path::new("/r")).unwrap();
+        let p = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap();
         let m = &p.init.mounts;
         assert_eq!(m.len(), default_mounts().len() + 3);
         assert_eq!(m[1].destination, Path::new("/dev"));
@@ -793,12 +938,12 @@ mod tests {
             r#""hostname""#,
             r#""mounts": [{"destination": "/x/../../etc", "type": "tmpfs"}], "hostname""#,
         );
-        assert!(plan(&spec(&bad), Path::new("/r")).is_err());
+        assert!(plan(&spec(&bad), Path::new("/r"), PodRole::Single).is_err());
         let bad = BASIC.replace(
             r#""hostname""#,
             r#""mounts": [{"destination": "/x", "options": ["bind"]}], "hostname""#,
         );
-        assert!(plan(&spec(&bad), Path::new("/r"))
+        assert!(plan(&spec(&bad), Path::new("/r"), PodRole::Single)
             .unwrap_err()
             .message
             .contains("no source"));
@@ -812,7 +957,7 @@ mod tests {
                              "cpu": {"shares": 1024, "quota": 50000, "period": 100000},
                              "pids": {"limit": 100}}, "namespaces""#,
         );
-        let p = plan(&spec(&s), Path::new("/r")).unwrap();
+        let p = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap();
         let get = |k: &str| {
             p.cgroup_writes
                 .iter()
