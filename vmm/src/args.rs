@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::blk::{parse_disk, DiskConfig, MAX_DISKS};
+use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
 use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
 
 /// Most vCPUs we start: the guest kernel is built with `CONFIG_NR_CPUS=64`.
@@ -47,6 +48,16 @@ pub struct Args {
     /// Debugging only: do not confine the VMM's threads with seccomp filters.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Debugging only: do not jail the VMM (by default, when started as root, it moves into
+    /// its own namespaces with an empty root and drops to --jail-uid/--jail-gid once set up).
+    #[arg(long)]
+    pub no_jail: bool,
+    /// User id the jailed VMM runs as (not 0).
+    #[arg(long, value_name = "UID", default_value_t = DEFAULT_JAIL_ID)]
+    pub jail_uid: u32,
+    /// Group id the jailed VMM runs as (not 0).
+    #[arg(long, value_name = "GID", default_value_t = DEFAULT_JAIL_ID)]
+    pub jail_gid: u32,
     /// Do not give the guest a virtio-rng device (on by default).
     #[arg(long)]
     pub no_rng: bool,
@@ -79,6 +90,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// virtio-blk disks, in guest order.
     pub disks: Vec<DiskConfig>,
+    /// Jail the VMM after setup (default; `--no-jail` turns it off).
+    pub jail: Option<JailConfig>,
 }
 
 /// A command line value that cannot be used.
@@ -96,6 +109,9 @@ pub enum ArgError {
     /// `--cmdline` contains a NUL or a newline.
     #[error("--cmdline must not contain NUL or newline characters")]
     CmdlineChars,
+    /// `--jail-uid`/`--jail-gid` 0 (root) or 4294967295 (the "unchanged" value of set*id).
+    #[error("--jail-{0} {1} is invalid (not 0 and not 4294967295; --no-jail turns the jail off)")]
+    JailId(&'static str, u32),
     /// More `--disk` than virtio-mmio slots we give to disks.
     #[error("too many --disk ({0}, at most {MAX_DISKS})")]
     TooManyDisks(usize),
@@ -122,6 +138,11 @@ impl Args {
         if self.disks.len() > MAX_DISKS {
             return Err(ArgError::TooManyDisks(self.disks.len()));
         }
+        for (what, id) in [("uid", self.jail_uid), ("gid", self.jail_gid)] {
+            if id == 0 || id == u32::MAX {
+                return Err(ArgError::JailId(what, id));
+            }
+        }
         Ok(VmConfig {
             kernel: self.kernel,
             initrds: self.initrds,
@@ -133,6 +154,10 @@ impl Args {
             seccomp: !self.no_seccomp,
             rng: !self.no_rng,
             disks: self.disks,
+            jail: (!self.no_jail).then_some(JailConfig {
+                uid: self.jail_uid,
+                gid: self.jail_gid,
+            }),
         })
     }
 }
@@ -178,6 +203,33 @@ mod tests {
         let cfg = parse(&extra).unwrap().validate().unwrap();
         assert!(!cfg.seccomp && !cfg.rng);
         assert!(cfg.disks.is_empty());
+        assert_eq!(cfg.jail, Some(JailConfig::default()));
+    }
+
+    #[test]
+    fn jail_ids() {
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--jail-uid", "1000", "--jail-gid", "100"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(
+            cfg.jail,
+            Some(JailConfig {
+                uid: 1000,
+                gid: 100
+            })
+        );
+        let mut extra = ok_args();
+        extra.push("--no-jail");
+        assert_eq!(parse(&extra).unwrap().validate().unwrap().jail, None);
+        for (flag, bad) in [("--jail-uid", "0"), ("--jail-gid", "4294967295")] {
+            let mut extra = ok_args();
+            extra.extend_from_slice(&[flag, bad]);
+            let e = parse(&extra).unwrap().validate().unwrap_err();
+            assert!(matches!(e, ArgError::JailId(..)), "{e}");
+        }
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--jail-uid", "-1"]);
+        assert!(parse(&extra).is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! through the PVH entry point, gives it an initramfs, a 16550 serial console on port 0x3f8
 //! (logged to a file), one virtio-mmio vsock device whose data path is the host kernel's
 //! vhost-vsock, a virtio-rng device and virtio-blk disks served by its main thread; every
-//! thread runs under a seccomp allow-list. See `vmm/README.md` for the memory map, device model and threads, and
+//! thread runs under a seccomp allow-list; started as root, the process jails itself after
+//! setup (namespaces, empty root, unprivileged uid/gid, no capabilities). See `vmm/README.md` for the memory map, device model and threads, and
 //! `docs/design.md` for the command line contract with the shim.
 
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod cpu;
 pub mod devices;
+pub mod jail;
 pub mod layout;
 pub mod mptable;
 pub mod rng;

@@ -24,7 +24,7 @@ use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
 use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
 use crate::vsock::{VhostVsockDevice, VHOST_QUEUES};
-use crate::{boot, cpu, debug, mptable};
+use crate::{boot, cpu, debug, jail, mptable};
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,6 +362,12 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let test_forbidden = std::env::var_os(seccomp::TEST_FORBIDDEN_ENV).is_some_and(|v| v == "1");
 
     let sigfd = block_signals()?;
+    // Everything is open and every vCPU exists; the process still has one thread. Jail it
+    // now so that the vCPU threads start inside (same namespaces, root, uid/gid, no caps).
+    if let Some(j) = cfg.jail {
+        let jailed = jail::enter(j, c"/dev")?;
+        debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
+    }
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let d = devices.clone();
