@@ -1,6 +1,8 @@
-# The VMM's own contract, without agent or shim: a missing kernel is exit 1 with one
-# "kata-vmm: error: ..." line naming it; the guest kernel boots to /init (a test guest that
-# prints a marker and sleeps); SIGTERM ends kata-vmm with exit 0. Checked by tests/tests/vmm.rs.
+# The VMM's own contract, without agent or shim: a missing or corrupt kernel is exit 1 with
+# one "kata-vmm: error: ..." line naming it; with KATA_VMM_TEST_FORBIDDEN_SYSCALL=1 the VMM
+# makes a syscall its seccomp filter forbids and dies of SIGSYS (shell status 159); the guest
+# kernel boots to /init (a test guest that prints a marker and sleeps); SIGTERM ends kata-vmm
+# with exit 0. Checked by tests/tests/vmm.rs.
 LOG=$KATA_RS_WORK/vmm-boot-console.log
 secs() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -9,6 +11,31 @@ timeout 60 kata-vmm --kernel /nonexistent/kata-rs/vmlinux-missing --initrd "$KAT
     --mem-mib 256 --vcpus 1 --vsock-cid 8 --console-log "$LOG" > out 2>&1
 echo "missing-kernel-rc=$?"
 sed 's/^/missing-kernel| /' out
+
+echo "== corrupt-kernel"
+# An ELF vmlinux cut short and a file that is no kernel at all: exit 1, one line naming it.
+head -c 4096 "$KATA_RS_SHARE/vmlinux" > vmlinux-cut
+printf 'not a kernel at all\n' > not-a-kernel
+for k in vmlinux-cut not-a-kernel; do
+    timeout 60 kata-vmm --kernel "$PWD/$k" --initrd "$KATA_RS_HANG_INITRD" \
+        --mem-mib 256 --vcpus 1 --vsock-cid 8 --console-log "$LOG" > out 2>&1
+    echo "corrupt-$k-rc=$?"
+    sed "s/^/corrupt-$k| /" out
+done
+
+echo "== sigsys"
+# The hook fires right after the main thread's filter is in: the process dies at once. A VMM
+# that survives it would run the sleeping guest forever; give it 60 s.
+: > "$LOG"
+KATA_VMM_TEST_FORBIDDEN_SYSCALL=1 kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" \
+    --initrd "$KATA_RS_HANG_INITRD" --mem-mib 256 --vcpus 1 --vsock-cid 10 \
+    --console-log "$LOG" > out 2>&1 &
+VPID=$!
+i=0; while kill -0 $VPID 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+if kill -0 $VPID 2>/dev/null; then echo "sigsys-rc=still-running"; kill -KILL $VPID; wait $VPID
+else wait $VPID; echo "sigsys-rc=$?"; fi
+sed 's/^/sigsys| /' out
+dmesg 2>/dev/null | grep -E 'type=1326|sig=31' | tail -n 2 | sed 's/^/sigsys-dmesg| /'
 
 echo "== boot"
 : > "$LOG"

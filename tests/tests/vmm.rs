@@ -1,8 +1,10 @@
 //! The VMM alone (no containerd, no shim).
-use kata_rs_tests::{node_run, repo_root, require_kata_artifacts};
+use kata_rs_tests::{node_run, repo_root, require_kata_artifacts, NodeRun};
 
-/// kata-vmm's contract with a test guest (no agent needed): a missing kernel is exit 1 with
-/// one `kata-vmm: error:` line naming it; the guest kernel boots to /init; SIGTERM gives exit 0.
+/// kata-vmm's contract with a test guest (no agent needed): a missing or corrupt kernel is
+/// exit 1 with one `kata-vmm: error:` line naming it; a forbidden syscall after the seccomp
+/// filter is in kills the VMM with SIGSYS; the guest kernel boots to /init; SIGTERM gives
+/// exit 0.
 #[test]
 fn vmm_boots_kernel_and_stops_on_sigterm() {
     for p in ["target/release/kata-vmm", "target/guest/vmlinux"] {
@@ -15,21 +17,27 @@ fn vmm_boots_kernel_and_stops_on_sigterm() {
     run.assert_success();
 
     assert_eq!(run.expect_marker("missing-kernel-rc"), "1");
-    let err: Vec<&str> = run
-        .prefixed("missing-kernel")
-        .into_iter()
-        .filter(|l| l.starts_with("kata-vmm: error: "))
-        .collect();
-    assert_eq!(
-        err.len(),
-        1,
-        "want one `kata-vmm: error:` line: {:?}",
-        run.prefixed("missing-kernel")
-    );
+    let err = one_error_line(&run, "missing-kernel");
     assert!(
-        err[0].contains("/nonexistent/kata-rs/vmlinux-missing"),
-        "the error must name the kernel path: {}",
-        err[0]
+        err.contains("/nonexistent/kata-rs/vmlinux-missing"),
+        "the error must name the kernel path: {err}"
+    );
+
+    for k in ["vmlinux-cut", "not-a-kernel"] {
+        let prefix = format!("corrupt-{k}");
+        assert_eq!(run.expect_marker(&format!("{prefix}-rc")), "1", "{k}");
+        let err = one_error_line(&run, &prefix);
+        assert!(
+            err.contains(k),
+            "the error must name the kernel file: {err}"
+        );
+    }
+
+    // 159 = 128 + SIGSYS (31): seccomp's KILL_PROCESS, as the shell reports it.
+    assert_eq!(
+        run.expect_marker("sigsys-rc"),
+        "159",
+        "KATA_VMM_TEST_FORBIDDEN_SYSCALL=1 must make the VMM die of SIGSYS"
     );
 
     assert_eq!(
@@ -50,34 +58,113 @@ fn vmm_boots_kernel_and_stops_on_sigterm() {
     );
 }
 
+/// The single `kata-vmm: error: ` line among the `PREFIX| ` lines.
+fn one_error_line<'a>(run: &'a NodeRun, prefix: &str) -> &'a str {
+    let err: Vec<&str> = run
+        .prefixed(prefix)
+        .into_iter()
+        .filter(|l| l.starts_with("kata-vmm: error: "))
+        .collect();
+    assert_eq!(
+        err.len(),
+        1,
+        "{prefix}: want one `kata-vmm: error:` line: {:?}",
+        run.prefixed(prefix)
+    );
+    err[0]
+}
+
+/// The value of the `jail-status| KEY: VALUE` line.
+fn status_field<'a>(run: &'a NodeRun, key: &str) -> &'a str {
+    run.prefixed("jail-status")
+        .into_iter()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {key}: in the VMM's /proc status:\n{}", run.stdout))
+}
+
 /// The installed guest kernel + image boot, the agent says ready on the console, answers
 /// `kata-agent-ctl check` over vsock, powers the guest off on `kata-agent-ctl shutdown`, and
-/// kata-vmm then exits 0.
-
+/// kata-vmm then exits 0. While the guest runs, /proc shows the VMM jailed: uid/gid 65534, no
+/// groups, no capabilities, no_new_privs, seccomp filter mode on every thread, an empty root,
+/// one mount, its own mount/net/ipc/uts/cgroup namespaces.
 #[test]
 fn vmm_boots_guest_and_agent_answers() {
     require_kata_artifacts();
     let run = node_run("vmm.sh", &["42"]);
     run.assert_success();
+    #[allow(clippy::single_element_loop)] // the bzImage boot joins it
+    for p in ["vmm"] {
+        assert_eq!(
+            run.expect_marker(&format!("{p}-agent-ready")),
+            "yes",
+            "{p}: no `kata-rs-agent: ready` on the guest console"
+        );
+        assert_eq!(
+            run.expect_marker(&format!("{p}-check-rc")),
+            "0",
+            "{p}: kata-agent-ctl check failed"
+        );
+        assert_eq!(
+            run.expect_marker(&format!("{p}-shutdown-rc")),
+            "0",
+            "{p}: kata-agent-ctl shutdown failed"
+        );
+        assert_eq!(
+            run.expect_marker(&format!("{p}-rc")),
+            "0",
+            "{p}: kata-vmm must exit 0 after the guest powers off"
+        );
+    }
+
+    // The jail, as the host sees it while the guest works.
+    let ids = |v: &str| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(ids(status_field(&run, "Uid")), ["65534"; 4], "Uid");
+    assert_eq!(ids(status_field(&run, "Gid")), ["65534"; 4], "Gid");
+    assert_eq!(status_field(&run, "Groups"), "", "supplementary groups");
+    assert_eq!(status_field(&run, "NoNewPrivs"), "1");
     assert_eq!(
-        run.expect_marker("agent-ready"),
-        "yes",
-        "no `kata-rs-agent: ready` on the guest console"
+        status_field(&run, "Seccomp"),
+        "2",
+        "main thread: filter mode"
     );
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(status_field(&run, cap), "0000000000000000", "{cap}");
+    }
+    let tasks = run.prefixed("jail-task");
+    let vcpus: Vec<&&str> = tasks.iter().filter(|t| t.starts_with("vcpu")).collect();
+    assert_eq!(vcpus.len(), 2, "two vCPU threads: {tasks:?}");
+    for t in &tasks {
+        let f: Vec<&str> = t.split_whitespace().collect();
+        for want in [
+            ["Uid:", "65534"],
+            ["Gid:", "65534"],
+            ["NoNewPrivs:", "1"],
+            ["Seccomp:", "2"],
+            ["CapEff:", "0000000000000000"],
+        ] {
+            assert!(
+                f.windows(2).any(|w| w == want),
+                "thread not jailed ({want:?}): {t}"
+            );
+        }
+    }
     assert_eq!(
-        run.expect_marker("check-rc"),
+        run.expect_marker("jail-root-entries"),
         "0",
-        "kata-agent-ctl check failed"
+        "the VMM's root must be empty"
     );
     assert_eq!(
-        run.expect_marker("shutdown-rc"),
-        "0",
-        "kata-agent-ctl shutdown failed"
+        run.expect_marker("jail-mounts"),
+        "1",
+        "one mount (the empty tmpfs) in the VMM's namespace"
     );
-    assert_eq!(
-        run.expect_marker("vmm-rc"),
-        "0",
-        "kata-vmm must exit 0 after the guest powers off"
+    let mi = run.prefixed("jail-mountinfo");
+    assert!(
+        mi.len() == 1 && mi[0].contains(" / / ro,") && mi[0].contains(" tmpfs "),
+        "mountinfo: {mi:?}"
     );
+    // pid and user namespaces stay the host's: the shim signals and waits for its child.
+    assert_eq!(run.expect_marker("jail-shared-ns"), "pid,user");
     assert_eq!(run.expect_marker("leftovers-rc"), "0");
 }
