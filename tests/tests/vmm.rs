@@ -1,4 +1,7 @@
 //! The VMM alone (no containerd, no shim).
+use std::process::Command;
+use std::time::Instant;
+
 use kata_rs_tests::{node_run, repo_root, require_kata_artifacts, NodeRun};
 
 /// kata-vmm's contract with a test guest (no agent needed): a missing or corrupt kernel is
@@ -74,6 +77,41 @@ fn one_error_line<'a>(run: &'a NodeRun, prefix: &str) -> &'a str {
     err[0]
 }
 
+/// `tests/node-run` like [`node_run`], with `KATA_RS_NODE_EXTRA` set so that the node gets
+/// `extra` (absolute host paths) under `$KATA_RS_PAYLOAD/extra/`.
+fn node_run_with_extra(script: &str, args: &[&str], extra: &[&str]) -> NodeRun {
+    let root = repo_root();
+    let t0 = Instant::now();
+    let out = Command::new(root.join("tests/node-run"))
+        .arg("--timeout")
+        .arg("1500")
+        .arg(root.join("tests/scripts").join(script))
+        .args(args)
+        .env("KATA_RS_NODE_EXTRA", extra.join(":"))
+        .current_dir(&root)
+        .output()
+        .expect("cannot start tests/node-run");
+    let run = NodeRun {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    println!(
+        "---- node-run {script} ({:.1} s, exit {:?})\n---- stdout:\n{}---- stderr:\n{}----",
+        t0.elapsed().as_secs_f64(),
+        run.status,
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        run.status != Some(125) && run.status != Some(124),
+        "the node itself failed (node-run exit {:?}); stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    run
+}
+
 /// The value of the `jail-status| KEY: VALUE` line.
 fn status_field<'a>(run: &'a NodeRun, key: &str) -> &'a str {
     run.prefixed("jail-status")
@@ -87,14 +125,20 @@ fn status_field<'a>(run: &'a NodeRun, key: &str) -> &'a str {
 /// `kata-agent-ctl check` over vsock, powers the guest off on `kata-agent-ctl shutdown`, and
 /// kata-vmm then exits 0. While the guest runs, /proc shows the VMM jailed: uid/gid 65534, no
 /// groups, no capabilities, no_new_privs, seccomp filter mode on every thread, an empty root,
-/// one mount, its own mount/net/ipc/uts/cgroup namespaces.
+/// one mount, its own mount/net/ipc/uts/cgroup namespaces. The same guest then boots from the
+/// bzImage (`target/guest/bzImage`) to the agent.
 #[test]
 fn vmm_boots_guest_and_agent_answers() {
     require_kata_artifacts();
-    let run = node_run("vmm.sh", &["42"]);
+    let bz = repo_root().join("target/guest/bzImage");
+    assert!(
+        bz.is_file(),
+        "prerequisite missing: target/guest/bzImage (make kernel)"
+    );
+    let bz = bz.to_str().expect("UTF-8 path").to_owned();
+    let run = node_run_with_extra("vmm.sh", &["42", &bz], &[&bz]);
     run.assert_success();
-    #[allow(clippy::single_element_loop)] // the bzImage boot joins it
-    for p in ["vmm"] {
+    for p in ["vmm", "bz"] {
         assert_eq!(
             run.expect_marker(&format!("{p}-agent-ready")),
             "yes",

@@ -16,10 +16,10 @@ pub const MAX_VCPUS: u8 = 64;
 #[command(
     name = "kata-vmm",
     version,
-    about = "kata-rs microVM monitor: boots a PVH vmlinux under KVM with a serial console, vhost-vsock, virtio-rng and virtio-blk, under seccomp"
+    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, vhost-vsock, virtio-rng and virtio-blk, under seccomp"
 )]
 pub struct Args {
-    /// Uncompressed ELF guest kernel (vmlinux) with a PVH entry point.
+    /// Guest kernel: an ELF vmlinux with a PVH entry point, or a bzImage (detected).
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
     /// Initramfs (newc cpio); repeat to concatenate several, in order.

@@ -4,7 +4,7 @@
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
-use crate::boot::gdt_flags;
+use crate::boot::{gdt_flags, BootInfo, Protocol};
 use crate::layout::{GDT_ADDR, IDT_ADDR};
 
 /// Setting up a vCPU failed.
@@ -84,16 +84,16 @@ fn set_lvt_mode(regs: &mut [std::os::raw::c_char; 1024], offset: usize, mode: u3
 }
 
 /// Configures vCPU `id`: CPUID, LAPIC LINT0/LINT1, MSRs, and on the boot vCPU the registers
-/// for the PVH entry (`entry` in `eip`, `start_info` in `ebx`). Other vCPUs wait for INIT/SIPI
-/// from the guest, which KVM handles.
+/// for the 32-bit entry of `boot` (`eip` = entry; PVH: `ebx` = `hvm_start_info`, Linux
+/// 32-bit boot protocol: `esi` = `boot_params`, `ebx`/`ebp`/`edi` = 0). Other vCPUs wait for
+/// INIT/SIPI from the guest, which KVM handles.
 pub fn configure(
     vcpu: &VcpuFd,
     id: u8,
     count: u8,
     base_cpuid: &CpuId,
     tsc_deadline: bool,
-    entry: u64,
-    start_info: u64,
+    boot: &BootInfo,
 ) -> Result<(), CpuError> {
     let err = |what| move |err| CpuError { id, what, err };
     let mut cpuid = base_cpuid.clone();
@@ -147,12 +147,15 @@ pub fn configure(
     sregs.efer = 0;
     vcpu.set_sregs(&sregs).map_err(err("KVM_SET_SREGS"))?;
 
-    let regs = kvm_regs {
+    let mut regs = kvm_regs {
         rflags: 0x2,
-        rip: entry,
-        rbx: start_info,
+        rip: boot.entry.0,
         ..Default::default()
     };
+    match boot.protocol {
+        Protocol::Pvh => regs.rbx = boot.start_info.0,
+        Protocol::Linux32 => regs.rsi = boot.start_info.0,
+    }
     vcpu.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! 0x0000_0500  GDT (4 entries), IDT (empty) at 0x520
 //! 0x0000_6000  PVH hvm_start_info, then the module list and the memory map table
+//! 0x0000_7000  Linux boot_params ("zero page") when the kernel is a bzImage
 //! 0x0002_0000  kernel command line (NUL terminated, at most CMDLINE_MAX_SIZE bytes)
 //! 0x0009_fc00  MP table (floating pointer + configuration table), reserved in the memmap
 //! 0x000a_0000  ISA hole (the PVH kernel reserves it itself)
@@ -25,6 +26,9 @@ pub const PVH_MODLIST_ADDR: u64 = 0x6040;
 pub const PVH_MEMMAP_ADDR: u64 = 0x6080;
 /// Maximum number of memory map entries that fit before `CMDLINE_ADDR`.
 pub const PVH_MEMMAP_MAX_ENTRIES: usize = 64;
+/// Where the Linux `boot_params` ("zero page", 4 KiB) of a bzImage boot live; the vCPU gets
+/// it in `rsi`.
+pub const ZERO_PAGE_ADDR: u64 = 0x7000;
 /// Where the kernel command line is written.
 pub const CMDLINE_ADDR: u64 = 0x20000;
 /// x86 `COMMAND_LINE_SIZE` of Linux, including the terminating NUL.

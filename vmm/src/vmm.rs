@@ -261,8 +261,8 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     )
     .context("writing the MP table")?;
     debug!(
-        "kernel entry {:#x}, initrd {:#x}+{:#x}, cmdline: {cmdline}",
-        bi.entry.0, bi.initrd_addr.0, bi.initrd_size
+        "kernel ({:?}) entry {:#x}, initrd {:#x}+{:#x}, cmdline: {cmdline}",
+        bi.protocol, bi.entry.0, bi.initrd_addr.0, bi.initrd_size
     );
 
     // Exit plumbing.
@@ -336,15 +336,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         let vcpu = vm
             .create_vcpu(u64::from(id))
             .map_err(|e| anyhow!("KVM_CREATE_VCPU {id}: {e}"))?;
-        cpu::configure(
-            &vcpu,
-            id,
-            cfg.vcpus,
-            &base_cpuid,
-            tsc_deadline,
-            bi.entry.0,
-            bi.start_info.0,
-        )?;
+        cpu::configure(&vcpu, id, cfg.vcpus, &base_cpuid, tsc_deadline, &bi)?;
         vcpus.push(vcpu);
     }
 
