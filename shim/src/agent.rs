@@ -165,6 +165,7 @@ impl Agent {
     }
 
     /// `CreateContainer`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_container(
         &self,
         id: &str,
@@ -172,6 +173,7 @@ impl Agent {
         rootfs_path: &str,
         stdin: bool,
         terminal: bool,
+        sandbox_id: &str,
     ) -> Result<(), AgentError> {
         let req = pb::CreateContainerRequest {
             container_id: id.to_string(),
@@ -179,6 +181,7 @@ impl Agent {
             rootfs_path: rootfs_path.to_string(),
             stdin,
             terminal,
+            sandbox_id: sandbox_id.to_string(),
             ..Default::default()
         };
         self.timed(
@@ -314,6 +317,27 @@ impl Agent {
     }
 
     /// `RemoveContainer`.
+    /// `AddStorage`: the agent unpacks `size` bytes of rootfs cpio from the disk with
+    /// virtio serial `disk_serial` for container `id`. Returns the number of entries.
+    pub async fn add_storage(
+        &self,
+        id: &str,
+        disk_serial: &str,
+        size: u64,
+    ) -> Result<u64, AgentError> {
+        let req = pb::AddStorageRequest {
+            container_id: id.to_string(),
+            disk_serial: disk_serial.to_string(),
+            format: "newc-cpio".to_string(),
+            size,
+            ..Default::default()
+        };
+        let r = self
+            .timed("AddStorage", self.client.add_storage(self.ctx(), &req))
+            .await?;
+        Ok(r.entries)
+    }
+
     pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
         let req = pb::RemoveContainerRequest {
             container_id: id.to_string(),

@@ -93,6 +93,12 @@ pub struct HypervisorConfig {
     /// Pod annotations `io.katacontainers.config.hypervisor.<name>` allowed to override
     /// this section: `default_vcpus`, `default_memory` (MiB). Empty: none.
     pub enable_annotations: Vec<String>,
+    /// Pods: spare disks (sparse files, read-only to the guest) a pod sandbox VM boots
+    /// with, through which the root file systems of the pod's later containers come in.
+    /// A disk is busy only while one container's rootfs is transferred.
+    pub pod_disks: u32,
+    /// Size of each spare disk in MiB: the largest rootfs archive of a pod container.
+    pub pod_disk_size_mib: u64,
 }
 
 impl Default for HypervisorConfig {
@@ -106,6 +112,8 @@ impl Default for HypervisorConfig {
             kernel_params: String::new(),
             shutdown_timeout_secs: 10,
             enable_annotations: Vec::new(),
+            pod_disks: 2,
+            pod_disk_size_mib: 1024,
         }
     }
 }
@@ -283,6 +291,25 @@ impl Config {
             return Err(self.invalid(
                 "hypervisor.memory_mib",
                 format!("memory_mib {} is out of range 64..=1048576", h.memory_mib),
+            ));
+        }
+        if !(1..=crate::pod::MAX_POD_DISKS).contains(&h.pod_disks) {
+            return Err(self.invalid(
+                "hypervisor.pod_disks",
+                format!(
+                    "pod_disks {} is out of range 1..={}",
+                    h.pod_disks,
+                    crate::pod::MAX_POD_DISKS
+                ),
+            ));
+        }
+        if !(1..=64 * 1024).contains(&h.pod_disk_size_mib) {
+            return Err(self.invalid(
+                "hypervisor.pod_disk_size_mib",
+                format!(
+                    "pod_disk_size_mib {} is out of range 1..=65536",
+                    h.pod_disk_size_mib
+                ),
             ));
         }
         if h.kernel_params.contains(['\n', '\0']) {

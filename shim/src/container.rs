@@ -61,6 +61,9 @@ pub struct Container {
     pub execs: Mutex<HashMap<String, Arc<Process>>>,
     /// Paused (PauseContainer done, no ResumeContainer since).
     pub paused: AtomicBool,
+    /// Its place in a pod: a single container or a pod's sandbox container own the VM
+    /// (their Delete stops it); a pod's other containers only live in it.
+    pub role: crate::pod::PodRole,
 }
 
 /// Most exec processes a container may have at once.
@@ -74,6 +77,7 @@ impl Container {
         stdio: Stdio,
         mounted_rootfs: Option<PathBuf>,
         sandbox: Arc<Sandbox>,
+        role: crate::pod::PodRole,
     ) -> Self {
         let init = Arc::new(Process::new(
             id.clone(),
@@ -90,6 +94,7 @@ impl Container {
             init,
             execs: Mutex::new(HashMap::new()),
             paused: AtomicBool::new(false),
+            role,
         }
     }
 
@@ -113,6 +118,12 @@ impl Container {
             .filter(|p| p.status() == Status::Running)
             .cloned()
             .collect()
+    }
+
+    /// Whether this container owns its VM (a single container, or a pod's sandbox
+    /// container): its Delete stops the VM.
+    pub fn owns_vm(&self) -> bool {
+        !matches!(self.role, crate::pod::PodRole::Container { .. })
     }
 
     /// Whether paused.

@@ -4,7 +4,8 @@
 //!
 //! Modules: [`config`] (the TOML configuration), [`cpio`] (rootfs packing), [`vmm`] (the
 //! VMM process), [`agent`] (the agent client), [`sandbox`] (a VM with its agent),
-//! [`container`] (a container's status, exit and stdio), [`service`] (the containerd Task
+//! [`container`] (a container's status, exit and stdio), [`pod`] (CRI pod grouping, the
+//! spare-disk pool), [`service`] (the containerd Task
 //! service and the shim's start/delete subcommands).
 
 pub mod agent;
@@ -13,6 +14,7 @@ pub mod container;
 pub mod cpio;
 pub mod metrics;
 pub mod options;
+pub mod pod;
 pub mod sandbox;
 pub mod server;
 pub mod service;

@@ -74,6 +74,8 @@ pub struct Sandbox {
     pub vmm: Vmm,
     /// The agent connection.
     pub agent: Agent,
+    /// Pods: the spare disks the VM booted with (None for a single container's VM).
+    pub disks: Option<crate::pod::DiskPool>,
     config: Config,
 }
 
@@ -92,6 +94,7 @@ impl Sandbox {
         id: &str,
         paths: SandboxPaths,
         rootfs_cpios: Vec<PathBuf>,
+        disks: Option<crate::pod::DiskPool>,
     ) -> Result<Sandbox, StartError> {
         let h = &config.file.hypervisor;
         let mut initrds = vec![h.initrd.clone()];
@@ -108,6 +111,10 @@ impl Sandbox {
                 cid: vmm::random_cid(),
                 console_log: paths.console_log.clone(),
                 cmdline: h.kernel_params.clone(),
+                disks: disks
+                    .as_ref()
+                    .map(|d| d.paths().to_vec())
+                    .unwrap_or_default(),
             };
             // A fresh console log for every boot, so its tail is this boot's.
             let _ = std::fs::remove_file(&paths.console_log);
@@ -144,6 +151,7 @@ impl Sandbox {
                         cid: spec.cid,
                         vmm,
                         agent,
+                        disks,
                         config: config.clone(),
                     });
                 }
@@ -283,7 +291,7 @@ mod tests {
         let c = config(dir.path(), "echo 'kata-vmm: error: cannot open /dev/vhost-vsock: No such file or directory' >&2; exit 1", 30);
         let p = paths(&c);
         let t0 = std::time::Instant::now();
-        let e = Sandbox::start(&c, "sb1", p.clone(), vec![])
+        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None)
             .await
             .err()
             .unwrap()
@@ -304,7 +312,7 @@ mod tests {
         );
         let c = config(dir.path(), &body, 1);
         let p = paths(&c);
-        let e = Sandbox::start(&c, "sb1", p.clone(), vec![])
+        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None)
             .await
             .err()
             .unwrap()

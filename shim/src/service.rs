@@ -33,6 +33,7 @@ use crate::{
     config::{Config, ConfigFile, ConfigSource},
     container::{Container, Process, Status, MAX_EXECS},
     cpio, metrics, options,
+    pod::{self, DiskPool, PodRole},
     sandbox::{Sandbox, SandboxPaths},
     util::{timestamp, validate_id, Rollback},
 };
@@ -91,9 +92,12 @@ impl Shim for KataShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> Result<String, ShimError> {
-        // One shim per container for now; grouping by the CRI sandbox annotation comes
-        // later (the grouping key picks the socket, hence the shim process).
-        let grouping = opts.id.clone();
+        // The grouping key picks the socket, hence the shim process: a pod's containers
+        // (CRI annotations in <bundle>/config.json) go to the shim of their sandbox, whose
+        // server already serves that socket (the process `spawn` starts then sees the
+        // socket served and exits; the address is the same).
+        let annotations = pod::bundle_annotations(&self.bundle);
+        let grouping = pod::grouping_key(&opts.id, annotations.as_ref());
         let legacy = opts.containerd_version.is_empty();
         let address = spawn(opts, &grouping, Vec::new()).await?;
         write_str_to_file("address", &address).await?;
@@ -136,6 +140,7 @@ impl Shim for KataShim {
                 exit: self.exit.clone(),
                 publisher,
                 state: Mutex::new(State::default()),
+                create_lock: Mutex::new(()),
             }),
         }
     }
@@ -191,6 +196,9 @@ pub fn unmount(path: &Path) -> Result<(), String> {
 #[derive(Default)]
 struct State {
     containers: HashMap<String, Arc<Container>>,
+    /// Running sandboxes (VMs) by sandbox id: at most one per shim (a pod's, or a single
+    /// container's).
+    sandboxes: HashMap<String, Arc<Sandbox>>,
 }
 
 struct Inner {
@@ -198,6 +206,9 @@ struct Inner {
     exit: Arc<ExitSignal>,
     publisher: RemotePublisher,
     state: Mutex<State>,
+    /// Held for a whole Create (and a sandbox's Delete): one at a time, while other
+    /// requests go on (the state lock is only held briefly).
+    create_lock: Mutex<()>,
 }
 
 impl Inner {
@@ -346,6 +357,8 @@ impl TaskService {
                 rpc_err(Code::UNKNOWN, format!("cannot write {}: {e}", f.display()))
             })?;
         }
+        let role = pod::pod_role(id, spec.annotations().as_ref())
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
         if let Some(a) = spec.annotations() {
             options::apply_annotations(&mut config, a)
                 .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
@@ -354,22 +367,45 @@ impl TaskService {
             .validate()
             .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
 
-        // Sandbox id: the container id for now (one sandbox per container).
-        let sandbox_id = id.to_string();
-        let paths = SandboxPaths::new(&config, &sandbox_id);
         let mut rb = Rollback::new();
-        let result = self
-            .create_steps(
-                req,
-                &config,
-                &spec,
-                spec_bytes,
-                &bundle,
-                &sandbox_id,
-                paths,
-                &mut rb,
-            )
-            .await;
+        let result = match &role {
+            PodRole::Container { sandbox_id } => {
+                // Joins the running VM of its pod; nothing is started.
+                let sandbox = self.pod_sandbox(id, sandbox_id).await?;
+                self.create_in_pod(
+                    req,
+                    &spec,
+                    spec_bytes,
+                    &bundle,
+                    sandbox,
+                    role.clone(),
+                    &mut rb,
+                )
+                .await
+            }
+            PodRole::Single | PodRole::Sandbox => {
+                if let Some(other) = self.inner.state.lock().await.sandboxes.keys().next() {
+                    return Err(rpc_err(
+                        Code::FAILED_PRECONDITION,
+                        format!("this shim already runs sandbox {other}; container {id} cannot start another VM here"),
+                    ));
+                }
+                // The container is its own sandbox (sandbox id = container id).
+                let paths = SandboxPaths::new(&config, id);
+                self.create_steps(
+                    req,
+                    &config,
+                    &spec,
+                    spec_bytes,
+                    &bundle,
+                    id,
+                    paths,
+                    role.clone(),
+                    &mut rb,
+                )
+                .await
+            }
+        };
         match result {
             Ok(c) => {
                 rb.disarm();
@@ -408,48 +444,13 @@ impl TaskService {
         bundle: &Path,
         sandbox_id: &str,
         paths: SandboxPaths,
+        role: PodRole,
         rb: &mut Rollback,
     ) -> Result<Arc<Container>, TtrpcError> {
         let id = req.id.as_str();
         let fail = |code: Code| move |e: String| rpc_err(code, e);
-        // containerd sets `terminal` from process.terminal; either one asks for a tty.
-        let terminal = req.terminal
-            || spec
-                .process()
-                .as_ref()
-                .is_some_and(|p| p.terminal().unwrap_or(false));
-
-        // The root file system: containerd's mounts on <bundle>/rootfs, or the directory
-        // the spec names when containerd passed none.
-        let (rootfs, mounted) = if req.rootfs.is_empty() {
-            let root = spec
-                .root()
-                .as_ref()
-                .map(|r| r.path().clone())
-                .unwrap_or_else(|| PathBuf::from("rootfs"));
-            (bundle.join(root), None)
-        } else {
-            let target = bundle.join("rootfs");
-            std::fs::create_dir_all(&target)
-                .map_err(|e| fail(Code::UNKNOWN)(format!("create {}: {e}", target.display())))?;
-            let t = target.clone();
-            rb.push(
-                format!("unmount {}", t.display()),
-                async move { unmount(&t) },
-            );
-            for m in &req.rootfs {
-                containerd_shim::asynchronous::util::mount_rootfs(m, &target)
-                    .await
-                    .map_err(|e| {
-                        fail(Code::UNKNOWN)(format!(
-                            "mount {} rootfs on {}: {e}",
-                            m.type_,
-                            target.display()
-                        ))
-                    })?;
-            }
-            (target.clone(), Some(target))
-        };
+        let terminal = wants_terminal(req, spec);
+        let (rootfs, mounted) = prepare_rootfs(req, spec, bundle, rb).await?;
 
         // Sandbox files.
         for dir in [
@@ -465,6 +466,20 @@ impl TaskService {
             format!("remove {}", paths.state_dir.display()),
             async move { p.remove(keep) },
         );
+        // A pod's VM boots with spare disks for its later containers' root file systems.
+        let disks = if role == PodRole::Sandbox {
+            let h = &config.file.hypervisor;
+            Some(
+                DiskPool::create(
+                    &paths.state_dir,
+                    h.pod_disks as usize,
+                    h.pod_disk_size_mib << 20,
+                )
+                .map_err(|e| fail(Code::UNKNOWN)(e.to_string()))?,
+            )
+        } else {
+            None
+        };
 
         // Pack the rootfs for the guest.
         let cpio_path = paths.state_dir.join(format!("{id}-rootfs.cpio"));
@@ -488,7 +503,7 @@ impl TaskService {
         );
 
         // Boot the VM.
-        let sandbox = Sandbox::start(config, sandbox_id, paths.clone(), vec![cpio_path])
+        let sandbox = Sandbox::start(config, sandbox_id, paths.clone(), vec![cpio_path], disks)
             .await
             .map_err(|e| rpc_err(Code::UNKNOWN, e.0))?;
         let sandbox = Arc::new(sandbox);
@@ -500,6 +515,7 @@ impl TaskService {
         });
 
         // The container.
+        let sandbox_field = if role == PodRole::Sandbox { id } else { "" };
         sandbox
             .agent
             .create_container(
@@ -508,6 +524,7 @@ impl TaskService {
                 &cpio::guest_rootfs_path(id),
                 !req.stdin.is_empty(),
                 terminal,
+                sandbox_field,
             )
             .await
             .map_err(|e| {
@@ -524,6 +541,168 @@ impl TaskService {
             stdio,
             mounted,
             sandbox,
+            role,
+        )))
+    }
+
+    /// The running pod sandbox `sandbox_id` that container `id` joins, or why it cannot.
+    async fn pod_sandbox(&self, id: &str, sandbox_id: &str) -> Result<Arc<Sandbox>, TtrpcError> {
+        let sandbox = self
+            .inner
+            .state
+            .lock()
+            .await
+            .sandboxes
+            .get(sandbox_id)
+            .cloned()
+            .ok_or_else(|| {
+                rpc_err(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "sandbox {sandbox_id} is not running in this shim: container {id} names it in annotation {}; create and start the pod's sandbox container ({}=sandbox) first",
+                        pod::SANDBOX_ID,
+                        pod::CONTAINER_TYPE
+                    ),
+                )
+            })?;
+        if sandbox.vmm.exited().is_some() {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "the VM of sandbox {sandbox_id} has stopped; container {id} cannot join it"
+                ),
+            ));
+        }
+        if sandbox.disks.is_none() {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {sandbox_id} was not created as a pod sandbox (annotation {}=sandbox), so container {id} cannot join its VM",
+                    pod::CONTAINER_TYPE
+                ),
+            ));
+        }
+        Ok(sandbox)
+    }
+
+    /// Creates a container in the running VM of its pod: its rootfs goes through a free
+    /// spare disk (packed as a cpio into the disk's file, unpacked by the agent's
+    /// AddStorage), then CreateContainer joins the sandbox container's namespaces.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_in_pod(
+        &self,
+        req: &api::CreateTaskRequest,
+        spec: &oci_spec::runtime::Spec,
+        spec_bytes: Vec<u8>,
+        bundle: &Path,
+        sandbox: Arc<Sandbox>,
+        role: PodRole,
+        rb: &mut Rollback,
+    ) -> Result<Arc<Container>, TtrpcError> {
+        let id = req.id.as_str();
+        let terminal = wants_terminal(req, spec);
+        let (rootfs, mounted) = prepare_rootfs(req, spec, bundle, rb).await?;
+        let pool = sandbox.disks.as_ref().ok_or_else(|| {
+            rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("sandbox {} has no spare disks", sandbox.id),
+            )
+        })?;
+        let slot = pool.acquire().ok_or_else(|| {
+            rpc_err(
+                Code::RESOURCE_EXHAUSTED,
+                format!(
+                    "all {} spare disks of sandbox {} are busy (hypervisor.pod_disks)",
+                    pool.paths().len(),
+                    sandbox.id
+                ),
+            )
+        })?;
+        let transfer = async {
+            let (src, dst, cid) = (rootfs.clone(), slot.path.clone(), id.to_string());
+            let t0 = std::time::Instant::now();
+            tokio::task::spawn_blocking(move || cpio::pack_rootfs(&src, &cid, &dst))
+                .await
+                .map_err(|e| rpc_err(Code::UNKNOWN, format!("packing the rootfs: {e}")))?
+                .map_err(|e| {
+                    rpc_err(
+                        Code::UNKNOWN,
+                        format!("packing the container rootfs {}: {e}", rootfs.display()),
+                    )
+                })?;
+            let size = std::fs::metadata(&slot.path)
+                .map_err(|e| rpc_err(Code::UNKNOWN, format!("{}: {e}", slot.path.display())))?
+                .len();
+            if size > pool.size() {
+                return Err(rpc_err(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!(
+                        "the root file system of container {id} packs into {size} bytes, more than a spare disk of the pod holds ({} MiB, hypervisor.pod_disk_size_mib)",
+                        pool.size() >> 20
+                    ),
+                ));
+            }
+            // Back to the disk's size (packing truncated the file): the VM's view of it
+            // must not change.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&slot.path)
+                .and_then(|f| f.set_len(pool.size()))
+                .map_err(|e| rpc_err(Code::UNKNOWN, format!("{}: {e}", slot.path.display())))?;
+            let serial = pod::disk_serial(slot.index);
+            let entries = sandbox
+                .agent
+                .add_storage(id, &serial, size)
+                .await
+                .map_err(|e| agent_err("unpack the container's root file system", e))?;
+            info!(
+                id,
+                entries,
+                size,
+                disk = serial,
+                "rootfs transferred through a spare disk in {:?}",
+                t0.elapsed()
+            );
+            Ok(())
+        }
+        .await;
+        if let Err(e) = pool.release(&slot) {
+            warn!(id, "empty spare disk {}: {e}", slot.path.display());
+        }
+        transfer?;
+        let sb = sandbox.clone();
+        let cid = id.to_string();
+        rb.push(format!("remove container {id} in the guest"), async move {
+            sb.agent
+                .remove_container(&cid)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        sandbox
+            .agent
+            .create_container(
+                id,
+                crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
+                &cpio::guest_rootfs_path(id),
+                !req.stdin.is_empty(),
+                terminal,
+                &sandbox.id,
+            )
+            .await
+            .map_err(|e| {
+                rpc_err(
+                    Code::UNKNOWN,
+                    format!("the agent could not create the container: {e}"),
+                )
+            })?;
+        let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
+        Ok(Arc::new(Container::new(
+            id.to_string(),
+            req.bundle.clone(),
+            stdio,
+            mounted,
+            sandbox,
+            role,
         )))
     }
 
@@ -717,6 +896,58 @@ impl TaskService {
     }
 }
 
+/// Whether the container gets a terminal: containerd sets `terminal` from
+/// process.terminal; either one asks for a tty.
+fn wants_terminal(req: &api::CreateTaskRequest, spec: &oci_spec::runtime::Spec) -> bool {
+    req.terminal
+        || spec
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.terminal().unwrap_or(false))
+}
+
+/// The root file system: containerd's mounts on `<bundle>/rootfs` (unmounted again by
+/// `rb`), or the directory the spec names when containerd passed none. Returns the
+/// directory and the mount point to unmount at Delete.
+async fn prepare_rootfs(
+    req: &api::CreateTaskRequest,
+    spec: &oci_spec::runtime::Spec,
+    bundle: &Path,
+    rb: &mut Rollback,
+) -> Result<(PathBuf, Option<PathBuf>), TtrpcError> {
+    let fail = |code: Code| move |e: String| rpc_err(code, e);
+    let (rootfs, mounted) = if req.rootfs.is_empty() {
+        let root = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| PathBuf::from("rootfs"));
+        (bundle.join(root), None)
+    } else {
+        let target = bundle.join("rootfs");
+        std::fs::create_dir_all(&target)
+            .map_err(|e| fail(Code::UNKNOWN)(format!("create {}: {e}", target.display())))?;
+        let t = target.clone();
+        rb.push(
+            format!("unmount {}", t.display()),
+            async move { unmount(&t) },
+        );
+        for m in &req.rootfs {
+            containerd_shim::asynchronous::util::mount_rootfs(m, &target)
+                .await
+                .map_err(|e| {
+                    fail(Code::UNKNOWN)(format!(
+                        "mount {} rootfs on {}: {e}",
+                        m.type_,
+                        target.display()
+                    ))
+                })?;
+        }
+        (target.clone(), Some(target))
+    };
+    Ok((rootfs, mounted))
+}
+
 /// An agent failure as containerd sees it: the agent's code, and what the shim was doing.
 fn agent_err(what: &str, e: AgentError) -> TtrpcError {
     if e.is_unimplemented() {
@@ -785,19 +1016,20 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
         info!(id = %req.id, bundle = %req.bundle, "Create");
-        // Held for the whole create: one create at a time, and no other request sees a
-        // half-created container.
-        let mut state = self.inner.state.lock().await;
-        if state.containers.contains_key(&req.id) {
+        // One create at a time; other requests go on, and see the container only once
+        // it is created.
+        let _creating = self.inner.create_lock.lock().await;
+        if self
+            .inner
+            .state
+            .lock()
+            .await
+            .containers
+            .contains_key(&req.id)
+        {
             return Err(rpc_err(
                 Code::ALREADY_EXISTS,
                 format!("container {} already exists", req.id),
-            ));
-        }
-        if !state.containers.is_empty() {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                "this shim already runs a container (one container per shim for now)",
             ));
         }
         let (c, pid) = match self.do_create(&req).await {
@@ -807,8 +1039,15 @@ impl Task for TaskService {
                 return Err(e);
             }
         };
-        state.containers.insert(req.id.clone(), c.clone());
-        drop(state);
+        {
+            let mut state = self.inner.state.lock().await;
+            state.containers.insert(req.id.clone(), c.clone());
+            if c.owns_vm() {
+                state
+                    .sandboxes
+                    .insert(c.sandbox.id.clone(), c.sandbox.clone());
+            }
+        }
         self.inner
             .publish(Box::new(TaskCreate {
                 container_id: req.id.clone(),
@@ -825,7 +1064,10 @@ impl Task for TaskService {
                 ..Default::default()
             }))
             .await;
-        self.spawn_oom_watcher(&c);
+        if c.owns_vm() {
+            // One watcher per VM: it reports every container of the sandbox.
+            self.spawn_oom_watcher(&c);
+        }
         info!(id = %req.id, pid, "created");
         Ok(api::CreateTaskResponse {
             pid,
@@ -942,8 +1184,20 @@ impl Task for TaskService {
                 format!("container {} is running; kill it first", c.id),
             ));
         }
+        // A VM's owner is not deleted while a pod container is being created in it.
+        let _creating = if c.owns_vm() {
+            Some(self.inner.create_lock.lock().await)
+        } else {
+            None
+        };
         let exit = c.init.set_exited(128 + 9);
-        self.inner.state.lock().await.containers.remove(&c.id);
+        {
+            let mut state = self.inner.state.lock().await;
+            state.containers.remove(&c.id);
+            if c.owns_vm() {
+                state.sandboxes.remove(&c.sandbox.id);
+            }
+        }
         let execs: Vec<_> = c.execs_lock().drain().map(|(_, e)| e).collect();
         for e in execs {
             e.set_exited(128 + 9);
@@ -956,17 +1210,22 @@ impl Task for TaskService {
             }
         }
         c.init.shutdown_io().await;
-        // The sandbox holds only this container today: stop the VM with it.
-        let vm_exit = c.sandbox.stop().await;
-        info!(id = %c.id, "VMM {vm_exit}");
         let mut errors = Vec::new();
+        if c.owns_vm() {
+            // A single container's or a pod's sandbox container: the VM goes with it
+            // (a pod's containers still in it are then reported exited).
+            let vm_exit = c.sandbox.stop().await;
+            info!(id = %c.id, "VMM {vm_exit}");
+        }
         if let Some(m) = &c.mounted_rootfs {
             if let Err(e) = unmount(m) {
                 errors.push(format!("unmount {}: {e}", m.display()));
             }
         }
-        if let Err(e) = c.sandbox.paths.remove(c.sandbox.keep_console()) {
-            errors.push(e);
+        if c.owns_vm() {
+            if let Err(e) = c.sandbox.paths.remove(c.sandbox.keep_console()) {
+                errors.push(e);
+            }
         }
         let pid = c.sandbox.vmm.pid();
         self.inner

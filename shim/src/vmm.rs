@@ -48,6 +48,8 @@ pub struct VmmSpec {
     pub console_log: PathBuf,
     /// Extra kernel command line (omitted when empty).
     pub cmdline: String,
+    /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order (pods' spare disks).
+    pub disks: Vec<PathBuf>,
 }
 
 impl VmmSpec {
@@ -71,6 +73,12 @@ impl VmmSpec {
         if !self.cmdline.trim().is_empty() {
             a.push("--cmdline".into());
             a.push(self.cmdline.clone().into());
+        }
+        for d in &self.disks {
+            let mut v = OsString::from(d.as_os_str());
+            v.push(",ro");
+            a.push("--disk".into());
+            a.push(v);
         }
         a
     }
@@ -395,6 +403,7 @@ mod tests {
             cid: 4242,
             console_log: "/log".into(),
             cmdline: String::new(),
+            disks: Vec::new(),
         }
     }
 

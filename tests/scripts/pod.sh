@@ -1,0 +1,131 @@
+# A pod in one microVM through ctr, the way CRI groups containers: a sandbox container
+# (annotation io.kubernetes.cri.container-type=sandbox, sandbox-id = its own id), then two
+# containers (container-type=container, sandbox-id=pod1) that name the sandbox's host
+# namespace paths for network, ipc and uts (as CRI does with the pause container's
+# /proc/<pid>/ns/...). Checks: one VMM for the pod, shared net/uts/ipc namespaces and
+# hostname, own mount and pid namespaces, exec into a pod container, a TCP connection over
+# the pod's localhost, deleting a pod container keeps the VM, a container naming no running
+# sandbox fails clearly and leaves nothing, deleting the sandbox stops the VM, and nothing is
+# left at the end. tests/tests/pod.rs checks the markers; every step prints its markers
+# whatever happens.
+R=io.containerd.kata.v2
+W=$KATA_RS_WORK
+T="timeout -k 30 150"
+CT=io.kubernetes.cri.container-type
+SB=io.kubernetes.cri.sandbox-id
+status_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
+pid_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $2 }'; }
+# wait_status ID STATUS SECONDS
+wait_status() {
+    _i=0
+    while [ $_i -lt $(($3 * 5)) ]; do
+        [ "$(status_of "$1")" = "$2" ] && return 0
+        sleep 0.2; _i=$((_i + 1))
+    done
+    return 1
+}
+# count_procs NAME: processes whose argv[0] basename is NAME
+count_procs() {
+    _n=0
+    for _p in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
+        _e=${_c%% *}; _e=${_e##*/}
+        [ "$_e" = "$1" ] && _n=$((_n + 1))
+    done
+    echo $_n
+}
+# wait_procs NAME COUNT SECONDS
+wait_procs() {
+    _i=0
+    while [ $_i -lt $(($3 * 5)) ]; do
+        [ "$(count_procs "$1")" = "$2" ] && return 0
+        sleep 0.2; _i=$((_i + 1))
+    done
+    return 1
+}
+
+echo "== sandbox"
+$T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=pod1 \
+    "$KATA_RS_IMAGE" pod1 sh -c 'while true; do sleep 1; done' 2>&1
+echo "sandbox-rc=$?"
+wait_status pod1 RUNNING 60
+echo "sandbox-status=$(status_of pod1)"
+PID=$(pid_of pod1)
+echo "sandbox-vmm-disks=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -c -- '^--disk$')"
+# What CRI passes: the sandbox task's host namespace paths (meaningless in the guest).
+NS="--with-ns network:/proc/$PID/ns/net --with-ns ipc:/proc/$PID/ns/ipc --with-ns uts:/proc/$PID/ns/uts"
+
+echo "== containers"
+$T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
+    "$KATA_RS_IMAGE" c1 sh -c 'echo pod-net-ok | nc -l -p 7777; while true; do sleep 1; done' 2>&1
+echo "c1-rc=$?"
+$T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
+    "$KATA_RS_IMAGE" c2 sh -c 'echo c2-only > /c2-file; while true; do sleep 1; done' 2>&1
+echo "c2-rc=$?"
+wait_status c1 RUNNING 60
+wait_status c2 RUNNING 60
+echo "c1-status=$(status_of c1)"
+echo "c2-status=$(status_of c2)"
+echo "pod-vmms=$(count_procs kata-vmm)"
+echo "pod-shims=$(count_procs containerd-shim-kata-v2)"
+echo "c1-pid=$(pid_of c1)"
+echo "sandbox-pid=$PID"
+
+echo "== namespaces"
+for c in pod1 c1 c2; do
+    $T ctr task exec --exec-id ns-$c $c sh -c \
+        'for n in net uts ipc mnt pid; do echo "$n=$(readlink /proc/self/ns/$n)"; done; echo "hostname=$(hostname)"; ls /c2-file 2>/dev/null | sed "s/^/sees=/"' \
+        > "$W/ns-$c" 2>&1
+    rc=$?
+    sed "s/^/$c-/" "$W/ns-$c"
+    echo "exec-$c-rc=$rc"
+done
+
+echo "== localhost"
+$T ctr task exec --exec-id nc1 c2 nc 127.0.0.1 7777 2>&1
+echo "nc-rc=$?"
+
+echo "== delete-container"
+$T ctr task kill -s KILL c2 2>&1
+wait_status c2 STOPPED 60
+$T ctr task delete c2 2>&1
+echo "delete-c2-rc=$?"
+ctr container rm c2 2>&1
+sleep 1
+echo "after-c2-vmms=$(count_procs kata-vmm)"
+echo "after-c2-sandbox-status=$(status_of pod1)"
+echo "after-c2-c1-status=$(status_of c1)"
+$T ctr task exec --exec-id alive c1 echo c1-still-alive 2>&1
+echo "after-c2-exec-rc=$?"
+
+echo "== bad-sandbox"
+$T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=nosuchpod \
+    "$KATA_RS_IMAGE" bad1 true 2>&1
+echo "bad-rc=$?"
+ctr container rm bad1 > /dev/null 2>&1
+echo "bad-task=$(ctr task ls -q | grep -c '^bad1$')"
+wait_procs containerd-shim-kata-v2 1 30
+echo "bad-shims=$(count_procs containerd-shim-kata-v2)"
+echo "bad-vmms=$(count_procs kata-vmm)"
+
+echo "== delete-sandbox"
+# The sandbox goes first while c1 still runs: its VM stops, c1 is reported stopped.
+$T ctr task kill -s KILL pod1 2>&1
+wait_status pod1 STOPPED 60
+echo "sandbox-killed-status=$(status_of pod1)"
+echo "sandbox-killed-vmms=$(count_procs kata-vmm)"
+$T ctr task delete pod1 2>&1
+echo "delete-sandbox-rc=$?"
+wait_procs kata-vmm 0 30
+echo "after-sandbox-vmms=$(count_procs kata-vmm)"
+wait_status c1 STOPPED 30
+echo "after-sandbox-c1-status=$(status_of c1)"
+$T ctr task delete c1 2>&1
+echo "delete-c1-rc=$?"
+ctr container rm pod1 c1 2>&1
+wait_procs containerd-shim-kata-v2 0 30
+
+echo "== after"
+echo "tasks=$(ctr task ls -q | wc -l)"
+kata_rs_leftovers
+echo "leftovers-rc=$?"

@@ -1,0 +1,110 @@
+//! A pod in one microVM through ctr (tests/scripts/pod.sh, one node boot): a sandbox
+//! container and two containers grouped by the CRI annotations share one VMM and the pod's
+//! network, IPC and UTS namespaces, keep their own mount and PID namespaces, take exec,
+//! talk over the pod's localhost; deleting a pod container keeps the VM, deleting the
+//! sandbox stops it; a container naming no running sandbox fails clearly and leaves
+//! nothing; nothing is left at the end.
+use kata_rs_tests::{node_run, require_kata_artifacts};
+
+#[test]
+fn pod_shares_one_vm_through_ctr() {
+    require_kata_artifacts();
+    let run = node_run("pod.sh", &[]);
+    run.assert_success();
+    let out = &run.stdout;
+
+    // The sandbox boots the VM with the spare disks.
+    assert_eq!(run.expect_marker("sandbox-rc"), "0", "{out}");
+    assert_eq!(run.expect_marker("sandbox-status"), "RUNNING", "{out}");
+    assert_ne!(run.expect_marker("sandbox-vmm-disks"), "0", "{out}");
+
+    // Both containers join it: one VMM, one shim for the whole pod.
+    assert_eq!(run.expect_marker("c1-rc"), "0", "{out}\n{}", run.stderr);
+    assert_eq!(run.expect_marker("c2-rc"), "0", "{out}\n{}", run.stderr);
+    assert_eq!(run.expect_marker("c1-status"), "RUNNING", "{out}");
+    assert_eq!(run.expect_marker("c2-status"), "RUNNING", "{out}");
+    assert_eq!(run.expect_marker("pod-vmms"), "1", "{out}");
+    assert_eq!(run.expect_marker("pod-shims"), "1", "{out}");
+    assert_eq!(
+        run.expect_marker("c1-pid"),
+        run.expect_marker("sandbox-pid"),
+        "a pod's tasks report the pod VMM's pid:\n{out}"
+    );
+
+    // Namespaces, seen by an exec in each container (which also shows exec works).
+    for c in ["pod1", "c1", "c2"] {
+        assert_eq!(run.expect_marker(&format!("exec-{c}-rc")), "0", "{out}");
+    }
+    let ns = |c: &str, n: &str| run.expect_marker(&format!("{c}-{n}")).to_string();
+    for shared in ["net", "uts", "ipc", "hostname"] {
+        let v = ns("pod1", shared);
+        assert!(!v.is_empty(), "{shared} of pod1 empty:\n{out}");
+        assert_eq!(ns("c1", shared), v, "c1 shares the pod's {shared}:\n{out}");
+        assert_eq!(ns("c2", shared), v, "c2 shares the pod's {shared}:\n{out}");
+    }
+    for own in ["mnt", "pid"] {
+        let (a, b, c) = (ns("pod1", own), ns("c1", own), ns("c2", own));
+        assert!(
+            a != b && b != c && a != c,
+            "each container has its own {own} namespace:\n{out}"
+        );
+    }
+    // c2's file is in c2's root file system only.
+    assert_eq!(run.marker("c2-sees"), Some("/c2-file"), "{out}");
+    assert_eq!(run.marker("c1-sees"), None, "{out}");
+    assert_eq!(run.marker("pod1-sees"), None, "{out}");
+
+    // c2 reaches c1's listener over the pod's localhost.
+    assert!(
+        run.section("localhost").contains(&"pod-net-ok"),
+        "nc over localhost between pod containers:\n{out}"
+    );
+    assert_eq!(run.expect_marker("nc-rc"), "0", "{out}");
+
+    // Deleting a pod container leaves the VM and the other containers running.
+    assert_eq!(run.expect_marker("delete-c2-rc"), "0", "{out}");
+    assert_eq!(run.expect_marker("after-c2-vmms"), "1", "{out}");
+    assert_eq!(
+        run.expect_marker("after-c2-sandbox-status"),
+        "RUNNING",
+        "{out}"
+    );
+    assert_eq!(run.expect_marker("after-c2-c1-status"), "RUNNING", "{out}");
+    assert!(
+        run.section("delete-container").contains(&"c1-still-alive"),
+        "{out}"
+    );
+    assert_eq!(run.expect_marker("after-c2-exec-rc"), "0", "{out}");
+
+    // A container whose sandbox is not running: clear error, nothing left (its shim
+    // exits; the pod's VM is untouched).
+    assert_ne!(run.expect_marker("bad-rc"), "0", "{out}");
+    let bad = run.section("bad-sandbox").join("\n");
+    assert!(
+        bad.contains("sandbox nosuchpod is not running"),
+        "the error names the missing sandbox:\n{bad}"
+    );
+    assert_eq!(run.expect_marker("bad-task"), "0", "{out}");
+    assert_eq!(run.expect_marker("bad-shims"), "1", "{out}");
+    assert_eq!(run.expect_marker("bad-vmms"), "1", "{out}");
+
+    // The sandbox's init ending does not stop the VM; deleting the sandbox does, and the
+    // container still in it is then reported stopped and can be deleted.
+    assert_eq!(
+        run.expect_marker("sandbox-killed-status"),
+        "STOPPED",
+        "{out}"
+    );
+    assert_eq!(run.expect_marker("sandbox-killed-vmms"), "1", "{out}");
+    assert_eq!(run.expect_marker("delete-sandbox-rc"), "0", "{out}");
+    assert_eq!(run.expect_marker("after-sandbox-vmms"), "0", "{out}");
+    assert_eq!(
+        run.expect_marker("after-sandbox-c1-status"),
+        "STOPPED",
+        "{out}"
+    );
+    assert_eq!(run.expect_marker("delete-c1-rc"), "0", "{out}");
+
+    assert_eq!(run.expect_marker("tasks"), "0", "{out}");
+    assert_eq!(run.expect_marker("leftovers-rc"), "0", "{out}");
+}
