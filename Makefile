@@ -27,7 +27,7 @@ image:
 	bash guest-image/build.sh
 
 binaries:
-	$(CARGO) build --release -p kata-rs-vmm -p kata-rs-shim
+	$(CARGO) build --release -p kata-rs-vmm -p kata-rs-shim -p kata-rs-cri
 
 test-image:
 	bash tests/image/build.sh

@@ -1,0 +1,624 @@
+//! kata-rs-cri: drives one pod through containerd's CRI (runtime.v1) the way the kubelet
+//! would, and prints what it saw as `key=value` markers (checked by tests/tests/cri.rs).
+//!
+//!     kata-rs-cri --socket SOCK --handler HANDLER --image IMAGE --log-dir DIR \
+//!                 --port PORT [--cgroup-parent CG] [--timeout SECONDS]
+//!
+//! The pod (host network, PID namespace per container, IPC namespace per pod: a
+//! `hostNetwork: true` pod as the kubelet sends it) gets two containers from IMAGE (busybox):
+//! `server` serves a page with `httpd` on 127.0.0.1:PORT, `client` sleeps. Then: ExecSync in
+//! `client` (stdout, stderr, exit code), `wget` from `client` to the server on localhost,
+//! the boot id of each container's kernel (same VM or not), ContainerStats, the log files CRI
+//! wrote, StopPodSandbox, RemovePodSandbox, and that nothing of the pod is listed afterwards.
+//! Every step prints its markers whatever happens; the pod is always stopped and removed.
+//! Exit status 0 when every CRI call was answered without error (the test judges the rest).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, DnsConfig, ExecSyncRequest, ImageSpec,
+    ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
+    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter,
+    PodSandboxMetadata, PodSandboxState, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+type Runtime = RuntimeServiceClient<Channel>;
+type Res<T> = Result<T, String>;
+
+struct Args {
+    socket: String,
+    handler: String,
+    image: String,
+    log_dir: String,
+    port: u16,
+    cgroup_parent: String,
+    timeout: u64,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: kata-rs-cri --socket SOCK --handler HANDLER --image IMAGE --log-dir DIR \
+         --port PORT [--cgroup-parent CG] [--timeout SECONDS]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut kv: HashMap<String, String> = HashMap::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let Some(k) = k.strip_prefix("--") else {
+            usage()
+        };
+        let Some(v) = it.next() else { usage() };
+        kv.insert(k.to_string(), v);
+    }
+    let mut take = |k: &str| kv.remove(k);
+    let args = Args {
+        socket: take("socket").unwrap_or_else(|| usage()),
+        handler: take("handler").unwrap_or_else(|| usage()),
+        image: take("image").unwrap_or_else(|| usage()),
+        log_dir: take("log-dir").unwrap_or_else(|| usage()),
+        port: take("port")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| usage()),
+        cgroup_parent: take("cgroup-parent").unwrap_or_default(),
+        timeout: take("timeout")
+            .map(|t| t.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or(300),
+    };
+    if !kv.is_empty() {
+        usage()
+    }
+    args
+}
+
+/// Prints `key=value`; values are one word (the test reads up to the first space).
+fn marker(key: &str, value: impl std::fmt::Display) {
+    println!("{key}={value}");
+}
+
+/// Prints `key=ok`, or `key=failed` and the error on an `error| ` line.
+fn outcome<T>(key: &str, r: &Res<T>) {
+    match r {
+        Ok(_) => marker(key, "ok"),
+        Err(e) => {
+            marker(key, "failed");
+            println!("error| {key}: {e}");
+        }
+    }
+}
+
+/// One CRI call with a time limit; its duration goes to a `time-KEY=SECONDS` marker.
+async fn call<T>(
+    key: &str,
+    secs: u64,
+    f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Res<T> {
+    let t0 = Instant::now();
+    let r = match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Err(_) => Err(format!("no answer within {secs} s")),
+        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+    };
+    marker(
+        &format!("time-{key}"),
+        format!("{:.1}", t0.elapsed().as_secs_f64()),
+    );
+    r
+}
+
+async fn connect(socket: &str) -> Res<Channel> {
+    let path = socket.to_string();
+    Endpoint::try_from("http://[::]:50051")
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot connect to {socket}: {e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+/// One word for a marker: spaces would cut the value.
+fn word(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.split_whitespace().collect::<Vec<_>>().join("_")
+    }
+}
+
+fn pod_config(a: &Args) -> PodSandboxConfig {
+    let mut labels = HashMap::new();
+    labels.insert("kata-rs-test".to_string(), "cri".to_string());
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("cri-{}", a.handler),
+            uid: format!("kata-rs-cri-{}-{}", a.handler, std::process::id()),
+            namespace: "kata-rs-test".into(),
+            attempt: 0,
+        }),
+        log_directory: a.log_dir.clone(),
+        // No resolv.conf needed from the node (the emulated node has none).
+        dns_config: Some(DnsConfig {
+            servers: vec!["127.0.0.1".into()],
+            ..Default::default()
+        }),
+        labels,
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: a.cgroup_parent.clone(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(a: &Args, name: &str, script: String) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: a.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script],
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    }
+}
+
+async fn exec(
+    rt: &mut Runtime,
+    key: &str,
+    id: &str,
+    cmd: &[&str],
+    secs: u64,
+) -> Res<(String, String, i32)> {
+    let r = call(
+        key,
+        secs + 30,
+        rt.exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: secs as i64,
+        }),
+    )
+    .await?;
+    Ok((text(&r.stdout), text(&r.stderr), r.exit_code))
+}
+
+async fn container_state(rt: &mut Runtime, key: &str, id: &str, secs: u64) -> Res<String> {
+    let r = call(
+        key,
+        secs,
+        rt.container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        }),
+    )
+    .await?;
+    let s = r.status.ok_or("no status in the answer")?;
+    let state = ContainerState::try_from(s.state)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| format!("unknown-{}", s.state));
+    Ok(state)
+}
+
+/// The log file CRI writes for a container: lines `TIMESTAMP STREAM TAG MESSAGE`. Waits up to
+/// `secs` for a line with `want` on `stream`; prints the file and `log-NAME-STREAM=ok|...`.
+async fn check_log(path: &str, name: &str, stream: &str, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let key = format!("log-{name}-{stream}");
+    loop {
+        let content = std::fs::read_to_string(path);
+        let found = content.as_ref().ok().and_then(|c| {
+            c.lines().find(|l| {
+                let f: Vec<&str> = l.splitn(4, ' ').collect();
+                f.len() == 4 && f[1] == stream && f[2] == "F" && f[3] == want
+            })
+        });
+        if let Some(line) = found {
+            let ts = line.split(' ').next().unwrap_or("");
+            // RFC 3339 with nanoseconds, as CRI writes it: 2026-01-02T03:04:05.123456789Z
+            let ts_ok = ts.len() >= 20 && ts.as_bytes()[4] == b'-' && ts.contains('T');
+            marker(&key, if ts_ok { "ok" } else { "bad-timestamp" });
+            println!("log-{name}| {line}");
+            return;
+        }
+        if Instant::now() > deadline {
+            match content {
+                Ok(c) => {
+                    marker(&key, "missing");
+                    for l in c.lines() {
+                        println!("log-{name}| {l}");
+                    }
+                }
+                Err(e) => {
+                    marker(&key, "no-file");
+                    println!("error| {key}: {path}: {e}");
+                }
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Everything between RunPodSandbox and StopPodSandbox.
+async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -> Res<()> {
+    let t = a.timeout;
+    let st = call(
+        "pod-status",
+        t,
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: false,
+        }),
+    )
+    .await;
+    outcome("pod-status", &st);
+    if let Ok(s) = &st {
+        let s = s.status.clone().unwrap_or_default();
+        let state = PodSandboxState::try_from(s.state)
+            .map(|s| s.as_str_name().to_string())
+            .unwrap_or_else(|_| s.state.to_string());
+        marker("pod-state", state);
+        marker("pod-runtime-handler", word(&s.runtime_handler));
+        let net = s
+            .linux
+            .and_then(|l| l.namespaces)
+            .and_then(|n| n.options)
+            .map(|o| o.network);
+        let net = net
+            .and_then(|n| NamespaceMode::try_from(n).ok())
+            .map(|n| n.as_str_name().to_string())
+            .unwrap_or_else(|| "-".into());
+        marker("pod-network", net);
+    }
+
+    let server_script = format!(
+        "mkdir -p /tmp/www && echo 'hello from the server of pod {}' > /tmp/www/index.html && \
+         echo server-started && echo server-stderr >&2 && exec httpd -f -p 127.0.0.1:{} -h /tmp/www",
+        a.handler, a.port
+    );
+    let client_script = "echo client-started; exec sleep 1000000".to_string();
+    let mut ids: Vec<(&str, String)> = Vec::new();
+    for (name, script) in [("server", server_script), ("client", client_script)] {
+        let key = format!("create-{name}");
+        let r = call(
+            &key,
+            t,
+            rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(container_config(a, name, script)),
+                sandbox_config: Some(cfg.clone()),
+            }),
+        )
+        .await;
+        outcome(&key, &r);
+        let id = r?.container_id;
+        marker(&format!("{name}-id"), &id);
+        ids.push((name, id));
+    }
+    for (name, id) in &ids {
+        let key = format!("start-{name}");
+        let r = call(
+            &key,
+            t,
+            rt.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await;
+        outcome(&key, &r);
+        r?;
+        let s = container_state(rt, &format!("status-{name}"), id, t).await;
+        marker(
+            &format!("{name}-state"),
+            s.unwrap_or_else(|e| format!("error:{}", word(&e))),
+        );
+    }
+    let (server, client) = (ids[0].1.clone(), ids[1].1.clone());
+
+    // ExecSync: its own stdout, stderr and exit code.
+    let r = exec(
+        rt,
+        "exec",
+        &client,
+        &["sh", "-c", "echo exec-out; echo exec-err >&2; exit 3"],
+        60,
+    )
+    .await;
+    outcome("exec", &r);
+    if let Ok((out, err, code)) = &r {
+        marker("exec-stdout", word(out));
+        marker("exec-stderr", word(err));
+        marker("exec-exit", code);
+    }
+
+    // Which kernel each container runs on: the node's, one VM per pod, or one per container.
+    let node_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("error:{}", word(&e.to_string())));
+    marker("node-boot-id", &node_boot);
+    for (name, id) in [("server", &server), ("client", &client)] {
+        let key = format!("boot-id-{name}");
+        let r = exec(
+            rt,
+            &key,
+            id,
+            &["cat", "/proc/sys/kernel/random/boot_id"],
+            60,
+        )
+        .await;
+        outcome(&key, &r);
+        if let Ok((out, _, _)) = r {
+            marker(&format!("{name}-boot-id"), word(&out));
+        }
+    }
+    if let Ok((out, _, _)) = exec(rt, "uname", &client, &["uname", "-r"], 60).await {
+        marker("client-kernel", word(&out));
+    }
+
+    // The server from the client, on localhost: pod containers share the network namespace.
+    // (busybox nc: Debian's static busybox wget crashes in its libc's service lookup.)
+    let get = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 127.0.0.1 {}",
+        a.port
+    );
+    let page = format!("hello from the server of pod {}", a.handler);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let r = exec(rt, "localhost-try", &client, &["sh", "-c", &get], 30).await;
+        match r {
+            Ok((ref body, _, 0)) if body.contains("200 OK") && body.contains(&page) => {
+                marker("localhost", "ok");
+                println!("localhost-body| {}", body.lines().last().unwrap_or(""));
+                break;
+            }
+            r if Instant::now() > deadline => {
+                marker("localhost", "failed");
+                println!("error| localhost: {tries} tries of `{get}` in client; last: {r:?}");
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+    marker("localhost-tries", tries);
+
+    // ContainerStats of the server.
+    let r = call(
+        "stats",
+        t,
+        rt.container_stats(ContainerStatsRequest {
+            container_id: server.clone(),
+        }),
+    )
+    .await;
+    outcome("stats", &r);
+    if let Ok(r) = r {
+        let s = r.stats.unwrap_or_default();
+        let cpu = s
+            .cpu
+            .and_then(|c| c.usage_core_nano_seconds)
+            .map(|v| v.value);
+        let mem = s.memory.and_then(|m| m.working_set_bytes).map(|v| v.value);
+        marker(
+            "stats-id",
+            word(&s.attributes.map(|a| a.id).unwrap_or_default()),
+        );
+        marker(
+            "stats-cpu-ns",
+            cpu.map(|v| v.to_string()).unwrap_or("-".into()),
+        );
+        marker(
+            "stats-memory-bytes",
+            mem.map(|v| v.to_string()).unwrap_or("-".into()),
+        );
+    }
+
+    // The log files CRI writes from the containers' stdout and stderr.
+    let server_log = format!("{}/server/0.log", a.log_dir);
+    let client_log = format!("{}/client/0.log", a.log_dir);
+    check_log(&server_log, "server", "stdout", "server-started", 30).await;
+    check_log(&server_log, "server", "stderr", "server-stderr", 30).await;
+    check_log(&client_log, "client", "stdout", "client-started", 30).await;
+    Ok(())
+}
+
+async fn run(a: &Args) -> Res<()> {
+    let ch = connect(&a.socket).await?;
+    let mut rt = RuntimeServiceClient::new(ch.clone());
+    let mut img = ImageServiceClient::new(ch);
+    let t = a.timeout;
+
+    let v = call(
+        "version",
+        60,
+        rt.version(VersionRequest {
+            version: "v1".into(),
+        }),
+    )
+    .await;
+    outcome("version", &v);
+    let v = v?;
+    marker(
+        "runtime",
+        format!("{}/{}", word(&v.runtime_name), word(&v.runtime_version)),
+    );
+    marker("runtime-api", word(&v.runtime_api_version));
+
+    let r = call(
+        "image-status",
+        60,
+        img.image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: a.image.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        }),
+    )
+    .await;
+    marker("image-known", r.map(|r| r.image.is_some()).unwrap_or(false));
+
+    let cfg = pod_config(a);
+    let t0 = Instant::now();
+    let r = call(
+        "run-pod",
+        t,
+        rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: a.handler.clone(),
+        }),
+    )
+    .await;
+    outcome("run-pod", &r);
+    let pod = r?.pod_sandbox_id;
+    marker("pod-id", &pod);
+
+    let body = in_pod(&mut rt, a, &pod, &cfg).await;
+    outcome("pod-steps", &body);
+
+    // Always stopped and removed, whatever happened inside.
+    let r = call(
+        "stop-pod",
+        t,
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await;
+    outcome("stop-pod", &r);
+    let stopped = r.is_ok();
+    if let Ok(s) = call(
+        "pod-status-stopped",
+        t,
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        }),
+    )
+    .await
+    {
+        let state = s.status.map(|s| s.state).unwrap_or(-1);
+        let state = PodSandboxState::try_from(state)
+            .map(|s| s.as_str_name().to_string())
+            .unwrap_or_else(|_| state.to_string());
+        marker("stopped-pod-state", state);
+    }
+    if let Ok(l) = call(
+        "list-containers-stopped",
+        t,
+        rt.list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await
+    {
+        let states: Vec<String> = l
+            .containers
+            .iter()
+            .map(|c| {
+                let name = c.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("?");
+                let s = ContainerState::try_from(c.state)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_else(|_| c.state.to_string());
+                format!("{name}:{s}")
+            })
+            .collect();
+        marker("stopped-containers", word(&states.join(",")));
+    }
+
+    let r = call(
+        "remove-pod",
+        t,
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await;
+    outcome("remove-pod", &r);
+    let removed = r.is_ok();
+
+    let pods = call(
+        "list-pods",
+        t,
+        rt.list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                id: pod.clone(),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await
+    .map(|l| l.items.len().to_string());
+    marker(
+        "pods-left",
+        pods.clone()
+            .unwrap_or_else(|e| format!("error:{}", word(&e))),
+    );
+    let ctrs = call(
+        "list-containers",
+        t,
+        rt.list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        }),
+    )
+    .await
+    .map(|l| l.containers.len().to_string());
+    marker(
+        "containers-left",
+        ctrs.clone()
+            .unwrap_or_else(|e| format!("error:{}", word(&e))),
+    );
+    marker("total", format!("{:.1}", t0.elapsed().as_secs_f64()));
+    body?;
+    if !(stopped && removed) {
+        return Err("the pod was not stopped and removed".into());
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let a = parse_args();
+    marker("handler", &a.handler);
+    let r = run(&a).await;
+    outcome("result", &r);
+    std::process::exit(if r.is_ok() { 0 } else { 1 });
+}
