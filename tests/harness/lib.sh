@@ -95,3 +95,114 @@ kata_rs_diag() {
         echo "==== end of diagnostics"
     } >&2
 }
+
+# kata_rs_start_cri_containerd: starts a second containerd with the CRI plugin (the node's
+# containerd has it disabled), own root/state/sockets under $KATA_RS_WORK/cri, log in
+# $KATA_RS_CRI_LOG, and runtime handlers `runc` (default, io.containerd.runc.v2) and `kata`
+# (io.containerd.kata.v2, as in deploy/containerd-config.toml). No registry: the sandbox image
+# kata-rs.local/pause:latest is made here from the test image (its layer, a config whose
+# entrypoint sleeps) and, with $KATA_RS_IMAGE, imported into CRI's namespace k8s.io. No CNI:
+# pods must use the host network. Sets KATA_RS_CRI_SOCKET (for a CRI client) and
+# KATA_RS_CRI_PID; stop it with kata_rs_stop_cri_containerd. Returns 1 (and prints the log
+# tail) if containerd does not come up within 60 s or an import fails.
+KATA_RS_PAUSE_IMAGE=kata-rs.local/pause:latest
+kata_rs_start_cri_containerd() {
+    _c=$KATA_RS_WORK/cri
+    mkdir -p "$_c/cni/bin" "$_c/cni/net.d" || return 1
+    KATA_RS_CRI_SOCKET=$_c/containerd.sock KATA_RS_CRI_LOG=$_c/containerd.log
+    cat > "$_c/containerd.toml" <<TOML
+version = 2
+root = "$_c/root"
+state = "$_c/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "$KATA_RS_CRI_SOCKET"
+[ttrpc]
+  address = "$KATA_RS_CRI_SOCKET.ttrpc"
+[debug]
+  address = ""
+  level = "info"
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$KATA_RS_PAUSE_IMAGE"
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata]
+      runtime_type = "io.containerd.kata.v2"
+      pod_annotations = ["io.katacontainers.*"]
+      container_annotations = ["io.katacontainers.*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata.options]
+        ConfigPath = "/etc/kata-rs/configuration.toml"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$_c/cni/bin"
+    conf_dir = "$_c/cni/net.d"
+TOML
+    containerd --config "$_c/containerd.toml" > "$KATA_RS_CRI_LOG" 2>&1 &
+    KATA_RS_CRI_PID=$!
+    _i=0
+    until ctr --address "$KATA_RS_CRI_SOCKET" version > /dev/null 2>&1; do
+        if ! kill -0 "$KATA_RS_CRI_PID" 2>/dev/null || [ $_i -ge 600 ]; then
+            echo "kata_rs_start_cri_containerd: containerd with CRI did not come up; its log:" >&2
+            tail -n 30 "$KATA_RS_CRI_LOG" >&2
+            return 1
+        fi
+        sleep 0.1; _i=$((_i + 1))
+    done
+    _kata_rs_pause_oci "$_c/pause-oci.tar" || return 1
+    for _t in "$KATA_RS_PAYLOAD/image/busybox-oci.tar" "$_c/pause-oci.tar"; do
+        if ! _out=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io image import "$_t" 2>&1); then
+            echo "kata_rs_start_cri_containerd: ctr image import $_t failed: $_out" >&2
+            return 1
+        fi
+    done
+}
+
+# kata_rs_stop_cri_containerd: SIGTERM to the CRI containerd, SIGKILL after 10 s.
+kata_rs_stop_cri_containerd() {
+    [ -n "${KATA_RS_CRI_PID:-}" ] || return 0
+    kill -TERM "$KATA_RS_CRI_PID" 2>/dev/null
+    _i=0
+    while kill -0 "$KATA_RS_CRI_PID" 2>/dev/null && [ $_i -lt 100 ]; do sleep 0.1; _i=$((_i + 1)); done
+    kill -KILL "$KATA_RS_CRI_PID" 2>/dev/null
+    wait "$KATA_RS_CRI_PID" 2>/dev/null
+    KATA_RS_CRI_PID=
+}
+
+# _kata_rs_pause_oci OUT: an OCI archive of $KATA_RS_PAUSE_IMAGE: the test image's layer with
+# a config whose entrypoint sleeps (a pause container), made with sh, sed, sha256sum and tar.
+_kata_rs_pause_oci() {
+    _p=$KATA_RS_WORK/cri/pause-oci
+    rm -rf "$_p"; mkdir -p "$_p" && tar -xf "$KATA_RS_PAYLOAD/image/busybox-oci.tar" -C "$_p" || return 1
+    _b=$_p/blobs/sha256
+    # tests/image/build.sh writes compact JSON: one manifest in index.json; in the manifest the
+    # config digest comes first and the (uncompressed) layer's last.
+    _m=$(sed -n 's/.*"digest":"sha256:\([0-9a-f]\{64\}\)".*/\1/p' "$_p/index.json")
+    _l=$(grep -o '"digest":"sha256:[0-9a-f]*","size":[0-9]*' "$_b/$_m" | tail -n 1)
+    _ld=$(echo "$_l" | sed 's/.*sha256:\([0-9a-f]*\)".*/\1/'); _ls=${_l##*:}
+    if [ -z "$_m" ] || [ ! -f "$_b/$_ld" ]; then
+        echo "_kata_rs_pause_oci: cannot read the test image's manifest/layer" >&2; return 1
+    fi
+    rm -f "$_b/$_m"
+    printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sleep","2147483647"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$_ld" > "$_p/config.json"
+    _cd=$(sha256sum < "$_p/config.json" | cut -d' ' -f1); _cs=$(wc -c < "$_p/config.json" | tr -d " ")
+    mv "$_p/config.json" "$_b/$_cd"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%d}]}' \
+        "$_cd" "$_cs" "$_ld" "$_ls" > "$_p/manifest.json"
+    _md=$(sha256sum < "$_p/manifest.json" | cut -d' ' -f1); _ms=$(wc -c < "$_p/manifest.json" | tr -d " ")
+    mv "$_p/manifest.json" "$_b/$_md"
+    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"latest"}}]}' \
+        "$_md" "$_ms" "$KATA_RS_PAUSE_IMAGE" > "$_p/index.json"
+    for _f in "$_b"/*; do
+        case ${_f##*/} in "$_ld"|"$_cd"|"$_md") ;; *) rm -f "$_f" ;; esac
+    done
+    (cd "$_p" && tar -cf "$1" oci-layout index.json blobs)
+}
