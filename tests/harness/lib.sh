@@ -66,6 +66,19 @@ kata_rs_wait_for() {
     return 1
 }
 
+# kata_rs_task_status ID: the task's status as `ctr task ls` shows it (RUNNING, STOPPED, ...).
+kata_rs_task_status() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
+
+# kata_rs_wait_status ID STATUS SECONDS: wait until the task has STATUS; 1 on timeout.
+kata_rs_wait_status() {
+    _i=0
+    while [ $_i -lt $(($3 * 5)) ]; do
+        [ "$(kata_rs_task_status "$1")" = "$2" ] && return 0
+        sleep 0.2; _i=$((_i + 1))
+    done
+    return 1
+}
+
 # kata_rs_uptime: seconds since the node booted (for timings in scripts).
 kata_rs_uptime() { cut -d' ' -f1 /proc/uptime; }
 

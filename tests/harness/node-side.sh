@@ -154,6 +154,10 @@ sh -c '. "$KATA_RS_LIB"; . "$0"' "$P/script/$KATA_RS_SCRIPT_NAME" "$@" < /dev/nu
 RC=$?
 log "script $KATA_RS_SCRIPT_NAME exited $RC after $(since "$T_SCRIPT") s"
 [ $RC -eq 0 ] || show_logs 30
+if [ "$KIND" = emulated ]; then     # (node-run: KFAIL_RE)
+    kfail=$(dmesg 2>/dev/null | grep -m1 -E 'BUG:|Oops|Kernel panic|soft lockup|stack guard page')
+    [ -z "$kfail" ] || log "node kernel failure (the emulated node's own kernel under QEMU TCG, not the script): $kfail"
+fi
 cd /
 cleanup
 exit $RC

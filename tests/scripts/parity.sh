@@ -8,6 +8,31 @@ W=$KATA_RS_WORK/parity
 mkdir -p "$W"
 N=0
 
+# t SECS CMD...: CMD with a time limit; TERM at SECS, KILL 30 s later (ctr forwards TERM to
+# the container and would otherwise wait on). When the limit fires, the diagnostics go to
+# stderr (processes, VMM threads, guest console, logs) and the status is 124.
+t() {
+    _secs=$1; shift
+    _t0=$(kata_rs_uptime)
+    timeout -k 30 "$_secs" "$@"
+    _rc=$?
+    if [ $_rc -eq 124 ] || { [ $_rc -eq 137 ] && awk -v a="$_t0" -v b="$(kata_rs_uptime)" -v s="$_secs" 'BEGIN { exit !(b - a >= s) }'; }; then
+        kata_rs_diag "timed out after ${_secs}s: $*"
+        _rc=124
+    fi
+    return $_rc
+}
+
+# A pseudo-terminal for ctr's -t: util-linux `script` (the host's, copied by node-run through
+# KATA_RS_NODE_EXTRA) or the node's own.
+PTY=$(command -v script 2>/dev/null || echo "$KATA_RS_PAYLOAD/extra/usr/bin/script")
+
+# tty_clean FILE: a terminal's output without what the test tools add: CRs, ctr's log of a
+# failed resize of an already finished process, and the "^@" echo of the byte `script` writes
+# into the terminal when its own stdin (/dev/null) ends — ctr forwards it to the container's
+# terminal, which echoes it if the process has not exited yet (a race with the runtime's speed).
+tty_clean() { tr -d '\r\000' < "$1" | sed 's/\^@//g' | grep -v 'resize pty'; }
+
 # emit CASE RUNTIME RC FILE
 emit() {
     printf 'result %s %s rc=%s out=%s\n' "$1" "$2" "$3" \
@@ -20,7 +45,7 @@ run_case() {
     for rt in runc kata; do
         N=$((N + 1))
         # shellcheck disable=SC2086 # the flags are split on purpose
-        timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" $2 "$KATA_RS_IMAGE" "p$N" \
+        t 600 ctr run --rm --runtime "io.containerd.$rt.v2" $2 "$KATA_RS_IMAGE" "p$N" \
             sh -c "exec 2>&1; $3" > "$W/out" 2>&1 < /dev/null
         emit "$1" "$rt" "$?" "$W/out"
     done
@@ -30,7 +55,7 @@ run_case() {
 config_case() {
     for rt in runc kata; do
         N=$((N + 1))
-        timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" --config "$2" "p$N" \
+        t 600 ctr run --rm --runtime "io.containerd.$rt.v2" --config "$2" "p$N" \
             > "$W/out" 2>&1 < /dev/null
         emit "$1" "$rt" "$?" "$W/out"
     done
@@ -41,7 +66,7 @@ signal_case() {
     for rt in runc kata; do
         N=$((N + 1))
         rm -f "$W/out"
-        timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
+        t 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
             sh -c "$3" > "$W/out" 2>&1 < /dev/null &
         pid=$!
         i=0
@@ -59,7 +84,7 @@ echo "== cases"
 run_case env-cwd "--env FOO=bar --cwd /tmp/newdir" 'echo FOO=$FOO; pwd; ls -ld /tmp/newdir | cut -c1-10'
 for rt in runc kata; do     # stderr alone (ctr merges the two streams in no fixed order)
     N=$((N + 1))
-    timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
+    t 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
         sh -c 'echo err >&2; exit 7' > /dev/null 2> "$W/out" < /dev/null
     emit exit-status "$rt" "$?" "$W/out"
 done
@@ -83,9 +108,37 @@ run_case seccomp-deny-mkdir "--seccomp --seccomp-profile $W/deny-mkdir.json" \
 # it on EOF, so the container reads a known number of lines instead of waiting for EOF).
 for rt in runc kata; do
     N=$((N + 1))
-    printf 'line1\nline2\n' | timeout 600 ctr run --rm --runtime "io.containerd.$rt.v2" \
+    printf 'line1\nline2\n' | t 600 ctr run --rm --runtime "io.containerd.$rt.v2" \
         "$KATA_RS_IMAGE" "p$N" sh -c 'read a; read b; echo got=$a,$b' > "$W/out" 2>&1
     emit stdin "$rt" "$?" "$W/out"
+done
+
+# --memory-limit enforced: an allocation beyond the limit (dd's 128 MiB buffer, filled by
+# read) is OOM-killed (137) and containerd gets a /tasks/oom event for the container.
+t 1200 ctr events > "$W/events" 2>&1 &
+EVENTS=$!
+sleep 1
+for rt in runc kata; do
+    N=$((N + 1))
+    t 600 ctr run --rm --runtime "io.containerd.$rt.v2" --memory-limit 33554432 "$KATA_RS_IMAGE" \
+        "p$N" dd if=/dev/zero of=/dev/null bs=128M count=1 > "$W/out" 2>&1 < /dev/null
+    rc=$?
+    i=0     # the event may trail the exit a little
+    until grep '/tasks/oom' "$W/events" | grep -q "\"p$N\"" || [ $i -ge 10 ]; do sleep 1; i=$((i + 1)); done
+    if grep '/tasks/oom' "$W/events" | grep -q "\"p$N\""; then echo oom-event=yes; else echo oom-event=no; fi >> "$W/out"
+    emit oom-kill "$rt" "$rc" "$W/out"
+done
+kill $EVENTS 2> /dev/null
+wait $EVENTS 2> /dev/null
+
+# ctr run -t: the container's stdio is a terminal of its own, with the size of ctr's.
+for rt in runc kata; do
+    N=$((N + 1))
+    t 600 "$PTY" -qec "ctr run -t --rm --runtime io.containerd.$rt.v2 $KATA_RS_IMAGE p$N sh -c 'tty; exit 3'" \
+        /dev/null < /dev/null > "$W/out" 2>&1
+    rc=$?
+    tty_clean "$W/out" > "$W/out2"
+    emit run-tty "$rt" "$rc" "$W/out2"
 done
 
 signal_case sigterm-trapped SIGTERM 'trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 1; done'
@@ -117,22 +170,21 @@ config_case config-user "$W/user.json"
 for rt in runc kata; do
     N=$((N + 1))
     id=p$N
-    timeout 600 ctr run -d --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "$id" sleep 100000 \
+    t 600 ctr run -d --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "$id" sleep 100000 \
         > /dev/null 2>&1 < /dev/null
-    timeout 300 ctr task exec --exec-id e1 --user 1000 --cwd /tmp "$id" sh -c \
+    t 300 ctr task exec --exec-id e1 --user 1000 --cwd /tmp "$id" sh -c \
         'exec 2>&1; id; pwd; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status; echo pid1=$(tr "\0" " " < /proc/1/cmdline)' \
         > "$W/out" 2>&1 < /dev/null
     emit exec "$rt" "$?" "$W/out"
-    timeout 300 ctr task exec --exec-id e2 "$id" sh -c 'echo five; exit 5' > "$W/out" 2>&1 < /dev/null
+    t 300 ctr task exec --exec-id e2 "$id" sh -c 'echo five; exit 5' > "$W/out" 2>&1 < /dev/null
     emit exec-status "$rt" "$?" "$W/out"
-    echo in | timeout 300 ctr task exec --exec-id e3 "$id" sh -c 'read x; echo got=$x' > "$W/out" 2>&1
+    echo in | t 300 ctr task exec --exec-id e3 "$id" sh -c 'read x; echo got=$x' > "$W/out" 2>&1
     emit exec-stdin "$rt" "$?" "$W/out"
-    if command -v script > /dev/null; then
-        timeout 300 script -q -c "ctr task exec -t --exec-id t1 $id tty" /dev/null \
+    if [ -x "$PTY" ]; then
+        t 300 "$PTY" -qec "ctr task exec -t --exec-id t1 $id tty" /dev/null \
             < /dev/null > "$W/out" 2>&1
         rc=$?
-        # ctr may log a failed resize of the already finished process: not the runtime's.
-        tr -d '\r\000' < "$W/out" | grep -v 'resize pty' > "$W/out2"
+        tty_clean "$W/out" > "$W/out2"
         emit exec-tty "$rt" "$rc" "$W/out2"
     fi
     {

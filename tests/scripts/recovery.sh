@@ -6,22 +6,12 @@
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
 T="timeout -k 30 180"
-status_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
 pid_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $2 }'; }
-# wait_status ID STATUS SECONDS
-wait_status() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
-        [ "$(status_of "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
-    done
-    return 1
-}
 
 echo "== vmm-killed"
 $T ctr run --rm --runtime $R "$KATA_RS_IMAGE" r1 sh -c 'echo started; exec sleep 100000' > "$W/r1.out" 2>&1 < /dev/null &
 RUN=$!
-wait_status r1 RUNNING 120 && kata_rs_wait_for "$W/r1.out" started 60
+kata_rs_wait_status r1 RUNNING 120 && kata_rs_wait_for "$W/r1.out" started 60
 pid=$(pid_of r1)
 # The task's pid that the shim reports is its VMM's.
 echo "task-pid-comm=$(cat "/proc/$pid/comm" 2>/dev/null)"
@@ -37,7 +27,7 @@ echo "vmm-killed-leftovers-rc=$r"
 echo "== containerd-restart"
 $T ctr run -d --runtime $R "$KATA_RS_IMAGE" r2 sh -c 'trap "exit 9" TERM; while :; do sleep 1; done' < /dev/null
 echo "r2-run-rc=$?"
-wait_status r2 RUNNING 120
+kata_rs_wait_status r2 RUNNING 120
 old=$(pidof containerd)
 kill -TERM $old
 i=0; while kill -0 $old 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
@@ -46,12 +36,12 @@ echo "shims-while-down=$(pidof containerd-shim-kata-v2 | wc -w)"
 containerd --config "$W/containerd.toml" >> "$KATA_RS_CONTAINERD_LOG" 2>&1 &
 i=0; until ctr version > /dev/null 2>&1 || [ $i -ge 600 ]; do sleep 0.1; i=$((i + 1)); done
 echo "containerd-restarted=$([ "$(pidof containerd)" != "" ] && [ "$(pidof containerd)" != "$old" ] && echo yes || echo no)"
-echo "restart-status=$(status_of r2)"
+echo "restart-status=$(kata_rs_task_status r2)"
 $T ctr task exec --exec-id x1 r2 sh -c 'echo exec-after-restart; exit 4' < /dev/null
 echo "restart-exec-rc=$?"
 $T ctr task kill -s TERM r2
-wait_status r2 STOPPED 60
-echo "restart-kill-status=$(status_of r2)"
+kata_rs_wait_status r2 STOPPED 60
+echo "restart-kill-status=$(kata_rs_task_status r2)"
 $T ctr task rm r2 > "$W/rm.out" 2>&1
 echo "restart-rm-rc=$?"
 sed 's/^/restart-rm| /' "$W/rm.out"

@@ -9,16 +9,6 @@
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
 T="timeout -k 30 120"
-status_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
-# wait_status ID STATUS SECONDS
-wait_status() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
-        [ "$(status_of "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
-    done
-    return 1
-}
 
 ctr events > "$W/events.log" 2>&1 &
 EVENTS=$!
@@ -26,8 +16,8 @@ EVENTS=$!
 echo "== run"
 $T ctr run -d --runtime $R "$KATA_RS_IMAGE" t1 sh -c 'trap "exit 7" TERM; while true; do sleep 1; done'
 echo "run-rc=$?"
-wait_status t1 RUNNING 60
-echo "run-status=$(status_of t1)"
+kata_rs_wait_status t1 RUNNING 60
+echo "run-status=$(kata_rs_task_status t1)"
 
 echo "== exec"
 $T ctr task exec --exec-id e1 t1 sh -c 'echo exec-out; echo exec-err >&2; exit 5'
@@ -55,10 +45,10 @@ echo "ps-rc=$?"
 echo "== pause"
 $T ctr task pause t1 2>&1
 echo "pause-rc=$?"
-echo "paused-status=$(status_of t1)"
+echo "paused-status=$(kata_rs_task_status t1)"
 $T ctr task resume t1 2>&1
 echo "resume-rc=$?"
-echo "resumed-status=$(status_of t1)"
+echo "resumed-status=$(kata_rs_task_status t1)"
 
 echo "== metrics"
 $T ctr task metrics t1 2>&1
@@ -84,8 +74,8 @@ $T ctr task kill -a -s KILL t1 2>&1
 echo "kill-all-rc=$?"
 wait $EXEC
 echo "kill-all-exec-rc=$?"
-wait_status t1 STOPPED 60
-echo "killed-status=$(status_of t1)"
+kata_rs_wait_status t1 STOPPED 60
+echo "killed-status=$(kata_rs_task_status t1)"
 $T ctr task delete t1 2>&1
 echo "delete-rc=$?"
 ctr container rm t1

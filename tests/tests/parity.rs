@@ -2,9 +2,11 @@
 //! `io.containerd.kata.v2` (tests/scripts/parity.sh, one node boot) must print the same
 //! normalised result line per case: process user/groups/umask, capabilities, no_new_privs,
 //! read-only root, masked and read-only paths, env/cwd, rlimits, cgroup limits, seccomp,
-//! stdin, signals and exit statuses. Each case is also checked for sanity, so that two
-//! identically broken runtimes do not pass.
+//! stdin, terminals (`ctr run -t`, `ctr task exec -t`), `--memory-limit` enforced (OOM kill
+//! reported as an exit by SIGKILL and a `/tasks/oom` event), signals and exit statuses. Each
+//! case is also checked for sanity, so that two identically broken runtimes do not pass.
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use kata_rs_tests::{node_run, require_kata_artifacts};
 
@@ -26,8 +28,8 @@ fn results(stdout: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     m
 }
 
-/// Cases run only when the node has what they need (busybox `script` for a terminal).
-const OPTIONAL: &[(&str, &[&str])] = &[("exec-tty", &["rc=0", "/dev/pts/0"])];
+/// util-linux `script` (package bsdutils, always on Debian): a pseudo-terminal for ctr's -t.
+const SCRIPT: &str = "/usr/bin/script";
 
 /// What each case's (common) line must contain.
 const SANE: &[(&str, &[&str])] = &[
@@ -84,6 +86,9 @@ const SANE: &[(&str, &[&str])] = &[
         &["rc=0", "Operation not permitted", "mkdir=1", "touch=0"],
     ),
     ("stdin", &["rc=0 out=got=line1,line2"]),
+    ("oom-kill", &["rc=137", "oom-event=yes"]),
+    ("run-tty", &["rc=3", "/dev/pts/0"]),
+    ("exec-tty", &["rc=0", "/dev/pts/0"]),
     ("sigterm-trapped", &["rc=42", "ready ; got-term"]),
     ("sigkill", &["rc=137", "out=ready"]),
     (
@@ -121,12 +126,18 @@ const SANE: &[(&str, &[&str])] = &[
 #[test]
 fn runc_and_kata_agree() {
     require_kata_artifacts();
+    assert!(
+        Path::new(SCRIPT).is_file(),
+        "{SCRIPT} missing (apt-get install bsdutils): the tty cases need it"
+    );
+    if std::env::var_os("KATA_RS_NODE_EXTRA").is_none() {
+        std::env::set_var("KATA_RS_NODE_EXTRA", SCRIPT);
+    }
     let run = node_run("parity.sh", &[]);
     run.assert_success();
     let res = results(&run.stdout);
     let mut failures = Vec::new();
-    let optional = OPTIONAL.iter().filter(|(c, _)| res.contains_key(*c));
-    for (case, wants) in SANE.iter().chain(optional) {
+    for (case, wants) in SANE {
         let Some(by_rt) = res.get(*case) else {
             failures.push(format!("{case}: no result lines"));
             continue;
@@ -146,7 +157,7 @@ fn runc_and_kata_agree() {
             }
         }
     }
-    let known = |c: &String| SANE.iter().chain(OPTIONAL).any(|(k, _)| k == c);
+    let known = |c: &String| SANE.iter().any(|(k, _)| k == c);
     assert!(
         res.keys().all(known),
         "a case ran that the test does not check: {:?}",

@@ -11,7 +11,11 @@ fn vmm_killed_and_containerd_restarted() {
     run.assert_success();
     let m = |k: &str| run.expect_marker(k).to_string();
 
-    assert_eq!(m("task-pid-comm"), "kata-vmm", "the task pid must be the VMM's");
+    assert_eq!(
+        m("task-pid-comm"),
+        "kata-vmm",
+        "the task pid must be the VMM's"
+    );
     assert_eq!(
         m("killed-run-rc"),
         "137",
@@ -24,13 +28,21 @@ fn vmm_killed_and_containerd_restarted() {
         run.stdout
     );
     assert_eq!(m("vmm-killed-containers"), "0", "ctr run --rm removed it");
-    assert_eq!(m("vmm-killed-leftovers-rc"), "0", "leftovers after the VMM was killed");
+    assert_eq!(
+        m("vmm-killed-leftovers-rc"),
+        "0",
+        "leftovers after the VMM was killed"
+    );
 
     assert_eq!(m("r2-run-rc"), "0");
     assert_eq!(m("containerd-stopped"), "yes");
     assert_eq!(m("shims-while-down"), "1", "the shim outlives containerd");
     assert_eq!(m("containerd-restarted"), "yes");
-    assert_eq!(m("restart-status"), "RUNNING", "the task survives containerd's restart");
+    assert_eq!(
+        m("restart-status"),
+        "RUNNING",
+        "the task survives containerd's restart"
+    );
     assert!(
         run.stdout.lines().any(|l| l == "exec-after-restart"),
         "exec after the restart:\n{}",
@@ -47,5 +59,9 @@ fn vmm_killed_and_containerd_restarted() {
         run.stdout
     );
     assert_eq!(m("restart-containers"), "0");
-    assert_eq!(m("restart-leftovers-rc"), "0", "leftovers after the restart case");
+    assert_eq!(
+        m("restart-leftovers-rc"),
+        "0",
+        "leftovers after the restart case"
+    );
 }
