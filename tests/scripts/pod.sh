@@ -5,7 +5,8 @@
 # /proc/<pid>/ns/...). Checks: one VMM for the pod, shared net/uts/ipc namespaces and
 # hostname, own mount and pid namespaces, exec into a pod container, a TCP connection over
 # the pod's localhost, deleting a pod container keeps the VM, a container naming no running
-# sandbox fails clearly and leaves nothing, deleting the sandbox stops the VM, and nothing is
+# sandbox fails clearly and leaves nothing, a pod container with a missing command fails
+# clearly and leaves nothing in the guest (its id works again), deleting the sandbox stops the VM, and nothing is
 # left at the end. tests/tests/pod.rs checks the markers; every step prints its markers
 # whatever happens.
 R=io.containerd.kata.v2
@@ -107,6 +108,25 @@ echo "bad-task=$(ctr task ls -q | grep -c '^bad1$')"
 wait_procs containerd-shim-kata-v2 1 30
 echo "bad-shims=$(count_procs containerd-shim-kata-v2)"
 echo "bad-vmms=$(count_procs kata-vmm)"
+
+echo "== bad-command"
+# A pod container that fails in the guest (its rootfs already unpacked there): clear error,
+# the pod goes on, and the same id works afterwards (nothing of it was left in the guest).
+$T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
+    "$KATA_RS_IMAGE" c3 nosuchcmd 2>&1
+echo "badcmd-rc=$?"
+ctr container rm c3 > /dev/null 2>&1
+echo "badcmd-sandbox-status=$(status_of pod1)"
+echo "badcmd-vmms=$(count_procs kata-vmm)"
+$T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
+    "$KATA_RS_IMAGE" c3 sh -c 'while true; do sleep 1; done' 2>&1
+echo "retry-rc=$?"
+wait_status c3 RUNNING 60
+echo "retry-status=$(status_of c3)"
+$T ctr task kill -s KILL c3 2>&1
+wait_status c3 STOPPED 60
+$T ctr task delete c3 2>&1
+ctr container rm c3 > /dev/null 2>&1
 
 echo "== delete-sandbox"
 # The sandbox goes first while c1 still runs: its VM stops, c1 is reported stopped.

@@ -2,8 +2,8 @@
 //! container and two containers grouped by the CRI annotations share one VMM and the pod's
 //! network, IPC and UTS namespaces, keep their own mount and PID namespaces, take exec,
 //! talk over the pod's localhost; deleting a pod container keeps the VM, deleting the
-//! sandbox stops it; a container naming no running sandbox fails clearly and leaves
-//! nothing; nothing is left at the end.
+//! sandbox stops it; a container naming no running sandbox, or with a missing command,
+//! fails clearly and leaves nothing; nothing is left at the end.
 use kata_rs_tests::{node_run, require_kata_artifacts};
 
 #[test]
@@ -87,6 +87,23 @@ fn pod_shares_one_vm_through_ctr() {
     assert_eq!(run.expect_marker("bad-task"), "0", "{out}");
     assert_eq!(run.expect_marker("bad-shims"), "1", "{out}");
     assert_eq!(run.expect_marker("bad-vmms"), "1", "{out}");
+
+    // A pod container whose command is missing: runc's message, the pod goes on, and the
+    // same id can be created again (its unpacked rootfs was removed from the guest).
+    assert_ne!(run.expect_marker("badcmd-rc"), "0", "{out}");
+    let badcmd = run.section("bad-command").join("\n");
+    assert!(
+        badcmd.contains("executable file not found"),
+        "missing command in a pod container:\n{badcmd}"
+    );
+    assert_eq!(
+        run.expect_marker("badcmd-sandbox-status"),
+        "RUNNING",
+        "{out}"
+    );
+    assert_eq!(run.expect_marker("badcmd-vmms"), "1", "{out}");
+    assert_eq!(run.expect_marker("retry-rc"), "0", "{out}");
+    assert_eq!(run.expect_marker("retry-status"), "RUNNING", "{out}");
 
     // The sandbox's init ending does not stop the VM; deleting the sandbox does, and the
     // container still in it is then reported stopped and can be deleted.
