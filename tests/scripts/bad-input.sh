@@ -32,3 +32,29 @@ timeout -k 30 600 ctr run --rm --runtime io.containerd.kata.v2 "$IMG" b3 /no-suc
 echo "no-command-rc=$?"
 sed 's/^/no-command| /' out
 case_end no-command
+
+echo "== bad-config"
+{ kata_rs_config; printf 'vcpu = 2\n'; } > /etc/kata-rs/bad.toml     # a misspelt key
+timeout -k 30 300 ctr run --rm --runtime io.containerd.katabad.v2 "$IMG" b4 true > out 2>&1
+echo "bad-config-rc=$?"
+sed 's/^/bad-config| /' out
+case_end bad-config
+
+# Malformed OCI specs (ctr run --config): an unknown namespace type, a mount of a file system
+# that does not exist, a uid that cannot be a user (2^32-1 is "no change" to setresuid).
+mkdir -p img rootfs
+ctr images mount "$IMG" img > /dev/null && cp -a img/. rootfs/ && ctr images unmount img > /dev/null
+ctr oci spec | sed -e "s|\"path\": \"rootfs\"|\"path\": \"$PWD/rootfs\"|" \
+    -e 's|"cwd": "/",|"cwd": "/", "args": ["sh", "-c", "echo ran-as-$(id -u)"],|' > base.json
+spec_case() {   # NAME ID SED-EXPRESSION
+    echo "== $1"
+    sed -e "$3" base.json > "$1.json"
+    cmp -s base.json "$1.json" && echo "$1: the spec edit did not apply"
+    timeout -k 30 600 ctr run --rm --runtime io.containerd.kata.v2 --config "$1.json" "$2" > out 2>&1
+    echo "$1-rc=$?"
+    sed "s/^/$1| /" out
+    case_end "$1"
+}
+spec_case bad-namespace b5 's|"type": "network"|"type": "network"}, {"type": "nosuchns"|'
+spec_case bad-mount b6 's|"mounts": \[|"mounts": [{"destination": "/mnt/x", "type": "nosuchfs", "source": "none"},|'
+spec_case bad-uid b7 's|"uid": 0,|"uid": 4294967295,|'

@@ -1,5 +1,7 @@
 //! Bad input fails clearly and leaves nothing behind: a configuration naming a kernel that does
-//! not exist, a guest that never answers (short dial timeout), a command missing from the image.
+//! not exist, a guest that never answers (short dial timeout), a command missing from the image,
+//! a misspelt configuration key, and malformed OCI specs (unknown namespace type, a mount of a
+//! file system that does not exist, a uid no user can have).
 use kata_rs_tests::{node_run, require_kata_artifacts, NodeRun};
 
 fn assert_clean(run: &NodeRun, case: &str) {
@@ -59,4 +61,25 @@ fn bad_input_fails_clearly() {
         "the error must name the missing command:\n{out}"
     );
     assert_clean(&run, "no-command");
+
+    // Each case: what the error must name.
+    for (case, names) in [
+        (
+            "bad-config",
+            &["/etc/kata-rs/bad.toml", "unknown field `vcpu`"][..],
+        ),
+        ("bad-namespace", &["invalid OCI spec", "nosuchns"][..]),
+        ("bad-mount", &["nosuchfs", "/mnt/x"][..]),
+        ("bad-uid", &["4294967295"][..]),
+    ] {
+        let out = failed(&run, case);
+        for n in names {
+            assert!(out.contains(n), "{case}: the error must name {n:?}:\n{out}");
+        }
+        assert!(
+            !out.contains("ran-as-"),
+            "{case}: the container must not have run:\n{out}"
+        );
+        assert_clean(&run, case);
+    }
 }
