@@ -58,6 +58,10 @@ pub struct Args {
     /// Group id the jailed VMM runs as (not 0).
     #[arg(long, value_name = "GID", default_value_t = DEFAULT_JAIL_ID)]
     pub jail_gid: u32,
+    /// Control socket (Unix stream, line protocol: ping, pause, resume, state), mode 0600;
+    /// the caller removes it after the VMM exits.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
     /// Do not give the guest a virtio-rng device (on by default).
     #[arg(long)]
     pub no_rng: bool,
@@ -92,6 +96,8 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// Jail the VMM after setup (default; `--no-jail` turns it off).
     pub jail: Option<JailConfig>,
+    /// Control socket path.
+    pub api_sock: Option<PathBuf>,
 }
 
 /// A command line value that cannot be used.
@@ -158,6 +164,7 @@ impl Args {
                 uid: self.jail_uid,
                 gid: self.jail_gid,
             }),
+            api_sock: self.api_sock,
         })
     }
 }
@@ -204,6 +211,11 @@ mod tests {
         assert!(!cfg.seccomp && !cfg.rng);
         assert!(cfg.disks.is_empty());
         assert_eq!(cfg.jail, Some(JailConfig::default()));
+        assert_eq!(cfg.api_sock, None);
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--api-sock", "/run/x.sock"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(cfg.api_sock, Some(PathBuf::from("/run/x.sock")));
     }
 
     #[test]

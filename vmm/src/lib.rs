@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod args;
 pub mod blk;
 pub mod boot;
@@ -19,6 +20,7 @@ pub mod devices;
 pub mod jail;
 pub mod layout;
 pub mod mptable;
+pub mod pause;
 pub mod rng;
 pub mod seccomp;
 pub mod virtio_mmio;

@@ -39,6 +39,9 @@ pub enum ThreadClass {
     Main {
         /// The VM has at least one `--disk`.
         block_io: bool,
+        /// It serves the control socket (`--api-sock`): accept4, and tgkill of its own vCPU
+        /// threads with the pause kick signal.
+        api: bool,
     },
     /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost activation on DRIVER_OK.
     Vcpu,
@@ -133,7 +136,7 @@ fn common() -> Result<Rules, seccompiler::BackendError> {
 fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
     let mut r = common()?;
     match class {
-        ThreadClass::Main { block_io } => {
+        ThreadClass::Main { block_io, api } => {
             // poll on the signalfd/eventfds, read them, fill virtio-rng buffers.
             r.extend(allow(&[
                 libc::SYS_poll,
@@ -147,6 +150,18 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
                     libc::SYS_pwrite64,
                     libc::SYS_fdatasync,
                 ]));
+            }
+            if api {
+                r.extend(allow(&[libc::SYS_accept4]));
+                let pid = u64::from(std::process::id());
+                let kick = crate::pause::kick_signal() as u64;
+                r.push((
+                    libc::SYS_tgkill,
+                    vec![SeccompRule::new(vec![
+                        cond(0, SeccompCmpOp::Eq, pid)?,
+                        cond(2, SeccompCmpOp::Eq, kick)?,
+                    ])?],
+                ));
             }
         }
         ThreadClass::Vcpu => {
@@ -194,9 +209,19 @@ pub fn forbidden_syscall() {
 mod tests {
     use super::*;
 
-    const CLASSES: [ThreadClass; 3] = [
-        ThreadClass::Main { block_io: false },
-        ThreadClass::Main { block_io: true },
+    const CLASSES: [ThreadClass; 4] = [
+        ThreadClass::Main {
+            block_io: false,
+            api: false,
+        },
+        ThreadClass::Main {
+            block_io: true,
+            api: false,
+        },
+        ThreadClass::Main {
+            block_io: false,
+            api: true,
+        },
         ThreadClass::Vcpu,
     ];
 
@@ -227,9 +252,37 @@ mod tests {
             // SAFETY: fd -1 is rejected by the kernel; b is a valid buffer.
             unsafe { libc::pread(-1, b.as_mut_ptr().cast(), 1, 0) };
         }
-        let st = in_child(ThreadClass::Main { block_io: true }, pread);
+        let st = in_child(MAIN_BLK, pread);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
-        let st = in_child(ThreadClass::Main { block_io: false }, pread);
+        let st = in_child(MAIN, pread);
+        assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+    }
+
+    const MAIN: ThreadClass = CLASSES[0];
+    const MAIN_BLK: ThreadClass = CLASSES[1];
+    const MAIN_API: ThreadClass = CLASSES[2];
+
+    #[test]
+    fn api_syscalls_only_with_the_api() {
+        fn accept() {
+            // SAFETY: fd -1 is rejected by the kernel.
+            unsafe { libc::accept4(-1, std::ptr::null_mut(), std::ptr::null_mut(), 0) };
+        }
+        let st = in_child(MAIN_API, accept);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+        let st = in_child(MAIN, accept);
+        assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+    }
+
+    #[test]
+    fn tgkill_only_kicks_own_threads() {
+        // The filter is compiled in the parent (its pid), like the VMM's; in the forked child
+        // the allowed pid is the parent's, so: kill with another signal or pid -> SIGSYS.
+        fn bad_signal() {
+            // SAFETY: tgkill to a nonexistent thread id; the filter stops it first.
+            unsafe { libc::syscall(libc::SYS_tgkill, 1, 0x7fff_fff0, libc::SIGKILL) };
+        }
+        let st = in_child(MAIN_API, bad_signal);
         assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
     }
 
@@ -274,7 +327,7 @@ mod tests {
                 unsafe { libc::_exit(4) };
             }
         }
-        let st = in_child(ThreadClass::Main { block_io: false }, main_work);
+        let st = in_child(MAIN, main_work);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
 
         fn vcpu_work() {

@@ -14,12 +14,14 @@ use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::api::{ApiServer, Command};
 use crate::args::VmConfig;
 use crate::blk::{BlkDevice, Disk};
 use crate::cmdline::{self, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
+use crate::pause::{self, Pauser};
 use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
 use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
@@ -149,7 +151,9 @@ fn vcpu_loop(
     devices: Devices,
     exit: Arc<ExitState>,
     filter: Option<seccompiler::BpfProgram>,
+    pauser: Arc<Pauser>,
 ) {
+    pauser.register();
     // The vCPU is fully set up; jail the thread before the guest runs on it.
     if let Some(f) = filter {
         if let Err(e) = seccomp::install(ThreadClass::Vcpu, &f) {
@@ -158,6 +162,7 @@ fn vcpu_loop(
         }
     }
     loop {
+        pauser.park_while_paused();
         let stop = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 devices.pio_read(port, data);
@@ -215,6 +220,12 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         .append(true)
         .open(&cfg.console_log)
         .with_context(|| format!("cannot open console log {}", cfg.console_log.display()))?;
+
+    // Before anything slow: a bad path fails fast. Bound before the jail (a path is needed).
+    let api = match &cfg.api_sock {
+        Some(p) => Some(ApiServer::bind(p).context("cannot create the control socket")?),
+        None => None,
+    };
 
     let kvm = Kvm::new().map_err(|e| anyhow!("cannot open /dev/kvm: {e}"))?;
     let vm = kvm.create_vm().map_err(|e| anyhow!("KVM_CREATE_VM: {e}"))?;
@@ -345,6 +356,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         (
             Some(seccomp::filter(ThreadClass::Main {
                 block_io: !cfg.disks.is_empty(),
+                api: api.is_some(),
             })?),
             Some(seccomp::filter(ThreadClass::Vcpu)?),
         )
@@ -360,28 +372,63 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         let jailed = jail::enter(j, c"/dev")?;
         debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
     }
+    let pauser = Arc::new(Pauser::new(vcpus.len()));
+    if api.is_some() {
+        pause::install_kick_handler().context("installing the vCPU kick signal handler")?;
+    }
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let d = devices.clone();
         let e = exit.clone();
         let f = vcpu_filter.clone();
+        let p = pauser.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu_loop(id as u8, vcpu, d, e, f))
+            .spawn(move || vcpu_loop(id as u8, vcpu, d, e, f, p))
             .context("spawning a vCPU thread")?;
         threads.push(t);
     }
     // Every device exists and every thread is spawned: jail the main thread before its event
     // loop handles anything the guest does.
     if let Some(f) = &main_filter {
-        seccomp::install(ThreadClass::Main { block_io: false }, f)?;
+        seccomp::install(
+            ThreadClass::Main {
+                block_io: false,
+                api: false,
+            },
+            f,
+        )?;
         debug!("seccomp filters installed");
         if test_forbidden {
             seccomp::forbidden_syscall();
         }
     }
     debug!("VM set up in {:?}", t0.elapsed());
-    event_loop(&exit, sigfd, &queue_events)
+    event_loop(&exit, sigfd, &queue_events, api, &pauser)
+}
+
+/// How long a `pause` command waits for every vCPU to leave `KVM_RUN`.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs one control command; the reply line.
+fn api_command(cmd: Command, pauser: &Pauser) -> String {
+    match cmd {
+        Command::Ping => "ok pong".into(),
+        Command::Pause => match pauser.pause(PAUSE_TIMEOUT) {
+            Ok(()) => {
+                debug!("paused");
+                "ok paused".into()
+            }
+            Err(e) => format!("error pause: {e}"),
+        },
+        Command::Resume => {
+            pauser.resume();
+            debug!("resumed");
+            "ok running".into()
+        }
+        Command::State if pauser.is_paused() => "ok paused".into(),
+        Command::State => "ok running".into(),
+    }
 }
 
 /// A queue of one of the VMM's own virtio devices: its QueueNotify ioeventfd.
@@ -427,7 +474,13 @@ fn own_device(
 
 /// The main thread's loop (under its seccomp filter): serves queue notifications of the VMM's
 /// own devices and waits for the first exit reason, a signal, or the panic grace period.
-fn event_loop(exit: &ExitState, sigfd: libc::c_int, queues: &[QueueEvent]) -> Result<Exit> {
+fn event_loop(
+    exit: &ExitState,
+    sigfd: libc::c_int,
+    queues: &[QueueEvent],
+    mut api: Option<ApiServer>,
+    pauser: &Pauser,
+) -> Result<Exit> {
     let pollin = |fd| libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -435,6 +488,7 @@ fn event_loop(exit: &ExitState, sigfd: libc::c_int, queues: &[QueueEvent]) -> Re
     };
     let mut fds = vec![pollin(exit.evt.as_raw_fd()), pollin(sigfd)];
     fds.extend(queues.iter().map(|q| pollin(q.evt.as_raw_fd())));
+    let fixed = fds.len();
     let mut panic_deadline: Option<Instant> = None;
     loop {
         if let Some(r) = exit.get() {
@@ -453,6 +507,11 @@ fn event_loop(exit: &ExitState, sigfd: libc::c_int, queues: &[QueueEvent]) -> Re
             }
             None => -1,
         };
+        // The control socket's fds change as connections come and go.
+        fds.truncate(fixed);
+        if let Some(a) = &api {
+            fds.extend(a.fds().into_iter().map(pollin));
+        }
         for f in &mut fds {
             f.revents = 0;
         }
@@ -474,7 +533,7 @@ fn event_loop(exit: &ExitState, sigfd: libc::c_int, queues: &[QueueEvent]) -> Re
                 exit.set(Exit::Signal(sig));
             }
         }
-        for (f, q) in fds[2..].iter().zip(queues) {
+        for (f, q) in fds[2..fixed].iter().zip(queues) {
             if f.revents & libc::POLLIN != 0 {
                 let _ = q.evt.read();
                 q.transport
@@ -482,6 +541,11 @@ fn event_loop(exit: &ExitState, sigfd: libc::c_int, queues: &[QueueEvent]) -> Re
                     .unwrap_or_else(|p| p.into_inner())
                     .notify_queue(q.queue);
             }
+        }
+        if let Some(a) = &mut api {
+            // POLLHUP/POLLERR count too: the read then sees the end and drops the connection.
+            let ready: Vec<bool> = fds[fixed..].iter().map(|f| f.revents != 0).collect();
+            a.serve(&ready, &mut |cmd| api_command(cmd, pauser));
         }
     }
 }
