@@ -212,3 +212,50 @@ fn vmm_boots_guest_and_agent_answers() {
     assert_eq!(run.expect_marker("jail-shared-ns"), "pid,user");
     assert_eq!(run.expect_marker("leftovers-rc"), "0");
 }
+
+/// The control socket (`--api-sock`): mode 0600; `ping` answers; `pause` parks both vCPU
+/// threads (they wait on a futex instead of in KVM_RUN) and the agent stops answering;
+/// `resume` brings it back; an unknown command is an error line; the guest still shuts down
+/// normally and the jailed VMM leaves its socket file for the caller to remove.
+#[test]
+fn vmm_control_socket_pauses_and_resumes() {
+    require_kata_artifacts();
+    let client = repo_root().join("target/release/examples/vmm_api");
+    assert!(
+        client.is_file(),
+        "prerequisite missing: {} (cargo build --release -p kata-rs-vmm --example vmm_api)",
+        client.display()
+    );
+    let client = client.to_str().expect("UTF-8 path").to_owned();
+    let run = node_run_with_extra("vmm-api.sh", &[&client], &[&client]);
+    run.assert_success();
+    assert_eq!(run.expect_marker("agent-ready"), "yes");
+    assert_eq!(run.expect_marker("sock-mode"), "srw-------");
+    assert_eq!(run.expect_marker("api-ping"), "ok_pong");
+    assert_eq!(run.expect_marker("api-pause"), "ok_paused_ok_paused");
+    assert_eq!(
+        run.expect_marker("paused-futex"),
+        "2",
+        "both vCPU threads parked: {:?}",
+        run.prefixed("paused-vcpu")
+    );
+    assert_ne!(
+        run.expect_marker("paused-check-rc"),
+        "0",
+        "the agent answered while its VM was paused"
+    );
+    assert_eq!(run.expect_marker("api-resume"), "ok_running_ok_running");
+    assert_eq!(
+        run.expect_marker("resumed-check-rc"),
+        "0",
+        "the agent must answer after resume"
+    );
+    assert!(run
+        .expect_marker("api-bad")
+        .starts_with("error_unknown_command"));
+    assert_eq!(run.expect_marker("api-bad-rc"), "1");
+    assert_eq!(run.expect_marker("shutdown-rc"), "0");
+    assert_eq!(run.expect_marker("vmm-rc"), "0");
+    assert_eq!(run.expect_marker("sock-left"), "yes");
+    assert_eq!(run.expect_marker("leftovers-rc"), "0");
+}
