@@ -2,13 +2,14 @@
 # (annotation io.kubernetes.cri.container-type=sandbox, sandbox-id = its own id), then two
 # containers (container-type=container, sandbox-id=pod1) that name the sandbox's host
 # namespace paths for network, ipc and uts (as CRI does with the pause container's
-# /proc/<pid>/ns/...). Checks: one VMM for the pod, shared net/uts/ipc namespaces and
-# hostname, own mount and pid namespaces, exec into a pod container, a TCP connection over
-# the pod's localhost, deleting a pod container keeps the VM, a container naming no running
+# /proc/<pid>/ns/...); c2 also names the sandbox's pid namespace. Checks: one VMM for the
+# pod, shared net/uts/ipc namespaces and hostname, own mount namespaces, own pid namespace
+# for c1 and the sandbox's for c2, exec into pod containers, a TCP connection over the
+# pod's localhost, deleting a pod container keeps the VM, a container naming no running
 # sandbox fails clearly and leaves nothing, a pod container with a missing command fails
-# clearly and leaves nothing in the guest (its id works again), deleting the sandbox stops the VM, and nothing is
-# left at the end. tests/tests/pod.rs checks the markers; every step prints its markers
-# whatever happens.
+# clearly and leaves nothing in the guest (its id works again), deleting the sandbox stops
+# the VM, and nothing is left at the end. tests/tests/pod.rs checks the markers; every step
+# prints its markers whatever happens.
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
 T="timeout -k 30 150"
@@ -60,8 +61,9 @@ echo "== containers"
 $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
     "$KATA_RS_IMAGE" c1 sh -c 'echo pod-net-ok | nc -l -p 7777; while true; do sleep 1; done' 2>&1
 echo "c1-rc=$?"
+# c2 also shares the pod's PID namespace (shareProcessNamespace: CRI passes the pause's).
 $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
-    "$KATA_RS_IMAGE" c2 sh -c 'echo c2-only > /c2-file; while true; do sleep 1; done' 2>&1
+    --with-ns pid:/proc/$PID/ns/pid "$KATA_RS_IMAGE" c2 sh -c 'echo c2-only > /c2-file; while true; do sleep 1; done' 2>&1
 echo "c2-rc=$?"
 wait_status c1 RUNNING 60
 wait_status c2 RUNNING 60
@@ -69,8 +71,8 @@ echo "c1-status=$(status_of c1)"
 echo "c2-status=$(status_of c2)"
 echo "pod-vmms=$(count_procs kata-vmm)"
 echo "pod-shims=$(count_procs containerd-shim-kata-v2)"
-echo "c1-pid=$(pid_of c1)"
-echo "sandbox-pid=$PID"
+echo "c1-task-pid=$(pid_of c1)"
+echo "sandbox-task-pid=$PID"
 
 echo "== namespaces"
 for c in pod1 c1 c2; do
