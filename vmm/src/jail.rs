@@ -383,6 +383,79 @@ mod tests {
         0
     }
 
+    /// The parent-death signal survives the jail: a jailed process whose parent exits is
+    /// killed. Process tree: test -> C (subreaper) -> A -> B (jailed); A exits once B is
+    /// jailed; C reaps B and expects SIGKILL. Root only, like `jail_in_a_child`.
+    #[test]
+    fn parent_death_kills_the_jailed_process() {
+        // SAFETY: geteuid has no side effects.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("parent_death_kills_the_jailed_process: skipped (not root)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("kata-vmm-pdeath-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mp = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: the forked processes run straight-line code (syscalls, allocation, which
+        // glibc keeps fork-safe) and leave with _exit; pipe fds are plain ints.
+        let status = unsafe {
+            let c = libc::fork();
+            assert!(c >= 0);
+            if c == 0 {
+                libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+                let mut p = [0; 2];
+                if libc::pipe(p.as_mut_ptr()) != 0 {
+                    libc::_exit(30);
+                }
+                let a = libc::fork();
+                if a == 0 {
+                    let b = libc::fork();
+                    if b == 0 {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                        let code: u8 = match enter(JailConfig::default(), &mp) {
+                            Ok(Jailed::Full { .. }) => 0,
+                            Err(JailError::Sys("unshare", _)) => 12,
+                            _ => 1,
+                        };
+                        libc::write(p[1], (&code as *const u8).cast(), 1);
+                        if code != 0 {
+                            libc::_exit(i32::from(code));
+                        }
+                        libc::sleep(20);
+                        libc::_exit(31); // still alive: the signal was lost
+                    }
+                    let mut code = 0u8;
+                    libc::read(p[0], (&mut code as *mut u8).cast(), 1);
+                    libc::_exit(i32::from(code)); // A exits: B's parent dies
+                }
+                let mut st = 0;
+                libc::waitpid(a, &mut st, 0);
+                if !libc::WIFEXITED(st) || libc::WEXITSTATUS(st) != 0 {
+                    // B could not jail (and exited): report its code.
+                    libc::_exit(if libc::WIFEXITED(st) {
+                        libc::WEXITSTATUS(st)
+                    } else {
+                        32
+                    });
+                }
+                // B, reparented to us (subreaper), must die of SIGKILL at once.
+                let b = libc::waitpid(-1, &mut st, 0);
+                let killed = b > 0 && libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL;
+                libc::_exit(if killed { 0 } else { 33 });
+            }
+            let mut st = 0;
+            assert_eq!(libc::waitpid(c, &mut st, 0), c);
+            st
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        match libc::WEXITSTATUS(status) {
+            0 => {}
+            12 => eprintln!("parent_death_kills_the_jailed_process: skipped (no mount namespace)"),
+            code => panic!("check {code} failed"),
+        }
+    }
+
     /// Root only (skipped otherwise, and where the host forbids new mount namespaces): a
     /// forked child enters the jail and checks what it can still see and do.
     #[test]
