@@ -32,6 +32,8 @@ for h in runc kata; do
 done
 
 echo "== after"
+# The kata handler reached kata-rs: pod VMs whose agent answered (the shim logs to containerd).
+echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"
 echo "cri-containers=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io container ls -q | wc -l)"
 echo "cri-tasks=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io task ls -q | wc -l)"
 # Nothing of the pods still mounted (sandbox /dev/shm, rootfs) under the CRI containerd's dirs.
