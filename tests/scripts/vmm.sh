@@ -40,6 +40,12 @@ boot_agent() {
             [ "$(readlink "/proc/$VPID/ns/$ns")" = "$(readlink /proc/self/ns/$ns)" ] && same="$same $ns"
         done
         echo "jail-shared-ns=$(echo $same | tr ' ' ,)"
+        echo "== cid-clash"
+        # A second VMM with the same CID fails after its jail, before its guest runs.
+        timeout 60 kata-vmm --kernel "$2" --initrd "$KATA_RS_HANG_INITRD" --mem-mib 128 \
+            --vcpus 1 --vsock-cid "$3" --console-log "$KATA_RS_WORK/clash.log" > clash.out 2>&1
+        echo "cid-clash-rc=$?"
+        sed 's/^/cid-clash| /' clash.out
     fi
     timeout 120 kata-agent-ctl --cid "$3" check
     echo "$_p-check-rc=$?"

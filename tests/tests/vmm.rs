@@ -125,8 +125,9 @@ fn status_field<'a>(run: &'a NodeRun, key: &str) -> &'a str {
 /// `kata-agent-ctl check` over vsock, powers the guest off on `kata-agent-ctl shutdown`, and
 /// kata-vmm then exits 0. While the guest runs, /proc shows the VMM jailed: uid/gid 65534, no
 /// groups, no capabilities, no_new_privs, seccomp filter mode on every thread, an empty root,
-/// one mount, its own mount/net/ipc/uts/cgroup namespaces. The same guest then boots from the
-/// bzImage (`target/guest/bzImage`) to the agent.
+/// one mount, its own mount/net/ipc/uts/cgroup namespaces; a second VMM with the same CID
+/// fails with a clear error. The same guest then boots from the bzImage
+/// (`target/guest/bzImage`) to the agent.
 #[test]
 fn vmm_boots_guest_and_agent_answers() {
     require_kata_artifacts();
@@ -208,6 +209,10 @@ fn vmm_boots_guest_and_agent_answers() {
         mi.len() == 1 && mi[0].contains(" / / ro,") && mi[0].contains(" tmpfs "),
         "mountinfo: {mi:?}"
     );
+    // The CID is claimed after the jail, still before the guest runs: a clash is exit 1.
+    assert_eq!(run.expect_marker("cid-clash-rc"), "1");
+    let err = one_error_line(&run, "cid-clash");
+    assert!(err.contains("vsock CID 42 is already in use"), "{err}");
     // pid and user namespaces stay the host's: the shim signals and waits for its child.
     assert_eq!(run.expect_marker("jail-shared-ns"), "pid,user");
     assert_eq!(run.expect_marker("leftovers-rc"), "0");

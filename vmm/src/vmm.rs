@@ -25,7 +25,7 @@ use crate::pause::{self, Pauser};
 use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
 use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
-use crate::vsock::{VhostVsockDevice, VHOST_QUEUES};
+use crate::vsock::{self, VhostVsockDevice, VHOST_QUEUES};
 use crate::{boot, cpu, debug, jail, mptable};
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
@@ -309,14 +309,13 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         .map_err(|e| anyhow!("KVM_IOEVENTFD (vsock queue {q}): {e}"))?;
         kicks.push(kick);
     }
-    let vsock = VhostVsockDevice::new(cfg.vsock_cid, mem.clone(), kicks, call)?;
-    let vsock: Box<dyn VirtioDevice> = Box::new(vsock);
-    let transport: SharedTransport = Arc::new(Mutex::new(MmioTransport::new(vsock, mem.clone())));
-    let mut virtio = vec![transport];
+    // Opened now; owned (SET_OWNER, CID) after the jail, see vsock.rs. Slot 0 is kept for it.
+    let vhost = vsock::open(mem.clone())?;
+    let mut virtio: Vec<SharedTransport> = Vec::new();
     let mut queue_events = Vec::new();
     if cfg.rng {
         let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
-        let (t, evts) = own_device(&vm, virtio.len(), rng, &mem).context("virtio-rng")?;
+        let (t, evts) = own_device(&vm, 1 + virtio.len(), rng, &mem).context("virtio-rng")?;
         virtio.push(t);
         queue_events.extend(evts);
     }
@@ -329,13 +328,11 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             if d.read_only { ", read-only" } else { "" }
         );
         let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
-        let (t, evts) = own_device(&vm, virtio.len(), blk, &mem)
+        let (t, evts) = own_device(&vm, 1 + virtio.len(), blk, &mem)
             .with_context(|| format!("virtio-blk {}", d.path.display()))?;
         virtio.push(t);
         queue_events.extend(evts);
     }
-    debug_assert_eq!(virtio.len(), n_virtio);
-    let devices = Devices { serial, virtio };
 
     // vCPUs.
     let base_cpuid = kvm
@@ -372,6 +369,16 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         let jailed = jail::enter(j, c"/dev")?;
         debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
     }
+    // vhost-vsock ownership inside the jail: a 6.4+ kernel's vhost worker thread is created
+    // here, as a thread of this process, and so starts jailed too.
+    let vsock = VhostVsockDevice::new(vhost, cfg.vsock_cid, mem.clone(), kicks, call)?;
+    let vsock: Box<dyn VirtioDevice> = Box::new(vsock);
+    virtio.insert(
+        0,
+        Arc::new(Mutex::new(MmioTransport::new(vsock, mem.clone()))),
+    );
+    debug_assert_eq!(virtio.len(), n_virtio);
+    let devices = Devices { serial, virtio };
     let pauser = Arc::new(Pauser::new(vcpus.len()));
     if api.is_some() {
         pause::install_kick_handler().context("installing the vCPU kick signal handler")?;

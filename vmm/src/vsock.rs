@@ -1,7 +1,12 @@
 //! virtio-vsock device (id 19) whose data path is the host kernel's vhost-vsock.
 //!
-//! The VMM only does the control path: at startup it opens `/dev/vhost-vsock`, becomes its
-//! owner and claims the guest CID (so a CID clash fails before the guest boots); when the
+//! The VMM only does the control path: at startup it opens `/dev/vhost-vsock` ([`open`], a
+//! path: before the jail), then, after the jail and before any vCPU runs, becomes its owner
+//! and claims the guest CID ([`VhostVsockDevice::new`]; a CID clash fails before the guest
+//! boots). Taking ownership inside the jail matters on kernels (6.4+) whose vhost worker is a
+//! `vhost_task`: a thread of the owner's process, created by `SET_OWNER`, which then shares
+//! the jail's namespaces, root and credentials (and does not exist yet when the jail checks
+//! that the process is single-threaded). On older kernels the worker is a kthread. When the
 //! driver sets DRIVER_OK it hands the rx (0) and tx (1) queues to vhost: negotiated features,
 //! the guest memory table, each ring's size/addresses/base, the kick EventFd (a KVM ioeventfd
 //! on QueueNotify with the queue index as datamatch) and the call EventFd (a KVM irqfd on the
@@ -83,19 +88,28 @@ fn ioctl(what: &'static str) -> impl FnOnce(vhost::Error) -> VsockError {
     move |e| VsockError::Ioctl(what, e)
 }
 
+/// `/dev/vhost-vsock`, open but not owned yet.
+pub struct VhostVsockFd(Vsock<Arc<GuestMemoryMmap>>);
+
+/// Opens `/dev/vhost-vsock` (nothing else: ownership comes with [`VhostVsockDevice::new`]).
+pub fn open(mem: Arc<GuestMemoryMmap>) -> Result<VhostVsockFd, VsockError> {
+    Vsock::new(mem).map(VhostVsockFd).map_err(|e| match e {
+        vhost::Error::VhostOpen(io) => VsockError::Open(io),
+        other => VsockError::Open(std::io::Error::other(other.to_string())),
+    })
+}
+
 impl VhostVsockDevice {
-    /// Opens vhost-vsock, takes ownership and claims `cid`. `kicks[i]` must be the ioeventfd of
-    /// queue i, `call` the irqfd of the device's IRQ.
+    /// Takes ownership of the opened vhost-vsock and claims `cid`. `kicks[i]` must be the
+    /// ioeventfd of queue i, `call` the irqfd of the device's IRQ.
     pub fn new(
+        fd: VhostVsockFd,
         cid: u64,
         mem: Arc<GuestMemoryMmap>,
         kicks: Vec<EventFd>,
         call: EventFd,
     ) -> Result<Self, VsockError> {
-        let backend = Vsock::new(mem.clone()).map_err(|e| match e {
-            vhost::Error::VhostOpen(io) => VsockError::Open(io),
-            other => VsockError::Open(std::io::Error::other(other.to_string())),
-        })?;
+        let backend = fd.0;
         backend.set_owner().map_err(ioctl("SET_OWNER"))?;
         let backend_features = backend.get_features().map_err(ioctl("GET_FEATURES"))?;
         if backend_features & (1 << VIRTIO_F_VERSION_1) == 0 {
