@@ -225,12 +225,22 @@ fn vmm_boots_guest_and_agent_answers() {
 #[test]
 fn vmm_control_socket_pauses_and_resumes() {
     require_kata_artifacts();
+    // `make binaries` builds no examples: build the client here (quick when up to date).
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kata-rs-vmm",
+            "--example",
+            "vmm_api",
+        ])
+        .current_dir(repo_root())
+        .status()
+        .expect("cannot run cargo");
+    assert!(built.success(), "building the vmm_api example failed");
     let client = repo_root().join("target/release/examples/vmm_api");
-    assert!(
-        client.is_file(),
-        "prerequisite missing: {} (cargo build --release -p kata-rs-vmm --example vmm_api)",
-        client.display()
-    );
+    assert!(client.is_file(), "no {}", client.display());
     let client = client.to_str().expect("UTF-8 path").to_owned();
     let run = node_run_with_extra("vmm-api.sh", &[&client], &[&client]);
     run.assert_success();
