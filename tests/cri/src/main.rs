@@ -22,10 +22,11 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, DnsConfig, ExecSyncRequest, ImageSpec,
-    ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter,
-    PodSandboxMetadata, PodSandboxState, PodSandboxStatusRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
+    ImageStatusRequest, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
+    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest, VersionRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -143,6 +144,18 @@ fn word(s: &str) -> String {
     }
 }
 
+/// The namespaces of a `hostNetwork: true` pod, as the kubelet sends them for the pod and
+/// again for each of its containers: the node's network, a PID namespace per container
+/// (no shareProcessNamespace), the pod's IPC namespace.
+fn namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 fn pod_config(a: &Args) -> PodSandboxConfig {
     let mut labels = HashMap::new();
     labels.insert("kata-rs-test".to_string(), "cri".to_string());
@@ -163,12 +176,7 @@ fn pod_config(a: &Args) -> PodSandboxConfig {
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: a.cgroup_parent.clone(),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -189,6 +197,13 @@ fn container_config(a: &Args, name: &str, script: String) -> ContainerConfig {
         }),
         command: vec!["sh".into(), "-c".into(), script],
         log_path: format!("{name}/0.log"),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
