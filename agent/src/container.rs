@@ -460,6 +460,20 @@ pub fn remove_rootfs(rootfs: &Path, id: &str) -> Result<()> {
     }
     if let Some(parent) = rootfs.parent() {
         if parent.file_name().and_then(|n| n.to_str()) == Some(id) {
+            // The copies of the container's host bind-mount sources (only in the shim's
+            // layout: nothing else is ever removed next to a rootfs).
+            if parent == crate::storage::container_dir(id) {
+                let mounts = parent.join("mounts");
+                match fs::remove_dir_all(&mounts) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(AgentError::internal(format!(
+                            "remove the bind-mount copies {mounts:?}: {e}"
+                        )))
+                    }
+                }
+            }
             let _ = fs::remove_dir(parent);
         }
     }

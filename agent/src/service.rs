@@ -250,7 +250,7 @@ impl Agent {
                 &req.disk_serial,
                 &req.format,
                 req.size,
-                &storage::rootfs_dir(&idc),
+                &storage::container_dir(&idc),
             )
         })
         .await

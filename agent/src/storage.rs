@@ -49,8 +49,17 @@ const S_IFSOCK: u32 = 0o140000;
 
 /// Guest directory of a container's rootfs.
 pub fn rootfs_dir(id: &str) -> PathBuf {
-    PathBuf::from(format!("/run/kata-rs/containers/{id}/rootfs"))
+    container_dir(id).join("rootfs")
 }
+
+/// Guest directory of everything the shim sends for a container: `rootfs` and `mounts`
+/// (the copies of its host bind-mount sources).
+pub fn container_dir(id: &str) -> PathBuf {
+    PathBuf::from(format!("/run/kata-rs/containers/{id}"))
+}
+
+/// The only names an AddStorage archive may have directly below the container directory.
+pub const CONTAINER_ENTRIES: &[&str] = &["rootfs", "mounts"];
 
 /// Checks a disk serial: 1..=20 characters, letters, digits, `-` and `_`.
 pub fn validate_serial(serial: &str) -> Result<()> {
@@ -124,15 +133,16 @@ fn open_uncached(dev: &Path) -> Result<fs::File> {
 }
 
 /// AddStorage for one container: finds the disk, unpacks `size` bytes of cpio into
-/// `rootfs` (which must not exist yet; its parents are created). On failure `rootfs` is
-/// removed again. Returns the number of entries.
+/// `dir` = [`container_dir`] (which must not exist yet; its parents are created): the
+/// container's `rootfs` and its copied bind-mount sources `mounts`, nothing else. On
+/// failure `dir` is removed again. Returns the number of entries.
 pub fn add_rootfs_from_disk(
     sys_block: &Path,
     id: &str,
     serial: &str,
     format: &str,
     size: u64,
-    rootfs: &Path,
+    dir: &Path,
 ) -> Result<u64> {
     validate_serial(serial)?;
     if format != FORMAT_NEWC_CPIO {
@@ -148,11 +158,12 @@ pub fn add_rootfs_from_disk(
         )));
     }
     let f = open_uncached(&dev)?;
-    let prefix = format!("run/kata-rs/containers/{id}/rootfs");
-    unpack(
+    let prefix = format!("run/kata-rs/containers/{id}");
+    unpack_limited(
         io::BufReader::with_capacity(256 * 1024, f.take(size)),
         &prefix,
-        rootfs,
+        dir,
+        CONTAINER_ENTRIES,
     )
     .map_err(|e| {
         AgentError::new(
@@ -170,6 +181,11 @@ pub fn add_rootfs_from_disk(
 /// entries named `prefix` (the root itself), a parent directory of `prefix` (skipped), or
 /// `prefix/...` are accepted. On error `root` is removed.
 pub fn unpack(r: impl Read, prefix: &str, root: &Path) -> Result<u64> {
+    unpack_limited(r, prefix, root, &[])
+}
+
+/// [`unpack`], with the names directly below the root limited to `tops` (any when empty).
+pub fn unpack_limited(r: impl Read, prefix: &str, root: &Path, tops: &[&str]) -> Result<u64> {
     if let Some(parent) = root.parent() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -187,7 +203,9 @@ pub fn unpack(r: impl Read, prefix: &str, root: &Path) -> Result<u64> {
                 AgentError::internal(format!("create {}: {e}", root.display()))
             }
         })?;
-    let res = Unpacker::new(root).run(r, prefix);
+    let mut unpacker = Unpacker::new(root);
+    unpacker.tops = tops;
+    let res = unpacker.run(r, prefix);
     if res.is_err() {
         if let Err(e) = fs::remove_dir_all(root) {
             tracing::warn!("remove {} after a failed unpack: {e}", root.display());
@@ -289,6 +307,8 @@ struct Unpacker<'a> {
     dirs: HashSet<PathBuf>,
     /// Directory mtimes, set at the end (creating entries changes them).
     dir_times: Vec<(PathBuf, u32)>,
+    /// Names allowed directly below the root (any when empty).
+    tops: &'a [&'a str],
 }
 
 impl<'a> Unpacker<'a> {
@@ -299,6 +319,7 @@ impl<'a> Unpacker<'a> {
             root,
             dirs,
             dir_times: Vec::new(),
+            tops: &[],
         }
     }
 
@@ -337,7 +358,18 @@ impl<'a> Unpacker<'a> {
             }
             match relative_name(&name, prefix)? {
                 None => skip(&mut r, size, "data")?,
-                Some(rel) => self.entry(&mut r, &rel, &h, &name)?,
+                Some(rel) => {
+                    if let Some(top) = rel.components().next() {
+                        if !self.tops.is_empty() && !self.tops.iter().any(|t| top.as_os_str() == *t)
+                        {
+                            return Err(bad(format!(
+                                "entry {name:?} is not under {prefix}/{{{}}}",
+                                self.tops.join(",")
+                            )));
+                        }
+                    }
+                    self.entry(&mut r, &rel, &h, &name)?
+                }
             }
             skip(&mut r, pad4(size), "padding")?;
         }
@@ -635,6 +667,33 @@ mod tests {
             assert!(!root.exists(), "{what}: root left behind");
             assert!(!dir.path().join("etc").exists());
         }
+    }
+
+    #[test]
+    fn container_dir_takes_rootfs_and_mounts_only() {
+        let c = "run/kata-rs/containers/c1";
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("c1");
+        let mut w = base();
+        w.entry(&format!("{P}/f"), S_IFREG | 0o644, b"r")
+            .entry(&format!("{c}/mounts"), S_IFDIR | 0o700, b"")
+            .entry(&format!("{c}/mounts/1"), S_IFREG | 0o640, b"hosts\n")
+            .entry(&format!("{c}/mounts/2"), S_IFDIR | 0o750, b"")
+            .entry(&format!("{c}/mounts/2/x"), S_IFREG | 0o600, b"x");
+        let n = unpack_limited(&w.finish()[..], c, &root, CONTAINER_ENTRIES).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(fs::read(root.join("rootfs/f")).unwrap(), b"r");
+        assert_eq!(fs::read(root.join("mounts/1")).unwrap(), b"hosts\n");
+        let md = fs::metadata(root.join("mounts/2")).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(fs::read(root.join("mounts/2/x")).unwrap(), b"x");
+        // Anything else below the container directory is refused, nothing is left.
+        let root = dir.path().join("c2");
+        let mut w = base();
+        w.entry(&format!("{c}/etc"), S_IFDIR | 0o755, b"");
+        let e = unpack_limited(&w.finish()[..], c, &root, CONTAINER_ENTRIES).unwrap_err();
+        assert!(e.message.contains("is not under"), "{e}");
+        assert!(!root.exists());
     }
 
     #[test]

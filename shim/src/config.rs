@@ -154,6 +154,12 @@ pub struct RuntimeConfig {
     /// Debug logging to containerd's shim log; also keeps console logs after the sandbox
     /// is gone (otherwise they are removed with it).
     pub debug: bool,
+    /// Host bind mounts are copied into the guest once: the largest file one may hold.
+    pub bind_copy_max_file_mib: u64,
+    /// ... and the most data all of one container's bind mounts may hold together.
+    pub bind_copy_max_total_mib: u64,
+    /// ... and the most entries (files, directories, symlinks) they may hold together.
+    pub bind_copy_max_entries: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -162,6 +168,9 @@ impl Default for RuntimeConfig {
             state_dir: PathBuf::from("/run/kata-rs/sandboxes"),
             console_log_dir: PathBuf::from("/run/kata-rs/console"),
             debug: false,
+            bind_copy_max_file_mib: 32,
+            bind_copy_max_total_mib: 128,
+            bind_copy_max_entries: 16384,
         }
     }
 }
@@ -336,6 +345,27 @@ impl Config {
         ] {
             if !p.is_absolute() {
                 return Err(self.invalid(key, format!("directory {} is not absolute", p.display())));
+            }
+        }
+        for (v, max, key) in [
+            (
+                r.bind_copy_max_file_mib,
+                4095,
+                "runtime.bind_copy_max_file_mib",
+            ),
+            (
+                r.bind_copy_max_total_mib,
+                64 * 1024,
+                "runtime.bind_copy_max_total_mib",
+            ),
+            (
+                r.bind_copy_max_entries,
+                1_000_000,
+                "runtime.bind_copy_max_entries",
+            ),
+        ] {
+            if !(1..=max).contains(&v) {
+                return Err(self.invalid(key, format!("{v} is out of range 1..={max}")));
             }
         }
         Ok(())

@@ -12,6 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::mounts::{Limits, MountCopy};
+
 /// newc magic.
 const MAGIC: &[u8; 6] = b"070701";
 /// Name of the entry that ends an archive.
@@ -62,6 +64,10 @@ pub enum CpioError {
         /// The error.
         err: io::Error,
     },
+    /// A bind mount's source cannot be copied (too big, a socket, ...); the message
+    /// names the mount.
+    #[error("{0}")]
+    Limit(String),
     /// The entry cannot be represented in newc or unpacked by the kernel.
     #[error("{path}: {what}")]
     Unsupported {
@@ -229,6 +235,165 @@ fn meta_of(m: &fs::Metadata) -> EntryMeta {
 /// of entries written. On error the partly written `out` is left for the caller to
 /// remove.
 pub fn pack_rootfs(rootfs: &Path, container_id: &str, out: &Path) -> Result<u64, CpioError> {
+    let unlimited = Limits {
+        max_file: u64::MAX,
+        max_total: u64::MAX,
+        max_entries: u64::MAX,
+    };
+    pack_container(rootfs, container_id, out, &[], &unlimited)
+}
+
+/// What a tree walk may pack.
+struct Walk<'a> {
+    /// Set for a bind mount's copy: which mount (for errors); only files, directories and
+    /// symlinks, within the limits.
+    mount: Option<String>,
+    limits: &'a Limits,
+    /// Data and entries of all bind-mount copies so far.
+    total: u64,
+    entries: u64,
+}
+
+impl Walk<'_> {
+    /// Checks the limits for one more entry of `size` data bytes.
+    fn account(&mut self, path: &Path, size: u64) -> Result<(), CpioError> {
+        let Some(label) = &self.mount else {
+            return Ok(());
+        };
+        let over = |what: String| CpioError::Limit(format!("{label}: {what}"));
+        let mib = |b: u64| b >> 20;
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(over(format!(
+                "the container's bind mounts hold more than {} entries (runtime.bind_copy_max_entries)",
+                self.limits.max_entries
+            )));
+        }
+        if size > self.limits.max_file {
+            return Err(over(format!(
+                "{} is {size} bytes, more than one copied file may be ({} MiB, runtime.bind_copy_max_file_mib)",
+                path.display(),
+                mib(self.limits.max_file)
+            )));
+        }
+        self.total += size;
+        if self.total > self.limits.max_total {
+            return Err(over(format!(
+                "the container's bind mounts hold more than {} MiB (runtime.bind_copy_max_total_mib), reached at {}",
+                mib(self.limits.max_total),
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes one entry for `path` (already `lstat`ed as `m`) named `entry_name`; a
+    /// directory's name is pushed onto `subdirs`.
+    fn entry<W: Write>(
+        &mut self,
+        w: &mut CpioWriter<W>,
+        path: &Path,
+        m: &fs::Metadata,
+        entry_name: String,
+        subdirs: &mut Vec<(PathBuf, String)>,
+    ) -> Result<(), CpioError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |err| CpioError::Io { path, err }
+        };
+        let meta = meta_of(m);
+        let ft = m.file_type();
+        let special = ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket();
+        if special {
+            if let Some(label) = &self.mount {
+                return Err(CpioError::Limit(format!(
+                    "{label}: {} is a socket, FIFO or device node, which kata-rs does not copy into the VM",
+                    path.display()
+                )));
+            }
+        }
+        self.account(path, if ft.is_file() { m.len() } else { 0 })?;
+        let res = if ft.is_dir() {
+            let r = w.dir(&entry_name, &meta);
+            subdirs.push((path.to_path_buf(), entry_name));
+            r
+        } else if ft.is_symlink() {
+            let target = fs::read_link(path).map_err(io_err(path))?;
+            use std::os::unix::ffi::OsStrExt;
+            w.symlink(&entry_name, target.as_os_str().as_bytes(), &meta)
+        } else if ft.is_file() {
+            let mut f = File::open(path).map_err(io_err(path))?;
+            w.file(&entry_name, &meta, m.len(), &mut f)
+        } else if special {
+            w.special(&entry_name, &meta)
+        } else {
+            return Err(CpioError::Unsupported {
+                path: path.to_path_buf(),
+                what: format!("unknown file type (mode {:o})", m.mode() & S_IFMT),
+            });
+        };
+        res.map_err(io_err(path))
+    }
+
+    /// Packs the contents of directory `root` (not `root` itself) under `name`, depth
+    /// first, names sorted for a reproducible archive; symlinks are not followed.
+    fn tree<W: Write>(
+        &mut self,
+        w: &mut CpioWriter<W>,
+        root: &Path,
+        name: &str,
+    ) -> Result<u64, CpioError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |err| CpioError::Io { path, err }
+        };
+        let mut count = 0;
+        let mut stack = vec![(root.to_path_buf(), name.to_string())];
+        while let Some((dir, name)) = stack.pop() {
+            let mut entries = fs::read_dir(&dir)
+                .map_err(io_err(&dir))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io_err(&dir))?;
+            entries.sort_by_key(|e| e.file_name());
+            let mut subdirs = Vec::new();
+            for e in entries {
+                let path = e.path();
+                let fname = e.file_name();
+                let Some(fname) = fname.to_str() else {
+                    return Err(CpioError::Unsupported {
+                        path,
+                        what: "file name is not UTF-8".into(),
+                    });
+                };
+                let entry_name = format!("{name}/{fname}");
+                if entry_name.len() + 1 > MAX_NAME {
+                    return Err(CpioError::Unsupported {
+                        path,
+                        what: "path is too long for the guest (PATH_MAX)".into(),
+                    });
+                }
+                let m = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+                self.entry(w, &path, &m, entry_name, &mut subdirs)?;
+                count += 1;
+            }
+            // Reverse so that the stack pops them in sorted order.
+            stack.extend(subdirs.into_iter().rev());
+        }
+        Ok(count)
+    }
+}
+
+/// [`pack_rootfs`] plus the container's copied bind-mount sources: each [`MountCopy`]
+/// (a regular file, or a directory tree packed without following symlinks) goes under
+/// `run/kata-rs/containers/<container_id>/mounts/<index>` (the `mounts` directory is
+/// root's, mode 0700), within `limits` (errors name the mount).
+pub fn pack_container(
+    rootfs: &Path,
+    container_id: &str,
+    out: &Path,
+    copies: &[MountCopy],
+    limits: &Limits,
+) -> Result<u64, CpioError> {
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
         move |err| CpioError::Io { path, err }
@@ -259,60 +424,37 @@ pub fn pack_rootfs(rootfs: &Path, container_id: &str, out: &Path) -> Result<u64,
     }
     w.dir(prefix, &meta_of(&root_meta)).map_err(io_err(out))?;
     let mut count = 1 + parent.split('/').count() as u64;
-    // Depth-first walk with an explicit stack; names sorted for a reproducible archive.
-    let mut stack = vec![(rootfs.to_path_buf(), prefix.to_string())];
-    while let Some((dir, name)) = stack.pop() {
-        let mut entries = fs::read_dir(&dir)
-            .map_err(io_err(&dir))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io_err(&dir))?;
-        entries.sort_by_key(|e| e.file_name());
-        let mut subdirs = Vec::new();
-        for e in entries {
-            let path = e.path();
-            let fname = e.file_name();
-            let Some(fname) = fname.to_str() else {
-                return Err(CpioError::Unsupported {
-                    path,
-                    what: "file name is not UTF-8".into(),
-                });
-            };
-            let entry_name = format!("{name}/{fname}");
-            if entry_name.len() + 1 > MAX_NAME {
-                return Err(CpioError::Unsupported {
-                    path,
-                    what: "path is too long for the guest (PATH_MAX)".into(),
-                });
-            }
-            let m = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-            let meta = meta_of(&m);
-            let ft = m.file_type();
-            let res = if ft.is_dir() {
-                let r = w.dir(&entry_name, &meta);
-                subdirs.push((path.clone(), entry_name));
-                r
-            } else if ft.is_symlink() {
-                let target = fs::read_link(&path).map_err(io_err(&path))?;
-                use std::os::unix::ffi::OsStrExt;
-                w.symlink(&entry_name, target.as_os_str().as_bytes(), &meta)
-            } else if ft.is_file() {
-                let mut f = File::open(&path).map_err(io_err(&path))?;
-                w.file(&entry_name, &meta, m.len(), &mut f)
-            } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket()
-            {
-                w.special(&entry_name, &meta)
-            } else {
-                return Err(CpioError::Unsupported {
-                    path,
-                    what: format!("unknown file type (mode {:o})", m.mode() & S_IFMT),
-                });
-            };
-            res.map_err(io_err(&path))?;
+    let mut walk = Walk {
+        mount: None,
+        limits,
+        total: 0,
+        entries: 0,
+    };
+    count += walk.tree(&mut w, rootfs, prefix)?;
+
+    if !copies.is_empty() {
+        let mounts = crate::mounts::guest_mounts_dir(container_id);
+        let mounts = mounts.trim_start_matches('/');
+        w.dir(mounts, &EntryMeta::root_dir(0o700, now))
+            .map_err(io_err(out))?;
+        count += 1;
+        for c in copies {
+            walk.mount = Some(c.label());
+            let name = format!("{mounts}/{}", c.index);
+            // The source itself: resolved by the shim already (as mount(2) would);
+            // nothing below it is followed.
+            let m = fs::metadata(&c.source).map_err(|e| {
+                CpioError::Limit(format!("{}: {}: {e}", c.label(), c.source.display()))
+            })?;
+            let mut subdirs = Vec::new();
+            walk.entry(&mut w, &c.source, &m, name.clone(), &mut subdirs)?;
             count += 1;
+            if m.is_dir() {
+                count += walk.tree(&mut w, &c.source, &name)?;
+            }
         }
-        // Reverse so that the stack pops them in sorted order.
-        stack.extend(subdirs.into_iter().rev());
     }
+
     let mut buf = w.finish().map_err(io_err(out))?;
     buf.flush().map_err(io_err(out))?;
     let file = buf.into_inner().map_err(|e| CpioError::Io {
@@ -463,6 +605,81 @@ mod tests {
         )
         .unwrap();
         fs::set_permissions(root.join("etc"), fs::Permissions::from_mode(0o750)).unwrap();
+    }
+
+    #[test]
+    fn bind_mount_copies_go_under_mounts_within_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        let file = dir.path().join("hosts");
+        fs::write(&file, b"127.0.0.1 localhost\n").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).unwrap();
+        let tree = dir.path().join("data");
+        fs::create_dir_all(tree.join("sub")).unwrap();
+        fs::write(tree.join("sub/f"), b"abc").unwrap();
+        // A symlink out of the tree stays a symlink (never followed).
+        std::os::unix::fs::symlink("/etc/shadow", tree.join("out")).unwrap();
+        let copy = |index, source: &Path| MountCopy {
+            index,
+            source: source.to_path_buf(),
+            spec_source: source.display().to_string(),
+            destination: format!("/m{index}"),
+        };
+        let copies = vec![copy(3, &file), copy(5, &tree)];
+        let big = Limits {
+            max_file: 1 << 20,
+            max_total: 1 << 20,
+            max_entries: 100,
+        };
+        let out = dir.path().join("out.cpio");
+        let n = pack_container(&root, "c1", &out, &copies, &big).unwrap();
+        let entries = parse(&fs::read(&out).unwrap()).unwrap();
+        assert_eq!(n as usize, entries.len());
+        let m = "run/kata-rs/containers/c1/mounts";
+        let get = |name: &str| entries.iter().find(|e| e.name == name).unwrap();
+        assert_eq!(get(m).meta.mode, S_IFDIR | 0o700);
+        let f = get(&format!("{m}/3"));
+        assert_eq!(f.meta.mode, S_IFREG | 0o640);
+        assert_eq!(f.data, b"127.0.0.1 localhost\n");
+        assert_eq!(get(&format!("{m}/5")).meta.mode & S_IFMT, S_IFDIR);
+        assert_eq!(get(&format!("{m}/5/sub/f")).data, b"abc");
+        let l = get(&format!("{m}/5/out"));
+        assert_eq!(l.meta.mode & S_IFMT, S_IFLNK);
+        assert_eq!(l.data, b"/etc/shadow");
+
+        // Each limit fails naming the mount.
+        for (limits, what) in [
+            (Limits { max_file: 2, ..big }, "bind_copy_max_file_mib"),
+            (
+                Limits {
+                    max_total: 21,
+                    ..big
+                },
+                "bind_copy_max_total_mib",
+            ),
+            (
+                Limits {
+                    max_entries: 3,
+                    ..big
+                },
+                "bind_copy_max_entries",
+            ),
+        ] {
+            let e = pack_container(&root, "c1", &out, &copies, &limits).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, CpioError::Limit(_)), "{msg}");
+            assert!(msg.contains(what), "{msg}");
+            assert!(msg.contains("bind mount /m"), "{msg}");
+        }
+        // A FIFO inside a copied tree is refused, naming the mount.
+        nix::unistd::mkfifo(
+            &tree.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = pack_container(&root, "c1", &out, &copies, &big).unwrap_err();
+        assert!(e.to_string().contains("bind mount /m5"), "{e}");
     }
 
     #[test]

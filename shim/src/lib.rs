@@ -13,6 +13,7 @@ pub mod config;
 pub mod container;
 pub mod cpio;
 pub mod metrics;
+pub mod mounts;
 pub mod options;
 pub mod pod;
 pub mod sandbox;

@@ -32,7 +32,7 @@ use crate::{
     agent::AgentError,
     config::{Config, ConfigFile, ConfigSource},
     container::{Container, Process, Status, MAX_EXECS},
-    cpio, metrics, options,
+    cpio, metrics, mounts, options,
     pod::{self, DiskPool, PodRole},
     sandbox::{Sandbox, SandboxPaths},
     util::{timestamp, validate_id, Rollback},
@@ -366,6 +366,13 @@ impl TaskService {
         config
             .validate()
             .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        // Host bind mounts: copied into the guest with the rootfs, sources rewritten.
+        let (spec_bytes, copies) = mounts::prepare(spec_bytes, id)
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("container {id}: {e}")))?;
+        let copies = Copies {
+            list: copies,
+            limits: mounts::Limits::from_config(&config.file.runtime),
+        };
 
         let mut rb = Rollback::new();
         let result = match &role {
@@ -379,6 +386,7 @@ impl TaskService {
                     &bundle,
                     sandbox,
                     role.clone(),
+                    &copies,
                     &mut rb,
                 )
                 .await
@@ -401,6 +409,7 @@ impl TaskService {
                     id,
                     paths,
                     role.clone(),
+                    &copies,
                     &mut rb,
                 )
                 .await
@@ -445,6 +454,7 @@ impl TaskService {
         sandbox_id: &str,
         paths: SandboxPaths,
         role: PodRole,
+        copies: &Copies,
         rb: &mut Rollback,
     ) -> Result<Arc<Container>, TtrpcError> {
         let id = req.id.as_str();
@@ -483,17 +493,8 @@ impl TaskService {
 
         // Pack the rootfs for the guest.
         let cpio_path = paths.state_dir.join(format!("{id}-rootfs.cpio"));
-        let (src, dst, cid) = (rootfs.clone(), cpio_path.clone(), id.to_string());
         let t0 = std::time::Instant::now();
-        let entries = tokio::task::spawn_blocking(move || cpio::pack_rootfs(&src, &cid, &dst))
-            .await
-            .map_err(|e| fail(Code::UNKNOWN)(format!("packing the rootfs: {e}")))?
-            .map_err(|e| {
-                fail(Code::UNKNOWN)(format!(
-                    "packing the container rootfs {}: {e}",
-                    rootfs.display()
-                ))
-            })?;
+        let entries = copies.pack(id, &rootfs, &cpio_path).await?;
         info!(
             id,
             entries,
@@ -597,6 +598,7 @@ impl TaskService {
         bundle: &Path,
         sandbox: Arc<Sandbox>,
         role: PodRole,
+        copies: &Copies,
         rb: &mut Rollback,
     ) -> Result<Arc<Container>, TtrpcError> {
         let id = req.id.as_str();
@@ -619,17 +621,8 @@ impl TaskService {
             )
         })?;
         let transfer = async {
-            let (src, dst, cid) = (rootfs.clone(), slot.path.clone(), id.to_string());
             let t0 = std::time::Instant::now();
-            tokio::task::spawn_blocking(move || cpio::pack_rootfs(&src, &cid, &dst))
-                .await
-                .map_err(|e| rpc_err(Code::UNKNOWN, format!("packing the rootfs: {e}")))?
-                .map_err(|e| {
-                    rpc_err(
-                        Code::UNKNOWN,
-                        format!("packing the container rootfs {}: {e}", rootfs.display()),
-                    )
-                })?;
+            copies.pack(id, &rootfs, &slot.path).await?;
             let size = std::fs::metadata(&slot.path)
                 .map_err(|e| rpc_err(Code::UNKNOWN, format!("{}: {e}", slot.path.display())))?
                 .len();
@@ -904,6 +897,34 @@ fn wants_terminal(req: &api::CreateTaskRequest, spec: &oci_spec::runtime::Spec) 
             .process()
             .as_ref()
             .is_some_and(|p| p.terminal().unwrap_or(false))
+}
+
+/// A container's bind mounts to copy into the guest, and the limits of the copy.
+struct Copies {
+    list: Vec<mounts::MountCopy>,
+    limits: mounts::Limits,
+}
+
+impl Copies {
+    /// Packs container `id`'s rootfs and bind-mount copies into the cpio `out`; returns
+    /// the entry count.
+    async fn pack(&self, id: &str, rootfs: &Path, out: &Path) -> Result<u64, TtrpcError> {
+        let (src, dst, cid) = (rootfs.to_path_buf(), out.to_path_buf(), id.to_string());
+        let (list, limits) = (self.list.clone(), self.limits);
+        tokio::task::spawn_blocking(move || cpio::pack_container(&src, &cid, &dst, &list, &limits))
+            .await
+            .map_err(|e| rpc_err(Code::UNKNOWN, format!("packing the rootfs: {e}")))?
+            .map_err(|e| match e {
+                cpio::CpioError::Limit(m) => rpc_err(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!("container {id}: copying bind mounts into the VM: {m}"),
+                ),
+                e => rpc_err(
+                    Code::UNKNOWN,
+                    format!("packing the container rootfs {}: {e}", rootfs.display()),
+                ),
+            })
+    }
 }
 
 /// The root file system: containerd's mounts on `<bundle>/rootfs` (unmounted again by
