@@ -7,6 +7,7 @@ use clap::Parser;
 use crate::blk::{parse_disk, DiskConfig, MAX_DISKS};
 use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
 use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
+use crate::net::{parse_net, NetConfig, MAX_NETS};
 
 /// Most vCPUs we start: the guest kernel is built with `CONFIG_NR_CPUS=64`.
 pub const MAX_VCPUS: u8 = 64;
@@ -69,6 +70,11 @@ pub struct Args {
     /// Repeat for more disks (the guest sees them as /dev/vda, /dev/vdb, ... in order).
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net card on host tap device NAME (opened, or created if missing, before the
+    /// jail; a tap the VMM created vanishes with it); `mac=` sets the guest's MAC (default: a
+    /// random locally administered one). Repeat for more cards (eth0, eth1, ... in order).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
+    pub nets: Vec<NetConfig>,
 }
 
 /// A validated VM configuration.
@@ -94,6 +100,8 @@ pub struct VmConfig {
     pub rng: bool,
     /// virtio-blk disks, in guest order.
     pub disks: Vec<DiskConfig>,
+    /// virtio-net cards, in guest order.
+    pub nets: Vec<NetConfig>,
     /// Jail the VMM after setup (default; `--no-jail` turns it off).
     pub jail: Option<JailConfig>,
     /// Control socket path.
@@ -121,6 +129,9 @@ pub enum ArgError {
     /// More `--disk` than virtio-mmio slots we give to disks.
     #[error("too many --disk ({0}, at most {MAX_DISKS})")]
     TooManyDisks(usize),
+    /// More `--net` than virtio-mmio slots we give to network cards.
+    #[error("too many --net ({0}, at most {MAX_NETS})")]
+    TooManyNets(usize),
 }
 
 impl Args {
@@ -144,6 +155,9 @@ impl Args {
         if self.disks.len() > MAX_DISKS {
             return Err(ArgError::TooManyDisks(self.disks.len()));
         }
+        if self.nets.len() > MAX_NETS {
+            return Err(ArgError::TooManyNets(self.nets.len()));
+        }
         for (what, id) in [("uid", self.jail_uid), ("gid", self.jail_gid)] {
             if id == 0 || id == u32::MAX {
                 return Err(ArgError::JailId(what, id));
@@ -160,6 +174,7 @@ impl Args {
             seccomp: !self.no_seccomp,
             rng: !self.no_rng,
             disks: self.disks,
+            nets: self.nets,
             jail: (!self.no_jail).then_some(JailConfig {
                 uid: self.jail_uid,
                 gid: self.jail_gid,
@@ -272,6 +287,56 @@ mod tests {
         assert_eq!(
             parse(&extra).unwrap().validate(),
             Err(ArgError::TooManyDisks(MAX_DISKS + 1))
+        );
+    }
+
+    #[test]
+    fn nets() {
+        let mut extra = ok_args();
+        extra.extend_from_slice(&[
+            "--net",
+            "tap=tap0",
+            "--net",
+            "tap=kata-1,mac=02:00:00:aa:bb:cc",
+        ]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(
+            cfg.nets,
+            vec![
+                NetConfig {
+                    tap: "tap0".into(),
+                    mac: None
+                },
+                NetConfig {
+                    tap: "kata-1".into(),
+                    mac: Some([2, 0, 0, 0xaa, 0xbb, 0xcc])
+                }
+            ]
+        );
+        for bad in [
+            "tap0",
+            "tap=",
+            "tap=a/b",
+            "tap=waytoolongtapname",
+            "tap=t,mac=01:00:00:00:00:01",
+            "tap=t,mac=00:00:00:00:00:00",
+            "tap=t,mac=02:00:00:00:00",
+            "tap=t,mac=02:00:00:00:00:zz",
+            "tap=t,tap=u",
+            "mac=02:00:00:00:00:01",
+            "tap=t,vhost=on",
+        ] {
+            let mut extra = ok_args();
+            extra.extend_from_slice(&["--net", bad]);
+            assert!(parse(&extra).is_err(), "{bad}");
+        }
+        let mut extra = ok_args();
+        for _ in 0..=MAX_NETS {
+            extra.extend_from_slice(&["--net", "tap=t"]);
+        }
+        assert_eq!(
+            parse(&extra).unwrap().validate(),
+            Err(ArgError::TooManyNets(MAX_NETS + 1))
         );
     }
 

@@ -20,6 +20,7 @@ pub mod devices;
 pub mod jail;
 pub mod layout;
 pub mod mptable;
+pub mod net;
 pub mod pause;
 pub mod rng;
 pub mod seccomp;

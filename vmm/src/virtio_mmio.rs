@@ -269,6 +269,18 @@ pub trait VirtioDevice: Send {
         let _ = index;
         false
     }
+    /// A host fd the main thread's event loop polls for this device while it is active, with
+    /// the `poll(2)` events wanted now (0: not now). Only devices with a host backend (the tap
+    /// of virtio-net) have one.
+    fn backend_poll(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        None
+    }
+    /// The backend fd reported `revents`; returns true when used buffers were returned and the
+    /// driver should be interrupted.
+    fn process_backend(&mut self, revents: i16) -> bool {
+        let _ = revents;
+        false
+    }
 }
 
 /// The virtio-mmio register file in front of one device.
@@ -327,6 +339,26 @@ impl<D: VirtioDevice> MmioTransport<D> {
             return;
         }
         if self.queues.get(index).is_some_and(|q| q.ready) && self.device.process_queue(index) {
+            self.raise(INT_VRING);
+        }
+    }
+
+    /// The backend fd to poll and the events wanted (see [`VirtioDevice::backend_poll`]);
+    /// None while the device is not running.
+    pub fn backend_poll(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        if !self.active || self.device.vhost_interrupts() {
+            return None;
+        }
+        self.device.backend_poll()
+    }
+
+    /// The backend fd is ready: let the device serve it and interrupt the driver if it
+    /// returned buffers.
+    pub fn backend_ready(&mut self, revents: i16) {
+        if !self.active || self.device.vhost_interrupts() {
+            return;
+        }
+        if self.device.process_backend(revents) {
             self.raise(INT_VRING);
         }
     }

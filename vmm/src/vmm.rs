@@ -21,6 +21,7 @@ use crate::cmdline::{self, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
+use crate::net::{NetDevice, Tap};
 use crate::pause::{self, Pauser};
 use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
@@ -256,7 +257,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // virtio-mmio slots: 0 = vsock, then the VMM's own devices.
     let vsock_base = layout::virtio_mmio_addr(0);
     let vsock_irq = layout::virtio_irq(0);
-    let n_virtio = 1 + usize::from(cfg.rng) + cfg.disks.len();
+    let n_virtio = 1 + usize::from(cfg.rng) + cfg.disks.len() + cfg.nets.len();
     let mmio_args: Vec<MmioDeviceArg> = (0..n_virtio)
         .map(|i| MmioDeviceArg {
             base: layout::virtio_mmio_addr(i),
@@ -330,6 +331,24 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
         let (t, evts) = own_device(&vm, 1 + virtio.len(), blk, &mem)
             .with_context(|| format!("virtio-blk {}", d.path.display()))?;
+        virtio.push(t);
+        queue_events.extend(evts);
+    }
+    // Taps are opened (or created) here, in the host's network namespace, before the jail
+    // moves the process into a new one; the fd keeps working there.
+    let mut backends = Vec::new();
+    for (i, n) in cfg.nets.iter().enumerate() {
+        let tap = Tap::open(&n.tap).map_err(|e| anyhow!(e))?;
+        let mac = n.mac.unwrap_or_else(crate::net::random_mac);
+        debug!(
+            "net {i}: tap {} mac {}",
+            tap.name(),
+            mac.map(|b| format!("{b:02x}")).join(":")
+        );
+        let net: Box<dyn VirtioDevice> = Box::new(NetDevice::new(tap, mac, mem.clone()));
+        let (t, evts) = own_device(&vm, 1 + virtio.len(), net, &mem)
+            .with_context(|| format!("virtio-net {}", n.tap))?;
+        backends.push(t.clone());
         virtio.push(t);
         queue_events.extend(evts);
     }
@@ -411,7 +430,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         }
     }
     debug!("VM set up in {:?}", t0.elapsed());
-    event_loop(&exit, sigfd, &queue_events, api, &pauser)
+    event_loop(&exit, sigfd, &queue_events, &backends, api, &pauser)
 }
 
 /// How long a `pause` command waits for every vCPU to leave `KVM_RUN`.
@@ -479,12 +498,19 @@ fn own_device(
     Ok((t, events))
 }
 
+fn lock_transport(
+    t: &SharedTransport,
+) -> std::sync::MutexGuard<'_, MmioTransport<Box<dyn VirtioDevice>>> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The main thread's loop (under its seccomp filter): serves queue notifications of the VMM's
 /// own devices and waits for the first exit reason, a signal, or the panic grace period.
 fn event_loop(
     exit: &ExitState,
     sigfd: libc::c_int,
     queues: &[QueueEvent],
+    backends: &[SharedTransport],
     mut api: Option<ApiServer>,
     pauser: &Pauser,
 ) -> Result<Exit> {
@@ -514,8 +540,22 @@ fn event_loop(
             }
             None => -1,
         };
-        // The control socket's fds change as connections come and go.
+        // Device backends (taps) are polled only for what the device can take now (fd -1:
+        // not at all, so a tap without RX buffers cannot wake the loop); the control socket's
+        // fds change as connections come and go.
         fds.truncate(fixed);
+        for b in backends {
+            let want = lock_transport(b).backend_poll();
+            fds.push(match want {
+                Some((fd, ev)) if ev != 0 => libc::pollfd {
+                    fd,
+                    events: ev,
+                    revents: 0,
+                },
+                _ => pollin(-1),
+            });
+        }
+        let api_at = fds.len();
         if let Some(a) = &api {
             fds.extend(a.fds().into_iter().map(pollin));
         }
@@ -543,15 +583,17 @@ fn event_loop(
         for (f, q) in fds[2..fixed].iter().zip(queues) {
             if f.revents & libc::POLLIN != 0 {
                 let _ = q.evt.read();
-                q.transport
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .notify_queue(q.queue);
+                lock_transport(&q.transport).notify_queue(q.queue);
+            }
+        }
+        for (f, b) in fds[fixed..api_at].iter().zip(backends) {
+            if f.fd >= 0 && f.revents != 0 {
+                lock_transport(b).backend_ready(f.revents);
             }
         }
         if let Some(a) = &mut api {
             // POLLHUP/POLLERR count too: the read then sees the end and drops the connection.
-            let ready: Vec<bool> = fds[fixed..].iter().map(|f| f.revents != 0).collect();
+            let ready: Vec<bool> = fds[api_at..].iter().map(|f| f.revents != 0).collect();
             a.serve(&ready, &mut |cmd| api_command(cmd, pauser));
         }
     }

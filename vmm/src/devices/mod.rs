@@ -57,6 +57,12 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     fn process_queue(&mut self, index: usize) -> bool {
         (**self).process_queue(index)
     }
+    fn backend_poll(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        (**self).backend_poll()
+    }
+    fn process_backend(&mut self, revents: i16) -> bool {
+        (**self).process_backend(revents)
+    }
 }
 
 /// All emulated devices; cloned into every vCPU thread.
