@@ -99,6 +99,12 @@ pub struct HypervisorConfig {
     pub pod_disks: u32,
     /// Size of each spare disk in MiB: the largest rootfs archive of a pod container.
     pub pod_disk_size_mib: u64,
+    /// Most vCPUs a pod VM gets when CRI's sandbox annotations add its containers' CPU
+    /// limits to `vcpus`; 0 = the host's online CPUs.
+    pub max_vcpus: u32,
+    /// Most memory (MiB) a pod VM gets when CRI's sandbox annotations add its containers'
+    /// memory limits to `memory_mib`; 0 = the host's memory (MemTotal).
+    pub max_memory_mib: u32,
 }
 
 impl Default for HypervisorConfig {
@@ -114,6 +120,8 @@ impl Default for HypervisorConfig {
             enable_annotations: Vec::new(),
             pod_disks: 2,
             pod_disk_size_mib: 1024,
+            max_vcpus: 0,
+            max_memory_mib: 0,
         }
     }
 }
@@ -289,6 +297,21 @@ impl Config {
                     }
                 }
             }
+        }
+        if h.max_vcpus > 64 {
+            return Err(self.invalid(
+                "hypervisor.max_vcpus",
+                format!("max_vcpus {} is out of range 0..=64", h.max_vcpus),
+            ));
+        }
+        if h.max_memory_mib != 0 && !(64..=1024 * 1024).contains(&h.max_memory_mib) {
+            return Err(self.invalid(
+                "hypervisor.max_memory_mib",
+                format!(
+                    "max_memory_mib {} is out of range 64..=1048576 (or 0)",
+                    h.max_memory_mib
+                ),
+            ));
         }
         if !(1..=64).contains(&h.vcpus) {
             return Err(self.invalid(
@@ -558,6 +581,28 @@ mod tests {
             .to_string()
             .contains("hypervisor.memory_mib"));
         c.file.hypervisor.memory_mib = 256;
+        for (key, f) in [
+            (
+                "hypervisor.max_vcpus",
+                (|c: &mut Config| c.file.hypervisor.max_vcpus = 65) as fn(&mut Config),
+            ),
+            ("hypervisor.max_memory_mib", |c| {
+                c.file.hypervisor.max_memory_mib = 10
+            }),
+            ("runtime.bind_copy_max_file_mib", |c| {
+                c.file.runtime.bind_copy_max_file_mib = 0
+            }),
+            ("runtime.bind_copy_max_entries", |c| {
+                c.file.runtime.bind_copy_max_entries = 0
+            }),
+        ] {
+            let mut bad = c.clone();
+            f(&mut bad);
+            assert!(
+                bad.validate().unwrap_err().to_string().contains(key),
+                "{key}"
+            );
+        }
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(
             dir.path().join("kata-vmm"),

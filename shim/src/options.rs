@@ -121,6 +121,165 @@ pub fn apply_annotations(
     Ok(())
 }
 
+/// CRI's pod resources on the sandbox container (containerd >= 1.6.7,
+/// `pkg/cri/annotations`): the sum of the pod's containers' limits.
+pub const SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
+/// CFS quota (µs) of the pod.
+pub const SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+/// CFS period (µs) of the pod.
+pub const SANDBOX_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+/// CPU shares of the pod (validated, not used for sizing, as in Kata).
+pub const SANDBOX_CPU_SHARES: &str = "io.kubernetes.cri.sandbox-cpu-shares";
+
+/// The pod resources CRI announced (0 = not set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxResources {
+    /// Memory limit, bytes.
+    pub memory: u64,
+    /// CFS quota, µs (<= 0: no limit).
+    pub cpu_quota: i64,
+    /// CFS period, µs.
+    pub cpu_period: u64,
+    /// CPU shares.
+    pub cpu_shares: u64,
+}
+
+impl SandboxResources {
+    /// Parses CRI's sandbox annotations; absent ones are 0. A value that is not a number,
+    /// a negative memory, a quota below -1, a period outside the kernel's 1000..=1000000
+    /// µs, or a quota without a period is an error naming the annotation. Other
+    /// `io.kubernetes.cri.*` annotations are not looked at.
+    pub fn parse(annotations: &HashMap<String, String>) -> Result<Self, String> {
+        fn num<T: std::str::FromStr>(
+            a: &HashMap<String, String>,
+            key: &str,
+            what: &str,
+        ) -> Result<Option<T>, String> {
+            let Some(v) = a.get(key) else {
+                return Ok(None);
+            };
+            v.trim().parse().map(Some).map_err(|_| {
+                format!(
+                    "annotation {key}: {:?} is not {what}",
+                    crate::util::sanitize(v, 40)
+                )
+            })
+        }
+        let memory = num::<u64>(annotations, SANDBOX_MEMORY, "a byte count")?.unwrap_or(0);
+        let cpu_quota = num::<i64>(annotations, SANDBOX_CPU_QUOTA, "a number of µs")?.unwrap_or(0);
+        let cpu_period =
+            num::<u64>(annotations, SANDBOX_CPU_PERIOD, "a number of µs")?.unwrap_or(0);
+        let cpu_shares = num::<u64>(annotations, SANDBOX_CPU_SHARES, "a number")?.unwrap_or(0);
+        if cpu_quota < -1 {
+            return Err(format!(
+                "annotation {SANDBOX_CPU_QUOTA}: {cpu_quota} is negative (-1 or 0 = no limit)"
+            ));
+        }
+        if cpu_period != 0 && !(1000..=1_000_000).contains(&cpu_period) {
+            return Err(format!(
+                "annotation {SANDBOX_CPU_PERIOD}: {cpu_period} µs is out of range 1000..=1000000"
+            ));
+        }
+        if cpu_quota > 0 && cpu_period == 0 {
+            return Err(format!(
+                "annotation {SANDBOX_CPU_QUOTA}: a quota of {cpu_quota} µs needs {SANDBOX_CPU_PERIOD}"
+            ));
+        }
+        Ok(Self {
+            memory,
+            cpu_quota,
+            cpu_period,
+            cpu_shares,
+        })
+    }
+
+    /// vCPUs the pod's limit needs: ceil(quota / period), 0 without a limit.
+    pub fn vcpus(&self) -> u64 {
+        if self.cpu_quota > 0 && self.cpu_period > 0 {
+            (self.cpu_quota as u64).div_ceil(self.cpu_period)
+        } else {
+            0
+        }
+    }
+
+    /// MiB the pod's memory limit needs (rounded up).
+    pub fn memory_mib(&self) -> u64 {
+        self.memory.div_ceil(1 << 20)
+    }
+}
+
+/// The VM size of a pod, as Kata sizes it: the configured base plus the pod's limits,
+/// capped at `max_vcpus` / `max_memory_mib` (never below the base). Returns (vcpus, MiB).
+pub fn pod_vm_size(
+    base_vcpus: u32,
+    base_memory_mib: u32,
+    res: &SandboxResources,
+    max_vcpus: u32,
+    max_memory_mib: u32,
+) -> (u32, u32) {
+    let cap = |base: u32, extra: u64, max: u32| -> u32 {
+        let want = u64::from(base).saturating_add(extra);
+        want.min(u64::from(max.max(base))) as u32
+    };
+    (
+        cap(base_vcpus, res.vcpus(), max_vcpus),
+        cap(base_memory_mib, res.memory_mib(), max_memory_mib),
+    )
+}
+
+/// The host's online CPUs and memory (MiB), for the caps that default to them.
+pub fn host_limits() -> (u32, u32) {
+    // SAFETY: sysconf only reads a system value.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cpus = u32::try_from(cpus).unwrap_or(1).max(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| u32::try_from(kib >> 10).unwrap_or(u32::MAX))
+        .unwrap_or(u32::MAX);
+    (cpus, mem)
+}
+
+/// Sizes a pod's VM from CRI's sandbox annotations (on the sandbox container only: the VM
+/// is sized once, at boot). CRI sets them, so no `enable_annotations` entry is needed.
+/// Returns the pod's resources when any was set.
+pub fn apply_sandbox_resources(
+    config: &mut Config,
+    annotations: &HashMap<String, String>,
+    host: (u32, u32),
+) -> Result<Option<SandboxResources>, String> {
+    let res = SandboxResources::parse(annotations)?;
+    if res.vcpus() == 0 && res.memory_mib() == 0 {
+        return Ok(None);
+    }
+    let h = &mut config.file.hypervisor;
+    let max_vcpus = if h.max_vcpus == 0 {
+        host.0
+    } else {
+        h.max_vcpus
+    };
+    let max_mem = if h.max_memory_mib == 0 {
+        host.1
+    } else {
+        h.max_memory_mib
+    };
+    // The configuration's own range (1..=64 vCPUs, <= 1 TiB) bounds the caps too.
+    let (vcpus, mem) = pod_vm_size(
+        h.vcpus,
+        h.memory_mib,
+        &res,
+        max_vcpus.min(64),
+        max_mem.min(1024 * 1024),
+    );
+    h.vcpus = vcpus;
+    h.memory_mib = mem;
+    Ok(Some(res))
+}
+
 fn known_list() -> String {
     KNOWN_HYPERVISOR_ANNOTATIONS
         .iter()
@@ -241,5 +400,97 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("is not a number"), "{e}");
+    }
+
+    #[test]
+    fn sandbox_resources_parse_and_size_the_vm() {
+        let a = ann(&[
+            (SANDBOX_MEMORY, "134217728"),
+            (SANDBOX_CPU_QUOTA, "150000"),
+            (SANDBOX_CPU_PERIOD, "100000"),
+            (SANDBOX_CPU_SHARES, "1536"),
+            ("io.kubernetes.cri.sandbox-log-directory", "/var/log/pods/x"),
+            ("io.kubernetes.cri.something-new", "whatever"),
+        ]);
+        let r = SandboxResources::parse(&a).unwrap();
+        assert_eq!(r.vcpus(), 2, "ceil(1.5)");
+        assert_eq!(r.memory_mib(), 128);
+        assert_eq!(pod_vm_size(1, 256, &r, 8, 4096), (3, 384));
+        // Capped, never below the base.
+        assert_eq!(pod_vm_size(1, 256, &r, 2, 300), (2, 300));
+        assert_eq!(pod_vm_size(4, 512, &r, 2, 300), (4, 512));
+        // A partial MiB rounds up; no limit adds nothing.
+        let r = SandboxResources::parse(&ann(&[(SANDBOX_MEMORY, "1")])).unwrap();
+        assert_eq!(r.memory_mib(), 1);
+        for q in ["0", "-1"] {
+            let r = SandboxResources::parse(&ann(&[
+                (SANDBOX_CPU_QUOTA, q),
+                (SANDBOX_CPU_PERIOD, "100000"),
+            ]))
+            .unwrap();
+            assert_eq!(r.vcpus(), 0);
+        }
+        assert_eq!(
+            SandboxResources::parse(&HashMap::new()).unwrap(),
+            SandboxResources::default()
+        );
+    }
+
+    #[test]
+    fn garbage_sandbox_resources_are_named() {
+        for (kv, want) in [
+            (vec![(SANDBOX_MEMORY, "lots")], SANDBOX_MEMORY),
+            (vec![(SANDBOX_MEMORY, "-5")], SANDBOX_MEMORY),
+            (vec![(SANDBOX_CPU_QUOTA, "1.5")], SANDBOX_CPU_QUOTA),
+            (vec![(SANDBOX_CPU_QUOTA, "-7")], SANDBOX_CPU_QUOTA),
+            (
+                vec![(SANDBOX_CPU_QUOTA, "100000"), (SANDBOX_CPU_PERIOD, "10")],
+                SANDBOX_CPU_PERIOD,
+            ),
+            (vec![(SANDBOX_CPU_QUOTA, "100000")], SANDBOX_CPU_PERIOD),
+            (vec![(SANDBOX_CPU_SHARES, "x")], SANDBOX_CPU_SHARES),
+        ] {
+            let e = SandboxResources::parse(&ann(&kv)).unwrap_err();
+            assert!(e.contains(want), "{kv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sandbox_resources_apply_with_caps_from_config_or_host() {
+        let mut c = Config {
+            file: Default::default(),
+            source: ConfigSource::Defaults,
+        };
+        c.file.hypervisor.vcpus = 1;
+        c.file.hypervisor.memory_mib = 256;
+        let a = ann(&[
+            (SANDBOX_MEMORY, "536870912"),
+            (SANDBOX_CPU_QUOTA, "400000"),
+            (SANDBOX_CPU_PERIOD, "100000"),
+        ]);
+        let mut d = c.clone();
+        assert!(apply_sandbox_resources(&mut d, &a, (2, 600))
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            (d.file.hypervisor.vcpus, d.file.hypervisor.memory_mib),
+            (2, 600)
+        );
+        let mut d = c.clone();
+        d.file.hypervisor.max_vcpus = 3;
+        d.file.hypervisor.max_memory_mib = 4096;
+        apply_sandbox_resources(&mut d, &a, (2, 600)).unwrap();
+        assert_eq!(
+            (d.file.hypervisor.vcpus, d.file.hypervisor.memory_mib),
+            (3, 768)
+        );
+        // Nothing set: untouched.
+        let mut d = c.clone();
+        assert!(apply_sandbox_resources(&mut d, &HashMap::new(), (2, 600))
+            .unwrap()
+            .is_none());
+        assert_eq!(d, c);
+        let (cpus, mem) = host_limits();
+        assert!(cpus >= 1 && mem >= 1);
     }
 }

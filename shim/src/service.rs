@@ -362,6 +362,22 @@ impl TaskService {
         if let Some(a) = spec.annotations() {
             options::apply_annotations(&mut config, a)
                 .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+            // A pod's VM is sized once, at boot, from CRI's sandbox annotations.
+            if role == PodRole::Sandbox {
+                let sized =
+                    options::apply_sandbox_resources(&mut config, a, options::host_limits())
+                        .map_err(|e| {
+                            rpc_err(Code::INVALID_ARGUMENT, format!("pod sandbox {id}: {e}"))
+                        })?;
+                if let Some(r) = sized {
+                    info!(
+                        id,
+                        vcpus = config.file.hypervisor.vcpus,
+                        memory_mib = config.file.hypervisor.memory_mib,
+                        "pod VM sized from CRI's sandbox annotations: {r:?}"
+                    );
+                }
+            }
         }
         config
             .validate()

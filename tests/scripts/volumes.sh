@@ -103,6 +103,9 @@ $T ctr task exec --exec-id shm vpc1 sh -c \
     'echo "shm-fs=$(grep " /dev/shm " /proc/mounts | cut -d" " -f3)"; echo s > /dev/shm/t && echo "shm-write=ok"' 2>&1
 $T ctr task exec --exec-id shm0 vpod sh -c \
     'echo "sandbox-shm-fs=$(grep " /dev/shm " /proc/mounts | cut -d" " -f3)"' 2>&1
+# The pod VM without CRI's sizing annotations: the configured size (1 vCPU, 256 MiB).
+$T ctr task exec --exec-id size0 vpod sh -c \
+    'echo "base-nproc=$(nproc)"; echo "base-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"' 2>&1
 for c in vpc1 vpod; do
     $T ctr task kill -s KILL $c 2>&1
     wait_status $c STOPPED 60
@@ -111,6 +114,34 @@ for c in vpc1 vpod; do
 done
 ctr container rm vpc1 vpod 2>&1
 umount "$W/shm"
+
+echo "== pod-size"
+# CRI's pod resources on the sandbox container (containerd >= 1.6.7): the VM gets
+# vcpus + ceil(quota/period) and memory_mib + the memory limit. Other io.kubernetes.cri.*
+# annotations are fine.
+$T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=spod \
+    --annotation io.kubernetes.cri.sandbox-memory=134217728 \
+    --annotation io.kubernetes.cri.sandbox-cpu-quota=150000 \
+    --annotation io.kubernetes.cri.sandbox-cpu-period=100000 \
+    --annotation io.kubernetes.cri.sandbox-cpu-shares=1536 \
+    --annotation io.kubernetes.cri.sandbox-log-directory=/var/log/pods/x \
+    "$KATA_RS_IMAGE" spod sh -c 'while true; do sleep 1; done' 2>&1
+echo "sized-rc=$?"
+wait_status spod RUNNING 60
+echo "sized-vmm-args=$(tr '\0' ' ' < /proc/$(ctr task ls | awk '$1 == "spod" { print $2 }')/cmdline | grep -o -- '--mem-mib [0-9]* --vcpus [0-9]*' | tr ' ' ,)"
+$T ctr task exec --exec-id size1 spod sh -c \
+    'echo "sized-nproc=$(nproc)"; echo "sized-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"' 2>&1
+$T ctr task kill -s KILL spod 2>&1
+wait_status spod STOPPED 60
+$T ctr task delete spod 2>&1
+echo "delete-spod-rc=$?"
+ctr container rm spod 2>&1
+# Garbage from CRI: a clear error naming the annotation, nothing started.
+$T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=gpod \
+    --annotation io.kubernetes.cri.sandbox-memory=lots "$KATA_RS_IMAGE" gpod true 2>&1
+echo "garbage-rc=$?"
+ctr container rm gpod > /dev/null 2>&1
+echo "garbage-vmms=$(count_procs kata-vmm)"
 
 echo "== after"
 _i=0

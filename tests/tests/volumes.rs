@@ -2,8 +2,9 @@
 //! directory tree bound read-only and a directory bound writable look the same in a runc
 //! container, a kata container and a kata pod container (contents, modes, owners, mtimes,
 //! symlinks kept, EROFS on writes to the read-only binds); a missing or device source fails
-//! clearly and leaves nothing; CRI's /dev/shm bind becomes a tmpfs in the guest; nothing is
-//! left at the end.
+//! clearly and leaves nothing; CRI's /dev/shm bind becomes a tmpfs in the guest; a pod
+//! sandbox with CRI's sizing annotations gets more vCPUs and memory (garbage is refused);
+//! nothing is left at the end.
 use kata_rs_tests::{node_run, require_kata_artifacts};
 
 #[test]
@@ -86,6 +87,35 @@ fn host_bind_mounts_are_copied_into_the_vm() {
     assert_eq!(run.expect_marker("sandbox-shm-fs"), "tmpfs", "{out}");
     assert_eq!(run.expect_marker("delete-vpc1-rc"), "0", "{out}");
     assert_eq!(run.expect_marker("delete-vpod-rc"), "0", "{out}");
+
+    // Pod VM sizing from CRI's sandbox annotations: 1 + ceil(150000/100000) = 3 vCPUs,
+    // capped at the node's 2 online CPUs; 256 + 128 MiB.
+    assert_eq!(run.expect_marker("sized-rc"), "0", "{out}\n{}", run.stderr);
+    assert_eq!(run.expect_marker("base-nproc"), "1", "{out}");
+    assert_eq!(run.expect_marker("sized-nproc"), "2", "{out}");
+    assert_eq!(
+        run.expect_marker("sized-vmm-args"),
+        "--mem-mib,384,--vcpus,2",
+        "{out}"
+    );
+    let kb = |k: &str| -> i64 {
+        run.expect_marker(k)
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} is not a number:\n{out}"))
+    };
+    let grown = kb("sized-memtotal-kb") - kb("base-memtotal-kb");
+    assert!(
+        (110 * 1024..=130 * 1024).contains(&grown),
+        "MemTotal grew by {grown} kB, expected about 128 MiB:\n{out}"
+    );
+    assert_eq!(run.expect_marker("delete-spod-rc"), "0", "{out}");
+    assert_ne!(run.expect_marker("garbage-rc"), "0", "{out}");
+    let size = run.section("pod-size").join("\n");
+    assert!(
+        size.contains("annotation io.kubernetes.cri.sandbox-memory: \"lots\" is not a byte count"),
+        "the error names the annotation:\n{size}"
+    );
+    assert_eq!(run.expect_marker("garbage-vmms"), "0", "{out}");
 
     assert_eq!(run.expect_marker("tasks"), "0", "{out}");
     assert_eq!(run.expect_marker("state"), "0", "{out}");
