@@ -17,7 +17,7 @@ pub const MAX_VCPUS: u8 = 64;
 #[command(
     name = "kata-vmm",
     version,
-    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, vhost-vsock, virtio-rng and virtio-blk, under seccomp"
+    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, vhost-vsock, virtio-rng, virtio-blk and virtio-net, under seccomp"
 )]
 pub struct Args {
     /// Guest kernel: an ELF vmlinux with a PVH entry point, or a bzImage (detected).

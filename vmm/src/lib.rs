@@ -3,7 +3,8 @@
 //! One `kata-vmm` process runs one pod's KVM microVM: it boots an uncompressed ELF `vmlinux`
 //! through the PVH entry point (or a bzImage through the Linux 32-bit boot protocol), gives it an initramfs, a 16550 serial console on port 0x3f8
 //! (logged to a file), one virtio-mmio vsock device whose data path is the host kernel's
-//! vhost-vsock, a virtio-rng device and virtio-blk disks served by its main thread; every
+//! vhost-vsock, a virtio-rng device, virtio-blk disks and virtio-net cards on host taps served
+//! by its main thread; every
 //! thread runs under a seccomp allow-list; started as root, the process jails itself after
 //! setup (namespaces, empty root, unprivileged uid/gid, no capabilities). See `vmm/README.md` for the memory map, device model and threads, and
 //! `docs/design.md` for the command line contract with the shim.
