@@ -165,6 +165,28 @@ ctr oci spec | sed \
 echo "spec-lines=$(wc -l < "$W/user.json")"
 config_case config-user "$W/user.json"
 
+# The spec's hostname and a pids limit (64), enforced: forking 100 short-lived processes must
+# fail. (Not compared: pids.max itself, which runc's cgroup namespace on the node does not show
+# although the limit holds.)
+cat > "$W/rootfs/probe-pids.sh" <<'PROBE'
+hostname
+if (i=0; while [ $i -lt 100 ]; do sleep 3 & i=$((i + 1)); done) 2>&1 | grep -q "can't fork"; then
+    echo fork-limited=yes
+else
+    echo fork-limited=no
+fi
+PROBE
+ctr oci spec | sed \
+    -e 's|"cwd": "/",|"cwd": "/", "args": ["sh", "/probe-pids.sh"], "env": ["PATH=/bin:/usr/bin"],|' \
+    -e 's|"linux": {|"hostname": "parity-host", "linux": {|' \
+    -e 's|"resources": {|"resources": {"pids": {"limit": 64},|' \
+    -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/kata-rs-test/parity-pids\"|" \
+    -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \
+    -e 's|"type": "network"|"type": "network"}, {"type": "cgroup"|' \
+    -e 's|"mounts": \[|"mounts": [{"destination": "/sys/fs/cgroup", "type": "cgroup2", "source": "cgroup2", "options": ["nosuid", "noexec", "nodev", "ro"]},|' \
+    > "$W/pids.json"
+config_case hostname-pids "$W/pids.json"
+
 # exec into a running container (ctr run -d): user, cwd, namespaces, capabilities, exit
 # status; a terminal exec (through busybox script when the node has it); ps, pause/resume.
 for rt in runc kata; do

@@ -1,10 +1,11 @@
 //! Parity with runc: the same containers through `io.containerd.runc.v2` and
 //! `io.containerd.kata.v2` (tests/scripts/parity.sh, one node boot) must print the same
 //! normalised result line per case: process user/groups/umask, capabilities, no_new_privs,
-//! read-only root, masked and read-only paths, env/cwd, rlimits, cgroup limits, seccomp,
-//! stdin, terminals (`ctr run -t`, `ctr task exec -t`), `--memory-limit` enforced (OOM kill
-//! reported as an exit by SIGKILL and a `/tasks/oom` event), signals and exit statuses. Each
-//! case is also checked for sanity, so that two identically broken runtimes do not pass.
+//! read-only root, masked and read-only paths, env/cwd, hostname, rlimits, cgroup limits
+//! (memory and cpu visible, pids enforced), seccomp, stdin, terminals (`ctr run -t`, `ctr
+//! task exec -t`), `--memory-limit` enforced (OOM kill reported as an exit by SIGKILL and a
+//! `/tasks/oom` event), signals and exit statuses. Each case is also checked for sanity, so
+//! that two identically broken runtimes do not pass.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -107,6 +108,10 @@ const SANE: &[(&str, &[&str])] = &[
     (
         "pause-resume",
         &["ps-lines=2 ; paused=PAUSED ; resumed=RUNNING"],
+    ),
+    (
+        "hostname-pids",
+        &["rc=0", "parity-host", "fork-limited=yes"],
     ),
     (
         "config-user",
