@@ -4,34 +4,21 @@
 //! containers, ExecSync, the server container on localhost from the client container,
 //! ContainerStats, the log files CRI writes, StopPodSandbox, RemovePodSandbox, nothing left.
 //!
-//! Every step is asserted for runc. For kata, the steps in [`KATA_GAPS`] are what kata-rs cannot
-//! do yet: when such a step fails, the test prints that it is not asserted and why, and the
-//! steps after it whose output is then missing are reported as not reached; output that is
-//! there is still asserted. A gap step that passes is reported too (remove it from the list).
+//! Every step is asserted for runc and for kata (one VM for the pod: both containers see the
+//! same guest boot id, not the node's). [`KATA_GAPS`] can name steps kata-rs cannot do yet:
+//! when such a step fails, the test prints that it is not asserted and why, and the steps
+//! after it whose output is then missing are reported as not reached; output that is there is
+//! still asserted. A gap step that passes is reported too (remove it from the list).
 use std::path::PathBuf;
 use std::process::Command;
 
 use kata_rs_tests::{marker, node_run, repo_root, require_kata_artifacts, NodeRun};
 
-/// Steps the kata pod cannot pass yet, and why. (A pod's containers in one VM, with the
-/// pause container's namespaces, work through ctr: tests/scripts/pod.sh. Under CRI the spec
-/// also carries bind mounts of node paths, and those are what fails.)
-const KATA_GAPS: &[(&str, &str)] = &[
-    (
-        "run-pod",
-        "the pod's sandbox (pause) container does not start: CRI's spec for it bind-mounts \
-         node paths, /dev/shm from <containerd state>/io.containerd.grpc.v1.cri/sandboxes/ID/shm \
-         and /etc/resolv.conf from <containerd root>/io.containerd.grpc.v1.cri/sandboxes/ID/, \
-         and the agent looks for them inside the guest; the shim has to turn CRI's node mounts \
-         into something the guest has (e.g. a tmpfs for the pod's /dev/shm, the files copied)",
-    ),
-    (
-        "start",
-        "a CRI container's spec bind-mounts /etc/hostname, /etc/hosts, /etc/resolv.conf \
-         (<containerd root>/io.containerd.grpc.v1.cri/sandboxes/ID/) and /dev/shm (the \
-         sandbox's, see run-pod) from the node, which the guest does not have either",
-    ),
-];
+/// Steps the kata pod cannot pass yet, and why: none. (Until 85aad02/d3dd150 a pod's
+/// containers each had their own VM; until 29315ba the node paths CRI bind-mounts — the
+/// sandbox's /dev/shm, /etc/hosts, /etc/hostname, /etc/resolv.conf — did not reach the VM,
+/// so RunPodSandbox failed.)
+const KATA_GAPS: &[(&str, &str)] = &[];
 
 /// The CRI client binary, built for the host (the node gets it through KATA_RS_NODE_EXTRA).
 fn cri_client() -> PathBuf {
