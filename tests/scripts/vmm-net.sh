@@ -5,7 +5,9 @@
 # has no CONFIG_IP_PNP for ip=, and the agent only brings up lo), starts busybox httpd serving
 # a 1.9 MB file, then execs the agent as PID 1. From the node: ping, ping with 1400-byte and
 # fragmented 8000-byte payloads, the file over TCP (sha256), agent shutdown, the tap gone with
-# the VMM. Markers are checked by tests/tests/vmm.rs.
+# the VMM. The same boot has --virtio-console and console=hvc0: the guest's console lines
+# (netinit's, the agent's ready line) reach the log through hvc0. Markers are checked by
+# tests/tests/vmm.rs.
 CID=${1:-52}
 TAP=kt-net0
 HOST_IP=10.213.0.1
@@ -26,6 +28,9 @@ B=/kt/busybox
 \$B seq 1 300000 > /kt/www/blob
 \$B ip link set eth0 up && \$B ip addr add $GUEST_IP/24 dev eth0 && r=up || r=failed
 echo "kt-net: eth0 \$r mac=\$(\$B ip link show eth0 | \$B sed -n 's/.*link.ether \\([0-9a-f:]*\\).*/\\1/p')"
+\$B mkdir -p /kt/sys && \$B mount -t sysfs sysfs /kt/sys
+echo "kt-console: active=\$(\$B cat /kt/sys/class/tty/console/active | \$B tr ' ' ,)"
+\$B umount /kt/sys
 \$B httpd -f -p 8080 -h /kt/www &
 exec /init
 EOF
@@ -38,7 +43,8 @@ echo "== boot"
 : > "$LOG"
 kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" --initrd "$KATA_RS_SHARE/kata-rs-initrd.img" \
     --initrd "$KATA_RS_WORK/net-overlay.cpio" --mem-mib 256 --vcpus 1 --vsock-cid "$CID" \
-    --console-log "$LOG" --net "tap=$TAP,mac=$MAC" --cmdline "rdinit=/kt/netinit" \
+    --console-log "$LOG" --net "tap=$TAP,mac=$MAC" --virtio-console \
+    --cmdline "rdinit=/kt/netinit console=hvc0" \
     > vmm-net.out 2>&1 &
 VPID=$!
 # The tap exists once kata-vmm is set up (before the guest boots).
@@ -55,6 +61,9 @@ while [ $i -lt 1800 ]; do
 done
 echo "agent-ready=$ready after $(secs) s"
 echo "guest-eth0=$(sed -n 's/^kt-net: eth0 \([a-z]*\).*/\1/p' "$LOG" | head -n 1)"
+# With console=hvc0 last, /dev/console (init's output, the agent's ready line) is the
+# virtio-console: these lines reach the log through it.
+echo "guest-console=$(sed -n 's/^kt-console: active=\([A-Za-z0-9,]*\).*/\1/p' "$LOG" | head -n 1)"
 echo "guest-mac=$(sed -n 's/^kt-net: eth0 [a-z]* mac=\([0-9a-f:]*\).*/\1/p' "$LOG" | head -n 1)"
 [ "$(readlink /proc/$VPID/ns/net)" != "$(readlink /proc/self/ns/net)" ] && own=yes || own=no
 echo "vmm-own-netns=$own"
@@ -106,7 +115,7 @@ fi
 echo "tap-left=$([ -e /sys/class/net/$TAP ] && echo yes || echo no)"
 echo "total=$(secs) s"
 sed 's/^/vmm-stderr| /' vmm-net.out
-grep -E 'kt-net|virtio|eth0' "$LOG" | sed 's/^/console| /'
+grep -E 'kt-net|kt-console|virtio|eth0|hvc' "$LOG" | sed 's/^/console| /'
 tail -n 10 "$LOG" | sed 's/^/console-tail| /'
 kata_rs_leftovers
 echo "leftovers-rc=$?"

@@ -281,6 +281,8 @@ fn vmm_control_socket_pauses_and_resumes() {
 /// busybox httpd, then execs the agent) sees the MAC, answers ping, 200 back-to-back
 /// 1400-byte and 20 fragmented 8000-byte pings without loss, and serves a 1.9 MB file whose
 /// sha256 matches. After the agent's shutdown kata-vmm exits 0 and the tap it created is gone.
+/// The same VM has `--virtio-console` with `console=hvc0`: the guest's console (init's lines,
+/// the agent's ready line) is hvc0 and reaches the console log.
 #[test]
 fn vmm_net_tap_ping_and_bulk() {
     require_kata_artifacts();
@@ -300,6 +302,11 @@ fn vmm_net_tap_ping_and_bulk() {
         "guest eth0 configuration"
     );
     assert_eq!(run.expect_marker("guest-mac"), "02:00:0a:d5:00:02");
+    let active = run.expect_marker("guest-console");
+    assert!(
+        active.split(',').next_back() == Some("hvc0"),
+        "the guest console must be hvc0 (virtio-console), /sys says {active:?}"
+    );
     assert_eq!(
         run.expect_marker("vmm-own-netns"),
         "yes",

@@ -66,6 +66,10 @@ pub struct Args {
     /// Do not give the guest a virtio-rng device (on by default).
     #[arg(long)]
     pub no_rng: bool,
+    /// Give the guest a virtio-console (hvc0) whose output is appended to --console-log too;
+    /// add `console=hvc0` to --cmdline to use it.
+    #[arg(long)]
+    pub virtio_console: bool,
     /// virtio-blk disk backed by a host file or block device; `,ro` makes it read-only.
     /// Repeat for more disks (the guest sees them as /dev/vda, /dev/vdb, ... in order).
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
@@ -98,6 +102,8 @@ pub struct VmConfig {
     pub seccomp: bool,
     /// Give the guest a virtio-rng device fed from the host's getrandom(2).
     pub rng: bool,
+    /// Give the guest a virtio-console (hvc0) writing to the console log.
+    pub virtio_console: bool,
     /// virtio-blk disks, in guest order.
     pub disks: Vec<DiskConfig>,
     /// virtio-net cards, in guest order.
@@ -173,6 +179,7 @@ impl Args {
             extra_cmdline: self.cmdline,
             seccomp: !self.no_seccomp,
             rng: !self.no_rng,
+            virtio_console: self.virtio_console,
             disks: self.disks,
             nets: self.nets,
             jail: (!self.no_jail).then_some(JailConfig {
@@ -224,6 +231,10 @@ mod tests {
         extra.extend_from_slice(&["--no-seccomp", "--no-rng"]);
         let cfg = parse(&extra).unwrap().validate().unwrap();
         assert!(!cfg.seccomp && !cfg.rng);
+        assert!(!cfg.virtio_console);
+        let mut extra = ok_args();
+        extra.push("--virtio-console");
+        assert!(parse(&extra).unwrap().validate().unwrap().virtio_console);
         assert!(cfg.disks.is_empty());
         assert_eq!(cfg.jail, Some(JailConfig::default()));
         assert_eq!(cfg.api_sock, None);

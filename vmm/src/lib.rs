@@ -16,6 +16,7 @@ pub mod args;
 pub mod blk;
 pub mod boot;
 pub mod cmdline;
+pub mod console;
 pub mod cpu;
 pub mod devices;
 pub mod jail;

@@ -18,6 +18,7 @@ use crate::api::{ApiServer, Command};
 use crate::args::VmConfig;
 use crate::blk::{BlkDevice, Disk};
 use crate::cmdline::{self, MmioDeviceArg};
+use crate::console::ConsoleDevice;
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
@@ -257,7 +258,11 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // virtio-mmio slots: 0 = vsock, then the VMM's own devices.
     let vsock_base = layout::virtio_mmio_addr(0);
     let vsock_irq = layout::virtio_irq(0);
-    let n_virtio = 1 + usize::from(cfg.rng) + cfg.disks.len() + cfg.nets.len();
+    let n_virtio = 1
+        + usize::from(cfg.rng)
+        + cfg.disks.len()
+        + cfg.nets.len()
+        + usize::from(cfg.virtio_console);
     let mmio_args: Vec<MmioDeviceArg> = (0..n_virtio)
         .map(|i| MmioDeviceArg {
             base: layout::virtio_mmio_addr(i),
@@ -284,15 +289,28 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)
         .map_err(|e| anyhow!("KVM_IRQFD (serial): {e}"))?;
-    let exit_for_panic = exit.clone();
-    let out = ConsoleOut::new(
-        console,
-        Arc::new(AtomicBool::new(false)),
+    let console_panicked = Arc::new(AtomicBool::new(false));
+    let on_panic = |exit: Arc<ExitState>| -> Box<dyn Fn() + Send> {
         Box::new(move || {
-            exit_for_panic.panicked.store(true, Ordering::SeqCst);
-            let _ = exit_for_panic.evt.write(1);
-        }),
-    );
+            exit.panicked.store(true, Ordering::SeqCst);
+            let _ = exit.evt.write(1);
+        })
+    };
+    // virtio-console output goes to the same log (O_APPEND: whole writes interleave, never
+    // overwrite) with its own panic scan.
+    let hvc_out = if cfg.virtio_console {
+        let f = console
+            .try_clone()
+            .context("duplicating the console log fd")?;
+        Some(ConsoleOut::new(
+            f,
+            console_panicked.clone(),
+            on_panic(exit.clone()),
+        ))
+    } else {
+        None
+    };
+    let out = ConsoleOut::new(console, console_panicked, on_panic(exit.clone()));
     let serial = Arc::new(Mutex::new(ConsoleSerial::new(serial_irq, out)));
 
     // vsock: kick = ioeventfd on QueueNotify (datamatch = queue index), call = irqfd.
@@ -349,6 +367,12 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         let (t, evts) = own_device(&vm, 1 + virtio.len(), net, &mem)
             .with_context(|| format!("virtio-net {}", n.tap))?;
         backends.push(t.clone());
+        virtio.push(t);
+        queue_events.extend(evts);
+    }
+    if let Some(out) = hvc_out {
+        let hvc: Box<dyn VirtioDevice> = Box::new(ConsoleDevice::new(out, mem.clone()));
+        let (t, evts) = own_device(&vm, 1 + virtio.len(), hvc, &mem).context("virtio-console")?;
         virtio.push(t);
         queue_events.extend(evts);
     }
