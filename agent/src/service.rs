@@ -68,6 +68,18 @@ impl Agent {
         }
     }
 
+    /// SetGuestDateTime: sets CLOCK_REALTIME, only as the guest's init (PID 1), so that
+    /// development mode on a host never touches the host's clock.
+    pub fn set_guest_time(&self, sec: i64, usec: i64) -> Result<()> {
+        validate_time(sec, usec)?;
+        if std::process::id() != 1 {
+            return Err(AgentError::precondition(
+                "SetGuestDateTime: the agent is not the guest's init (PID 1); the clock is left alone",
+            ));
+        }
+        set_realtime(sec, usec)
+    }
+
     fn get(&self, id: &str) -> Result<Arc<Container>> {
         spec::validate_id(id)?;
         self.containers
@@ -394,6 +406,37 @@ impl Agent {
     }
 }
 
+/// Latest time SetGuestDateTime accepts: 9999-12-31T23:59:59Z.
+const MAX_TIME_SEC: i64 = 253_402_300_799;
+
+/// Checks a SetGuestDateTime value: 0..=[`MAX_TIME_SEC`] seconds, 0..=999999 µs.
+pub fn validate_time(sec: i64, usec: i64) -> Result<()> {
+    if !(0..=MAX_TIME_SEC).contains(&sec) || !(0..1_000_000).contains(&usec) {
+        return Err(AgentError::invalid(format!(
+            "SetGuestDateTime: {sec} s {usec} µs is out of range (0..={MAX_TIME_SEC} s, 0..=999999 µs)"
+        )));
+    }
+    Ok(())
+}
+
+fn set_realtime(sec: i64, usec: i64) -> Result<()> {
+    // x86_64 (the only guest): time_t and tv_nsec are i64 with glibc and musl alike;
+    // the ranges were checked above.
+    let ts = libc::timespec {
+        tv_sec: sec,
+        tv_nsec: usec * 1000,
+    };
+    // SAFETY: `ts` is a valid, initialized timespec on the stack; clock_settime only reads it.
+    let r = unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+    if r != 0 {
+        return Err(AgentError::internal(format!(
+            "SetGuestDateTime: clock_settime: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
 /// The ttrpc service wrapper around [`Agent`].
 #[derive(Clone)]
 pub struct Service(pub Arc<Agent>);
@@ -633,9 +676,36 @@ impl AgentService for Service {
         Ok(r)
     }
 
+    async fn set_guest_date_time(
+        &self,
+        _ctx: &TtrpcContext,
+        req: SetGuestDateTimeRequest,
+    ) -> ttrpc::Result<Empty> {
+        self.0.set_guest_time(req.sec, req.usec)?;
+        tracing::debug!(sec = req.sec, "guest clock set");
+        Ok(empty())
+    }
+
     async fn shutdown(&self, _ctx: &TtrpcContext, _: Empty) -> ttrpc::Result<Empty> {
         self.0.kill_all().await;
         let _ = self.0.shutdown.try_send(());
         Ok(empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_time_is_validated() {
+        for (s, u) in [(0, 0), (1_795_000_000, 999_999), (MAX_TIME_SEC, 0)] {
+            assert!(validate_time(s, u).is_ok(), "{s} {u}");
+        }
+        for (s, u) in [(-1, 0), (MAX_TIME_SEC + 1, 0), (0, -1), (0, 1_000_000)] {
+            let e = validate_time(s, u).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(e.message.contains("out of range"), "{e}");
+        }
     }
 }

@@ -489,6 +489,33 @@ impl Agent {
         Ok(r.container_id)
     }
 
+    /// `SetGuestDateTime` with the host's current wall-clock time.
+    pub async fn set_guest_date_time(&self) -> Result<(), AgentError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let req = pb::SetGuestDateTimeRequest {
+            sec: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+            usec: i64::from(now.subsec_micros()),
+            ..Default::default()
+        };
+        self.timed(
+            "SetGuestDateTime",
+            self.client.set_guest_date_time(self.ctx(), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets the guest's clock to the host's (after boot and after Resume, as Kata does);
+    /// a failure is logged, never fatal (an older agent answers UNIMPLEMENTED).
+    pub async fn sync_guest_clock(&self, sandbox: &str, when: &str) {
+        match self.set_guest_date_time().await {
+            Ok(()) => tracing::info!(sandbox, "guest clock set to the host's ({when})"),
+            Err(e) => tracing::warn!(sandbox, "cannot set the guest clock ({when}): {e}"),
+        }
+    }
+
     /// `Shutdown`: the guest reboots, which ends the VMM.
     pub async fn shutdown(&self) -> Result<(), AgentError> {
         self.timed(

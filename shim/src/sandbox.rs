@@ -145,6 +145,7 @@ impl Sandbox {
                         check.version,
                         check.kernel_release
                     );
+                    agent.sync_guest_clock(id, "after boot").await;
                     return Ok(Sandbox {
                         id: id.to_string(),
                         paths,

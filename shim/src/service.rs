@@ -293,6 +293,12 @@ impl TaskService {
             .await
             .map_err(|e| agent_err(action, e))?;
         c.paused.store(pause, std::sync::atomic::Ordering::SeqCst);
+        if !pause {
+            c.sandbox
+                .agent
+                .sync_guest_clock(&c.sandbox.id, "after resume")
+                .await;
+        }
         let container_id = c.id.clone();
         let event: Box<dyn EventMsg> = if pause {
             Box::new(TaskPaused {

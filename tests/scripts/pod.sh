@@ -8,7 +8,8 @@
 # pod's localhost, deleting a pod container keeps the VM, a container naming no running
 # sandbox fails clearly and leaves nothing, a pod container with a missing command fails
 # clearly and leaves nothing in the guest (its id works again), deleting the sandbox stops
-# the VM, and nothing is left at the end. tests/tests/pod.rs checks the markers; every step
+# the VM, the guest's clock is the node's after boot and after pause/resume
+# (SetGuestDateTime), and nothing is left at the end. tests/tests/pod.rs checks the markers; every step
 # prints its markers whatever happens.
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
@@ -87,6 +88,20 @@ done
 echo "== localhost"
 $T ctr task exec --exec-id nc1 c2 nc 127.0.0.1 7777 2>&1
 echo "nc-rc=$?"
+
+echo "== clock"
+# The shim sets the guest's clock to the host's after boot and after Resume
+# (SetGuestDateTime); guest time minus node time, in seconds (an exec takes a moment).
+g=$($T ctr task exec --exec-id clk1 c1 date +%s 2>&1); h=$(date +%s)
+echo "clock-skew=$((g - h))"
+$T ctr task pause c1 2>&1
+sleep 2
+$T ctr task resume c1 2>&1
+echo "resume-rc=$?"
+g=$($T ctr task exec --exec-id clk2 c1 date +%s 2>&1); h=$(date +%s)
+echo "resume-clock-skew=$((g - h))"
+echo "clock-syncs-boot=$(grep -c 'guest clock set to the host.s (after boot)' "$KATA_RS_CONTAINERD_LOG")"
+echo "clock-syncs-resume=$(grep -c 'guest clock set to the host.s (after resume)' "$KATA_RS_CONTAINERD_LOG")"
 
 echo "== delete-container"
 $T ctr task kill -s KILL c2 2>&1

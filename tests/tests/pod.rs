@@ -4,7 +4,8 @@
 //! namespace unless the spec names the sandbox's, take exec,
 //! talk over the pod's localhost; deleting a pod container keeps the VM, deleting the
 //! sandbox stops it; a container naming no running sandbox, or with a missing command,
-//! fails clearly and leaves nothing; nothing is left at the end.
+//! fails clearly and leaves nothing; the guest clock is the node's after boot and after
+//! pause/resume; nothing is left at the end.
 use kata_rs_tests::{node_run, require_kata_artifacts};
 
 #[test]
@@ -66,6 +67,18 @@ fn pod_shares_one_vm_through_ctr() {
         "nc over localhost between pod containers:\n{out}"
     );
     assert_eq!(run.expect_marker("nc-rc"), "0", "{out}");
+
+    // The guest clock is the node's (SetGuestDateTime after boot and after Resume).
+    for k in ["clock-skew", "resume-clock-skew"] {
+        let skew: i64 = run
+            .expect_marker(k)
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} is not a number:\n{out}"));
+        assert!(skew.abs() <= 10, "{k}={skew} s:\n{out}");
+    }
+    assert_eq!(run.expect_marker("resume-rc"), "0", "{out}");
+    assert_ne!(run.expect_marker("clock-syncs-boot"), "0", "{out}");
+    assert_ne!(run.expect_marker("clock-syncs-resume"), "0", "{out}");
 
     // Deleting a pod container leaves the VM and the other containers running.
     assert_eq!(run.expect_marker("delete-c2-rc"), "0", "{out}");
