@@ -2,7 +2,8 @@
 //! handlers `runc` and `kata`, and the same pod under each at the same time, driven by the CRI
 //! client kata-rs-cri (tests/cri) as the kubelet would: RunPodSandbox (host network), two
 //! containers, ExecSync, the server container on localhost from the client container,
-//! ContainerStats, the log files CRI writes, StopPodSandbox, RemovePodSandbox, nothing left.
+//! ContainerStats, UpdateContainerResources, the log files CRI writes, StopPodSandbox,
+//! RemovePodSandbox, nothing left.
 //!
 //! Every step is asserted for runc and for kata (one VM for the pod: both containers see the
 //! same guest boot id, not the node's). [`KATA_GAPS`] can name steps kata-rs cannot do yet:
@@ -242,6 +243,13 @@ fn check_pod(p: &mut Pod) {
                 .and_then(|n| (n > 0).then_some(()).ok_or("no CPU time".into())),
             p.num("stats-memory-bytes")
                 .and_then(|n| (n > 0).then_some(()).ok_or("no working set".into())),
+        ])
+    });
+    // UpdateContainerResources: the new limits are in the server's cgroup (in the guest for kata).
+    p.step("update", &["update"], |p| {
+        all(&[
+            p.eq("update", "ok"),
+            p.eq("update-cgroup", "104857600/50000/100000"),
         ])
     });
     p.step("logs", &["log-server-stdout"], |p| {

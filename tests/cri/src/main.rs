@@ -8,7 +8,8 @@
 //! `hostNetwork: true` pod as the kubelet sends it) gets two containers from IMAGE (busybox):
 //! `server` serves a page with `httpd` on 127.0.0.1:PORT, `client` sleeps. Then: ExecSync in
 //! `client` (stdout, stderr, exit code), `wget` from `client` to the server on localhost,
-//! the boot id of each container's kernel (same VM or not), ContainerStats, the log files CRI
+//! the boot id of each container's kernel (same VM or not), ContainerStats,
+//! UpdateContainerResources (limits read back from the cgroup), the log files CRI
 //! wrote, StopPodSandbox, RemovePodSandbox, and that nothing of the pod is listed afterwards.
 //! Every step prints its markers whatever happens; the pod is always stopped and removed.
 //! Exit status 0 when every CRI call was answered without error (the test judges the rest).
@@ -22,11 +23,12 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, DnsConfig, ExecSyncRequest, ImageSpec,
-    ImageStatusRequest, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest, VersionRequest,
+    ImageStatusRequest, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxFilter, PodSandboxMetadata, PodSandboxState, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest, VersionRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -82,6 +84,9 @@ fn parse_args() -> Args {
 }
 
 /// Prints `key=value`; values are one word (the test reads up to the first space).
+/// The memory limit UpdateContainerResources gives the server (100 MiB).
+const UPDATE_MEMORY: i64 = 100 << 20;
+
 fn marker(key: &str, value: impl std::fmt::Display) {
     println!("{key}={value}");
 }
@@ -458,6 +463,33 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
             "stats-memory-bytes",
             mem.map(|v| v.to_string()).unwrap_or("-".into()),
         );
+    }
+
+    // UpdateContainerResources (the Task API's Update underneath): new memory and CPU limits
+    // for the server, then read back from its own cgroup.
+    let r = call(
+        "update",
+        t,
+        rt.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: server.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: UPDATE_MEMORY,
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    )
+    .await;
+    outcome("update", &r);
+    if r.is_ok() {
+        let read = "p=$(sed -n 's/^0:://p' /proc/self/cgroup); \
+                    echo $(cat /sys/fs/cgroup$p/memory.max) $(cat /sys/fs/cgroup$p/cpu.max)";
+        match exec(rt, "update-read", &server, &["sh", "-c", read], t).await {
+            Ok((out, _, _)) => marker("update-cgroup", out.replace(' ', "/")),
+            Err(e) => println!("error| update-read: {e}"),
+        }
     }
 
     // The log files CRI writes from the containers' stdout and stderr.
