@@ -15,6 +15,10 @@ use serde::Deserialize;
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "KATA_RS_CONFIG";
+/// Who named the file when it came from [`CONFIG_ENV`] (error messages).
+pub const FROM_ENV: &str = "named by $KATA_RS_CONFIG";
+/// Who named the file when it came from the runtime options (error messages).
+pub const FROM_CONFIG_PATH: &str = "named by the runtime option ConfigPath";
 /// Configuration file used when `KATA_RS_CONFIG` is not set.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/kata-rs/configuration.toml";
 
@@ -22,11 +26,14 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/kata-rs/configuration.toml";
 /// says that the built-in defaults were used) and the key that is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file named by `KATA_RS_CONFIG` does not exist or cannot be read.
-    #[error("cannot read configuration file {path} (from ${env}): {err}", env = CONFIG_ENV)]
+    /// An explicitly named file (`KATA_RS_CONFIG`, the runtime option `ConfigPath`) does not
+    /// exist or cannot be read.
+    #[error("cannot read configuration file {path} ({from}): {err}")]
     Read {
         /// The file.
         path: PathBuf,
+        /// Who named it.
+        from: &'static str,
         /// Why it could not be read.
         err: std::io::Error,
     },
@@ -209,7 +216,7 @@ impl Config {
     /// built-in defaults. Does not validate; see [`Config::validate`].
     pub fn load() -> Result<Self, ConfigError> {
         match std::env::var_os(CONFIG_ENV) {
-            Some(p) if !p.is_empty() => Self::load_file(Path::new(&p)),
+            Some(p) if !p.is_empty() => Self::load_file(Path::new(&p), FROM_ENV),
             _ => Self::load_default(Path::new(DEFAULT_CONFIG_PATH)),
         }
     }
@@ -221,14 +228,15 @@ impl Config {
                 file: ConfigFile::default(),
                 source: ConfigSource::Defaults,
             }),
-            _ => Self::load_file(path),
+            _ => Self::load_file(path, "the default configuration file"),
         }
     }
 
-    /// Loads `path`, which must exist.
-    pub fn load_file(path: &Path) -> Result<Self, ConfigError> {
+    /// Loads `path`, which must exist; `from` says who named it (for the error message).
+    pub fn load_file(path: &Path, from: &'static str) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_path_buf(),
+            from,
             err,
         })?;
         Self::parse(&text, ConfigSource::File(path.to_path_buf()))
@@ -484,11 +492,16 @@ mod tests {
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let e = Config::load_file(Path::new("/nonexistent/kata.toml"))
+        let e = Config::load_file(Path::new("/nonexistent/kata.toml"), FROM_ENV)
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/kata.toml"), "{e}");
         assert!(e.contains(CONFIG_ENV), "{e}");
+        let e = Config::load_file(Path::new("/nonexistent/kata.toml"), FROM_CONFIG_PATH)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("runtime option ConfigPath"), "{e}");
+        assert!(!e.contains(CONFIG_ENV), "{e}");
     }
 
     #[test]

@@ -28,21 +28,42 @@ pub const KNOWN_HYPERVISOR_ANNOTATIONS: [&str; 2] = ["default_vcpus", "default_m
 /// Longest ConfigPath accepted.
 const MAX_PATH: usize = 4096;
 
-/// The configuration file named by the runtime options, if any. Options of another type
-/// (runc's, or none) name none; a malformed `runtimeoptions.v1.Options` is an error.
+/// The configuration file named by the runtime options, if any. runc's options (or none)
+/// name none. Options of any other type, a field of `runtimeoptions.v1.Options` other than
+/// `TypeUrl`/`ConfigPath` (e.g. `ConfigBody`), or a malformed message are errors that say
+/// what is not understood: an option silently ignored would run the pod with settings its
+/// owner did not ask for.
 pub fn config_path(options: Option<&Any>) -> Result<Option<PathBuf>, String> {
     let Some(any) = options else {
         return Ok(None);
     };
     let name = any.type_url.rsplit('/').next().unwrap_or_default();
-    if name != RUNTIME_OPTIONS_TYPE {
+    if name == RUNC_OPTIONS_TYPE || (name.is_empty() && any.value.is_empty()) {
         return Ok(None);
+    }
+    if name != RUNTIME_OPTIONS_TYPE {
+        return Err(format!(
+            "unknown runtime options type {:?}: io.containerd.kata.v2 understands \
+             {RUNTIME_OPTIONS_TYPE} (ConfigPath) and ignores {RUNC_OPTIONS_TYPE}",
+            crate::util::sanitize(&any.type_url, 200)
+        ));
     }
     // Decoded generically: every field of the message lands in the unknown fields of an
     // empty message.
     let m = Empty::parse_from_bytes(&any.value)
         .map_err(|e| format!("invalid runtime options ({name}): {e}"))?;
-    let Some(v) = m.special_fields.unknown_fields().get(2) else {
+    let unknown = m.special_fields.unknown_fields();
+    if let Some((field, _)) = unknown.iter().find(|(f, _)| *f != 1 && *f != 2) {
+        let what = if field == 3 {
+            "ConfigBody (field 3) is not supported: put the configuration in a file and name \
+             it with ConfigPath"
+                .to_string()
+        } else {
+            format!("field {field} is unknown")
+        };
+        return Err(format!("unsupported runtime option in {name}: {what}"));
+    }
+    let Some(v) = unknown.get(2) else {
         return Ok(None);
     };
     let UnknownValueRef::LengthDelimited(bytes) = v else {
@@ -341,6 +362,32 @@ mod tests {
         assert!(config_path(Some(&bad))
             .unwrap_err()
             .contains("invalid runtime options"));
+    }
+
+    #[test]
+    fn unknown_runtime_options_are_refused_clearly() {
+        let other = Any {
+            type_url: "io.containerd.runhcs.v1.Options".into(),
+            value: vec![0x08, 0x01],
+            ..Default::default()
+        };
+        let e = config_path(Some(&other)).unwrap_err();
+        assert!(
+            e.contains("unknown runtime options type") && e.contains("runhcs"),
+            "{e}"
+        );
+        // ConfigBody (field 3, a string) beside a ConfigPath.
+        let mut body = runtime_options("", "/etc/kata-rs/c.toml");
+        body.value.extend_from_slice(&[3 << 3 | 2, 1, b'x']);
+        let e = config_path(Some(&body)).unwrap_err();
+        assert!(e.contains("ConfigBody"), "{e}");
+        // An unknown varint field 9.
+        let mut nine = runtime_options("", "/etc/kata-rs/c.toml");
+        nine.value.extend_from_slice(&[9 << 3, 1]);
+        let e = config_path(Some(&nine)).unwrap_err();
+        assert!(e.contains("field 9 is unknown"), "{e}");
+        // An empty Any (no options at all) names no file.
+        assert_eq!(config_path(Some(&Any::default())).unwrap(), None);
     }
 
     fn config(allowed: &[&str]) -> Config {

@@ -155,7 +155,7 @@ pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
         .ok()
         .filter(|p| p.len() <= 4096 && p.starts_with('/'));
     let loaded = match &recorded {
-        Some(p) => Config::load_file(Path::new(p.trim_end())),
+        Some(p) => Config::load_file(Path::new(p.trim_end()), crate::config::FROM_CONFIG_PATH),
         None => Config::load(),
     };
     let config = loaded.unwrap_or_else(|e| {
@@ -343,7 +343,7 @@ impl TaskService {
         let config_path = options::config_path(req.options.as_ref())
             .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
         let mut config = match &config_path {
-            Some(p) => Config::load_file(p),
+            Some(p) => Config::load_file(p, crate::config::FROM_CONFIG_PATH),
             None => Config::load(),
         }
         .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
