@@ -79,6 +79,27 @@ kata_rs_wait_status() {
     return 1
 }
 
+# kata_rs_count_procs NAME: how many processes have an argv[0] whose basename is NAME.
+kata_rs_count_procs() {
+    _n=0
+    for _p in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
+        _e=${_c%% *}; _e=${_e##*/}
+        [ "$_e" = "$1" ] && _n=$((_n + 1))
+    done
+    echo $_n
+}
+
+# kata_rs_wait_procs NAME COUNT SECONDS: wait until COUNT processes are NAME; 1 on timeout.
+kata_rs_wait_procs() {
+    _i=0
+    while [ $_i -lt $(($3 * 5)) ]; do
+        [ "$(kata_rs_count_procs "$1")" = "$2" ] && return 0
+        sleep 0.2; _i=$((_i + 1))
+    done
+    return 1
+}
+
 # kata_rs_uptime: seconds since the node booted (for timings in scripts).
 kata_rs_uptime() { cut -d' ' -f1 /proc/uptime; }
 

@@ -58,3 +58,11 @@ spec_case() {   # NAME ID SED-EXPRESSION
 spec_case bad-namespace b5 's|"type": "network"|"type": "network"}, {"type": "nosuchns"|'
 spec_case bad-mount b6 's|"mounts": \[|"mounts": [{"destination": "/mnt/x", "type": "nosuchfs", "source": "none"},|'
 spec_case bad-uid b7 's|"uid": 0,|"uid": 4294967295,|'
+
+echo "== missing-config-path"
+# Runtime option ConfigPath (what CRI sends for a handler with options) naming no file.
+timeout -k 30 300 ctr run --rm --runtime io.containerd.kata.v2 \
+    --runtime-config-path /nonexistent/kata-rs/configuration.toml "$IMG" b8 true > out 2>&1
+echo "missing-config-path-rc=$?"
+sed 's/^/missing-config-path| /' out
+case_end missing-config-path

@@ -16,43 +16,14 @@ W=$KATA_RS_WORK
 T="timeout -k 30 150"
 CT=io.kubernetes.cri.container-type
 SB=io.kubernetes.cri.sandbox-id
-status_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
 pid_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $2 }'; }
-# wait_status ID STATUS SECONDS
-wait_status() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
-        [ "$(status_of "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
-    done
-    return 1
-}
-# count_procs NAME: processes whose argv[0] basename is NAME
-count_procs() {
-    _n=0
-    for _p in /proc/[0-9]*; do
-        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
-        _e=${_c%% *}; _e=${_e##*/}
-        [ "$_e" = "$1" ] && _n=$((_n + 1))
-    done
-    echo $_n
-}
-# wait_procs NAME COUNT SECONDS
-wait_procs() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
-        [ "$(count_procs "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
-    done
-    return 1
-}
 
 echo "== sandbox"
 $T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=pod1 \
     "$KATA_RS_IMAGE" pod1 sh -c 'while true; do sleep 1; done' 2>&1
 echo "sandbox-rc=$?"
-wait_status pod1 RUNNING 60
-echo "sandbox-status=$(status_of pod1)"
+kata_rs_wait_status pod1 RUNNING 60
+echo "sandbox-status=$(kata_rs_task_status pod1)"
 PID=$(pid_of pod1)
 echo "sandbox-vmm-disks=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -c -- '^--disk$')"
 # What CRI passes: the sandbox task's host namespace paths (meaningless in the guest).
@@ -66,12 +37,12 @@ echo "c1-rc=$?"
 $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
     --with-ns pid:/proc/$PID/ns/pid "$KATA_RS_IMAGE" c2 sh -c 'echo c2-only > /c2-file; while true; do sleep 1; done' 2>&1
 echo "c2-rc=$?"
-wait_status c1 RUNNING 60
-wait_status c2 RUNNING 60
-echo "c1-status=$(status_of c1)"
-echo "c2-status=$(status_of c2)"
-echo "pod-vmms=$(count_procs kata-vmm)"
-echo "pod-shims=$(count_procs containerd-shim-kata-v2)"
+kata_rs_wait_status c1 RUNNING 60
+kata_rs_wait_status c2 RUNNING 60
+echo "c1-status=$(kata_rs_task_status c1)"
+echo "c2-status=$(kata_rs_task_status c2)"
+echo "pod-vmms=$(kata_rs_count_procs kata-vmm)"
+echo "pod-shims=$(kata_rs_count_procs containerd-shim-kata-v2)"
 echo "c1-task-pid=$(pid_of c1)"
 echo "sandbox-task-pid=$PID"
 
@@ -105,14 +76,14 @@ echo "clock-syncs-resume=$(grep -c 'guest clock set to the host.s (after resume)
 
 echo "== delete-container"
 $T ctr task kill -s KILL c2 2>&1
-wait_status c2 STOPPED 60
+kata_rs_wait_status c2 STOPPED 60
 $T ctr task delete c2 2>&1
 echo "delete-c2-rc=$?"
 ctr container rm c2 2>&1
 sleep 1
-echo "after-c2-vmms=$(count_procs kata-vmm)"
-echo "after-c2-sandbox-status=$(status_of pod1)"
-echo "after-c2-c1-status=$(status_of c1)"
+echo "after-c2-vmms=$(kata_rs_count_procs kata-vmm)"
+echo "after-c2-sandbox-status=$(kata_rs_task_status pod1)"
+echo "after-c2-c1-status=$(kata_rs_task_status c1)"
 $T ctr task exec --exec-id alive c1 echo c1-still-alive 2>&1
 echo "after-c2-exec-rc=$?"
 
@@ -122,9 +93,9 @@ $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=nosuchpod
 echo "bad-rc=$?"
 ctr container rm bad1 > /dev/null 2>&1
 echo "bad-task=$(ctr task ls -q | grep -c '^bad1$')"
-wait_procs containerd-shim-kata-v2 1 30
-echo "bad-shims=$(count_procs containerd-shim-kata-v2)"
-echo "bad-vmms=$(count_procs kata-vmm)"
+kata_rs_wait_procs containerd-shim-kata-v2 1 30
+echo "bad-shims=$(kata_rs_count_procs containerd-shim-kata-v2)"
+echo "bad-vmms=$(kata_rs_count_procs kata-vmm)"
 
 echo "== bad-command"
 # A pod container that fails in the guest (its rootfs already unpacked there): clear error,
@@ -133,34 +104,34 @@ $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS 
     "$KATA_RS_IMAGE" c3 nosuchcmd 2>&1
 echo "badcmd-rc=$?"
 ctr container rm c3 > /dev/null 2>&1
-echo "badcmd-sandbox-status=$(status_of pod1)"
-echo "badcmd-vmms=$(count_procs kata-vmm)"
+echo "badcmd-sandbox-status=$(kata_rs_task_status pod1)"
+echo "badcmd-vmms=$(kata_rs_count_procs kata-vmm)"
 $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=pod1 $NS \
     "$KATA_RS_IMAGE" c3 sh -c 'while true; do sleep 1; done' 2>&1
 echo "retry-rc=$?"
-wait_status c3 RUNNING 60
-echo "retry-status=$(status_of c3)"
+kata_rs_wait_status c3 RUNNING 60
+echo "retry-status=$(kata_rs_task_status c3)"
 $T ctr task kill -s KILL c3 2>&1
-wait_status c3 STOPPED 60
+kata_rs_wait_status c3 STOPPED 60
 $T ctr task delete c3 2>&1
 ctr container rm c3 > /dev/null 2>&1
 
 echo "== delete-sandbox"
 # The sandbox goes first while c1 still runs: its VM stops, c1 is reported stopped.
 $T ctr task kill -s KILL pod1 2>&1
-wait_status pod1 STOPPED 60
-echo "sandbox-killed-status=$(status_of pod1)"
-echo "sandbox-killed-vmms=$(count_procs kata-vmm)"
+kata_rs_wait_status pod1 STOPPED 60
+echo "sandbox-killed-status=$(kata_rs_task_status pod1)"
+echo "sandbox-killed-vmms=$(kata_rs_count_procs kata-vmm)"
 $T ctr task delete pod1 2>&1
 echo "delete-sandbox-rc=$?"
-wait_procs kata-vmm 0 30
-echo "after-sandbox-vmms=$(count_procs kata-vmm)"
-wait_status c1 STOPPED 30
-echo "after-sandbox-c1-status=$(status_of c1)"
+kata_rs_wait_procs kata-vmm 0 30
+echo "after-sandbox-vmms=$(kata_rs_count_procs kata-vmm)"
+kata_rs_wait_status c1 STOPPED 30
+echo "after-sandbox-c1-status=$(kata_rs_task_status c1)"
 $T ctr task delete c1 2>&1
 echo "delete-c1-rc=$?"
 ctr container rm pod1 c1 2>&1
-wait_procs containerd-shim-kata-v2 0 30
+kata_rs_wait_procs containerd-shim-kata-v2 0 30
 
 echo "== after"
 echo "tasks=$(ctr task ls -q | wc -l)"

@@ -64,13 +64,19 @@ fn rig_fault(run: &NodeRun) -> bool {
 /// the emulated node's kernel itself failed (see [`NODE_KERNEL_FAILURE`]), the run is
 /// repeated on a fresh node, saying so; the repeated run must pass on its own.
 pub fn node_run(script: &str, args: &[&str]) -> NodeRun {
+    node_run_with_extra(script, args, &[])
+}
+
+/// [`node_run`] with `KATA_RS_NODE_EXTRA` set so that the node gets `extra` (absolute host
+/// paths) under `$KATA_RS_PAYLOAD/extra/`; with no `extra`, the environment's value is kept.
+pub fn node_run_with_extra(script: &str, args: &[&str], extra: &[&str]) -> NodeRun {
     let retries: u32 = std::env::var("KATA_RS_NODE_RETRIES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let mut attempt = 1;
     loop {
-        let run = node_run_once(script, args);
+        let run = node_run_once(script, args, extra);
         if !rig_fault(&run) || attempt > retries {
             assert!(
                 run.status != Some(125) && run.status != Some(124),
@@ -88,7 +94,7 @@ pub fn node_run(script: &str, args: &[&str]) -> NodeRun {
     }
 }
 
-fn node_run_once(script: &str, args: &[&str]) -> NodeRun {
+fn node_run_once(script: &str, args: &[&str], extra: &[&str]) -> NodeRun {
     let root = repo_root();
     let script_path = root.join("tests/scripts").join(script);
     assert!(
@@ -97,14 +103,16 @@ fn node_run_once(script: &str, args: &[&str]) -> NodeRun {
         script_path.display()
     );
     let t0 = Instant::now();
-    let out = Command::new(root.join("tests/node-run"))
-        .arg("--timeout")
+    let mut cmd = Command::new(root.join("tests/node-run"));
+    cmd.arg("--timeout")
         .arg("1500")
         .arg(&script_path)
         .args(args)
-        .current_dir(&root)
-        .output()
-        .expect("cannot start tests/node-run");
+        .current_dir(&root);
+    if !extra.is_empty() {
+        cmd.env("KATA_RS_NODE_EXTRA", extra.join(":"));
+    }
+    let out = cmd.output().expect("cannot start tests/node-run");
     let run = NodeRun {
         status: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

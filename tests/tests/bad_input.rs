@@ -1,7 +1,8 @@
 //! Bad input fails clearly and leaves nothing behind: a configuration naming a kernel that does
 //! not exist, a guest that never answers (short dial timeout), a command missing from the image,
-//! a misspelt configuration key, and malformed OCI specs (unknown namespace type, a mount of a
-//! file system that does not exist, a uid no user can have).
+//! a misspelt configuration key, a runtime option ConfigPath naming no file, and malformed OCI
+//! specs (unknown namespace type, a mount of a file system that does not exist, a uid no user
+//! can have).
 use kata_rs_tests::{node_run, require_kata_artifacts, NodeRun};
 
 fn assert_clean(run: &NodeRun, case: &str) {
@@ -71,6 +72,10 @@ fn bad_input_fails_clearly() {
         ("bad-namespace", &["invalid OCI spec", "nosuchns"][..]),
         ("bad-mount", &["nosuchfs", "/mnt/x"][..]),
         ("bad-uid", &["4294967295"][..]),
+        (
+            "missing-config-path",
+            &["/nonexistent/kata-rs/configuration.toml"][..],
+        ),
     ] {
         let out = failed(&run, case);
         for n in names {

@@ -1,8 +1,7 @@
 //! The VMM alone (no containerd, no shim).
 use std::process::Command;
-use std::time::Instant;
 
-use kata_rs_tests::{node_run, repo_root, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{node_run, node_run_with_extra, repo_root, require_kata_artifacts, NodeRun};
 
 /// kata-vmm's contract with a test guest (no agent needed): a missing or corrupt kernel is
 /// exit 1 with one `kata-vmm: error:` line naming it; a forbidden syscall after the seccomp
@@ -75,41 +74,6 @@ fn one_error_line<'a>(run: &'a NodeRun, prefix: &str) -> &'a str {
         run.prefixed(prefix)
     );
     err[0]
-}
-
-/// `tests/node-run` like [`node_run`], with `KATA_RS_NODE_EXTRA` set so that the node gets
-/// `extra` (absolute host paths) under `$KATA_RS_PAYLOAD/extra/`.
-fn node_run_with_extra(script: &str, args: &[&str], extra: &[&str]) -> NodeRun {
-    let root = repo_root();
-    let t0 = Instant::now();
-    let out = Command::new(root.join("tests/node-run"))
-        .arg("--timeout")
-        .arg("1500")
-        .arg(root.join("tests/scripts").join(script))
-        .args(args)
-        .env("KATA_RS_NODE_EXTRA", extra.join(":"))
-        .current_dir(&root)
-        .output()
-        .expect("cannot start tests/node-run");
-    let run = NodeRun {
-        status: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    println!(
-        "---- node-run {script} ({:.1} s, exit {:?})\n---- stdout:\n{}---- stderr:\n{}----",
-        t0.elapsed().as_secs_f64(),
-        run.status,
-        run.stdout,
-        run.stderr
-    );
-    assert!(
-        run.status != Some(125) && run.status != Some(124),
-        "the node itself failed (node-run exit {:?}); stderr:\n{}",
-        run.status,
-        run.stderr
-    );
-    run
 }
 
 /// The value of the `jail-status| KEY: VALUE` line.
