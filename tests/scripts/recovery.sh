@@ -1,8 +1,11 @@
 # Recovery, through ctr on kata containers: (1) the VMM of a running container is killed:
-# `ctr run` must end with 137 (the task exits), and nothing is left behind; (2) containerd is
-# restarted while a kata container runs: it must reconnect to the shim, so exec, kill and
-# delete still work and report the right statuses. Markers: tests/tests/recovery.rs. Every
-# case prints its markers whatever happens.
+# `ctr run` must end with 137 (the task exits), and nothing is left behind; (2) the same for a
+# pod (sandbox + a container in one VM): every task of the pod exits; (3) the shim is killed:
+# containerd cleans up through the shim's `delete` subcommand, nothing is left; (4) containerd
+# is restarted while a kata container runs: it must reconnect to the shim, so exec, kill and
+# delete still work and report the right statuses; (5) with runtime.debug the guest console
+# is kept per sandbox and the shim's debug lines reach containerd's log. Markers:
+# tests/tests/recovery.rs. Every case prints its markers whatever happens.
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
 T="timeout -k 30 180"
@@ -23,6 +26,47 @@ echo "vmm-killed-containers=$(ctr container ls -q | wc -l)"
 kata_rs_leftovers > "$W/left"; r=$?
 sed 's/^/vmm-killed| /' "$W/left"
 echo "vmm-killed-leftovers-rc=$r"
+
+echo "== pod-vmm-killed"
+CT=io.kubernetes.cri.container-type SB=io.kubernetes.cri.sandbox-id
+$T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=rp \
+    "$KATA_RS_IMAGE" rp sleep 100000 < /dev/null
+kata_rs_wait_status rp RUNNING 120
+$T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=rp \
+    "$KATA_RS_IMAGE" rpc sleep 100000 < /dev/null
+kata_rs_wait_status rpc RUNNING 120
+echo "pod-vmms=$(kata_rs_count_procs kata-vmm)"
+kill -KILL "$(pid_of rp)"
+kata_rs_wait_status rp STOPPED 60; kata_rs_wait_status rpc STOPPED 60
+echo "pod-killed-status=$(kata_rs_task_status rp),$(kata_rs_task_status rpc)"
+for id in rpc rp; do
+    $T ctr task rm "$id" > "$W/rm.out" 2>&1; echo "pod-rm-$id-rc=$?"
+    sed "s/^/pod-vmm-killed| /" "$W/rm.out"
+    ctr container rm "$id"
+done
+echo "pod-killed-containers=$(ctr container ls -q | wc -l)"
+kata_rs_leftovers > "$W/left"; r=$?
+sed 's/^/pod-vmm-killed| /' "$W/left"
+echo "pod-killed-leftovers-rc=$r"
+
+echo "== shim-killed"
+$T ctr run -d --runtime $R "$KATA_RS_IMAGE" rs sleep 100000 < /dev/null
+kata_rs_wait_status rs RUNNING 120
+shim=$(pidof containerd-shim-kata-v2)
+echo "shims=$(echo $shim | wc -w)"
+kill -KILL $shim
+# containerd notices the dead shim, runs its `delete` subcommand and drops the task (1.6), or
+# shows it STOPPED until deleted: either way it no longer runs.
+i=0; while [ "$(kata_rs_task_status rs)" = RUNNING ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+st=$(kata_rs_task_status rs)
+echo "shim-killed-status=${st:-gone}"
+[ -z "$st" ] || ctr task rm rs > /dev/null 2>&1
+ctr container rm rs
+echo "shim-killed-containers=$(ctr container ls -q | wc -l)"
+kata_rs_wait_procs kata-vmm 0 30
+kata_rs_leftovers > "$W/left"; r=$?
+sed 's/^/shim-killed| /' "$W/left"
+echo "shim-killed-leftovers-rc=$r"
 
 echo "== containerd-restart"
 $T ctr run -d --runtime $R "$KATA_RS_IMAGE" r2 sh -c 'trap "exit 9" TERM; while :; do sleep 1; done' < /dev/null
@@ -50,3 +94,16 @@ echo "restart-containers=$(ctr container ls -q | wc -l)"
 kata_rs_leftovers > "$W/left"; r=$?
 sed 's/^/containerd-restart| /' "$W/left"
 echo "restart-leftovers-rc=$r"
+
+echo "== debug-log"
+# runtime.debug: the guest console is kept in <console_log_dir>/<id>.log after the sandbox is
+# gone, and the shim's debug lines reach containerd's log (io.containerd.katabad.v2 is the
+# same shim with /etc/kata-rs/bad.toml).
+{ kata_rs_config; printf '[runtime]\ndebug = true\n'; } > /etc/kata-rs/bad.toml
+$T ctr run --rm --runtime io.containerd.katabad.v2 "$KATA_RS_IMAGE" rd echo debug-run > "$W/rd.out" 2>&1 < /dev/null
+echo "debug-run-rc=$?"
+echo "debug-console-kept=$([ -s /run/kata-rs/console/rd.log ] && echo yes || echo no)"
+echo "debug-console-agent-ready=$(grep -c 'kata-rs-agent: ready' /run/kata-rs/console/rd.log 2>/dev/null)"
+grep -m1 'agent answered Check' "$KATA_RS_CONTAINERD_LOG" | cut -c1-300 | sed 's/^/debug-shim| /'
+echo "debug-shim-lines=$(grep -c 'level=debug.*agent answered Check' "$KATA_RS_CONTAINERD_LOG")"
+rm -f /run/kata-rs/console/rd.log
