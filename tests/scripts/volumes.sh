@@ -12,24 +12,6 @@ T="timeout -k 30 150"
 CT=io.kubernetes.cri.container-type
 SB=io.kubernetes.cri.sandbox-id
 V=$W/vol
-status_of() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
-wait_status() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
-        [ "$(status_of "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
-    done
-    return 1
-}
-count_procs() {
-    _n=0
-    for _p in /proc/[0-9]*; do
-        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
-        _e=${_c%% *}; _e=${_e##*/}
-        [ "$_e" = "$1" ] && _n=$((_n + 1))
-    done
-    echo $_n
-}
 state_entries() { ls -A /run/kata-rs/sandboxes 2>/dev/null | wc -l; }
 
 # Host sources: a file (0640, 1234:5678), a tree (modes, owners, a symlink pointing out of
@@ -71,7 +53,7 @@ $T ctr run --rm --runtime $R --mount type=bind,src=/nonexistent/kata-rs-vol,dst=
     "$KATA_RS_IMAGE" vol-missing true 2>&1
 echo "missing-rc=$?"
 ctr container rm vol-missing > /dev/null 2>&1
-echo "missing-vmms=$(count_procs kata-vmm)"
+echo "missing-vmms=$(kata_rs_count_procs kata-vmm)"
 echo "missing-state=$(state_entries)"
 
 echo "== device-source"
@@ -79,7 +61,7 @@ $T ctr run --rm --runtime $R --mount type=bind,src=/dev/null,dst=/x,options=rbin
     "$KATA_RS_IMAGE" vol-dev true 2>&1
 echo "device-rc=$?"
 ctr container rm vol-dev > /dev/null 2>&1
-echo "device-vmms=$(count_procs kata-vmm)"
+echo "device-vmms=$(kata_rs_count_procs kata-vmm)"
 echo "device-state=$(state_entries)"
 
 echo "== pod"
@@ -89,13 +71,13 @@ $T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=vpod \
     --mount type=bind,src=$W/shm,dst=/dev/shm,options=rbind:ro:nosuid:nodev:noexec \
     "$KATA_RS_IMAGE" vpod sh -c 'while true; do sleep 1; done' 2>&1
 echo "pod-sandbox-rc=$?"
-wait_status vpod RUNNING 60
+kata_rs_wait_status vpod RUNNING 60
 $T ctr run -d --runtime $R --annotation $CT=container --annotation $SB=vpod $MOUNTS \
     --mount type=bind,src=$W/shm,dst=/dev/shm,options=rbind:rw \
     "$KATA_RS_IMAGE" vpc1 sh -c 'while true; do sleep 1; done' 2>&1
 echo "pod-c1-rc=$?"
-wait_status vpc1 RUNNING 60
-echo "pod-c1-status=$(status_of vpc1)"
+kata_rs_wait_status vpc1 RUNNING 60
+echo "pod-c1-status=$(kata_rs_task_status vpc1)"
 $T ctr task exec --exec-id probe vpc1 sh -c "$PROBE" > "$W/out-pod" 2>&1
 echo "pod-probe-rc=$?"
 sed "s/^/pod| /" "$W/out-pod"
@@ -108,7 +90,7 @@ $T ctr task exec --exec-id size0 vpod sh -c \
     'echo "base-nproc=$(nproc)"; echo "base-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"' 2>&1
 for c in vpc1 vpod; do
     $T ctr task kill -s KILL $c 2>&1
-    wait_status $c STOPPED 60
+    kata_rs_wait_status $c STOPPED 60
     $T ctr task delete $c 2>&1
     echo "delete-$c-rc=$?"
 done
@@ -127,12 +109,12 @@ $T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=spod \
     --annotation io.kubernetes.cri.sandbox-log-directory=/var/log/pods/x \
     "$KATA_RS_IMAGE" spod sh -c 'while true; do sleep 1; done' 2>&1
 echo "sized-rc=$?"
-wait_status spod RUNNING 60
+kata_rs_wait_status spod RUNNING 60
 echo "sized-vmm-args=$(tr '\0' ' ' < /proc/$(ctr task ls | awk '$1 == "spod" { print $2 }')/cmdline | grep -o -- '--mem-mib [0-9]* --vcpus [0-9]*' | tr ' ' ,)"
 $T ctr task exec --exec-id size1 spod sh -c \
     'echo "sized-nproc=$(nproc)"; echo "sized-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"' 2>&1
 $T ctr task kill -s KILL spod 2>&1
-wait_status spod STOPPED 60
+kata_rs_wait_status spod STOPPED 60
 $T ctr task delete spod 2>&1
 echo "delete-spod-rc=$?"
 ctr container rm spod 2>&1
@@ -141,11 +123,11 @@ $T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=gpod \
     --annotation io.kubernetes.cri.sandbox-memory=lots "$KATA_RS_IMAGE" gpod true 2>&1
 echo "garbage-rc=$?"
 ctr container rm gpod > /dev/null 2>&1
-echo "garbage-vmms=$(count_procs kata-vmm)"
+echo "garbage-vmms=$(kata_rs_count_procs kata-vmm)"
 
 echo "== after"
 _i=0
-while [ $_i -lt 150 ] && [ "$(count_procs containerd-shim-kata-v2)" != 0 ]; do sleep 0.2; _i=$((_i + 1)); done
+while [ $_i -lt 150 ] && [ "$(kata_rs_count_procs containerd-shim-kata-v2)" != 0 ]; do sleep 0.2; _i=$((_i + 1)); done
 echo "tasks=$(ctr task ls -q | wc -l)"
 echo "state=$(state_entries)"
 kata_rs_leftovers
