@@ -539,33 +539,16 @@ impl TaskService {
 
         // The container.
         let sandbox_field = if role == PodRole::Sandbox { id } else { "" };
-        sandbox
-            .agent
-            .create_container(
-                id,
-                crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
-                &cpio::guest_rootfs_path(id),
-                !req.stdin.is_empty(),
-                terminal,
-                sandbox_field,
-            )
-            .await
-            .map_err(|e| {
-                rpc_err(
-                    Code::UNKNOWN,
-                    format!("the agent could not create the container: {e}"),
-                )
-            })?;
-
-        let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
-        Ok(Arc::new(Container::new(
-            id.to_string(),
-            req.bundle.clone(),
-            stdio,
-            mounted,
+        create_in_guest(
+            req,
+            spec_bytes,
+            terminal,
             sandbox,
+            sandbox_field,
+            mounted,
             role,
-        )))
+        )
+        .await
     }
 
     /// The running pod sandbox `sandbox_id` that container `id` joins, or why it cannot.
@@ -693,32 +676,17 @@ impl TaskService {
                 .await
                 .map_err(|e| e.to_string())
         });
-        sandbox
-            .agent
-            .create_container(
-                id,
-                crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
-                &cpio::guest_rootfs_path(id),
-                !req.stdin.is_empty(),
-                terminal,
-                &sandbox.id,
-            )
-            .await
-            .map_err(|e| {
-                rpc_err(
-                    Code::UNKNOWN,
-                    format!("the agent could not create the container: {e}"),
-                )
-            })?;
-        let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
-        Ok(Arc::new(Container::new(
-            id.to_string(),
-            req.bundle.clone(),
-            stdio,
-            mounted,
+        let sandbox_id = sandbox.id.clone();
+        create_in_guest(
+            req,
+            spec_bytes,
+            terminal,
             sandbox,
+            &sandbox_id,
+            mounted,
             role,
-        )))
+        )
+        .await
     }
 
     /// Starts process `p` of container `c` (init: StartContainer; exec: ExecProcess) and
@@ -952,6 +920,47 @@ impl Copies {
 /// The root file system: containerd's mounts on `<bundle>/rootfs` (unmounted again by
 /// `rb`), or the directory the spec names when containerd passed none. Returns the
 /// directory and the mount point to unmount at Delete.
+/// CreateContainer in the guest (the spec with the node's hostname as its default, the root
+/// file system where the shim put it in the guest; `sandbox_id` names the pod's sandbox
+/// container, empty for a container that is its own sandbox), then the shim's record of it.
+async fn create_in_guest(
+    req: &api::CreateTaskRequest,
+    spec_bytes: Vec<u8>,
+    terminal: bool,
+    sandbox: Arc<Sandbox>,
+    sandbox_id: &str,
+    mounted: Option<PathBuf>,
+    role: PodRole,
+) -> Result<Arc<Container>, TtrpcError> {
+    let id = req.id.as_str();
+    sandbox
+        .agent
+        .create_container(
+            id,
+            crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
+            &cpio::guest_rootfs_path(id),
+            !req.stdin.is_empty(),
+            terminal,
+            sandbox_id,
+        )
+        .await
+        .map_err(|e| {
+            rpc_err(
+                Code::UNKNOWN,
+                format!("the agent could not create the container: {e}"),
+            )
+        })?;
+    let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
+    Ok(Arc::new(Container::new(
+        id.to_string(),
+        req.bundle.clone(),
+        stdio,
+        mounted,
+        sandbox,
+        role,
+    )))
+}
+
 async fn prepare_rootfs(
     req: &api::CreateTaskRequest,
     spec: &oci_spec::runtime::Spec,
