@@ -113,6 +113,10 @@ else
     wait $VPID; echo "vmm-rc=$?"
 fi
 echo "tap-left=$([ -e /sys/class/net/$TAP ] && echo yes || echo no)"
+# kata-vmm's exit summary: frames its virtio-net device delivered and dropped.
+for c in rx_frames rx_dropped tx_frames tx_dropped bad_chains; do
+    echo "vmm-$c=$(sed -n "s/^kata-vmm: virtio-net: .*\b$c=\([0-9]*\).*/\1/p" vmm-net.out | head -n 1)"
+done
 echo "total=$(secs) s"
 sed 's/^/vmm-stderr| /' vmm-net.out
 grep -E 'kt-net|kt-console|virtio|eth0|hvc' "$LOG" | sed 's/^/console| /'

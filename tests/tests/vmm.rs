@@ -243,8 +243,8 @@ fn vmm_control_socket_pauses_and_resumes() {
 /// (the jailed VMM has its own network namespace, the tap stays in the node's); the node
 /// configures it, the guest (agent image + an overlay whose rdinit sets eth0 and starts
 /// busybox httpd, then execs the agent) sees the MAC, answers ping, 200 back-to-back
-/// 1400-byte and 20 fragmented 8000-byte pings without loss, and serves a 1.9 MB file whose
-/// sha256 matches. After the agent's shutdown kata-vmm exits 0 and the tap it created is gone.
+/// 1400-byte and 20 fragmented 8000-byte pings, and serves a 1.9 MB file whose sha256
+/// matches; kata-vmm's exit summary and the tap's counters show no frame dropped. After the agent's shutdown kata-vmm exits 0 and the tap it created is gone.
 /// The same VM has `--virtio-console` with `console=hvc0`: the guest's console (init's lines,
 /// the agent's ready line) is hvc0 and reaches the console log.
 #[test]
@@ -277,13 +277,17 @@ fn vmm_net_tap_ping_and_bulk() {
         "the jailed VMM is in its own network namespace; the tap fd works from there"
     );
     assert_eq!(run.expect_marker("vmm-seccomp"), "2");
-    for p in ["ping", "ping1400", "ping8000"] {
+    // busybox ping with -w, like iputils, goes on sending until -c replies came in (rc 0:
+    // they did, before the deadline). A lost request or reply (a loss figure above 0) can happen outside the VMM
+    // in the emulated node under load (seen once in CI: 1 of 21 8000-byte pings); what the
+    // VMM itself must never lose is asserted from its own counters and the tap's below.
+    for (p, max_loss) in [("ping", 0), ("ping1400", 5), ("ping8000", 5)] {
         assert_eq!(run.expect_marker(&format!("{p}-rc")), "0", "{p}");
-        assert_eq!(
-            run.expect_marker(&format!("{p}-loss")),
-            "0",
-            "{p}: packet loss"
-        );
+        let loss: u32 = run
+            .expect_marker(&format!("{p}-loss"))
+            .parse()
+            .expect("ping loss figure");
+        assert!(loss <= max_loss, "{p}: {loss}% packet loss");
     }
     assert_eq!(run.expect_marker("http-rc"), "0");
     assert_eq!(
@@ -294,6 +298,33 @@ fn vmm_net_tap_ping_and_bulk() {
     );
     assert_eq!(run.expect_marker("shutdown-rc"), "0");
     assert_eq!(run.expect_marker("vmm-rc"), "0");
+    for c in ["rx_dropped", "tx_dropped", "bad_chains"] {
+        assert_eq!(
+            run.expect_marker(&format!("vmm-{c}")),
+            "0",
+            "kata-vmm's {c}"
+        );
+    }
+    // The tap's counters were read before the shutdown, kata-vmm's at its exit: every frame
+    // the host queued on the tap reached the guest, every guest frame reached the host.
+    let count = |c: &str| -> u64 { run.expect_marker(c).parse().expect(c) };
+    assert!(
+        count("tap-tx_packets") > 1000,
+        "the bulk traffic went over the tap"
+    );
+    assert!(
+        count("vmm-rx_frames") >= count("tap-tx_packets"),
+        "host -> guest frames lost in kata-vmm"
+    );
+    assert!(
+        count("vmm-tx_frames") >= count("tap-rx_packets"),
+        "guest -> host frames lost in kata-vmm"
+    );
+    assert_eq!(
+        run.expect_marker("tap-tx_dropped"),
+        "0",
+        "the host dropped no frame on its way to kata-vmm"
+    );
     assert_eq!(
         run.expect_marker("tap-left"),
         "no",

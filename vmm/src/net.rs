@@ -641,6 +641,14 @@ impl<T: TapIo> VirtioDevice for NetDevice<T> {
         notify
     }
 
+    fn exit_report(&self) -> Option<String> {
+        let s = &self.stats;
+        Some(format!(
+            "virtio-net: rx_frames={} rx_dropped={} tx_frames={} tx_dropped={} bad_chains={}",
+            s.rx_frames, s.rx_dropped, s.tx_frames, s.tx_dropped, s.bad_chains
+        ))
+    }
+
     fn backend_poll(&self) -> Option<(RawFd, i16)> {
         let q = self.queues.as_ref()?;
         let ev = if self.tap_failed { 0 } else { q.poll_events() };

@@ -281,6 +281,11 @@ pub trait VirtioDevice: Send {
         let _ = revents;
         false
     }
+    /// A one-line summary printed when the VMM exits (counters that tests and operators
+    /// read, e.g. frames a network device dropped); None for devices without one.
+    fn exit_report(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The virtio-mmio register file in front of one device.
@@ -361,6 +366,11 @@ impl<D: VirtioDevice> MmioTransport<D> {
         if self.device.process_backend(revents) {
             self.raise(INT_VRING);
         }
+    }
+
+    /// The device's exit summary (see [`VirtioDevice::exit_report`]).
+    pub fn exit_report(&self) -> Option<String> {
+        self.device.exit_report()
     }
 
     fn raise(&mut self, bit: u32) {

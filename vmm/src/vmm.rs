@@ -454,7 +454,13 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         }
     }
     debug!("VM set up in {:?}", t0.elapsed());
-    event_loop(&exit, sigfd, &queue_events, &backends, api, &pauser)
+    let ended = event_loop(&exit, sigfd, &queue_events, &backends, api, &pauser);
+    for b in &backends {
+        if let Some(report) = lock_transport(b).exit_report() {
+            eprintln!("kata-vmm: {report}");
+        }
+    }
+    ended
 }
 
 /// How long a `pause` command waits for every vCPU to leave `KVM_RUN`.

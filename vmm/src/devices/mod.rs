@@ -63,6 +63,9 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     fn process_backend(&mut self, revents: i16) -> bool {
         (**self).process_backend(revents)
     }
+    fn exit_report(&self) -> Option<String> {
+        (**self).exit_report()
+    }
 }
 
 /// All emulated devices; cloned into every vCPU thread.
@@ -154,6 +157,21 @@ mod tests {
             Ok(())
         }
         fn reset(&mut self) {}
+        fn exit_report(&self) -> Option<String> {
+            Some("null: fine".into())
+        }
+    }
+
+    /// The boxed device forwards every method, the defaulted ones too (a default method left
+    /// out of the forwarding impl would silently answer with the trait's default).
+    #[test]
+    fn boxed_device_forwards_defaulted_methods() {
+        let dev: Box<dyn VirtioDevice> = Box::new(Null);
+        let t = MmioTransport::new(
+            dev,
+            Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()),
+        );
+        assert_eq!(t.exit_report().as_deref(), Some("null: fine"));
     }
 
     fn devices() -> (Devices, std::path::PathBuf) {

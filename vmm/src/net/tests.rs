@@ -541,6 +541,12 @@ fn device_through_its_trait() {
     assert!(dev.process_queue(TX_QUEUE));
     assert_eq!(tap.st().sent.len(), 1);
     assert!(!dev.process_queue(7), "no such queue");
+    // The exit summary, also through the boxed trait object the VMM holds.
+    let boxed: &dyn VirtioDevice = &dev;
+    assert_eq!(
+        boxed.exit_report().as_deref(),
+        Some("virtio-net: rx_frames=1 rx_dropped=0 tx_frames=1 tx_dropped=0 bad_chains=0")
+    );
     // The tap goes away: POLLERR stops the polling for good.
     tap.st().fail = Some(libc::EBADFD);
     let _ = dev.process_backend(libc::POLLERR);
