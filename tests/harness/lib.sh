@@ -100,6 +100,19 @@ kata_rs_wait_procs() {
     return 1
 }
 
+# kata_rs_wait_exit PID SECS MARKER: waits up to SECS for the background job PID (a child of
+# this shell) to end and prints MARKER=<its exit status>; if it is still running then, prints
+# MARKER=still-running and SIGKILLs it.
+kata_rs_wait_exit() {
+    _i=0
+    while kill -0 "$1" 2>/dev/null && [ $_i -lt $(($2 * 10)) ]; do sleep 0.1; _i=$((_i + 1)); done
+    if kill -0 "$1" 2>/dev/null; then
+        echo "$3=still-running"; kill -KILL "$1"; wait "$1" 2>/dev/null
+    else
+        wait "$1"; echo "$3=$?"
+    fi
+}
+
 # kata_rs_uptime: seconds since the node booted (for timings in scripts).
 kata_rs_uptime() { cut -d' ' -f1 /proc/uptime; }
 

@@ -44,8 +44,7 @@ api api-bad frobnicate
 echo "== end"
 timeout 120 kata-agent-ctl --cid $CID shutdown
 echo "shutdown-rc=$?"
-i=0; while kill -0 $VPID 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $VPID 2>/dev/null; then echo "vmm-rc=still-running"; kill -KILL $VPID; else wait $VPID; echo "vmm-rc=$?"; fi
+kata_rs_wait_exit $VPID 60 vmm-rc
 # The jailed VMM cannot unlink its socket: the caller does.
 [ -S "$SOCK" ] && echo "sock-left=yes" && rm -f "$SOCK"
 sed 's/^/vmm-stderr| /' "$KATA_RS_WORK/vmm-api.out"

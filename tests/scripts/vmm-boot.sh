@@ -31,9 +31,7 @@ KATA_VMM_TEST_FORBIDDEN_SYSCALL=1 kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" \
     --initrd "$KATA_RS_HANG_INITRD" --mem-mib 256 --vcpus 1 --vsock-cid 10 \
     --console-log "$LOG" > out 2>&1 &
 VPID=$!
-i=0; while kill -0 $VPID 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $VPID 2>/dev/null; then echo "sigsys-rc=still-running"; kill -KILL $VPID; wait $VPID
-else wait $VPID; echo "sigsys-rc=$?"; fi
+kata_rs_wait_exit $VPID 60 sigsys-rc
 sed 's/^/sigsys| /' out
 dmesg 2>/dev/null | grep -E 'type=1326|sig=31' | tail -n 2 | sed 's/^/sigsys-dmesg| /'
 
@@ -51,8 +49,7 @@ done
 echo "guest-init=$init"
 echo "guest-init-seconds=$(secs "$t0")"
 kill -TERM $VPID
-i=0; while kill -0 $VPID 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $VPID 2>/dev/null; then echo "sigterm-rc=still-running"; kill -KILL $VPID; else wait $VPID; echo "sigterm-rc=$?"; fi
+kata_rs_wait_exit $VPID 30 sigterm-rc
 sed 's/^/boot| /' out
 tail -n 10 "$LOG" | sed 's/^/console| /'
 kata_rs_leftovers

@@ -105,13 +105,7 @@ done
 echo "== shutdown"
 timeout 120 kata-agent-ctl --cid "$CID" shutdown
 echo "shutdown-rc=$?"
-i=0
-while kill -0 $VPID 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-if kill -0 $VPID 2>/dev/null; then
-    echo "vmm-rc=still-running"; kill -KILL $VPID
-else
-    wait $VPID; echo "vmm-rc=$?"
-fi
+kata_rs_wait_exit $VPID 60 vmm-rc
 echo "tap-left=$([ -e /sys/class/net/$TAP ] && echo yes || echo no)"
 # kata-vmm's exit summary: frames its virtio-net device delivered and dropped.
 for c in rx_frames rx_dropped tx_frames tx_dropped bad_chains; do

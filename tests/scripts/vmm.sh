@@ -51,13 +51,7 @@ boot_agent() {
     echo "$_p-check-rc=$?"
     timeout 120 kata-agent-ctl --cid "$3" shutdown
     echo "$_p-shutdown-rc=$?"
-    i=0
-    while kill -0 $VPID 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-    if kill -0 $VPID 2>/dev/null; then
-        echo "$_p-rc=still-running"; kill -KILL $VPID
-    else
-        wait $VPID; echo "$_p-rc=$?"
-    fi
+    kata_rs_wait_exit $VPID 60 "$_p-rc"
     echo "$_p-total=$(secs) s"
     sed "s/^/$_p-stderr| /" "$_out"
     tail -n 20 "$_log" | sed "s/^/$_p-console| /"
