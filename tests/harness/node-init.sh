@@ -22,6 +22,7 @@ $bb --install -s
 log() { echo "node-init: $*"; }
 up() { cut -d' ' -f1 /proc/uptime; }
 report() {
+    [ -z "$HB" ] || kill "$HB" 2>/dev/null
     echo "KATA-RS-NODE-STATUS rc=$1 boot=${T0:-0} end=$(up)" > /dev/ttyS3
     sync; poweroff -f; sleep 10
 }
@@ -56,6 +57,8 @@ done
 mkdir -p /payload && mount -t ext4 -o ro "$dev" /payload || fail "cannot mount payload $dev"
 
 for t in ttyS1 ttyS2 ttyS3; do stty -F /dev/$t raw -echo 2>/dev/null; done
+# Heartbeat on the status port: node-run ends a node whose heartbeat stops (a wedged node).
+( while :; do echo "KATA-RS-NODE-ALIVE uptime=$(up)" > /dev/ttyS3; sleep 10; done ) & HB=$!
 mkfifo /run/node-stdout /run/node-stderr
 cat /run/node-stdout > /dev/ttyS1 & P1=$!
 cat /run/node-stderr > /dev/ttyS2 & P2=$!
