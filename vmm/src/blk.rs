@@ -20,7 +20,9 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio_mmio::{
+    Pass, QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+};
 
 /// Virtio device id of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -89,6 +91,19 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
     })
 }
 
+/// Counters of one disk (exit summary).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlkStats {
+    /// Requests (chains) served, bad ones included.
+    pub requests: u64,
+    /// Bytes read from the disk into the guest (`IN`).
+    pub read_bytes: u64,
+    /// Bytes written from the guest to the disk (`OUT`).
+    pub write_bytes: u64,
+    /// Requests that ended with a status other than `OK`, or without a usable status byte.
+    pub errors: u64,
+}
+
 /// The host side of one disk.
 pub struct Disk {
     file: File,
@@ -96,6 +111,8 @@ pub struct Disk {
     read_only: bool,
     id: [u8; ID_LEN],
     buf: Vec<u8>,
+    /// Counters since the VMM started.
+    pub stats: BlkStats,
 }
 
 impl Disk {
@@ -122,6 +139,7 @@ impl Disk {
             read_only,
             id,
             buf: vec![0; CHUNK],
+            stats: BlkStats::default(),
         })
     }
 
@@ -132,17 +150,23 @@ impl Disk {
 
     /// Serves one chain; returns the used length (0 when the status byte is unusable).
     pub fn handle<M: GuestMemory>(&mut self, mem: &M, chain: DescriptorChain<&M>) -> u32 {
+        self.stats.requests += 1;
         let descs: Vec<Descriptor> = chain.collect();
         let Some((last, rest)) = descs.split_last() else {
+            self.stats.errors += 1;
             return 0;
         };
         if rest.is_empty() || !last.is_write_only() || last.len() < 1 {
+            self.stats.errors += 1;
             return 0;
         }
         let (st, data_written) = match self.request(mem, &rest[0], &rest[1..]) {
             Ok(n) => (status::OK, n),
             Err(st) => (st, 0),
         };
+        if st != status::OK {
+            self.stats.errors += 1;
+        }
         if mem.write_obj(st, last.addr()).is_err() {
             return 0;
         }
@@ -179,6 +203,11 @@ impl Disk {
                     return Err(status::IOERR);
                 }
                 self.transfer(mem, data, sector * SECTOR_SIZE, write_guest)?;
+                if write_guest {
+                    self.stats.read_bytes += len;
+                } else {
+                    self.stats.write_bytes += len;
+                }
                 Ok(if write_guest { len as u32 } else { 0 })
             }
             req::FLUSH => {
@@ -270,8 +299,8 @@ fn check_data<M: GuestMemory>(mem: &M, data: &[Descriptor], writable: bool) -> R
     Ok(total)
 }
 
-/// Serves every available chain of `queue`; true when the driver should be interrupted.
-pub fn process_requests<M: GuestMemory>(disk: &mut Disk, queue: &mut Queue, mem: &M) -> bool {
+/// Serves the available chains of `queue` (see [`crate::virtio_mmio::serve_available`]).
+pub fn process_requests<M: GuestMemory>(disk: &mut Disk, queue: &mut Queue, mem: &M) -> Pass {
     crate::virtio_mmio::serve_available(queue, mem, |chain| disk.handle(mem, chain))
 }
 
@@ -280,6 +309,7 @@ pub struct BlkDevice {
     mem: Arc<GuestMemoryMmap>,
     disk: Disk,
     queue: Option<Queue>,
+    rekick: u32,
 }
 
 impl BlkDevice {
@@ -289,6 +319,7 @@ impl BlkDevice {
             mem,
             disk,
             queue: None,
+            rekick: 0,
         }
     }
 
@@ -320,6 +351,7 @@ impl VirtioDevice for BlkDevice {
             | VIRTIO_RING_F_INDIRECT_DESC
             | VIRTIO_BLK_F_SEG_MAX
             | VIRTIO_BLK_F_FLUSH
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
             | ro
     }
 
@@ -338,8 +370,10 @@ impl VirtioDevice for BlkDevice {
         // Nothing writable (no VIRTIO_BLK_F_CONFIG_WCE).
     }
 
-    fn activate(&mut self, _features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        self.queue = Some(QueueConfig::build_single_queue(queues, &*self.mem)?);
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+        self.queue = Some(QueueConfig::build_single_queue(
+            queues, &*self.mem, features,
+        )?);
         Ok(())
     }
 
@@ -349,9 +383,27 @@ impl VirtioDevice for BlkDevice {
 
     fn process_queue(&mut self, index: usize) -> bool {
         match (&mut self.queue, index) {
-            (Some(q), 0) => process_requests(&mut self.disk, q, &*self.mem),
+            (Some(q), 0) => {
+                let pass = process_requests(&mut self.disk, q, &*self.mem);
+                if pass.more {
+                    self.rekick |= 1;
+                }
+                pass.interrupt
+            }
             _ => false,
         }
+    }
+
+    fn rekick_queues(&mut self) -> u32 {
+        std::mem::take(&mut self.rekick)
+    }
+
+    fn exit_report(&self) -> Option<String> {
+        let s = &self.disk.stats;
+        Some(format!(
+            "virtio-blk: requests={} read_bytes={} write_bytes={} errors={}",
+            s.requests, s.read_bytes, s.write_bytes, s.errors
+        ))
     }
 }
 

@@ -7,14 +7,16 @@
 //! (every descriptor device-readable and inside guest RAM, the walk not cut short) and its bytes,
 //! at most [`MAX_BYTES_PER_CHAIN`], are appended to the console log through the same writer
 //! type as COM1 (so `Kernel panic` on hvc0 is seen too). A bad chain is returned unwritten.
+//! `VIRTIO_RING_F_EVENT_IDX` is offered: a chatty guest then kicks and is interrupted only
+//! when the rings say so (see [`crate::virtio_mmio::serve_available`]).
 
 use std::io::Write;
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 
 /// Virtio device id of a console.
 pub const VIRTIO_ID_CONSOLE: u32 = 3;
@@ -26,31 +28,31 @@ pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
 /// Most bytes taken from one chain (Linux's hvc writes at most a page at a time).
 pub const MAX_BYTES_PER_CHAIN: usize = 64 * 1024;
-/// Feature bits offered: virtio 1.x only.
-pub const FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
+/// Feature bits offered: virtio 1.x and event-idx notification suppression.
+pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// Checks a TX chain and appends its bytes (at most [`MAX_BYTES_PER_CHAIN`]) to `out`;
-/// false when the chain is malformed (nothing written).
+/// None when the chain is malformed (nothing written), else the bytes taken.
 fn write_chain<M: GuestMemory, W: Write>(
     mem: &M,
     chain: virtio_queue::DescriptorChain<&M>,
     out: &mut W,
     buf: &mut [u8],
-) -> bool {
+) -> Option<usize> {
     let mut descs = Vec::new();
     let mut cut = true;
     for d in chain {
         if d.is_write_only() {
-            return false;
+            return None;
         }
         if d.len() > 0 && !mem.check_range(d.addr(), d.len() as usize, Permissions::Read) {
-            return false;
+            return None;
         }
         cut = d.has_next();
         descs.push(d);
     }
     if descs.is_empty() || cut {
-        return false;
+        return None;
     }
     let mut left = MAX_BYTES_PER_CHAIN;
     for d in descs {
@@ -60,10 +62,10 @@ fn write_chain<M: GuestMemory, W: Write>(
                 .min(buf.len() as u64)
                 .min(left as u64) as usize;
             let Some(at) = d.addr().0.checked_add(off) else {
-                return true;
+                return Some(MAX_BYTES_PER_CHAIN - left);
             };
             if mem.read_slice(&mut buf[..n], GuestAddress(at)).is_err() {
-                return true;
+                return Some(MAX_BYTES_PER_CHAIN - left);
             }
             // A failing log (disk full) loses console output, never the guest's progress.
             let _ = out.write_all(&buf[..n]);
@@ -71,7 +73,7 @@ fn write_chain<M: GuestMemory, W: Write>(
             left -= n;
         }
     }
-    true
+    Some(MAX_BYTES_PER_CHAIN - left)
 }
 
 /// The virtio-console device; `W` is where the guest's output goes (the console log).
@@ -80,8 +82,11 @@ pub struct ConsoleDevice<W: Write + Send> {
     out: W,
     tx: Option<Queue>,
     buf: Vec<u8>,
+    rekick: u32,
     /// Malformed TX chains seen (tests, debugging).
     pub bad_chains: u64,
+    /// Bytes of guest output written to the log.
+    pub tx_bytes: u64,
 }
 
 impl<W: Write + Send> ConsoleDevice<W> {
@@ -92,7 +97,9 @@ impl<W: Write + Send> ConsoleDevice<W> {
             out,
             tx: None,
             buf: vec![0; 4096],
+            rekick: 0,
             bad_chains: 0,
+            tx_bytes: 0,
         }
     }
 
@@ -106,23 +113,21 @@ impl<W: Write + Send> ConsoleDevice<W> {
             return false;
         };
         let mem = &*self.mem;
-        let mut used = false;
-        for _ in 0..q.size() {
-            let Some(chain) = q.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            if !write_chain(mem, chain, &mut self.out, &mut self.buf) {
-                self.bad_chains += 1;
+        let (out, buf) = (&mut self.out, &mut self.buf);
+        let (bad, bytes) = (&mut self.bad_chains, &mut self.tx_bytes);
+        // Used length: bytes written into the buffers by the device, none for TX.
+        let pass = crate::virtio_mmio::serve_available(q, mem, |chain| {
+            match write_chain(mem, chain, out, buf) {
+                Some(n) => *bytes += n as u64,
+                None => *bad += 1,
             }
-            // Used length: bytes written into the buffers by the device, none for TX.
-            if q.add_used(mem, head, 0).is_err() {
-                break;
-            }
-            used = true;
-        }
+            0
+        });
         let _ = self.out.flush();
-        used && q.needs_notification(mem).unwrap_or(true)
+        if pass.more {
+            self.rekick |= 1 << TX_QUEUE;
+        }
+        pass.interrupt
     }
 }
 
@@ -145,12 +150,12 @@ impl<W: Write + Send> VirtioDevice for ConsoleDevice<W> {
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
-    fn activate(&mut self, _features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
         let tx = queues
             .get(TX_QUEUE)
             .filter(|q| q.ready)
             .ok_or("the transmit queue is not ready")?
-            .build_queue(&*self.mem)?;
+            .build_queue(&*self.mem, features)?;
         self.tx = Some(tx);
         Ok(())
     }
@@ -165,6 +170,17 @@ impl<W: Write + Send> VirtioDevice for ConsoleDevice<W> {
             // Receive buffers stay with the device: there is no input to put in them.
             _ => false,
         }
+    }
+
+    fn rekick_queues(&mut self) -> u32 {
+        std::mem::take(&mut self.rekick)
+    }
+
+    fn exit_report(&self) -> Option<String> {
+        Some(format!(
+            "virtio-console: tx_bytes={} bad_chains={}",
+            self.tx_bytes, self.bad_chains
+        ))
     }
 }
 

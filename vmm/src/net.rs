@@ -40,7 +40,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 
 /// Virtio device id of a network card.
 pub const VIRTIO_ID_NET: u32 = 1;
@@ -63,10 +63,13 @@ pub const MAX_IFNAME_LEN: usize = 15;
 
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
-/// Feature bits offered: virtio 1.x, a MAC in config space, indirect descriptors. No
-/// checksum/segmentation offloads, no mergeable RX buffers, no control queue.
-pub const FEATURES: u64 =
-    (1 << VIRTIO_F_VERSION_1) | VIRTIO_NET_F_MAC | VIRTIO_RING_F_INDIRECT_DESC;
+/// Feature bits offered: virtio 1.x, a MAC in config space, indirect descriptors, event-idx
+/// notification suppression. No checksum/segmentation offloads, no mergeable RX buffers, no
+/// control queue.
+pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
+    | VIRTIO_NET_F_MAC
+    | VIRTIO_RING_F_INDIRECT_DESC
+    | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// One `--net tap=NAME[,mac=MAC]` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,10 +226,14 @@ impl TapIo for Tap {
 pub struct NetStats {
     /// Frames delivered to the guest.
     pub rx_frames: u64,
+    /// Bytes of the frames delivered to the guest (without the virtio header).
+    pub rx_bytes: u64,
     /// Frames read from the tap and dropped (larger than the guest's buffer).
     pub rx_dropped: u64,
     /// Frames written to the tap.
     pub tx_frames: u64,
+    /// Bytes of the frames written to the tap.
+    pub tx_bytes: u64,
     /// TX chains not sent (malformed, header only, too long, tap error).
     pub tx_dropped: u64,
     /// Chains refused as malformed (both queues).
@@ -243,6 +250,9 @@ pub struct NetQueues {
     rx_stalled: bool,
     /// The tap refused a TX frame with EAGAIN: wait for POLLOUT before the next one.
     tx_blocked: bool,
+    /// Queues (bit i = queue i) left with chains when their budget ran out (see
+    /// [`VirtioDevice::rekick_queues`]).
+    rekick: u32,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
 }
@@ -290,6 +300,7 @@ impl NetQueues {
             rx_pending: None,
             rx_stalled: false,
             tx_blocked: false,
+            rekick: 0,
             rx_buf: vec![0; MAX_FRAME_LEN],
             tx_buf: vec![0; MAX_FRAME_LEN],
         }
@@ -347,6 +358,11 @@ impl NetQueues {
 
     /// Places the pending frame (`rx_buf[..len]`) into the next good RX chain. Returns (used a
     /// chain, frame gone: delivered or dropped).
+    ///
+    /// With `EVENT_IDX` the driver kicks the receive queue only when we ask for it: out of
+    /// buffers, `enable_notification` asks for a kick at the next one (our `avail_event`) and
+    /// looks once more, since the driver may have posted buffers before it saw the request.
+    /// While buffers last we never ask, so refills cost the guest no kicks.
     fn deliver<M: GuestMemory>(
         &mut self,
         mem: &M,
@@ -354,9 +370,17 @@ impl NetQueues {
         stats: &mut NetStats,
     ) -> (bool, bool) {
         let mut used = false;
+        let mut looked_again = false;
         for _ in 0..self.rx.size() {
             let before = self.rx.next_avail();
             let Some(chain) = self.rx.pop_descriptor_chain(mem) else {
+                if self.rx.event_idx_enabled()
+                    && !looked_again
+                    && self.rx.enable_notification(mem).unwrap_or(false)
+                {
+                    looked_again = true;
+                    continue;
+                }
                 return (used, false);
             };
             let head = chain.head_index();
@@ -386,6 +410,7 @@ impl NetQueues {
             self.rx_pending = None;
             if ok {
                 stats.rx_frames += 1;
+                stats.rx_bytes += len as u64;
             } else {
                 stats.rx_dropped += 1;
             }
@@ -407,21 +432,73 @@ impl NetQueues {
 
     /// Sends the guest's TX chains to the tap, at most a queue's worth. Returns (used any TX
     /// chain, tap failed).
+    ///
+    /// With `EVENT_IDX`, the same loop as [`crate::virtio_mmio::serve_available`]: serve,
+    /// `enable_notification` (a kick for the next chain), look again; the budget spent with
+    /// chains left marks the queue for a re-kick. A tap that is full (`EAGAIN`) ends the loop
+    /// without asking for kicks: `POLLOUT` resumes it.
     pub fn process_tx<M: GuestMemory, T: TapIo>(
         &mut self,
         mem: &M,
         tap: &mut T,
         stats: &mut NetStats,
     ) -> (bool, bool) {
-        let mut used = false;
-        let mut failed = false;
         if self.tx_blocked {
             return (false, false);
         }
-        for _ in 0..self.tx.size() {
+        let budget = self.tx.size();
+        let event_idx = self.tx.event_idx_enabled();
+        let mut done: u16 = 0;
+        let mut idle_looks = 0;
+        let mut used = false;
+        let mut failed = false;
+        loop {
+            let start = done;
+            if event_idx {
+                // A no-op in event-idx mode: the stale avail_event suppresses kicks.
+                let _ = self.tx.disable_notification(mem);
+            }
+            let stop = self.tx_pass(mem, tap, stats, budget, &mut done, &mut used, &mut failed);
+            if stop || !event_idx {
+                break;
+            }
+            if !self.tx.enable_notification(mem).unwrap_or(false) {
+                break;
+            }
+            if done >= budget {
+                self.rekick |= 1 << TX_QUEUE;
+                break;
+            }
+            if done == start {
+                idle_looks += 1;
+                if idle_looks > 1 {
+                    // An avail index that nothing pops: the driver's next kick tries again.
+                    break;
+                }
+            }
+        }
+        (used, failed)
+    }
+
+    /// One pass over the available TX chains until `*done` reaches `budget`; true when the
+    /// caller must stop (the tap is full, or the used ring is not writable).
+    #[allow(clippy::too_many_arguments)]
+    fn tx_pass<M: GuestMemory, T: TapIo>(
+        &mut self,
+        mem: &M,
+        tap: &mut T,
+        stats: &mut NetStats,
+        budget: u16,
+        done: &mut u16,
+        used: &mut bool,
+        failed: &mut bool,
+    ) -> bool {
+        while *done < budget {
+            *done += 1;
             let before = self.tx.next_avail();
             let Some(chain) = self.tx.pop_descriptor_chain(mem) else {
-                break;
+                *done -= 1;
+                return false;
             };
             let head = chain.head_index();
             match checked_chain(mem, chain, false) {
@@ -429,18 +506,21 @@ impl NetQueues {
                     let len = total - NET_HDR_LEN;
                     // A header-only chain carries no frame; a failed tap takes none.
                     if len == 0
-                        || failed
+                        || *failed
                         || !gather(mem, &descs, NET_HDR_LEN, &mut self.tx_buf[..len])
                     {
                         stats.tx_dropped += 1;
                     } else {
                         match tap.write_frame(&self.tx_buf[..len]) {
-                            Ok(_) => stats.tx_frames += 1,
+                            Ok(_) => {
+                                stats.tx_frames += 1;
+                                stats.tx_bytes += len as u64;
+                            }
                             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                                 // The tap is full: put the chain back, wait for POLLOUT.
                                 self.tx.set_next_avail(before);
                                 self.tx_blocked = true;
-                                break;
+                                return true;
                             }
                             Err(e) if e.kind() == ErrorKind::Interrupted => {
                                 self.tx.set_next_avail(before);
@@ -450,7 +530,7 @@ impl NetQueues {
                             // cable nobody listens to. EBADFD: the tap is gone.
                             Err(e) => {
                                 stats.tx_dropped += 1;
-                                failed = e.raw_os_error() == Some(libc::EBADFD);
+                                *failed = e.raw_os_error() == Some(libc::EBADFD);
                             }
                         }
                     }
@@ -462,11 +542,11 @@ impl NetQueues {
             }
             // The device writes nothing into TX buffers: used length 0.
             if self.tx.add_used(mem, head, 0).is_err() {
-                break;
+                return true;
             }
-            used = true;
+            *used = true;
         }
-        (used, failed)
+        false
     }
 
     /// The tap is writable again after EAGAIN.
@@ -482,6 +562,11 @@ impl NetQueues {
             &mut self.tx
         };
         q.needs_notification(mem).unwrap_or(true)
+    }
+
+    /// Queues marked for a re-kick since the last call (cleared).
+    pub fn take_rekick(&mut self) -> u32 {
+        std::mem::take(&mut self.rekick)
     }
 }
 
@@ -611,13 +696,13 @@ impl<T: TapIo> VirtioDevice for NetDevice<T> {
         // The MAC is read-only without VIRTIO_NET_F_CTRL_MAC_ADDR (virtio 1.x).
     }
 
-    fn activate(&mut self, _features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
         let build = |i: usize| {
             queues
                 .get(i)
                 .filter(|q| q.ready)
                 .ok_or(format!("queue {i} is not ready"))?
-                .build_queue(&*self.mem)
+                .build_queue(&*self.mem, features)
         };
         self.queues = Some(NetQueues::new(build(RX_QUEUE)?, build(TX_QUEUE)?));
         Ok(())
@@ -644,9 +729,20 @@ impl<T: TapIo> VirtioDevice for NetDevice<T> {
     fn exit_report(&self) -> Option<String> {
         let s = &self.stats;
         Some(format!(
-            "virtio-net: rx_frames={} rx_dropped={} tx_frames={} tx_dropped={} bad_chains={}",
-            s.rx_frames, s.rx_dropped, s.tx_frames, s.tx_dropped, s.bad_chains
+            "virtio-net: rx_frames={} rx_dropped={} tx_frames={} tx_dropped={} bad_chains={} \
+             rx_bytes={} tx_bytes={}",
+            s.rx_frames,
+            s.rx_dropped,
+            s.tx_frames,
+            s.tx_dropped,
+            s.bad_chains,
+            s.rx_bytes,
+            s.tx_bytes
         ))
+    }
+
+    fn rekick_queues(&mut self) -> u32 {
+        self.queues.as_mut().map_or(0, NetQueues::take_rekick)
     }
 
     fn backend_poll(&self) -> Option<(RawFd, i16)> {

@@ -7,14 +7,17 @@
 //! device-writable and entirely inside guest RAM) and filled from the host's `getrandom(2)`,
 //! at most [`MAX_BYTES_PER_CHAIN`] bytes per chain. A malformed chain is returned with used
 //! length 0 and nothing written. The transport then sets `InterruptStatus` and signals the
-//! device's irqfd.
+//! device's irqfd, unless the driver negotiated `VIRTIO_RING_F_EVENT_IDX` and its `used_event`
+//! says it does not want this interrupt (see [`crate::virtio_mmio::serve_available`]).
 
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio_mmio::{
+    Pass, QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+};
 
 /// Virtio device id of the entropy device.
 pub const VIRTIO_ID_RNG: u32 = 4;
@@ -24,8 +27,10 @@ pub const QUEUE_SIZE: u16 = 256;
 /// time from `hwrng`, user space reads of `/dev/hwrng` are split by the driver).
 pub const MAX_BYTES_PER_CHAIN: u32 = 64 * 1024;
 const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
-/// Feature bits offered: virtio 1.x and indirect descriptors (the queue crate walks them).
-pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | VIRTIO_RING_F_INDIRECT_DESC;
+/// Feature bits offered: virtio 1.x, indirect descriptors (the queue crate walks them) and
+/// event-idx notification suppression.
+pub const FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | VIRTIO_RING_F_INDIRECT_DESC | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// Fills `buf` from the host's getrandom(2); false if the kernel refuses.
 pub fn host_random(buf: &mut [u8]) -> bool {
@@ -84,21 +89,44 @@ fn fill_chain<M: GuestMemory>(mem: &M, chain: DescriptorChain<&M>) -> u32 {
     written
 }
 
-/// Serves every available chain of `queue`; true when the driver should be interrupted.
-pub fn process_requests<M: GuestMemory>(queue: &mut Queue, mem: &M) -> bool {
-    crate::virtio_mmio::serve_available(queue, mem, |chain| fill_chain(mem, chain))
+/// Serves the available chains of `queue` (see [`crate::virtio_mmio::serve_available`]),
+/// counting them in `stats`.
+pub fn process_requests<M: GuestMemory>(queue: &mut Queue, mem: &M, stats: &mut RngStats) -> Pass {
+    crate::virtio_mmio::serve_available(queue, mem, |chain| {
+        let n = fill_chain(mem, chain);
+        stats.requests += 1;
+        stats.bytes += u64::from(n);
+        n
+    })
+}
+
+/// Counters of the virtio-rng device (exit summary).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RngStats {
+    /// Chains served (bad ones included).
+    pub requests: u64,
+    /// Random bytes handed to the guest.
+    pub bytes: u64,
 }
 
 /// The virtio-rng device.
 pub struct RngDevice {
     mem: Arc<GuestMemoryMmap>,
     queue: Option<Queue>,
+    rekick: u32,
+    /// Counters since the VMM started.
+    pub stats: RngStats,
 }
 
 impl RngDevice {
     /// A device whose buffers live in `mem`.
     pub fn new(mem: Arc<GuestMemoryMmap>) -> Self {
-        RngDevice { mem, queue: None }
+        RngDevice {
+            mem,
+            queue: None,
+            rekick: 0,
+            stats: RngStats::default(),
+        }
     }
 }
 
@@ -121,8 +149,10 @@ impl VirtioDevice for RngDevice {
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
-    fn activate(&mut self, _features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        self.queue = Some(QueueConfig::build_single_queue(queues, &*self.mem)?);
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+        self.queue = Some(QueueConfig::build_single_queue(
+            queues, &*self.mem, features,
+        )?);
         Ok(())
     }
 
@@ -132,9 +162,26 @@ impl VirtioDevice for RngDevice {
 
     fn process_queue(&mut self, index: usize) -> bool {
         match (&mut self.queue, index) {
-            (Some(q), 0) => process_requests(q, &*self.mem),
+            (Some(q), 0) => {
+                let pass = process_requests(q, &*self.mem, &mut self.stats);
+                if pass.more {
+                    self.rekick |= 1;
+                }
+                pass.interrupt
+            }
             _ => false,
         }
+    }
+
+    fn rekick_queues(&mut self) -> u32 {
+        std::mem::take(&mut self.rekick)
+    }
+
+    fn exit_report(&self) -> Option<String> {
+        Some(format!(
+            "virtio-rng: requests={} bytes={}",
+            self.stats.requests, self.stats.bytes
+        ))
     }
 }
 
@@ -178,7 +225,7 @@ mod tests {
         mq.add_desc_chains(&[d(BUF, 64, W | N, 1), d(BUF + 0x1000, 4000, W, 0)], 0)
             .unwrap();
         let mut q: Queue = mq.create_queue().unwrap();
-        assert!(process_requests(&mut q, &m));
+        assert!(process_requests(&mut q, &m, &mut RngStats::default()).interrupt);
         assert_eq!(used_idx(&m, &mq), 1);
         assert_eq!(used(&m, &mq, 0), (0, 4064));
         let mut a = [0u8; 64];
@@ -190,7 +237,7 @@ mod tests {
         assert_ne!(&tail[..64], &[0u8; 64]);
         assert_eq!(&tail[64..], &[0u8; 32], "nothing past the buffer");
         // Nothing new: no interrupt.
-        assert!(!process_requests(&mut q, &m));
+        assert!(!process_requests(&mut q, &m, &mut RngStats::default()).interrupt);
     }
 
     #[test]
@@ -200,7 +247,7 @@ mod tests {
         mq.add_desc_chains(&[d(BUF, 64, W | N, 1), d(BUF + 64, 64, 0, 0)], 0)
             .unwrap();
         let mut q: Queue = mq.create_queue().unwrap();
-        assert!(process_requests(&mut q, &m));
+        assert!(process_requests(&mut q, &m, &mut RngStats::default()).interrupt);
         assert_eq!(used(&m, &mq, 0), (0, 0));
         let mut a = [0u8; 128];
         m.read_slice(&mut a, GuestAddress(BUF)).unwrap();
@@ -221,7 +268,7 @@ mod tests {
         )
         .unwrap();
         let mut q: Queue = mq.create_queue().unwrap();
-        assert!(process_requests(&mut q, &m));
+        assert!(process_requests(&mut q, &m, &mut RngStats::default()).interrupt);
         assert_eq!(used_idx(&m, &mq), 3);
         assert_eq!(used(&m, &mq, 0), (0, 0));
         assert_eq!(used(&m, &mq, 1), (1, 0));
@@ -245,7 +292,7 @@ mod tests {
         m.write_obj(3u16, GuestAddress(mq.avail_addr().0 + 2))
             .unwrap();
         let mut q: Queue = mq.create_queue().unwrap();
-        assert!(process_requests(&mut q, &m));
+        assert!(process_requests(&mut q, &m, &mut RngStats::default()).interrupt);
         assert_eq!(used_idx(&m, &mq), 3);
         let (_, l0) = used(&m, &mq, 0);
         assert!(l0 <= 16 * 16, "bounded by the ttl: {l0}");
@@ -264,7 +311,7 @@ mod tests {
         m.write_obj(0x8000u16, GuestAddress(mq.avail_addr().0 + 2))
             .unwrap();
         let mut q: Queue = mq.create_queue().unwrap();
-        let _ = process_requests(&mut q, &m);
+        let _ = process_requests(&mut q, &m, &mut RngStats::default());
     }
 
     #[test]

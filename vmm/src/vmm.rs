@@ -26,7 +26,7 @@ use crate::net::{NetDevice, Tap};
 use crate::pause::{self, Pauser};
 use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
-use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice};
+use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use crate::vsock::{self, VhostVsockDevice, VHOST_QUEUES};
 use crate::{boot, cpu, debug, jail, mptable};
 
@@ -416,6 +416,8 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // here, as a thread of this process, and so starts jailed too.
     let vsock = VhostVsockDevice::new(vhost, cfg.vsock_cid, mem.clone(), kicks, call)?;
     let vsock: Box<dyn VirtioDevice> = Box::new(vsock);
+    // The VMM's own devices, in slot order, for their exit summaries.
+    let own_devices = virtio.clone();
     virtio.insert(
         0,
         Arc::new(Mutex::new(MmioTransport::new(vsock, mem.clone()))),
@@ -455,8 +457,8 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     }
     debug!("VM set up in {:?}", t0.elapsed());
     let ended = event_loop(&exit, sigfd, &queue_events, &backends, api, &pauser);
-    for b in &backends {
-        if let Some(report) = lock_transport(b).exit_report() {
+    for d in &own_devices {
+        if let Some(report) = lock_transport(d).exit_report() {
             eprintln!("kata-vmm: {report}");
         }
     }
@@ -487,6 +489,11 @@ fn api_command(cmd: Command, pauser: &Pauser) -> String {
     }
 }
 
+/// `KATA_VMM_NO_EVENT_IDX=1`: the VMM's own devices do not offer `VIRTIO_RING_F_EVENT_IDX`
+/// (to measure or debug notification suppression; the driver then kicks and is interrupted
+/// for every buffer).
+pub const NO_EVENT_IDX_ENV: &str = "KATA_VMM_NO_EVENT_IDX";
+
 /// A queue of one of the VMM's own virtio devices: its QueueNotify ioeventfd.
 struct QueueEvent {
     evt: EventFd,
@@ -509,8 +516,10 @@ fn own_device(
     let queues = dev.queue_max_sizes().len();
     let mut t = MmioTransport::new(dev, mem.clone());
     t.set_irq(irq);
-    let t: SharedTransport = Arc::new(Mutex::new(t));
-    let mut events = Vec::new();
+    if std::env::var_os(NO_EVENT_IDX_ENV).is_some_and(|v| v == "1") {
+        t.withhold_features(1 << VIRTIO_RING_F_EVENT_IDX);
+    }
+    let mut evts = Vec::new();
     for q in 0..queues {
         let evt = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
         vm.register_ioevent(
@@ -519,12 +528,24 @@ fn own_device(
             q as u32,
         )
         .map_err(|e| anyhow!("KVM_IOEVENTFD (queue {q}): {e}"))?;
-        events.push(QueueEvent {
+        evts.push(evt);
+    }
+    // The transport re-signals a queue through the same eventfd (see rekick_queues).
+    let clones = evts
+        .iter()
+        .map(|e| e.try_clone().context("eventfd dup"))
+        .collect::<Result<Vec<_>>>()?;
+    t.set_queue_events(clones);
+    let t: SharedTransport = Arc::new(Mutex::new(t));
+    let events = evts
+        .into_iter()
+        .enumerate()
+        .map(|(queue, evt)| QueueEvent {
             evt,
             transport: t.clone(),
-            queue: q,
-        });
-    }
+            queue,
+        })
+        .collect();
     Ok((t, events))
 }
 
@@ -612,8 +633,10 @@ fn event_loop(
         }
         for (f, q) in fds[2..fixed].iter().zip(queues) {
             if f.revents & libc::POLLIN != 0 {
-                let _ = q.evt.read();
-                lock_transport(&q.transport).notify_queue(q.queue);
+                // The counter is the number of guest kicks since the last read (plus the
+                // transport's own re-kicks, which it subtracts).
+                let kicks = q.evt.read().unwrap_or(0);
+                lock_transport(&q.transport).notify_queue(q.queue, kicks);
             }
         }
         for (f, b) in fds[fixed..api_at].iter().zip(backends) {
