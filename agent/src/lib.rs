@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod init;
+pub mod network;
 pub mod pty;
 pub mod reaper;
 pub mod seccomp;

@@ -686,6 +686,33 @@ impl AgentService for Service {
         Ok(empty())
     }
 
+    async fn update_interface(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateInterfaceRequest,
+    ) -> ttrpc::Result<Interface> {
+        Ok(crate::network::update_interface(&req).await?)
+    }
+
+    async fn update_routes(
+        &self,
+        _ctx: &TtrpcContext,
+        req: UpdateRoutesRequest,
+    ) -> ttrpc::Result<Routes> {
+        let routes = req.routes.into_option().unwrap_or_default();
+        Ok(crate::network::update_routes(&routes).await?)
+    }
+
+    async fn add_arp_neighbors(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AddARPNeighborsRequest,
+    ) -> ttrpc::Result<Empty> {
+        let n = req.neighbors.into_option().unwrap_or_default();
+        crate::network::add_neighbors(&n.neighbors).await?;
+        Ok(empty())
+    }
+
     async fn shutdown(&self, _ctx: &TtrpcContext, _: Empty) -> ttrpc::Result<Empty> {
         self.0.kill_all().await;
         let _ = self.0.shutdown.try_send(());

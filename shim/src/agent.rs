@@ -507,6 +507,59 @@ impl Agent {
         Ok(())
     }
 
+    /// `UpdateInterface`: the guest interface with `iface.hw_addr` gets the pod's name,
+    /// addresses and MTU; returns the interface as the agent reports it.
+    pub async fn update_interface(
+        &self,
+        iface: pb::Interface,
+    ) -> Result<pb::Interface, AgentError> {
+        let req = pb::UpdateInterfaceRequest {
+            interface: Some(iface).into(),
+            ..Default::default()
+        };
+        self.timed(
+            "UpdateInterface",
+            self.client.update_interface(self.ctx(), &req),
+        )
+        .await
+    }
+
+    /// `UpdateRoutes`: the guest's routes on the named devices become `routes`.
+    pub async fn update_routes(&self, routes: Vec<pb::Route>) -> Result<(), AgentError> {
+        let req = pb::UpdateRoutesRequest {
+            routes: Some(pb::Routes {
+                routes,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        self.timed("UpdateRoutes", self.client.update_routes(self.ctx(), &req))
+            .await?;
+        Ok(())
+    }
+
+    /// `AddARPNeighbors`: static neighbour entries in the guest.
+    pub async fn add_arp_neighbors(
+        &self,
+        neighbors: Vec<pb::ARPNeighbor>,
+    ) -> Result<(), AgentError> {
+        let req = pb::AddARPNeighborsRequest {
+            neighbors: Some(pb::ARPNeighbors {
+                neighbors,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        self.timed(
+            "AddARPNeighbors",
+            self.client.add_arp_neighbors(self.ctx(), &req),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Sets the guest's clock to the host's (after boot and after Resume, as Kata does);
     /// a failure is logged, never fatal (an older agent answers UNIMPLEMENTED).
     pub async fn sync_guest_clock(&self, sandbox: &str, when: &str) {

@@ -14,6 +14,7 @@ pub mod container;
 pub mod cpio;
 pub mod metrics;
 pub mod mounts;
+pub mod network;
 pub mod options;
 pub mod pod;
 pub mod sandbox;

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 use crate::{
     agent::{self, Agent, NotReady},
     config::Config,
+    network::PodNetwork,
     util::file_tail,
     vmm::{self, Vmm, VmmExit, VmmSpec},
 };
@@ -76,6 +77,9 @@ pub struct Sandbox {
     pub agent: Agent,
     /// Pods: the spare disks the VM booted with (None for a single container's VM).
     pub disks: Option<crate::pod::DiskPool>,
+    /// Pod networking (tap + tc redirects in the pod's network namespace), removed when the
+    /// VMM has stopped.
+    network: std::sync::Mutex<Option<PodNetwork>>,
     config: Config,
 }
 
@@ -89,12 +93,58 @@ impl Sandbox {
     /// answers `Check`. The state and console directories must exist. On failure the VMM is
     /// killed and reaped and its pid file removed; the message says what went wrong (the
     /// VMM's error line, or the timeout and the tail of the console log).
+    ///
+    /// With `net` (set up by [`PodNetwork::setup`]) the VMM runs in the pod's network
+    /// namespace on its tap, and the guest gets the pod's interface, routes and neighbours
+    /// once the agent answers; on any failure `net` is torn down too.
     pub async fn start(
         config: &Config,
         id: &str,
         paths: SandboxPaths,
         rootfs_cpios: Vec<PathBuf>,
         disks: Option<crate::pod::DiskPool>,
+        net: Option<PodNetwork>,
+    ) -> Result<Sandbox, StartError> {
+        let r = Self::boot(config, id, paths, rootfs_cpios, disks, net.as_ref()).await;
+        let sandbox = match r {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(n) = &net {
+                    if let Err(t) = n.teardown().await {
+                        warn!(sandbox = id, "pod network teardown: {t}");
+                        return Err(StartError(format!(
+                            "{e}; removing the pod network also failed: {t}"
+                        )));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if let Some(n) = &net {
+            if let Err(e) = n.configure_guest(&sandbox.agent).await {
+                let exit = sandbox.kill().await;
+                info!(
+                    sandbox = id,
+                    "VMM killed after the guest network failed ({exit})"
+                );
+                let mut msg = e;
+                if let Err(t) = n.teardown().await {
+                    msg.push_str(&format!("; removing the pod network also failed: {t}"));
+                }
+                return Err(StartError(msg));
+            }
+        }
+        *sandbox.network.lock().unwrap_or_else(|e| e.into_inner()) = net;
+        Ok(sandbox)
+    }
+
+    async fn boot(
+        config: &Config,
+        id: &str,
+        paths: SandboxPaths,
+        rootfs_cpios: Vec<PathBuf>,
+        disks: Option<crate::pod::DiskPool>,
+        net: Option<&PodNetwork>,
     ) -> Result<Sandbox, StartError> {
         let h = &config.file.hypervisor;
         let mut initrds = vec![h.initrd.clone()];
@@ -115,6 +165,7 @@ impl Sandbox {
                     .as_ref()
                     .map(|d| d.paths().to_vec())
                     .unwrap_or_default(),
+                net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
             };
             // A fresh console log for every boot, so its tail is this boot's.
             let _ = std::fs::remove_file(&paths.console_log);
@@ -153,6 +204,7 @@ impl Sandbox {
                         vmm,
                         agent,
                         disks,
+                        network: std::sync::Mutex::new(None),
                         config: config.clone(),
                     });
                 }
@@ -205,6 +257,7 @@ impl Sandbox {
         }
         let exit = self.vmm.stop(self.config.shutdown_timeout()).await;
         let _ = std::fs::remove_file(self.paths.state_dir.join(vmm::PID_FILE));
+        self.remove_network().await;
         exit
     }
 
@@ -212,7 +265,22 @@ impl Sandbox {
     pub async fn kill(&self) -> VmmExit {
         let exit = self.vmm.kill_and_wait().await;
         let _ = std::fs::remove_file(self.paths.state_dir.join(vmm::PID_FILE));
+        self.remove_network().await;
         exit
+    }
+
+    /// Removes the pod network (tap, tc redirects), once; a failure is logged.
+    async fn remove_network(&self) {
+        let net = self
+            .network
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(n) = net {
+            if let Err(e) = n.teardown().await {
+                warn!(sandbox = %self.id, "pod network teardown: {e}");
+            }
+        }
     }
 
     /// The configuration the sandbox was started with.
@@ -292,7 +360,7 @@ mod tests {
         let c = config(dir.path(), "echo 'kata-vmm: error: cannot open /dev/vhost-vsock: No such file or directory' >&2; exit 1", 30);
         let p = paths(&c);
         let t0 = std::time::Instant::now();
-        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None)
+        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None, None)
             .await
             .err()
             .unwrap()
@@ -313,7 +381,7 @@ mod tests {
         );
         let c = config(dir.path(), &body, 1);
         let p = paths(&c);
-        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None)
+        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None, None)
             .await
             .err()
             .unwrap()

@@ -525,10 +525,27 @@ impl TaskService {
             t0.elapsed()
         );
 
+        // Pod networking: a network namespace named by path (CRI: the CNI netns) gets a tap
+        // wired to its eth0, and the VM that interface's configuration.
+        let net =
+            match crate::network::netns_path(spec) {
+                Some(ns) => Some(crate::network::PodNetwork::setup(&ns).await.map_err(|e| {
+                    rpc_err(Code::FAILED_PRECONDITION, format!("container {id}: {e}"))
+                })?),
+                None => None,
+            };
+
         // Boot the VM.
-        let sandbox = Sandbox::start(config, sandbox_id, paths.clone(), vec![cpio_path], disks)
-            .await
-            .map_err(|e| rpc_err(Code::UNKNOWN, e.0))?;
+        let sandbox = Sandbox::start(
+            config,
+            sandbox_id,
+            paths.clone(),
+            vec![cpio_path],
+            disks,
+            net,
+        )
+        .await
+        .map_err(|e| rpc_err(Code::UNKNOWN, e.0))?;
         let sandbox = Arc::new(sandbox);
         let sb = sandbox.clone();
         rb.push(format!("kill VMM {}", sandbox.vmm.pid()), async move {

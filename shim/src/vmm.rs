@@ -1,6 +1,7 @@
 //! Running kata-vmm: its command line (docs/design.md), a child process that dies with the
 //! shim (PR_SET_PDEATHSIG), its stderr kept for error reports, and its exit observed.
 
+use std::os::fd::AsRawFd;
 use std::{
     collections::VecDeque,
     ffi::OsString,
@@ -50,6 +51,9 @@ pub struct VmmSpec {
     pub cmdline: String,
     /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order (pods' spare disks).
     pub disks: Vec<PathBuf>,
+    /// Pod networking: the `--net` value (`tap=NAME,mac=MAC`) and the network namespace the
+    /// VMM is started in (where that tap lives).
+    pub net: Option<(String, PathBuf)>,
 }
 
 impl VmmSpec {
@@ -79,6 +83,10 @@ impl VmmSpec {
             v.push(",ro");
             a.push("--disk".into());
             a.push(v);
+        }
+        if let Some((net, _)) = &self.net {
+            a.push("--net".into());
+            a.push(net.into());
         }
         a
     }
@@ -163,11 +171,25 @@ impl Vmm {
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         let parent = std::process::id() as libc::pid_t;
+        // The pod's network namespace, opened here (close-on-exec) and joined by the child.
+        let netns = match &spec.net {
+            Some((_, path)) => Some(std::fs::File::open(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("pod network namespace {}: {e}", path.display()),
+                )
+            })?),
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (prctl, getppid, _exit); it touches no locks or
-        // allocations.
+        // async-signal-safe functions (prctl, getppid, setns, _exit); it touches no locks or
+        // allocations. `netns_fd` stays open until spawn returns (`netns` lives until then).
         unsafe {
             cmd.pre_exec(move || {
+                if netns_fd >= 0 && libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 if libc::prctl(
                     libc::PR_SET_PDEATHSIG,
                     libc::SIGKILL as libc::c_ulong,
@@ -191,6 +213,7 @@ impl Vmm {
                 format!("cannot start VMM {}: {e}", spec.path.display()),
             )
         })?;
+        drop(netns);
         let pid = child.id().unwrap_or(0);
         info!(pid, cid = spec.cid, "started VMM {}", spec.path.display());
 
@@ -404,6 +427,7 @@ mod tests {
             console_log: "/log".into(),
             cmdline: String::new(),
             disks: Vec::new(),
+            net: None,
         }
     }
 

@@ -12,6 +12,14 @@
 //! UpdateContainerResources (limits read back from the cgroup), the log files CRI
 //! wrote, StopPodSandbox, RemovePodSandbox, and that nothing of the pod is listed afterwards.
 //! Every step prints its markers whatever happens; the pod is always stopped and removed.
+//!
+//! `--pod-net DIR` (tests/scripts/cri-net.sh): the pod gets its own network from CNI
+//! (NamespaceMode POD) and `server` listens on all addresses. Before the common steps it
+//! prints the pod's IP and what the server container sees of `eth0` (MAC, IPv4 address,
+//! MTU, default route), writes `DIR/HANDLER.ip` (`IP PORT`), fetches the page of every other
+//! pod that wrote such a file (from `client`, over the pod network), and waits (at most
+//! `--timeout` s) for `DIR/release` before it goes on: the node fetches the pods' pages and
+//! looks at their network namespaces meanwhile.
 //! Exit status 0 when every CRI call was answered without error (the test judges the rest).
 
 use std::collections::HashMap;
@@ -43,12 +51,13 @@ struct Args {
     port: u16,
     cgroup_parent: String,
     timeout: u64,
+    pod_net: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: kata-rs-cri --socket SOCK --handler HANDLER --image IMAGE --log-dir DIR \
-         --port PORT [--cgroup-parent CG] [--timeout SECONDS]"
+         --port PORT [--cgroup-parent CG] [--timeout SECONDS] [--pod-net DIR]"
     );
     std::process::exit(2)
 }
@@ -76,6 +85,7 @@ fn parse_args() -> Args {
         timeout: take("timeout")
             .map(|t| t.parse().unwrap_or_else(|_| usage()))
             .unwrap_or(300),
+        pod_net: take("pod-net"),
     };
     if !kv.is_empty() {
         usage()
@@ -152,9 +162,14 @@ fn word(s: &str) -> String {
 /// The namespaces of a `hostNetwork: true` pod, as the kubelet sends them for the pod and
 /// again for each of its containers: the node's network, a PID namespace per container
 /// (no shareProcessNamespace), the pod's IPC namespace.
-fn namespaces() -> NamespaceOption {
+/// With `--pod-net` the pod has its own network namespace (CNI) instead.
+fn namespaces(a: &Args) -> NamespaceOption {
     NamespaceOption {
-        network: NamespaceMode::Node as i32,
+        network: if a.pod_net.is_some() {
+            NamespaceMode::Pod as i32
+        } else {
+            NamespaceMode::Node as i32
+        },
         pid: NamespaceMode::Container as i32,
         ipc: NamespaceMode::Pod as i32,
         ..Default::default()
@@ -181,7 +196,7 @@ fn pod_config(a: &Args) -> PodSandboxConfig {
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: a.cgroup_parent.clone(),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(namespaces()),
+                namespace_options: Some(namespaces(a)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -204,7 +219,7 @@ fn container_config(a: &Args, name: &str, script: String) -> ContainerConfig {
         log_path: format!("{name}/0.log"),
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(namespaces()),
+                namespace_options: Some(namespaces(a)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -320,12 +335,20 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
             .map(|n| n.as_str_name().to_string())
             .unwrap_or_else(|| "-".into());
         marker("pod-network", net);
+        let ip = s.network.map(|n| n.ip).unwrap_or_default();
+        marker("pod-ip", word(&ip));
     }
 
     let server_script = format!(
         "mkdir -p /tmp/www && echo 'hello from the server of pod {}' > /tmp/www/index.html && \
-         echo server-started && echo server-stderr >&2 && exec httpd -f -p 127.0.0.1:{} -h /tmp/www",
-        a.handler, a.port
+         echo server-started && echo server-stderr >&2 && exec httpd -f -p {}:{} -h /tmp/www",
+        a.handler,
+        if a.pod_net.is_some() {
+            "0.0.0.0"
+        } else {
+            "127.0.0.1"
+        },
+        a.port
     );
     let client_script = "echo client-started; exec sleep 1000000".to_string();
     let mut ids: Vec<(&str, String)> = Vec::new();
@@ -365,6 +388,16 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
         );
     }
     let (server, client) = (ids[0].1.clone(), ids[1].1.clone());
+    if let Some(dir) = &a.pod_net {
+        let ip = st
+            .as_ref()
+            .ok()
+            .and_then(|s| s.status.as_ref())
+            .and_then(|s| s.network.as_ref())
+            .map(|n| n.ip.clone())
+            .unwrap_or_default();
+        pod_net_steps(rt, a, dir, &ip, &server, &client).await;
+    }
 
     // ExecSync: its own stdout, stderr and exit code.
     let r = exec(
@@ -499,6 +532,104 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
     check_log(&server_log, "server", "stderr", "server-stderr", 30).await;
     check_log(&client_log, "client", "stdout", "client-started", 30).await;
     Ok(())
+}
+
+/// The pod-network steps (`--pod-net DIR`), see the crate doc.
+async fn pod_net_steps(
+    rt: &mut Runtime,
+    a: &Args,
+    dir: &str,
+    ip: &str,
+    server: &str,
+    client: &str,
+) {
+    // What the container sees of eth0.
+    let show = "echo mac=$(cat /sys/class/net/eth0/address) mtu=$(cat /sys/class/net/eth0/mtu) \
+                addr=$(ip -o -4 addr show dev eth0 | awk '{print $4}' | head -n 1) \
+                gw=$(ip route | awk '$1 == \"default\" {print $3}' | head -n 1) \
+                route=$(awk '$1 == \"eth0\" && $2 == \"00000000\" {print \"default\"}' /proc/net/route | head -n 1)";
+    match exec(rt, "eth0-show", server, &["sh", "-c", show], 60).await {
+        Ok((out, err, code)) => {
+            println!("eth0| {out}");
+            if code != 0 || !err.is_empty() {
+                println!("error| eth0-show: exit {code}: {err}");
+            }
+            for kv in out.split_whitespace() {
+                if let Some((k, v)) = kv.split_once('=') {
+                    marker(&format!("eth0-{k}"), word(v));
+                }
+            }
+        }
+        Err(e) => println!("error| eth0-show: {e}"),
+    }
+    if let Ok((out, _, _)) = exec(rt, "ip-addr", server, &["ip", "addr"], 60).await {
+        for l in out.lines() {
+            println!("ip-addr| {l}");
+        }
+    }
+    let me = format!("{dir}/{}.ip", a.handler);
+    let tmp = format!("{me}.tmp");
+    if let Err(e) =
+        std::fs::write(&tmp, format!("{ip} {}\n", a.port)).and_then(|()| std::fs::rename(&tmp, &me))
+    {
+        println!("error| write {me}: {e}");
+    }
+    // Every other pod's page, from our client container over the pod network.
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let mut peers: Vec<(String, String, String)> = Vec::new();
+    while Instant::now() < deadline {
+        peers.clear();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some(h) = name.strip_suffix(".ip") else {
+                continue;
+            };
+            if h == a.handler {
+                continue;
+            }
+            if let Ok(c) = std::fs::read_to_string(e.path()) {
+                let f: Vec<&str> = c.split_whitespace().collect();
+                if f.len() == 2 {
+                    peers.push((h.to_string(), f[0].to_string(), f[1].to_string()));
+                }
+            }
+        }
+        if !peers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if peers.is_empty() {
+        marker("peer-fetch", "no-peer");
+    }
+    for (h, pip, port) in &peers {
+        let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {pip} {port}");
+        let page = format!("hello from the server of pod {h}");
+        let mut ok = false;
+        for _ in 0..30 {
+            match exec(rt, "peer-try", client, &["sh", "-c", &get], 30).await {
+                Ok((ref body, _, 0)) if body.contains(&page) => {
+                    println!("peer-body| {}", body.lines().last().unwrap_or(""));
+                    ok = true;
+                    break;
+                }
+                r => println!("peer-try| {h} {pip}:{port}: {r:?}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        marker(&format!("peer-fetch-{h}"), if ok { "ok" } else { "failed" });
+    }
+    // Wait for the node's checks.
+    let release = format!("{dir}/release");
+    let t0 = Instant::now();
+    while !std::path::Path::new(&release).exists() {
+        if t0.elapsed() > Duration::from_secs(a.timeout) {
+            marker("released", "timeout");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    marker("released", "ok");
 }
 
 async fn run(a: &Args) -> Res<()> {

@@ -1,0 +1,915 @@
+//! Guest network: UpdateInterface, UpdateRoutes and AddARPNeighbors (Kata's names).
+//!
+//! The shim reads the pod's CNI-configured interface on the host and replays it here.
+//! Every field of a request is checked first ([`InterfacePlan::parse`], [`RoutePlan::parse`],
+//! [`NeighborPlan::parse`], pure and unit-tested); then the change is made over rtnetlink
+//! (`rtnetlink` crate, pure Rust, so the static musl agent needs no `ip` binary).
+
+use std::net::IpAddr;
+
+use futures_util::stream::TryStreamExt;
+use kata_rs_protocol::agent::{
+    ARPNeighbor, IPAddress, IPFamily, Interface, Route, Routes, UpdateInterfaceRequest,
+};
+use protobuf::EnumOrUnknown;
+use rtnetlink::packet_route::{
+    address::{AddressAttribute, AddressMessage},
+    link::{LinkAttribute, LinkMessage},
+    neighbour::{NeighbourFlags, NeighbourState},
+    route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use crate::error::{AgentError, Result};
+
+/// Longest interface name (IFNAMSIZ - 1).
+const IFNAME_MAX: usize = 15;
+/// MTU range accepted (0 in a request = keep the current one).
+const MTU_MIN: u64 = 68;
+const MTU_MAX: u64 = 65535;
+/// Most addresses / routes / neighbours in one request.
+const MAX_ITEMS: usize = 256;
+/// The main routing table.
+const RT_TABLE_MAIN: u8 = 254;
+
+/// Parses a unicast MAC address `aa:bb:cc:dd:ee:ff` (hex, colon-separated, 6 octets).
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bad = || AgentError::invalid(format!("bad MAC address {s:?} (want aa:bb:cc:dd:ee:ff)"));
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(mac)
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(m: &[u8]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Checks an interface name: 1..=15 bytes, no `/`, whitespace, `:` or control characters,
+/// not `.` or `..`.
+pub fn validate_ifname(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= IFNAME_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(format!(
+            "bad interface name {name:?} (1..={IFNAME_MAX} printable characters, no '/' or ':')"
+        )))
+    }
+}
+
+fn family_of(f: &EnumOrUnknown<IPFamily>) -> Result<IPFamily> {
+    f.enum_value()
+        .map_err(|v| AgentError::invalid(format!("unknown IP family {v}")))
+}
+
+/// Parses an [`IPAddress`]: the address must match its family, `mask` is the prefix length
+/// in decimal (≤ 32 for IPv4, ≤ 128 for IPv6).
+pub fn parse_ip(a: &IPAddress) -> Result<(IpAddr, u8)> {
+    let ip: IpAddr = a
+        .address
+        .parse()
+        .map_err(|_| AgentError::invalid(format!("bad IP address {:?}", a.address)))?;
+    check_family(ip, family_of(&a.family)?)?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = a
+        .mask
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= max && !a.mask.starts_with('+'))
+        .ok_or_else(|| {
+            AgentError::invalid(format!(
+                "bad prefix length {:?} for {ip} (0..={max})",
+                a.mask
+            ))
+        })?;
+    Ok((ip, prefix))
+}
+
+fn check_family(ip: IpAddr, family: IPFamily) -> Result<()> {
+    let ok = match family {
+        IPFamily::v4 => ip.is_ipv4(),
+        IPFamily::v6 => ip.is_ipv6(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(format!(
+            "address {ip} does not match family {family:?}"
+        )))
+    }
+}
+
+/// A checked UpdateInterface request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfacePlan {
+    /// The interface is found by this MAC.
+    pub mac: [u8; 6],
+    /// New name (None = keep).
+    pub name: Option<String>,
+    /// New MTU (None = keep).
+    pub mtu: Option<u32>,
+    /// The addresses it ends up with (all others removed).
+    pub addresses: Vec<(IpAddr, u8)>,
+}
+
+impl InterfacePlan {
+    /// Checks every field of `iface`.
+    pub fn parse(iface: &Interface) -> Result<Self> {
+        if iface.hw_addr.is_empty() {
+            return Err(AgentError::invalid(
+                "UpdateInterface: hw_addr is required (the interface is found by its MAC)",
+            ));
+        }
+        let mac = parse_mac(&iface.hw_addr)?;
+        if mac[0] & 1 == 1 || mac == [0; 6] {
+            return Err(AgentError::invalid(format!(
+                "UpdateInterface: MAC {} is not a unicast address",
+                iface.hw_addr
+            )));
+        }
+        let name = if iface.name.is_empty() {
+            None
+        } else {
+            validate_ifname(&iface.name)?;
+            Some(iface.name.clone())
+        };
+        let mtu = match iface.mtu {
+            0 => None,
+            m if (MTU_MIN..=MTU_MAX).contains(&m) => Some(m as u32),
+            m => {
+                return Err(AgentError::invalid(format!(
+                    "UpdateInterface: MTU {m} out of range ({MTU_MIN}..={MTU_MAX})"
+                )))
+            }
+        };
+        if iface.ip_addresses.len() > MAX_ITEMS {
+            return Err(AgentError::invalid(format!(
+                "UpdateInterface: more than {MAX_ITEMS} addresses"
+            )));
+        }
+        let addresses = iface
+            .ip_addresses
+            .iter()
+            .map(parse_ip)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            mac,
+            name,
+            mtu,
+            addresses,
+        })
+    }
+}
+
+/// A checked route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePlan {
+    /// Destination prefix (None = default route).
+    pub dest: Option<(IpAddr, u8)>,
+    /// Next hop (None = on link).
+    pub gateway: Option<IpAddr>,
+    /// Output interface name.
+    pub device: String,
+    /// Preferred source address.
+    pub source: Option<IpAddr>,
+    /// RT_SCOPE_* value.
+    pub scope: u8,
+    /// Whether the route is IPv6.
+    pub v6: bool,
+}
+
+fn parse_prefix(s: &str) -> Result<(IpAddr, u8)> {
+    let bad = || AgentError::invalid(format!("bad route destination {s:?} (want ADDR/PREFIX)"));
+    let (a, p) = s.split_once('/').ok_or_else(bad)?;
+    let ip: IpAddr = a.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let p: u8 = p
+        .parse()
+        .ok()
+        .filter(|p| *p <= max && !s.contains('+'))
+        .ok_or_else(bad)?;
+    Ok((ip, p))
+}
+
+impl RoutePlan {
+    /// Checks every field of `r`.
+    pub fn parse(r: &Route) -> Result<Self> {
+        validate_ifname(&r.device)
+            .map_err(|e| AgentError::invalid(format!("route {:?}: device: {e}", r.dest)))?;
+        let family = family_of(&r.family)?;
+        let dest = match r.dest.as_str() {
+            "" | "default" => None,
+            d => Some(parse_prefix(d)?),
+        };
+        let ip_opt = |s: &str, what: &str| -> Result<Option<IpAddr>> {
+            if s.is_empty() {
+                return Ok(None);
+            }
+            let ip: IpAddr = s.parse().map_err(|_| {
+                AgentError::invalid(format!("route {:?}: bad {what} {s:?}", r.dest))
+            })?;
+            check_family(ip, family)?;
+            Ok(Some(ip))
+        };
+        let gateway = ip_opt(&r.gateway, "gateway")?;
+        let source = ip_opt(&r.source, "source")?;
+        if let Some((ip, _)) = dest {
+            check_family(ip, family)?;
+        }
+        if dest.is_none() && gateway.is_none() {
+            return Err(AgentError::invalid(format!(
+                "default route on {} needs a gateway",
+                r.device
+            )));
+        }
+        let scope = match r.scope {
+            0 | 200 | 253 | 254 => r.scope as u8,
+            s => {
+                return Err(AgentError::invalid(format!(
+                    "route {:?}: scope {s} is not one of 0 (universe), 200 (site), 253 (link), 254 (host)",
+                    r.dest
+                )))
+            }
+        };
+        Ok(Self {
+            dest,
+            gateway,
+            device: r.device.clone(),
+            source,
+            scope,
+            v6: family == IPFamily::v6,
+        })
+    }
+}
+
+/// A checked neighbour entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighborPlan {
+    /// The neighbour's IP.
+    pub ip: IpAddr,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Interface name.
+    pub device: String,
+    /// NUD_* state.
+    pub state: u16,
+}
+
+/// NUD_* values a request may name (0 = PERMANENT).
+const NUD_VALID: [i32; 8] = [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80];
+
+impl NeighborPlan {
+    /// Checks every field of `n`.
+    pub fn parse(n: &ARPNeighbor) -> Result<Self> {
+        let to = n
+            .to_ip_address
+            .as_ref()
+            .ok_or_else(|| AgentError::invalid("ARP neighbor without to_ip_address"))?;
+        let ip: IpAddr = to
+            .address
+            .parse()
+            .map_err(|_| AgentError::invalid(format!("bad neighbor IP {:?}", to.address)))?;
+        check_family(ip, family_of(&to.family)?)?;
+        validate_ifname(&n.device)?;
+        let mac = parse_mac(&n.lladdr)?;
+        let state = match n.state {
+            0 => 0x80,
+            s if NUD_VALID.contains(&s) => s as u16,
+            s => {
+                return Err(AgentError::invalid(format!(
+                    "neighbor {ip}: bad NUD state {s:#x}"
+                )))
+            }
+        };
+        Ok(Self {
+            ip,
+            mac,
+            device: n.device.clone(),
+            state,
+        })
+    }
+}
+
+/// Parses all routes of a request.
+pub fn parse_routes(routes: &Routes) -> Result<Vec<RoutePlan>> {
+    if routes.routes.len() > MAX_ITEMS {
+        return Err(AgentError::invalid(format!(
+            "UpdateRoutes: more than {MAX_ITEMS} routes"
+        )));
+    }
+    routes.routes.iter().map(RoutePlan::parse).collect()
+}
+
+/// Parses all neighbours of a request.
+pub fn parse_neighbors(n: &[ARPNeighbor]) -> Result<Vec<NeighborPlan>> {
+    if n.len() > MAX_ITEMS {
+        return Err(AgentError::invalid(format!(
+            "AddARPNeighbors: more than {MAX_ITEMS} entries"
+        )));
+    }
+    n.iter().map(NeighborPlan::parse).collect()
+}
+
+fn nl_err(what: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> AgentError {
+    move |e| AgentError::internal(format!("{what}: {e}"))
+}
+
+/// Opens an rtnetlink connection; its driver runs on the tokio runtime.
+fn connect() -> Result<Handle> {
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(|e| AgentError::internal(format!("netlink: {e}")))?;
+    tokio::spawn(conn);
+    Ok(handle)
+}
+
+/// Refuses to change the network unless the agent is the guest's init: in development mode
+/// (on a host) the host's network must never be touched.
+fn require_guest(rpc: &str) -> Result<()> {
+    if std::process::id() != 1 {
+        return Err(AgentError::precondition(format!(
+            "{rpc}: the agent is not the guest's init (PID 1); the network is left alone"
+        )));
+    }
+    Ok(())
+}
+
+async fn links(h: &Handle) -> Result<Vec<LinkMessage>> {
+    h.link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("list links"))
+}
+
+fn link_mac(l: &LinkMessage) -> Option<&[u8]> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(m) => Some(m.as_slice()),
+        _ => None,
+    })
+}
+
+fn link_name(l: &LinkMessage) -> Option<&str> {
+    l.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<u32> {
+    links(h)
+        .await?
+        .iter()
+        .find(|l| link_name(l) == Some(name))
+        .map(|l| l.header.index)
+        .ok_or_else(|| AgentError::not_found(format!("no guest interface named {name}")))
+}
+
+/// UpdateInterface: finds the interface by MAC, renames it, sets the MTU, replaces its
+/// addresses and sets it up. Returns the interface as it now is.
+pub async fn update_interface(req: &UpdateInterfaceRequest) -> Result<Interface> {
+    let iface = req
+        .interface
+        .as_ref()
+        .ok_or_else(|| AgentError::invalid("UpdateInterface: no interface"))?;
+    let plan = InterfacePlan::parse(iface)?;
+    require_guest("UpdateInterface")?;
+    let h = connect()?;
+    let all = links(&h).await?;
+    let link = all
+        .iter()
+        .find(|l| link_mac(l) == Some(&plan.mac[..]))
+        .ok_or_else(|| {
+            AgentError::not_found(format!(
+                "UpdateInterface: no guest interface with MAC {}",
+                iface.hw_addr
+            ))
+        })?;
+    let index = link.header.index;
+    let cur_name = link_name(link).unwrap_or_default().to_string();
+    let what = format!("interface {cur_name} ({})", iface.hw_addr);
+
+    // Renaming needs the link down.
+    h.link()
+        .set(LinkUnspec::new_with_index(index).down().build())
+        .execute()
+        .await
+        .map_err(nl_err(format!("{what}: set down")))?;
+    let mut m = LinkUnspec::new_with_index(index);
+    if let Some(n) = &plan.name {
+        if *n != cur_name {
+            m = m.name(n.clone());
+        }
+    }
+    if let Some(mtu) = plan.mtu {
+        m = m.mtu(mtu);
+    }
+    h.link()
+        .set(m.build())
+        .execute()
+        .await
+        .map_err(nl_err(format!("{what}: set name/MTU")))?;
+
+    // Exactly the requested addresses.
+    let old: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err(format!("{what}: list addresses")))?;
+    for a in old {
+        h.address()
+            .del(a)
+            .execute()
+            .await
+            .map_err(nl_err(format!("{what}: delete address")))?;
+    }
+    for (ip, prefix) in &plan.addresses {
+        h.address()
+            .add(index, *ip, *prefix)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err(format!("{what}: add address {ip}/{prefix}")))?;
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(nl_err(format!("{what}: set up")))?;
+    tracing::info!(index, name = ?plan.name, mtu = ?plan.mtu, addresses = ?plan.addresses, "interface updated");
+    current_interface(&h, index).await
+}
+
+async fn current_interface(h: &Handle, index: u32) -> Result<Interface> {
+    let all = links(h).await?;
+    let l = all
+        .iter()
+        .find(|l| l.header.index == index)
+        .ok_or_else(|| AgentError::internal(format!("interface {index} vanished")))?;
+    let mut out = Interface::new();
+    out.name = link_name(l).unwrap_or_default().to_string();
+    out.device = out.name.clone();
+    out.hw_addr = link_mac(l).map(format_mac).unwrap_or_default();
+    out.mtu = l
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(u64::from(*m)),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let addrs: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("list addresses"))?;
+    for a in addrs {
+        let ip = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        });
+        if let Some(ip) = ip {
+            let mut o = IPAddress::new();
+            o.family = if ip.is_ipv4() {
+                IPFamily::v4
+            } else {
+                IPFamily::v6
+            }
+            .into();
+            o.address = ip.to_string();
+            o.mask = a.header.prefix_len.to_string();
+            out.ip_addresses.push(o);
+        }
+    }
+    Ok(out)
+}
+
+fn route_message(r: &RoutePlan, oif: u32) -> Result<RouteMessage> {
+    let mut b = RouteMessageBuilder::<IpAddr>::new();
+    fn bad(e: impl std::fmt::Display) -> AgentError {
+        AgentError::invalid(format!("route: {e}"))
+    }
+    b = match r.dest {
+        Some((ip, p)) => b.destination_prefix(ip, p).map_err(bad)?,
+        None => {
+            let any: IpAddr = if r.v6 {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            b.destination_prefix(any, 0).map_err(bad)?
+        }
+    };
+    if let Some(g) = r.gateway {
+        b = b.gateway(g).map_err(bad)?;
+    }
+    if let Some(s) = r.source {
+        b = b.pref_source(s).map_err(bad)?;
+    }
+    Ok(b.output_interface(oif)
+        .scope(RouteScope::from(r.scope))
+        .protocol(RouteProtocol::Static)
+        .kind(RouteType::Unicast)
+        .table_id(u32::from(RT_TABLE_MAIN))
+        .build())
+}
+
+/// UpdateRoutes: removes the non-kernel main-table routes of every device the request names,
+/// then adds the requested routes (on-link ones first, so that gateways are reachable).
+pub async fn update_routes(routes: &Routes) -> Result<Routes> {
+    let plans = parse_routes(routes)?;
+    require_guest("UpdateRoutes")?;
+    let h = connect()?;
+    let mut devices = std::collections::HashMap::new();
+    for r in &plans {
+        if !devices.contains_key(&r.device) {
+            devices.insert(r.device.clone(), index_of(&h, &r.device).await?);
+        }
+    }
+    for v6 in [false, true] {
+        let probe = if v6 {
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        } else {
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        };
+        let existing: Vec<RouteMessage> = h
+            .route()
+            .get(probe)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err("list routes"))?;
+        for m in existing {
+            let oif = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            });
+            let ours = oif.is_some_and(|i| devices.values().any(|d| *d == i));
+            if ours && m.header.table == RT_TABLE_MAIN && m.header.protocol != RouteProtocol::Kernel
+            {
+                h.route()
+                    .del(m)
+                    .execute()
+                    .await
+                    .map_err(nl_err("delete route"))?;
+            }
+        }
+    }
+    let mut ordered: Vec<&RoutePlan> = plans.iter().filter(|r| r.gateway.is_none()).collect();
+    ordered.extend(plans.iter().filter(|r| r.gateway.is_some()));
+    for r in ordered {
+        let oif = devices[&r.device];
+        let msg = route_message(r, oif)?;
+        h.route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err(format!(
+                "add route {} via {:?} dev {}",
+                r.dest
+                    .map(|(ip, p)| format!("{ip}/{p}"))
+                    .unwrap_or_else(|| "default".into()),
+                r.gateway,
+                r.device
+            )))?;
+    }
+    tracing::info!(count = plans.len(), "routes updated");
+    Ok(routes.clone())
+}
+
+/// AddARPNeighbors: adds (or replaces) each static neighbour entry.
+pub async fn add_neighbors(n: &[ARPNeighbor]) -> Result<()> {
+    let plans = parse_neighbors(n)?;
+    require_guest("AddARPNeighbors")?;
+    if plans.is_empty() {
+        return Ok(());
+    }
+    let h = connect()?;
+    for p in plans {
+        let index = index_of(&h, &p.device).await?;
+        h.neighbours()
+            .add(index, p.ip)
+            .link_layer_address(&p.mac)
+            .state(NeighbourState::from(p.state))
+            .flags(NeighbourFlags::empty())
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err(format!("add neighbor {} dev {}", p.ip, p.device)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(f: IPFamily, a: &str, m: &str) -> IPAddress {
+        let mut x = IPAddress::new();
+        x.family = f.into();
+        x.address = a.into();
+        x.mask = m.into();
+        x
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:aB:00:ff:10:01").unwrap(),
+            [2, 0xab, 0, 0xff, 0x10, 1]
+        );
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "02:00:00:00:00:zz",
+            "2:00:00:00:00:00:0",
+            "02-00-00-00-00-01",
+            "+2:00:00:00:00:01",
+        ] {
+            let e = parse_mac(bad).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(e.message.contains("bad MAC"), "{bad}: {e}");
+        }
+        assert_eq!(
+            format_mac(&[2, 0xab, 0, 0xff, 0x10, 1]),
+            "02:ab:00:ff:10:01"
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_ip(&ip(IPFamily::v4, "10.88.0.5", "16")).unwrap(),
+            ("10.88.0.5".parse().unwrap(), 16)
+        );
+        assert_eq!(parse_ip(&ip(IPFamily::v6, "fd00::5", "64")).unwrap().1, 64);
+        for (f, a, m, want) in [
+            (IPFamily::v4, "10.88.0.5", "33", "prefix"),
+            (IPFamily::v4, "10.88.0.5", "", "prefix"),
+            (IPFamily::v4, "10.88.0.5", "+8", "prefix"),
+            (IPFamily::v4, "10.88.0.5", "-1", "prefix"),
+            (IPFamily::v6, "fd00::5", "129", "prefix"),
+            (IPFamily::v4, "10.88.0.256", "16", "bad IP"),
+            (IPFamily::v4, "10.88.0.5/16", "16", "bad IP"),
+            (IPFamily::v4, "fd00::5", "64", "does not match"),
+            (IPFamily::v6, "10.0.0.1", "8", "does not match"),
+        ] {
+            let e = parse_ip(&ip(f, a, m)).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(e.message.contains(want), "{a}/{m}: {e}");
+        }
+        let mut unknown = ip(IPFamily::v4, "10.0.0.1", "8");
+        unknown.family = EnumOrUnknown::from_i32(7);
+        assert!(parse_ip(&unknown)
+            .unwrap_err()
+            .message
+            .contains("unknown IP family"));
+    }
+
+    fn iface() -> Interface {
+        let mut i = Interface::new();
+        i.name = "eth0".into();
+        i.hw_addr = "02:42:0a:58:00:05".into();
+        i.mtu = 1500;
+        i.ip_addresses.push(ip(IPFamily::v4, "10.88.0.5", "16"));
+        i
+    }
+
+    #[test]
+    fn interface_plan() {
+        let p = InterfacePlan::parse(&iface()).unwrap();
+        assert_eq!(p.mac, [2, 0x42, 0x0a, 0x58, 0, 5]);
+        assert_eq!(p.name.as_deref(), Some("eth0"));
+        assert_eq!(p.mtu, Some(1500));
+        assert_eq!(p.addresses.len(), 1);
+        let mut keep = iface();
+        keep.name.clear();
+        keep.mtu = 0;
+        let p = InterfacePlan::parse(&keep).unwrap();
+        assert_eq!((p.name, p.mtu), (None, None));
+
+        type Edit = Box<dyn Fn(&mut Interface)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|i| i.hw_addr.clear()), "hw_addr is required"),
+            (
+                Box::new(|i| i.hw_addr = "01:00:5e:00:00:01".into()),
+                "unicast",
+            ),
+            (
+                Box::new(|i| i.hw_addr = "00:00:00:00:00:00".into()),
+                "unicast",
+            ),
+            (Box::new(|i| i.hw_addr = "zz".into()), "bad MAC"),
+            (Box::new(|i| i.name = "a/b".into()), "bad interface name"),
+            (Box::new(|i| i.name = "x".repeat(16)), "bad interface name"),
+            (Box::new(|i| i.name = "eth 0".into()), "bad interface name"),
+            (Box::new(|i| i.name = "..".into()), "bad interface name"),
+            (Box::new(|i| i.mtu = 67), "MTU 67 out of range"),
+            (Box::new(|i| i.mtu = 65536), "out of range"),
+            (
+                Box::new(|i| i.ip_addresses[0].mask = "40".into()),
+                "bad prefix length",
+            ),
+        ];
+        for (f, want) in cases {
+            let mut i = iface();
+            f(&mut i);
+            let e = InterfacePlan::parse(&i).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(e.message.contains(want), "want {want:?}: {e}");
+        }
+    }
+
+    fn route(dest: &str, gw: &str, dev: &str) -> Route {
+        let mut r = Route::new();
+        r.dest = dest.into();
+        r.gateway = gw.into();
+        r.device = dev.into();
+        r
+    }
+
+    #[test]
+    fn route_plans() {
+        let p = RoutePlan::parse(&route("", "10.88.0.1", "eth0")).unwrap();
+        assert_eq!(p.dest, None);
+        assert_eq!(p.gateway, Some("10.88.0.1".parse().unwrap()));
+        let p = RoutePlan::parse(&route("10.88.0.0/16", "", "eth0")).unwrap();
+        assert_eq!(p.dest, Some(("10.88.0.0".parse().unwrap(), 16)));
+        let mut v6 = route("default", "fd00::1", "eth0");
+        v6.family = IPFamily::v6.into();
+        assert!(RoutePlan::parse(&v6).unwrap().v6);
+        let mut scoped = route("10.0.0.0/8", "", "eth0");
+        scoped.scope = 253;
+        assert_eq!(RoutePlan::parse(&scoped).unwrap().scope, 253);
+
+        for (r, want) in [
+            (route("", "", "eth0"), "needs a gateway"),
+            (route("10.0.0.0", "", "eth0"), "bad route destination"),
+            (route("10.0.0.0/33", "", "eth0"), "bad route destination"),
+            (route("10.0.0.0/x", "", "eth0"), "bad route destination"),
+            (route("", "10.0.0.300", "eth0"), "bad gateway"),
+            (route("", "fd00::1", "eth0"), "does not match"),
+            (route("fd00::/64", "", "eth0"), "does not match"),
+            (route("", "10.0.0.1", ""), "bad interface name"),
+            (route("", "10.0.0.1", "e/th0"), "bad interface name"),
+        ] {
+            let e = RoutePlan::parse(&r).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(e.message.contains(want), "want {want:?}: {e}");
+        }
+        let mut bad_scope = route("10.0.0.0/8", "", "eth0");
+        bad_scope.scope = 7;
+        assert!(RoutePlan::parse(&bad_scope)
+            .unwrap_err()
+            .message
+            .contains("scope 7"));
+        let mut many = Routes::new();
+        many.routes = vec![route("", "10.0.0.1", "eth0"); MAX_ITEMS + 1];
+        assert!(parse_routes(&many)
+            .unwrap_err()
+            .message
+            .contains("more than"));
+    }
+
+    #[test]
+    fn neighbor_plans() {
+        let mut n = ARPNeighbor::new();
+        n.to_ip_address = Some(ip(IPFamily::v4, "10.88.0.1", "")).into();
+        n.device = "eth0".into();
+        n.lladdr = "02:00:00:00:00:01".into();
+        let p = NeighborPlan::parse(&n).unwrap();
+        assert_eq!(p.state, 0x80);
+        assert_eq!(p.mac, [2, 0, 0, 0, 0, 1]);
+
+        let mut bad = n.clone();
+        bad.lladdr = "02:00".into();
+        assert!(NeighborPlan::parse(&bad)
+            .unwrap_err()
+            .message
+            .contains("bad MAC"));
+        let mut bad = n.clone();
+        bad.state = 3;
+        assert!(NeighborPlan::parse(&bad)
+            .unwrap_err()
+            .message
+            .contains("NUD state"));
+        let mut bad = n.clone();
+        bad.to_ip_address = None.into();
+        assert!(NeighborPlan::parse(&bad)
+            .unwrap_err()
+            .message
+            .contains("without to_ip_address"));
+        let mut bad = n.clone();
+        bad.to_ip_address = Some(ip(IPFamily::v6, "10.88.0.1", "")).into();
+        assert!(NeighborPlan::parse(&bad)
+            .unwrap_err()
+            .message
+            .contains("does not match"));
+        let mut bad = n;
+        bad.device = String::new();
+        assert!(NeighborPlan::parse(&bad)
+            .unwrap_err()
+            .message
+            .contains("interface name"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn outside_the_guest_nothing_is_touched() {
+        // The test process is not PID 1: valid requests are refused before any netlink call.
+        let mut req = UpdateInterfaceRequest::new();
+        req.interface = Some(iface()).into();
+        let e = update_interface(&req).await.unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::FAILED_PRECONDITION);
+        let mut rs = Routes::new();
+        rs.routes.push(route("", "10.88.0.1", "eth0"));
+        let e = update_routes(&rs).await.unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::FAILED_PRECONDITION);
+        // Invalid input is still INVALID_ARGUMENT first.
+        req.interface.as_mut().unwrap().mtu = 1;
+        let e = update_interface(&req).await.unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+    }
+
+    /// Root only, as PID 1 of a network + PID namespace with a link whose MAC is
+    /// `KATA_RS_AGENT_NET_TEST` (not named eth0):
+    /// `unshare --net --pid --fork sh -c 'ip link add x0 address 02:00:00:00:00:05 type veth peer name y0; exec TESTBIN --ignored --exact network::tests::configures_a_real_interface'`.
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore]
+    async fn configures_a_real_interface() {
+        let mac = std::env::var("KATA_RS_AGENT_NET_TEST").unwrap();
+        let mut i = iface();
+        i.hw_addr = mac.clone();
+        i.mtu = 1400;
+        let mut req = UpdateInterfaceRequest::new();
+        req.interface = Some(i).into();
+        let got = update_interface(&req).await.unwrap();
+        assert_eq!(got.name, "eth0");
+        assert_eq!(got.hw_addr, mac);
+        assert_eq!(got.mtu, 1400);
+        assert!(got
+            .ip_addresses
+            .iter()
+            .any(|a| a.address == "10.88.0.5" && a.mask == "16"));
+        let mut rs = Routes::new();
+        rs.routes.push(route("", "10.88.0.1", "eth0"));
+        let mut subnet = route("10.88.0.0/16", "", "eth0");
+        subnet.scope = 253;
+        subnet.source = "10.88.0.5".into();
+        rs.routes.push(subnet);
+        update_routes(&rs).await.unwrap();
+        // Twice: the same state, no EEXIST.
+        update_routes(&rs).await.unwrap();
+        let mut n = ARPNeighbor::new();
+        n.to_ip_address = Some(ip(IPFamily::v4, "10.88.0.1", "")).into();
+        n.device = "eth0".into();
+        n.lladdr = "02:00:00:00:00:01".into();
+        add_neighbors(&[n]).await.unwrap();
+        let mut unknown = iface();
+        unknown.hw_addr = "02:99:99:99:99:99".into();
+        req.interface = Some(unknown).into();
+        let e = update_interface(&req).await.unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::NOT_FOUND);
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ip addr show eth0; ip route; ip neigh"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        println!("{out}");
+        assert!(
+            out.contains("mtu 1400") && out.contains("inet 10.88.0.5/16"),
+            "{out}"
+        );
+        assert!(out.contains("default via 10.88.0.1 dev eth0"), "{out}");
+        assert!(
+            out.contains("10.88.0.1 dev eth0 lladdr 02:00:00:00:00:01 PERMANENT"),
+            "{out}"
+        );
+    }
+}
