@@ -112,6 +112,11 @@ pub struct HypervisorConfig {
     /// Most memory (MiB) a pod VM gets when CRI's sandbox annotations add its containers'
     /// memory limits to `memory_mib`; 0 = the host's memory (MemTotal).
     pub max_memory_mib: u32,
+    /// The jailed VMM of each sandbox runs as uid = gid = `jail_id_base` + (its vsock CID -
+    /// [`crate::vmm::CID_MIN`]): an unprivileged id of its own per VM (CIDs are unique among
+    /// running VMs), so that one VM's VMM cannot signal, ptrace or read another's memory.
+    /// 0 = every VMM uses kata-vmm's default (65534).
+    pub jail_id_base: u32,
 }
 
 impl Default for HypervisorConfig {
@@ -129,7 +134,31 @@ impl Default for HypervisorConfig {
             pod_disk_size_mib: 1024,
             max_vcpus: 0,
             max_memory_mib: 0,
+            jail_id_base: DEFAULT_JAIL_ID_BASE,
         }
+    }
+}
+
+/// Default [`HypervisorConfig::jail_id_base`]: the upper half of the 32-bit id space, which
+/// holds no host users (systemd keeps it for containers' id ranges).
+pub const DEFAULT_JAIL_ID_BASE: u32 = 0x8000_0000;
+
+/// The highest jail id `base` can hand out (`base` + the CID range); None when the range
+/// would reach the invalid id `u32::MAX` (-1) or wrap.
+pub fn jail_id_range_end(base: u32) -> Option<u32> {
+    base.checked_add(crate::vmm::CID_MAX - crate::vmm::CID_MIN)
+        .filter(|end| *end < u32::MAX)
+}
+
+impl HypervisorConfig {
+    /// The uid and gid of the jailed VMM of the VM with vsock `cid`; None for kata-vmm's
+    /// default. `cid` comes from [`crate::vmm::random_cid`] (in `CID_MIN..=CID_MAX`).
+    pub fn jail_id(&self, cid: u32) -> Option<u32> {
+        if self.jail_id_base == 0 {
+            return None;
+        }
+        self.jail_id_base
+            .checked_add(cid.saturating_sub(crate::vmm::CID_MIN))
     }
 }
 
@@ -318,6 +347,18 @@ impl Config {
                 format!(
                     "max_memory_mib {} is out of range 64..=1048576 (or 0)",
                     h.max_memory_mib
+                ),
+            ));
+        }
+        if h.jail_id_base != 0 && jail_id_range_end(h.jail_id_base).is_none() {
+            return Err(self.invalid(
+                "hypervisor.jail_id_base",
+                format!(
+                    "jail_id_base {} is too high: base + {} (the vsock CID range) must stay below \
+                     4294967295; at most {} (or 0 for kata-vmm's default id)",
+                    h.jail_id_base,
+                    crate::vmm::CID_MAX - crate::vmm::CID_MIN,
+                    u32::MAX - 1 - (crate::vmm::CID_MAX - crate::vmm::CID_MIN)
                 ),
             ));
         }
@@ -522,6 +563,37 @@ mod tests {
             "[hypervisor]\npath = \"{d}/kata-vmm\"\nkernel = \"{d}/vmlinux\"\ninitrd = \"{d}/initrd.img\"\n",
             d = dir.display()
         )
+    }
+
+    #[test]
+    fn jail_ids_are_per_vm_and_in_range() {
+        let h = HypervisorConfig::default();
+        assert_eq!(h.jail_id(crate::vmm::CID_MIN), Some(0x8000_0000));
+        assert_eq!(h.jail_id(1234), Some(0x8000_0000 + 234));
+        let top = h.jail_id(crate::vmm::CID_MAX).unwrap();
+        assert!(top < u32::MAX, "never the invalid id -1");
+        assert_ne!(h.jail_id(1001), h.jail_id(1002));
+        let off = HypervisorConfig {
+            jail_id_base: 0,
+            ..Default::default()
+        };
+        assert_eq!(off.jail_id(1234), None);
+    }
+
+    #[test]
+    fn validate_refuses_a_jail_id_base_that_reaches_minus_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let max_ok = u32::MAX - 1 - (crate::vmm::CID_MAX - crate::vmm::CID_MIN);
+        let text = format!("{}jail_id_base = {max_ok}\n", with_files(dir.path()));
+        Config::parse(&text, src()).unwrap().validate().unwrap();
+        let text = format!("{}jail_id_base = {}\n", with_files(dir.path()), max_ok + 1);
+        let e = Config::parse(&text, src())
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hypervisor.jail_id_base"), "{e}");
+        assert!(e.contains(&format!("at most {max_ok}")), "{e}");
     }
 
     #[test]

@@ -152,13 +152,15 @@ impl Sandbox {
         let mut tries = 0;
         loop {
             tries += 1;
+            let cid = vmm::random_cid();
             let spec = VmmSpec {
                 path: h.path.clone(),
                 kernel: h.kernel.clone(),
                 initrds: initrds.clone(),
                 mem_mib: h.memory_mib,
                 vcpus: h.vcpus,
-                cid: vmm::random_cid(),
+                cid,
+                jail_id: h.jail_id(cid),
                 console_log: paths.console_log.clone(),
                 cmdline: h.kernel_params.clone(),
                 disks: disks

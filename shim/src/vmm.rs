@@ -51,6 +51,8 @@ pub struct VmmSpec {
     pub cmdline: String,
     /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order (pods' spare disks).
     pub disks: Vec<PathBuf>,
+    /// uid = gid of the jailed VMM (`--jail-uid`/`--jail-gid`); None: kata-vmm's default.
+    pub jail_id: Option<u32>,
     /// Pod networking: the `--net` value (`tap=NAME,mac=MAC`) and the network namespace the
     /// VMM is started in (where that tap lives).
     pub net: Option<(String, PathBuf)>,
@@ -83,6 +85,14 @@ impl VmmSpec {
             v.push(",ro");
             a.push("--disk".into());
             a.push(v);
+        }
+        if let Some(id) = self.jail_id {
+            a.extend([
+                "--jail-uid".into(),
+                id.to_string().into(),
+                "--jail-gid".into(),
+                id.to_string().into(),
+            ]);
         }
         if let Some((net, _)) = &self.net {
             a.push("--net".into());
@@ -428,6 +438,7 @@ mod tests {
             cmdline: String::new(),
             disks: Vec::new(),
             net: None,
+            jail_id: None,
         }
     }
 
@@ -447,6 +458,16 @@ mod tests {
         let a = s.args();
         assert_eq!(a[a.len() - 2], "--cmdline");
         assert_eq!(a[a.len() - 1], "quiet debug");
+        s.jail_id = Some(2147486296);
+        let a: Vec<String> = s
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            a[a.len() - 4..].join(" "),
+            "--jail-uid 2147486296 --jail-gid 2147486296"
+        );
     }
 
     #[test]

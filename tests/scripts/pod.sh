@@ -26,6 +26,10 @@ kata_rs_wait_status pod1 RUNNING 60
 echo "sandbox-status=$(kata_rs_task_status pod1)"
 PID=$(pid_of pod1)
 echo "sandbox-vmm-disks=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -c -- '^--disk$')"
+# The jailed VMM's ids: hypervisor.jail_id_base (default 2^31) + its vsock CID - 1000.
+echo "sandbox-vmm-cid=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -A1 -- '^--vsock-cid$' | tail -n 1)"
+echo "sandbox-vmm-uids=$(awk -v OFS=, '/^Uid:/ { print $2, $3, $4, $5 }' /proc/$PID/status)"
+echo "sandbox-vmm-gids=$(awk -v OFS=, '/^Gid:/ { print $2, $3, $4, $5 }' /proc/$PID/status)"
 # What CRI passes: the sandbox task's host namespace paths (meaningless in the guest).
 NS="--with-ns network:/proc/$PID/ns/net --with-ns ipc:/proc/$PID/ns/ipc --with-ns uts:/proc/$PID/ns/uts"
 

@@ -19,6 +19,13 @@ fn pod_shares_one_vm_through_ctr() {
     assert_eq!(run.expect_marker("sandbox-rc"), "0", "{out}");
     assert_eq!(run.expect_marker("sandbox-status"), "RUNNING", "{out}");
     assert_ne!(run.expect_marker("sandbox-vmm-disks"), "0", "{out}");
+    // The pod's VMM runs jailed under an id of its own (real, effective, saved, fs):
+    // 2^31 + its vsock CID - 1000.
+    let cid: u64 = run.expect_marker("sandbox-vmm-cid").parse().expect("cid");
+    let id = (1u64 << 31) + cid - 1000;
+    let ids = format!("{id},{id},{id},{id}");
+    assert_eq!(run.expect_marker("sandbox-vmm-uids"), ids, "{out}");
+    assert_eq!(run.expect_marker("sandbox-vmm-gids"), ids, "{out}");
 
     // Both containers join it: one VMM, one shim for the whole pod.
     assert_eq!(run.expect_marker("c1-rc"), "0", "{out}\n{}", run.stderr);
