@@ -21,7 +21,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{InitConfig, MountKind, MountPlan, ProcessConfig, DEFAULT_PATH};
+use crate::spec::{InitConfig, MountKind, MountPlan, ProcessConfig};
 
 /// argv[1] that selects container init mode.
 pub const INIT_ARG: &str = "__container-init";
@@ -351,11 +351,13 @@ fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
             e.desc()
         )
     })?;
+    // No PATH in the process environment: nothing to search, as under runc (whose Go
+    // LookPath reads the PATH it set from the spec's env).
     let path_env = cfg
         .env
         .iter()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
+        .unwrap_or("");
     let exe = lookup_executable(&cfg.args[0], path_env)?;
     let exe = CString::new(exe.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?;
     let argv = cfg
@@ -408,7 +410,8 @@ fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
 }
 
 /// Resolves the executable as runc (Go's exec.LookPath) does: a name with a slash is used
-/// as is, otherwise each PATH entry is tried. Error texts match runc's.
+/// as is, otherwise each PATH entry is tried (an empty entry is the cwd; an empty PATH has
+/// no entries). Error texts match runc's.
 pub fn lookup_executable(name: &str, path_env: &str) -> InitResult<PathBuf> {
     let check = |p: &Path| -> std::result::Result<(), std::io::Error> {
         let md = fs::metadata(p)?;
@@ -430,7 +433,7 @@ pub fn lookup_executable(name: &str, path_env: &str) -> InitResult<PathBuf> {
         };
     }
     let mut denied = false;
-    for dir in path_env.split(':') {
+    for dir in path_env.split(':').filter(|_| !path_env.is_empty()) {
         let dir = if dir.is_empty() { "." } else { dir };
         let cand = Path::new(dir).join(name);
         match check(&cand) {
@@ -647,6 +650,11 @@ mod tests {
         assert_eq!(
             e,
             r#"exec: "/no/such": stat /no/such: no such file or directory"#
+        );
+        // No PATH: not searched at all, not even the cwd.
+        assert_eq!(
+            lookup_executable("tool", "").unwrap_err(),
+            r#"exec: "tool": executable file not found in $PATH"#
         );
         // A directory is never executable.
         assert!(lookup_executable("bin", dir.path().to_str().unwrap()).is_err());

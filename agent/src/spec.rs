@@ -12,9 +12,6 @@ use crate::caps::CapSets;
 use crate::error::{AgentError, Result};
 use crate::seccomp::Insn;
 
-/// PATH used to resolve the executable when the process environment has none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Maximum length of a container id.
 pub const MAX_ID_LEN: usize = 128;
 

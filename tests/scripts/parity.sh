@@ -187,6 +187,25 @@ ctr oci spec | sed \
     > "$W/pids.json"
 config_case hostname-pids "$W/pids.json"
 
+# A spec whose process environment has no PATH: runc (Go's LookPath on the env it set) finds
+# no `sh`; neither may the agent (it once searched a default PATH). Only the rc and runc's error
+# text are compared: ctr wraps the runtimes' errors differently.
+ctr oci spec | sed \
+    -e 's|"cwd": "/",|"cwd": "/", "args": ["sh", "-c", "echo ran"],|' \
+    -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/kata-rs-test/parity-nopath\"|" \
+    -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \
+    > "$W/nopath.json"
+for rt in runc kata; do
+    N=$((N + 1))
+    t 600 ctr run --rm --runtime "io.containerd.$rt.v2" --config "$W/nopath.json" "p$N" \
+        > "$W/raw" 2>&1 < /dev/null
+    rc=$?
+    grep -o 'exec: "sh": executable file not found in $PATH' "$W/raw" | head -n 1 > "$W/out"
+    grep -q ran "$W/raw" && echo ran >> "$W/out"
+    emit no-path "$rt" "$rc" "$W/out"
+    ctr container rm "p$N" > /dev/null 2>&1
+done
+
 # exec into a running container (ctr run -d): user, cwd, namespaces, capabilities, exit
 # status; a terminal exec (through busybox script when the node has it); ps, pause/resume.
 for rt in runc kata; do

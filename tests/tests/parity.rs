@@ -114,6 +114,10 @@ const SANE: &[(&str, &[&str])] = &[
         &["rc=0", "parity-host", "fork-limited=yes"],
     ),
     (
+        "no-path",
+        &["rc=1 out=exec: \"sh\": executable file not found in $PATH"],
+    ),
+    (
         "config-user",
         &[
             "rc=0",
