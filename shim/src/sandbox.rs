@@ -320,7 +320,8 @@ pub fn vmm_exit_message(
         Some(l) => msg.push_str(&format!(": {l}")),
         None => msg.push_str(" (it printed nothing on stderr)"),
     }
-    if exit == VmmExit::Code(2) || error_line.is_none() {
+    // A panic (2), a guest that stopped by itself (0) or a silent VMM: the console says why.
+    if matches!(exit, VmmExit::Code(0) | VmmExit::Code(2)) || error_line.is_none() {
         msg.push_str(&console_tail(console_log));
     }
     msg

@@ -348,18 +348,13 @@ impl Vmm {
         }
     }
 
-    /// After the VMM exited: its `kata-vmm: error: ...` line, else its last stderr line
-    /// (waits briefly for stderr to be read to its end).
+    /// After the VMM exited: the line that says why (waits briefly for stderr to be read
+    /// to its end); see [`why_line`].
     pub async fn error_line(&self) -> Option<String> {
         let mut done = self.stderr_done.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), done.wait_for(|d| *d)).await;
         let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        lines
-            .iter()
-            .rev()
-            .find(|l| l.contains("error"))
-            .or_else(|| lines.back())
-            .cloned()
+        why_line(lines.iter().map(String::as_str)).map(str::to_string)
     }
 }
 
@@ -422,8 +417,35 @@ pub fn kill_leftover(state_dir: &Path, timeout: Duration) -> Option<u32> {
     Some(pid as u32)
 }
 
+/// Of a VMM's stderr lines, the one that says why it ended: its last `error:` line, else
+/// its last `guest stopped:` line, else its last line that is not a device's exit
+/// statistics (`kata-vmm: virtio-…: counters`), which say nothing about the cause.
+pub fn why_line<'a>(lines: impl DoubleEndedIterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    let last = |pat: &str| lines.clone().rev().find(|l| l.contains(pat));
+    last("error:")
+        .or_else(|| last("guest stopped:"))
+        .or_else(|| {
+            lines
+                .clone()
+                .rev()
+                .find(|l| !l.starts_with("kata-vmm: virtio-"))
+        })
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn why_line_skips_device_statistics() {
+        let stats = "kata-vmm: virtio-blk: requests=0 read_bytes=0 errors=0 kicks=0";
+        let stopped = "kata-vmm: vCPU 0: guest stopped: triple fault (KVM_EXIT_SHUTDOWN)";
+        let err = "kata-vmm: error: cannot open /dev/kvm: No such file or directory";
+        assert_eq!(why_line([stopped, stats].into_iter()), Some(stopped));
+        assert_eq!(why_line([err, stopped, stats].into_iter()), Some(err));
+        assert_eq!(why_line(["other", stats].into_iter()), Some("other"));
+        assert_eq!(why_line([stats].into_iter()), None);
+        assert_eq!(why_line(std::iter::empty()), None);
+    }
     use super::*;
 
     fn spec(path: &str) -> VmmSpec {

@@ -185,13 +185,18 @@ fn vcpu_loop(
                 devices.mmio_write(addr, data);
                 None
             }
+            // Not the guest's orderly reset (that is the i8042 write above): say which, so
+            // a guest that dies before its agent answers is not a mystery.
             Ok(VcpuExit::Shutdown) => {
-                debug!("vCPU {id}: shutdown (triple fault or reset)");
+                eprintln!("kata-vmm: vCPU {id}: guest stopped: triple fault (KVM_EXIT_SHUTDOWN)");
                 Some(Exit::GuestStopped)
             }
-            Ok(VcpuExit::Hlt) => Some(Exit::GuestStopped),
+            Ok(VcpuExit::Hlt) => {
+                eprintln!("kata-vmm: vCPU {id}: guest stopped: halted (KVM_EXIT_HLT)");
+                Some(Exit::GuestStopped)
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
-                debug!("vCPU {id}: system event {kind}");
+                eprintln!("kata-vmm: vCPU {id}: guest stopped: KVM system event {kind}");
                 Some(Exit::GuestStopped)
             }
             Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::Error(format!(
