@@ -3,7 +3,7 @@
 //!
 //! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`container`] (lifecycle),
 //! [`init`] (the single-threaded container init mode), [`spec`] (OCI spec → plan),
-//! [`cgroup`], [`reaper`] (the one SIGCHLD reaper), [`error`].
+//! [`cgroup`], [`netstats`], [`reaper`] (the one SIGCHLD reaper), [`error`].
 #![warn(missing_docs)]
 
 pub mod boot;
@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod container;
 pub mod error;
 pub mod init;
+pub mod netstats;
 pub mod network;
 pub mod pty;
 pub mod reaper;

@@ -636,8 +636,13 @@ impl AgentService for Service {
         _ctx: &TtrpcContext,
         req: ContainerRequest,
     ) -> ttrpc::Result<StatsContainerResponse> {
-        let s = self.0.get(&req.container_id)?.cgroup()?.stats();
+        let c = self.0.get(&req.container_id)?;
+        let s = c.cgroup()?.stats();
         let mut r = StatsContainerResponse::new();
+        // A stopped container's PID may already belong to someone else: count nothing.
+        if c.state() != crate::container::State::Stopped {
+            r.network = crate::netstats::of_process(c.pid());
+        }
         r.cpu_usage_usec = s.cpu_usage_usec;
         r.cpu_user_usec = s.cpu_user_usec;
         r.cpu_system_usec = s.cpu_system_usec;

@@ -3,7 +3,9 @@
 //! `ctr task metrics` prints.
 
 use containerd_shim_protos::{
-    cgroups_v2::metrics::{CPUStat, IOEntry, IOStat, MemoryEvents, MemoryStat, Metrics, PidsStat},
+    cgroups_v2::metrics::{
+        CPUStat, IOEntry, IOStat, MemoryEvents, MemoryStat, Metrics, NetworkStat, PidsStat,
+    },
     protobuf::{well_known_types::any::Any, Message, MessageField},
 };
 use kata_rs_protocol::agent::StatsContainerResponse;
@@ -13,7 +15,9 @@ use kata_rs_protocol::agent::StatsContainerResponse;
 pub const METRICS_V2_TYPE_URL: &str = "io.containerd.cgroups.v2.Metrics";
 
 /// Maps the agent's statistics to cgroups v2 metrics. memory.stat keys that the metrics
-/// type has no field for are dropped.
+/// type has no field for are dropped. Interface counters go into `network` (field 9 of
+/// containerd's cgroup2 Metrics; containerd releases whose cgroups module predates it
+/// pass the bytes through but do not print them).
 pub fn to_metrics(s: &StatsContainerResponse) -> Metrics {
     let mut mem = MemoryStat {
         usage: s.memory_usage_bytes,
@@ -86,6 +90,22 @@ pub fn to_metrics(s: &StatsContainerResponse) -> Metrics {
             }],
             ..Default::default()
         }),
+        network: s
+            .network
+            .iter()
+            .map(|i| NetworkStat {
+                name: i.name.clone(),
+                rx_bytes: i.rx_bytes,
+                rx_packets: i.rx_packets,
+                rx_errors: i.rx_errors,
+                rx_dropped: i.rx_dropped,
+                tx_bytes: i.tx_bytes,
+                tx_packets: i.tx_packets,
+                tx_errors: i.tx_errors,
+                tx_dropped: i.tx_dropped,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -124,6 +144,13 @@ mod tests {
         s.memory_stat.insert("anon".into(), 1000);
         s.memory_stat.insert("pgfault".into(), 5);
         s.memory_stat.insert("no_such_key".into(), 9);
+        s.network.push(kata_rs_protocol::agent::InterfaceStats {
+            name: "eth0".into(),
+            rx_bytes: 100,
+            tx_packets: 2,
+            tx_dropped: 1,
+            ..Default::default()
+        });
         let m = to_metrics(&s);
         assert_eq!(m.pids.current, 3);
         assert_eq!(m.pids.limit, 100);
@@ -136,6 +163,11 @@ mod tests {
         assert_eq!(m.memory_events.oom_kill, 1);
         assert_eq!(m.io.usage[0].rbytes, 7);
         assert_eq!(m.io.usage[0].wbytes, 8);
+        assert_eq!(m.network.len(), 1);
+        assert_eq!(m.network[0].name, "eth0");
+        assert_eq!(m.network[0].rx_bytes, 100);
+        assert_eq!(m.network[0].tx_packets, 2);
+        assert_eq!(m.network[0].tx_dropped, 1);
 
         let any = pack(&m).unwrap();
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");

@@ -4,10 +4,12 @@
 # (runc, kata) with its own network namespace, driven at the same time by the CRI client
 # (tests/cri, `--pod-net`). $1: the client's host path, $2: the host's CNI plugin directory
 # (default /usr/lib/cni), $3: the host's iproute2 `tc` (busybox tc cannot show ingress
-# filters; default: busybox's, then the filter check fails); all come through KATA_RS_NODE_EXTRA.
+# filters; default: busybox's, then the filter check fails), $4: kata-rs-task-stats (tests/cri,
+# asks a shim for Task.Stats); all come through KATA_RS_NODE_EXTRA.
 # While both pods run: the node fetches each pod's page via the pod IP, and looks into each
 # pod's network namespace (the kata one has tap0_kata and ingress qdiscs with redirect filters
-# on eth0 and the tap; eth0's MAC is what the guest's eth0 shows). The clients fetch each
+# on eth0 and the tap; eth0's MAC is what the guest's eth0 shows; every kata task's Task.Stats
+# carries the guest eth0's counters, which moved with that traffic). The clients fetch each
 # other's page (runc pod <-> kata pod over the bridge). After StopPodSandbox/RemovePodSandbox:
 # no network namespace, no tap, no kata-rs leftovers. tests/tests/cri_net.rs checks the markers.
 CRI=$KATA_RS_PAYLOAD/extra$1
@@ -16,6 +18,7 @@ W=$KATA_RS_WORK
 NETNS_DIR=/var/run/netns
 TC=tc
 [ -n "${3:-}" ] && [ -x "$KATA_RS_PAYLOAD/extra$3" ] && TC=$KATA_RS_PAYLOAD/extra$3
+STATS=$KATA_RS_PAYLOAD/extra${4:-/nonexistent}
 [ -x "$CRI" ] || { echo "no CRI client at $CRI (pass its host path as \$1 and in KATA_RS_NODE_EXTRA)" >&2; exit 1; }
 for p in bridge host-local loopback; do
     [ -x "$CNI/$p" ] || { echo "no CNI plugin $CNI/$p (apt-get install containernetworking-plugins; pass /usr/lib/cni as \$2 and in KATA_RS_NODE_EXTRA)" >&2; exit 1; }
@@ -88,6 +91,20 @@ for ns in "$NETNS_DIR"/*; do
 done
 echo "netns-running=$ns_total"
 echo "netns-with-tap=$ns_tap"
+# Task.Stats straight from each kata task's shim (what `ctr task metrics` fetches; containerd
+# 1.6 cannot print cgroup2 network counters): the guest's eth0 with traffic both ways.
+kata_tasks=0; kata_eth0=0
+for d in "$W/cri/state/io.containerd.runtime.v2.task/k8s.io"/*/; do
+    [ -f "$d/address" ] || continue
+    id=$(basename "$d")
+    ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io container info "$id" 2>/dev/null | grep -q '"io.containerd.kata.v2"' || continue
+    kata_tasks=$((kata_tasks + 1))
+    st=$(timeout 60 "$STATS" "$(cat "$d/address")" "$id" 2>&1)
+    echo "$st" | sed "s/^/task-stats-${id%"${id#????????????}"}| /"
+    echo "$st" | grep -Eq '^net\| eth0 rx_bytes=[1-9][0-9]* rx_packets=[1-9][0-9]* .* tx_bytes=[1-9][0-9]* tx_packets=[1-9]' && kata_eth0=$((kata_eth0 + 1))
+done
+echo "kata-tasks=$kata_tasks"
+echo "kata-tasks-eth0-stats=$kata_eth0"
 touch "$W/podnet/release"
 
 rc=0

@@ -5,14 +5,16 @@
 //! MAC (the one CNI gave the veth in the pod's namespace), the node reaches both pods' servers
 //! via the pod IPs, the two pods reach each other over the bridge, the kata pod's namespace has
 //! the tap with tc redirects both ways while it runs, and after StopPodSandbox/RemovePodSandbox
-//! there is no network namespace, tap or kata-rs leftover.
+//! there is no network namespace, tap or kata-rs leftover. Task.Stats of the kata tasks carries
+//! the guest eth0 counters (cgroup2 Metrics.network).
 use std::path::PathBuf;
 use std::process::Command;
 
 use kata_rs_tests::{marker, node_run, repo_root, require_kata_artifacts, NodeRun};
 
-/// The CRI client binary, built for the host (the node gets it through KATA_RS_NODE_EXTRA).
-fn cri_client() -> PathBuf {
+/// The CRI client and kata-rs-task-stats binaries, built for the host (the node gets them
+/// through KATA_RS_NODE_EXTRA).
+fn cri_client() -> (PathBuf, PathBuf) {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
@@ -24,9 +26,13 @@ fn cri_client() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release/kata-rs-cri");
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin.canonicalize().expect("canonical path of kata-rs-cri")
+    let built = |name: &str| {
+        let bin = target.join("release").join(name);
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin.canonicalize()
+            .expect("canonical path of a built binary")
+    };
+    (built("kata-rs-cri"), built("kata-rs-task-stats"))
 }
 
 /// Debian's containernetworking-plugins (scripts/install-deps.sh installs it).
@@ -121,15 +127,21 @@ fn cri_pod_network_runc_and_kata() {
             "no CNI plugin {CNI_DIR}/{p}: apt-get install containernetworking-plugins (make deps)"
         );
     }
-    let client = cri_client();
+    let (client, stats) = cri_client();
+    let ours = format!("{}:{CNI_DIR}:{TC}:{}", client.display(), stats.display());
     let extra = match std::env::var("KATA_RS_NODE_EXTRA") {
-        Ok(x) if !x.is_empty() => format!("{x}:{}:{CNI_DIR}:{TC}", client.display()),
-        _ => format!("{}:{CNI_DIR}:{TC}", client.display()),
+        Ok(x) if !x.is_empty() => format!("{x}:{ours}"),
+        _ => ours,
     };
     std::env::set_var("KATA_RS_NODE_EXTRA", extra);
     let run = node_run(
         "cri-net.sh",
-        &[client.to_str().expect("UTF-8 path"), CNI_DIR, TC],
+        &[
+            client.to_str().expect("UTF-8 path"),
+            CNI_DIR,
+            TC,
+            stats.to_str().expect("UTF-8 path"),
+        ],
     );
     run.assert_success();
     assert_eq!(run.expect_marker("cri-containerd"), "ok");
@@ -177,6 +189,20 @@ fn cri_pod_network_runc_and_kata() {
         run.expect_marker("kata-netns-eth0-mac"),
         kata_mac,
         "the guest's eth0 MAC is not the pod interface's"
+    );
+    // Task.Stats of each of the pod's kata tasks (sandbox, server, client) carries the guest
+    // eth0's counters, non-zero both ways after the traffic above.
+    let kata_tasks: u32 = run.expect_marker("kata-tasks").parse().expect("a count");
+    assert!(
+        kata_tasks >= 3,
+        "expected the kata pod's 3 tasks:\n{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.expect_marker("kata-tasks-eth0-stats"),
+        kata_tasks.to_string(),
+        "not every kata task's Task.Stats had eth0 counters with traffic:\n{}",
+        run.stdout
     );
     assert_eq!(run.expect_marker("net-setup-logged"), "1");
     assert_eq!(run.expect_marker("net-guest-logged"), "1");
