@@ -42,10 +42,11 @@ case_end bad-config
 
 # Malformed OCI specs (ctr run --config): an unknown namespace type, a mount of a file system
 # that does not exist, a uid that cannot be a user (2^32-1 is "no change" to setresuid).
+# `ctr oci spec` has no env: the base spec sets PATH, as a runnable spec must (no default).
 mkdir -p img rootfs
 ctr images mount "$IMG" img > /dev/null && cp -a img/. rootfs/ && ctr images unmount img > /dev/null
 ctr oci spec | sed -e "s|\"path\": \"rootfs\"|\"path\": \"$PWD/rootfs\"|" \
-    -e 's|"cwd": "/",|"cwd": "/", "args": ["sh", "-c", "echo ran-as-$(id -u)"],|' > base.json
+    -e 's|"cwd": "/",|"cwd": "/", "args": ["sh", "-c", "echo ran-as-$(id -u)"], "env": ["PATH=/bin:/usr/bin"],|' > base.json
 spec_case() {   # NAME ID SED-EXPRESSION
     echo "== $1"
     sed -e "$3" base.json > "$1.json"
