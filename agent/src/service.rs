@@ -189,7 +189,27 @@ impl Agent {
         let mut r = WaitProcessResponse::new();
         r.status = e.status;
         r.exited_at_unix_nanos = e.exited_at_unix_nanos;
+        // The init's end: an OOM kill the poller has not reported yet goes with the exit,
+        // or a removal right after it (ctr run --rm) would lose it.
+        if exec_id.is_empty() {
+            if let Ok(container) = self.get(id) {
+                r.oom_killed = self.take_new_oom_kill(&container);
+            }
+        }
         Ok(r)
+    }
+
+    /// Whether `c`'s cgroup counted an OOM kill since the last report; marks it reported.
+    fn take_new_oom_kill(&self, c: &Container) -> bool {
+        let Ok(cg) = c.cgroup() else { return false };
+        let n = cg.oom_kills();
+        let mut seen = self.oom_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let last = seen.entry(c.id.clone()).or_insert(0);
+        if n > *last {
+            *last = n;
+            return true;
+        }
+        false
     }
 
     async fn read(&self, id: &str, exec_id: &str, len: u32, which: Stream) -> Result<Vec<u8>> {
@@ -392,12 +412,7 @@ impl Agent {
                 .cloned()
                 .collect();
             for c in all {
-                let Ok(cg) = c.cgroup() else { continue };
-                let n = cg.oom_kills();
-                let mut seen = self.oom_seen.lock().unwrap_or_else(|e| e.into_inner());
-                let last = seen.entry(c.id.clone()).or_insert(0);
-                if n > *last {
-                    *last = n;
+                if self.take_new_oom_kill(&c) {
                     return c.id.clone();
                 }
             }

@@ -229,8 +229,8 @@ impl Agent {
     }
 
     /// `WaitProcess`, without a timeout (it lasts as long as the process): the exit status
-    /// (made safe: 0..=255).
-    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<u32, AgentError> {
+    /// (made safe: 0..=255) and, for an init, whether an unreported OOM kill goes with it.
+    pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<(u32, bool), AgentError> {
         let req = pb::WaitProcessRequest {
             container_id: id.to_string(),
             exec_id: exec_id.to_string(),
@@ -241,7 +241,7 @@ impl Agent {
             .wait_process(ttrpc::context::Context::default(), &req)
             .await
             .map_err(|e| map_err("WaitProcess", e))?;
-        Ok(crate::util::agent_exit_status(r.status))
+        Ok((crate::util::agent_exit_status(r.status), r.oom_killed))
     }
 
     /// `ReadStdout` (`stderr == false`) or `ReadStderr`, without a timeout (it waits for

@@ -346,24 +346,25 @@ impl Process {
     }
 
     /// Waits for the process to end (WaitProcess, or the VM dying), then for
-    /// the output pumps (at most `drain`). Returns the exit status.
-    pub async fn wait_process(&self, pumps: Vec<JoinHandle<()>>, drain: Duration) -> u32 {
+    /// the output pumps (at most `drain`). Returns the exit status and whether an OOM kill
+    /// the agent had not reported yet goes with it.
+    pub async fn wait_process(&self, pumps: Vec<JoinHandle<()>>, drain: Duration) -> (u32, bool) {
         let agent = &self.sandbox.agent;
-        let status = tokio::select! {
+        let (status, oom_killed) = tokio::select! {
             r = agent.wait_process(&self.id, &self.exec_id) => match r {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(id = %self.id, "WaitProcess failed: {e}");
                     // A broken connection usually means the VM is going away.
                     match tokio::time::timeout(Duration::from_secs(2), self.sandbox.vmm.wait()).await {
-                        Ok(exit) => exit.container_exit_status(),
-                        Err(_) => 255,
+                        Ok(exit) => (exit.container_exit_status(), false),
+                        Err(_) => (255, false),
                     }
                 }
             },
             e = self.sandbox.vmm.wait() => {
                 warn!(id = %self.id, "VMM {e} while the container was running");
-                e.container_exit_status()
+                (e.container_exit_status(), false)
             }
         };
         let aborts: Vec<_> = pumps.iter().map(|p| p.abort_handle()).collect();
@@ -376,7 +377,7 @@ impl Process {
                 a.abort();
             }
         }
-        status
+        (status, oom_killed)
     }
 
     /// Cancels the stdio copies (after letting output drain briefly).

@@ -779,7 +779,17 @@ impl TaskService {
         let inner = self.inner.clone();
         let drain = c.sandbox.config().io_drain_timeout();
         tokio::spawn(async move {
-            let status = p.wait_process(pumps, drain).await;
+            let (status, oom_killed) = p.wait_process(pumps, drain).await;
+            if oom_killed {
+                // As runc's shim: the OOM event before the exit it caused.
+                info!(id = %c.id, "OOM kill in the container (reported with its exit)");
+                inner
+                    .publish(Box::new(TaskOOM {
+                        container_id: c.id.clone(),
+                        ..Default::default()
+                    }))
+                    .await;
+            }
             if is_init {
                 // containerd expects the exits of exec processes before the init's: they
                 // die with the container (PID namespace); give their reports a moment.
