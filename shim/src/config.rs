@@ -143,12 +143,9 @@ impl Default for HypervisorConfig {
 /// holds no host users (systemd keeps it for containers' id ranges).
 pub const DEFAULT_JAIL_ID_BASE: u32 = 0x8000_0000;
 
-/// The highest jail id `base` can hand out (`base` + the CID range); None when the range
-/// would reach the invalid id `u32::MAX` (-1) or wrap.
-pub fn jail_id_range_end(base: u32) -> Option<u32> {
-    base.checked_add(crate::vmm::CID_MAX - crate::vmm::CID_MIN)
-        .filter(|end| *end < u32::MAX)
-}
+/// Highest [`HypervisorConfig::jail_id_base`]: base + the CID range stays below the invalid
+/// id `u32::MAX` (-1).
+pub const MAX_JAIL_ID_BASE: u32 = u32::MAX - 1 - (crate::vmm::CID_MAX - crate::vmm::CID_MIN);
 
 impl HypervisorConfig {
     /// The uid and gid of the jailed VMM of the VM with vsock `cid`; None for kata-vmm's
@@ -350,15 +347,14 @@ impl Config {
                 ),
             ));
         }
-        if h.jail_id_base != 0 && jail_id_range_end(h.jail_id_base).is_none() {
+        if h.jail_id_base > MAX_JAIL_ID_BASE {
             return Err(self.invalid(
                 "hypervisor.jail_id_base",
                 format!(
                     "jail_id_base {} is too high: base + {} (the vsock CID range) must stay below \
-                     4294967295; at most {} (or 0 for kata-vmm's default id)",
+                     4294967295; at most {MAX_JAIL_ID_BASE} (or 0 for kata-vmm's default id)",
                     h.jail_id_base,
                     crate::vmm::CID_MAX - crate::vmm::CID_MIN,
-                    u32::MAX - 1 - (crate::vmm::CID_MAX - crate::vmm::CID_MIN)
                 ),
             ));
         }

@@ -434,6 +434,7 @@ pub fn why_line<'a>(lines: impl DoubleEndedIterator<Item = &'a str> + Clone) -> 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn why_line_skips_device_statistics() {
@@ -446,7 +447,6 @@ mod tests {
         assert_eq!(why_line([stats].into_iter()), None);
         assert_eq!(why_line(std::iter::empty()), None);
     }
-    use super::*;
 
     fn spec(path: &str) -> VmmSpec {
         VmmSpec {
