@@ -46,9 +46,10 @@ unit:
 	$(CARGO) test -p kata-rs-tests --lib
 
 # One test binary after the other, one node at a time (each node is a VM or a containerd);
-# --no-fail-fast: every part reports, not only the first failing one.
+# --no-fail-fast: every part reports, not only the first failing one. No backtraces: an
+# assertion's message (the node's output) says what failed; a backtrace only pushes it away.
 integration:
-	$(CARGO) test -p kata-rs-tests --test '*' --no-fail-fast -- --test-threads=1 --nocapture
+	RUST_BACKTRACE=0 $(CARGO) test -p kata-rs-tests --test '*' --no-fail-fast -- --test-threads=1 --nocapture
 
 test: deps build lint unit integration
 	@echo "make test: all passed"

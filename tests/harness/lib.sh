@@ -113,6 +113,15 @@ kata_rs_wait_exit() {
     fi
 }
 
+# kata_rs_shim_warnings PREFIX: prints the warnings and errors the kata shim logged through
+# containerd (its log), each line as `PREFIX| ...`: after an unexpected exit status, what the
+# shim saw (a failed WaitProcess, the VMM dying) is what explains it.
+kata_rs_shim_warnings() {
+    [ -n "${KATA_RS_CONTAINERD_LOG:-}" ] || return 0
+    grep -E 'level=(warning|error)' "$KATA_RS_CONTAINERD_LOG" | grep -E 'kata|shim' \
+        | tail -n 20 | cut -c1-400 | sed "s/^/$1| /"
+}
+
 # kata_rs_uptime: seconds since the node booted (for timings in scripts).
 kata_rs_uptime() { cut -d' ' -f1 /proc/uptime; }
 

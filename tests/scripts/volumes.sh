@@ -42,8 +42,10 @@ for rt in runc kata; do
     echo "== $rt"
     $T ctr run --rm --runtime io.containerd.$rt.v2 $MOUNTS "$KATA_RS_IMAGE" vol-$rt sh -c "$PROBE" \
         > "$W/out-$rt" 2>&1
-    echo "$rt-rc=$?"
+    rc=$?
+    echo "$rt-rc=$rc"
     sed "s/^/$rt| /" "$W/out-$rt"
+    [ $rc = 0 ] || [ $rt = runc ] || kata_rs_shim_warnings $rt-why
     rm -f "$V/rw/new"
 done
 echo "host-file-after=$(cat "$V/file")"
@@ -79,8 +81,10 @@ echo "pod-c1-rc=$?"
 kata_rs_wait_status vpc1 RUNNING 60
 echo "pod-c1-status=$(kata_rs_task_status vpc1)"
 $T ctr task exec --exec-id probe vpc1 sh -c "$PROBE" > "$W/out-pod" 2>&1
-echo "pod-probe-rc=$?"
+rc=$?
+echo "pod-probe-rc=$rc"
 sed "s/^/pod| /" "$W/out-pod"
+[ $rc = 0 ] || kata_rs_shim_warnings pod-probe-why
 $T ctr task exec --exec-id shm vpc1 sh -c \
     'echo "shm-fs=$(grep " /dev/shm " /proc/mounts | cut -d" " -f3)"; echo s > /dev/shm/t && echo "shm-write=ok"' 2>&1
 $T ctr task exec --exec-id shm0 vpod sh -c \

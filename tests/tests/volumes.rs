@@ -16,7 +16,14 @@ fn host_bind_mounts_are_copied_into_the_vm() {
 
     // The probe: runc is the reference, kata and a kata pod container see the same.
     assert_eq!(run.expect_marker("runc-rc"), "0", "{out}");
-    assert_eq!(run.expect_marker("kata-rc"), "0", "{out}\n{}", run.stderr);
+    assert_eq!(
+        run.expect_marker("kata-rc"),
+        "0",
+        "{out}\n{}\nthe kata probe printed:\n{}\nthe shim's warnings:\n{}",
+        run.stderr,
+        run.prefixed("kata").join("\n"),
+        run.prefixed("kata-why").join("\n")
+    );
     let runc = run.prefixed("runc");
     for want in [
         "host-file-content",
@@ -76,7 +83,13 @@ fn host_bind_mounts_are_copied_into_the_vm() {
     );
     assert_eq!(run.expect_marker("pod-c1-rc"), "0", "{out}\n{}", run.stderr);
     assert_eq!(run.expect_marker("pod-c1-status"), "RUNNING", "{out}");
-    assert_eq!(run.expect_marker("pod-probe-rc"), "0", "{out}");
+    assert_eq!(
+        run.expect_marker("pod-probe-rc"),
+        "0",
+        "{out}\nthe pod probe printed:\n{}\nthe shim's warnings:\n{}",
+        run.prefixed("pod").join("\n"),
+        run.prefixed("pod-probe-why").join("\n")
+    );
     assert_eq!(
         run.prefixed("pod"),
         runc,
