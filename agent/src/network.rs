@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use futures_util::stream::TryStreamExt;
+use kata_rs_netlink::{self as nl, format_mac, link_mac, link_name};
 use kata_rs_protocol::agent::{
     ARPNeighbor, IPAddress, IPFamily, Interface, Route, Routes, UpdateInterfaceRequest,
 };
@@ -16,7 +17,7 @@ use rtnetlink::packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{LinkAttribute, LinkMessage},
     neighbour::{NeighbourFlags, NeighbourState},
-    route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    route::{RouteMessage, RouteProtocol, RouteScope, RouteType},
 };
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -47,14 +48,6 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
         mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
     }
     Ok(mac)
-}
-
-/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Checks an interface name: 1..=15 bytes, no `/`, whitespace, `:` or control characters,
@@ -353,34 +346,13 @@ fn require_guest(rpc: &str) -> Result<()> {
 }
 
 async fn links(h: &Handle) -> Result<Vec<LinkMessage>> {
-    h.link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err("list links"))
-}
-
-fn link_mac(l: &LinkMessage) -> Option<&[u8]> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(m) => Some(m.as_slice()),
-        _ => None,
-    })
-}
-
-fn link_name(l: &LinkMessage) -> Option<&str> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
+    nl::links(h).await.map_err(nl_err("list links"))
 }
 
 async fn index_of(h: &Handle, name: &str) -> Result<u32> {
-    links(h)
-        .await?
-        .iter()
-        .find(|l| link_name(l) == Some(name))
-        .map(|l| l.header.index)
+    nl::link_index(h, name)
+        .await
+        .map_err(nl_err("list links"))?
         .ok_or_else(|| AgentError::not_found(format!("no guest interface named {name}")))
 }
 
@@ -551,33 +523,14 @@ pub async fn update_routes(routes: &Routes) -> Result<Routes> {
             devices.insert(r.device.clone(), index_of(&h, &r.device).await?);
         }
     }
-    for v6 in [false, true] {
-        let probe = if v6 {
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-        };
-        let existing: Vec<RouteMessage> = h
-            .route()
-            .get(probe)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl_err("list routes"))?;
-        for m in existing {
-            let oif = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            let ours = oif.is_some_and(|i| devices.values().any(|d| *d == i));
-            if ours && m.header.table == RT_TABLE_MAIN && m.header.protocol != RouteProtocol::Kernel
-            {
-                h.route()
-                    .del(m)
-                    .execute()
-                    .await
-                    .map_err(nl_err("delete route"))?;
-            }
+    for m in nl::routes(&h).await.map_err(nl_err("list routes"))? {
+        let ours = nl::route_oif(&m).is_some_and(|i| devices.values().any(|d| *d == i));
+        if ours && m.header.table == RT_TABLE_MAIN && m.header.protocol != RouteProtocol::Kernel {
+            h.route()
+                .del(m)
+                .execute()
+                .await
+                .map_err(nl_err("delete route"))?;
         }
     }
     let mut ordered: Vec<&RoutePlan> = plans.iter().filter(|r| r.gateway.is_none()).collect();
@@ -657,10 +610,6 @@ mod tests {
             assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
             assert!(e.message.contains("bad MAC"), "{bad}: {e}");
         }
-        assert_eq!(
-            format_mac(&[2, 0xab, 0, 0xff, 0x10, 1]),
-            "02:ab:00:ff:10:01"
-        );
     }
 
     #[test]

@@ -21,16 +21,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::stream::TryStreamExt;
+use kata_rs_netlink::{self as netlink, format_mac, link_name};
 use kata_rs_protocol::agent as pb;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use rtnetlink::packet_route::{
     address::AddressAttribute,
     link::{LinkAttribute, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol},
+    route::{RouteAttribute, RouteMessage, RouteProtocol},
     tc::TcHandle,
 };
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec};
 
 /// The pod's interface CNI configures (CRI always asks for `eth0`).
 pub const POD_IFACE: &str = "eth0";
@@ -98,14 +99,6 @@ pub struct PodNetwork {
     pub routes: Vec<PodRoute>,
     /// Its permanent neighbour entries.
     pub neighbors: Vec<PodNeighbor>,
-}
-
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(m: &[u8]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn family(ip: &IpAddr) -> pb::IPFamily {
@@ -325,36 +318,14 @@ fn nl(what: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-fn link_name(l: &LinkMessage) -> Option<&str> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
-}
-
 async fn links(h: &Handle) -> Result<Vec<LinkMessage>, String> {
-    h.link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl("list interfaces"))
+    netlink::links(h).await.map_err(nl("list interfaces"))
 }
 
 async fn find_link(h: &Handle, name: &str) -> Result<Option<u32>, String> {
-    Ok(links(h)
-        .await?
-        .iter()
-        .find(|l| link_name(l) == Some(name))
-        .map(|l| l.header.index))
-}
-
-fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
-    match a {
-        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
-        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    }
+    netlink::link_index(h, name)
+        .await
+        .map_err(nl("list interfaces"))
 }
 
 /// Whether a route of the pod interface is passed to the guest: main table, and for IPv6
@@ -425,48 +396,33 @@ async fn read_iface(h: &Handle, netns: &Path) -> Result<PodNetwork, String> {
         ));
     }
     let mut routes = Vec::new();
-    for v6 in [false, true] {
-        let probe = if v6 {
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
-        } else {
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
-        };
-        let msgs: Vec<RouteMessage> = h
-            .route()
-            .get(probe)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list routes"))?;
-        for m in msgs {
-            let mut oif = None;
-            let mut dest = None;
-            let mut gateway = None;
-            let mut source = None;
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Destination(d) => dest = route_ip(d),
-                    RouteAttribute::Gateway(g) => gateway = route_ip(g),
-                    RouteAttribute::PrefSource(s) => source = route_ip(s),
-                    _ => {}
-                }
+    for m in netlink::routes(h).await.map_err(nl("list routes"))? {
+        let v6 = netlink::route_is_v6(&m);
+        let mut dest = None;
+        let mut gateway = None;
+        let mut source = None;
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Destination(d) => dest = netlink::route_ip(d),
+                RouteAttribute::Gateway(g) => gateway = netlink::route_ip(g),
+                RouteAttribute::PrefSource(s) => source = netlink::route_ip(s),
+                _ => {}
             }
-            if oif != Some(index) || !keep_route(&m, v6) {
-                continue;
-            }
-            let dest = dest.map(|d| (d, m.header.destination_prefix_length));
-            if dest.is_none() && gateway.is_none() {
-                continue;
-            }
-            routes.push(PodRoute {
-                dest: dest.filter(|(_, p)| *p > 0),
-                gateway,
-                source,
-                scope: u8::from(m.header.scope),
-                v6,
-            });
         }
+        if netlink::route_oif(&m) != Some(index) || !keep_route(&m, v6) {
+            continue;
+        }
+        let dest = dest.map(|d| (d, m.header.destination_prefix_length));
+        if dest.is_none() && gateway.is_none() {
+            continue;
+        }
+        routes.push(PodRoute {
+            dest: dest.filter(|(_, p)| *p > 0),
+            gateway,
+            source,
+            scope: u8::from(m.header.scope),
+            v6,
+        });
     }
     let neigh: Vec<_> = h
         .neighbours()
