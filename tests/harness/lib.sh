@@ -233,6 +233,25 @@ kata_rs_stop_cri_containerd() {
     KATA_RS_CRI_PID=
 }
 
+# kata_rs_cri_finish RC T0: the end of a CRI script: prints what the pods left mounted under
+# the CRI containerd's dirs (leftover-mount| lines, cri-mounts=N), kata_rs_leftovers and
+# leftovers-rc, the CRI containerd's log tail when RC (the clients' status) is not 0, stops
+# that containerd and prints total-seconds since T0.
+kata_rs_cri_finish() {
+    _n=$(awk -v d="$KATA_RS_WORK/cri/" 'index($2, d) == 1 { print; n++ } END { exit 0 }' /proc/mounts \
+        | tee "$KATA_RS_WORK/cri-mounts" | wc -l)
+    sed 's/^/leftover-mount| /' "$KATA_RS_WORK/cri-mounts"
+    echo "cri-mounts=$_n"
+    kata_rs_leftovers
+    echo "leftovers-rc=$?"
+    if [ "$1" -ne 0 ]; then
+        echo "== cri containerd log (last 40 lines)"
+        grep -v 'msg="loading plugin' "$KATA_RS_CRI_LOG" | tail -n 40
+    fi
+    kata_rs_stop_cri_containerd
+    echo "total-seconds=$(awk -v a="$2" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+}
+
 # _kata_rs_pause_oci OUT: an OCI archive of $KATA_RS_PAUSE_IMAGE: the test image's layer with
 # a config whose entrypoint sleeps (a pause container), made with sh, sed, sha256sum and tar.
 _kata_rs_pause_oci() {

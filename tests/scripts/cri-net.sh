@@ -131,15 +131,5 @@ for ns in "$NETNS_DIR"/*; do
     [ -e "$ns" ] && taps=$((taps + $(nsenter --net="$ns" ip -o link show 2>/dev/null | grep -c tap0_kata)))
 done
 echo "taps-left=$taps"
-n=$(awk -v d="$W/cri/" 'index($2, d) == 1 { print; n++ } END { exit 0 }' /proc/mounts | tee "$W/cri-mounts" | wc -l)
-sed 's/^/leftover-mount| /' "$W/cri-mounts"
-echo "cri-mounts=$n"
-kata_rs_leftovers
-echo "leftovers-rc=$?"
-if [ $rc -ne 0 ]; then
-    echo "== cri containerd log (last 40 lines)"
-    grep -v 'msg="loading plugin' "$KATA_RS_CRI_LOG" | tail -n 40
-fi
-kata_rs_stop_cri_containerd
-echo "total-seconds=$(awk -v a="$t0" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+kata_rs_cri_finish $rc "$t0"
 exit 0

@@ -37,15 +37,5 @@ echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_
 echo "cri-containers=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io container ls -q | wc -l)"
 echo "cri-tasks=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io task ls -q | wc -l)"
 # Nothing of the pods still mounted (sandbox /dev/shm, rootfs) under the CRI containerd's dirs.
-n=$(awk -v d="$W/cri/" 'index($2, d) == 1 { print; n++ } END { exit 0 }' /proc/mounts | tee "$W/cri-mounts" | wc -l)
-sed 's/^/leftover-mount| /' "$W/cri-mounts"
-echo "cri-mounts=$n"
-kata_rs_leftovers
-echo "leftovers-rc=$?"
-if [ $rc -ne 0 ]; then
-    echo "== cri containerd log (last 40 lines)"
-    grep -v 'msg="loading plugin' "$KATA_RS_CRI_LOG" | tail -n 40
-fi
-kata_rs_stop_cri_containerd
-echo "total-seconds=$(awk -v a="$t0" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+kata_rs_cri_finish $rc "$t0"
 exit 0

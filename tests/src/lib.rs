@@ -9,6 +9,40 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+/// The host-side CRI test tools of `tests/cri` (`kata-rs-cri`, `kata-rs-task-stats`), built
+/// in release mode; the nodes get them through KATA_RS_NODE_EXTRA.
+pub struct CriTools {
+    /// The CRI client (k8s-cri over containerd's CRI socket).
+    pub client: PathBuf,
+    /// Reads a kata task's Task.Stats straight from its shim.
+    pub task_stats: PathBuf,
+}
+
+/// Builds [`CriTools`] (`cargo build --release -p kata-rs-cri`) and returns their paths.
+pub fn build_cri_tools() -> CriTools {
+    let root = repo_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--release", "-p", "kata-rs-cri"])
+        .current_dir(&root)
+        .status()
+        .expect("cannot run cargo build for the CRI tools");
+    assert!(st.success(), "cargo build --release -p kata-rs-cri failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = |name: &str| {
+        let bin = target.join("release").join(name);
+        assert!(bin.is_file(), "{} was not built", bin.display());
+        bin.canonicalize()
+            .expect("canonical path of a built binary")
+    };
+    CriTools {
+        client: built("kata-rs-cri"),
+        task_stats: built("kata-rs-task-stats"),
+    }
+}
+
 /// The repository's top directory.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

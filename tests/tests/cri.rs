@@ -10,34 +10,14 @@
 //! when such a step fails, the test prints that it is not asserted and why, and the steps
 //! after it whose output is then missing are reported as not reached; output that is there is
 //! still asserted. A gap step that passes is reported too (remove it from the list).
-use std::path::PathBuf;
-use std::process::Command;
 
-use kata_rs_tests::{marker, node_run, repo_root, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{build_cri_tools, marker, node_run, require_kata_artifacts, NodeRun};
 
 /// Steps the kata pod cannot pass yet, and why: none. (Until 85aad02/d3dd150 a pod's
 /// containers each had their own VM; until 29315ba the node paths CRI bind-mounts — the
 /// sandbox's /dev/shm, /etc/hosts, /etc/hostname, /etc/resolv.conf — did not reach the VM,
 /// so RunPodSandbox failed.)
 const KATA_GAPS: &[(&str, &str)] = &[];
-
-/// The CRI client binary, built for the host (the node gets it through KATA_RS_NODE_EXTRA).
-fn cri_client() -> PathBuf {
-    let root = repo_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "-p", "kata-rs-cri"])
-        .current_dir(&root)
-        .status()
-        .expect("cannot run cargo build for the CRI client");
-    assert!(st.success(), "cargo build --release -p kata-rs-cri failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release/kata-rs-cri");
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin.canonicalize().expect("canonical path of kata-rs-cri")
-}
 
 /// One pod's output (its `== HANDLER` section) and what was checked.
 struct Pod<'a> {
@@ -299,7 +279,7 @@ fn check_pod(p: &mut Pod) {
 #[test]
 fn cri_pods_under_runc_and_kata() {
     require_kata_artifacts();
-    let client = cri_client();
+    let client = build_cri_tools().client;
     let extra = match std::env::var("KATA_RS_NODE_EXTRA") {
         Ok(x) if !x.is_empty() => format!("{x}:{}", client.display()),
         _ => client.display().to_string(),

@@ -7,33 +7,8 @@
 //! the tap with tc redirects both ways while it runs, and after StopPodSandbox/RemovePodSandbox
 //! there is no network namespace, tap or kata-rs leftover. Task.Stats of the kata tasks carries
 //! the guest eth0 counters (cgroup2 Metrics.network).
-use std::path::PathBuf;
-use std::process::Command;
 
-use kata_rs_tests::{marker, node_run, repo_root, require_kata_artifacts, NodeRun};
-
-/// The CRI client and kata-rs-task-stats binaries, built for the host (the node gets them
-/// through KATA_RS_NODE_EXTRA).
-fn cri_client() -> (PathBuf, PathBuf) {
-    let root = repo_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "-p", "kata-rs-cri"])
-        .current_dir(&root)
-        .status()
-        .expect("cannot run cargo build for the CRI client");
-    assert!(st.success(), "cargo build --release -p kata-rs-cri failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let built = |name: &str| {
-        let bin = target.join("release").join(name);
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin.canonicalize()
-            .expect("canonical path of a built binary")
-    };
-    (built("kata-rs-cri"), built("kata-rs-task-stats"))
-}
+use kata_rs_tests::{build_cri_tools, marker, node_run, require_kata_artifacts, CriTools, NodeRun};
 
 /// Debian's containernetworking-plugins (scripts/install-deps.sh installs it).
 const CNI_DIR: &str = "/usr/lib/cni";
@@ -127,7 +102,10 @@ fn cri_pod_network_runc_and_kata() {
             "no CNI plugin {CNI_DIR}/{p}: apt-get install containernetworking-plugins (make deps)"
         );
     }
-    let (client, stats) = cri_client();
+    let CriTools {
+        client,
+        task_stats: stats,
+    } = build_cri_tools();
     let ours = format!("{}:{CNI_DIR}:{TC}:{}", client.display(), stats.display());
     let extra = match std::env::var("KATA_RS_NODE_EXTRA") {
         Ok(x) if !x.is_empty() => format!("{x}:{ours}"),
