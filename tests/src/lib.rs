@@ -18,29 +18,49 @@ pub struct CriTools {
     pub task_stats: PathBuf,
 }
 
-/// Builds [`CriTools`] (`cargo build --release -p kata-rs-cri`) and returns their paths.
-pub fn build_cri_tools() -> CriTools {
+/// Builds `package` in release mode (for `target`, a rustup target triple, or the host) and
+/// returns the canonical paths of its binaries `bins`; panics naming what failed.
+pub fn build_release(package: &str, target: Option<&str>, bins: &[&str]) -> Vec<PathBuf> {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec!["build", "--release", "-p", package];
+    args.extend(target.iter().flat_map(|t| ["--target", *t]));
     let st = Command::new(cargo)
-        .args(["build", "--release", "-p", "kata-rs-cri"])
+        .args(&args)
         .current_dir(&root)
         .status()
-        .expect("cannot run cargo build for the CRI tools");
-    assert!(st.success(), "cargo build --release -p kata-rs-cri failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .unwrap_or_else(|e| panic!("cannot run cargo build for {package}: {e}"));
+    assert!(
+        st.success(),
+        "cargo {} failed{}",
+        args.join(" "),
+        target
+            .map(|t| format!(" (make deps installs the {t} target)"))
+            .unwrap_or_default()
+    );
+    let mut dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let built = |name: &str| {
-        let bin = target.join("release").join(name);
-        assert!(bin.is_file(), "{} was not built", bin.display());
-        bin.canonicalize()
-            .expect("canonical path of a built binary")
-    };
-    CriTools {
-        client: built("kata-rs-cri"),
-        task_stats: built("kata-rs-task-stats"),
+    if let Some(t) = target {
+        dir.push(t);
     }
+    bins.iter()
+        .map(|name| {
+            let bin = dir.join("release").join(name);
+            assert!(bin.is_file(), "{} was not built", bin.display());
+            bin.canonicalize()
+                .unwrap_or_else(|e| panic!("canonical path of {}: {e}", bin.display()))
+        })
+        .collect()
+}
+
+/// Builds [`CriTools`] (`cargo build --release -p kata-rs-cri`) and returns their paths.
+pub fn build_cri_tools() -> CriTools {
+    let [client, task_stats]: [PathBuf; 2] =
+        build_release("kata-rs-cri", None, &["kata-rs-cri", "kata-rs-task-stats"])
+            .try_into()
+            .expect("two binaries");
+    CriTools { client, task_stats }
 }
 
 /// The repository's top directory.

@@ -5,9 +5,8 @@
 //! each way (back-pressure), a bad header each way; every byte verified, counts and sha256s
 //! equal on both ends, then a clean guest shutdown, VMM exit 0, nothing left behind.
 use std::path::PathBuf;
-use std::process::Command;
 
-use kata_rs_tests::{node_run_with_extra, repo_root, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{build_release, node_run_with_extra, require_kata_artifacts, NodeRun};
 
 /// Concurrent connections per direction (spread over 4 ports).
 const CONNS: u64 = 64;
@@ -23,32 +22,12 @@ const VSOCK_BUF: u64 = 256 << 10;
 
 /// The stress tool, built static for the guest (the node runs the same binary).
 fn stress_tool() -> PathBuf {
-    let root = repo_root();
-    let target = "x86_64-unknown-linux-musl";
-    let st = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "kata-rs-vsock-stress",
-            "--target",
-            target,
-        ])
-        .current_dir(&root)
-        .status()
-        .expect("cannot run cargo build for the vsock stress tool");
-    assert!(
-        st.success(),
-        "cargo build --release -p kata-rs-vsock-stress --target {target} failed (make deps \
-         installs the musl target)"
-    );
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = dir.join(target).join("release/kata-vsock-stress");
-    assert!(bin.is_file(), "{} was not built", bin.display());
-    bin.canonicalize()
-        .expect("canonical path of kata-vsock-stress")
+    build_release(
+        "kata-rs-vsock-stress",
+        Some("x86_64-unknown-linux-musl"),
+        &["kata-vsock-stress"],
+    )
+    .remove(0)
 }
 
 fn num(run: &NodeRun, key: &str) -> u64 {
