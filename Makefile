@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps kernel image binaries test-image build demo test lint unit integration clean-cache help bench
+.PHONY: all deps kernel image binaries virtiofsd test-image build demo test lint unit integration clean-cache help bench
 
 all: build
 
@@ -13,6 +13,7 @@ help:
 	@echo "make kernel      guest kernel -> target/guest/vmlinux (kernel-config/build.sh, cached)"
 	@echo "make image       guest image -> target/guest/initrd.img (guest-image/build.sh)"
 	@echo "make binaries    target/release/{kata-vmm,containerd-shim-kata-v2,kata-agent-ctl}"
+	@echo "make virtiofsd   target/release/virtiofsd (scripts/build-virtiofsd.sh, cached)"
 	@echo "make demo        build everything, run a container in a kata-rs microVM on the node"
 	@echo "make test        build, fmt + clippy, unit tests, integration tests on the node"
 
@@ -29,10 +30,13 @@ image:
 binaries:
 	$(CARGO) build --release -p kata-rs-vmm -p kata-rs-shim -p kata-rs-cri
 
+virtiofsd:
+	bash scripts/build-virtiofsd.sh
+
 test-image:
 	bash tests/image/build.sh
 
-build: kernel image binaries test-image
+build: kernel image binaries virtiofsd test-image
 
 demo: deps build
 	tests/node-run tests/scripts/demo.sh

@@ -7,6 +7,8 @@ set -euo pipefail
 PKGS=(
     # guest kernel build (kernel-config/)
     linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc lz4 xz-utils kmod cpio
+    # virtio-fs file server (scripts/build-virtiofsd.sh: cargo install virtiofsd links these)
+    libseccomp-dev libcap-ng-dev pkg-config
     # static agent (guest-image/)
     musl-tools
     # test node (tests/) and benchmarks

@@ -4,6 +4,8 @@
 /// Agent vsock port the agent listens on and the shim connects to.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
+pub mod guest;
+
 /// Protobuf messages of the agent API.
 #[allow(
     clippy::all,

@@ -1,0 +1,54 @@
+//! The guest contract for files: where the sandbox's shared file system (virtio-fs) lives
+//! and where each container's root file system and bind-mount sources appear in it.
+//!
+//! The shim exports one directory per sandbox through virtio-fs with tag [`SHARE_TAG`];
+//! the kernel command line carries `kata_rs.share=<tag>` ([`SHARE_CMDLINE_PARAM`]) and the
+//! agent mounts that tag at [`GUEST_SHARE_DIR`] before it reports ready. Inside the share,
+//! container `<id>` has `<id>/rootfs` (the root file system containerd prepared) and
+//! `<id>/mounts/<n>` (the source of the spec's `n`-th bind mount).
+
+/// virtio-fs tag of the sandbox's share.
+pub const SHARE_TAG: &str = "kata-rs";
+
+/// Kernel command line parameter naming the virtio-fs tag the agent mounts.
+pub const SHARE_CMDLINE_PARAM: &str = "kata_rs.share";
+
+/// Where the agent mounts the share in the guest.
+pub const GUEST_SHARE_DIR: &str = "/run/kata-rs/shared";
+
+/// Path of container `id`'s directory relative to the share root.
+pub fn container_rel(id: &str) -> String {
+    id.to_string()
+}
+
+/// Path of container `id`'s root file system relative to the share root.
+pub fn rootfs_rel(id: &str) -> String {
+    format!("{id}/rootfs")
+}
+
+/// Path of the source of container `id`'s `index`-th spec mount relative to the share root.
+pub fn mount_rel(id: &str, index: usize) -> String {
+    format!("{id}/mounts/{index}")
+}
+
+/// Guest path of container `id`'s root file system.
+pub fn guest_rootfs(id: &str) -> String {
+    format!("{GUEST_SHARE_DIR}/{}", rootfs_rel(id))
+}
+
+/// Guest path of the source of container `id`'s `index`-th spec mount.
+pub fn guest_mount_source(id: &str, index: usize) -> String {
+    format!("{GUEST_SHARE_DIR}/{}", mount_rel(id, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_lie_under_the_share() {
+        assert_eq!(guest_rootfs("c1"), "/run/kata-rs/shared/c1/rootfs");
+        assert_eq!(guest_mount_source("c1", 3), "/run/kata-rs/shared/c1/mounts/3");
+        assert_eq!(container_rel("c1"), "c1");
+    }
+}
