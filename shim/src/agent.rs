@@ -317,27 +317,6 @@ impl Agent {
     }
 
     /// `RemoveContainer`.
-    /// `AddStorage`: the agent unpacks `size` bytes of rootfs cpio from the disk with
-    /// virtio serial `disk_serial` for container `id`. Returns the number of entries.
-    pub async fn add_storage(
-        &self,
-        id: &str,
-        disk_serial: &str,
-        size: u64,
-    ) -> Result<u64, AgentError> {
-        let req = pb::AddStorageRequest {
-            container_id: id.to_string(),
-            disk_serial: disk_serial.to_string(),
-            format: "newc-cpio".to_string(),
-            size,
-            ..Default::default()
-        };
-        let r = self
-            .timed("AddStorage", self.client.add_storage(self.ctx(), &req))
-            .await?;
-        Ok(r.entries)
-    }
-
     pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
         let req = pb::RemoveContainerRequest {
             container_id: id.to_string(),

@@ -100,12 +100,6 @@ pub struct HypervisorConfig {
     /// Pod annotations `io.katacontainers.config.hypervisor.<name>` allowed to override
     /// this section: `default_vcpus`, `default_memory` (MiB). Empty: none.
     pub enable_annotations: Vec<String>,
-    /// Pods: spare disks (sparse files, read-only to the guest) a pod sandbox VM boots
-    /// with, through which the root file systems of the pod's later containers come in.
-    /// A disk is busy only while one container's rootfs is transferred.
-    pub pod_disks: u32,
-    /// Size of each spare disk in MiB: the largest rootfs archive of a pod container.
-    pub pod_disk_size_mib: u64,
     /// Most vCPUs a pod VM gets when CRI's sandbox annotations add its containers' CPU
     /// limits to `vcpus`; 0 = the host's online CPUs.
     pub max_vcpus: u32,
@@ -130,8 +124,6 @@ impl Default for HypervisorConfig {
             kernel_params: String::new(),
             shutdown_timeout_secs: 10,
             enable_annotations: Vec::new(),
-            pod_disks: 2,
-            pod_disk_size_mib: 1024,
             max_vcpus: 0,
             max_memory_mib: 0,
             jail_id_base: DEFAULT_JAIL_ID_BASE,
@@ -187,7 +179,7 @@ impl Default for AgentConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Per-sandbox state (container rootfs cpio, VMM pid file) lives in
+    /// Per-sandbox state (the share, virtiofsd's socket, pid files) lives in
     /// `<state_dir>/<sandbox-id>/`.
     pub state_dir: PathBuf,
     /// The guest console of each VM is written to `<console_log_dir>/<sandbox-id>.log`.
@@ -195,12 +187,6 @@ pub struct RuntimeConfig {
     /// Debug logging to containerd's shim log; also keeps console logs after the sandbox
     /// is gone (otherwise they are removed with it).
     pub debug: bool,
-    /// Host bind mounts are copied into the guest once: the largest file one may hold.
-    pub bind_copy_max_file_mib: u64,
-    /// ... and the most data all of one container's bind mounts may hold together.
-    pub bind_copy_max_total_mib: u64,
-    /// ... and the most entries (files, directories, symlinks) they may hold together.
-    pub bind_copy_max_entries: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -209,12 +195,37 @@ impl Default for RuntimeConfig {
             state_dir: PathBuf::from("/run/kata-rs/sandboxes"),
             console_log_dir: PathBuf::from("/run/kata-rs/console"),
             debug: false,
-            bind_copy_max_file_mib: 32,
-            bind_copy_max_total_mib: 128,
-            bind_copy_max_entries: 16384,
         }
     }
 }
+
+/// `[shared_fs]`: the virtio-fs file server that shares container root file systems and
+/// volumes with the guest (one per sandbox).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedFsConfig {
+    /// The virtiofsd binary (the Rust virtiofsd, `scripts/build-virtiofsd.sh`).
+    pub virtiofsd: PathBuf,
+    /// Guest caching of the share: `auto` (attributes and directory entries cached for
+    /// 1 s: host changes are seen within about a second), `never` (always asks the host),
+    /// or `always` (caches until the guest forgets; host changes may never be seen).
+    pub cache: String,
+    /// How long Create waits for virtiofsd to serve its socket.
+    pub start_timeout_secs: u64,
+}
+
+impl Default for SharedFsConfig {
+    fn default() -> Self {
+        Self {
+            virtiofsd: PathBuf::from("/usr/local/libexec/kata-rs/virtiofsd"),
+            cache: "auto".into(),
+            start_timeout_secs: 30,
+        }
+    }
+}
+
+/// Values of [`SharedFsConfig::cache`].
+pub const SHARED_FS_CACHE_MODES: [&str; 3] = ["auto", "never", "always"];
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -226,6 +237,8 @@ pub struct ConfigFile {
     pub agent: AgentConfig,
     /// `[runtime]`
     pub runtime: RuntimeConfig,
+    /// `[shared_fs]`
+    pub shared_fs: SharedFsConfig,
 }
 
 /// The loaded configuration and where it came from.
@@ -298,10 +311,17 @@ impl Config {
     /// before anything is started.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let h = &self.file.hypervisor;
-        let files: [(&Path, &'static str, &str, bool); 3] = [
+        let fs = &self.file.shared_fs;
+        let files: [(&Path, &'static str, &str, bool); 4] = [
             (&h.path, "hypervisor.path", "VMM", true),
             (&h.kernel, "hypervisor.kernel", "guest kernel", false),
             (&h.initrd, "hypervisor.initrd", "guest image", false),
+            (
+                &fs.virtiofsd,
+                "shared_fs.virtiofsd",
+                "virtio-fs server",
+                true,
+            ),
         ];
         for (path, key, what, exec) in files {
             if !path.is_absolute() {
@@ -370,22 +390,13 @@ impl Config {
                 format!("memory_mib {} is out of range 64..=1048576", h.memory_mib),
             ));
         }
-        if !(1..=crate::pod::MAX_POD_DISKS).contains(&h.pod_disks) {
+        if !SHARED_FS_CACHE_MODES.contains(&fs.cache.as_str()) {
             return Err(self.invalid(
-                "hypervisor.pod_disks",
+                "shared_fs.cache",
                 format!(
-                    "pod_disks {} is out of range 1..={}",
-                    h.pod_disks,
-                    crate::pod::MAX_POD_DISKS
-                ),
-            ));
-        }
-        if !(1..=64 * 1024).contains(&h.pod_disk_size_mib) {
-            return Err(self.invalid(
-                "hypervisor.pod_disk_size_mib",
-                format!(
-                    "pod_disk_size_mib {} is out of range 1..=65536",
-                    h.pod_disk_size_mib
+                    "cache {:?} is not one of {}",
+                    fs.cache,
+                    SHARED_FS_CACHE_MODES.join(", ")
                 ),
             ));
         }
@@ -401,6 +412,7 @@ impl Config {
             (a.dial_timeout_secs, "agent.dial_timeout_secs"),
             (a.request_timeout_secs, "agent.request_timeout_secs"),
             (a.io_drain_timeout_secs, "agent.io_drain_timeout_secs"),
+            (fs.start_timeout_secs, "shared_fs.start_timeout_secs"),
         ] {
             if !(1..=3600).contains(&v) {
                 return Err(self.invalid(key, format!("timeout {v}s is out of range 1..=3600")));
@@ -413,27 +425,6 @@ impl Config {
         ] {
             if !p.is_absolute() {
                 return Err(self.invalid(key, format!("directory {} is not absolute", p.display())));
-            }
-        }
-        for (v, max, key) in [
-            (
-                r.bind_copy_max_file_mib,
-                4095,
-                "runtime.bind_copy_max_file_mib",
-            ),
-            (
-                r.bind_copy_max_total_mib,
-                64 * 1024,
-                "runtime.bind_copy_max_total_mib",
-            ),
-            (
-                r.bind_copy_max_entries,
-                1_000_000,
-                "runtime.bind_copy_max_entries",
-            ),
-        ] {
-            if !(1..=max).contains(&v) {
-                return Err(self.invalid(key, format!("{v} is out of range 1..={max}")));
             }
         }
         Ok(())
@@ -555,8 +546,9 @@ mod tests {
         std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.join("vmlinux"), "k").unwrap();
         std::fs::write(dir.join("initrd.img"), "i").unwrap();
+        std::fs::copy(&vmm, dir.join("virtiofsd")).unwrap();
         format!(
-            "[hypervisor]\npath = \"{d}/kata-vmm\"\nkernel = \"{d}/vmlinux\"\ninitrd = \"{d}/initrd.img\"\n",
+            "[shared_fs]\nvirtiofsd = \"{d}/virtiofsd\"\n[hypervisor]\npath = \"{d}/kata-vmm\"\nkernel = \"{d}/vmlinux\"\ninitrd = \"{d}/initrd.img\"\n",
             d = dir.display()
         )
     }
@@ -590,6 +582,20 @@ mod tests {
             .to_string();
         assert!(e.contains("hypervisor.jail_id_base"), "{e}");
         assert!(e.contains(&format!("at most {max_ok}")), "{e}");
+    }
+
+    #[test]
+    fn validate_names_a_missing_virtiofsd() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = with_files(dir.path());
+        std::fs::remove_file(dir.path().join("virtiofsd")).unwrap();
+        let e = Config::parse(&text, src())
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("virtio-fs server"), "{e}");
+        assert!(e.contains("shared_fs.virtiofsd"), "{e}");
     }
 
     #[test]
@@ -670,11 +676,11 @@ mod tests {
             ("hypervisor.max_memory_mib", |c| {
                 c.file.hypervisor.max_memory_mib = 10
             }),
-            ("runtime.bind_copy_max_file_mib", |c| {
-                c.file.runtime.bind_copy_max_file_mib = 0
+            ("shared_fs.cache", |c| {
+                c.file.shared_fs.cache = "sometimes".into()
             }),
-            ("runtime.bind_copy_max_entries", |c| {
-                c.file.runtime.bind_copy_max_entries = 0
+            ("shared_fs.start_timeout_secs", |c| {
+                c.file.shared_fs.start_timeout_secs = 0
             }),
         ] {
             let mut bad = c.clone();

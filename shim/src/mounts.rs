@@ -1,80 +1,20 @@
-//! Host bind mounts into the guest, without a shared file system: the way Kata does it
-//! with `shared_fs = none` (its `CopyFile` RPC), the shim copies each bind mount's host
-//! source (a regular file or a directory tree) into the guest once, when the container is
-//! created, and points the mount's source at the copy.
-//!
-//! The copies travel in the container's cpio (the boot initramfs for a sandbox's first
-//! container, the spare disk + AddStorage for a later pod container), under
-//! `/run/kata-rs/containers/<id>/mounts/<n>` (n = the mount's index in the spec), next to
-//! the container's rootfs. The spec the agent gets names that guest path instead of the
-//! host path; every other field of the mount (read-only and other options) is kept.
+//! Host bind mounts of a container spec, for the guest: each bind mount's host source is
+//! bind-mounted into the sandbox's share (`crate::share`, exported through virtio-fs), and
+//! the spec the agent gets names the source's guest path in the share
+//! (`kata_rs_protocol::guest::guest_mount_source`). Nothing is copied: the container sees
+//! the host directory or file live, and writes land on the host at once.
 //!
 //! CRI's bind of the pod sandbox's `/dev/shm` becomes a tmpfs in the guest, as in Kata.
 
-use std::{
-    os::unix::fs::FileTypeExt,
-    path::{Path, PathBuf},
-};
+use std::{os::unix::fs::FileTypeExt, path::Path};
 
+use kata_rs_protocol::guest::guest_mount_source;
 use serde_json::Value;
 
-/// Guest directory of container `id`'s copied bind-mount sources.
-pub fn guest_mounts_dir(id: &str) -> String {
-    format!("/run/kata-rs/containers/{id}/mounts")
-}
-
-/// Guest path of the copy of mount `index` of container `id`.
-pub fn guest_mount_path(id: &str, index: usize) -> String {
-    format!("{}/{index}", guest_mounts_dir(id))
-}
+use crate::share::SharedBind;
 
 /// Size of the tmpfs that replaces CRI's sandbox `/dev/shm` bind (Kata's default, 64 MiB).
 pub const SHM_SIZE: &str = "size=65536k";
-
-/// Bounds on what one container's bind mounts may copy into the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest regular file, bytes.
-    pub max_file: u64,
-    /// All files together, bytes.
-    pub max_total: u64,
-    /// Entries (files, directories, symlinks) together.
-    pub max_entries: u64,
-}
-
-impl Limits {
-    /// The limits of `[runtime]` in the configuration.
-    pub fn from_config(r: &crate::config::RuntimeConfig) -> Self {
-        Self {
-            max_file: r.bind_copy_max_file_mib << 20,
-            max_total: r.bind_copy_max_total_mib << 20,
-            max_entries: r.bind_copy_max_entries,
-        }
-    }
-}
-
-/// One bind mount whose host source is copied into the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountCopy {
-    /// Index of the mount in the spec; the copy lands at [`guest_mount_path`].
-    pub index: usize,
-    /// The host source, with symlinks resolved (as mount(2) resolves them).
-    pub source: PathBuf,
-    /// The source as the spec names it (for messages).
-    pub spec_source: String,
-    /// The mount's destination in the container (for messages).
-    pub destination: String,
-}
-
-impl MountCopy {
-    /// How errors name this mount.
-    pub fn label(&self) -> String {
-        format!(
-            "bind mount {} (host source {})",
-            self.destination, self.spec_source
-        )
-    }
-}
 
 fn is_bind(m: &Value) -> bool {
     m.get("type").and_then(Value::as_str) == Some("bind")
@@ -101,12 +41,20 @@ fn bind_only_option(o: &str) -> bool {
     )
 }
 
+/// Whether a mount's options make it read-only (`ro`, or runc's recursive `rro`).
+fn is_readonly(m: &Value) -> bool {
+    m.get("options").and_then(Value::as_array).is_some_and(|o| {
+        o.iter()
+            .any(|o| matches!(o.as_str(), Some("ro") | Some("rro")))
+    })
+}
+
 /// Rewrites the bind mounts of container `id`'s spec for the guest: a bind at `/dev/shm`
-/// becomes a tmpfs; every other bind gets the guest path of its copy as source, and is
-/// returned as a [`MountCopy`] for the packer. The host source must exist and be a
+/// becomes a tmpfs; every other bind gets the guest path of its source in the share, and
+/// is returned as a [`SharedBind`] for the share. The host source must exist and be a
 /// regular file or a directory (symlinks to one are resolved); sockets, FIFOs and devices
 /// are refused, naming the mount. Specs without bind mounts come back unchanged.
-pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<MountCopy>), String> {
+pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<SharedBind>), String> {
     let mut v: Value =
         serde_json::from_slice(&spec).map_err(|e| format!("invalid OCI spec: {e}"))?;
     let Some(mounts) = v.get_mut("mounts").and_then(Value::as_array_mut) else {
@@ -123,10 +71,10 @@ pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<MountCopy>), Str
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let Some(obj) = m.as_object_mut() else {
-            continue;
-        };
         if Path::new(&destination) == Path::new("/dev/shm") {
+            let Some(obj) = m.as_object_mut() else {
+                continue;
+            };
             // CRI's sandbox shm (a tmpfs on the host): a tmpfs of the container in the guest.
             let mut opts: Vec<Value> = obj
                 .get("options")
@@ -149,7 +97,7 @@ pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<MountCopy>), Str
             changed = true;
             continue;
         }
-        let spec_source = obj
+        let spec_source = m
             .get("source")
             .and_then(Value::as_str)
             .unwrap_or("")
@@ -178,15 +126,22 @@ pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<MountCopy>), Str
                 "not a regular file or directory"
             };
             return Err(format!(
-                "{label}: the source is {kind}; kata-rs copies bind-mount sources into the VM once, which is only supported for regular files and directories"
+                "{label}: the source is {kind}; kata-rs shares bind-mount sources with the VM through virtio-fs, which carries only regular files and directories"
             ));
         }
-        obj.insert("source".into(), Value::String(guest_mount_path(id, index)));
-        copies.push(MountCopy {
+        let readonly = is_readonly(m);
+        let Some(obj) = m.as_object_mut() else {
+            continue;
+        };
+        obj.insert(
+            "source".into(),
+            Value::String(guest_mount_source(id, index)),
+        );
+        copies.push(SharedBind {
             index,
             source,
-            spec_source,
             destination,
+            readonly,
         });
         changed = true;
     }
@@ -226,9 +181,9 @@ mod tests {
         let (out, copies) = prepare(serde_json::to_vec(&spec).unwrap(), "c1").unwrap();
         let m = mounts_of(&out);
         assert_eq!(m[0], spec["mounts"][0]);
-        assert_eq!(m[1]["source"], "/run/kata-rs/containers/c1/mounts/1");
+        assert_eq!(m[1]["source"], "/run/kata-rs/shared/c1/mounts/1");
         assert_eq!(m[1]["options"], serde_json::json!(["rbind", "ro"]));
-        assert_eq!(m[2]["source"], "/run/kata-rs/containers/c1/mounts/2");
+        assert_eq!(m[2]["source"], "/run/kata-rs/shared/c1/mounts/2");
         assert_eq!(m[3]["type"], "tmpfs");
         assert_eq!(m[3]["source"], "shm");
         assert_eq!(
@@ -238,7 +193,9 @@ mod tests {
         assert_eq!(copies.len(), 2);
         assert_eq!(copies[0].index, 1);
         assert_eq!(copies[0].source, f.canonicalize().unwrap());
+        assert!(copies[0].readonly);
         assert_eq!(copies[1].index, 2);
+        assert!(!copies[1].readonly);
         assert_eq!(copies[1].destination, "/data");
     }
 

@@ -7,16 +7,11 @@
 //! container of a pod reaches the shim process that booted the pod's VM. Without the
 //! annotations a container is its own sandbox, as before.
 //!
-//! The VM's initramfs is fixed at boot, so the root file systems of containers created
-//! later come in through a pool of spare disks the sandbox VM boots with ([`DiskPool`]).
+//! Every container of a pod, the sandbox container's and those created later, reaches the
+//! VM through the sandbox's share (`crate::share`), which is live: a container created
+//! later simply appears in it.
 
-use std::{
-    collections::HashMap,
-    fs::{File, OpenOptions},
-    io::Read,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{collections::HashMap, fs::File, io::Read, path::Path};
 
 use crate::util::{sanitize, validate_id};
 
@@ -24,8 +19,6 @@ use crate::util::{sanitize, validate_id};
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 /// CRI annotation: the id of the pod's sandbox container.
 pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-/// Most spare disks of a pod VM (kata-vmm takes at most 8 `--disk`).
-pub const MAX_POD_DISKS: u32 = 8;
 /// Largest config.json `start` reads for the annotations.
 const MAX_SPEC_SIZE: u64 = 4 * 1024 * 1024;
 
@@ -116,105 +109,6 @@ pub fn bundle_annotations(bundle: &Path) -> Option<HashMap<String, String>> {
     serde_json::from_slice::<Annotated>(&buf).ok()?.annotations
 }
 
-/// The virtio-blk serial kata-vmm gives its `index`-th `--disk` (what the agent looks for
-/// in the guest's `/sys/block/*/serial`).
-pub fn disk_serial(index: usize) -> String {
-    format!("kata-rs-disk{index}")
-}
-
-/// The spare disks of a pod VM: sparse files of one size in the sandbox's state directory,
-/// given to kata-vmm as `--disk PATH,ro` in order. A slot is taken while one container's
-/// rootfs archive is written into it and unpacked by the agent, then emptied and freed.
-pub struct DiskPool {
-    paths: Vec<PathBuf>,
-    size: u64,
-    busy: Mutex<Vec<bool>>,
-}
-
-/// A taken slot of a [`DiskPool`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskSlot {
-    /// Index among the VM's disks.
-    pub index: usize,
-    /// The backing file.
-    pub path: PathBuf,
-}
-
-impl DiskPool {
-    /// Creates `count` sparse files `disk-<i>.img` of `size` bytes in `dir`. On failure the
-    /// files made so far are removed.
-    pub fn create(dir: &Path, count: usize, size: u64) -> std::io::Result<Self> {
-        let mut paths = Vec::new();
-        for i in 0..count {
-            let p = dir.join(format!("disk-{i}.img"));
-            let r = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&p)
-                .and_then(|f| f.set_len(size));
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&p);
-                for q in &paths {
-                    let _ = std::fs::remove_file(q);
-                }
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("create spare disk {}: {e}", p.display()),
-                ));
-            }
-            paths.push(p);
-        }
-        Ok(Self {
-            busy: Mutex::new(vec![false; paths.len()]),
-            paths,
-            size,
-        })
-    }
-
-    /// The backing files in VM order.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
-    /// Size of each disk in bytes.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn busy(&self) -> std::sync::MutexGuard<'_, Vec<bool>> {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes the first free slot; `None` when all are busy.
-    pub fn acquire(&self) -> Option<DiskSlot> {
-        let mut busy = self.busy();
-        let index = busy.iter().position(|b| !b)?;
-        busy[index] = true;
-        Some(DiskSlot {
-            index,
-            path: self.paths[index].clone(),
-        })
-    }
-
-    /// Empties the slot's file (keeping its size, so the VM's disk does not change; the
-    /// host space is freed) and frees the slot.
-    pub fn release(&self, slot: &DiskSlot) -> std::io::Result<()> {
-        let r = OpenOptions::new()
-            .write(true)
-            .open(&slot.path)
-            .and_then(|f| f.set_len(0).and_then(|_| f.set_len(self.size)));
-        if let Some(b) = self.busy().get_mut(slot.index) {
-            *b = false;
-        }
-        r
-    }
-
-    /// Number of free slots.
-    pub fn free(&self) -> usize {
-        self.busy().iter().filter(|b| !**b).count()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,38 +182,5 @@ mod tests {
         assert_eq!(bundle_annotations(dir.path()), None);
         std::fs::write(dir.path().join("config.json"), b"not json").unwrap();
         assert_eq!(bundle_annotations(dir.path()), None);
-    }
-
-    #[test]
-    fn disk_slots_are_taken_released_and_emptied() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = DiskPool::create(dir.path(), 2, 1 << 20).unwrap();
-        assert_eq!(pool.paths().len(), 2);
-        for p in pool.paths() {
-            let m = std::fs::metadata(p).unwrap();
-            assert_eq!(m.len(), 1 << 20);
-            use std::os::unix::fs::MetadataExt;
-            assert_eq!(m.blocks(), 0, "sparse");
-        }
-        assert_eq!(disk_serial(1), "kata-rs-disk1");
-        let a = pool.acquire().unwrap();
-        let b = pool.acquire().unwrap();
-        assert_eq!((a.index, b.index), (0, 1));
-        assert!(pool.acquire().is_none());
-        assert_eq!(pool.free(), 0);
-        std::fs::write(&a.path, b"data").unwrap(); // as a packed archive shortens the file
-        pool.release(&a).unwrap();
-        assert_eq!(std::fs::metadata(&a.path).unwrap().len(), 1 << 20);
-        assert_eq!(&std::fs::read(&a.path).unwrap()[..4], &[0, 0, 0, 0]);
-        assert_eq!(pool.acquire().unwrap().index, 0);
-        // Existing files are not taken over.
-        assert!(DiskPool::create(dir.path(), 1, 1 << 20).is_err());
-        let other = tempfile::tempdir().unwrap();
-        std::fs::create_dir(other.path().join("disk-1.img")).unwrap();
-        assert!(DiskPool::create(other.path(), 2, 4096).is_err());
-        assert!(
-            !other.path().join("disk-0.img").exists(),
-            "removed after failure"
-        );
     }
 }

@@ -1,6 +1,7 @@
 //! A sandbox: one microVM (a kata-vmm process) with its agent, its state directory and its
-//! console log. Containers live in a sandbox; today every container gets its own sandbox
-//! (sandbox id = container id), and the VM boots with that container's rootfs cpio.
+//! console log, its share (`crate::share`) and the virtiofsd that serves the share to the
+//! VM. Containers live in a sandbox: a single container is its own sandbox (sandbox id =
+//! container id), a pod's containers share the pod sandbox's.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,9 +14,15 @@ use crate::{
     agent::{self, Agent, NotReady},
     config::Config,
     network::PodNetwork,
+    share::Share,
     util::file_tail,
+    virtiofsd::{self, Virtiofsd, VirtiofsdSpec},
     vmm::{self, Vmm, VmmExit, VmmSpec},
 };
+
+/// How long a stopped sandbox waits for its virtiofsd to leave by itself (it does when the
+/// VMM's vhost-user connection closes) before killing it.
+const VIRTIOFSD_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How many times a new VM is tried with a fresh random CID when the VMM reports that its
 /// CID is taken.
@@ -24,7 +31,7 @@ const CID_TRIES: usize = 3;
 /// Files of one sandbox on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxPaths {
-    /// `<runtime.state_dir>/<sandbox-id>`: rootfs cpio files, pid file.
+    /// `<runtime.state_dir>/<sandbox-id>`: the share, virtiofsd's socket, pid files.
     pub state_dir: PathBuf,
     /// `<runtime.console_log_dir>/<sandbox-id>.log`.
     pub console_log: PathBuf,
@@ -40,13 +47,36 @@ impl SandboxPaths {
         }
     }
 
-    /// Removes the state directory, and the console log unless `keep_console`.
+    /// The sandbox's share (see `crate::share`; made by [`Share::create`]).
+    pub fn share(&self) -> Share {
+        Share::at(&self.state_dir)
+    }
+
+    /// Unmounts the share and removes the state directory, and the console log unless
+    /// `keep_console`. Nothing is removed under a mount that could not be unmounted.
     pub fn remove(&self, keep_console: bool) -> Result<(), String> {
         let mut errs = Vec::new();
-        if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                errs.push(format!("remove {}: {e}", self.state_dir.display()));
+        match self.share().destroy() {
+            Ok(()) => {
+                let left = crate::share::mounts_under(&self.state_dir);
+                if left.is_empty() {
+                    if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            errs.push(format!("remove {}: {e}", self.state_dir.display()));
+                        }
+                    }
+                } else {
+                    errs.push(format!(
+                        "{} is left in place: still mounted under it: {}",
+                        self.state_dir.display(),
+                        left.iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
             }
+            Err(e) => errs.push(format!("the sandbox's share: {e}")),
         }
         if !keep_console {
             if let Err(e) = std::fs::remove_file(&self.console_log) {
@@ -75,8 +105,11 @@ pub struct Sandbox {
     pub vmm: Vmm,
     /// The agent connection.
     pub agent: Agent,
-    /// Pods: the spare disks the VM booted with (None for a single container's VM).
-    pub disks: Option<crate::pod::DiskPool>,
+    /// Whether this VM belongs to a pod sandbox (CRI annotations), which later containers
+    /// may join.
+    pub is_pod: bool,
+    /// The virtio-fs server of the share.
+    fs: Virtiofsd,
     /// Pod networking (tap + tc redirects in the pod's network namespace), removed when the
     /// VMM has stopped.
     network: std::sync::Mutex<Option<PodNetwork>>,
@@ -89,10 +122,12 @@ pub struct Sandbox {
 pub struct StartError(pub String);
 
 impl Sandbox {
-    /// Boots a VM with the guest image plus `rootfs_cpios` and waits until its agent
-    /// answers `Check`. The state and console directories must exist. On failure the VMM is
-    /// killed and reaped and its pid file removed; the message says what went wrong (the
-    /// VMM's error line, or the timeout and the tail of the console log).
+    /// Starts virtiofsd on the sandbox's share (made beforehand by [`Share::create`]), boots
+    /// a VM with the guest image and the share as its virtio-fs device, and waits until its
+    /// agent answers `Check`. The state and console directories must exist. On failure the
+    /// VMM and virtiofsd are killed and reaped and their pid files removed; the message says
+    /// what went wrong (the VMM's error line, or the timeout and the tail of the console
+    /// log). The share itself is the caller's to remove.
     ///
     /// With `net` (set up by [`PodNetwork::setup`]) the VMM runs in the pod's network
     /// namespace on its tap, and the guest gets the pod's interface, routes and neighbours
@@ -101,11 +136,10 @@ impl Sandbox {
         config: &Config,
         id: &str,
         paths: SandboxPaths,
-        rootfs_cpios: Vec<PathBuf>,
-        disks: Option<crate::pod::DiskPool>,
+        is_pod: bool,
         net: Option<PodNetwork>,
     ) -> Result<Sandbox, StartError> {
-        let r = Self::boot(config, id, paths, rootfs_cpios, disks, net.as_ref()).await;
+        let r = Self::boot(config, id, paths, is_pod, net.as_ref()).await;
         let sandbox = match r {
             Ok(s) => s,
             Err(e) => {
@@ -142,13 +176,53 @@ impl Sandbox {
         config: &Config,
         id: &str,
         paths: SandboxPaths,
-        rootfs_cpios: Vec<PathBuf>,
-        disks: Option<crate::pod::DiskPool>,
+        is_pod: bool,
         net: Option<&PodNetwork>,
     ) -> Result<Sandbox, StartError> {
+        let fs = start_virtiofsd(config, &paths).await?;
+        let r = Self::boot_vm(config, id, paths.clone(), is_pod, net, &fs).await;
+        match r {
+            Ok(v) => Ok(Sandbox {
+                id: v.id,
+                paths: v.paths,
+                cid: v.cid,
+                vmm: v.vmm,
+                agent: v.agent,
+                is_pod: v.is_pod,
+                fs,
+                network: v.network,
+                config: v.config,
+            }),
+            Err(e) => {
+                let exit = fs.kill().await;
+                let _ = std::fs::remove_file(paths.state_dir.join(virtiofsd::PID_FILE));
+                info!(
+                    sandbox = id,
+                    "virtiofsd {exit} after the VM failed to start"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_vm(
+        config: &Config,
+        id: &str,
+        paths: SandboxPaths,
+        is_pod: bool,
+        net: Option<&PodNetwork>,
+        fs: &Virtiofsd,
+    ) -> Result<SandboxVm, StartError> {
         let h = &config.file.hypervisor;
-        let mut initrds = vec![h.initrd.clone()];
-        initrds.extend(rootfs_cpios);
+        let initrds = vec![h.initrd.clone()];
+        let cmdline = format!(
+            "{} {}={}",
+            h.kernel_params,
+            kata_rs_protocol::guest::SHARE_CMDLINE_PARAM,
+            kata_rs_protocol::guest::SHARE_TAG
+        )
+        .trim()
+        .to_string();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -162,11 +236,9 @@ impl Sandbox {
                 cid,
                 jail_id: h.jail_id(cid),
                 console_log: paths.console_log.clone(),
-                cmdline: h.kernel_params.clone(),
-                disks: disks
-                    .as_ref()
-                    .map(|d| d.paths().to_vec())
-                    .unwrap_or_default(),
+                cmdline: cmdline.clone(),
+                disks: Vec::new(),
+                fs: Some(fs.socket.clone()),
                 net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
             };
             // A fresh console log for every boot, so its tail is this boot's.
@@ -199,13 +271,13 @@ impl Sandbox {
                         check.kernel_release
                     );
                     agent.sync_guest_clock(id, "after boot").await;
-                    return Ok(Sandbox {
+                    return Ok(SandboxVm {
                         id: id.to_string(),
                         paths,
                         cid: spec.cid,
                         vmm,
                         agent,
-                        disks,
+                        is_pod,
                         network: std::sync::Mutex::new(None),
                         config: config.clone(),
                     });
@@ -259,16 +331,27 @@ impl Sandbox {
         }
         let exit = self.vmm.stop(self.config.shutdown_timeout()).await;
         let _ = std::fs::remove_file(self.paths.state_dir.join(vmm::PID_FILE));
+        let fs = self.fs.stop(VIRTIOFSD_STOP_TIMEOUT).await;
+        let _ = std::fs::remove_file(self.paths.state_dir.join(virtiofsd::PID_FILE));
+        info!(sandbox = %self.id, "virtiofsd {fs}");
         self.remove_network().await;
         exit
     }
 
-    /// Kills the VMM at once (no graceful shutdown) and waits until it is reaped.
+    /// Kills the VMM (and virtiofsd) at once (no graceful shutdown) and waits until they
+    /// are reaped.
     pub async fn kill(&self) -> VmmExit {
         let exit = self.vmm.kill_and_wait().await;
         let _ = std::fs::remove_file(self.paths.state_dir.join(vmm::PID_FILE));
+        self.fs.kill().await;
+        let _ = std::fs::remove_file(self.paths.state_dir.join(virtiofsd::PID_FILE));
         self.remove_network().await;
         exit
+    }
+
+    /// The virtiofsd process of the share.
+    pub fn virtiofsd(&self) -> &Vmm {
+        &self.fs.process
     }
 
     /// Removes the pod network (tap, tc redirects), once; a failure is logged.
@@ -294,6 +377,43 @@ impl Sandbox {
     pub fn keep_console(&self) -> bool {
         self.config.file.runtime.debug
     }
+}
+
+/// A booted VM: the fields of a [`Sandbox`] but its virtiofsd.
+struct SandboxVm {
+    id: String,
+    paths: SandboxPaths,
+    cid: u32,
+    vmm: Vmm,
+    agent: Agent,
+    is_pod: bool,
+    network: std::sync::Mutex<Option<PodNetwork>>,
+    config: Config,
+}
+
+/// Starts the sandbox's virtiofsd on its share and records its pid.
+async fn start_virtiofsd(config: &Config, paths: &SandboxPaths) -> Result<Virtiofsd, StartError> {
+    let c = &config.file.shared_fs;
+    let spec = VirtiofsdSpec {
+        path: c.virtiofsd.clone(),
+        shared_dir: paths.share().exported(),
+        socket: paths.state_dir.join(virtiofsd::SOCKET_FILE),
+        cache: c.cache.clone(),
+    };
+    let fs = Virtiofsd::start(&spec, Duration::from_secs(c.start_timeout_secs))
+        .await
+        .map_err(StartError)?;
+    if let Err(e) = std::fs::write(
+        paths.state_dir.join(virtiofsd::PID_FILE),
+        format!("{}\n", fs.process.pid()),
+    ) {
+        fs.kill().await;
+        return Err(StartError(format!(
+            "cannot write {}: {e}",
+            paths.state_dir.join(virtiofsd::PID_FILE).display()
+        )));
+    }
+    Ok(fs)
 }
 
 fn console_tail(path: &Path) -> String {
@@ -341,6 +461,15 @@ mod tests {
         f.hypervisor.path = vmm;
         f.hypervisor.kernel = dir.join("vmlinux");
         f.hypervisor.initrd = dir.join("initrd");
+        // A fake virtiofsd: makes its socket file and stays until killed.
+        let fs = dir.join("fake-virtiofsd");
+        std::fs::write(
+            &fs,
+            "#!/bin/sh\nwhile [ \"$1\" != --socket-path ]; do shift; done\n: > \"$2\"\nexec sleep 60\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755)).unwrap();
+        f.shared_fs.virtiofsd = fs;
         f.agent.dial_timeout_secs = dial;
         f.runtime.state_dir = dir.join("state");
         f.runtime.console_log_dir = dir.join("console");
@@ -363,7 +492,7 @@ mod tests {
         let c = config(dir.path(), "echo 'kata-vmm: error: cannot open /dev/vhost-vsock: No such file or directory' >&2; exit 1", 30);
         let p = paths(&c);
         let t0 = std::time::Instant::now();
-        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None, None)
+        let e = Sandbox::start(&c, "sb1", p.clone(), false, None)
             .await
             .err()
             .unwrap()
@@ -371,6 +500,8 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(10));
         assert!(e.contains("exited with status 1 before the agent answered: kata-vmm: error: cannot open /dev/vhost-vsock"), "{e}");
         assert!(!p.state_dir.join(vmm::PID_FILE).exists());
+        assert!(!p.state_dir.join(virtiofsd::PID_FILE).exists());
+        assert!(!p.state_dir.join(virtiofsd::SOCKET_FILE).exists());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -384,7 +515,7 @@ mod tests {
         );
         let c = config(dir.path(), &body, 1);
         let p = paths(&c);
-        let e = Sandbox::start(&c, "sb1", p.clone(), vec![], None, None)
+        let e = Sandbox::start(&c, "sb1", p.clone(), false, None)
             .await
             .err()
             .unwrap()

@@ -32,9 +32,10 @@ use crate::{
     agent::AgentError,
     config::{Config, ConfigFile, ConfigSource},
     container::{Container, Process, Status, MAX_EXECS},
-    cpio, metrics, mounts, options,
-    pod::{self, DiskPool, PodRole},
+    metrics, mounts, options,
+    pod::{self, PodRole},
     sandbox::{Sandbox, SandboxPaths},
+    share::{Share, SharedBind},
     util::{timestamp, validate_id, Rollback},
 };
 
@@ -169,8 +170,23 @@ pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
     if validate_id(id).is_ok() {
         let paths = SandboxPaths::new(&config, id);
         pid = crate::vmm::kill_leftover(&paths.state_dir, Duration::from_secs(5)).unwrap_or(0);
+        crate::vmm::kill_leftover_named(
+            &paths.state_dir,
+            crate::virtiofsd::PID_FILE,
+            Duration::from_secs(5),
+        );
         if let Err(e) = paths.remove(config.file.runtime.debug) {
             eprintln!("kata-rs: {e}");
+        }
+        // A pod container: its entry in the pod sandbox's share, if that is still there.
+        let role = pod::bundle_annotations(bundle).and_then(|a| pod::pod_role(id, Some(&a)).ok());
+        if let Some(PodRole::Container { sandbox_id }) = role {
+            if validate_id(&sandbox_id).is_ok() {
+                let share = SandboxPaths::new(&config, &sandbox_id).share();
+                if let Err(e) = share.remove_container(id) {
+                    eprintln!("kata-rs: {e}");
+                }
+            }
         }
     }
     let rootfs = bundle.join("rootfs");
@@ -388,13 +404,10 @@ impl TaskService {
         config
             .validate()
             .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
-        // Host bind mounts: copied into the guest with the rootfs, sources rewritten.
-        let (spec_bytes, copies) = mounts::prepare(spec_bytes, id)
+        // Host bind mounts: shared with the guest through the sandbox's share, sources
+        // rewritten to their guest paths.
+        let (spec_bytes, binds) = mounts::prepare(spec_bytes, id)
             .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("container {id}: {e}")))?;
-        let copies = Copies {
-            list: copies,
-            limits: mounts::Limits::from_config(&config.file.runtime),
-        };
 
         let mut rb = Rollback::new();
         let result = match &role {
@@ -408,7 +421,7 @@ impl TaskService {
                     &bundle,
                     sandbox,
                     role.clone(),
-                    &copies,
+                    &binds,
                     &mut rb,
                 )
                 .await
@@ -431,7 +444,7 @@ impl TaskService {
                     id,
                     paths,
                     role.clone(),
-                    &copies,
+                    &binds,
                     &mut rb,
                 )
                 .await
@@ -476,7 +489,7 @@ impl TaskService {
         sandbox_id: &str,
         paths: SandboxPaths,
         role: PodRole,
-        copies: &Copies,
+        binds: &[SharedBind],
         rb: &mut Rollback,
     ) -> Result<Arc<Container>, TtrpcError> {
         let id = req.id.as_str();
@@ -498,30 +511,15 @@ impl TaskService {
             format!("remove {}", paths.state_dir.display()),
             async move { p.remove(keep) },
         );
-        // A pod's VM boots with spare disks for its later containers' root file systems.
-        let disks = if role == PodRole::Sandbox {
-            let h = &config.file.hypervisor;
-            Some(
-                DiskPool::create(
-                    &paths.state_dir,
-                    h.pod_disks as usize,
-                    h.pod_disk_size_mib << 20,
-                )
-                .map_err(|e| fail(Code::UNKNOWN)(e.to_string()))?,
-            )
-        } else {
-            None
-        };
-
-        // Pack the rootfs for the guest.
-        let cpio_path = paths.state_dir.join(format!("{id}-rootfs.cpio"));
+        // The share (removed with the state directory), with the container in it.
         let t0 = std::time::Instant::now();
-        let entries = copies.pack(id, &rootfs, &cpio_path).await?;
+        let share = Share::create(&paths.state_dir)
+            .map_err(|e| fail(Code::UNKNOWN)(format!("sandbox {sandbox_id}: the share: {e}")))?;
+        add_to_share(&share, id, &rootfs, binds)?;
         info!(
             id,
-            entries,
-            "packed rootfs into {} in {:?}",
-            cpio_path.display(),
+            binds = binds.len(),
+            "root file system and bind mounts shared in {:?}",
             t0.elapsed()
         );
 
@@ -540,8 +538,7 @@ impl TaskService {
             config,
             sandbox_id,
             paths.clone(),
-            vec![cpio_path],
-            disks,
+            role == PodRole::Sandbox,
             net,
         )
         .await
@@ -596,7 +593,7 @@ impl TaskService {
                 ),
             ));
         }
-        if sandbox.disks.is_none() {
+        if !sandbox.is_pod {
             return Err(rpc_err(
                 Code::FAILED_PRECONDITION,
                 format!(
@@ -608,9 +605,9 @@ impl TaskService {
         Ok(sandbox)
     }
 
-    /// Creates a container in the running VM of its pod: its rootfs goes through a free
-    /// spare disk (packed as a cpio into the disk's file, unpacked by the agent's
-    /// AddStorage), then CreateContainer joins the sandbox container's namespaces.
+    /// Creates a container in the running VM of its pod: its rootfs and bind mounts appear
+    /// in the pod's share (live), then CreateContainer joins the sandbox container's
+    /// namespaces.
     #[allow(clippy::too_many_arguments)]
     async fn create_in_pod(
         &self,
@@ -620,71 +617,19 @@ impl TaskService {
         bundle: &Path,
         sandbox: Arc<Sandbox>,
         role: PodRole,
-        copies: &Copies,
+        binds: &[SharedBind],
         rb: &mut Rollback,
     ) -> Result<Arc<Container>, TtrpcError> {
         let id = req.id.as_str();
         let terminal = wants_terminal(req, spec);
         let (rootfs, mounted) = prepare_rootfs(req, spec, bundle, rb).await?;
-        let pool = sandbox.disks.as_ref().ok_or_else(|| {
-            rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("sandbox {} has no spare disks", sandbox.id),
-            )
-        })?;
-        let slot = pool.acquire().ok_or_else(|| {
-            rpc_err(
-                Code::RESOURCE_EXHAUSTED,
-                format!(
-                    "all {} spare disks of sandbox {} are busy (hypervisor.pod_disks)",
-                    pool.paths().len(),
-                    sandbox.id
-                ),
-            )
-        })?;
-        let transfer = async {
-            let t0 = std::time::Instant::now();
-            copies.pack(id, &rootfs, &slot.path).await?;
-            let size = std::fs::metadata(&slot.path)
-                .map_err(|e| rpc_err(Code::UNKNOWN, format!("{}: {e}", slot.path.display())))?
-                .len();
-            if size > pool.size() {
-                return Err(rpc_err(
-                    Code::RESOURCE_EXHAUSTED,
-                    format!(
-                        "the root file system of container {id} packs into {size} bytes, more than a spare disk of the pod holds ({} MiB, hypervisor.pod_disk_size_mib)",
-                        pool.size() >> 20
-                    ),
-                ));
-            }
-            // Back to the disk's size (packing truncated the file): the VM's view of it
-            // must not change.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&slot.path)
-                .and_then(|f| f.set_len(pool.size()))
-                .map_err(|e| rpc_err(Code::UNKNOWN, format!("{}: {e}", slot.path.display())))?;
-            let serial = pod::disk_serial(slot.index);
-            let entries = sandbox
-                .agent
-                .add_storage(id, &serial, size)
-                .await
-                .map_err(|e| agent_err("unpack the container's root file system", e))?;
-            info!(
-                id,
-                entries,
-                size,
-                disk = serial,
-                "rootfs transferred through a spare disk in {:?}",
-                t0.elapsed()
-            );
-            Ok(())
-        }
-        .await;
-        if let Err(e) = pool.release(&slot) {
-            warn!(id, "empty spare disk {}: {e}", slot.path.display());
-        }
-        transfer?;
+        let share = sandbox.paths.share();
+        add_to_share(&share, id, &rootfs, binds)?;
+        let cid = id.to_string();
+        rb.push(
+            format!("remove container {id} from the share"),
+            async move { share.remove_container(&cid) },
+        );
         let sb = sandbox.clone();
         let cid = id.to_string();
         rb.push(format!("remove container {id} in the guest"), async move {
@@ -916,32 +861,17 @@ fn wants_terminal(req: &api::CreateTaskRequest, spec: &oci_spec::runtime::Spec) 
             .is_some_and(|p| p.terminal().unwrap_or(false))
 }
 
-/// A container's bind mounts to copy into the guest, and the limits of the copy.
-struct Copies {
-    list: Vec<mounts::MountCopy>,
-    limits: mounts::Limits,
-}
-
-impl Copies {
-    /// Packs container `id`'s rootfs and bind-mount copies into the cpio `out`; returns
-    /// the entry count.
-    async fn pack(&self, id: &str, rootfs: &Path, out: &Path) -> Result<u64, TtrpcError> {
-        let (src, dst, cid) = (rootfs.to_path_buf(), out.to_path_buf(), id.to_string());
-        let (list, limits) = (self.list.clone(), self.limits);
-        tokio::task::spawn_blocking(move || cpio::pack_container(&src, &cid, &dst, &list, &limits))
-            .await
-            .map_err(|e| rpc_err(Code::UNKNOWN, format!("packing the rootfs: {e}")))?
-            .map_err(|e| match e {
-                cpio::CpioError::Limit(m) => rpc_err(
-                    Code::RESOURCE_EXHAUSTED,
-                    format!("container {id}: copying bind mounts into the VM: {m}"),
-                ),
-                e => rpc_err(
-                    Code::UNKNOWN,
-                    format!("packing the container rootfs {}: {e}", rootfs.display()),
-                ),
-            })
-    }
+/// Mounts container `id`'s root file system and bind-mount sources into the share. A
+/// bind-mount failure (a source that vanished, a mount refused) is the user's error, named.
+fn add_to_share(
+    share: &Share,
+    id: &str,
+    rootfs: &Path,
+    binds: &[SharedBind],
+) -> Result<(), TtrpcError> {
+    share
+        .add_container(id, rootfs, binds)
+        .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, format!("container {id}: {e}")))
 }
 
 /// The root file system: containerd's mounts on `<bundle>/rootfs` (unmounted again by
@@ -965,7 +895,7 @@ async fn create_in_guest(
         .create_container(
             id,
             crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
-            &cpio::guest_rootfs_path(id),
+            &kata_rs_protocol::guest::guest_rootfs(id),
             !req.stdin.is_empty(),
             terminal,
             sandbox_id,
@@ -1290,6 +1220,13 @@ impl Task for TaskService {
         }
         c.init.shutdown_io().await;
         let mut errors = Vec::new();
+        if !c.owns_vm() {
+            // A pod container: out of the pod's share (the sandbox's share goes whole with
+            // its state directory).
+            if let Err(e) = c.sandbox.paths.share().remove_container(&c.id) {
+                errors.push(e);
+            }
+        }
         if c.owns_vm() {
             // A single container's or a pod's sandbox container: the VM goes with it
             // (a pod's containers still in it are then reported exited).

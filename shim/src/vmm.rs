@@ -37,7 +37,7 @@ pub struct VmmSpec {
     pub path: PathBuf,
     /// Guest kernel.
     pub kernel: PathBuf,
-    /// Initrds in order: the guest image first, then the rootfs cpio(s).
+    /// Initrds in order: the guest image (the only one the shim passes).
     pub initrds: Vec<PathBuf>,
     /// Memory in MiB.
     pub mem_mib: u32,
@@ -49,8 +49,11 @@ pub struct VmmSpec {
     pub console_log: PathBuf,
     /// Extra kernel command line (omitted when empty).
     pub cmdline: String,
-    /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order (pods' spare disks).
+    /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order. Unused today: the
+    /// seam for root file systems that containerd hands over as block devices.
     pub disks: Vec<PathBuf>,
+    /// virtiofsd's vhost-user socket for the share (`--fs socket=PATH,tag=kata-rs`).
+    pub fs: Option<PathBuf>,
     /// uid = gid of the jailed VMM (`--jail-uid`/`--jail-gid`); None: kata-vmm's default.
     pub jail_id: Option<u32>,
     /// Pod networking: the `--net` value (`tap=NAME,mac=MAC`) and the network namespace the
@@ -97,6 +100,10 @@ impl VmmSpec {
         if let Some((net, _)) = &self.net {
             a.push("--net".into());
             a.push(net.into());
+        }
+        if let Some(socket) = &self.fs {
+            a.push("--fs".into());
+            a.push(crate::virtiofsd::vmm_fs_arg(socket));
         }
         a
     }
@@ -157,8 +164,9 @@ impl std::fmt::Display for VmmExit {
     }
 }
 
-/// A running (or ended) kata-vmm child process.
+/// A running (or ended) supervised child process: kata-vmm, or a sandbox's virtiofsd.
 pub struct Vmm {
+    what: &'static str,
     pid: u32,
     exit: watch::Receiver<Option<VmmExit>>,
     kill_tx: mpsc::UnboundedSender<()>,
@@ -174,16 +182,36 @@ impl Vmm {
     /// current-thread tokio runtime, so async code (where this is called) runs on the main
     /// thread, which lives as long as the shim.
     pub fn spawn(spec: &VmmSpec) -> std::io::Result<Vmm> {
-        let mut cmd = Command::new(&spec.path);
-        cmd.args(spec.args())
+        let netns = spec.net.as_ref().map(|(_, p)| p.as_path());
+        let vmm = Self::spawn_program("VMM", &spec.path, spec.args(), netns)?;
+        info!(
+            pid = vmm.pid,
+            cid = spec.cid,
+            "started VMM {}",
+            spec.path.display()
+        );
+        Ok(vmm)
+    }
+
+    /// Starts `program` with `args` as a supervised child the same way (PDEATHSIG, stderr
+    /// kept, exit observed), in network namespace `netns` if given; `what` names it in
+    /// messages ("VMM", "virtiofsd"). Used for the VMM and for the sandbox's virtiofsd.
+    pub fn spawn_program(
+        what: &'static str,
+        program: &Path,
+        args: Vec<OsString>,
+        netns: Option<&Path>,
+    ) -> std::io::Result<Vmm> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         let parent = std::process::id() as libc::pid_t;
         // The pod's network namespace, opened here (close-on-exec) and joined by the child.
-        let netns = match &spec.net {
-            Some((_, path)) => Some(std::fs::File::open(path).map_err(|e| {
+        let netns = match netns {
+            Some(path) => Some(std::fs::File::open(path).map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
                     format!("pod network namespace {}: {e}", path.display()),
@@ -220,12 +248,11 @@ impl Vmm {
         let mut child = cmd.spawn().map_err(|e| {
             std::io::Error::new(
                 e.kind(),
-                format!("cannot start VMM {}: {e}", spec.path.display()),
+                format!("cannot start {what} {}: {e}", program.display()),
             )
         })?;
         drop(netns);
         let pid = child.id().unwrap_or(0);
-        info!(pid, cid = spec.cid, "started VMM {}", spec.path.display());
 
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let (done_tx, stderr_done) = watch::channel(false);
@@ -241,7 +268,7 @@ impl Vmm {
                     };
                     for &b in &buf[..n] {
                         if b == b'\n' {
-                            push_line(&lines, &line, pid);
+                            push_line(&lines, &line, pid, what);
                             line.clear();
                         } else if line.len() < STDERR_LINE_MAX {
                             line.push(b);
@@ -249,7 +276,7 @@ impl Vmm {
                     }
                 }
                 if !line.is_empty() {
-                    push_line(&lines, &line, pid);
+                    push_line(&lines, &line, pid, what);
                 }
                 let _ = done_tx.send(true);
             });
@@ -267,7 +294,7 @@ impl Vmm {
                         if k.is_some() {
                             // tokio never signals a child it has already reaped.
                             if let Err(e) = child.start_kill() {
-                                debug!(pid, "kill VMM: {e}");
+                                debug!(pid, "kill {what}: {e}");
                             }
                         } else {
                             // All handles dropped: keep waiting so the child is reaped.
@@ -283,14 +310,15 @@ impl Vmm {
                     _ => VmmExit::Code(255),
                 },
                 Err(e) => {
-                    warn!(pid, "waiting for the VMM failed: {e}");
+                    warn!(pid, "waiting for the {what} failed: {e}");
                     VmmExit::Code(255)
                 }
             };
-            info!(pid, "VMM {exit}");
+            info!(pid, "{what} {exit}");
             let _ = exit_tx.send(Some(exit));
         });
         Ok(Vmm {
+            what,
             pid,
             exit,
             kill_tx,
@@ -341,7 +369,7 @@ impl Vmm {
             Err(_) => {
                 warn!(
                     pid = self.pid,
-                    "VMM did not exit within {timeout:?}; killing it"
+                    "{} did not exit within {timeout:?}; killing it", self.what
                 );
                 self.kill_and_wait().await
             }
@@ -358,12 +386,12 @@ impl Vmm {
     }
 }
 
-fn push_line(lines: &Mutex<VecDeque<String>>, raw: &[u8], pid: u32) {
+fn push_line(lines: &Mutex<VecDeque<String>>, raw: &[u8], pid: u32, what: &str) {
     let text = crate::util::sanitize(&String::from_utf8_lossy(raw), STDERR_LINE_MAX);
     if text.trim().is_empty() {
         return;
     }
-    warn!(pid, "kata-vmm stderr: {text}");
+    warn!(pid, "{what} stderr: {text}");
     let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
     if l.len() == STDERR_LINES {
         l.pop_front();
@@ -381,10 +409,15 @@ pub fn write_pid_file(state_dir: &Path, pid: u32) -> std::io::Result<()> {
 
 /// Kills a VMM left over by a lost shim: the pid in `<state_dir>/kata-vmm.pid`, if that
 /// process is still a VMM of this sandbox (its command line mentions `state_dir`, where
-/// its rootfs cpio lives). Waits up to `timeout` for it to disappear. Returns its pid if
-/// one was killed.
+/// its sockets live). Waits up to `timeout` for it to disappear. Returns its pid if
+/// one was killed. [`kill_leftover_named`] does the same for another pid file (virtiofsd's).
 pub fn kill_leftover(state_dir: &Path, timeout: Duration) -> Option<u32> {
-    let text = std::fs::read_to_string(state_dir.join(PID_FILE)).ok()?;
+    kill_leftover_named(state_dir, PID_FILE, timeout)
+}
+
+/// [`kill_leftover`] for the process named by `<state_dir>/<pid_file>`.
+pub fn kill_leftover_named(state_dir: &Path, pid_file: &str, timeout: Duration) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join(pid_file)).ok()?;
     let pid: i32 = text.trim().parse().ok().filter(|p| *p > 1)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let marker = state_dir.as_os_str().as_encoded_bytes();
@@ -452,13 +485,14 @@ mod tests {
         VmmSpec {
             path: path.into(),
             kernel: "/k".into(),
-            initrds: vec!["/guest.img".into(), "/rootfs.cpio".into()],
+            initrds: vec!["/guest.img".into()],
             mem_mib: 512,
             vcpus: 2,
             cid: 4242,
             console_log: "/log".into(),
             cmdline: String::new(),
             disks: Vec::new(),
+            fs: None,
             net: None,
             jail_id: None,
         }
@@ -473,8 +507,13 @@ mod tests {
             .collect();
         assert_eq!(
             a.join(" "),
-            "--kernel /k --initrd /guest.img --initrd /rootfs.cpio --mem-mib 512 --vcpus 2 --vsock-cid 4242 --console-log /log"
+            "--kernel /k --initrd /guest.img --mem-mib 512 --vcpus 2 --vsock-cid 4242 --console-log /log"
         );
+        let mut s = spec("/vmm");
+        s.fs = Some("/s/virtiofsd.sock".into());
+        let a = s.args();
+        assert_eq!(a[a.len() - 2], "--fs");
+        assert_eq!(a[a.len() - 1], "socket=/s/virtiofsd.sock,tag=kata-rs");
         let mut s = spec("/vmm");
         s.cmdline = "quiet debug".into();
         let a = s.args();

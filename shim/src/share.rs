@@ -1,0 +1,520 @@
+//! The sandbox's share: the one host directory the guest sees, through virtio-fs.
+//!
+//! Layout under `<state_dir>/<sandbox-id>/share/` (the way Kata lays out its
+//! `shared/sandboxes/<id>/{mounts,shared}`):
+//!
+//! - `mounts/` is a bind mount of itself, made a shared mount of its own peer group. The shim
+//!   mounts every container's root file system at `mounts/<id>/rootfs` and every bind-mount
+//!   source at `mounts/<id>/mounts/<n>`, by bind mount: nothing is copied.
+//! - `shared/` is a recursive bind of `mounts/`, read-only and a *slave* of it: everything the
+//!   shim mounts under `mounts/` later appears under `shared/` (and in virtiofsd's own mount
+//!   namespace, which copies `shared/` as a slave too), while the guest cannot create or
+//!   rename anything at the top of the share. virtiofsd exports `shared/`.
+//!
+//! A read-only bind (option `ro`) is read-only on the host, recursively (`mount_setattr`),
+//! not only in the guest. Nothing under the share is ever deleted while something is mounted
+//! under it: removal unmounts first and then removes only the directories and placeholder
+//! files this module made, one by one.
+
+use std::{
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use nix::mount::{mount, MsFlags};
+use tracing::debug;
+
+/// One host bind mount of a container, to appear in the share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBind {
+    /// Index of the mount in the OCI spec; the source appears at `mounts/<id>/mounts/<index>`.
+    pub index: usize,
+    /// The host source as the spec names it (absolute; for messages and the mount).
+    pub source: PathBuf,
+    /// The mount's destination in the container (for messages).
+    pub destination: String,
+    /// Whether the spec mounts it read-only (`ro`): enforced on the host too.
+    pub readonly: bool,
+}
+
+impl SharedBind {
+    /// How errors name this mount.
+    pub fn label(&self) -> String {
+        format!(
+            "bind mount {} (host source {})",
+            self.destination,
+            self.source.display()
+        )
+    }
+}
+
+/// The share of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    root: PathBuf,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes the mount at `path` and every mount below it read-only.
+fn make_readonly_recursive(path: &Path) -> Result<(), String> {
+    let f = open_path(path, 0)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads `attr` (a valid, initialised struct of the size passed)
+    // and the empty path string; `f` is an open fd that outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(format!("make {} read-only: {e}", path.display()));
+    }
+    // A kernel before 5.12: the top mount only.
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | statvfs_flags(path),
+        None::<&str>,
+    )
+    .map_err(|e| format!("remount {} read-only: {e}", path.display()))
+}
+
+/// The per-mount flags (nosuid, nodev, noexec, noatime...) a bind remount must keep.
+fn statvfs_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(s) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let f = s.flags();
+    let mut m = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(fs) {
+            m |= ms;
+        }
+    }
+    m
+}
+
+/// Opens `path` with O_PATH (following symlinks, as mount(2) does for a bind source).
+fn open_path(path: &Path, extra: libc::c_int) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC | extra)
+        .open(path)
+        .map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+/// Bind-mounts `source` (recursively) on `target`, through an O_PATH fd of the source so
+/// that what is checked is what is mounted.
+fn bind(source: &std::fs::File, target: &Path) -> Result<(), String> {
+    let src = format!("/proc/self/fd/{}", source.as_raw_fd());
+    mount(
+        Some(src.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind mount on {}: {e}", target.display()))
+}
+
+fn set_propagation(target: &Path, flags: MsFlags) -> Result<(), String> {
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("set propagation of {}: {e}", target.display()))
+}
+
+/// Unmounts everything at and below `path` (lazily if busy). Returns how many mount
+/// points are still there afterwards (0 = clean).
+pub fn unmount_all_under(path: &Path) -> usize {
+    let p = path.to_string_lossy().to_string();
+    if let Err(e) = containerd_shim::mount::umount_recursive(Some(&p), 0) {
+        debug!("unmount under {p}: {e}; detaching");
+        let _ = containerd_shim::mount::umount_recursive(Some(&p), libc::MNT_DETACH);
+    }
+    mounts_under(path).len()
+}
+
+/// Mount points at or below `path`, from /proc/self/mountinfo.
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(path))
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Share {
+    /// The share of the sandbox whose state directory is `state_dir` (nothing is made).
+    pub fn at(state_dir: &Path) -> Self {
+        Self {
+            root: state_dir.join("share"),
+        }
+    }
+
+    /// `share/mounts`: where the shim mounts.
+    fn mounts(&self) -> PathBuf {
+        self.root.join("mounts")
+    }
+
+    /// `share/shared`: what virtiofsd exports (read-only at the top, slave of `mounts`).
+    pub fn exported(&self) -> PathBuf {
+        self.root.join("shared")
+    }
+
+    /// Makes the share's two mounts. On failure nothing is left mounted.
+    pub fn create(state_dir: &Path) -> Result<Self, String> {
+        let s = Self::at(state_dir);
+        let r = s.create_mounts();
+        if r.is_err() {
+            let _ = s.destroy();
+        }
+        r.map(|()| s)
+    }
+
+    fn create_mounts(&self) -> Result<(), String> {
+        let (mounts, shared) = (self.mounts(), self.exported());
+        for d in [&mounts, &shared] {
+            std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        }
+        let me = open_path(&mounts, libc::O_DIRECTORY)?;
+        bind(&me, &mounts)?;
+        // Its own peer group, not the parent's (e.g. a shared /run): what is mounted here
+        // propagates to `shared` and virtiofsd, and nowhere else.
+        set_propagation(&mounts, MsFlags::MS_PRIVATE)?;
+        set_propagation(&mounts, MsFlags::MS_SHARED)?;
+        let m = open_path(&mounts, libc::O_DIRECTORY)?;
+        bind(&m, &shared)?;
+        set_propagation(&shared, MsFlags::MS_SLAVE)?;
+        mount(
+            None::<&str>,
+            &shared,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | statvfs_flags(&shared),
+            None::<&str>,
+        )
+        .map_err(|e| format!("remount {} read-only: {e}", shared.display()))
+    }
+
+    /// Mounts container `id`'s root file system (`rootfs`, a host directory) and its bind
+    /// sources into the share. On failure, what this call mounted is undone.
+    pub fn add_container(
+        &self,
+        id: &str,
+        rootfs: &Path,
+        binds: &[SharedBind],
+    ) -> Result<(), String> {
+        let r = self.add_mounts(id, rootfs, binds);
+        if r.is_err() {
+            let _ = self.remove_container(id);
+        }
+        r
+    }
+
+    fn add_mounts(&self, id: &str, rootfs: &Path, binds: &[SharedBind]) -> Result<(), String> {
+        use kata_rs_protocol::guest;
+        let m = self.mounts();
+        let dir = m.join(guest::container_rel(id));
+        if dir.exists() {
+            return Err(format!("{} exists already", dir.display()));
+        }
+        let root_t = m.join(guest::rootfs_rel(id));
+        std::fs::create_dir_all(&root_t)
+            .map_err(|e| format!("create {}: {e}", root_t.display()))?;
+        let src =
+            open_path(rootfs, libc::O_DIRECTORY).map_err(|e| format!("root file system: {e}"))?;
+        bind(&src, &root_t).map_err(|e| format!("root file system: {e}"))?;
+        if !binds.is_empty() {
+            let d = dir.join("mounts");
+            std::fs::create_dir(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        }
+        for b in binds {
+            let t = m.join(guest::mount_rel(id, b.index));
+            let label = b.label();
+            let src = open_path(&b.source, 0).map_err(|e| format!("{label}: {e}"))?;
+            let md = src.metadata().map_err(|e| format!("{label}: {e}"))?;
+            let made = if md.is_dir() {
+                std::fs::create_dir(&t)
+            } else {
+                std::fs::File::create(&t).map(drop)
+            };
+            made.map_err(|e| format!("{label}: create {}: {e}", t.display()))?;
+            bind(&src, &t).map_err(|e| format!("{label}: {e}"))?;
+            if b.readonly {
+                make_readonly_recursive(&t).map_err(|e| format!("{label}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmounts container `id`'s mounts from the share and removes its directories. Fails,
+    /// removing nothing, if something stays mounted.
+    pub fn remove_container(&self, id: &str) -> Result<(), String> {
+        use kata_rs_protocol::guest;
+        let rel = guest::container_rel(id);
+        let (dir, view) = (self.mounts().join(&rel), self.exported().join(&rel));
+        // The view first: propagation normally removes it with the source already.
+        let left = unmount_all_under(&view) + unmount_all_under(&dir);
+        if left > 0 {
+            return Err(format!(
+                "{} mount(s) under {} could not be unmounted; left in place",
+                left,
+                dir.display()
+            ));
+        }
+        remove_skeleton(&dir)
+    }
+
+    /// Unmounts everything in the share and removes it. Fails, removing nothing, if
+    /// something stays mounted.
+    pub fn destroy(&self) -> Result<(), String> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        let left = unmount_all_under(&self.exported()) + unmount_all_under(&self.mounts());
+        if left > 0 {
+            return Err(format!(
+                "{left} mount(s) under {} could not be unmounted; left in place",
+                self.root.display()
+            ));
+        }
+        remove_skeleton(&self.root)
+    }
+}
+
+/// Removes a tree of directories and empty placeholder files made by this module, without
+/// following symlinks and without removing anything else (a non-empty regular file, a
+/// device, ... is an error and stays).
+fn remove_skeleton(dir: &Path) -> Result<(), String> {
+    let md = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    if md.is_dir() {
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for e in entries {
+            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+            remove_skeleton(&e.path())?;
+        }
+        std::fs::remove_dir(dir).map_err(|e| format!("remove {}: {e}", dir.display()))
+    } else if md.is_file() && md.len() == 0 {
+        std::fs::remove_file(dir).map_err(|e| format!("remove {}: {e}", dir.display()))
+    } else {
+        Err(format!(
+            "{} is not a placeholder of the share; left in place",
+            dir.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/tab\011x\134y"), "/tab\tx\\y");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/trail\04"), r"/trail\04");
+    }
+
+    #[test]
+    fn skeleton_removal_never_removes_data() {
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("s");
+        std::fs::create_dir_all(s.join("c1/mounts")).unwrap();
+        std::fs::File::create(s.join("c1/mounts/0")).unwrap();
+        std::fs::write(s.join("c1/data"), "keep").unwrap();
+        let e = remove_skeleton(&s).unwrap_err();
+        assert!(e.contains("not a placeholder"), "{e}");
+        assert_eq!(std::fs::read_to_string(s.join("c1/data")).unwrap(), "keep");
+        std::fs::remove_file(s.join("c1/data")).unwrap();
+        std::os::unix::fs::symlink("/etc", s.join("c1/link")).unwrap();
+        assert!(
+            remove_skeleton(&s).is_err(),
+            "a symlink is not followed or removed"
+        );
+        std::fs::remove_file(s.join("c1/link")).unwrap();
+        remove_skeleton(&s).unwrap();
+        assert!(!s.exists());
+        remove_skeleton(&s).unwrap();
+    }
+
+    /// Needs root (mounts); runs in a private mount namespace of a child process so the
+    /// test's mounts never leak. Skipped, with a message, without root.
+    #[test]
+    fn share_binds_live_read_only_and_cleans_up() {
+        if !is_root() {
+            eprintln!("share_binds_live_read_only_and_cleans_up: needs root, not run");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().to_path_buf();
+        // SAFETY: fork in a test: the child only makes syscalls and exits with _exit.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = match share_scenario(&base) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("share scenario: {e}");
+                        1
+                    }
+                };
+                // SAFETY: _exit ends the forked child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
+
+    fn share_scenario(base: &Path) -> Result<(), String> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
+        set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_PRIVATE)?;
+        let state = base.join("state");
+        let (rootfs, vol, file) = (base.join("rootfs"), base.join("vol"), base.join("f"));
+        for p in [&state, &rootfs, &vol] {
+            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(rootfs.join("etc-file"), "root").map_err(|e| e.to_string())?;
+        std::fs::write(&file, "ro-file").map_err(|e| e.to_string())?;
+        let share = Share::create(&state)?;
+        let binds = [
+            SharedBind {
+                index: 1,
+                source: vol.clone(),
+                destination: "/data".into(),
+                readonly: false,
+            },
+            SharedBind {
+                index: 2,
+                source: file.clone(),
+                destination: "/etc/x".into(),
+                readonly: true,
+            },
+        ];
+        share.add_container("c1", &rootfs, &binds)?;
+        let view = share.exported();
+        let check = |c: bool, what: &str| if c { Ok(()) } else { Err(what.to_string()) };
+        check(
+            std::fs::read_to_string(view.join("c1/rootfs/etc-file"))
+                .ok()
+                .as_deref()
+                == Some("root"),
+            "rootfs visible in the exported view",
+        )?;
+        // Live both ways through the view.
+        std::fs::write(view.join("c1/mounts/1/new"), "w").map_err(|e| e.to_string())?;
+        check(
+            vol.join("new").exists(),
+            "write in the view lands on the host",
+        )?;
+        std::fs::write(vol.join("host"), "h").map_err(|e| e.to_string())?;
+        check(view.join("c1/mounts/1/host").exists(), "host write visible")?;
+        // Read-only bind and read-only top.
+        let e = std::fs::write(view.join("c1/mounts/2"), "x").unwrap_err();
+        check(
+            e.raw_os_error() == Some(libc::EROFS),
+            "ro bind refuses writes",
+        )?;
+        let e = std::fs::create_dir(view.join("evil")).unwrap_err();
+        check(
+            e.raw_os_error() == Some(libc::EROFS),
+            "share top is read-only",
+        )?;
+        // A second container, then removal of the first leaves the second.
+        share.add_container("c2", &rootfs, &[])?;
+        check(
+            share.add_container("c2", &rootfs, &[]).is_err(),
+            "same id twice refused",
+        )?;
+        check(view.join("c2/rootfs/etc-file").exists(), "second container")?;
+        share.remove_container("c1")?;
+        check(!view.join("c1").exists(), "c1 gone")?;
+        check(
+            std::fs::read_to_string(&file).ok().as_deref() == Some("ro-file"),
+            "source kept",
+        )?;
+        check(vol.join("new").exists(), "volume data kept")?;
+        check(view.join("c2/rootfs/etc-file").exists(), "c2 kept")?;
+        // A failing bind (missing source) undoes the container's mounts.
+        let bad = [SharedBind {
+            index: 0,
+            source: base.join("missing"),
+            destination: "/m".into(),
+            readonly: false,
+        }];
+        let e = share.add_container("c3", &rootfs, &bad).unwrap_err();
+        check(e.contains("bind mount /m"), "error names the mount")?;
+        check(!share.mounts().join("c3").exists(), "c3 rolled back")?;
+        share.destroy()?;
+        check(mounts_under(&state).is_empty(), "no mounts left")?;
+        check(!state.join("share").exists(), "share removed")?;
+        check(rootfs.join("etc-file").exists(), "rootfs data kept")?;
+        Ok(())
+    }
+}
