@@ -31,7 +31,7 @@ kata_rs_config() {
         /usr/local/share/kata-rs-tests/configuration.toml.in
 }
 
-# kata_rs_leftovers: print every leftover kata-vmm / containerd-shim-kata-v2 process, kata-rs
+# kata_rs_leftovers: print every leftover kata-vmm / virtiofsd / containerd-shim-kata-v2 process, kata-rs
 # mount (or a container rootfs still mounted in containerd's state dir) and socket under
 # /run/kata-rs; return 1 if there is any, else print "leftovers: none" and return 0.
 kata_rs_leftovers() {
@@ -40,7 +40,7 @@ kata_rs_leftovers() {
         _cmd=$(cat "$_p/cmdline" 2>/dev/null | tr '\0' ' ')     # (it may have just exited)
         _exe=${_cmd%% *}; _exe=${_exe##*/}
         case $_exe in
-            kata-vmm|containerd-shim-kata-v2|containerd-shim-katabad-v2)
+            kata-vmm|virtiofsd|containerd-shim-kata-v2|containerd-shim-katabad-v2)
                 echo "leftover process: ${_p#/proc/} $_cmd"; _n=$((_n + 1)) ;;
         esac
     done

@@ -78,12 +78,14 @@ if [ "$KIND" = native ]; then
 fi
 
 # ---------------------------------------------------------------- install layout (docs/design.md)
-mkdir -p /usr/local/bin /usr/local/share/kata-rs /usr/local/share/kata-rs-tests /etc/kata-rs
+mkdir -p /usr/local/bin /usr/local/libexec/kata-rs /usr/local/share/kata-rs /usr/local/share/kata-rs-tests /etc/kata-rs
 missing=
 for b in containerd-shim-kata-v2 kata-vmm kata-agent-ctl; do
     if [ -f "$P/bin/$b" ]; then cp "$P/bin/$b" /usr/local/bin/ || setup_fail "cannot install $b"
     else missing="$missing target/release/$b"; fi
 done
+if [ -f "$P/bin/virtiofsd" ]; then cp "$P/bin/virtiofsd" /usr/local/libexec/kata-rs/virtiofsd || setup_fail "cannot install virtiofsd"
+else missing="$missing target/release/virtiofsd"; fi
 if [ -f "$P/guest/vmlinux" ]; then cp "$P/guest/vmlinux" /usr/local/share/kata-rs/vmlinux
 else missing="$missing target/guest/vmlinux"; fi
 if [ -f "$P/guest/initrd.img" ]; then cp "$P/guest/initrd.img" /usr/local/share/kata-rs/kata-rs-initrd.img

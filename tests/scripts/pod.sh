@@ -25,7 +25,7 @@ echo "sandbox-rc=$?"
 kata_rs_wait_status pod1 RUNNING 60
 echo "sandbox-status=$(kata_rs_task_status pod1)"
 PID=$(pid_of pod1)
-echo "sandbox-vmm-disks=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -c -- '^--disk$')"
+echo "sandbox-vmm-fs=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -c -- '^--fs$')"
 # The jailed VMM's ids: hypervisor.jail_id_base (default 2^31) + its vsock CID - 1000.
 echo "sandbox-vmm-cid=$(tr '\0' '\n' 2>/dev/null < /proc/$PID/cmdline | grep -A1 -- '^--vsock-cid$' | tail -n 1)"
 echo "sandbox-vmm-uids=$(awk -v OFS=, '/^Uid:/ { print $2, $3, $4, $5 }' /proc/$PID/status)"
@@ -47,6 +47,7 @@ echo "c1-status=$(kata_rs_task_status c1)"
 echo "c2-status=$(kata_rs_task_status c2)"
 echo "pod-vmms=$(kata_rs_count_procs kata-vmm)"
 echo "pod-shims=$(kata_rs_count_procs containerd-shim-kata-v2)"
+echo "pod-virtiofsd-sockets=$(ls /run/kata-rs/sandboxes/*/virtiofsd.sock 2>/dev/null | wc -l)"
 echo "c1-task-pid=$(pid_of c1)"
 echo "sandbox-task-pid=$PID"
 

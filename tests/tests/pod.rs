@@ -15,10 +15,10 @@ fn pod_shares_one_vm_through_ctr() {
     run.assert_success();
     let out = &run.stdout;
 
-    // The sandbox boots the VM with the spare disks.
+    // The sandbox boots the VM with the pod's share as its virtio-fs device.
     assert_eq!(run.expect_marker("sandbox-rc"), "0", "{out}");
     assert_eq!(run.expect_marker("sandbox-status"), "RUNNING", "{out}");
-    assert_ne!(run.expect_marker("sandbox-vmm-disks"), "0", "{out}");
+    assert_eq!(run.expect_marker("sandbox-vmm-fs"), "1", "{out}");
     // The pod's VMM runs jailed under an id of its own (real, effective, saved, fs):
     // 2^31 + its vsock CID - 1000.
     let cid: u64 = run.expect_marker("sandbox-vmm-cid").parse().expect("cid");
@@ -34,6 +34,11 @@ fn pod_shares_one_vm_through_ctr() {
     assert_eq!(run.expect_marker("c2-status"), "RUNNING", "{out}");
     assert_eq!(run.expect_marker("pod-vmms"), "1", "{out}");
     assert_eq!(run.expect_marker("pod-shims"), "1", "{out}");
+    assert_eq!(
+        run.expect_marker("pod-virtiofsd-sockets"),
+        "1",
+        "one virtio-fs server for the whole pod:\n{out}"
+    );
     assert_eq!(
         run.expect_marker("c1-task-pid"),
         run.expect_marker("sandbox-task-pid"),
@@ -115,7 +120,7 @@ fn pod_shares_one_vm_through_ctr() {
     assert_eq!(run.expect_marker("bad-vmms"), "1", "{out}");
 
     // A pod container whose command is missing: runc's message, the pod goes on, and the
-    // same id can be created again (its unpacked rootfs was removed from the guest).
+    // same id can be created again (its entry in the pod's share was removed).
     assert_ne!(run.expect_marker("badcmd-rc"), "0", "{out}");
     let badcmd = run.section("bad-command").join("\n");
     assert!(
