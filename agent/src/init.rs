@@ -11,7 +11,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
@@ -21,6 +21,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
+use crate::rootpath::{self, Create};
 use crate::spec::{InitConfig, MountKind, MountPlan, ProcessConfig};
 
 /// argv[1] that selects container init mode.
@@ -262,9 +263,11 @@ fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
         None::<&str>,
     )
     .map_err(errno(format!("bind mount rootfs {root:?}")))?;
+    let root_fd = rootpath::open_root(root).map_err(|e| format!("open rootfs {root:?}: {e}"))?;
     for m in &cfg.mounts {
-        do_mount(root, m)?;
+        do_mount(root_fd.as_fd(), m)?;
     }
+    drop(root_fd);
     // runc's trick: pivot_root(".", ".") stacks the old root on top of the new one, and the
     // lazy unmount of "." then drops it, with no put_old directory needed.
     chdir(root.as_path()).map_err(errno(format!("chdir {root:?}")))?;
@@ -451,67 +454,74 @@ pub fn lookup_executable(name: &str, path_env: &str) -> InitResult<PathBuf> {
     }
 }
 
-/// `dest` (absolute inside the container) below `root`.
-fn under(root: &Path, dest: &Path) -> PathBuf {
-    root.join(dest.strip_prefix("/").unwrap_or(dest))
-}
-
-fn do_mount(root: &Path, m: &MountPlan) -> InitResult<()> {
-    let target = under(root, &m.destination);
+/// Makes one mount of the plan. The destination is resolved inside the container's root
+/// (symlinks relative to the root, `..` clamped at it; missing parts created inside it, a
+/// file for a file bind, else directories) and the mount goes onto the `O_PATH` fd of
+/// what was resolved (`/proc/self/fd/N`), so an image's `/var/run -> /run` puts the mount
+/// at the container's `/run/...`, never at the guest's.
+fn do_mount(root: BorrowedFd<'_>, m: &MountPlan) -> InitResult<()> {
+    let dest = &m.destination;
     let flags = MsFlags::from_bits_truncate(m.flags as _);
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    let create = match &m.kind {
+        MountKind::Bind { .. } => {
+            let md = fs::metadata(&m.source)
+                .map_err(|e| format!("bind mount source {:?} for {dest:?}: {e}", m.source))?;
+            if md.is_dir() {
+                Create::Dir
+            } else {
+                Create::File
+            }
+        }
+        MountKind::Fs(_) => Create::Dir,
+    };
+    let target = rootpath::resolve(root, dest, Some(create))
+        .map_err(|e| format!("mount point {dest:?} in the container: {e}"))?;
+    let at = target.proc_path();
     match &m.kind {
         MountKind::Bind { recursive } => {
-            let src = Path::new(&m.source);
-            let md = fs::metadata(src)
-                .map_err(|e| format!("bind mount source {src:?} for {:?}: {e}", m.destination))?;
-            if md.is_dir() {
-                fs::create_dir_all(&target)
-            } else {
-                if let Some(p) = target.parent() {
-                    fs::create_dir_all(p).map_err(|e| format!("mkdir {p:?}: {e}"))?;
-                }
-                fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&target)
-                    .map(|_| ())
-            }
-            .map_err(|e| format!("create mount point {:?}: {e}", m.destination))?;
             let mut bf = MsFlags::MS_BIND;
             if *recursive {
                 bf |= MsFlags::MS_REC;
             }
-            mount(Some(src), &target, None::<&str>, bf, None::<&str>)
-                .map_err(|e| format!("bind mount {src:?} on {:?}: {}", m.destination, e.desc()))?;
+            mount(Some(m.source.as_str()), &at, None::<&str>, bf, None::<&str>)
+                .map_err(|e| format!("bind mount {:?} on {dest:?}: {}", m.source, e.desc()))?;
             if !flags.is_empty() {
+                // The held fd is the mount point below the new mount: look the path up
+                // again to get the mount's root, which is what a remount must name.
+                let mounted = reopen(root, &target.rel, dest)?;
                 mount(
                     None::<&str>,
-                    &target,
+                    &mounted.proc_path(),
                     None::<&str>,
                     MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags,
                     None::<&str>,
                 )
-                .map_err(|e| format!("remount {:?}: {}", m.destination, e.desc()))?;
+                .map_err(|e| format!("remount {dest:?}: {}", e.desc()))?;
             }
         }
         MountKind::Fs(fstype) => {
-            fs::create_dir_all(&target)
-                .map_err(|e| format!("create mount point {:?}: {e}", m.destination))?;
             mount(
                 Some(m.source.as_str()),
-                &target,
+                &at,
                 Some(fstype.as_str()),
                 flags,
                 data,
             )
-            .map_err(|e| format!("mount {fstype} on {:?}: {}", m.destination, e.desc()))?;
-            if fstype == "tmpfs" && m.destination == Path::new("/dev") {
-                populate_dev(&target)?;
+            .map_err(|e| format!("mount {fstype} on {dest:?}: {}", e.desc()))?;
+            if fstype == "tmpfs" && dest == Path::new("/dev") {
+                let dev = reopen(root, &target.rel, dest)?;
+                populate_dev(&dev.proc_path())?;
             }
         }
     }
     Ok(())
+}
+
+/// The mount just made at `rel` (a resolved path: no symlinks), looked up again.
+fn reopen(root: BorrowedFd<'_>, rel: &Path, dest: &Path) -> InitResult<rootpath::InRoot> {
+    rootpath::resolve(root, rel, None)
+        .map_err(|e| format!("look up the new mount at {dest:?}: {e}"))
 }
 
 /// Standard device nodes: name, major, minor.

@@ -16,6 +16,7 @@ pub mod netstats;
 pub mod network;
 pub mod pty;
 pub mod reaper;
+pub mod rootpath;
 pub mod seccomp;
 pub mod service;
 pub mod spec;

@@ -11,7 +11,9 @@
 #
 # Contents: /bin/busybox + every applet as a symlink to it, /etc/passwd and /etc/group with
 # root and a non-root user `kata` (1000:1000), /tmp (1777), /root, /home/kata, empty /proc
-# /sys /dev /run mount points. Config: Cmd ["sh"], PATH set, linux/amd64.
+# /sys /dev /run mount points, Debian's `/var/run -> /run` (absolute) and `/var/escape ->
+# ../../../../../../../../tmp` (climbs out of the root unless resolved inside it: the parity
+# cases mount under both). Config: Cmd ["sh"], PATH set, linux/amd64.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/../.." && pwd)
@@ -45,6 +47,8 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nkata:x:1000:1000:kata-rs test user:/home/kata:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$R/etc/passwd"
 printf 'root:x:0:\nkata:x:1000:\nnogroup:x:65534:\n' > "$R/etc/group"
 echo kata-rs-test > "$R/etc/hostname"
+ln -s /run "$R/var/run"
+ln -s ../../../../../../../../tmp "$R/var/escape"
 
 # Layer: uncompressed tar, sorted, fixed mtime, root-owned except /home/kata.
 tar --sort=name --mtime="@$EPOCH" --numeric-owner --owner=0 --group=0 --format=gnu \

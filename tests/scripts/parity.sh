@@ -104,6 +104,23 @@ printf '%s\n' '{"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_
 run_case seccomp-deny-mkdir "--seccomp --seccomp-profile $W/deny-mkdir.json" \
     'mkdir /tmp/d; echo mkdir=$?; touch /tmp/f; echo touch=$?'
 
+# Mount destinations resolve inside the container's root (runc's securejoin): the image has
+# Debian's /var/run -> /run, so the Kubernetes token bound at /var/run/secrets/... is at
+# /run/secrets/... in the container (never on the node's or the guest's own /run); and
+# /var/escape -> ../../../../../../../../tmp is clamped at the container's root, so a file
+# bound under it lands in the container's /tmp. mountinfo shows the resolved mount points.
+mkdir -p "$W/sa"
+echo token-data > "$W/sa/token"
+echo secret-data > "$W/secret"
+run_case mount-under-symlink \
+    "--mount type=bind,src=$W/sa,dst=/var/run/secrets/kubernetes.io/serviceaccount,options=rbind:ro" \
+    'cat /var/run/secrets/kubernetes.io/serviceaccount/token; cat /run/secrets/kubernetes.io/serviceaccount/token; cut -d" " -f5 /proc/self/mountinfo | grep secrets; touch /run/secrets/kubernetes.io/serviceaccount/new; echo touch=$?'
+run_case mount-escape-symlink \
+    "--mount type=bind,src=$W/secret,dst=/var/escape/kata-rs-parity-secret,options=rbind:ro" \
+    'cat /var/escape/kata-rs-parity-secret; cat /tmp/kata-rs-parity-secret; cut -d" " -f5 /proc/self/mountinfo | grep parity-secret'
+if [ -e /run/secrets/kubernetes.io ]; then echo node-run-secrets=yes; else echo node-run-secrets=no; fi
+if [ -e /tmp/kata-rs-parity-secret ]; then echo node-tmp-secret=yes; else echo node-tmp-secret=no; fi
+
 # stdin through the shim: ctr forwards its stdin to the container (but ctr 1.6 never closes
 # it on EOF, so the container reads a known number of lines instead of waiting for EOF).
 for rt in runc kata; do

@@ -4,7 +4,9 @@
 //! read-only root, masked and read-only paths, env/cwd, hostname, rlimits, cgroup limits
 //! (memory and cpu visible, pids enforced), seccomp, stdin, terminals (`ctr run -t`, `ctr
 //! task exec -t`), `--memory-limit` enforced (OOM kill reported as an exit by SIGKILL and a
-//! `/tasks/oom` event), signals and exit statuses. Each case is also checked for sanity, so
+//! `/tasks/oom` event), signals and exit statuses, mount destinations under symlinked
+//! directories of the image (`/var/run -> /run`, a `../../..` escape) resolved inside the
+//! container's root. Each case is also checked for sanity, so
 //! that two identically broken runtimes do not pass.
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -85,6 +87,17 @@ const SANE: &[(&str, &[&str])] = &[
     (
         "seccomp-deny-mkdir",
         &["rc=0", "Operation not permitted", "mkdir=1", "touch=0"],
+    ),
+    (
+        "mount-under-symlink",
+        &[
+            "rc=0 out=token-data ; token-data ; /run/secrets/kubernetes.io/serviceaccount ; ",
+            "Read-only file system ; touch=1",
+        ],
+    ),
+    (
+        "mount-escape-symlink",
+        &["rc=0 out=secret-data ; secret-data ; /tmp/kata-rs-parity-secret"],
     ),
     ("stdin", &["rc=0 out=got=line1,line2"]),
     ("oom-kill", &["rc=137", "oom-event=yes"]),
@@ -172,6 +185,9 @@ fn runc_and_kata_agree() {
         "a case ran that the test does not check: {:?}",
         res.keys().collect::<Vec<_>>()
     );
+    // runc's mounts under the image's symlinks stayed in the container's root.
+    assert_eq!(run.expect_marker("node-run-secrets"), "no", "node's /run written");
+    assert_eq!(run.expect_marker("node-tmp-secret"), "no", "node's /tmp written");
     assert_eq!(run.expect_marker("containers"), "0", "a container was left");
     assert_eq!(run.expect_marker("tasks"), "0", "a task was left");
     assert_eq!(run.expect_marker("leftovers-rc"), "0", "kata leftovers");
