@@ -1,0 +1,215 @@
+# Escape attempts from the guest through the sandbox's virtio-fs share. A privileged kata
+# container (guest root with CAP_SYS_ADMIN inside the VM) mounts the share itself
+# (`mount -t virtiofs kata-rs`) next to the agent's mount, finds its read-only and writable
+# binds in it (<id>/mounts/<n>), and tries:
+#   - symlinks in the share pointing to a host path (absolute, relative with many `..`), read
+#     through the raw share and through its bind: they resolve in the guest, so they show the
+#     container's decoy file of the same name, or ENOENT, never the host's secret;
+#   - `..` from the share root and from deep inside the share;
+#   - hard links from files outside the share (guest files) and across the share's mounts
+#     (read-only bind -> writable bind, rootfs -> writable bind, -> share root);
+#   - renames over the share root, of share-root entries and of the binds' mount points, a
+#     file of the writable bind moved to the share root, removals of the share root and of
+#     mount points;
+#   - new files, directories, symlinks, FIFOs at the share root and in the container's own
+#     directory of the share;
+#   - writes into the read-only bind through the raw share path (write, append, create,
+#     truncate, chmod, chown, utimes, unlink, rename, symlink, moving its file out).
+# Each attempt prints `attempt| NAME refused rc=N MESSAGE` or `attempt| NAME SUCCEEDED ...`.
+# Not asserted, printed for the record: a device node and a setuid-root file made by guest
+# root in the writable bind, as the host sees them.
+# The host then checks that the secret (a random marker in /etc/kata-rs-escape-secret) was
+# never printed, and that the secret, the read-only source, the share root, the share's
+# parent directory and the node's /etc are unchanged; nothing is left afterwards.
+# tests/tests/volumes.rs (guest_cannot_escape_through_the_share) checks the markers.
+R=io.containerd.kata.v2
+W=$KATA_RS_WORK
+T="timeout -k 30 150"
+V=$W/esc
+ID=esc
+state_entries() { ls -A /run/kata-rs/sandboxes 2>/dev/null | wc -l; }
+secs_since() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
+T_SCRIPT=$(kata_rs_uptime)
+kata_pids() {
+    for _p in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
+        _e=${_c%% *}; _e=${_e##*/}
+        [ "$_e" = "$1" ] && echo "${_p#/proc/}"
+    done
+}
+mountinfo_all() {
+    for _p in self $(kata_pids containerd-shim-kata-v2); do cat "/proc/$_p/mountinfo" 2>/dev/null; done | sort -u
+}
+# share_dir ID: virtiofsd's --shared-dir, else the parent of ID's rootfs mount in the share.
+share_dir() {
+    for _p in $(kata_pids virtiofsd); do
+        _d=$(tr '\0' '\n' < "/proc/$_p/cmdline" 2>/dev/null | awk '
+            f { print; exit } $0 == "--shared-dir" || $0 == "-o" { f = 1; next }
+            /^--shared-dir=/ { sub(/^--shared-dir=/, ""); print; exit }' | sed 's/^source=//; s/,.*//')
+        [ -n "$_d" ] && { echo "$_d"; return 0; }
+    done
+    mountinfo_all | awk -v id="$1" -v st="$W/state/" '
+        index($5, st) != 1 && $5 ~ ("/" id "/rootfs$") { sub("/" id "/rootfs$", "", $5); print $5; exit }'
+}
+kata_mounts() { mountinfo_all | awk 'index($5, "/run/kata-rs") == 1 { n++ } END { print n + 0 }'; }
+# What must not change: names in a directory; a file's content, link count, mode, owner, mtime.
+names() { ls -A "$1" 2>&1 | tr '\n' ' '; }
+fstate() { echo "$(md5sum < "$1" | cut -c1-12) $(stat -c '%h %a %u:%g %Y %s' "$1")"; }
+same() { [ "$1" = "$2" ] && echo yes || echo "no(before:[$1]after:[$2])" | tr ' ' _; }
+
+echo "== setup"
+MARK=kata-rs-escape-$(cat /proc/sys/kernel/random/uuid)
+echo "$MARK" > /etc/kata-rs-escape-secret
+chmod 0600 /etc/kata-rs-escape-secret
+mkdir -p "$V/ro" "$V/rw"
+echo ro-original > "$V/ro/ro-file"
+echo rw-original > "$V/rw/rw-file"
+SECRET0=$(fstate /etc/kata-rs-escape-secret)
+RO0="$(names "$V/ro") $(fstate "$V/ro/ro-file")"
+ETC0=$(names /etc)
+
+$T ctr run -d --privileged --runtime $R \
+    --mount type=bind,src=$V/ro,dst=/x/ro,options=rbind:ro \
+    --mount type=bind,src=$V/rw,dst=/x/rw,options=rbind:rw \
+    "$KATA_RS_IMAGE" $ID sh -c 'while true; do sleep 1; done' 2>&1
+rc=$?
+echo "esc-run-rc=$rc"
+[ $rc = 0 ] && kata_rs_wait_status $ID RUNNING 90
+echo "esc-status=$(kata_rs_task_status $ID)"
+S=$(share_dir $ID)
+echo "share-dir=${S:-not-found}"
+P=${S%/*}
+SHARE0=$( [ -n "$S" ] && names "$S")
+PARENT0=$( [ -n "$S" ] && names "$P")
+echo "share-root-names=$SHARE0" | tr ' ' ,
+echo "share-parent-names=$PARENT0" | tr ' ' ,
+
+# The guest side: everything prints markers or `attempt| ` lines; NAME=guest-decoy|ENOENT|...
+ESCAPE='
+echo guest-decoy > /etc/kata-rs-escape-secret
+M=/mnt/share
+mkdir -p $M
+mount -t virtiofs kata-rs $M && echo mount=ok || echo mount=failed
+echo "share-ls=$(ls -A $M | tr "\n" ,)"
+f=$(find $M -maxdepth 4 -name ro-file 2>/dev/null | head -n 1); RO=${f%/*}
+f=$(find $M -maxdepth 4 -name rw-file 2>/dev/null | head -n 1); RW=${f%/*}
+echo "ro-dir=${RO:-not-found}"; echo "rw-dir=${RW:-not-found}"
+[ -n "$RO" ] || RO=/nonexistent-ro
+[ -n "$RW" ] || RW=/x/rw
+C=$M/'$ID'
+# rd NAME FILE: what reading FILE shows: its first line, ENOENT, or error:MESSAGE.
+rd() {
+    o=$(cat "$2" 2>&1); r=$?
+    if [ $r = 0 ]; then v=$(echo "$o" | head -n 1)
+    elif echo "$o" | grep -q "No such file"; then v=ENOENT
+    else v="error:$o"; fi
+    echo "$1=$(echo "$v" | tr " " _)"
+    echo "read| $1: $o"
+}
+# a NAME CMD...: an attempt that must fail.
+a() {
+    n=$1; shift
+    o=$("$@" 2>&1); r=$?
+    o=$(echo "$o" | head -n 2 | tr "\n" " ")
+    if [ $r = 0 ]; then echo "attempt| $n SUCCEEDED rc=0 $o"; else echo "attempt| $n refused rc=$r $o"; fi
+}
+# Symlinks to host paths, `..`: resolved by the guest.
+ln -s /etc/kata-rs-escape-secret $RW/sl-abs
+ln -s ../../../../../../../../../../etc/kata-rs-escape-secret $RW/sl-rel
+rd symlink-abs $RW/sl-abs
+rd symlink-rel $RW/sl-rel
+rd symlink-bind /x/rw/sl-abs
+rd dotdot-share $M/../../etc/kata-rs-escape-secret
+rd dotdot-deep $C/../../../../../../../etc/kata-rs-escape-secret
+echo "dotdot-ls=$(cd $M && cd .. && cd .. && pwd)"
+# Hard links out of the share and across its mounts.
+a hardlink-guest-file ln /etc/kata-rs-escape-secret $RW/hl-guest
+a hardlink-ro-to-rw ln $RO/ro-file $RW/hl-ro
+a hardlink-ro-to-root ln $RO/ro-file $M/hl-ro
+a hardlink-rootfs-to-rw ln $C/rootfs/bin/busybox $RW/hl-busybox
+a hardlink-rw-to-root ln $RW/rw-file $M/hl-rw
+a hardlink-dotdot ln $M/../../etc/passwd $RW/hl-passwd
+# Renames over / of the share root and its mount points; removals.
+mkdir -p $RW/d1 $RW/d2
+a rename-over-share-root mv -T $RW/d1 $M
+a rename-over-container-dir mv -T $RW/d2 $C
+a rename-share-entry mv $C $M/moved
+a rename-ro-mountpoint mv $RO $RW/stolen-mount
+a rename-rw-mountpoint mv -T $RW $M/moved-rw
+a rename-rw-file-to-root mv $RW/rw-file $M/rw-file
+a rmdir-share-root rmdir $M
+a rmdir-container-dir rmdir $C
+a rmdir-ro-mountpoint rmdir $RO
+a rmdir-container-mounts-dir rmdir $C/mounts
+# New entries at the share root and in the container directory.
+a create-root-file touch $M/new-file
+a create-root-dir mkdir $M/new-dir
+a create-root-symlink ln -s /etc $M/etc-link
+a create-root-fifo mknod $M/fifo p
+a create-container-dir-file touch $C/new-file
+a create-container-mounts-entry mkdir $C/mounts/99
+# The read-only bind through the raw share path.
+a ro-write sh -c "echo pwned > $RO/ro-file"
+a ro-append sh -c "echo pwned >> $RO/ro-file"
+a ro-create touch $RO/new
+a ro-truncate truncate -s 0 $RO/ro-file
+a ro-chmod chmod 0666 $RO/ro-file
+a ro-chown chown 1000:1000 $RO/ro-file
+a ro-utimes touch -d "2000-01-01 00:00:00" $RO/ro-file
+a ro-unlink rm -f $RO/ro-file
+a ro-rename mv $RO/ro-file $RO/moved
+a ro-symlink ln -s /etc/kata-rs-escape-secret $RO/sl
+a ro-move-out mv $RO/ro-file $RW/moved-out
+# For the record (not escapes by themselves): what guest root leaves in a writable volume.
+mknod $RW/dev-null c 1 3 2>/dev/null && echo "mknod-rw=created" || echo "mknod-rw=refused"
+cp /bin/busybox $RW/suid 2>/dev/null && chmod 4755 $RW/suid 2>/dev/null && echo "setuid-rw=created" || echo "setuid-rw=refused"
+umount $M && echo umount=ok
+'
+echo "== escape"
+if [ "$(kata_rs_task_status $ID)" = RUNNING ]; then
+    $T ctr task exec --exec-id escape $ID sh -c "$ESCAPE" > "$W/escape.out" 2>&1
+    echo "esc-exec-rc=$?"
+    sed 's/^/esc-/' "$W/escape.out"
+    echo "esc-status-after=$(kata_rs_task_status $ID)"
+else
+    echo "esc-skipped=the privileged container did not start"
+    : > "$W/escape.out"
+    kata_rs_shim_warnings esc-why
+fi
+
+echo "== host"
+echo "marker-printed=$(cat "$W/escape.out" "$KATA_RS_CONTAINERD_LOG" 2>/dev/null | grep -c "$MARK")"
+echo "secret-intact=$(same "$SECRET0" "$(fstate /etc/kata-rs-escape-secret)")"
+echo "ro-intact=$(same "$RO0" "$(names "$V/ro") $(fstate "$V/ro/ro-file")")"
+if [ -n "$S" ]; then
+    echo "share-root-unchanged=$(same "$SHARE0" "$(names "$S")")"
+    echo "share-parent-unchanged=$(same "$PARENT0" "$(names "$P")")"
+else
+    echo "share-root-unchanged=share-not-found"
+    echo "share-parent-unchanged=share-not-found"
+fi
+echo "etc-unchanged=$(same "$ETC0" "$(names /etc)")"
+ls -la "$V/rw" | sed 's/^/rw-after| /'
+echo "rw-device-node=$( [ -c "$V/rw/dev-null" ] && echo yes || echo no)"
+echo "rw-setuid-root=$( [ -u "$V/rw/suid" ] && [ "$(stat -c %u "$V/rw/suid" 2>/dev/null)" = 0 ] && echo yes || echo no)"
+
+echo "== after"
+if [ -n "$(kata_rs_task_status $ID)" ]; then
+    $T ctr task kill -s KILL $ID 2>&1
+    kata_rs_wait_status $ID STOPPED 60
+    $T ctr task delete $ID 2>&1
+    echo "esc-delete-rc=$?"
+else
+    echo "esc-delete-rc=no-task"
+fi
+ctr container rm $ID > /dev/null 2>&1
+kata_rs_wait_procs containerd-shim-kata-v2 0 30
+echo "tasks=$(ctr task ls -q | wc -l)"
+echo "state=$(state_entries)"
+echo "after-mounts=$(kata_mounts)"
+echo "after-virtiofsd=$(kata_rs_count_procs virtiofsd)"
+echo "after-share=$( [ -n "$S" ] && [ -e "$S" ] && echo exists || echo gone)"
+rm -f /etc/kata-rs-escape-secret
+kata_rs_leftovers
+echo "leftovers-rc=$?"
+echo "total-seconds=$(secs_since "$T_SCRIPT")"
