@@ -10,9 +10,6 @@ use nix::unistd::{chdir, chroot};
 
 use crate::cgroup;
 
-/// Where the shim's cpio puts container root file systems.
-pub const CONTAINERS_DIR: &str = "/run/kata-rs/containers";
-
 /// ramfs magic (statfs f_type); nix names only tmpfs's.
 const RAMFS_MAGIC: u32 = 0x8584_58f6;
 
@@ -78,12 +75,8 @@ pub fn boot() -> Vec<String> {
             missing.join(" ")
         ));
     }
-    // /run is NOT mounted over: the initramfs directory holds the containers' root file
-    // systems that the shim appended, and the initramfs root is already a writable tmpfs.
-    step(
-        "mkdir /run/kata-rs/containers",
-        fs::create_dir_all(CONTAINERS_DIR).map_err(|e| e.to_string()),
-    );
+    // /run needs no tmpfs of its own: the initramfs root already is a writable tmpfs. The
+    // sandbox share is mounted at /run/kata-rs/shared afterwards (`share::mount_at_boot`).
     step("bring up lo", loopback_up());
     errors.extend(cgroup_errors);
     errors

@@ -134,7 +134,6 @@ pub struct Container {
     pub id: String,
     /// The init process (the workload once started).
     pub init: Arc<Process>,
-    rootfs: PathBuf,
     cgroup: Option<Cgroup>,
     /// The sync socket while the container is created but not started.
     sync: Mutex<Option<UnixStream>>,
@@ -354,8 +353,9 @@ impl Container {
         Ok(self.init.pid)
     }
 
-    /// Kills the process if it still runs, waits for it, removes the cgroup and the
-    /// container's root file system directory.
+    /// Kills the process if it still runs, waits for it, removes the cgroup. The root
+    /// file system is the host's (through the share) and is never touched; the container's
+    /// mounts lived only in its own mount namespace, gone with its last process.
     pub async fn destroy(&self) -> Result<()> {
         // Dropping the sync socket makes a created-but-not-started init exit by itself.
         self.sync.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -390,7 +390,7 @@ impl Container {
         if let Some(cg) = &self.cgroup {
             cg.remove().await?;
         }
-        remove_rootfs(&self.rootfs, &self.id)
+        Ok(())
     }
 }
 
@@ -443,41 +443,6 @@ async fn release(id: &str, sync: UnixStream) -> Result<()> {
     })
     .await
     .map_err(|e| AgentError::internal(format!("start task: {e}")))?
-}
-
-/// Deletes the rootfs directory, and its parent when that is the per-container directory
-/// `.../<id>` the shim created (and is now empty).
-/// Removes a container's rootfs directory and its `<id>` parent if that is then empty.
-pub fn remove_rootfs(rootfs: &Path, id: &str) -> Result<()> {
-    match fs::remove_dir_all(rootfs) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(AgentError::internal(format!(
-                "remove rootfs {rootfs:?}: {e}"
-            )))
-        }
-    }
-    if let Some(parent) = rootfs.parent() {
-        if parent.file_name().and_then(|n| n.to_str()) == Some(id) {
-            // The copies of the container's host bind-mount sources (only in the shim's
-            // layout: nothing else is ever removed next to a rootfs).
-            if parent == crate::storage::container_dir(id) {
-                let mounts = parent.join("mounts");
-                match fs::remove_dir_all(&mounts) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(AgentError::internal(format!(
-                            "remove the bind-mount copies {mounts:?}: {e}"
-                        )))
-                    }
-                }
-            }
-            let _ = fs::remove_dir(parent);
-        }
-    }
-    Ok(())
 }
 
 fn reply_error(id: &str, buf: &[u8]) -> AgentError {
@@ -589,7 +554,6 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
         Ok(parts) => Ok(Container {
             id,
             init: Arc::new(parts.process),
-            rootfs,
             cgroup,
             sync: Mutex::new(Some(parts.sync)),
             started: Mutex::new(false),

@@ -3,6 +3,7 @@
 //!
 //! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`container`] (lifecycle),
 //! [`init`] (the single-threaded container init mode), [`spec`] (OCI spec → plan),
+//! [`share`] (the sandbox's virtio-fs share), [`rootpath`] (paths resolved inside a root),
 //! [`cgroup`], [`netstats`], [`reaper`] (the one SIGCHLD reaper), [`error`].
 #![warn(missing_docs)]
 
@@ -19,8 +20,8 @@ pub mod reaper;
 pub mod rootpath;
 pub mod seccomp;
 pub mod service;
+pub mod share;
 pub mod spec;
-pub mod storage;
 pub mod syscalls_x86_64;
 
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub struct Options {
     pub cgroup_root: Option<PathBuf>,
     /// What Shutdown does.
     pub shutdown: ShutdownAction,
+    /// The sandbox share: mounted at boot in the guest, a given directory in development.
+    pub share: share::Share,
 }
 
 /// Serves the API until Shutdown; then syncs and reboots (PID 1) or returns (dev mode).
@@ -56,7 +59,7 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         None => tracing::warn!("no cgroup v2 hierarchy: containers get no cgroup"),
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-    let agent = Arc::new(Agent::new(reaper, cgroup_root, tx));
+    let agent = Arc::new(Agent::new(reaper, cgroup_root, opts.share.clone(), tx));
     let svc = kata_rs_protocol::agent_ttrpc::create_agent_service(Arc::new(Service(agent)));
     if let Some(path) = opts.listen.strip_prefix("unix://") {
         let _ = std::fs::remove_file(path);

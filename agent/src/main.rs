@@ -3,7 +3,7 @@
 //! ```text
 //! kata-agent                                  # as /init (PID 1) in the guest: boot, serve vsock://-1:1024
 //! kata-agent --listen unix:///path/agent.sock # development/test mode on a normal host
-//!            [--cgroup-root DIR] [--log LEVEL]
+//!            [--cgroup-root DIR] [--share-dir DIR] [--log LEVEL]
 //! ```
 //! Log level: `--log` or env `KATA_AGENT_LOG` (error|warn|info|debug|trace; default warn).
 
@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kata_rs_agent::service::ShutdownAction;
-use kata_rs_agent::{boot, init, Options, DEFAULT_LISTEN};
+use kata_rs_agent::{boot, init, share, Options, DEFAULT_LISTEN};
 use tracing::Level;
 
 const USAGE: &str =
-    "usage: kata-agent [--listen vsock://CID:PORT|unix:///PATH] [--cgroup-root DIR] [--log LEVEL]";
+    "usage: kata-agent [--listen vsock://CID:PORT|unix:///PATH] [--cgroup-root DIR] [--share-dir DIR] [--log LEVEL]";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -33,6 +33,7 @@ fn main() {
     }
     let mut listen = DEFAULT_LISTEN.to_string();
     let mut cgroup_root = None;
+    let mut share_dir = None;
     let mut level = std::env::var("KATA_AGENT_LOG").unwrap_or_else(|_| "warn".into());
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -45,6 +46,7 @@ fn main() {
         match a.as_str() {
             "--listen" => listen = value("--listen"),
             "--cgroup-root" => cgroup_root = Some(PathBuf::from(value("--cgroup-root"))),
+            "--share-dir" => share_dir = Some(PathBuf::from(value("--share-dir"))),
             "--log" => level = value("--log"),
             "--version" => {
                 println!("kata-agent {}", env!("CARGO_PKG_VERSION"));
@@ -71,6 +73,15 @@ fn main() {
     for e in &boot_errors {
         tracing::warn!("boot: {e}");
     }
+    // The guest mounts the share its kernel command line names (before the ready line);
+    // development mode uses a directory as it is (--share-dir, default the guest's path).
+    let share = if pid1 {
+        share::mount_at_boot(std::path::Path::new(share::GUEST_SHARE_DIR))
+    } else {
+        share::Share::Ready {
+            dir: share_dir.unwrap_or_else(|| PathBuf::from(share::GUEST_SHARE_DIR)),
+        }
+    };
     let opts = Options {
         listen,
         cgroup_root,
@@ -79,6 +90,7 @@ fn main() {
         } else {
             ShutdownAction::Exit
         },
+        share,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

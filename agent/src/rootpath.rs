@@ -48,6 +48,12 @@ impl InRoot {
     pub fn proc_path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
     }
+
+    /// Whether the target is a directory.
+    pub fn is_dir(&self) -> io::Result<bool> {
+        let st = fstat(&self.fd).map_err(io::Error::from)?;
+        Ok(SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
+    }
 }
 
 fn o_path() -> OFlag {

@@ -1,7 +1,7 @@
 //! The ttrpc `AgentService` implementation: request validation and the container table.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -14,8 +14,8 @@ use ttrpc::r#async::TtrpcContext;
 use crate::container::{self, Container, CreateOptions, Process};
 use crate::error::{AgentError, Result};
 use crate::reaper::Reaper;
+use crate::share::Share;
 use crate::spec;
-use crate::storage;
 
 /// Largest chunk one ReadStdout/ReadStderr returns.
 pub const MAX_READ: usize = 64 * 1024;
@@ -35,9 +35,8 @@ pub struct Agent {
     cgroup_root: Option<PathBuf>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     creating: Mutex<HashSet<String>>,
-    /// Root file systems unpacked by AddStorage (by container id) whose container was not
-    /// created yet; RemoveContainer of such an id removes the rootfs.
-    storages: Mutex<HashSet<String>>,
+    /// The sandbox share (containers' root file systems and bind-mount sources).
+    share: Share,
     /// oom_kill counts already reported by GetOomEvent.
     oom_seen: Mutex<HashMap<String, u64>>,
     shutdown: tokio::sync::mpsc::Sender<()>,
@@ -55,6 +54,7 @@ impl Agent {
     pub fn new(
         reaper: Arc<Reaper>,
         cgroup_root: Option<PathBuf>,
+        share: Share,
         shutdown: tokio::sync::mpsc::Sender<()>,
     ) -> Self {
         Agent {
@@ -62,7 +62,7 @@ impl Agent {
             cgroup_root,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
-            storages: Mutex::new(HashSet::new()),
+            share,
             oom_seen: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -99,14 +99,24 @@ impl Agent {
         let id = req.container_id.as_str();
         spec::validate_id(id)?;
         let spec = spec::parse_spec(&req.oci_spec)?;
-        if req.rootfs_path.is_empty() {
-            return Err(AgentError::invalid("rootfs_path is empty"));
+        // The root file system and the bind sources come only through the sandbox share:
+        // `<share>/<id>/rootfs` exactly, sources under `<share>/<id>/`.
+        let dir = self.share.container_dir(id)?;
+        let rootfs = dir.join("rootfs");
+        if req.rootfs_path.as_bytes() != rootfs.as_os_str().as_encoded_bytes() {
+            return Err(AgentError::invalid(format!(
+                "container {id}: rootfs_path {:?} must be {rootfs:?} (the container's root file system in the sandbox share)",
+                req.rootfs_path
+            )));
         }
         let role = spec::PodRole::of(id, &req.sandbox_id);
         if role == spec::PodRole::Member {
             spec::validate_id(&req.sandbox_id)?;
         }
-        let mut plan = spec::plan(&spec, Path::new(&req.rootfs_path), role)?;
+        let mut plan = spec::plan(&spec, &rootfs, role)?;
+        spec::check_bind_sources(&plan.init.mounts, &dir)
+            .map_err(|e| AgentError::invalid(format!("container {id}: {}", e.message)))?;
+        plan.init.sources_dir = dir;
         let sandbox_pid = if role == spec::PodRole::Member {
             let sb = self.get(&req.sandbox_id).map_err(|_| {
                 AgentError::precondition(format!(
@@ -152,10 +162,6 @@ impl Agent {
         let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
         creating.remove(id);
         let c = res?;
-        self.storages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
         tracing::info!(id, pid = c.pid(), "container created");
         self.containers
             .lock()
@@ -257,65 +263,8 @@ impl Agent {
         Ok(())
     }
 
-    /// AddStorage: unpacks a pod container's rootfs from a spare disk (see [`storage`]).
-    pub async fn add_storage(&self, req: AddStorageRequest) -> Result<u64> {
-        let id = req.container_id.clone();
-        spec::validate_id(&id)?;
-        {
-            let exists = self
-                .containers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&id);
-            let mut storages = self.storages.lock().unwrap_or_else(|e| e.into_inner());
-            if exists || !storages.insert(id.clone()) {
-                return Err(AgentError::already_exists(format!(
-                    "container {id:?} already has a root file system"
-                )));
-            }
-        }
-        let idc = id.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            storage::add_rootfs_from_disk(
-                Path::new("/sys/block"),
-                &idc,
-                &req.disk_serial,
-                &req.format,
-                req.size,
-                &storage::container_dir(&idc),
-            )
-        })
-        .await
-        .map_err(|e| AgentError::internal(format!("unpack task: {e}")))
-        .and_then(|r| r);
-        if res.is_err() {
-            self.storages
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-        }
-        res
-    }
-
     /// RemoveContainer.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
-        spec::validate_id(id)?;
-        let added = self
-            .storages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        let known = self
-            .containers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(id);
-        if added && !known {
-            // AddStorage without a container (its CreateContainer failed or never came).
-            container::remove_rootfs(&storage::rootfs_dir(id), id)?;
-            tracing::info!(id, "unpacked rootfs removed");
-            return Ok(());
-        }
         let c = self.get(id)?;
         c.destroy().await?;
         self.containers
@@ -562,22 +511,6 @@ impl AgentService for Service {
     ) -> ttrpc::Result<Empty> {
         self.0.close_stdin(&req.container_id, &req.exec_id).await?;
         Ok(empty())
-    }
-
-    async fn add_storage(
-        &self,
-        _ctx: &TtrpcContext,
-        req: AddStorageRequest,
-    ) -> ttrpc::Result<AddStorageResponse> {
-        let id = req.container_id.clone();
-        let entries = self.0.add_storage(req).await.map_err(|e| {
-            tracing::warn!(id, "AddStorage: {e}");
-            e
-        })?;
-        tracing::info!(id, entries, "rootfs unpacked from disk");
-        let mut r = AddStorageResponse::new();
-        r.entries = entries;
-        Ok(r)
     }
 
     async fn remove_container(

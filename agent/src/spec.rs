@@ -220,6 +220,11 @@ pub struct InitConfig {
     /// create time; the plan leaves it empty).
     #[serde(default)]
     pub join: Vec<(String, PathBuf)>,
+    /// The container's directory in the sandbox share (`<share>/<id>`): every bind-mount
+    /// source lies in it (see [`check_bind_sources`]) and is resolved inside it, so a
+    /// symlink there cannot name a guest path (filled in by the agent at create time).
+    #[serde(default)]
+    pub sources_dir: PathBuf,
     /// The process to run.
     #[serde(flatten)]
     pub process: ProcessConfig,
@@ -298,6 +303,27 @@ fn clean_abs(what: &str, p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Checks that every bind mount's source lies in `dir` (the container's directory in the
+/// sandbox share, `<share>/<id>/`): the files reach the guest only through the share.
+/// Sources are clean absolute paths (the plan refuses `..`), so this is a component-wise
+/// prefix test; the init then resolves each source inside `dir`.
+pub fn check_bind_sources(mounts: &[MountPlan], dir: &Path) -> Result<()> {
+    for m in mounts {
+        if let MountKind::Bind { .. } = m.kind {
+            let src = Path::new(&m.source);
+            if src == dir || !src.starts_with(dir) {
+                return Err(AgentError::invalid(format!(
+                    "bind mount at {:?}: source {:?} is not in the sandbox share ({}/)",
+                    m.destination,
+                    m.source,
+                    dir.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The mounts every container gets unless the spec mounts something at the same place.
 pub fn default_mounts() -> Vec<MountPlan> {
     vec![
@@ -353,7 +379,7 @@ pub fn plan_mounts(spec_mounts: &[oci_spec::runtime::Mount]) -> Result<Vec<Mount
         let opts = m.options().clone().unwrap_or_default();
         let parsed = parse_options(&opts);
         let typ = m.typ().clone().unwrap_or_default();
-        let source = m
+        let mut source = m
             .source()
             .as_ref()
             .map(|s| s.to_string_lossy().into_owned())
@@ -364,7 +390,9 @@ pub fn plan_mounts(spec_mounts: &[oci_spec::runtime::Mount]) -> Result<Vec<Mount
                     "bind mount at {dest:?} has no source"
                 )));
             }
-            clean_abs("bind mount source", Path::new(&source))?;
+            source = clean_abs("bind mount source", Path::new(&source))?
+                .to_string_lossy()
+                .into_owned();
             MountKind::Bind {
                 recursive: parsed.bind.unwrap_or(false),
             }
@@ -660,6 +688,7 @@ pub fn plan(spec: &Spec, rootfs: &Path, role: PodRole) -> Result<Plan> {
         masked_paths,
         readonly_paths,
         join: Vec::new(),
+        sources_dir: PathBuf::new(),
         process,
     };
     Ok(Plan {
@@ -944,6 +973,53 @@ mod tests {
             .unwrap_err()
             .message
             .contains("no source"));
+    }
+
+    #[test]
+    fn bind_sources_must_lie_in_the_share() {
+        let s = BASIC.replace(
+            r#""hostname""#,
+            r#""mounts": [
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
+                {"destination": "/data", "type": "bind", "source": "/run/kata-rs/shared/c1/mounts/1"},
+                {"destination": "/etc/hosts", "source": "//run/kata-rs/shared/c1/./mounts/2", "options": ["rbind"]}
+            ], "hostname""#,
+        );
+        let p = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap();
+        let dir = Path::new("/run/kata-rs/shared/c1");
+        check_bind_sources(&p.init.mounts, dir).unwrap();
+        assert_eq!(
+            p.init.mounts.last().unwrap().source,
+            "/run/kata-rs/shared/c1/mounts/2"
+        );
+        for src in [
+            "/run/kata-rs/shared/c2/mounts/1",
+            "/run/kata-rs/shared/c1",
+            "/run/kata-rs/shared/c10/mounts/1",
+            "/etc",
+            "/run/kata-rs/containers/c1/mounts/1",
+        ] {
+            let s = BASIC.replace(
+                r#""hostname""#,
+                &format!(
+                    r#""mounts": [{{"destination": "/x", "type": "bind", "source": "{src}"}}], "hostname""#
+                ),
+            );
+            let p = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap();
+            let e = check_bind_sources(&p.init.mounts, dir).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(
+                e.message
+                    .contains("not in the sandbox share (/run/kata-rs/shared/c1/)"),
+                "{e}"
+            );
+        }
+        // `..` never gets that far.
+        let s = BASIC.replace(
+            r#""hostname""#,
+            r#""mounts": [{"destination": "/x", "type": "bind", "source": "/run/kata-rs/shared/c1/../c2"}], "hostname""#,
+        );
+        assert!(plan(&spec(&s), Path::new("/r"), PodRole::Single).is_err());
     }
 
     #[test]

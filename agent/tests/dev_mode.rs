@@ -62,7 +62,8 @@ async fn start_agent() -> AgentProc {
     let sock = dir.path().join("agent.sock");
     let addr = format!("unix://{}", sock.display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_kata-agent"))
-        .args(["--listen", &addr, "--log", "info"])
+        .args(["--listen", &addr, "--log", "info", "--share-dir"])
+        .arg(dir.path())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn kata-agent");
@@ -85,7 +86,8 @@ fn ctx() -> context::Context {
     context::with_timeout(60_000_000_000)
 }
 
-/// A busybox root file system under `dir/<id>/rootfs`.
+/// A busybox root file system under `dir/<id>/rootfs` (`dir` is the agent's
+/// `--share-dir`, the guest's virtio-fs share).
 fn busybox_rootfs(dir: &Path, id: &str) -> PathBuf {
     let root = dir.join(id).join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
@@ -232,7 +234,15 @@ async fn echo_hello_exit_3() {
     rm.container_id = id.clone();
     c.remove_container(ctx(), &rm).await.expect("remove");
     assert!(!cgroup_dir(&id).exists(), "cgroup removed");
-    assert!(!rootfs.exists(), "rootfs removed");
+    // The rootfs is the host's (through the share): never deleted by the agent, and no
+    // mount of it is left in the agent's namespace.
+    assert!(rootfs.join("bin/busybox").is_file(), "rootfs kept");
+    let agent_mounts =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", a.child.id())).unwrap();
+    assert!(
+        !agent_mounts.contains(rootfs.to_str().unwrap()),
+        "no mount left"
+    );
     assert!(children_of(a.child.id()).is_empty());
 }
 
@@ -614,10 +624,10 @@ async fn mount_destinations_resolve_in_the_root() {
         rootfs.join("var/lib/up"),
     )
     .unwrap();
-    let src = a.dir.path().join("sa");
+    let src = a.dir.path().join(&id).join("mounts/0");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("token"), "tok\n").unwrap();
-    let file = a.dir.path().join("secret");
+    let file = a.dir.path().join(&id).join("mounts/1");
     std::fs::write(&file, "sec\n").unwrap();
     let sub = format!("kata-rs-test-{}", std::process::id());
     let mut spec = base_spec(&[
@@ -657,4 +667,65 @@ async fn mount_destinations_resolve_in_the_root() {
     let mut rm = RemoveContainerRequest::new();
     rm.container_id = id.clone();
     c.remove_container(ctx(), &rm).await.unwrap();
+}
+
+/// The root file system and bind sources come only through the share: `rootfs_path` must
+/// be `<share>/<id>/rootfs` exactly, bind sources must lie under `<share>/<id>/`; the
+/// errors say so and nothing is left.
+#[tokio::test]
+async fn rootfs_and_sources_only_from_the_share() {
+    require_host!();
+    let a = start_agent().await;
+    let c = &a.client;
+    let id = unique("share");
+    let rootfs = busybox_rootfs(a.dir.path(), &id);
+    let other = busybox_rootfs(a.dir.path(), &unique("other"));
+    for bad in [
+        other.clone(),
+        a.dir.path().join(&id),
+        rootfs.join("."),
+        PathBuf::from("/"),
+    ] {
+        let req = create_req(&id, &bad, &["true"], false);
+        let msg = err_msg(c.create_container(ctx(), &req).await.unwrap_err());
+        assert!(
+            msg.contains("must be") && msg.contains(rootfs.to_str().unwrap()),
+            "{bad:?}: {msg}"
+        );
+    }
+    std::fs::create_dir_all(a.dir.path().join(&id).join("mounts")).unwrap();
+    let outside = a.dir.path().to_str().unwrap().to_string();
+    for src in [
+        "/etc".to_string(),
+        format!("{}/bin", other.display()),
+        a.dir.path().join(&id).to_string_lossy().into_owned(),
+        outside,
+    ] {
+        let mut spec = base_spec(&["sh", "-c", "true"]);
+        spec["mounts"] = serde_json::json!([{"destination": "/x", "type": "bind", "source": src}]);
+        let mut r = create_req(&id, &rootfs, &["true"], false);
+        r.oci_spec = spec.to_string().into_bytes();
+        let msg = err_msg(c.create_container(ctx(), &r).await.unwrap_err());
+        assert!(msg.contains("not in the sandbox share"), "{src}: {msg}");
+    }
+    // A symlink in the container's share directory cannot name a guest path.
+    symlink("/etc", a.dir.path().join(&id).join("mounts/0")).unwrap();
+    let mut spec = base_spec(&["sh", "-c", "true"]);
+    spec["mounts"] = serde_json::json!([{"destination": "/x", "type": "bind",
+        "source": a.dir.path().join(&id).join("mounts/0")}]);
+    let mut r = create_req(&id, &rootfs, &["true"], false);
+    r.oci_spec = spec.to_string().into_bytes();
+    let msg = err_msg(c.create_container(ctx(), &r).await.unwrap_err());
+    assert!(msg.contains("bind mount source"), "{msg}");
+    assert!(!rootfs.join("x").exists());
+    assert!(!cgroup_dir(&id).exists(), "no cgroup left behind");
+    assert!(children_of(a.child.id()).is_empty(), "no process left");
+    // AddStorage is gone: the ttrpc default answers UNIMPLEMENTED.
+    let mut s = AddStorageRequest::new();
+    s.container_id = id.clone();
+    let msg = err_msg(c.add_storage(ctx(), &s).await.unwrap_err());
+    assert!(
+        msg.to_lowercase().contains("unimplemented") || msg.contains("not"),
+        "{msg}"
+    );
 }
