@@ -2,7 +2,8 @@
 # one "kata-vmm: error: ..." line naming it; with KATA_VMM_TEST_FORBIDDEN_SYSCALL=1 the VMM
 # makes a syscall its seccomp filter forbids and dies of SIGSYS (shell status 159); the guest
 # kernel boots to /init (a test guest that prints a marker and sleeps); SIGTERM ends kata-vmm
-# with exit 0. Checked by tests/tests/vmm.rs.
+# with exit 0; with arguments, tests/scripts/vmm-fs.sh runs here too (virtio-fs through
+# virtiofsd). Checked by tests/tests/vmm.rs.
 LOG=$KATA_RS_WORK/vmm-boot-console.log
 secs() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -52,5 +53,7 @@ kill -TERM $VPID
 kata_rs_wait_exit $VPID 30 sigterm-rc
 sed 's/^/boot| /' out
 tail -n 10 "$LOG" | sed 's/^/console| /'
+# virtio-fs on the same node boot (args: VIRTIOFSD FS_INITRD VMM_FS_SCRIPT, see vmm-fs.sh).
+if [ $# -ge 3 ]; then . "$KATA_RS_PAYLOAD/extra$3"; fi
 kata_rs_leftovers
 echo "leftovers-rc=$?"

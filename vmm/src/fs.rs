@@ -1,0 +1,435 @@
+//! virtio-fs device (id 26) as a vhost-user frontend: the file system is served by a
+//! vhost-user-fs backend (`virtiofsd`) on a Unix socket, the VMM only does the control path.
+//!
+//! At startup, before the jail (a path is needed), [`connect`] opens the backend's socket and
+//! makes the handshake that needs no guest: `SET_OWNER`, `GET_FEATURES` (what we can offer the
+//! guest), and, when the backend has `VHOST_USER_F_PROTOCOL_FEATURES`, the protocol features
+//! (`MQ` to check the queue count, `REPLY_ACK` so that every setup message is acknowledged and
+//! a backend failure is seen at once). When the guest's driver sets DRIVER_OK, the vCPU thread
+//! that wrote the status sends the rest over the same socket: `SET_FEATURES` (what the driver
+//! acked, plus `VHOST_USER_F_PROTOCOL_FEATURES`), `SET_MEM_TABLE` (every guest RAM region with
+//! its memfd: guest RAM is a shared memfd mapping whenever `--fs` is given), and per queue
+//! `SET_VRING_NUM/ADDR/BASE/CALL/KICK` and `SET_VRING_ENABLE`. Kick = the KVM ioeventfd on
+//! QueueNotify (datamatch = queue index), call = the KVM irqfd of the device's IRQ, exactly as
+//! vhost-vsock: the data path goes guest -> KVM -> backend -> KVM -> guest and never through
+//! a VMM thread.
+//!
+//! The backend is untrusted: every reply is checked by the `vhost` crate, writes never raise
+//! SIGPIPE (`MSG_NOSIGNAL`), a closed socket is an error, and the memfds are sealed against
+//! shrinking (a backend cannot truncate guest RAM under the VMM). No socket timeout: the
+//! crate retries `EAGAIN` in a loop, so a timeout would turn a silent backend into a busy
+//! loop; a backend that keeps the socket open and never answers blocks the vCPU thread that
+//! wrote DRIVER_OK (SIGTERM still ends the VMM: the main thread serves it). If the backend goes away while the
+//! guest runs, the main thread sees the socket hang up and logs one warning; the VM carries on
+//! (the guest's FUSE requests then wait forever, other devices are unaffected). A failed setup
+//! at DRIVER_OK puts the device in DEVICE_NEEDS_RESET (the guest's mount fails) and is logged.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+
+/// Virtio device id of virtio-fs.
+pub const VIRTIO_ID_FS: u32 = 26;
+/// Bytes of the tag field in the config space (NUL padded, not necessarily terminated).
+pub const TAG_LEN: usize = 36;
+/// Queues: hiprio (0) and one request queue (1).
+pub const NUM_QUEUES: usize = 2;
+/// Request queues advertised in the config space.
+pub const NUM_REQUEST_QUEUES: u32 = 1;
+/// Default queue size (`queue-size=` changes it).
+pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
+/// Largest `queue-size=` (virtio split rings allow 32768; virtiofsd takes up to that).
+pub const MAX_QUEUE_SIZE: u16 = 32768;
+
+const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+/// `VHOST_USER_F_PROTOCOL_FEATURES`: a vhost-user bit, never offered to the guest.
+pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+
+/// Guest features we offer when the backend has them too.
+pub const OFFERABLE_FEATURES: u64 =
+    (1 << VIRTIO_F_VERSION_1) | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX;
+
+/// Protocol features we ack when the backend offers them.
+pub fn wanted_protocol_features() -> VhostUserProtocolFeatures {
+    VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+}
+
+/// `--fs socket=PATH,tag=TAG[,queue-size=N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The backend's vhost-user socket.
+    pub socket: PathBuf,
+    /// The tag the guest mounts (`mount -t virtiofs TAG DIR`).
+    pub tag: String,
+    /// Size of each queue.
+    pub queue_size: u16,
+}
+
+/// Parses the value of `--fs` (clap value parser). A socket path cannot contain a comma.
+pub fn parse_fs(s: &str) -> Result<FsConfig, String> {
+    let mut socket = None;
+    let mut tag = None;
+    let mut queue_size = None;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("socket", v)) if socket.is_none() => {
+                if v.is_empty() || v.contains('\0') {
+                    return Err("socket= needs a path".into());
+                }
+                socket = Some(PathBuf::from(v));
+            }
+            Some(("tag", v)) if tag.is_none() => tag = Some(check_tag(v)?),
+            Some(("queue-size", v)) if queue_size.is_none() => {
+                queue_size = Some(parse_queue_size(v)?)
+            }
+            Some(("socket" | "tag" | "queue-size", _)) => {
+                return Err(format!("{kv:?} given twice"))
+            }
+            _ => {
+                return Err(format!(
+                    "unknown fs option {kv:?} (expected socket=PATH, tag=TAG or queue-size=N)"
+                ))
+            }
+        }
+    }
+    Ok(FsConfig {
+        socket: socket.ok_or("socket=PATH is required")?,
+        tag: tag.ok_or("tag=TAG is required")?,
+        queue_size: queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+    })
+}
+
+/// A tag: 1..=36 bytes of printable ASCII other than space and comma.
+fn check_tag(v: &str) -> Result<String, String> {
+    let ok =
+        !v.is_empty() && v.len() <= TAG_LEN && v.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "invalid fs tag {v:?} (1-{TAG_LEN} printable ASCII characters, no space or comma)"
+        ))
+    }
+}
+
+fn parse_queue_size(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(n) if (2..=MAX_QUEUE_SIZE).contains(&n) && n.is_power_of_two() => Ok(n),
+        _ => Err(format!(
+            "invalid queue-size {v:?} (a power of two, 2..={MAX_QUEUE_SIZE})"
+        )),
+    }
+}
+
+/// Setting up or running the vhost-user connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The socket cannot be connected.
+    #[error("virtio-fs: cannot connect to vhost-user socket {0}: {1}")]
+    Connect(PathBuf, std::io::Error),
+    /// A vhost-user request failed (the backend refused, closed, timed out or lied).
+    #[error("virtio-fs: vhost-user {0}: {1}")]
+    Request(&'static str, vhost::Error),
+    /// The backend lacks something we need.
+    #[error("virtio-fs: the vhost-user backend {0}")]
+    Backend(String),
+    /// Guest RAM has a region without a file (guest RAM must be memfd backed with --fs).
+    #[error("virtio-fs: guest RAM region at {0:#x} is not backed by a file")]
+    NoFile(u64),
+    /// A queue address is not in guest RAM (the transport validated it; defensive).
+    #[error("virtio-fs: queue {0} ring address is outside guest RAM")]
+    Ring(usize),
+}
+
+fn req(what: &'static str) -> impl FnOnce(vhost::Error) -> FsError {
+    move |e| FsError::Request(what, e)
+}
+
+/// The guest features to offer, given the backend's.
+pub fn offered_features(backend: u64) -> u64 {
+    backend & OFFERABLE_FEATURES
+}
+
+/// The features to `SET_FEATURES` at activation: what the driver acked (never more than the
+/// backend has), plus `VHOST_USER_F_PROTOCOL_FEATURES` when the backend has it (then the rings
+/// start disabled and need `SET_VRING_ENABLE`).
+pub fn backend_features_to_set(driver: u64, backend: u64) -> u64 {
+    (driver & offered_features(backend)) | (backend & VHOST_USER_F_PROTOCOL_FEATURES)
+}
+
+/// Encodes the config space (`tag[36]`, le32 `num_request_queues`) and copies the requested
+/// slice of it; bytes past the end read as 0.
+pub fn read_fs_config(tag: &str, offset: u64, data: &mut [u8]) {
+    let mut cfg = [0u8; TAG_LEN + 4];
+    let t = tag.as_bytes();
+    let n = t.len().min(TAG_LEN);
+    cfg[..n].copy_from_slice(&t[..n]);
+    cfg[TAG_LEN..].copy_from_slice(&NUM_REQUEST_QUEUES.to_le_bytes());
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| cfg.get(o).copied())
+            .unwrap_or(0);
+    }
+}
+
+/// A connected backend after the guest-independent handshake.
+pub struct FsBackend {
+    vu: Frontend,
+    features: u64,
+    socket: PathBuf,
+}
+
+impl FsBackend {
+    /// The backend's virtio features.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// The socket fd, for the main thread to notice a hang-up (poll with no events).
+    pub fn raw_fd(&self) -> RawFd {
+        self.vu.as_raw_fd()
+    }
+}
+
+/// Connects to the backend at `path` (before the jail) and makes the handshake.
+pub fn connect(path: &Path) -> Result<FsBackend, FsError> {
+    let sock = UnixStream::connect(path).map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
+    from_stream(sock, path)
+}
+
+/// The handshake of [`connect`] on an already connected socket (`path` names it in errors).
+pub fn from_stream(sock: UnixStream, path: &Path) -> Result<FsBackend, FsError> {
+    let mut vu = Frontend::from_stream(sock, NUM_QUEUES as u64);
+    vu.set_owner().map_err(req("SET_OWNER"))?;
+    let features = vu.get_features().map_err(req("GET_FEATURES"))?;
+    if features & (1 << VIRTIO_F_VERSION_1) == 0 {
+        return Err(FsError::Backend(format!(
+            "does not offer VIRTIO_F_VERSION_1 (features {features:#x})"
+        )));
+    }
+    if features & VHOST_USER_F_PROTOCOL_FEATURES != 0 {
+        let offered = vu
+            .get_protocol_features()
+            .map_err(req("GET_PROTOCOL_FEATURES"))?;
+        let acked = offered & wanted_protocol_features();
+        vu.set_protocol_features(acked)
+            .map_err(req("SET_PROTOCOL_FEATURES"))?;
+        if acked.contains(VhostUserProtocolFeatures::MQ) {
+            let n = vu.get_queue_num().map_err(req("GET_QUEUE_NUM"))?;
+            if n < NUM_QUEUES as u64 {
+                return Err(FsError::Backend(format!(
+                    "has {n} queues, virtio-fs needs {NUM_QUEUES}"
+                )));
+            }
+        }
+        if acked.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+            vu.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
+    }
+    Ok(FsBackend {
+        vu,
+        features,
+        socket: path.to_path_buf(),
+    })
+}
+
+/// The vhost-user memory table: every guest RAM region with its file, offset and our mapping.
+pub fn memory_regions(mem: &GuestMemoryMmap) -> Result<Vec<VhostUserMemoryRegionInfo>, FsError> {
+    mem.iter()
+        .map(|r| {
+            let fo = r.file_offset().ok_or(FsError::NoFile(r.start_addr().0))?;
+            Ok(VhostUserMemoryRegionInfo {
+                guest_phys_addr: r.start_addr().0,
+                memory_size: r.len(),
+                userspace_addr: r.as_ptr() as u64,
+                mmap_offset: fo.start(),
+                mmap_handle: fo.file().as_raw_fd(),
+            })
+        })
+        .collect()
+}
+
+/// The virtio-fs device.
+pub struct FsDevice {
+    tag: String,
+    queue_sizes: [u16; NUM_QUEUES],
+    mem: Arc<GuestMemoryMmap>,
+    backend: FsBackend,
+    kicks: Vec<EventFd>,
+    call: EventFd,
+    started: bool,
+}
+
+impl FsDevice {
+    /// The device for `backend`; `kicks[i]` must be the ioeventfd of queue i, `call` the irqfd
+    /// of the device's IRQ.
+    pub fn new(
+        cfg: &FsConfig,
+        backend: FsBackend,
+        mem: Arc<GuestMemoryMmap>,
+        kicks: Vec<EventFd>,
+        call: EventFd,
+    ) -> Self {
+        FsDevice {
+            tag: cfg.tag.clone(),
+            queue_sizes: [cfg.queue_size; NUM_QUEUES],
+            mem,
+            backend,
+            kicks,
+            call,
+            started: false,
+        }
+    }
+
+    fn host_addr(&self, q: usize, gpa: u64) -> Result<u64, FsError> {
+        self.mem
+            .get_host_address(GuestAddress(gpa))
+            .map(|p| p as u64)
+            .map_err(|_| FsError::Ring(q))
+    }
+
+    fn start(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), FsError> {
+        let vu = &mut self.backend.vu;
+        vu.set_features(backend_features_to_set(features, self.backend.features))
+            .map_err(req("SET_FEATURES"))?;
+        let regions = memory_regions(&self.mem)?;
+        vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
+        let protocol = self.backend.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        for (i, q) in queues.iter().take(NUM_QUEUES).enumerate() {
+            // vhost-user ring addresses are in the frontend's address space (the backend
+            // translates them through the memory table's userspace addresses).
+            let cfg = VringConfigData {
+                queue_max_size: q.max_size,
+                queue_size: q.size,
+                flags: 0,
+                desc_table_addr: self.host_addr(i, q.desc)?,
+                used_ring_addr: self.host_addr(i, q.used)?,
+                avail_ring_addr: self.host_addr(i, q.avail)?,
+                log_addr: None,
+            };
+            let vu = &mut self.backend.vu;
+            vu.set_vring_num(i, q.size).map_err(req("SET_VRING_NUM"))?;
+            vu.set_vring_addr(i, &cfg).map_err(req("SET_VRING_ADDR"))?;
+            vu.set_vring_base(i, 0).map_err(req("SET_VRING_BASE"))?;
+            vu.set_vring_call(i, &self.call)
+                .map_err(req("SET_VRING_CALL"))?;
+            vu.set_vring_kick(i, &self.kicks[i])
+                .map_err(req("SET_VRING_KICK"))?;
+            if protocol {
+                vu.set_vring_enable(i, true)
+                    .map_err(req("SET_VRING_ENABLE"))?;
+            }
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), FsError> {
+        let protocol = self.backend.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        let vu = &mut self.backend.vu;
+        for i in 0..NUM_QUEUES {
+            if protocol {
+                vu.set_vring_enable(i, false)
+                    .map_err(req("SET_VRING_ENABLE"))?;
+            }
+            // GET_VRING_BASE stops the ring in the backend.
+            vu.get_vring_base(i).map_err(req("GET_VRING_BASE"))?;
+        }
+        Ok(())
+    }
+}
+
+impl VirtioDevice for FsDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_FS
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        offered_features(self.backend.features)
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_fs_config(&self.tag, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The virtio-fs config space is read-only.
+    }
+
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+        if queues.len() < NUM_QUEUES || !queues[..NUM_QUEUES].iter().all(|q| q.ready) {
+            return Err("virtio-fs: the hiprio and request queues must both be ready".into());
+        }
+        self.start(features, queues).map_err(|e| {
+            let msg = format!("{e} (backend {})", self.backend.socket.display());
+            eprintln!("kata-vmm: warning: {msg}");
+            msg
+        })
+    }
+
+    fn vhost_interrupts(&self) -> bool {
+        true
+    }
+
+    fn reset(&mut self) {
+        if self.started {
+            self.started = false;
+            if let Err(e) = self.stop() {
+                eprintln!("kata-vmm: warning: stopping the virtio-fs backend: {e}");
+            }
+        }
+    }
+}
+
+/// Creates a memfd of `size` bytes for guest RAM, sealed against shrinking and growing (a
+/// backend holding it cannot truncate RAM under the VMM and the guest).
+pub fn ram_memfd(name: &std::ffi::CStr, size: usize) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create with a valid NUL-terminated name; the fd is owned by the File below.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid fd nobody else owns.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.set_len(size as u64)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on our own memfd, integer argument.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(f)
+}
+
+/// Guest RAM for `ranges`, each region a shared mapping of its own sealed memfd (pages are
+/// allocated when first touched, as with anonymous memory).
+pub fn shared_guest_memory(ranges: &[crate::layout::RamRange]) -> anyhow::Result<GuestMemoryMmap> {
+    use anyhow::Context;
+    let mut with_files = Vec::new();
+    for (i, (start, size)) in ranges.iter().enumerate() {
+        let f = ram_memfd(c"kata-vmm-ram", *size)
+            .with_context(|| format!("memfd for guest RAM region {i}"))?;
+        with_files.push((*start, *size, Some(vm_memory::FileOffset::new(f, 0))));
+    }
+    GuestMemoryMmap::from_ranges_with_files(with_files).map_err(anyhow::Error::from)
+}
+
+#[cfg(test)]
+mod tests;
