@@ -1,0 +1,14 @@
+//! kata-rs host tool (`kata-rs`): `check` whether a node can run kata-rs, report its `env`
+//! for bug reports, `install` the build outputs at the install layout (docs/design.md) with
+//! containerd's and CRI-O's runtime handler merged in, and `uninstall` exactly what install
+//! did. Every subcommand takes `--root DIR`: a tree that stands for the node's `/`.
+
+pub mod check;
+pub mod containerd;
+pub mod crio;
+pub mod env;
+pub mod fsutil;
+pub mod install;
+pub mod kvm;
+pub mod layout;
+pub mod probe;
