@@ -3,6 +3,8 @@
 //! containerd's and CRI-O's runtime handler merged in, and `uninstall` exactly what install
 //! did. Every subcommand takes `--root DIR`: a tree that stands for the node's `/`.
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod containerd;
 pub mod crio;
