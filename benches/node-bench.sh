@@ -9,9 +9,20 @@
 #    guest RAM mapping (the mapping(s) of exactly --mem-mib in /proc/PID/smaps).
 # 2. Containers: ctr run --rm IMAGE true under io.containerd.kata.v2 and io.containerd.runc.v2,
 #    N each, interleaved; then one "sleep" container per runtime: shim (+ kata-vmm) Pss.
+# 3. io: sequential read of a 256 MiB file in a volume and untar of ~10k small files into the
+#    rootfs, kata vs runc in the same run; PSS of everything an idle pod costs on the host.
+# 4. image: ctr run --rm of an image with a 200 MiB layer vs busybox (kata and runc), the
+#    guest's MemAvailable after start with each.
 # Results: lines "BENCH-JSON <name> {json}" on stdout (run.sh extracts them), plus
 # "bench| ..." progress lines.
 N=${1:-5}
+# SECTIONS: which parts run (default all): vmm containers io image. BIG_TAR, FILES_TAR: host
+# paths of the 200 MiB-layer image archive and the 10k-files tar (run.sh passes both with
+# KATA_RS_NODE_EXTRA; they are at $KATA_RS_PAYLOAD/extra/PATH here).
+SECTIONS=${2:-vmm containers io image}
+BIG_TAR=${3:+$KATA_RS_PAYLOAD/extra$3}
+FILES_TAR=${4:+$KATA_RS_PAYLOAD/extra$4}
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
 INITRD=$KATA_RS_SHARE/kata-rs-initrd.img
@@ -33,7 +44,7 @@ say() { echo "bench| $*" >&2; }          # progress: stderr (stdout = results)
 now() { cut -d' ' -f1 /proc/uptime; }                        # 10 ms resolution
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%d", (b - a) * 1000 + 0.5 }'; }
 # median of the numbers given as arguments
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "null"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%d\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { [ $# -gt 0 ] || { echo null; return; }; printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "null"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%d\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 list() { echo "$*" | tr ' ' ','; }
 if [ "$KATA_RS_NODE_KIND" = native ]; then POLL=0.01 MAXPOLL=18000; else POLL=0.05 MAXPOLL=3600; fi
 
@@ -99,8 +110,9 @@ boot() {
 }
 
 vmm_ok=yes
-[ -x "$QEMU" ] || { say "no qemu-system-x86_64 on the node (run.sh passes it with KATA_RS_NODE_EXTRA)"; vmm_ok=no; }
-for f in "$KERNEL" "$INITRD" /usr/local/bin/kata-vmm; do [ -e "$f" ] || { say "missing $f"; vmm_ok=no; }; done
+want vmm || vmm_ok=no
+want vmm && [ -x "$QEMU" ] || { say "no qemu-system-x86_64 on the node (run.sh passes it with KATA_RS_NODE_EXTRA)"; vmm_ok=no; }
+want vmm && for f in "$KERNEL" "$INITRD" /usr/local/bin/kata-vmm; do [ -e "$f" ] || { say "missing $f"; vmm_ok=no; }; done
 if [ $vmm_ok = yes ]; then
     say "qemu: $("$QEMU" --version | head -n1)"
     cid=100
@@ -148,20 +160,22 @@ run_one() {
         say "ctr run --runtime $1 failed:"; sed 's/^/  ctr| /' "$W/ctr-$2.out" >&2; echo null
     fi
 }
-T_KATA= T_RUNC= CFAIL=0
-i=0
-while [ $i -le "$N" ]; do
-    if [ $((i % 2)) = 0 ]; then order="kata runc"; else order="runc kata"; fi
-    for k in $order; do
-        v=$(run_one io.containerd.$k.v2 bench-$k-$i)
-        tag=run$i; [ $i = 0 ] && tag=warm-up
-        say "$tag ctr run --rm $k: $v ms"
-        [ "$v" = null ] && { CFAIL=$((CFAIL + 1)); continue; }
-        [ $i = 0 ] && continue
-        if [ $k = kata ]; then T_KATA="$T_KATA $v"; else T_RUNC="$T_RUNC $v"; fi
+if want containers; then
+    T_KATA= T_RUNC= CFAIL=0
+    i=0
+    while [ $i -le "$N" ]; do
+        if [ $((i % 2)) = 0 ]; then order="kata runc"; else order="runc kata"; fi
+        for k in $order; do
+            v=$(run_one io.containerd.$k.v2 bench-$k-$i)
+            tag=run$i; [ $i = 0 ] && tag=warm-up
+            say "$tag ctr run --rm $k: $v ms"
+            [ "$v" = null ] && { CFAIL=$((CFAIL + 1)); continue; }
+            [ $i = 0 ] && continue
+            if [ $k = kata ]; then T_KATA="$T_KATA $v"; else T_RUNC="$T_RUNC $v"; fi
+        done
+        i=$((i + 1))
     done
-    i=$((i + 1))
-done
+fi
 
 # pids_of NAME ID: PIDs whose exe basename is NAME and whose command line contains ID
 pids_of() {
@@ -192,13 +206,183 @@ sleeper() {
     ctr container rm $id > /dev/null 2>&1
     echo "$sp $vp $vg $vr"
 }
-set -- $(sleeper kata); KSHIM=$1 KVMM=$2 KVMMG=$3 KVMMR=$4
-set -- $(sleeper runc); RSHIM=$1
-tk=$(median $T_KATA) tr=$(median $T_RUNC)
-cratio=$(awk -v a="$tk" -v b="$tr" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "null"; else printf "%.3f", a / b }')
-ktotal=$(awk -v a="$KSHIM" -v b="$KVMM" 'BEGIN { if (a == "null" || b == "null") print "null"; else print a + b }')
-echo "BENCH-JSON containers {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"image\":\"$IMG\",\"command\":\"ctr run --rm --runtime R IMAGE ID true\"," \
-    "\"start_ms_kata\":$tk,\"start_ms_runc\":$tr,\"ratio\":$cratio," \
-    "\"kata_shim_pss_kib\":$KSHIM,\"kata_vmm_pss_kib\":$KVMM,\"kata_vmm_pss_incl_guest_kib\":$KVMMG,\"kata_vmm_rss_kib\":$KVMMR,\"kata_total_pss_kib\":$ktotal," \
-    "\"runc_shim_pss_kib\":$RSHIM,\"failed_runs\":$CFAIL," \
-    "\"samples_ms_kata\":[$(list $T_KATA)],\"samples_ms_runc\":[$(list $T_RUNC)]}"
+if want containers; then
+    set -- $(sleeper kata); KSHIM=$1 KVMM=$2 KVMMG=$3 KVMMR=$4
+    set -- $(sleeper runc); RSHIM=$1
+    tk=$(median $T_KATA) tr=$(median $T_RUNC)
+    cratio=$(awk -v a="$tk" -v b="$tr" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "null"; else printf "%.3f", a / b }')
+    ktotal=$(awk -v a="$KSHIM" -v b="$KVMM" 'BEGIN { if (a == "null" || b == "null") print "null"; else print a + b }')
+    echo "BENCH-JSON containers {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"image\":\"$IMG\",\"command\":\"ctr run --rm --runtime R IMAGE ID true\"," \
+        "\"start_ms_kata\":$tk,\"start_ms_runc\":$tr,\"ratio\":$cratio," \
+        "\"kata_shim_pss_kib\":$KSHIM,\"kata_vmm_pss_kib\":$KVMM,\"kata_vmm_pss_incl_guest_kib\":$KVMMG,\"kata_vmm_rss_kib\":$KVMMR,\"kata_total_pss_kib\":$ktotal," \
+        "\"runc_shim_pss_kib\":$RSHIM,\"failed_runs\":$CFAIL," \
+        "\"samples_ms_kata\":[$(list $T_KATA)],\"samples_ms_runc\":[$(list $T_RUNC)]}"
+fi
+
+# ---------------------------------------------------------------- 3. io: read, untar, idle pod memory
+# One container per runtime (privileged, to drop the guest's/node's page cache before each
+# read), a read-only volume with a 256 MiB file and a tar of ~10k small files. Per round, in
+# alternating order: drop caches, dd the file to /dev/null (timed inside the container with
+# its /proc/uptime, so ctr exec's own cost is not in it); then untar the 10k files into the
+# container's root file system (/tmp/u: the rootfs, i.e. the share under kata, overlayfs
+# under runc), then rm -rf them (timed too). Before the rounds, with the containers idle:
+# PSS of everything a pod costs on the host (kata: shim + kata-vmm + virtiofsd; runc: shim).
+# in_ctr ID SCRIPT: runs SCRIPT in the container, prints its stdout (numbers) or "null".
+in_ctr() {
+    timeout 600 ctr task exec --exec-id "x$(cut -c1-8 /proc/sys/kernel/random/uuid)" "$1" sh -c "$2" 2> "$W/exec.err" || { say "exec in $1 failed: $(head -c 300 "$W/exec.err")"; echo null; }
+}
+# wait_running ID: 0 once the task runs (120 s at most)
+wait_running() { i=0; while [ $i -lt 1200 ]; do ctr task ls 2>/dev/null | grep -q "^$1 .*RUNNING" && return 0; sleep 0.1; i=$((i + 1)); done; return 1; }
+stop_ctr() {
+    ctr task kill -s KILL "$1" > /dev/null 2>&1
+    i=0; while [ $i -lt 300 ]; do ctr task ls 2>/dev/null | grep -q "^$1 " || break; ctr task delete "$1" > /dev/null 2>&1; sleep 0.1; i=$((i + 1)); done
+    ctr container rm "$1" > /dev/null 2>&1
+}
+# pod_mem RUNTIME ID: "pss_excl_guest pss_incl_guest virtiofsd_excl virtiofsd_incl virtiofsd_procs vmm_excl shim" KiB
+pod_mem() {
+    shim=$(pids_of containerd-shim-$1-v2 "$2" | tr '\n' ' ')
+    [ -n "$shim" ] || shim=$(pids_of containerd-shim-$1-v2 "" | tr '\n' ' ')
+    sp=$(pss_sum $shim)
+    if [ "$1" = runc ]; then echo "$sp $sp 0 0 0 0 $sp"; return; fi
+    [ -n "$(pids_of kata-vmm "")" ] || { echo "null null null null null null $sp"; return; }
+    ve=0 vi=0
+    for p in $(pids_of kata-vmm ""); do set -- $(mem $p); ve=$((ve + $2 - $4)); vi=$((vi + $2)); done
+    fe=0 fi=0 fn=0
+    for p in $(pids_of virtiofsd ""); do set -- $(mem $p); fe=$((fe + $2 - $4)); fi=$((fi + $2)); fn=$((fn + 1)); done
+    echo "$((sp + ve + fe)) $((sp + vi + fi)) $fe $fi $fn $ve $sp"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || a == "" || b == "" || b == 0) print "null"; else printf "%.3f", a / b }'; }
+if want io; then
+    IO=$W/io
+    mkdir -p "$IO/vol"
+    awk 'BEGIN { for (i = 0; i < 70000; i++) printf "%08d kata-rs bench: a 256 MiB file of numbered lines, not zeros.\n", i }' > "$IO/block"
+    i=0; while [ $i -lt 64 ]; do cat "$IO/block"; i=$((i + 1)); done \
+        | dd of="$IO/vol/read256" bs=1M count=256 iflag=fullblock 2>/dev/null
+    rm -f "$IO/block"
+    NFILES=0
+    if [ -f "$FILES_TAR" ]; then
+        cp "$FILES_TAR" "$IO/vol/files.tar"
+        NFILES=$(tar -tf "$IO/vol/files.tar" | grep -vc '/$')
+    else
+        say "no 10k-files tar (run.sh passes it): no untar step"
+    fi
+    say "io: read file $(stat -c %s "$IO/vol/read256") bytes, tar with $NFILES files"
+    for k in kata runc; do
+        if ctr run -d --privileged --runtime io.containerd.$k.v2 \
+            --mount type=bind,src=$IO/vol,dst=/v,options=rbind:ro "$IMG" bench-io-$k sleep 36000 > "$W/io-$k.out" 2>&1; then
+            wait_running bench-io-$k
+        else
+            say "io: ctr run $k failed:"; sed 's/^/  ctr| /' "$W/io-$k.out" >&2
+        fi
+    done
+    sleep 2
+    set -- $(pod_mem kata bench-io-kata); KP=$1 KPI=$2 FE=$3 FI=$4 FN=$5 KV=$6 KS=$7
+    set -- $(pod_mem runc bench-io-runc); RP=$1
+    say "io: idle pod PSS: kata shim $KS + kata-vmm $KV + virtiofsd $FE ($FN process(es)) = $KP KiB excl. guest RAM ($KPI incl.); runc shim $RP KiB"
+    READ='sync; echo 3 > /proc/sys/vm/drop_caches; t0=$(cut -d" " -f1 /proc/uptime)
+        dd if=/v/read256 of=/dev/null bs=1M 2>/dev/null || exit 1
+        awk -v a="$t0" -v b="$(cut -d" " -f1 /proc/uptime)" "BEGIN { printf \"%d\n\", (b - a) * 1000 }"'
+    UNTAR='rm -rf /tmp/u; mkdir -p /tmp/u; t0=$(cut -d" " -f1 /proc/uptime)
+        tar -xf /v/files.tar -C /tmp/u || exit 1
+        t1=$(cut -d" " -f1 /proc/uptime); rm -rf /tmp/u; t2=$(cut -d" " -f1 /proc/uptime)
+        awk -v a="$t0" -v b="$t1" -v c="$t2" "BEGIN { printf \"%d %d\n\", (b - a) * 1000, (c - b) * 1000 }"'
+    R_KATA= R_RUNC= U_KATA= U_RUNC= D_KATA= D_RUNC= IOFAIL=0
+    i=0
+    while [ $i -le "$N" ]; do
+        if [ $((i % 2)) = 0 ]; then order="kata runc"; else order="runc kata"; fi
+        tag=run$i; [ $i = 0 ] && tag=warm-up
+        for k in $order; do
+            r=$(in_ctr bench-io-$k "$READ")
+            u="null null"; [ "$NFILES" -gt 0 ] && u=$(in_ctr bench-io-$k "$UNTAR")
+            set -- $u; [ $# = 2 ] || set -- null null
+            say "$tag io $k: read 256 MiB $r ms, untar $NFILES files $1 ms, rm -rf $2 ms"
+            [ "$r" = null ] && IOFAIL=$((IOFAIL + 1))
+            [ $i = 0 ] && continue
+            if [ $k = kata ]; then
+                [ "$r" != null ] && R_KATA="$R_KATA $r"; [ "$1" != null ] && U_KATA="$U_KATA $1"; [ "$2" != null ] && D_KATA="$D_KATA $2"
+            else
+                [ "$r" != null ] && R_RUNC="$R_RUNC $r"; [ "$1" != null ] && U_RUNC="$U_RUNC $1"; [ "$2" != null ] && D_RUNC="$D_RUNC $2"
+            fi
+        done
+        i=$((i + 1))
+    done
+    stop_ctr bench-io-kata; stop_ctr bench-io-runc
+    rm -rf "$IO"
+    rk=$(median $R_KATA) rr=$(median $R_RUNC) uk=$(median $U_KATA) ur=$(median $U_RUNC) dk=$(median $D_KATA) dr=$(median $D_RUNC)
+    mibs() { awk -v ms="$1" 'BEGIN { if (ms == "null" || ms == "" || ms == 0) print "null"; else printf "%.1f", 256 * 1000 / ms }'; }
+    fps() { awk -v ms="$1" -v n="$NFILES" 'BEGIN { if (ms == "null" || ms == "" || ms == 0) print "null"; else printf "%d", n * 1000 / ms }'; }
+    echo "BENCH-JSON io {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N," \
+        "\"read_ms_kata\":$rk,\"read_ms_runc\":$rr,\"read_mib_s_kata\":$(mibs $rk),\"read_mib_s_runc\":$(mibs $rr),\"read_ratio\":$(ratio $rr $rk)," \
+        "\"untar_files\":$NFILES,\"untar_ms_kata\":$uk,\"untar_ms_runc\":$ur,\"untar_files_s_kata\":$(fps $uk),\"untar_files_s_runc\":$(fps $ur),\"untar_ratio\":$(ratio $ur $uk)," \
+        "\"rm_ms_kata\":$dk,\"rm_ms_runc\":$dr,\"rm_ratio\":$(ratio $dr $dk)," \
+        "\"kata_pod_pss_kib\":${KP:-null},\"kata_pod_pss_incl_guest_kib\":${KPI:-null},\"kata_shim_pss_kib\":${KS:-null},\"kata_vmm_pss_kib\":${KV:-null}," \
+        "\"virtiofsd_pss_kib\":${FE:-null},\"virtiofsd_pss_incl_guest_kib\":${FI:-null},\"virtiofsd_procs\":${FN:-null},\"runc_pod_pss_kib\":${RP:-null}," \
+        "\"failed_runs\":$IOFAIL,\"samples_read_ms_kata\":[$(list $R_KATA)],\"samples_read_ms_runc\":[$(list $R_RUNC)]," \
+        "\"samples_untar_ms_kata\":[$(list $U_KATA)],\"samples_untar_ms_runc\":[$(list $U_RUNC)]}"
+fi
+
+# ---------------------------------------------------------------- 4. image size: 200 MiB layer vs busybox
+# ctr run --rm IMAGE true for busybox and kata-rs.local/big:latest (busybox + a 200 MiB layer of
+# random bytes), under kata and runc, warm-up + N each, interleaved; then one sleeping kata
+# container of each image: the guest's MemAvailable and the VMM's PSS incl. guest RAM.
+BIG_IMG=kata-rs.local/big:latest
+run_img() {
+    t0=$(now)
+    if timeout 300 ctr run --rm --runtime "io.containerd.$1.v2" "$2" "$3" true > "$W/ctr-$3.out" 2>&1; then
+        ms "$t0" "$(now)"
+    else
+        say "ctr run --runtime $1 $2 failed:"; sed 's/^/  ctr| /' "$W/ctr-$3.out" >&2; echo null
+    fi
+}
+if want image && [ ! -f "$BIG_TAR" ]; then say "no big image archive (run.sh passes it): no image section"; fi
+if want image && [ -f "$BIG_TAR" ]; then
+    t0=$(now)
+    ctr image import "$BIG_TAR" > "$W/import.out" 2>&1 || { say "ctr image import $BIG_TAR failed:"; sed 's/^/  ctr| /' "$W/import.out" >&2; }
+    IMPORT_MS=$(ms "$t0" "$(now)")
+    say "image: imported $BIG_IMG in $IMPORT_MS ms"
+    S_KB= S_KG= S_RB= S_RG= IFAIL=0
+    i=0
+    while [ $i -le "$N" ]; do
+        if [ $((i % 2)) = 0 ]; then order="busybox big"; else order="big busybox"; fi
+        tag=run$i; [ $i = 0 ] && tag=warm-up
+        for k in kata runc; do
+            for im in $order; do
+                ref=$IMG; [ $im = big ] && ref=$BIG_IMG
+                v=$(run_img $k "$ref" bench-img-$k-$im-$i)
+                say "$tag ctr run --rm $k $im: $v ms"
+                [ "$v" = null ] && { IFAIL=$((IFAIL + 1)); continue; }
+                [ $i = 0 ] && continue
+                case $k-$im in
+                    kata-busybox) S_KB="$S_KB $v" ;; kata-big) S_KG="$S_KG $v" ;;
+                    runc-busybox) S_RB="$S_RB $v" ;; runc-big) S_RG="$S_RG $v" ;;
+                esac
+            done
+        done
+        i=$((i + 1))
+    done
+    # Guest memory after start, per image.
+    for im in busybox big; do
+        ref=$IMG; [ $im = big ] && ref=$BIG_IMG
+        id=bench-mem-$im
+        if ctr run -d --runtime io.containerd.kata.v2 "$ref" $id sleep 36000 > "$W/$id.out" 2>&1; then
+            wait_running $id; sleep 2
+        else
+            sed 's/^/  ctr| /' "$W/$id.out" >&2
+        fi
+        set -- $(in_ctr $id 'awk "/^MemAvailable:/ { a = \$2 } /^MemTotal:/ { t = \$2 } END { print a + 0, t + 0 }" /proc/meminfo')
+        avail=${1:-null} total=${2:-null}
+        vpi=null; vmm=$(pids_of kata-vmm "" | head -n1); [ -n "$vmm" ] && { set -- $(mem $vmm); vpi=$2; }
+        say "image $im: guest MemAvailable $avail KiB of $total KiB; kata-vmm PSS incl. guest RAM $vpi KiB"
+        eval "AV_$im=$avail TOT_$im=$total VPI_$im=$vpi"
+        stop_ctr $id
+    done
+    ctr image rm "$BIG_IMG" > /dev/null 2>&1
+    kb=$(median $S_KB) kg=$(median $S_KG) rb=$(median $S_RB) rg=$(median $S_RG)
+    echo "BENCH-JSON image {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"big_image\":\"$BIG_IMG\",\"big_layer_mib\":200,\"import_ms\":$IMPORT_MS," \
+        "\"start_ms_kata_busybox\":$kb,\"start_ms_kata_big\":$kg,\"ratio_kata\":$(ratio $kg $kb)," \
+        "\"start_ms_runc_busybox\":$rb,\"start_ms_runc_big\":$rg,\"ratio_runc\":$(ratio $rg $rb)," \
+        "\"guest_memavailable_kib_busybox\":$AV_busybox,\"guest_memavailable_kib_big\":$AV_big,\"guest_memtotal_kib\":$TOT_busybox," \
+        "\"vmm_pss_incl_guest_kib_busybox\":$VPI_busybox,\"vmm_pss_incl_guest_kib_big\":$VPI_big,\"failed_runs\":$IFAIL," \
+        "\"samples_ms_kata_busybox\":[$(list $S_KB)],\"samples_ms_kata_big\":[$(list $S_KG)]," \
+        "\"samples_ms_runc_busybox\":[$(list $S_RB)],\"samples_ms_runc_big\":[$(list $S_RG)]}"
+fi

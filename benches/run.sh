@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/run.sh [N]: host side of `make bench`. Runs benches/node-bench.sh on a node
-# (tests/node-run; the host's QEMU is passed in with KATA_RS_NODE_EXTRA), writes
-# target/bench/{vmm,containers}.json and prints a table. N = measured runs per variant
+# (tests/node-run; the host's QEMU, the big test image and a 10k-files tar are passed in with
+# KATA_RS_NODE_EXTRA), writes target/bench/{vmm,containers,io}.json and prints a table. N = measured runs per variant
 # (default 4, env BENCH_N), plus one warm-up each. See benches/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,10 +20,32 @@ QEMU_DATA=/usr/share/qemu
 [[ -e $QEMU_DATA/bios-microvm.bin ]] || die "$QEMU_DATA/bios-microvm.bin missing (qemu-system-data)"
 
 mkdir -p "$OUT"
+rm -f "$OUT"/{vmm,containers,io}.json   # (a section that does not run leaves no stale result)
 RAW=$OUT/node-run.stdout ERR=$OUT/node-run.stderr
+# BENCH_SECTIONS: which parts run (default all): vmm containers io image.
+SECTIONS=${BENCH_SECTIONS:-vmm containers io image}
+# The io and image sections' inputs: an image with a 200 MiB layer beside busybox, and a tar of
+# 10,000 small files (100 directories × 100 files of 0-2 KiB), both cached.
+"$TOP/tests/image/build-big.sh" >&2 || die "tests/image/build-big.sh failed"
+BIG=$TOP/target/tests/big-oci.tar
+FILES=$OUT/files-10k.tar
+if [[ ! -s $FILES ]]; then
+    d=$(mktemp -d)
+    for ((i = 0; i < 100; i++)); do
+        mkdir -p "$d/files/d$i"
+        for ((j = 0; j < 100; j++)); do
+            printf 'kata-rs bench file %d/%d\n%*s\n' $i $j $(((i * 100 + j) * 7 % 2048)) '' > "$d/files/d$i/f$j"
+        done
+    done
+    tar --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -C "$d" -cf "$FILES.tmp" files
+    mv -f "$FILES.tmp" "$FILES"; rm -rf "$d"
+fi
 echo "bench: N=$N (+1 warm-up) per variant; artifacts: $(cd "$TOP" && git rev-parse --short HEAD)$(cd "$TOP" && git diff --quiet HEAD -- vmm shim agent || echo +dirty)" >&2
 rc=0
-KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA" "$TOP/tests/node-run" --timeout 900 "$HERE/node-bench.sh" "$N" \
+# 3 GiB: the big image (content + snapshot, 400 MiB) and the 256 MiB read file live in the
+# emulated node's RAM beside two microVMs.
+KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
+    "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" \
     > "$RAW" 2> >(tee "$ERR" >&2) || rc=$?
 wait    # (the tee)
 ((rc == 0)) || die "node-run exited $rc (stdout in $RAW, stderr in $ERR)"
@@ -36,6 +58,13 @@ rev=$(cd "$TOP" && git rev-parse --short HEAD)
 meta() { jq --arg node "$node" --arg when "$when" --arg rev "$rev" '. + {node_detail: $node, date: $when, git: $rev}'; }
 [[ -n $vmm ]] && meta <<<"$vmm" > "$OUT/vmm.json" || echo "bench: no VMM result (see $ERR)" >&2
 [[ -n $ctr ]] && meta <<<"$ctr" > "$OUT/containers.json" || echo "bench: no container result (see $ERR)" >&2
+io=$(sed -n 's/^BENCH-JSON io //p' "$RAW")
+img=$(sed -n 's/^BENCH-JSON image //p' "$RAW")
+if [[ -n $io || -n $img ]]; then
+    jq -n --argjson io "${io:-null}" --argjson img "${img:-null}" '($io // {}) + {image: $img}' | meta > "$OUT/io.json"
+else
+    echo "bench: no io result (see $ERR)" >&2
+fi
 
 # ---------------------------------------------------------------- table
 v() { jq -r "$2 // \"-\"" "$OUT/$1.json" 2>/dev/null || echo -; }
@@ -66,4 +95,28 @@ row "shim + VMM PSS (excl. guest RAM)" "$(mib "$(v containers .kata_total_pss_ki
 echo
 echo "samples (ms): kata-vmm $(v vmm '.samples_boot_ms_ours|tostring'), qemu $(v vmm '.samples_boot_ms_qemu|tostring');" \
      "ctr kata $(v containers '.samples_ms_kata|tostring'), runc $(v containers '.samples_ms_runc|tostring')"
-echo "failed: $(v vmm .failed_boots) boots, $(v containers .failed_runs) container runs; JSON: target/bench/vmm.json, target/bench/containers.json"
+echo
+if [[ -f $OUT/io.json ]]; then
+    n=$(v io '.n // .image.n')
+    row "io in the container (N=$n, median)" "kata" "runc" "kata/runc"
+    row "----------------------------------------------" "--------------" "--------------" "--------"
+    row "read 256 MiB, cold cache (dd bs=1M)" "$(v io .read_mib_s_kata) MiB/s" "$(v io .read_mib_s_runc) MiB/s" "$(v io .read_ratio)"
+    row "untar $(v io .untar_files) small files into the rootfs" "$(v io .untar_files_s_kata) files/s" "$(v io .untar_files_s_runc) files/s" "$(v io .untar_ratio)"
+    row "rm -rf of them" "$(v io .rm_ms_kata) ms" "$(v io .rm_ms_runc) ms" "$(v io .rm_ratio)"
+    row "idle pod PSS (kata: shim+VMM+virtiofsd)" "$(mib "$(v io .kata_pod_pss_kib)")" "$(mib "$(v io .runc_pod_pss_kib)")" ""
+    row "  of which virtiofsd ($(v io .virtiofsd_procs) process(es))" "$(mib "$(v io .virtiofsd_pss_kib)")" "" ""
+    row "  kata incl. guest RAM" "$(mib "$(v io .kata_pod_pss_incl_guest_kib)")" "" ""
+    echo
+    row "ctr run --rm IMAGE true (N=$n, median)" "busybox" "200 MiB layer" "big/bb"
+    row "----------------------------------------------" "--------------" "--------------" "--------"
+    row "kata" "$(v io .image.start_ms_kata_busybox) ms" "$(v io .image.start_ms_kata_big) ms" "$(v io .image.ratio_kata)"
+    row "runc" "$(v io .image.start_ms_runc_busybox) ms" "$(v io .image.start_ms_runc_big) ms" "$(v io .image.ratio_runc)"
+    row "kata guest MemAvailable after start" "$(mib "$(v io .image.guest_memavailable_kib_busybox)")" "$(mib "$(v io .image.guest_memavailable_kib_big)")" ""
+    row "kata-vmm PSS incl. guest RAM after start" "$(mib "$(v io .image.vmm_pss_incl_guest_kib_busybox)")" "$(mib "$(v io .image.vmm_pss_incl_guest_kib_big)")" ""
+    echo
+    echo "io samples (ms): read kata $(v io '.samples_read_ms_kata|tostring'), runc $(v io '.samples_read_ms_runc|tostring');" \
+         "untar kata $(v io '.samples_untar_ms_kata|tostring'), runc $(v io '.samples_untar_ms_runc|tostring')"
+    echo "image samples (ms): kata busybox $(v io '.image.samples_ms_kata_busybox|tostring'), big $(v io '.image.samples_ms_kata_big|tostring');" \
+         "runc busybox $(v io '.image.samples_ms_runc_busybox|tostring'), big $(v io '.image.samples_ms_runc_big|tostring')"
+fi
+echo "failed: $(v vmm .failed_boots) boots, $(v containers .failed_runs) container runs, $(v io .failed_runs) io rounds, $(v io .image.failed_runs) image runs; JSON: target/bench/{vmm,containers,io}.json"
