@@ -19,7 +19,8 @@
 #     dir removed after), the delay until the container sees the new value, and every value
 #     the container saw on the way (never "missing");
 #   - a 1 GiB file (sparse-ish: 16 × 4 MiB of numbered lines at every 64 MiB, holes between,
-#     non-zero last bytes, so it costs 64 MiB of node RAM) reads back with the host's md5;
+#     non-zero last bytes, so it costs 64 MiB of node RAM) reads back in the kata container
+#     with the host's md5 (runc too with KATA_RS_VOL_BIG_RUNTIMES="runc kata");
 #   - kata only: where the share is, and that the host-side binds in it are ro/rw as the spec
 #     says (the sandbox shim's mount table).
 # Then a missing and a device source fail clearly and leave nothing; a pod (CRI's sandbox
@@ -34,8 +35,9 @@ TBIG="timeout -k 30 900"
 CT=io.kubernetes.cri.container-type
 SB=io.kubernetes.cri.sandbox-id
 V=$W/vol
-# The runtimes that read the 1 GiB file (the host's md5 is the reference either way).
-BIG_RUNTIMES=${KATA_RS_VOL_BIG_RUNTIMES:-runc kata}
+# The runtimes that read the 1 GiB file: kata; the host's md5 is the reference (runc would
+# read the same page cache as the host: +25 s on the emulated node for nothing new).
+BIG_RUNTIMES=${KATA_RS_VOL_BIG_RUNTIMES:-kata}
 state_entries() { ls -A /run/kata-rs/sandboxes 2>/dev/null | wc -l; }
 secs_since() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
 ms_since() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%d", (b - a) * 1000 + 0.5 }'; }
@@ -118,9 +120,9 @@ rm -f "$W/block"
 echo "host-big-size=$(stat -c %s "$V/big/1g")"
 echo "host-big-kib-used=$(du -k "$V/big/1g" | cut -f1)"
 echo "host-big-make-seconds=$(secs_since "$t")"
-t=$(kata_rs_uptime)
-echo "host-big-md5=$(md5sum < "$V/big/1g" | cut -d' ' -f1)"
-echo "host-big-seconds=$(secs_since "$t")"
+# The host's md5 (35 s on the emulated node) runs beside the runc checks; printed before kata's.
+( t=$(kata_rs_uptime); m=$(md5sum < "$V/big/1g" | cut -d' ' -f1); echo "$m $(secs_since "$t")" > "$W/host-md5" ) &
+MD5PID=$!
 
 MOUNTS="--mount type=bind,src=$V/file,dst=/x/file,options=rbind:ro
         --mount type=bind,src=$V/dir,dst=/x/dir,options=rbind:ro
@@ -264,6 +266,12 @@ live_checks() {
 }
 
 for rt in runc kata; do
+    if [ $rt = kata ]; then
+        wait $MD5PID
+        read -r m secs < "$W/host-md5"
+        echo "host-big-md5=$m"
+        echo "host-big-seconds=$secs"
+    fi
     echo "== $rt"
     rm -rf "$V/rw" && mkdir -p "$V/rw"
     echo shared-v1 > "$V/rw/shared"
