@@ -1,8 +1,13 @@
-//! The client side of the agent API (protocol/protos/agent.proto) over AF_VSOCK, with a
+//! The client side of the agent API (protocol/protos/agent.proto) over the VMM's hybrid vsock
+//! socket (`<state_dir>/<sandbox>/kata-vmm.vsock`: a Unix socket only root can open, then
+//! `CONNECT <port>\n` / `OK <hostport>\n`, then ttrpc; see vmm/README.md "vsock"), with a
 //! timeout on every request except the ones that wait for the container, and error texts
 //! from the guest bounded and cleaned before they reach logs or containerd.
 
+use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use kata_rs_protocol::{agent as pb, agent_ttrpc::AgentServiceClient};
 use tokio::time::Instant;
@@ -79,6 +84,58 @@ impl AgentError {
     }
 }
 
+/// Longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
+const MAX_REPLY: usize = 32;
+
+/// Opens a stream to guest port `port` through the VMM's hybrid vsock socket `uds`: connect,
+/// `CONNECT <port>\n`, then the reply line `OK <hostport>\n`, read byte by byte so that
+/// nothing behind it is consumed. The VMM closes the connection instead of answering when
+/// the guest refuses (nothing listens on the port yet) or does not answer.
+pub async fn dial(uds: &Path, port: u32) -> Result<tokio::net::UnixStream, String> {
+    let mut s = tokio::net::UnixStream::connect(uds)
+        .await
+        .map_err(|e| format!("{}: {e}", uds.display()))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())
+        .await
+        .map_err(|e| format!("{}: sending CONNECT: {e}", uds.display()))?;
+    let mut line = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        let n = s
+            .read(&mut b)
+            .await
+            .map_err(|e| format!("{}: reading the reply: {e}", uds.display()))?;
+        if n == 0 {
+            return Err(format!(
+                "{}: closed without a reply (guest port {port} refused or not answering)",
+                uds.display()
+            ));
+        }
+        if b[0] == b'\n' {
+            break;
+        }
+        if line.len() >= MAX_REPLY {
+            return Err(format!("{}: reply too long", uds.display()));
+        }
+        line.push(b[0]);
+    }
+    check_reply(&line).map_err(|e| format!("{}: {e}", uds.display()))?;
+    Ok(s)
+}
+
+/// Checks the handshake reply line (without its newline): `OK <decimal port>`.
+pub fn check_reply(line: &[u8]) -> Result<u32, String> {
+    line.strip_prefix(b"OK ")
+        .filter(|d| !d.is_empty() && d.len() <= 10 && d.iter().all(u8::is_ascii_digit))
+        .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "bad handshake reply {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(MAX_REPLY)])
+            )
+        })
+}
+
 fn map_err(method: &'static str, e: ttrpc::Error) -> AgentError {
     match e {
         ttrpc::Error::RpcStatus(s) => AgentError::Status {
@@ -101,23 +158,22 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects to `vsock://cid:port`, giving up after `connect_timeout`; requests then
-    /// time out after `request_timeout`.
+    /// Connects to guest port `port` through the VMM's hybrid vsock socket `uds`, giving up
+    /// after `connect_timeout`; requests then time out after `request_timeout`.
     pub async fn connect(
-        cid: u32,
+        uds: &Path,
         port: u32,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Agent, AgentError> {
-        let addr = format!("vsock://{cid}:{port}");
-        let client = match tokio::time::timeout(
-            connect_timeout,
-            ttrpc::asynchronous::Client::connect(&addr),
-        )
-        .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(map_err("connect", e)),
+        let stream = match tokio::time::timeout(connect_timeout, dial(uds, port)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(message)) => {
+                return Err(AgentError::Transport {
+                    method: "connect",
+                    message: sanitize(&message, MAX_ERROR_TEXT),
+                })
+            }
             Err(_) => {
                 return Err(AgentError::Timeout {
                     method: "connect",
@@ -125,8 +181,9 @@ impl Agent {
                 })
             }
         };
+        let socket = ttrpc::asynchronous::transport::Socket::new(stream);
         Ok(Agent {
-            client: AgentServiceClient::new(client),
+            client: AgentServiceClient::new(ttrpc::asynchronous::Client::new(socket)),
             timeout: request_timeout,
         })
     }
@@ -568,11 +625,12 @@ pub enum NotReady {
     VmmExited(crate::vmm::VmmExit),
 }
 
-/// Dials `cid:port` and calls `Check` until it answers, `timeout` passes, or `vmm_exit`
+/// Dials guest port `port` through `uds` (the VMM's hybrid vsock socket) and calls `Check`
+/// until it answers, `timeout` passes, or `vmm_exit`
 /// completes (the VMM is gone; it is raced against every try and pause). Each try gets at
 /// most `per_try` (bounded by what is left).
 pub async fn wait_ready(
-    cid: u32,
+    uds: &Path,
     port: u32,
     timeout: Duration,
     per_try: Duration,
@@ -591,7 +649,7 @@ pub async fn wait_ready(
         let t = per_try.min(left);
         tries += 1;
         let attempt = async {
-            let a = Agent::connect(cid, port, t, t).await?;
+            let a = Agent::connect(uds, port, t, t).await?;
             let r = a.check().await?;
             Ok::<_, AgentError>((
                 Agent {
@@ -607,12 +665,12 @@ pub async fn wait_ready(
         };
         match r {
             Ok(ok) => {
-                debug!(cid, tries, "agent answered Check");
+                debug!(uds = %uds.display(), tries, "agent answered Check");
                 return Ok(ok);
             }
             Err(e) => {
                 if tries % 20 == 1 {
-                    debug!(cid, tries, "agent not ready yet: {e}");
+                    debug!(uds = %uds.display(), tries, "agent not ready yet: {e}");
                 }
                 // A try cut short by the deadline says less than an earlier real error.
                 if last.is_none() || !matches!(e, AgentError::Timeout { .. }) {
@@ -652,13 +710,72 @@ mod tests {
         assert!(e.to_string().starts_with("agent Check failed"), "{e}");
     }
 
-    /// Nothing listens on this CID: wait_ready gives up at its deadline, and stops at once
+    #[test]
+    fn handshake_replies() {
+        assert_eq!(check_reply(b"OK 1073741824"), Ok(1 << 30));
+        for bad in [
+            &b"OK"[..],
+            b"OK ",
+            b"OK x",
+            b"ok 1",
+            b"OK 1 ",
+            b"OK 99999999999",
+            b"ERR",
+        ] {
+            assert!(check_reply(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A fake VMM side: answers the handshake as told, then echoes.
+    async fn fake_vmm(
+        reply: &'static [u8],
+    ) -> (std::path::PathBuf, tokio::task::JoinHandle<Vec<u8>>) {
+        let dir = std::env::temp_dir().join(format!(
+            "kata-agent-dial-{}-{}",
+            std::process::id(),
+            reply.len()
+        ));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("v.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = tokio::net::UnixListener::bind(&path).unwrap();
+        let h = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut got = vec![0u8; 13];
+            s.read_exact(&mut got).await.unwrap();
+            s.write_all(reply).await.unwrap();
+            got
+        });
+        (path, h)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn dial_speaks_the_handshake() {
+        let (path, h) = fake_vmm(b"OK 1073741824\nttrpc").await;
+        let mut s = dial(&path, 1024).await.unwrap();
+        assert_eq!(h.await.unwrap(), b"CONNECT 1024\n");
+        let mut rest = [0u8; 5];
+        s.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"ttrpc", "nothing behind the reply is consumed");
+        let (path, _h) = fake_vmm(b"").await;
+        let e = dial(&path, 1024).await.unwrap_err();
+        assert!(e.contains("closed without a reply"), "{e}");
+        let (path, _h) = fake_vmm(b"NO\n").await;
+        assert!(dial(&path, 1024).await.is_err());
+        let e = dial(Path::new("/nonexistent/kata.vsock"), 1024)
+            .await
+            .unwrap_err();
+        assert!(e.contains("/nonexistent/kata.vsock"), "{e}");
+    }
+
+    /// Nothing listens on this socket: wait_ready gives up at its deadline, and stops at once
     /// when the VMM is reported gone.
     #[tokio::test(flavor = "current_thread")]
     async fn wait_ready_times_out_or_sees_vmm_exit() {
         let t0 = std::time::Instant::now();
+        let none = Path::new("/nonexistent/kata-vmm.vsock");
         let r = wait_ready(
-            0x7fff_fff0,
+            none,
             1024,
             Duration::from_millis(500),
             Duration::from_millis(200),
@@ -670,7 +787,7 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
 
         let r = wait_ready(
-            0x7fff_fff0,
+            none,
             1024,
             Duration::from_secs(30),
             Duration::from_millis(200),

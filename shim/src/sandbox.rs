@@ -234,6 +234,7 @@ impl Sandbox {
                 mem_mib: h.memory_mib,
                 vcpus: h.vcpus,
                 cid,
+                vsock_uds: Some(paths.state_dir.join(vmm::VSOCK_SOCKET_FILE)),
                 jail_id: h.jail_id(cid),
                 console_log: paths.console_log.clone(),
                 cmdline: cmdline.clone(),
@@ -241,6 +242,15 @@ impl Sandbox {
                 fs: Some(fs.socket.clone()),
                 net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
             };
+            // The agent is reached through the VMM's socket in the state directory: only
+            // root may enter it (the socket itself is 0600 too).
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| {
+                        StartError(format!("chmod 0700 {}: {e}", paths.state_dir.display()))
+                    })?;
+            }
             // A fresh console log for every boot, so its tail is this boot's.
             let _ = std::fs::remove_file(&paths.console_log);
             let vmm = Vmm::spawn(&spec).map_err(|e| StartError(e.to_string()))?;
@@ -251,8 +261,9 @@ impl Sandbox {
                     paths.state_dir.join(vmm::PID_FILE).display()
                 )));
             }
+            let uds = paths.state_dir.join(vmm::VSOCK_SOCKET_FILE);
             let ready = agent::wait_ready(
-                spec.cid,
+                &uds,
                 kata_rs_protocol::AGENT_VSOCK_PORT,
                 config.dial_timeout(),
                 Duration::from_secs(2),

@@ -43,8 +43,12 @@ pub struct VmmSpec {
     pub mem_mib: u32,
     /// vCPUs.
     pub vcpus: u32,
-    /// The guest's vsock CID.
+    /// The guest's vsock CID (seen by the guest only; the host reaches it through
+    /// `vsock_uds`).
     pub cid: u32,
+    /// The host side of the guest's vsock (`--vsock-uds`): a Unix socket kata-vmm creates,
+    /// `<state_dir>/kata-vmm.vsock` (see [`VSOCK_SOCKET_FILE`]).
+    pub vsock_uds: Option<PathBuf>,
     /// Where the guest console goes.
     pub console_log: PathBuf,
     /// Extra kernel command line (omitted when empty).
@@ -79,6 +83,10 @@ impl VmmSpec {
             "--console-log".into(),
             self.console_log.clone().into(),
         ]);
+        if let Some(uds) = &self.vsock_uds {
+            a.push("--vsock-uds".into());
+            a.push(uds.clone().into());
+        }
         if !self.cmdline.trim().is_empty() {
             a.push("--cmdline".into());
             a.push(self.cmdline.clone().into());
@@ -401,6 +409,9 @@ fn push_line(lines: &Mutex<VecDeque<String>>, raw: &[u8], pid: u32, what: &str) 
 
 /// Name of the pid file in a sandbox's state directory.
 pub const PID_FILE: &str = "kata-vmm.pid";
+/// The VMM's hybrid vsock socket in the sandbox's state directory (0700): the only way to
+/// the agent.
+pub const VSOCK_SOCKET_FILE: &str = "kata-vmm.vsock";
 
 /// Writes the VMM's pid file.
 pub fn write_pid_file(state_dir: &Path, pid: u32) -> std::io::Result<()> {
@@ -489,6 +500,7 @@ mod tests {
             mem_mib: 512,
             vcpus: 2,
             cid: 4242,
+            vsock_uds: None,
             console_log: "/log".into(),
             cmdline: String::new(),
             disks: Vec::new(),
@@ -508,6 +520,18 @@ mod tests {
         assert_eq!(
             a.join(" "),
             "--kernel /k --initrd /guest.img --mem-mib 512 --vcpus 2 --vsock-cid 4242 --console-log /log"
+        );
+        let mut s = spec("/vmm");
+        s.vsock_uds = Some("/s/kata-vmm.vsock".into());
+        let a: Vec<String> = s
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert!(
+            a.join(" ")
+                .contains("--vsock-cid 4242 --console-log /log --vsock-uds /s/kata-vmm.vsock"),
+            "{a:?}"
         );
         let mut s = spec("/vmm");
         s.fs = Some("/s/virtiofsd.sock".into());

@@ -9,7 +9,7 @@ LOG=$KATA_RS_WORK/vmm-api-console.log
 SOCK=$KATA_RS_WORK/vmm-api.sock
 : > "$LOG"
 kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" --initrd "$KATA_RS_SHARE/kata-rs-initrd.img" \
-    --mem-mib 256 --vcpus 2 --vsock-cid $CID --console-log "$LOG" --api-sock "$SOCK" \
+    --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds "$KATA_RS_WORK/vmm-api.vsock" --console-log "$LOG" --api-sock "$SOCK" \
     > "$KATA_RS_WORK/vmm-api.out" 2>&1 &
 VPID=$!
 if kata_rs_wait_for "$LOG" 'kata-rs-agent: ready' 180; then echo "agent-ready=yes"; else echo "agent-ready=no"; fi
@@ -31,18 +31,18 @@ echo "== pause"
 api api-pause pause state
 vcpus | sed 's/^/paused-vcpu| /'
 echo "paused-futex=$(vcpus | grep -c futex)"
-timeout 8 kata-agent-ctl --cid $CID check > paused-check.out 2>&1
+timeout 8 kata-agent-ctl --uds "$KATA_RS_WORK/vmm-api.vsock" check > paused-check.out 2>&1
 echo "paused-check-rc=$?"
 sed 's/^/paused-check| /' paused-check.out
 
 echo "== resume"
 api api-resume resume state
-timeout 120 kata-agent-ctl --cid $CID check
+timeout 120 kata-agent-ctl --uds "$KATA_RS_WORK/vmm-api.vsock" check
 echo "resumed-check-rc=$?"
 api api-bad frobnicate
 
 echo "== end"
-timeout 120 kata-agent-ctl --cid $CID shutdown
+timeout 120 kata-agent-ctl --uds "$KATA_RS_WORK/vmm-api.vsock" shutdown
 echo "shutdown-rc=$?"
 kata_rs_wait_exit $VPID 60 vmm-rc
 # The jailed VMM cannot unlink its socket: the caller does.

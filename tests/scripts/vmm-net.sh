@@ -59,7 +59,7 @@ echo "mode=${MODE:-event-idx}"
 echo "== boot"
 : > "$LOG"
 env $ENV kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" --initrd "$KATA_RS_SHARE/kata-rs-initrd.img" \
-    --initrd "$KATA_RS_WORK/net-overlay.cpio" --mem-mib 256 --vcpus 1 --vsock-cid "$CID" \
+    --initrd "$KATA_RS_WORK/net-overlay.cpio" --mem-mib 256 --vcpus 1 --vsock-cid "$CID" --vsock-uds "$KATA_RS_WORK/vmm-net.vsock" \
     --console-log "$LOG" --net "tap=$TAP,mac=$MAC" --virtio-console --disk "$DISK,ro" \
     --cmdline "rdinit=/kt/netinit console=hvc0" \
     > vmm-net.out 2>&1 &
@@ -124,7 +124,7 @@ for c in rx_packets rx_bytes tx_packets tx_bytes rx_dropped tx_dropped; do
 done
 
 echo "== shutdown"
-timeout 120 kata-agent-ctl --cid "$CID" shutdown
+timeout 120 kata-agent-ctl --uds "$KATA_RS_WORK/vmm-net.vsock" shutdown
 echo "shutdown-rc=$?"
 kata_rs_wait_exit $VPID 60 vmm-rc
 echo "tap-left=$([ -e /sys/class/net/$TAP ] && echo yes || echo no)"

@@ -6,7 +6,7 @@ use kata_rs_tests::{node_run, node_run_with_extra, repo_root, require_kata_artif
 /// kata-vmm's contract with a test guest (no agent needed): a missing or corrupt kernel is
 /// exit 1 with one `kata-vmm: error:` line naming it; a forbidden syscall after the seccomp
 /// filter is in kills the VMM with SIGSYS; the guest kernel boots to /init; SIGTERM gives
-/// exit 0.
+/// exit 0. The same node boot checks virtio-fs ([`assert_virtio_fs`]).
 #[test]
 fn vmm_boots_kernel_and_stops_on_sigterm() {
     for p in ["target/release/kata-vmm", "target/guest/vmlinux"] {
@@ -15,7 +15,28 @@ fn vmm_boots_kernel_and_stops_on_sigterm() {
             "prerequisite missing: {p} (make binaries kernel)"
         );
     }
-    let run = node_run("vmm-boot.sh", &[]);
+    // virtio-fs rides on this node boot (CI time): virtiofsd, the fs test guest and the
+    // script vmm-boot.sh sources go to the node as extras.
+    let root = repo_root();
+    let vfsd = root.join("target/release/virtiofsd");
+    assert!(
+        vfsd.is_file(),
+        "prerequisite missing: target/release/virtiofsd (scripts/build-virtiofsd.sh)"
+    );
+    let built = Command::new(root.join("tests/image/fs-initrd.sh"))
+        .status()
+        .expect("tests/image/fs-initrd.sh");
+    assert!(built.success(), "tests/image/fs-initrd.sh failed");
+    let paths = [
+        vfsd,
+        root.join("target/tests/fs-initrd.img"),
+        root.join("tests/scripts/vmm-fs.sh"),
+    ];
+    let paths: Vec<&str> = paths
+        .iter()
+        .map(|p| p.to_str().expect("UTF-8 path"))
+        .collect();
+    let run = node_run_with_extra("vmm-boot.sh", &paths, &paths);
     run.assert_success();
 
     assert_eq!(run.expect_marker("missing-kernel-rc"), "1");
@@ -58,6 +79,54 @@ fn vmm_boots_kernel_and_stops_on_sigterm() {
         run.node_kind(),
         run.expect_marker("guest-init-seconds")
     );
+    assert_virtio_fs(&run);
+}
+
+/// `--fs` (tests/scripts/vmm-fs.sh): no backend is exit 1 with one line naming the socket;
+/// with virtiofsd the jailed, seccomp-filtered VMM gives the guest a virtio-fs device it
+/// mounts, reads the host's files through and writes files the host sees; virtiofsd killed
+/// under the running VM is one warning, the VMM keeps running and exits 0 on SIGTERM.
+fn assert_virtio_fs(run: &NodeRun) {
+    assert_eq!(run.expect_marker("fs-no-backend-rc"), "1");
+    let err = one_error_line(run, "fs-no-backend");
+    assert!(
+        err.contains("virtio-fs: cannot connect to vhost-user socket ")
+            && err.contains("/nobody.sock: "),
+        "{err}"
+    );
+    assert_eq!(run.expect_marker("fs-virtiofsd-listening"), "yes");
+    assert_eq!(
+        run.expect_marker("fs-guest-done"),
+        "yes",
+        "the fs test guest did not finish (see fs-console and fs-vmm lines)"
+    );
+    assert_eq!(run.expect_marker("fs-guest-mount"), "ok");
+    assert_eq!(run.expect_marker("fs-guest-fstype"), "virtiofs");
+    assert_eq!(run.expect_marker("fs-guest-read"), "written-by-the-host");
+    assert_eq!(
+        run.expect_marker("fs-guest-blob-sha256"),
+        run.expect_marker("fs-host-blob-sha256"),
+        "the guest read other bytes than the host wrote"
+    );
+    assert_eq!(run.expect_marker("fs-guest-write"), "ok");
+    assert_eq!(run.expect_marker("fs-guest-write-blob"), "ok");
+    assert_eq!(run.expect_marker("fs-guest-remount"), "ok");
+    assert_eq!(run.expect_marker("fs-host-sees"), "written-by-the-guest");
+    assert_eq!(run.expect_marker("fs-host-guest-blob-size"), "2097152");
+    // Jailed (uid 65534) and under seccomp on every thread while the guest used the share.
+    assert_eq!(run.expect_marker("fs-vmm-jailed"), "65534/2");
+    let tasks = run.prefixed("fs-vmm-task");
+    assert!(
+        tasks.len() >= 3 && tasks.iter().all(|t| t.ends_with(" 2")),
+        "every thread under seccomp: {tasks:?}"
+    );
+    assert_eq!(
+        run.expect_marker("fs-backend-gone-warned"),
+        "yes",
+        "no warning after virtiofsd died"
+    );
+    assert_eq!(run.expect_marker("fs-vmm-alive-after-backend"), "yes");
+    assert_eq!(run.expect_marker("fs-vmm-rc"), "0");
 }
 
 /// The single `kata-vmm: error: ` line among the `PREFIX| ` lines.
@@ -173,10 +242,11 @@ fn vmm_boots_guest_and_agent_answers() {
         mi.len() == 1 && mi[0].contains(" / / ro,") && mi[0].contains(" tmpfs "),
         "mountinfo: {mi:?}"
     );
-    // The CID is claimed after the jail, still before the guest runs: a clash is exit 1.
-    assert_eq!(run.expect_marker("cid-clash-rc"), "1");
-    let err = one_error_line(&run, "cid-clash");
-    assert!(err.contains("vsock CID 42 is already in use"), "{err}");
+    // Hybrid vsock: the agent is reached through a root-only Unix socket (kata-agent-ctl
+    // --uds above); the host kernel's vhost-vsock is not used at all.
+    assert_eq!(run.expect_marker("vsock-sock-mode"), "srw-------");
+    assert_eq!(run.expect_marker("vsock-sock-owner"), "0");
+    assert_eq!(run.expect_marker("vhost-vsock-fds"), "0");
     // pid and user namespaces stay the host's: the shim signals and waits for its child.
     assert_eq!(run.expect_marker("jail-shared-ns"), "pid,user");
     assert_eq!(run.expect_marker("leftovers-rc"), "0");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::blk::{parse_disk, DiskConfig, MAX_DISKS};
+use crate::fs::{parse_fs, FsConfig};
 use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
 use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
 use crate::net::{parse_net, NetConfig, MAX_NETS};
@@ -17,7 +18,7 @@ pub const MAX_VCPUS: u8 = 64;
 #[command(
     name = "kata-vmm",
     version,
-    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, vhost-vsock, virtio-rng, virtio-blk and virtio-net, under seccomp"
+    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, vhost-vsock, virtio-rng, virtio-blk, virtio-net and virtio-fs (vhost-user), under seccomp"
 )]
 pub struct Args {
     /// Guest kernel: an ELF vmlinux with a PVH entry point, or a bzImage (detected).
@@ -32,9 +33,15 @@ pub struct Args {
     /// Number of vCPUs.
     #[arg(long, value_name = "N")]
     pub vcpus: u64,
-    /// Guest vsock context id (3 ..= 4294967294), unique on the host.
+    /// Guest vsock context id (3 ..= 4294967294); only the guest sees it (hybrid vsock: no
+    /// host AF_VSOCK address).
     #[arg(long, value_name = "CID")]
     pub vsock_cid: u64,
+    /// The host side of the guest's vsock: a Unix socket created here (mode 0600) before the
+    /// jail; a client writes `CONNECT <port>\n` and gets `OK <hostport>\n` once the guest
+    /// accepted. The caller removes it after the VMM exits.
+    #[arg(long, value_name = "PATH")]
+    pub vsock_uds: Option<PathBuf>,
     /// File the guest serial console output is appended to.
     #[arg(long, value_name = "FILE")]
     pub console_log: PathBuf,
@@ -79,6 +86,16 @@ pub struct Args {
     /// random locally administered one). Repeat for more cards (eth0, eth1, ... in order).
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
     pub nets: Vec<NetConfig>,
+    /// virtio-fs device served by a vhost-user-fs backend (virtiofsd) already listening on
+    /// the Unix socket PATH (connected before the jail); the guest mounts it with
+    /// `mount -t virtiofs TAG DIR`. TAG: 1-36 printable ASCII characters, no space or comma;
+    /// queue-size: a power of two (default 1024). At most one.
+    #[arg(
+        long = "fs",
+        value_name = "socket=PATH,tag=TAG[,queue-size=N]",
+        value_parser = parse_fs
+    )]
+    pub fs: Option<FsConfig>,
 }
 
 /// A validated VM configuration.
@@ -112,6 +129,10 @@ pub struct VmConfig {
     pub jail: Option<JailConfig>,
     /// Control socket path.
     pub api_sock: Option<PathBuf>,
+    /// Host side of the vsock device (hybrid vsock Unix socket).
+    pub vsock_uds: Option<PathBuf>,
+    /// The virtio-fs device, if any.
+    pub fs: Option<FsConfig>,
 }
 
 /// A command line value that cannot be used.
@@ -187,6 +208,8 @@ impl Args {
                 gid: self.jail_gid,
             }),
             api_sock: self.api_sock,
+            vsock_uds: self.vsock_uds,
+            fs: self.fs,
         })
     }
 }
@@ -242,6 +265,11 @@ mod tests {
         extra.extend_from_slice(&["--api-sock", "/run/x.sock"]);
         let cfg = parse(&extra).unwrap().validate().unwrap();
         assert_eq!(cfg.api_sock, Some(PathBuf::from("/run/x.sock")));
+        assert_eq!(cfg.vsock_uds, None);
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--vsock-uds", "/run/v.sock"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(cfg.vsock_uds, Some(PathBuf::from("/run/v.sock")));
     }
 
     #[test]
@@ -349,6 +377,37 @@ mod tests {
             parse(&extra).unwrap().validate(),
             Err(ArgError::TooManyNets(MAX_NETS + 1))
         );
+    }
+
+    #[test]
+    fn fs() {
+        let cfg = parse(&ok_args()).unwrap().validate().unwrap();
+        assert_eq!(cfg.fs, None);
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--fs", "socket=/run/vfs.sock,tag=kataShared"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(
+            cfg.fs,
+            Some(FsConfig {
+                socket: "/run/vfs.sock".into(),
+                tag: "kataShared".into(),
+                queue_size: crate::fs::DEFAULT_QUEUE_SIZE,
+            })
+        );
+        // At most one --fs; a bad value is a parse error.
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--fs", "socket=a,tag=a", "--fs", "socket=b,tag=b"]);
+        assert!(parse(&extra).is_err());
+        for bad in [
+            "socket=a",
+            "tag=a",
+            "socket=a,tag=a,b",
+            "socket=a,tag=a,queue-size=3",
+        ] {
+            let mut extra = ok_args();
+            extra.extend_from_slice(&["--fs", bad]);
+            assert!(parse(&extra).is_err(), "{bad}");
+        }
     }
 
     #[test]

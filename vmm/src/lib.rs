@@ -2,8 +2,8 @@
 //!
 //! One `kata-vmm` process runs one pod's KVM microVM: it boots an uncompressed ELF `vmlinux`
 //! through the PVH entry point (or a bzImage through the Linux 32-bit boot protocol), gives it an initramfs, a 16550 serial console on port 0x3f8
-//! (logged to a file), one virtio-mmio vsock device whose data path is the host kernel's
-//! vhost-vsock, a virtio-rng device, virtio-blk disks and virtio-net cards on host taps served
+//! (logged to a file), one virtio-mmio vsock device served by the VMM itself whose host side
+//! is a Unix socket (hybrid vsock), a virtio-rng device, virtio-blk disks and virtio-net cards on host taps served
 //! by its main thread; every
 //! thread runs under a seccomp allow-list; started as root, the process jails itself after
 //! setup (namespaces, empty root, unprivileged uid/gid, no capabilities). See `vmm/README.md` for the memory map, device model and threads, and
@@ -19,6 +19,8 @@ pub mod cmdline;
 pub mod console;
 pub mod cpu;
 pub mod devices;
+pub mod fs;
+pub mod hvsock;
 pub mod jail;
 pub mod layout;
 pub mod mptable;
@@ -28,7 +30,6 @@ pub mod rng;
 pub mod seccomp;
 pub mod virtio_mmio;
 pub mod vmm;
-pub mod vsock;
 
 /// Prints a debug line on stderr when `KATA_VMM_DEBUG` is set in the environment.
 #[macro_export]

@@ -259,7 +259,7 @@ pub struct NetQueues {
 
 /// Reads (device-readable) or writes (device-writable) chain descriptors, checked: direction,
 /// every buffer inside guest memory, not cut short. None when the chain is malformed.
-fn checked_chain<M: GuestMemory>(
+pub(crate) fn checked_chain<M: GuestMemory>(
     mem: &M,
     chain: virtio_queue::DescriptorChain<&M>,
     writable: bool,
@@ -571,7 +571,7 @@ impl NetQueues {
 }
 
 /// Copies `parts` one after the other into the (checked, writable) descriptors.
-fn scatter<M: GuestMemory>(mem: &M, descs: &[Descriptor], parts: &[&[u8]]) -> bool {
+pub(crate) fn scatter<M: GuestMemory>(mem: &M, descs: &[Descriptor], parts: &[&[u8]]) -> bool {
     let mut di = 0;
     let mut doff: usize = 0;
     for part in parts {
@@ -601,7 +601,12 @@ fn scatter<M: GuestMemory>(mem: &M, descs: &[Descriptor], parts: &[&[u8]]) -> bo
 }
 
 /// Copies the chain's bytes from offset `skip` into `out` (exactly `out.len()` bytes).
-fn gather<M: GuestMemory>(mem: &M, descs: &[Descriptor], mut skip: usize, out: &mut [u8]) -> bool {
+pub(crate) fn gather<M: GuestMemory>(
+    mem: &M,
+    descs: &[Descriptor],
+    mut skip: usize,
+    out: &mut [u8],
+) -> bool {
     let mut o = 0;
     for d in descs {
         let len = d.len() as usize;

@@ -18,7 +18,6 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-use vhost::vhost_kern::vhost_binding as vb;
 
 /// A filter could not be built or installed.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +41,22 @@ pub enum ThreadClass {
         /// It serves the control socket (`--api-sock`): accept4, and tgkill of its own vCPU
         /// threads with the pause kick signal.
         api: bool,
+        /// The vsock device has a host socket (`--vsock-uds`): accept4.
+        vsock_uds: bool,
     },
     /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost activation on DRIVER_OK.
-    Vcpu,
+    Vcpu {
+        /// The VM has a vhost-user device (`--fs`): its DRIVER_OK and reset talk to the
+        /// backend over the already connected socket (`sendmsg`, `recvmsg`).
+        vhost_user: bool,
+    },
 }
 
 impl ThreadClass {
     fn name(self) -> &'static str {
         match self {
             ThreadClass::Main { .. } => "main",
-            ThreadClass::Vcpu => "vcpu",
+            ThreadClass::Vcpu { .. } => "vcpu",
         }
     }
 }
@@ -61,20 +66,10 @@ mod kvm {
 }
 use kvm::KVM_RUN;
 
-/// ioctl requests a vCPU thread may issue after its filter is in: `KVM_RUN`, and the vhost
-/// calls a DRIVER_OK (start) or status 0 (stop) write of the vsock device makes.
+/// ioctl requests a vCPU thread may issue after its filter is in: `KVM_RUN` only (the
+/// vsock device is the VMM's own now; no vhost-vsock calls on DRIVER_OK).
 pub fn vcpu_ioctls() -> Vec<u64> {
-    vec![
-        KVM_RUN(),
-        vb::VHOST_SET_FEATURES(),
-        vb::VHOST_SET_MEM_TABLE(),
-        vb::VHOST_SET_VRING_NUM(),
-        vb::VHOST_SET_VRING_ADDR(),
-        vb::VHOST_SET_VRING_BASE(),
-        vb::VHOST_SET_VRING_KICK(),
-        vb::VHOST_SET_VRING_CALL(),
-        vb::VHOST_VSOCK_SET_RUNNING(),
-    ]
+    vec![KVM_RUN()]
 }
 
 type Rules = Vec<(i64, Vec<SeccompRule>)>;
@@ -136,14 +131,28 @@ fn common() -> Result<Rules, seccompiler::BackendError> {
 fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
     let mut r = common()?;
     match class {
-        ThreadClass::Main { block_io, api } => {
-            // poll on the signalfd/eventfds, read them, fill virtio-rng buffers.
+        ThreadClass::Main {
+            block_io,
+            api,
+            vsock_uds,
+        } => {
+            // poll on the signalfd/eventfds, read them, fill virtio-rng buffers; the vsock
+            // device's epoll (its connections and deadline timerfd): wait on it, register
+            // accepted connections, arm the timer, half-close a connection (shutdown).
             r.extend(allow(&[
                 libc::SYS_poll,
                 libc::SYS_ppoll,
                 libc::SYS_read,
                 libc::SYS_getrandom,
+                libc::SYS_epoll_wait,
+                libc::SYS_epoll_pwait,
+                libc::SYS_epoll_ctl,
+                libc::SYS_timerfd_settime,
+                libc::SYS_shutdown,
             ]));
+            if api || vsock_uds {
+                r.extend(allow(&[libc::SYS_accept4]));
+            }
             if block_io {
                 r.extend(allow(&[
                     libc::SYS_pread64,
@@ -152,7 +161,6 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
                 ]));
             }
             if api {
-                r.extend(allow(&[libc::SYS_accept4]));
                 let pid = u64::from(std::process::id());
                 let kick = crate::pause::kick_signal() as u64;
                 r.push((
@@ -164,7 +172,12 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
                 ));
             }
         }
-        ThreadClass::Vcpu => {
+        ThreadClass::Vcpu { vhost_user } => {
+            if vhost_user {
+                // vhost-user requests with their fds (SCM_RIGHTS) and the backend's replies;
+                // the socket was connected before the jail.
+                r.extend(allow(&[libc::SYS_sendmsg, libc::SYS_recvmsg]));
+            }
             let ioctls = vcpu_ioctls()
                 .into_iter()
                 .map(|req| SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, req)?]))
@@ -209,20 +222,32 @@ pub fn forbidden_syscall() {
 mod tests {
     use super::*;
 
-    const CLASSES: [ThreadClass; 4] = [
+    const VCPU: ThreadClass = ThreadClass::Vcpu { vhost_user: false };
+    const VCPU_FS: ThreadClass = ThreadClass::Vcpu { vhost_user: true };
+
+    const CLASSES: [ThreadClass; 6] = [
         ThreadClass::Main {
             block_io: false,
             api: false,
+            vsock_uds: false,
         },
         ThreadClass::Main {
             block_io: true,
             api: false,
+            vsock_uds: false,
         },
         ThreadClass::Main {
             block_io: false,
             api: true,
+            vsock_uds: false,
         },
-        ThreadClass::Vcpu,
+        VCPU,
+        VCPU_FS,
+        ThreadClass::Main {
+            block_io: false,
+            api: false,
+            vsock_uds: true,
+        },
     ];
 
     #[test]
@@ -237,12 +262,7 @@ mod tests {
     #[test]
     fn ioctl_numbers() {
         let v = vcpu_ioctls();
-        assert_eq!(v[0], 0xae80, "KVM_RUN");
-        assert!(v.contains(&0x4008_af20), "VHOST_SET_VRING_KICK");
-        assert!(v.contains(&0x4004_af61), "VHOST_VSOCK_SET_RUNNING");
-        // Setup-only requests stay out.
-        assert!(!v.contains(&vb::VHOST_SET_OWNER()));
-        assert!(!v.contains(&vb::VHOST_VSOCK_SET_GUEST_CID()));
+        assert_eq!(v, [0xae80], "KVM_RUN only: no vhost-vsock any more");
     }
 
     #[test]
@@ -270,8 +290,28 @@ mod tests {
         }
         let st = in_child(MAIN_API, accept);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+        let st = in_child(CLASSES[5], accept);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
         let st = in_child(MAIN, accept);
         assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+    }
+
+    #[test]
+    fn vhost_user_messages_only_with_fs() {
+        fn talk() {
+            // SAFETY: fd -1 is rejected by the kernel; the msghdr is zeroed (no buffers).
+            unsafe {
+                let mut m: libc::msghdr = std::mem::zeroed();
+                libc::sendmsg(-1, &m, libc::MSG_NOSIGNAL);
+                libc::recvmsg(-1, &mut m, 0);
+            }
+        }
+        let st = in_child(VCPU_FS, talk);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+        for class in [VCPU, MAIN] {
+            let st = in_child(class, talk);
+            assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+        }
     }
 
     #[test]
@@ -335,14 +375,14 @@ mod tests {
             // SAFETY: KVM_RUN takes no argument; fd -1 is rejected by the kernel.
             unsafe { libc::ioctl(-1, KVM_RUN() as _, 0) };
         }
-        let st = in_child(ThreadClass::Vcpu, vcpu_work);
+        let st = in_child(VCPU, vcpu_work);
         assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
 
         fn vcpu_bad_ioctl() {
             // SAFETY: as above; the request is not on the list (KVM_CREATE_VCPU).
             unsafe { libc::ioctl(-1, 0xae41 as _, 0) };
         }
-        let st = in_child(ThreadClass::Vcpu, vcpu_bad_ioctl);
+        let st = in_child(VCPU, vcpu_bad_ioctl);
         assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
     }
 }

@@ -1,7 +1,7 @@
 //! Builds the VM from a [`VmConfig`], runs one thread per vCPU and waits for the end.
 
 use std::fs::OpenOptions;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,13 +21,14 @@ use crate::cmdline::{self, MmioDeviceArg};
 use crate::console::ConsoleDevice;
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
+use crate::fs::{self as vfs, FsDevice};
+use crate::hvsock::{self, HvsockDevice};
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
 use crate::net::{NetDevice, Tap};
 use crate::pause::{self, Pauser};
 use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
 use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
-use crate::vsock::{self, VhostVsockDevice, VHOST_QUEUES};
 use crate::{boot, cpu, debug, jail, mptable};
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
@@ -152,13 +153,13 @@ fn vcpu_loop(
     mut vcpu: VcpuFd,
     devices: Devices,
     exit: Arc<ExitState>,
-    filter: Option<seccompiler::BpfProgram>,
+    filter: Option<(ThreadClass, seccompiler::BpfProgram)>,
     pauser: Arc<Pauser>,
 ) {
     pauser.register();
     // The vCPU is fully set up; jail the thread before the guest runs on it.
-    if let Some(f) = filter {
-        if let Err(e) = seccomp::install(ThreadClass::Vcpu, &f) {
+    if let Some((class, f)) = filter {
+        if let Err(e) = seccomp::install(class, &f) {
             exit.set(Exit::Error(format!("vCPU {id}: {e}")));
             return;
         }
@@ -237,15 +238,27 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let kvm = Kvm::new().map_err(|e| anyhow!("cannot open /dev/kvm: {e}"))?;
     let vm = kvm.create_vm().map_err(|e| anyhow!("KVM_CREATE_VM: {e}"))?;
 
+    // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
+    // fast, before any guest memory exists).
+    let fs_backend = match &cfg.fs {
+        Some(f) => Some(vfs::connect(&f.socket)?),
+        None => None,
+    };
+
     let ranges = layout::ram_ranges(cfg.mem_bytes);
-    let mem = Arc::new(
-        GuestMemoryMmap::<()>::from_ranges(&ranges).with_context(|| {
-            format!(
-                "cannot allocate {} MiB of guest memory",
-                cfg.mem_bytes >> 20
-            )
-        })?,
-    );
+    // With --fs guest RAM is a shared mapping of sealed memfds the backend maps too (see
+    // "Memory map" in vmm/README.md); otherwise anonymous private memory as before.
+    let mem = if cfg.fs.is_some() {
+        vfs::shared_guest_memory(&ranges)
+    } else {
+        GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(anyhow::Error::from)
+    };
+    let mem = Arc::new(mem.with_context(|| {
+        format!(
+            "cannot allocate {} MiB of guest memory",
+            cfg.mem_bytes >> 20
+        )
+    })?);
     register_memory(&vm, &mem)?;
 
     vm.set_tss_address(KVM_TSS_ADDR)
@@ -261,13 +274,12 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
 
     // Boot payload first: a bad kernel or initrd is the most likely user error.
     // virtio-mmio slots: 0 = vsock, then the VMM's own devices.
-    let vsock_base = layout::virtio_mmio_addr(0);
-    let vsock_irq = layout::virtio_irq(0);
     let n_virtio = 1
         + usize::from(cfg.rng)
         + cfg.disks.len()
         + cfg.nets.len()
-        + usize::from(cfg.virtio_console);
+        + usize::from(cfg.virtio_console)
+        + usize::from(cfg.fs.is_some());
     let mmio_args: Vec<MmioDeviceArg> = (0..n_virtio)
         .map(|i| MmioDeviceArg {
             base: layout::virtio_mmio_addr(i),
@@ -318,28 +330,23 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let out = ConsoleOut::new(console, console_panicked, on_panic(exit.clone()));
     let serial = Arc::new(Mutex::new(ConsoleSerial::new(serial_irq, out)));
 
-    // vsock: kick = ioeventfd on QueueNotify (datamatch = queue index), call = irqfd.
-    let call = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-    vm.register_irqfd(&call, vsock_irq)
-        .map_err(|e| anyhow!("KVM_IRQFD (vsock): {e}"))?;
-    let mut kicks = Vec::new();
-    for q in 0..VHOST_QUEUES {
-        let kick = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-        vm.register_ioevent(
-            &kick,
-            &IoEventAddress::Mmio(vsock_base + reg::QUEUE_NOTIFY),
-            q as u32,
-        )
-        .map_err(|e| anyhow!("KVM_IOEVENTFD (vsock queue {q}): {e}"))?;
-        kicks.push(kick);
-    }
-    // Opened now; owned (SET_OWNER, CID) after the jail, see vsock.rs. Slot 0 is kept for it.
-    let vhost = vsock::open(mem.clone())?;
+    // vsock (slot 0): served by the VMM itself, its host side a Unix socket (hybrid vsock,
+    // see hvsock.rs), bound here, before the jail; no /dev/vhost-vsock.
+    let vsock_uds = match &cfg.vsock_uds {
+        Some(p) => Some(hvsock::bind(p).context("cannot create the vsock socket")?),
+        None => None,
+    };
+    let vsock: Box<dyn VirtioDevice> =
+        Box::new(HvsockDevice::new(cfg.vsock_cid, vsock_uds, mem.clone()).context("virtio-vsock")?);
     let mut virtio: Vec<SharedTransport> = Vec::new();
     let mut queue_events = Vec::new();
+    let (t, evts) = own_device(&vm, 0, vsock, &mem).context("virtio-vsock")?;
+    let mut backends = vec![t.clone()];
+    virtio.push(t);
+    queue_events.extend(evts);
     if cfg.rng {
         let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
-        let (t, evts) = own_device(&vm, 1 + virtio.len(), rng, &mem).context("virtio-rng")?;
+        let (t, evts) = own_device(&vm, virtio.len(), rng, &mem).context("virtio-rng")?;
         virtio.push(t);
         queue_events.extend(evts);
     }
@@ -352,14 +359,13 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             if d.read_only { ", read-only" } else { "" }
         );
         let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
-        let (t, evts) = own_device(&vm, 1 + virtio.len(), blk, &mem)
+        let (t, evts) = own_device(&vm, virtio.len(), blk, &mem)
             .with_context(|| format!("virtio-blk {}", d.path.display()))?;
         virtio.push(t);
         queue_events.extend(evts);
     }
     // Taps are opened (or created) here, in the host's network namespace, before the jail
     // moves the process into a new one; the fd keeps working there.
-    let mut backends = Vec::new();
     for (i, n) in cfg.nets.iter().enumerate() {
         let tap = Tap::open(&n.tap).map_err(|e| anyhow!(e))?;
         let mac = n.mac.unwrap_or_else(crate::net::random_mac);
@@ -369,7 +375,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             mac.map(|b| format!("{b:02x}")).join(":")
         );
         let net: Box<dyn VirtioDevice> = Box::new(NetDevice::new(tap, mac, mem.clone()));
-        let (t, evts) = own_device(&vm, 1 + virtio.len(), net, &mem)
+        let (t, evts) = own_device(&vm, virtio.len(), net, &mem)
             .with_context(|| format!("virtio-net {}", n.tap))?;
         backends.push(t.clone());
         virtio.push(t);
@@ -377,9 +383,40 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     }
     if let Some(out) = hvc_out {
         let hvc: Box<dyn VirtioDevice> = Box::new(ConsoleDevice::new(out, mem.clone()));
-        let (t, evts) = own_device(&vm, 1 + virtio.len(), hvc, &mem).context("virtio-console")?;
+        let (t, evts) = own_device(&vm, virtio.len(), hvc, &mem).context("virtio-console")?;
         virtio.push(t);
         queue_events.extend(evts);
+    }
+    // virtio-fs: the last slot; vhost-style wiring like vsock (kicks and call go to the
+    // backend, not through the VMM).
+    let mut fs_watch = None;
+    if let (Some(f), Some(backend)) = (&cfg.fs, fs_backend) {
+        let index = virtio.len();
+        let base = layout::virtio_mmio_addr(index);
+        let call = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+        vm.register_irqfd(&call, layout::virtio_irq(index))
+            .map_err(|e| anyhow!("KVM_IRQFD (virtio-fs): {e}"))?;
+        let mut kicks = Vec::new();
+        for q in 0..vfs::NUM_QUEUES {
+            let kick = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
+            vm.register_ioevent(
+                &kick,
+                &IoEventAddress::Mmio(base + reg::QUEUE_NOTIFY),
+                q as u32,
+            )
+            .map_err(|e| anyhow!("KVM_IOEVENTFD (virtio-fs queue {q}): {e}"))?;
+            kicks.push(kick);
+        }
+        debug!(
+            "fs: tag {} socket {} backend features {:#x}",
+            f.tag,
+            f.socket.display(),
+            backend.features()
+        );
+        fs_watch = Some(backend.raw_fd());
+        let dev: Box<dyn VirtioDevice> =
+            Box::new(FsDevice::new(f, backend, mem.clone(), kicks, call));
+        virtio.push(Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone()))));
     }
 
     // vCPUs.
@@ -397,13 +434,17 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     }
 
     // Compiled up front so that a filter error is a plain startup error (exit 1).
+    let vcpu_class = ThreadClass::Vcpu {
+        vhost_user: cfg.fs.is_some(),
+    };
     let (main_filter, vcpu_filter) = if cfg.seccomp {
         (
             Some(seccomp::filter(ThreadClass::Main {
                 block_io: !cfg.disks.is_empty(),
                 api: api.is_some(),
+                vsock_uds: cfg.vsock_uds.is_some(),
             })?),
-            Some(seccomp::filter(ThreadClass::Vcpu)?),
+            Some(seccomp::filter(vcpu_class)?),
         )
     } else {
         (None, None)
@@ -417,16 +458,9 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         let jailed = jail::enter(j, c"/dev")?;
         debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
     }
-    // vhost-vsock ownership inside the jail: a 6.4+ kernel's vhost worker thread is created
-    // here, as a thread of this process, and so starts jailed too.
-    let vsock = VhostVsockDevice::new(vhost, cfg.vsock_cid, mem.clone(), kicks, call)?;
-    let vsock: Box<dyn VirtioDevice> = Box::new(vsock);
-    // The VMM's own devices, in slot order, for their exit summaries.
+    // The VMM's own devices (all of them but virtio-fs), in slot order, for their exit
+    // summaries.
     let own_devices = virtio.clone();
-    virtio.insert(
-        0,
-        Arc::new(Mutex::new(MmioTransport::new(vsock, mem.clone()))),
-    );
     debug_assert_eq!(virtio.len(), n_virtio);
     let devices = Devices { serial, virtio };
     let pauser = Arc::new(Pauser::new(vcpus.len()));
@@ -437,7 +471,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let d = devices.clone();
         let e = exit.clone();
-        let f = vcpu_filter.clone();
+        let f = vcpu_filter.clone().map(|f| (vcpu_class, f));
         let p = pauser.clone();
         let t = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
@@ -452,6 +486,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
             ThreadClass::Main {
                 block_io: false,
                 api: false,
+                vsock_uds: false,
             },
             f,
         )?;
@@ -461,7 +496,15 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         }
     }
     debug!("VM set up in {:?}", t0.elapsed());
-    let ended = event_loop(&exit, sigfd, &queue_events, &backends, api, &pauser);
+    let ended = event_loop(
+        &exit,
+        sigfd,
+        &queue_events,
+        fs_watch,
+        &backends,
+        api,
+        &pauser,
+    );
     for d in &own_devices {
         if let Some(report) = lock_transport(d).exit_report() {
             eprintln!("kata-vmm: {report}");
@@ -566,6 +609,7 @@ fn event_loop(
     exit: &ExitState,
     sigfd: libc::c_int,
     queues: &[QueueEvent],
+    fs_watch: Option<RawFd>,
     backends: &[SharedTransport],
     mut api: Option<ApiServer>,
     pauser: &Pauser,
@@ -577,6 +621,14 @@ fn event_loop(
     };
     let mut fds = vec![pollin(exit.evt.as_raw_fd()), pollin(sigfd)];
     fds.extend(queues.iter().map(|q| pollin(q.evt.as_raw_fd())));
+    // The vhost-user socket, watched for a hang-up only (no events asked: the vCPU thread
+    // doing a DRIVER_OK owns its traffic; POLLHUP/POLLERR are always reported).
+    let fs_at = fds.len();
+    fds.push(libc::pollfd {
+        fd: fs_watch.unwrap_or(-1),
+        events: 0,
+        revents: 0,
+    });
     let fixed = fds.len();
     let mut panic_deadline: Option<Instant> = None;
     loop {
@@ -636,13 +688,21 @@ fn event_loop(
                 exit.set(Exit::Signal(sig));
             }
         }
-        for (f, q) in fds[2..fixed].iter().zip(queues) {
+        for (f, q) in fds[2..fs_at].iter().zip(queues) {
             if f.revents & libc::POLLIN != 0 {
                 // The counter is the number of guest kicks since the last read (plus the
                 // transport's own re-kicks, which it subtracts).
                 let kicks = q.evt.read().unwrap_or(0);
                 lock_transport(&q.transport).notify_queue(q.queue, kicks);
             }
+        }
+        if fds[fs_at].fd >= 0 && fds[fs_at].revents != 0 {
+            eprintln!(
+                "kata-vmm: warning: virtio-fs: the vhost-user backend closed its socket \
+                 (virtiofsd gone?); the guest's virtio-fs requests are no longer served"
+            );
+            // Once: a hung-up socket stays readable-for-HUP forever.
+            fds[fs_at].fd = -1;
         }
         for (f, b) in fds[fixed..api_at].iter().zip(backends) {
             if f.fd >= 0 && f.revents != 0 {

@@ -1,29 +1,33 @@
-//! `kata-agent-ctl`: calls the agent's Check or Shutdown over vsock and prints the result.
-//! A debug tool, e.g. to see that an agent booted by kata-vmm alone is ready:
+//! `kata-agent-ctl`: calls the agent's Check or Shutdown through kata-vmm's hybrid vsock
+//! socket (`--vsock-uds`; the shim's is `<state_dir>/<sandbox-id>/kata-vmm.vsock`) and prints
+//! the result. A debug tool, e.g. to see that an agent booted by kata-vmm alone is ready:
 //!
 //! ```text
-//! kata-agent-ctl --cid N [--port 1024] [--timeout-secs S] check|shutdown
+//! kata-agent-ctl --uds PATH [--port 1024] [--timeout-secs S] check|shutdown
 //! ```
 //!
-//! `check` retries until the agent answers or the timeout (default 10 s) passes. Exit
-//! status 0 on success, 1 on failure, 2 on a usage error.
+//! The socket is 0600 (root's): only root can use it. `check` retries until the agent
+//! answers or the timeout (default 10 s) passes. Exit status 0 on success, 1 on failure, 2
+//! on a usage error.
 
+use std::path::PathBuf;
 use std::{process::ExitCode, time::Duration};
 
 use kata_rs_shim::agent::{self, Agent, NotReady};
 
-const USAGE: &str = "usage: kata-agent-ctl --cid N [--port 1024] [--timeout-secs S] check|shutdown";
+const USAGE: &str =
+    "usage: kata-agent-ctl --uds PATH [--port 1024] [--timeout-secs S] check|shutdown";
 
 #[derive(Debug)]
 struct Args {
-    cid: u32,
+    uds: PathBuf,
     port: u32,
     timeout: Duration,
     command: String,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut cid = None;
+    let mut uds = None;
     let mut port = kata_rs_protocol::AGENT_VSOCK_PORT;
     let mut timeout = Duration::from_secs(10);
     let mut command = None;
@@ -36,8 +40,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 .map_err(|e| format!("{name}: {e}"))
         };
         match a.as_str() {
-            "--cid" => {
-                cid = Some(u32::try_from(value("--cid")?).map_err(|e| format!("--cid: {e}"))?)
+            "--uds" => {
+                uds = Some(PathBuf::from(
+                    it.next().ok_or("--uds needs a value")?.as_str(),
+                ))
             }
             "--port" => {
                 port = u32::try_from(value("--port")?).map_err(|e| format!("--port: {e}"))?
@@ -49,7 +55,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         }
     }
     Ok(Args {
-        cid: cid.ok_or("--cid is required")?,
+        uds: uds.ok_or("--uds is required")?,
         port,
         timeout,
         command: command.ok_or("a command (check or shutdown) is required")?,
@@ -72,7 +78,7 @@ async fn main() -> ExitCode {
     let per_try = Duration::from_secs(2);
     match args.command.as_str() {
         "check" => match agent::wait_ready(
-            args.cid,
+            &args.uds,
             args.port,
             args.timeout,
             per_try,
@@ -91,8 +97,8 @@ async fn main() -> ExitCode {
             Err(NotReady::Timeout(last)) => {
                 let last = last.map(|e| format!(": {e}")).unwrap_or_default();
                 eprintln!(
-                    "kata-agent-ctl: agent at vsock {}:{} did not answer within {}s{last}",
-                    args.cid,
+                    "kata-agent-ctl: agent at {} port {} did not answer within {}s{last}",
+                    args.uds.display(),
                     args.port,
                     args.timeout.as_secs()
                 );
@@ -102,7 +108,7 @@ async fn main() -> ExitCode {
         },
         _ => {
             let r = async {
-                let a = Agent::connect(args.cid, args.port, args.timeout, args.timeout).await?;
+                let a = Agent::connect(&args.uds, args.port, args.timeout, args.timeout).await?;
                 a.shutdown().await
             }
             .await;
@@ -112,7 +118,11 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("kata-agent-ctl: vsock {}:{}: {e}", args.cid, args.port);
+                    eprintln!(
+                        "kata-agent-ctl: {} port {}: {e}",
+                        args.uds.display(),
+                        args.port
+                    );
                     ExitCode::FAILURE
                 }
             }
@@ -130,20 +140,31 @@ mod tests {
 
     #[test]
     fn parses_arguments() {
-        let a = parse(&v("--cid 42 check")).unwrap();
+        let a = parse(&v("--uds /run/x.vsock check")).unwrap();
         assert_eq!(
-            (a.cid, a.port, a.timeout, a.command.as_str()),
-            (42, 1024, Duration::from_secs(10), "check")
+            (
+                a.uds.to_str().unwrap(),
+                a.port,
+                a.timeout,
+                a.command.as_str()
+            ),
+            ("/run/x.vsock", 1024, Duration::from_secs(10), "check")
         );
-        let a = parse(&v("shutdown --cid 7 --port 99 --timeout-secs 3")).unwrap();
+        let a = parse(&v("shutdown --uds /v --port 99 --timeout-secs 3")).unwrap();
         assert_eq!(
-            (a.cid, a.port, a.timeout, a.command.as_str()),
-            (7, 99, Duration::from_secs(3), "shutdown")
+            (
+                a.uds.to_str().unwrap(),
+                a.port,
+                a.timeout,
+                a.command.as_str()
+            ),
+            ("/v", 99, Duration::from_secs(3), "shutdown")
         );
-        assert!(parse(&v("check")).unwrap_err().contains("--cid"));
-        assert!(parse(&v("--cid 1")).unwrap_err().contains("command"));
-        assert!(parse(&v("--cid x check")).is_err());
-        assert!(parse(&v("--cid 1 check extra")).is_err());
-        assert!(parse(&v("--cid 99999999999 check")).is_err());
+        assert!(parse(&v("check")).unwrap_err().contains("--uds"));
+        assert!(parse(&v("--uds")).unwrap_err().contains("--uds"));
+        assert!(parse(&v("--uds /v")).unwrap_err().contains("command"));
+        assert!(parse(&v("--cid 3 check")).is_err());
+        assert!(parse(&v("--uds /v check extra")).is_err());
+        assert!(parse(&v("--uds /v --port 99999999999 check")).is_err());
     }
 }

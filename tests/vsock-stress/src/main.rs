@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use kata_rs_vsock_stress::vsock::{accept_on, connect_to, listen_on, set_timeouts};
+use kata_rs_vsock_stress::vsock::{accept_on, connect_to, connect_uds, listen_on, set_timeouts};
 use kata_rs_vsock_stress::{
     client_conn, err, hex, parse_size, recv_some, send_all, server_conn, ClientConn, Header,
     Result, SendStats, HEADER_LEN, TRAILER_LEN,
@@ -29,6 +29,9 @@ const USAGE: &str = "usage:
   kata-vsock-stress client --cid C --ports P[,P...] [--conns N] [--bytes B] [--down-bytes B]
                     [--slow-ms MS] [--seed S] [--io-timeout S] [--connect-timeout S] [--tag T]
   kata-vsock-stress bad-header --cid C --port P [--io-timeout S] [--tag T]
+  kata-vsock-stress probe --cid C --port P [--tag T]     (one AF_VSOCK connect attempt)
+  kata-vsock-stress probe --uds PATH --port P [--tag T]  (one hybrid vsock CONNECT attempt)
+  client, bad-header: --uds PATH instead of --cid C goes through kata-vmm's hybrid vsock
 sizes: digits with K, M or G (binary); times in seconds";
 
 /// Stack of the per-connection threads: their buffers are on the heap.
@@ -38,6 +41,7 @@ const STACK: usize = 256 * 1024;
 struct Opts {
     ports: Vec<u32>,
     cid: Option<u32>,
+    uds: Option<std::path::PathBuf>,
     conns: usize,
     bytes: u64,
     down_bytes: Option<u64>,
@@ -67,6 +71,7 @@ fn parse(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
         ports: Vec::new(),
         cid: None,
+        uds: None,
         conns: 1,
         bytes: 1 << 20,
         down_bytes: None,
@@ -95,6 +100,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 }
             }
             "--cid" => o.cid = Some(num(flag, v)?),
+            "--uds" => o.uds = Some(v.into()),
             "--conns" => {
                 o.conns = num(flag, v)?;
                 if !(1..=1024).contains(&o.conns) {
@@ -141,6 +147,7 @@ fn main() -> ExitCode {
         "serve" => serve(&opts),
         "client" => client(&opts),
         "bad-header" => bad_header(&opts),
+        "probe" => probe(&opts),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -156,6 +163,36 @@ fn main() -> ExitCode {
             ExitCode::from(if e.0.starts_with("usage:") { 2 } else { 1 })
         }
     }
+}
+
+/// Connects to guest `port` the way the options say: AF_VSOCK to `--cid`, or through the
+/// hybrid vsock socket `--uds`.
+fn dial(o: &Opts, port: u32) -> Result<std::os::fd::OwnedFd> {
+    match &o.uds {
+        Some(p) => connect_uds(p, port, o.connect_timeout),
+        None => connect_to(need_cid(o)?, port, o.connect_timeout, o.connect_timeout),
+    }
+}
+
+/// One connection attempt, reported (`connected=yes|no error=...`); exit 0 either way.
+fn probe(o: &Opts) -> Result<bool> {
+    let port = *o
+        .ports
+        .first()
+        .ok_or_else(|| err!("usage: --port is required"))?;
+    let (how, r) = match &o.uds {
+        Some(p) => ("uds", connect_uds(p, port, Duration::from_secs(1))),
+        None => (
+            "vsock",
+            connect_to(need_cid(o)?, port, Duration::from_secs(5), Duration::ZERO),
+        ),
+    };
+    let (yes, e) = match r {
+        Ok(_) => ("yes", String::new()),
+        Err(e) => ("no", e.0.replace(' ', "_")),
+    };
+    println!("{}: probe {how} connected={yes} error={e}", o.tag);
+    Ok(true)
 }
 
 fn need_cid(o: &Opts) -> Result<u32> {
@@ -312,7 +349,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn client(o: &Opts) -> Result<bool> {
-    let cid = need_cid(o)?;
+    if o.uds.is_none() {
+        need_cid(o)?;
+    }
     need_ports(o)?;
     let down = o.down_bytes.unwrap_or(o.bytes);
     // All connections connect and send their header, then wait for each other: the streams
@@ -336,8 +375,7 @@ fn client(o: &Opts) -> Result<bool> {
             let b = std::thread::Builder::new()
                 .stack_size(STACK)
                 .spawn_scoped(s, move || {
-                    let c = connect_to(cid, port, o.connect_timeout, o.connect_timeout)
-                        .and_then(|c| set_timeouts(&c, o.io_timeout).map(|()| c));
+                    let c = dial(o, port).and_then(|c| set_timeouts(&c, o.io_timeout).map(|()| c));
                     if c.is_ok() {
                         connected.fetch_add(1, Ordering::SeqCst);
                     }
@@ -433,12 +471,11 @@ fn client(o: &Opts) -> Result<bool> {
 
 /// Sends a header with a wrong magic: the server must close the connection without a trailer.
 fn bad_header(o: &Opts) -> Result<bool> {
-    let cid = need_cid(o)?;
     let port = *o
         .ports
         .first()
         .ok_or_else(|| err!("usage: --port is required"))?;
-    let c = connect_to(cid, port, o.connect_timeout, o.connect_timeout)?;
+    let c = dial(o, port)?;
     set_timeouts(&c, o.io_timeout)?;
     let mut junk = Header {
         up: 1,

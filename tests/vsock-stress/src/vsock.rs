@@ -107,3 +107,65 @@ pub fn connect_to(cid: u32, port: u32, attempt: Duration, patience: Duration) ->
         }
     }
 }
+
+/// Connects to guest port `port` through kata-vmm's hybrid vsock socket `path`: Unix connect,
+/// `CONNECT <port>\n`, reply `OK <hostport>\n` (read byte by byte: nothing behind it is
+/// consumed). The VMM closes the connection when nothing listens on the guest port yet: that
+/// and a socket not there yet are retried every 200 ms until `patience` has passed.
+pub fn connect_uds(path: &std::path::Path, port: u32, patience: Duration) -> Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + patience;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let r = (|| -> std::io::Result<Option<std::os::unix::net::UnixStream>> {
+            let mut s = std::os::unix::net::UnixStream::connect(path)?;
+            s.set_read_timeout(Some(patience.max(Duration::from_secs(1))))?;
+            s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            loop {
+                if s.read(&mut b)? == 0 {
+                    return Ok(None);
+                }
+                if b[0] == b'\n' {
+                    break;
+                }
+                if line.len() > 32 {
+                    return Err(std::io::Error::other("reply too long"));
+                }
+                line.push(b[0]);
+            }
+            if !line.starts_with(b"OK ") {
+                return Err(std::io::Error::other(format!(
+                    "bad reply {:?}",
+                    String::from_utf8_lossy(&line)
+                )));
+            }
+            s.set_read_timeout(None)?;
+            Ok(Some(s))
+        })();
+        match r {
+            Ok(Some(s)) => return Ok(s.into()),
+            Ok(None) if Instant::now() < deadline => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && Instant::now() < deadline => {}
+            Ok(None) => {
+                return Err(err!(
+                    "{} port {port}: refused ({tries} attempts)",
+                    path.display()
+                ))
+            }
+            Err(e) => {
+                return Err(err!(
+                    "{} port {port}: {e} ({tries} attempts)",
+                    path.display()
+                ))
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

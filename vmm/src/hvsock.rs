@@ -1,0 +1,326 @@
+//! virtio-vsock (device id 19) served by the VMM itself: Firecracker-style "hybrid vsock".
+//!
+//! The guest sees an ordinary virtio-vsock device with CID `--vsock-cid`; the host side is
+//! not AF_VSOCK but a Unix stream socket (`--vsock-uds PATH`, mode 0600, created before the
+//! jail). A host client connects to PATH, writes `CONNECT <port>\n`; the VMM sends the guest a
+//! connection request to that port and answers `OK <host port>\n` when the guest accepts (or
+//! closes the Unix connection when the guest refuses or does not answer in time). Then bytes
+//! flow both ways. No `/dev/vhost-vsock`: the host kernel's vsock knows nothing of this guest,
+//! so no other host process (any user, any container) can reach it with AF_VSOCK; only who can
+//! open PATH (its owner, root) can.
+//!
+//! Queues: 0 rx (host -> guest packets), 1 tx (guest -> host), 2 event (never used: no
+//! migration). Served on the main thread like virtio-net: the tx and rx kicks (ioeventfds),
+//! and the [`Muxer`]'s epoll fd, which the event loop polls as this device's backend fd. The
+//! protocol (handshake, connection states, credit) is [`muxer`]; the header is [`packet`].
+//! Guest-initiated connections are refused with RST.
+
+pub mod muxer;
+pub mod packet;
+
+use std::os::fd::RawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use crate::net::{checked_chain, gather, scatter};
+use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+pub use muxer::Muxer;
+use packet::{Header, HDR_LEN, MAX_PAYLOAD};
+
+/// Virtio device id of vsock.
+pub const VIRTIO_ID_VSOCK: u32 = 19;
+/// Size of each queue we offer.
+pub const QUEUE_SIZE: u16 = 256;
+/// Queue indexes.
+pub const RX_QUEUE: usize = 0;
+/// Transmit queue index.
+pub const TX_QUEUE: usize = 1;
+/// Feature bits offered: virtio 1.x only (no seqpacket, no event-idx for now).
+pub const FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
+
+/// Encodes the vsock config space (le64 guest_cid) and copies the requested slice of it.
+pub fn read_cid_config(cid: u64, offset: u64, data: &mut [u8]) {
+    let cfg = cid.to_le_bytes();
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| cfg.get(o).copied())
+            .unwrap_or(0);
+    }
+}
+
+/// Binds the host side at `path` (a stale socket there is replaced; any other file is an
+/// error), mode 0600, non-blocking. Before the jail: the path is on the host.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let ctx = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("--vsock-uds {}: {e}", path.display()))
+    };
+    if let Ok(md) = std::fs::symlink_metadata(path) {
+        if !md.file_type().is_socket() {
+            return Err(ctx(std::io::Error::other("exists and is not a socket")));
+        }
+        std::fs::remove_file(path).map_err(ctx)?;
+    }
+    // Created 0600 (umask 0177 around bind: no window in which others may connect); the VMM is
+    // single-threaded here, so the process-wide umask change races with nothing.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(ctx)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
+    listener.set_nonblocking(true).map_err(ctx)?;
+    Ok(listener)
+}
+
+/// Counters of the device side (chains).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VsockStats {
+    /// Packets delivered to the guest.
+    pub rx_pkts: u64,
+    /// Packets taken from the guest.
+    pub tx_pkts: u64,
+    /// Chains refused as malformed (direction, outside RAM, too short).
+    pub bad_chains: u64,
+}
+
+/// The running queues (dropped on reset).
+struct Queues {
+    rx: Queue,
+    tx: Queue,
+}
+
+/// The virtio-vsock device.
+pub struct HvsockDevice {
+    cid: u64,
+    mem: Arc<GuestMemoryMmap>,
+    muxer: Muxer,
+    queues: Option<Queues>,
+    buf: Vec<u8>,
+    rekick: u32,
+    /// Counters since the VMM started.
+    pub stats: VsockStats,
+}
+
+impl HvsockDevice {
+    /// The device for guest CID `cid`, its host side `listener` (None: nothing on the host can
+    /// connect; the guest just has a vsock device).
+    pub fn new(
+        cid: u64,
+        listener: Option<UnixListener>,
+        mem: Arc<GuestMemoryMmap>,
+    ) -> std::io::Result<Self> {
+        Ok(HvsockDevice {
+            cid,
+            mem,
+            muxer: Muxer::new(cid, listener)?,
+            queues: None,
+            buf: vec![0; MAX_PAYLOAD],
+            rekick: 0,
+            stats: VsockStats::default(),
+        })
+    }
+
+    /// The protocol side (tests).
+    pub fn muxer(&self) -> &Muxer {
+        &self.muxer
+    }
+
+    /// Packets waiting for the guest go into its rx buffers, at most a queue's worth.
+    fn fill_rx(&mut self) -> bool {
+        let Some(q) = &mut self.queues else {
+            return false;
+        };
+        let mem = &*self.mem;
+        let mut used = false;
+        let budget = q.rx.size();
+        let mut done = 0;
+        while self.muxer.has_rx() {
+            if done == budget {
+                self.rekick |= 1 << RX_QUEUE;
+                break;
+            }
+            done += 1;
+            let before = q.rx.next_avail();
+            let Some(chain) = q.rx.pop_descriptor_chain(mem) else {
+                break; // the guest's next rx kick resumes
+            };
+            let head = chain.head_index();
+            let len = match checked_chain(mem, chain, true) {
+                Some((descs, cap)) if cap >= HDR_LEN => {
+                    let room = (cap - HDR_LEN).min(MAX_PAYLOAD);
+                    let Some((h, n)) = self.muxer.next_rx(&mut self.buf[..room]) else {
+                        q.rx.set_next_avail(before);
+                        break;
+                    };
+                    if scatter(mem, &descs, &[&h.encode(), &self.buf[..n]]) {
+                        self.stats.rx_pkts += 1;
+                        (HDR_LEN + n) as u32
+                    } else {
+                        0
+                    }
+                }
+                _ => {
+                    self.stats.bad_chains += 1;
+                    0
+                }
+            };
+            if q.rx.add_used(mem, head, len).is_err() {
+                break;
+            }
+            used = true;
+        }
+        used && q.rx.needs_notification(mem).unwrap_or(true)
+    }
+
+    /// The guest's packets, at most a queue's worth.
+    fn process_tx(&mut self) -> bool {
+        let Some(q) = &mut self.queues else {
+            return false;
+        };
+        let mem = &*self.mem;
+        let mut used = false;
+        let budget = q.tx.size();
+        for done in 1..=budget {
+            let Some(chain) = q.tx.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            match checked_chain(mem, chain, false) {
+                Some((descs, total)) if total >= HDR_LEN => {
+                    let mut hb = [0u8; HDR_LEN];
+                    let room = (total - HDR_LEN).min(MAX_PAYLOAD);
+                    let ok = gather(mem, &descs, 0, &mut hb) && {
+                        let h = Header::parse(&hb);
+                        // The header's length, as far as the chain holds it; the muxer
+                        // refuses a length the chain does not have.
+                        let n = (h.len as usize).min(room);
+                        let got = gather(mem, &descs, HDR_LEN, &mut self.buf[..n]);
+                        if got {
+                            self.stats.tx_pkts += 1;
+                            self.muxer.recv_pkt(&h, &self.buf[..n]);
+                        }
+                        got
+                    };
+                    if !ok {
+                        self.stats.bad_chains += 1;
+                    }
+                }
+                _ => self.stats.bad_chains += 1,
+            }
+            if q.tx.add_used(mem, head, 0).is_err() {
+                return used;
+            }
+            used = true;
+            if done == budget {
+                // Budget spent, chains may be left: come back after the other fds.
+                self.rekick |= 1 << TX_QUEUE;
+            }
+        }
+        used && q.tx.needs_notification(mem).unwrap_or(true)
+    }
+}
+
+impl VirtioDevice for HvsockDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        FEATURES
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_cid_config(self.cid, offset, data);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {
+        // The vsock config space is read-only.
+    }
+
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+        let build = |i: usize| {
+            queues
+                .get(i)
+                .filter(|q| q.ready)
+                .ok_or(format!("queue {i} is not ready"))?
+                .build_queue(&*self.mem, features)
+        };
+        self.queues = Some(Queues {
+            rx: build(RX_QUEUE)?,
+            tx: build(TX_QUEUE)?,
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.queues = None;
+        self.muxer.reset();
+    }
+
+    fn process_queue(&mut self, index: usize) -> bool {
+        match index {
+            RX_QUEUE => self.fill_rx(),
+            TX_QUEUE => {
+                let tx = self.process_tx();
+                // Replies (responses, credit, resets) and data the new credit allows.
+                self.fill_rx() | tx
+            }
+            _ => false,
+        }
+    }
+
+    fn backend_poll(&self) -> Option<(RawFd, i16)> {
+        self.queues.as_ref()?;
+        Some((self.muxer.epoll_fd(), libc::POLLIN))
+    }
+
+    fn process_backend(&mut self, _revents: i16) -> bool {
+        self.muxer.poll_host(Instant::now());
+        self.fill_rx()
+    }
+
+    fn rekick_queues(&mut self) -> u32 {
+        std::mem::take(&mut self.rekick)
+    }
+
+    fn exit_report(&self) -> Option<String> {
+        let s = &self.stats;
+        let m = &self.muxer.stats;
+        Some(format!(
+            "virtio-vsock: accepted={} established={} refused={} timeouts={} over_limit={} \
+             bad_handshakes={} guest_requests={} bad_packets={} violations={} \
+             resets_dropped={} to_guest={} to_host={} rx_pkts={} tx_pkts={} bad_chains={}",
+            m.accepted,
+            m.established,
+            m.refused,
+            m.timeouts,
+            m.over_limit,
+            m.bad_handshakes,
+            m.guest_requests,
+            m.bad_packets,
+            m.violations,
+            m.resets_dropped,
+            m.to_guest,
+            m.to_host,
+            s.rx_pkts,
+            s.tx_pkts,
+            s.bad_chains
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
