@@ -10,7 +10,7 @@
 //! its own mount, PID and network namespaces, `pivot_root` into the shared directory, so it
 //! sees nothing else of the host; `--seccomp kill`: its own syscall allow-list; every path
 //! opened relative to the root with O_PATH/O_NOFOLLOW, never through a guest symlink).
-//! docs/design.md "Storage" has the comparison and the figures.
+//! docs/storage-choice.md has the comparison with an in-process server, measured.
 
 use std::{
     ffi::OsString,
