@@ -186,8 +186,16 @@ fn runc_and_kata_agree() {
         res.keys().collect::<Vec<_>>()
     );
     // runc's mounts under the image's symlinks stayed in the container's root.
-    assert_eq!(run.expect_marker("node-run-secrets"), "no", "node's /run written");
-    assert_eq!(run.expect_marker("node-tmp-secret"), "no", "node's /tmp written");
+    assert_eq!(
+        run.expect_marker("node-run-secrets"),
+        "no",
+        "node's /run written"
+    );
+    assert_eq!(
+        run.expect_marker("node-tmp-secret"),
+        "no",
+        "node's /tmp written"
+    );
     assert_eq!(run.expect_marker("containers"), "0", "a container was left");
     assert_eq!(run.expect_marker("tasks"), "0", "a task was left");
     assert_eq!(run.expect_marker("leftovers-rc"), "0", "kata leftovers");
