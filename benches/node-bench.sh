@@ -110,9 +110,12 @@ boot() {
 }
 
 vmm_ok=yes
-want vmm || vmm_ok=no
-want vmm && [ -x "$QEMU" ] || { say "no qemu-system-x86_64 on the node (run.sh passes it with KATA_RS_NODE_EXTRA)"; vmm_ok=no; }
-want vmm && for f in "$KERNEL" "$INITRD" /usr/local/bin/kata-vmm; do [ -e "$f" ] || { say "missing $f"; vmm_ok=no; }; done
+if want vmm; then
+    [ -x "$QEMU" ] || { say "no qemu-system-x86_64 on the node (run.sh passes it with KATA_RS_NODE_EXTRA)"; vmm_ok=no; }
+    for f in "$KERNEL" "$INITRD" /usr/local/bin/kata-vmm; do [ -e "$f" ] || { say "missing $f"; vmm_ok=no; }; done
+else
+    vmm_ok=no
+fi
 if [ $vmm_ok = yes ]; then
     say "qemu: $("$QEMU" --version | head -n1)"
     cid=100

@@ -1,7 +1,11 @@
 # Escape attempts from the guest through the sandbox's virtio-fs share. A privileged kata
 # container (guest root with CAP_SYS_ADMIN inside the VM) mounts the share itself
-# (`mount -t virtiofs kata-rs`) next to the agent's mount, finds its read-only and writable
-# binds in it (<id>/mounts/<n>), and tries:
+# (`mount -t virtiofs kata-rs`) next to the agent's mount. With virtiofsd --announce-submounts
+# the kernel hands out the newest superblock of the tag, a submount (seen: the container's own
+# rootfs), not the share root: `share-view=` says which; the share-root attempts run only when
+# it is reachable (the host-side checks of volumes.sh cover the share root's ro mount). The
+# read-only bind is also bound again and remounted rw in the guest, so that only the host can
+# refuse its writes. Then it tries:
 #   - symlinks in the share pointing to a host path (absolute, relative with many `..`), read
 #     through the raw share and through its bind: they resolve in the guest, so they show the
 #     container's decoy file of the same name, or ENOENT, never the host's secret;
@@ -88,15 +92,28 @@ echo "share-parent-names=$PARENT0" | tr ' ' ,
 ESCAPE='
 echo guest-decoy > /etc/kata-rs-escape-secret
 M=/mnt/share
-mkdir -p $M
+mkdir -p $M /mnt/robind
 mount -t virtiofs kata-rs $M && echo mount=ok || echo mount=failed
-echo "share-ls=$(ls -A $M | tr "\n" ,)"
-f=$(find $M -maxdepth 4 -name ro-file 2>/dev/null | head -n 1); RO=${f%/*}
-f=$(find $M -maxdepth 4 -name rw-file 2>/dev/null | head -n 1); RW=${f%/*}
-echo "ro-dir=${RO:-not-found}"; echo "rw-dir=${RW:-not-found}"
-[ -n "$RO" ] || RO=/nonexistent-ro
-[ -n "$RW" ] || RW=/x/rw
+# What the tag gives: the share root (<id>/rootfs inside), or, with virtiofsd
+# --announce-submounts, the superblock of one of the share'"'"'s submounts (the kernel reuses
+# the newest one for the tag), e.g. the container'"'"'s own rootfs.
+if [ -d $M/'$ID'/rootfs ]; then view=share-root
+elif [ -d $M/bin ] && [ -d $M/x/ro ]; then view=container-rootfs
+else view="other:$(ls -A $M | head -n 5 | tr "\n" ,)"; fi
+echo "share-view=$view"
 C=$M/'$ID'
+RO= RW=/x/rw
+if [ $view = share-root ]; then
+    f=$(find $M -maxdepth 4 -name ro-file 2>/dev/null | head -n 1); RO=${f%/*}
+    f=$(find $M -maxdepth 4 -name rw-file 2>/dev/null | head -n 1); RW=${f%/*}
+    [ -n "$RW" ] || RW=/x/rw
+fi
+echo "ro-raw=${RO:-not-reachable}"; echo "rw-raw=$RW"
+# The read-only bind without the guest'"'"'s ro flag: a bind of it remounted rw in the guest, so
+# only the host can refuse the writes.
+mount --bind /x/ro /mnt/robind && mount -o remount,bind,rw /mnt/robind \
+    && echo "ro-guest-rw-bind=$(grep " /mnt/robind " /proc/mounts | cut -d" " -f4 | cut -d, -f1)" \
+    || echo "ro-guest-rw-bind=failed"
 # rd NAME FILE: what reading FILE shows: its first line, ENOENT, or error:MESSAGE.
 rd() {
     o=$(cat "$2" 2>&1); r=$?
@@ -120,50 +137,57 @@ rd symlink-abs $RW/sl-abs
 rd symlink-rel $RW/sl-rel
 rd symlink-bind /x/rw/sl-abs
 rd dotdot-share $M/../../etc/kata-rs-escape-secret
-rd dotdot-deep $C/../../../../../../../etc/kata-rs-escape-secret
+rd dotdot-deep $M/x/rw/../../../../../../../etc/kata-rs-escape-secret
 echo "dotdot-ls=$(cd $M && cd .. && cd .. && pwd)"
 # Hard links out of the share and across its mounts.
 a hardlink-guest-file ln /etc/kata-rs-escape-secret $RW/hl-guest
-a hardlink-ro-to-rw ln $RO/ro-file $RW/hl-ro
-a hardlink-ro-to-root ln $RO/ro-file $M/hl-ro
-a hardlink-rootfs-to-rw ln $C/rootfs/bin/busybox $RW/hl-busybox
-a hardlink-rw-to-root ln $RW/rw-file $M/hl-rw
+a hardlink-ro-to-rw ln /mnt/robind/ro-file $RW/hl-ro
+a hardlink-rootfs-to-rw ln $M/bin/busybox $RW/hl-busybox
+a hardlink-rw-to-share ln $RW/rw-file $M/hl-rw
 a hardlink-dotdot ln $M/../../etc/passwd $RW/hl-passwd
-# Renames over / of the share root and its mount points; removals.
-mkdir -p $RW/d1 $RW/d2
-a rename-over-share-root mv -T $RW/d1 $M
-a rename-over-container-dir mv -T $RW/d2 $C
-a rename-share-entry mv $C $M/moved
-a rename-ro-mountpoint mv $RO $RW/stolen-mount
-a rename-rw-mountpoint mv -T $RW $M/moved-rw
-a rename-rw-file-to-root mv $RW/rw-file $M/rw-file
-a rmdir-share-root rmdir $M
-a rmdir-container-dir rmdir $C
-a rmdir-ro-mountpoint rmdir $RO
-a rmdir-container-mounts-dir rmdir $C/mounts
-# New entries at the share root and in the container directory.
-a create-root-file touch $M/new-file
-a create-root-dir mkdir $M/new-dir
-a create-root-symlink ln -s /etc $M/etc-link
-a create-root-fifo mknod $M/fifo p
-a create-container-dir-file touch $C/new-file
-a create-container-mounts-entry mkdir $C/mounts/99
-# The read-only bind through the raw share path.
-a ro-write sh -c "echo pwned > $RO/ro-file"
-a ro-append sh -c "echo pwned >> $RO/ro-file"
-a ro-create touch $RO/new
-a ro-truncate truncate -s 0 $RO/ro-file
-a ro-chmod chmod 0666 $RO/ro-file
-a ro-chown chown 1000:1000 $RO/ro-file
-a ro-utimes touch -d "2000-01-01 00:00:00" $RO/ro-file
-a ro-unlink rm -f $RO/ro-file
-a ro-rename mv $RO/ro-file $RO/moved
-a ro-symlink ln -s /etc/kata-rs-escape-secret $RO/sl
-a ro-move-out mv $RO/ro-file $RW/moved-out
+# Renames over the share mount, removals of it and of the binds'"'"' mount points.
+mkdir -p $RW/d1
+a rename-over-share-mount mv -T $RW/d1 $M
+a rmdir-share-mount rmdir $M
+a rmdir-ro-mountpoint rmdir /mnt/robind
+a rename-ro-mountpoint mv -T /mnt/robind $RW/stolen-mount
+# The share root itself, when the tag reaches it.
+if [ $view = share-root ]; then
+    mkdir -p $RW/d2
+    a rename-over-container-dir mv -T $RW/d2 $C
+    a rename-share-entry mv $C $M/moved
+    a rmdir-container-dir rmdir $C
+    a rmdir-container-mounts-dir rmdir $C/mounts
+    a create-root-file touch $M/new-file
+    a create-root-dir mkdir $M/new-dir
+    a create-root-symlink ln -s /etc $M/etc-link
+    a create-root-fifo mknod $M/fifo p
+    a create-container-dir-file touch $C/new-file
+    a create-container-mounts-entry mkdir $C/mounts/99
+    a rename-rw-file-to-root mv $RW/rw-file $M/rw-file
+else
+    echo "root-attempts=not-reachable"
+fi
+# The read-only bind, through the guest-rw bind and (if reachable) the raw share path.
+for p in /mnt/robind $RO; do
+    [ -f $p/ro-file ] || { echo "attempt| ro-path-$p refused rc=1 (no ro-file there)"; continue; }
+    t=${p##*/}
+    a ro-write-$t sh -c "echo pwned > $p/ro-file"
+    a ro-append-$t sh -c "echo pwned >> $p/ro-file"
+    a ro-create-$t touch $p/new
+    a ro-truncate-$t truncate -s 0 $p/ro-file
+    a ro-chmod-$t chmod 0666 $p/ro-file
+    a ro-chown-$t chown 1000:1000 $p/ro-file
+    a ro-utimes-$t touch -d "2000-01-01 00:00:00" $p/ro-file
+    a ro-unlink-$t rm $p/ro-file
+    a ro-rename-$t mv $p/ro-file $p/moved
+    a ro-symlink-$t ln -s /etc/kata-rs-escape-secret $p/sl
+    a ro-mkdir-$t mkdir $p/dir
+done
 # For the record (not escapes by themselves): what guest root leaves in a writable volume.
 mknod $RW/dev-null c 1 3 2>/dev/null && echo "mknod-rw=created" || echo "mknod-rw=refused"
 cp /bin/busybox $RW/suid 2>/dev/null && chmod 4755 $RW/suid 2>/dev/null && echo "setuid-rw=created" || echo "setuid-rw=refused"
-umount $M && echo umount=ok
+umount /mnt/robind; umount $M && echo umount=ok
 '
 echo "== escape"
 if [ "$(kata_rs_task_status $ID)" = RUNNING ]; then

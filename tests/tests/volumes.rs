@@ -452,13 +452,15 @@ fn guest_cannot_escape_through_the_share() {
             "ok",
             "guest root mounts the share (mount -t virtiofs kata-rs /mnt)",
         );
-        c.check(
-            !c.m("esc-ro-dir").starts_with("not-found")
-                && !c.m("esc-rw-dir").starts_with("not-found"),
-            format!(
-                "the container finds its binds in the raw share (ro: {}, rw: {})",
-                c.m("esc-ro-dir"),
-                c.m("esc-rw-dir")
+        // Where the tag leads (the share root, or with virtiofsd --announce-submounts the
+        // newest submount, e.g. the container's rootfs): printed with the failures.
+        let view = c.m("esc-share-view");
+        c.eq(
+            "esc-ro-guest-rw-bind",
+            "rw",
+            &format!(
+                "a bind of the read-only volume remounted rw in the guest, so that only the host \
+                 can refuse its writes (the tag gave: {view})"
             ),
         );
         // Symlinks and `..` resolve in the guest: the guest's decoy or ENOENT, never the host.
@@ -480,7 +482,7 @@ fn guest_cannot_escape_through_the_share() {
         // Every attempt to change something outside the writable bind fails.
         let attempts = run.prefixed("esc-attempt");
         c.check(
-            attempts.len() >= 20,
+            attempts.len() >= 18,
             format!("the escape attempts ran ({} printed)", attempts.len()),
         );
         for a in &attempts {
