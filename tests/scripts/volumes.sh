@@ -350,7 +350,8 @@ pod_checks() {
     echo "pod-c1-status=$(kata_rs_task_status vpc1)"
     echo "pod-c2-status=$(kata_rs_task_status vpc2)"
     echo "pod-vmms=$(kata_rs_count_procs kata-vmm)"
-    echo "pod-virtiofsd=$(kata_rs_count_procs virtiofsd)"
+    # virtiofsd runs as two processes (its sandboxed child serves): count the shares served.
+    echo "pod-virtiofsd-shares=$(for p in $(kata_pids virtiofsd); do tr '\0' '\n' < /proc/$p/cmdline | awk 'f { print; exit } $0 == "--shared-dir" { f = 1 }'; done | sort -u | wc -l)"
     $T ctr task exec --exec-id probe vpc1 sh -c "$PROBE" > "$W/out-pod" 2>&1
     rc=$?
     echo "pod-probe-rc=$rc"

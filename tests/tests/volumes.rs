@@ -345,7 +345,11 @@ fn host_bind_mounts_are_live_in_the_vm() {
         c.eq("pod-c1-status", "RUNNING", "pod container vpc1");
         c.eq("pod-c2-status", "RUNNING", "pod container vpc2");
         c.eq("pod-vmms", "1", "one VM for the pod");
-        c.eq("pod-virtiofsd", "1", "one virtiofsd for the pod");
+        c.eq(
+            "pod-virtiofsd-shares",
+            "1",
+            "one virtiofsd share for the pod",
+        );
         c.eq("pod-probe-rc", "0", "the probe in a pod container exits 0");
         let pod = run.prefixed("pod");
         c.check(
