@@ -56,6 +56,8 @@ pub struct Share {
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
@@ -66,9 +68,9 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Makes the mount at `path` and every mount below it read-only.
-fn make_readonly_recursive(path: &Path) -> Result<(), String> {
-    let f = open_path(path, 0)?;
+/// Makes the mount tree of `fd` (an attached mount or a detached `open_tree` clone)
+/// read-only, every mount in it.
+fn make_readonly_recursive(fd: &std::os::fd::OwnedFd, what: &Path) -> Result<(), String> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
@@ -76,11 +78,11 @@ fn make_readonly_recursive(path: &Path) -> Result<(), String> {
         userns_fd: 0,
     };
     // SAFETY: mount_setattr reads `attr` (a valid, initialised struct of the size passed)
-    // and the empty path string; `f` is an open fd that outlives the call.
+    // and the empty path string; `fd` is an open fd that outlives the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            f.as_raw_fd(),
+            fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE,
             &attr as *const MountAttr,
@@ -88,21 +90,69 @@ fn make_readonly_recursive(path: &Path) -> Result<(), String> {
         )
     };
     if r == 0 {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(format!(
+            "make {} read-only: {}",
+            what.display(),
+            std::io::Error::last_os_error()
+        ))
     }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::ENOSYS) {
-        return Err(format!("make {} read-only: {e}", path.display()));
+}
+
+/// Attaches a recursive bind of `source` at `target`: the tree is cloned detached
+/// (`open_tree`), made read-only there when `readonly` (so every propagated copy, the one
+/// virtiofsd serves included, is born read-only: a remount after attaching would change
+/// only this namespace's copy), then moved into place (`move_mount`).
+fn attach_bind(source: &std::fs::File, target: &Path, readonly: bool) -> Result<(), String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: open_tree reads the empty path string; `source` is an open fd for the call.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | AT_RECURSIVE
+                | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(format!(
+            "clone the mount for {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        ));
     }
-    // A kernel before 5.12: the top mount only.
-    mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | statvfs_flags(path),
-        None::<&str>,
-    )
-    .map_err(|e| format!("remount {} read-only: {e}", path.display()))
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as libc::c_int) };
+    if readonly {
+        make_readonly_recursive(&tree, target)?;
+    }
+    let t = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{}: NUL in path", target.display()))?;
+    // SAFETY: move_mount reads the two path strings, both valid NUL-terminated strings that
+    // outlive the call; `tree` is the detached mount's open fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "bind mount on {}: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        ))
+    }
 }
 
 /// The per-mount flags (nosuid, nodev, noexec, noatime...) a bind remount must keep.
@@ -138,8 +188,8 @@ fn open_path(path: &Path, extra: libc::c_int) -> Result<std::fs::File, String> {
         .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
-/// Bind-mounts `source` (recursively) on `target`, through an O_PATH fd of the source so
-/// that what is checked is what is mounted.
+/// Bind-mounts `source` (recursively) on `target` with mount(2), through an O_PATH fd of
+/// the source so that what is checked is what is mounted. For the share's own two mounts.
 fn bind(source: &std::fs::File, target: &Path) -> Result<(), String> {
     let src = format!("/proc/self/fd/{}", source.as_raw_fd());
     mount(
@@ -260,6 +310,11 @@ impl Share {
         rootfs: &Path,
         binds: &[SharedBind],
     ) -> Result<(), String> {
+        let dir = self.mounts().join(kata_rs_protocol::guest::container_rel(id));
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            // Another container's (or a leftover's): neither used nor undone.
+            return Err(format!("{} exists already", dir.display()));
+        }
         let r = self.add_mounts(id, rootfs, binds);
         if r.is_err() {
             let _ = self.remove_container(id);
@@ -271,15 +326,12 @@ impl Share {
         use kata_rs_protocol::guest;
         let m = self.mounts();
         let dir = m.join(guest::container_rel(id));
-        if dir.exists() {
-            return Err(format!("{} exists already", dir.display()));
-        }
         let root_t = m.join(guest::rootfs_rel(id));
         std::fs::create_dir_all(&root_t)
             .map_err(|e| format!("create {}: {e}", root_t.display()))?;
         let src =
             open_path(rootfs, libc::O_DIRECTORY).map_err(|e| format!("root file system: {e}"))?;
-        bind(&src, &root_t).map_err(|e| format!("root file system: {e}"))?;
+        attach_bind(&src, &root_t, false).map_err(|e| format!("root file system: {e}"))?;
         if !binds.is_empty() {
             let d = dir.join("mounts");
             std::fs::create_dir(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
@@ -295,10 +347,7 @@ impl Share {
                 std::fs::File::create(&t).map(drop)
             };
             made.map_err(|e| format!("{label}: create {}: {e}", t.display()))?;
-            bind(&src, &t).map_err(|e| format!("{label}: {e}"))?;
-            if b.readonly {
-                make_readonly_recursive(&t).map_err(|e| format!("{label}: {e}"))?;
-            }
+            attach_bind(&src, &t, b.readonly).map_err(|e| format!("{label}: {e}"))?;
         }
         Ok(())
     }
@@ -456,6 +505,12 @@ mod tests {
                 destination: "/etc/x".into(),
                 readonly: true,
             },
+            SharedBind {
+                index: 3,
+                source: vol.clone(),
+                destination: "/ro-data".into(),
+                readonly: true,
+            },
         ];
         share.add_container("c1", &rootfs, &binds)?;
         let view = share.exported();
@@ -492,7 +547,10 @@ mod tests {
             share.add_container("c2", &rootfs, &[]).is_err(),
             "same id twice refused",
         )?;
-        check(view.join("c2/rootfs/etc-file").exists(), "second container")?;
+        check(
+            view.join("c2/rootfs/etc-file").exists(),
+            "second container kept after a refused duplicate",
+        )?;
         share.remove_container("c1")?;
         check(!view.join("c1").exists(), "c1 gone")?;
         check(

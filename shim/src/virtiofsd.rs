@@ -60,6 +60,10 @@ impl VirtiofsdSpec {
             // (Extended attributes and POSIX ACLs stay off, virtiofsd's default: the
             // guest's security.* labels never land on host files.)
             "--announce-submounts".into(),
+            // No CAP_MKNOD: a guest must not leave host device nodes in a volume (a
+            // `c 1 1` node in a hostPath would be /dev/mem for any host user who can reach
+            // it). FIFOs and sockets need no capability and still work.
+            "--modcaps=-mknod".into(),
             "--log-level".into(),
             "error".into(),
         ]);
@@ -186,6 +190,7 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("--announce-submounts"), "{line}");
+        assert!(line.contains("--modcaps=-mknod"), "{line}");
         assert_eq!(
             vmm_fs_arg(Path::new("/s/virtiofsd.sock")),
             OsString::from("socket=/s/virtiofsd.sock,tag=kata-rs")
