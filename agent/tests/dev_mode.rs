@@ -720,12 +720,4 @@ async fn rootfs_and_sources_only_from_the_share() {
     assert!(!rootfs.join("x").exists());
     assert!(!cgroup_dir(&id).exists(), "no cgroup left behind");
     assert!(children_of(a.child.id()).is_empty(), "no process left");
-    // AddStorage is gone: the ttrpc default answers UNIMPLEMENTED.
-    let mut s = AddStorageRequest::new();
-    s.container_id = id.clone();
-    let msg = err_msg(c.add_storage(ctx(), &s).await.unwrap_err());
-    assert!(
-        msg.to_lowercase().contains("unimplemented") || msg.contains("not"),
-        "{msg}"
-    );
 }
