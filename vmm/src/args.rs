@@ -18,7 +18,7 @@ pub const MAX_VCPUS: u8 = 64;
 #[command(
     name = "kata-vmm",
     version,
-    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, vhost-vsock, virtio-rng, virtio-blk, virtio-net and virtio-fs (vhost-user), under seccomp"
+    about = "kata-rs microVM monitor: boots a PVH vmlinux or a bzImage under KVM with a serial console, hybrid vsock (a Unix socket, --vsock-uds), virtio-rng, virtio-blk, virtio-net and virtio-fs (vhost-user), under seccomp"
 )]
 pub struct Args {
     /// Guest kernel: an ELF vmlinux with a PVH entry point, or a bzImage (detected).

@@ -10,9 +10,9 @@
 //! acked, plus `VHOST_USER_F_PROTOCOL_FEATURES`), `SET_MEM_TABLE` (every guest RAM region with
 //! its memfd: guest RAM is a shared memfd mapping whenever `--fs` is given), and per queue
 //! `SET_VRING_NUM/ADDR/BASE/CALL/KICK` and `SET_VRING_ENABLE`. Kick = the KVM ioeventfd on
-//! QueueNotify (datamatch = queue index), call = the KVM irqfd of the device's IRQ, exactly as
-//! vhost-vsock: the data path goes guest -> KVM -> backend -> KVM -> guest and never through
-//! a VMM thread.
+//! QueueNotify (datamatch = queue index), call = the KVM irqfd of the device's IRQ, as for
+//! any vhost backend: the data path goes guest -> KVM -> backend -> KVM -> guest and never
+//! through a VMM thread.
 //!
 //! The backend is untrusted: every reply is checked by the `vhost` crate, writes never raise
 //! SIGPIPE (`MSG_NOSIGNAL`), a closed socket is an error, and the memfds are sealed against

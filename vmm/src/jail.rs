@@ -2,7 +2,8 @@
 //! done by `kata-vmm` itself (see "Jail" in `vmm/README.md`).
 //!
 //! [`enter`] runs on the main thread once everything the VM needs is open (kernel and initrds
-//! read into guest RAM, disks, console log, `/dev/kvm`, `/dev/vhost-vsock`, every vCPU created)
+//! read into guest RAM, disks, console log, `/dev/kvm`, the vsock and control listeners, every
+//! vCPU created)
 //! and before any other thread exists. It
 //! 1. unshares the mount, IPC, UTS, network and cgroup namespaces,
 //! 2. makes the mount tree private and pivots into an empty read-only tmpfs (so no host file
@@ -24,8 +25,8 @@ use std::io;
 pub const DEFAULT_JAIL_ID: u32 = 65534;
 
 /// Namespaces the jail unshares. None of them costs the VMM anything: after setup it needs no
-/// path (mount), no SysV IPC, no hostname, no network (vsock is not network-namespaced and
-/// its vhost fd is already open), and no view of the host's cgroup paths.
+/// path (mount), no SysV IPC, no hostname, no network (the vsock device's Unix listener was
+/// bound before, a tap fd keeps its device), and no view of the host's cgroup paths.
 pub const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUTS

@@ -44,7 +44,8 @@ pub enum ThreadClass {
         /// The vsock device has a host socket (`--vsock-uds`): accept4.
         vsock_uds: bool,
     },
-    /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost activation on DRIVER_OK.
+    /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost-user activation of virtio-fs on
+    /// DRIVER_OK.
     Vcpu {
         /// The VM has a vhost-user device (`--fs`): its DRIVER_OK and reset talk to the
         /// backend over the already connected socket (`sendmsg`, `recvmsg`).
