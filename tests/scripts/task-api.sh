@@ -6,6 +6,10 @@
 # option with an allowed memory annotation, and a refused annotation (if this ctr has
 # --runtime-config-path / --annotation). The Rust test (tests/tests/task_api.rs) checks the markers. Every case prints its
 # markers whatever happens, so one failing case does not hide the others.
+# While t1 runs, the agent channel (issue 11, docs/security.md): an unprivileged node user and
+# a runc container try to reach t1's agent (guest vsock port 1024) by AF_VSOCK to the VM's CID
+# and through the VMM's Unix socket; root's connect through the socket must work.
+#   $1: kata-vsock-stress (static; through KATA_RS_NODE_EXTRA), its `probe` makes one attempt
 R=io.containerd.kata.v2
 W=$KATA_RS_WORK
 T="timeout -k 30 120"
@@ -18,6 +22,77 @@ $T ctr run -d --runtime $R "$KATA_RS_IMAGE" t1 sh -c 'trap "exit 7" TERM; while 
 echo "run-rc=$?"
 kata_rs_wait_status t1 RUNNING 60
 echo "run-status=$(kata_rs_task_status t1)"
+
+echo "== agent-channel"
+# probe CMD...: runs CMD (one or more `kata-vsock-stress probe --tag TAG` attempts); its
+# output as `probe| ...`, then TAG=yes|no for each attempt (no marker: the probe never ran).
+probe() {
+    _out=$(timeout -k 5 120 "$@" 2>&1)
+    echo "$_out" | sed 's/^/probe| /'
+    echo "$_out" | sed -n 's/^\([a-z-]*\): probe [a-z]* connected=\([a-z]*\).*/\1=\2/p'
+}
+# The node's unprivileged user: nobody (busybox's and util-linux's nsenter both set the ids and
+# drop supplementary groups; no capabilities remain).
+AS_USER="nsenter -S 65534 -G 65534"
+UDS=/run/kata-rs/sandboxes/t1/kata-vmm.vsock
+# A copy every user (and the runc container, bind-mounted) can run.
+KVS_DIR=$(mktemp -d /tmp/kata-rs-probe.XXXXXX)
+chmod 0755 "$KVS_DIR"
+KVS=$KVS_DIR/kata-vsock-stress
+# t1's VMM (the only one running), its CID and socket from its command line (as `ps` shows
+# them to everyone).
+VMM_PID=
+for _p in /proc/[0-9]*; do
+    _cmd=$(tr '\0' ' ' < "$_p/cmdline" 2>/dev/null)
+    _exe=${_cmd%% *}
+    [ "${_exe##*/}" = kata-vmm ] && { VMM_PID=${_p#/proc/}; break; }
+done
+arg() { [ -n "$VMM_PID" ] && tr '\0' '\n' < "/proc/$VMM_PID/cmdline" | sed -n "/^$1\$/{n;p;q;}"; }
+CID=$(arg --vsock-cid)
+echo "vmm-cid=${CID:-none}"
+echo "vmm-uds=$(arg --vsock-uds)"
+if [ -z "$1" ] || ! cp "$KATA_RS_PAYLOAD/extra$1" "$KVS" || ! chmod 0755 "$KVS"; then
+    echo "probe-tool=missing ($1)"
+elif [ -z "$CID" ]; then
+    echo "probe-tool=ok"
+    echo "no kata-vmm with a --vsock-cid:"; ps -o pid,args 2>&1 | grep kata
+else
+    echo "probe-tool=ok"
+    # uid, gid, supplementary groups, effective capabilities of a process run that way
+    $AS_USER awk '/^Uid:/ { u = $2 } /^Gid:/ { g = $2 } /^Groups:/ { n = NF - 1 } /^CapEff:/ { c = $2 }
+        END { printf "unpriv-uid=%s\nunpriv-gid=%s\nunpriv-groups=%d\nunpriv-capeff=%s\n", u, g, n, c }' /proc/self/status
+    ls -ld "${UDS%/*}" "$UDS" 2>&1 | sed 's/^/ls| /'
+    # Control: an AF_VSOCK listener on the node itself (loopback transport, CID 1, port
+    # 5999). The same user and the same container reach it, so their `no` for the VM is the
+    # VM's absence from the host kernel's vsock, not a probe that cannot use AF_VSOCK.
+    CTL=
+    if [ -d /sys/module/vsock_loopback ]; then
+        echo "vsock-loopback=yes"
+        "$KVS" serve --ports 5999 --expect 2 --deadline 300 --tag control-serve > "$W/control.log" 2>&1 &
+        CTL=$!
+        kata_rs_wait_for "$W/control.log" 'listening' 10 || cat "$W/control.log"
+    else
+        echo "vsock-loopback=no (no vsock_loopback module on this node: no control listener)"
+    fi
+    probe $AS_USER "$KVS" probe --cid "$CID" --port 1024 --tag user-vsock
+    probe $AS_USER "$KVS" probe --uds "$UDS" --port 1024 --tag user-uds
+    [ -n "$CTL" ] && probe $AS_USER "$KVS" probe --cid 1 --port 5999 --tag user-vsock-control
+    probe "$KVS" probe --cid "$CID" --port 1024 --tag root-vsock
+    probe "$KVS" probe --uds "$UDS" --port 1024 --tag root-uds
+    # A runc container (ctr's defaults: root in the container, no seccomp profile), probe
+    # bind-mounted read-only; the guest's agent, then the control listener.
+    probe ctr run --rm --runtime io.containerd.runc.v2 \
+        --mount "type=bind,src=$KVS_DIR,dst=/kvs,options=rbind:ro" "$KATA_RS_IMAGE" probe-runc sh -c "
+            /kvs/kata-vsock-stress probe --cid $CID --port 1024 --tag runc-vsock
+            [ -z '$CTL' ] || /kvs/kata-vsock-stress probe --cid 1 --port 5999 --tag runc-vsock-control"
+    ctr container rm probe-runc > /dev/null 2>&1
+    if [ -n "$CTL" ]; then
+        kill "$CTL" 2>/dev/null; wait "$CTL" 2>/dev/null
+        sed 's/^/control| /' "$W/control.log"
+    fi
+fi
+rm -rf "$KVS_DIR"
+echo "after-probes-status=$(kata_rs_task_status t1)"
 
 echo "== exec"
 $T ctr task exec --exec-id e1 t1 sh -c 'echo exec-out; echo exec-err >&2; exit 5'

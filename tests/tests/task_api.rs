@@ -4,25 +4,156 @@
 //! containerd's order, nothing left behind; tty (exec and container) where the node has a
 //! pseudo-terminal tool; ConfigPath + annotations where the node's ctr can send them. Each
 //! case's markers are printed whatever happens, so a failure names the case.
-use std::path::Path;
+//!
+//! While the container runs, the agent channel (issue 11, docs/security.md): nobody but the
+//! shim reaches the agent. An unprivileged node user tries AF_VSOCK to the VM's CID:1024 and
+//! the VMM's Unix socket, root tries AF_VSOCK, a runc container tries AF_VSOCK (probe
+//! `kata-vsock-stress probe`, tests/vsock-stress); all fail, while root's connect through the
+//! socket (what the shim does) works and the same user and container reach an AF_VSOCK
+//! listener on the node itself (vsock loopback), so each refusal is the design's.
+use std::path::{Path, PathBuf};
 
-use kata_rs_tests::{node_run, require_kata_artifacts};
+use kata_rs_tests::{build_release, node_run_with_extra, require_kata_artifacts, NodeRun};
 
 /// util-linux `script`: a pseudo-terminal for ctr's -t.
 const SCRIPT: &str = "/usr/bin/script";
 
+/// Where the shim puts the VMM's hybrid vsock socket for sandbox t1.
+const T1_UDS: &str = "/run/kata-rs/sandboxes/t1/kata-vmm.vsock";
+
+/// The connection probe (static, so it runs on the node and in a busybox runc container).
+fn probe_tool() -> PathBuf {
+    build_release(
+        "kata-rs-vsock-stress",
+        Some("x86_64-unknown-linux-musl"),
+        &["kata-vsock-stress"],
+    )
+    .remove(0)
+}
+
+/// The agent-channel markers: every failed check, each saying what a user would see.
+fn agent_channel(run: &NodeRun) -> Vec<String> {
+    let mut errs = Vec::new();
+    let mut want = |key: &str, value: &str, what: &str| {
+        let got = run.marker(key).unwrap_or("(missing)");
+        if got != value {
+            errs.push(format!("{key}={got}, want {value}: {what}"));
+        }
+    };
+    want(
+        "probe-tool",
+        "ok",
+        "the probe (kata-vsock-stress) did not reach the node",
+    );
+    let cid = run.marker("vmm-cid").unwrap_or("none");
+    want(
+        "vmm-uds",
+        T1_UDS,
+        "the VMM's agent socket is not in the sandbox's private state directory",
+    );
+    want("unpriv-uid", "65534", "the probes did not run as nobody");
+    want("unpriv-gid", "65534", "the probes did not run as nogroup");
+    want("unpriv-groups", "0", "the unprivileged probes kept groups");
+    want(
+        "unpriv-capeff",
+        "0000000000000000",
+        "the unprivileged probes kept capabilities",
+    );
+    want(
+        "root-uds",
+        "yes",
+        "root (the shim's user) cannot connect to the agent through the VMM's socket, so the \
+         refusals below prove nothing (and the shim could not reach its agent either)",
+    );
+    want(
+        "user-vsock",
+        "no",
+        &format!(
+            "an unprivileged user on the node connected to the kata VM's agent with AF_VSOCK \
+             (CID {cid}, port 1024, the CID is on the VMM's command line): any local user can \
+             run commands as root in the tenant's VM"
+        ),
+    );
+    want(
+        "user-uds",
+        "no",
+        &format!(
+            "an unprivileged user on the node connected to the kata VM's agent through the \
+             VMM's socket {T1_UDS}: any local user can run commands as root in the tenant's VM"
+        ),
+    );
+    want(
+        "root-vsock",
+        "no",
+        &format!(
+            "AF_VSOCK from the node reaches the kata VM's agent (CID {cid}, port 1024): the \
+             host kernel's vsock knows the guest, so any process that may open AF_VSOCK can try"
+        ),
+    );
+    want(
+        "runc-vsock",
+        "no",
+        &format!(
+            "a runc container on the node connected to the kata VM's agent with AF_VSOCK \
+             (CID {cid}, port 1024): a runc tenant can run commands as root in a kata tenant's VM"
+        ),
+    );
+    // The control listener on the node (vsock loopback, CID 1): the same user and container
+    // reach it, so their refusals above come from the design, not from a probe that cannot
+    // use AF_VSOCK there.
+    if run.marker("vsock-loopback") == Some("yes") {
+        want(
+            "user-vsock-control",
+            "yes",
+            "an unprivileged user on the node cannot reach an AF_VSOCK listener on the node \
+             either, so `user-vsock=no` proves nothing about the kata VM",
+        );
+        want(
+            "runc-vsock-control",
+            "yes",
+            "a runc container cannot reach an AF_VSOCK listener on the node either, so \
+             `runc-vsock=no` proves nothing about the kata VM",
+        );
+    } else {
+        println!(
+            "agent channel: no AF_VSOCK control listener on this node (vsock-loopback={})",
+            run.marker("vsock-loopback").unwrap_or("(missing)")
+        );
+    }
+    want(
+        "after-probes-status",
+        "RUNNING",
+        "the kata container did not survive the connection attempts",
+    );
+    errs
+}
+
 #[test]
 fn task_api_through_ctr() {
     require_kata_artifacts();
+    let probe = probe_tool();
+    let probe = probe.to_str().expect("UTF-8 path");
     // ctr needs a terminal on its stdin for -t: the host's util-linux `script` provides one
     // on the node (node-run copies it and the libraries it needs).
-    if std::env::var_os("KATA_RS_NODE_EXTRA").is_none() && Path::new(SCRIPT).is_file() {
-        std::env::set_var("KATA_RS_NODE_EXTRA", SCRIPT);
-    }
-    let run = node_run("task-api.sh", &[]);
+    let mut extra: Vec<String> = match std::env::var("KATA_RS_NODE_EXTRA") {
+        Ok(x) if !x.is_empty() => x.split(':').map(str::to_owned).collect(),
+        _ if Path::new(SCRIPT).is_file() => vec![SCRIPT.to_owned()],
+        _ => Vec::new(),
+    };
+    extra.push(probe.to_owned());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let run = node_run_with_extra("task-api.sh", &[probe], &extra);
     run.assert_success();
     assert_eq!(run.expect_marker("run-rc"), "0");
     assert_eq!(run.expect_marker("run-status"), "RUNNING");
+
+    let errs = agent_channel(&run);
+    assert!(
+        errs.is_empty(),
+        "the agent channel (issue 11, docs/security.md):\n  {}\nwhat the node saw:\n{}",
+        errs.join("\n  "),
+        run.section("agent-channel").join("\n")
+    );
 
     let exec = run.section("exec");
     assert!(exec.contains(&"exec-out"), "exec output:\n{}", run.stdout);

@@ -158,9 +158,9 @@ fn status_field<'a>(run: &'a NodeRun, key: &str) -> &'a str {
 /// `kata-agent-ctl check` over vsock, powers the guest off on `kata-agent-ctl shutdown`, and
 /// kata-vmm then exits 0. While the guest runs, /proc shows the VMM jailed: uid/gid 65534, no
 /// groups, no capabilities, no_new_privs, seccomp filter mode on every thread, an empty root,
-/// one mount, its own mount/net/ipc/uts/cgroup namespaces; a second VMM with the same CID
-/// fails with a clear error. The same guest then boots from the bzImage
-/// (`target/guest/bzImage`) to the agent.
+/// one mount, its own mount/net/ipc/uts/cgroup namespaces; the agent is reached through the
+/// hybrid vsock socket (`srw-------`, root's), and the VMM holds no vhost-vsock fd. The same
+/// guest then boots from the bzImage (`target/guest/bzImage`) to the agent.
 #[test]
 fn vmm_boots_guest_and_agent_answers() {
     require_kata_artifacts();
