@@ -57,13 +57,10 @@ impl Share {
 /// The share's tag from a kernel command line (`kata_rs.share=<tag>`; the last one wins).
 /// An empty value is `Some("")` (the caller reports it).
 pub fn tag_from_cmdline(cmdline: &str) -> Option<&str> {
-    cmdline
-        .split_ascii_whitespace()
-        .rev()
-        .find_map(|w| {
-            let (k, v) = w.split_once('=')?;
-            (k == SHARE_CMDLINE_PARAM).then_some(v)
-        })
+    cmdline.split_ascii_whitespace().rev().find_map(|w| {
+        let (k, v) = w.split_once('=')?;
+        (k == SHARE_CMDLINE_PARAM).then_some(v)
+    })
 }
 
 /// At boot (PID 1): reads `/proc/cmdline` and, when it names a share, mounts it

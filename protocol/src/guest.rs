@@ -48,7 +48,10 @@ mod tests {
     #[test]
     fn guest_paths_lie_under_the_share() {
         assert_eq!(guest_rootfs("c1"), "/run/kata-rs/shared/c1/rootfs");
-        assert_eq!(guest_mount_source("c1", 3), "/run/kata-rs/shared/c1/mounts/3");
+        assert_eq!(
+            guest_mount_source("c1", 3),
+            "/run/kata-rs/shared/c1/mounts/3"
+        );
         assert_eq!(container_rel("c1"), "c1");
     }
 }

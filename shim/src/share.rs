@@ -310,7 +310,9 @@ impl Share {
         rootfs: &Path,
         binds: &[SharedBind],
     ) -> Result<(), String> {
-        let dir = self.mounts().join(kata_rs_protocol::guest::container_rel(id));
+        let dir = self
+            .mounts()
+            .join(kata_rs_protocol::guest::container_rel(id));
         if std::fs::symlink_metadata(&dir).is_ok() {
             // Another container's (or a leftover's): neither used nor undone.
             return Err(format!("{} exists already", dir.display()));
