@@ -281,3 +281,33 @@ _kata_rs_pause_oci() {
     done
     (cd "$_p" && tar -cf "$1" oci-layout index.json blobs)
 }
+
+# kata_rs_pids NAME: pids of the processes whose executable's base name is NAME.
+kata_rs_pids() {
+    for _p in /proc/[0-9]*; do
+        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
+        _e=${_c%% *}; _e=${_e##*/}
+        [ "$_e" = "$1" ] && echo "${_p#/proc/}"
+    done
+}
+# kata_rs_mountinfo_all: the node's mount table and those of the kata shims (a shim may mount
+# in a mount namespace of its own).
+kata_rs_mountinfo_all() {
+    for _p in self $(kata_rs_pids containerd-shim-kata-v2); do cat "/proc/$_p/mountinfo" 2>/dev/null; done | sort -u
+}
+# kata_rs_share_dir ID: the host directory the sandbox's virtio-fs share is exported from:
+# virtiofsd's --shared-dir (or -o source=), else the parent of the mount of ID's rootfs at
+# <share>/ID/rootfs (containerd's own rootfs mount in the bundle, under $KATA_RS_WORK/state,
+# does not count).
+kata_rs_share_dir() {
+    for _p in $(kata_rs_pids virtiofsd); do
+        _d=$(tr '\0' '\n' < "/proc/$_p/cmdline" 2>/dev/null | awk '
+            f { print; exit } $0 == "--shared-dir" || $0 == "-o" { f = 1; next }
+            /^--shared-dir=/ { sub(/^--shared-dir=/, ""); print; exit }' | sed 's/^source=//; s/,.*//')
+        [ -n "$_d" ] && { echo "$_d"; return 0; }
+    done
+    kata_rs_mountinfo_all | awk -v id="$1" -v st="$KATA_RS_WORK/state/" '
+        index($5, st) != 1 && $5 ~ ("/" id "/rootfs$") { sub("/" id "/rootfs$", "", $5); print $5; exit }'
+}
+# kata_rs_mount_count: how many mounts (node's and shims') lie under /run/kata-rs.
+kata_rs_mount_count() { kata_rs_mountinfo_all | awk 'index($5, "/run/kata-rs") == 1 { n++ } END { print n + 0 }'; }

@@ -34,28 +34,6 @@ ID=esc
 state_entries() { ls -A /run/kata-rs/sandboxes 2>/dev/null | wc -l; }
 secs_since() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
 T_SCRIPT=$(kata_rs_uptime)
-kata_pids() {
-    for _p in /proc/[0-9]*; do
-        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
-        _e=${_c%% *}; _e=${_e##*/}
-        [ "$_e" = "$1" ] && echo "${_p#/proc/}"
-    done
-}
-mountinfo_all() {
-    for _p in self $(kata_pids containerd-shim-kata-v2); do cat "/proc/$_p/mountinfo" 2>/dev/null; done | sort -u
-}
-# share_dir ID: virtiofsd's --shared-dir, else the parent of ID's rootfs mount in the share.
-share_dir() {
-    for _p in $(kata_pids virtiofsd); do
-        _d=$(tr '\0' '\n' < "/proc/$_p/cmdline" 2>/dev/null | awk '
-            f { print; exit } $0 == "--shared-dir" || $0 == "-o" { f = 1; next }
-            /^--shared-dir=/ { sub(/^--shared-dir=/, ""); print; exit }' | sed 's/^source=//; s/,.*//')
-        [ -n "$_d" ] && { echo "$_d"; return 0; }
-    done
-    mountinfo_all | awk -v id="$1" -v st="$W/state/" '
-        index($5, st) != 1 && $5 ~ ("/" id "/rootfs$") { sub("/" id "/rootfs$", "", $5); print $5; exit }'
-}
-kata_mounts() { mountinfo_all | awk 'index($5, "/run/kata-rs") == 1 { n++ } END { print n + 0 }'; }
 # What must not change: names in a directory; a file's content, link count, mode, owner, mtime.
 names() { ls -A "$1" 2>&1 | tr '\n' ' '; }
 fstate() { echo "$(md5sum < "$1" | cut -c1-12) $(stat -c '%h %a %u:%g %Y %s' "$1")"; }
@@ -80,7 +58,7 @@ rc=$?
 echo "esc-run-rc=$rc"
 [ $rc = 0 ] && kata_rs_wait_status $ID RUNNING 90
 echo "esc-status=$(kata_rs_task_status $ID)"
-S=$(share_dir $ID)
+S=$(kata_rs_share_dir $ID)
 echo "share-dir=${S:-not-found}"
 P=${S%/*}
 SHARE0=$( [ -n "$S" ] && names "$S")
@@ -230,7 +208,7 @@ ctr container rm $ID > /dev/null 2>&1
 kata_rs_wait_procs containerd-shim-kata-v2 0 30
 echo "tasks=$(ctr task ls -q | wc -l)"
 echo "state=$(state_entries)"
-echo "after-mounts=$(kata_mounts)"
+echo "after-mounts=$(kata_rs_mount_count)"
 echo "after-virtiofsd=$(kata_rs_count_procs virtiofsd)"
 echo "after-share=$( [ -n "$S" ] && [ -e "$S" ] && echo exists || echo gone)"
 rm -f /etc/kata-rs-escape-secret

@@ -58,42 +58,6 @@ wait_ack() {
     echo "timeout(${1##*/}-holds:$(cat "$1" 2>/dev/null | tr -c 'a-zA-Z0-9.\n-' _ | tr '\n' ' '))"
     return 1
 }
-# kata_pids NAME: PIDs of the processes whose argv[0] basename is NAME.
-kata_pids() {
-    for _p in /proc/[0-9]*; do
-        _c=$(tr '\0' ' ' 2>/dev/null < "$_p/cmdline")
-        _e=${_c%% *}; _e=${_e##*/}
-        [ "$_e" = "$1" ] && echo "${_p#/proc/}"
-    done
-}
-# mountinfo_all: the node's mount table and those of the kata shims (a shim may mount in a
-# mount namespace of its own).
-mountinfo_all() {
-    for _p in self $(kata_pids containerd-shim-kata-v2); do cat "/proc/$_p/mountinfo" 2>/dev/null; done | sort -u
-}
-# share_dir ID: the host directory the sandbox's virtio-fs share is exported from: virtiofsd's
-# --shared-dir (or -o source=), else the parent of the mount of ID's rootfs at <share>/ID/rootfs
-# (containerd's own rootfs mount in the bundle, under $W/state, does not count).
-share_dir() {
-    for _p in $(kata_pids virtiofsd); do
-        _d=$(tr '\0' '\n' < "/proc/$_p/cmdline" 2>/dev/null | awk '
-            f { print; exit } $0 == "--shared-dir" || $0 == "-o" { f = 1; next }
-            /^--shared-dir=/ { sub(/^--shared-dir=/, ""); print; exit }' | sed 's/^source=//; s/,.*//')
-        [ -n "$_d" ] && { echo "$_d"; return 0; }
-    done
-    mountinfo_all | awk -v id="$1" -v st="$W/state/" '
-        index($5, st) != 1 && $5 ~ ("/" id "/rootfs$") { sub("/" id "/rootfs$", "", $5); print $5; exit }'
-}
-# stop_task ID: SIGKILL, wait until stopped, delete (its status is ctr task delete's); 3 if
-# there is no task.
-stop_task() {
-    [ -n "$(kata_rs_task_status "$1")" ] || { echo "no task $1"; return 3; }
-    $T ctr task kill -s KILL "$1" 2>&1
-    kata_rs_wait_status "$1" STOPPED 60
-    $T ctr task delete "$1" 2>&1
-}
-# kata_mounts: how many mounts under /run/kata-rs the node (and any kata shim) still has.
-kata_mounts() { mountinfo_all | awk 'index($5, "/run/kata-rs") == 1 { n++ } END { print n + 0 }'; }
 
 # ---------------------------------------------------------------- host sources
 # A file (0640, 1234:5678), a tree (modes, owners, a symlink pointing out of it, an
@@ -198,12 +162,12 @@ live_checks() {
     rm -f "$V/rw/new"
 
     if [ $rt = kata ]; then
-        S=$(share_dir $id)
+        S=$(kata_rs_share_dir $id)
         echo "kata-share-dir=${S:-not-found}"
         echo "kata-virtiofsd-procs=$(kata_rs_count_procs virtiofsd)"
         # The mounts in the share: "NAME:ro|rw" for each host source, by the mount's root.
         if [ -n "$S" ]; then
-            mountinfo_all > "$W/mi-kata"
+            kata_rs_mountinfo_all > "$W/mi-kata"
             echo "kata-host-share-root=$(awk -v s="$S" '$5 == s { split($6, o, ","); print o[1]; f = 1; exit } END { if (!f) print "not-a-mount" }' "$W/mi-kata")"
             binds=
             for n in file dir rw cm big; do
@@ -301,7 +265,7 @@ for rt in runc kata; do
     ctr container rm $id > /dev/null 2>&1
     if [ $rt = kata ]; then
         kata_rs_wait_procs containerd-shim-kata-v2 0 30
-        echo "kata-after-delete-mounts=$(kata_mounts)"
+        echo "kata-after-delete-mounts=$(kata_rs_mount_count)"
         echo "kata-after-delete-share=$( [ -n "$S" ] && [ -e "$S" ] && echo exists || echo gone)"
         echo "kata-after-delete-virtiofsd=$(kata_rs_count_procs virtiofsd)"
     fi
@@ -316,7 +280,7 @@ ctr container rm vol-missing > /dev/null 2>&1
 echo "missing-vmms=$(kata_rs_count_procs kata-vmm)"
 echo "missing-virtiofsd=$(kata_rs_count_procs virtiofsd)"
 echo "missing-state=$(state_entries)"
-echo "missing-mounts=$(kata_mounts)"
+echo "missing-mounts=$(kata_rs_mount_count)"
 
 echo "== device-source"
 $T ctr run --rm --runtime $R --mount type=bind,src=/dev/null,dst=/x,options=rbind \
@@ -326,7 +290,7 @@ ctr container rm vol-dev > /dev/null 2>&1
 echo "device-vmms=$(kata_rs_count_procs kata-vmm)"
 echo "device-virtiofsd=$(kata_rs_count_procs virtiofsd)"
 echo "device-state=$(state_entries)"
-echo "device-mounts=$(kata_mounts)"
+echo "device-mounts=$(kata_rs_mount_count)"
 
 echo "== pod"
 # CRI's sandbox /dev/shm: a tmpfs on the node, bound into the pause and every container.
@@ -356,7 +320,7 @@ pod_checks() {
     echo "pod-c2-status=$(kata_rs_task_status vpc2)"
     echo "pod-vmms=$(kata_rs_count_procs kata-vmm)"
     # virtiofsd runs as two processes (its sandboxed child serves): count the shares served.
-    echo "pod-virtiofsd-shares=$(for p in $(kata_pids virtiofsd); do tr '\0' '\n' < /proc/$p/cmdline | awk 'f { print; exit } $0 == "--shared-dir" { f = 1 }'; done | sort -u | wc -l)"
+    echo "pod-virtiofsd-shares=$(for p in $(kata_rs_pids virtiofsd); do tr '\0' '\n' < /proc/$p/cmdline | awk 'f { print; exit } $0 == "--shared-dir" { f = 1 }'; done | sort -u | wc -l)"
     $T ctr task exec --exec-id probe vpc1 sh -c "$PROBE" > "$W/out-pod" 2>&1
     rc=$?
     echo "pod-probe-rc=$rc"
@@ -433,7 +397,7 @@ echo "== after"
 kata_rs_wait_procs containerd-shim-kata-v2 0 30
 echo "tasks=$(ctr task ls -q | wc -l)"
 echo "state=$(state_entries)"
-echo "after-mounts=$(kata_mounts)"
+echo "after-mounts=$(kata_rs_mount_count)"
 echo "after-virtiofsd=$(kata_rs_count_procs virtiofsd)"
 echo "after-vmms=$(kata_rs_count_procs kata-vmm)"
 echo "after-share=$( [ -n "${S:-}" ] && [ -e "$S" ] && echo exists || echo gone)"
