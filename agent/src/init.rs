@@ -519,6 +519,20 @@ pub fn build_root(sys: &mut impl MountSys, cfg: &InitConfig) -> InitResult<()> {
     sys.pivot_root(root)
 }
 
+/// Each host mount in the share (a container's rootfs, each bind source) is a virtio-fs
+/// submount the guest kernel mounts on first use (virtiofsd `--announce-submounts`). An
+/// `O_PATH` lookup does not trigger that, so a bind of the source would take the parent's
+/// directory with the submount stacked on it (two mounts at the destination, not runc's
+/// one). A plain open (non-blocking, no symlink followed) triggers it; errors are left to
+/// the lookup that follows.
+fn trigger_automount(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+}
+
 /// Where mounts are made and sources found.
 struct MountCtx<'a> {
     /// The container's root.
@@ -546,6 +560,7 @@ fn do_mount(sys: &mut impl MountSys, ctx: &MountCtx<'_>, m: &MountPlan) -> InitR
             let rel = Path::new(&m.source)
                 .strip_prefix(dir)
                 .map_err(|_| bad(format!("not in {dir:?}")))?;
+            trigger_automount(Path::new(&m.source));
             Some(rootpath::resolve(dir_fd, rel, None).map_err(|e| bad(e.to_string()))?)
         }
         MountKind::Fs(_) => None,

@@ -182,12 +182,12 @@ ctr oci spec | sed \
 echo "spec-lines=$(wc -l < "$W/user.json")"
 config_case config-user "$W/user.json"
 
-# The spec's hostname and a pids limit (64), enforced: forking 100 short-lived processes must
-# fail. (Not compared: pids.max itself, which runc's cgroup namespace on the node does not show
+# The spec's hostname and a pids limit (64), enforced: forking 100 processes must fail (each
+# lives 30 s, so a slow fork+exec, e.g. a loaded node, cannot let early ones end first). (Not compared: pids.max itself, which runc's cgroup namespace on the node does not show
 # although the limit holds.)
 cat > "$W/rootfs/probe-pids.sh" <<'PROBE'
 hostname
-if (i=0; while [ $i -lt 100 ]; do sleep 3 & i=$((i + 1)); done) 2>&1 | grep -q "can't fork"; then
+if (i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i + 1)); done) 2>&1 | grep -q "can't fork"; then
     echo fork-limited=yes
 else
     echo fork-limited=no
