@@ -251,13 +251,7 @@ impl VirtioDevice for HvsockDevice {
     }
 
     fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        let build = |i: usize| {
-            queues
-                .get(i)
-                .filter(|q| q.ready)
-                .ok_or(format!("queue {i} is not ready"))?
-                .build_queue(&*self.mem, features)
-        };
+        let build = |i: usize| QueueConfig::build_ready_queue(queues, i, &*self.mem, features);
         self.queues = Some(Queues {
             rx: build(RX_QUEUE)?,
             tx: build(TX_QUEUE)?,

@@ -702,13 +702,7 @@ impl<T: TapIo> VirtioDevice for NetDevice<T> {
     }
 
     fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        let build = |i: usize| {
-            queues
-                .get(i)
-                .filter(|q| q.ready)
-                .ok_or(format!("queue {i} is not ready"))?
-                .build_queue(&*self.mem, features)
-        };
+        let build = |i: usize| QueueConfig::build_ready_queue(queues, i, &*self.mem, features);
         self.queues = Some(NetQueues::new(build(RX_QUEUE)?, build(TX_QUEUE)?));
         Ok(())
     }

@@ -217,6 +217,21 @@ impl QueueConfig {
         Ok(q)
     }
 
+    /// The `virtio_queue::Queue` of queue `index` of a multi-queue device, which the driver
+    /// must have made ready ("queue N is not ready" otherwise).
+    pub fn build_ready_queue<M: vm_memory::GuestMemory>(
+        queues: &[QueueConfig],
+        index: usize,
+        mem: &M,
+        features: u64,
+    ) -> Result<virtio_queue::Queue, String> {
+        queues
+            .get(index)
+            .filter(|q| q.ready)
+            .ok_or(format!("queue {index} is not ready"))?
+            .build_queue(mem, features)
+    }
+
     /// The `virtio_queue::Queue` of a single-queue device: queue 0, which the driver must
     /// have made ready.
     pub fn build_single_queue<M: vm_memory::GuestMemory>(
