@@ -196,14 +196,8 @@ echo "rw-device-node=$( [ -c "$V/rw/dev-null" ] && echo yes || echo no)"
 echo "rw-setuid-root=$( [ -u "$V/rw/suid" ] && [ "$(stat -c %u "$V/rw/suid" 2>/dev/null)" = 0 ] && echo yes || echo no)"
 
 echo "== after"
-if [ -n "$(kata_rs_task_status $ID)" ]; then
-    $T ctr task kill -s KILL $ID 2>&1
-    kata_rs_wait_status $ID STOPPED 60
-    $T ctr task delete $ID 2>&1
-    echo "esc-delete-rc=$?"
-else
-    echo "esc-delete-rc=no-task"
-fi
+kata_rs_stop_task $ID
+rc=$?; [ $rc = 3 ] && echo "esc-delete-rc=no-task" || echo "esc-delete-rc=$rc"
 ctr container rm $ID > /dev/null 2>&1
 kata_rs_wait_procs containerd-shim-kata-v2 0 30
 echo "tasks=$(ctr task ls -q | wc -l)"

@@ -260,7 +260,7 @@ for rt in runc kata; do
         [ $rt = runc ] || kata_rs_shim_warnings kata-why
     fi
     echo "$rt-status-after=$(kata_rs_task_status $id)"
-    stop_task $id
+    kata_rs_stop_task $id
     echo "$rt-delete-rc=$?"
     ctr container rm $id > /dev/null 2>&1
     if [ $rt = kata ]; then
@@ -360,7 +360,7 @@ else
     kata_rs_shim_warnings pod-why
 fi
 for c in vpc1 vpc2 vpod; do
-    stop_task $c
+    kata_rs_stop_task $c
     echo "delete-$c-rc=$?"
 done
 ctr container rm vpc1 vpc2 vpod > /dev/null 2>&1
@@ -383,7 +383,7 @@ echo "sized-rc=$rc"
 echo "sized-vmm-args=$(tr '\0' ' ' < /proc/$(ctr task ls | awk '$1 == "spod" { print $2 }')/cmdline | grep -o -- '--mem-mib [0-9]* --vcpus [0-9]*' | tr ' ' ,)"
 $T ctr task exec --exec-id size1 spod sh -c \
     'echo "sized-nproc=$(nproc)"; echo "sized-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"' 2>&1
-stop_task spod
+kata_rs_stop_task spod
 echo "delete-spod-rc=$?"
 ctr container rm spod > /dev/null 2>&1
 # Garbage from CRI: a clear error naming the annotation, nothing started.
