@@ -436,7 +436,7 @@ impl Muxer {
         self.requeue(key);
     }
 
-    pub(super) fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         let late: Vec<u32> = self
             .conns
             .iter()
@@ -613,7 +613,13 @@ impl Muxer {
         if let Some(h) = self.resets.pop_front() {
             return Some((h, 0));
         }
-        while let Some(key) = self.rx_ready.pop_front() {
+        // Each queued connection is looked at once per call: one that has work but no packet
+        // now (no room for data in a header-only buffer) goes back to the queue, and must not
+        // be popped again in this call (that was an endless loop of the main thread).
+        for _ in 0..self.rx_ready.len() {
+            let Some(key) = self.rx_ready.pop_front() else {
+                break;
+            };
             let Some(c) = self.conns.get_mut(&key) else {
                 continue;
             };

@@ -157,6 +157,27 @@ fn header_round_trip_and_checks() {
     );
 }
 
+/// Found by the `vsock_host_and_guest` fuzz target: host data waiting on an established
+/// connection and a guest rx buffer with room for the header only (44 bytes) made `next_rx`
+/// requeue and pop the same connection forever (the VMM's main thread spun).
+#[test]
+fn header_only_rx_buffer_with_host_data_pending_does_not_spin() {
+    let mut r = rig();
+    let (mut c, local) = r.established(1024, 4096);
+    c.write_all(b"data").unwrap();
+    r.poll();
+    assert!(r.m.has_rx());
+    assert_eq!(
+        r.m.next_rx(&mut []),
+        None,
+        "no room: nothing now, and no endless loop"
+    );
+    let pkts = r.drain(16);
+    assert_eq!(pkts.len(), 1, "{pkts:?}");
+    assert_eq!((pkts[0].0.op, pkts[0].0.src_port), (op::RW, local));
+    assert_eq!(pkts[0].1, b"data");
+}
+
 #[test]
 fn handshake_lines() {
     assert_eq!(parse_connect(b"CONNECT 1024"), Some(1024));
