@@ -12,6 +12,8 @@ pub mod caps;
 pub mod cgroup;
 pub mod container;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod init;
 pub mod netstats;
 pub mod network;

@@ -94,8 +94,13 @@ impl Agent {
         self.get(id)?.process(exec_id)
     }
 
-    /// CreateContainer.
-    pub async fn create_container(&self, req: CreateContainerRequest) -> Result<()> {
+    /// CreateContainer's checks, without side effects: the id, the spec and its plan, the
+    /// root file system and bind sources in the share, a pod member's sandbox container.
+    /// Returns the plan and, for a pod member, the sandbox container's pid.
+    pub(crate) fn plan_create(
+        &self,
+        req: &CreateContainerRequest,
+    ) -> Result<(spec::Plan, Option<i32>)> {
         let id = req.container_id.as_str();
         spec::validate_id(id)?;
         let spec = spec::parse_spec(&req.oci_spec)?;
@@ -135,6 +140,13 @@ impl Agent {
             None
         };
         plan.init.process.terminal |= req.terminal;
+        Ok((plan, sandbox_pid))
+    }
+
+    /// CreateContainer.
+    pub async fn create_container(&self, req: CreateContainerRequest) -> Result<()> {
+        let id = req.container_id.as_str();
+        let (plan, sandbox_pid) = self.plan_create(&req)?;
         {
             let exists = self
                 .containers
