@@ -550,6 +550,24 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
         .await
     }
     .await;
+    // The device program goes on the cgroup once the init has built the root (its /dev
+    // nodes are made, as runc makes them before it applies the device rules) and before
+    // the workload or any exec can run.
+    let res = match (res, &cgroup) {
+        (Ok(parts), Some(cg)) => {
+            let prog = &opts.plan.device_program;
+            match crate::devices::attach(prog, cg.path()) {
+                Ok(()) => Ok(parts),
+                Err(e) => {
+                    abort_init(parts.process.pid, &parts.process.exit).await;
+                    Err(AgentError::internal(format!(
+                        "container {id}: linux.resources.devices: {e}"
+                    )))
+                }
+            }
+        }
+        (res, _) => res,
+    };
     match res {
         Ok(parts) => Ok(Container {
             id,

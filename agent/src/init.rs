@@ -21,6 +21,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
+use crate::devices::DeviceNode;
 use crate::rootpath::{self, Create};
 use crate::spec::{InitConfig, MountKind, MountPlan, ProcessConfig};
 
@@ -510,10 +511,12 @@ pub fn build_root(sys: &mut impl MountSys, cfg: &InitConfig) -> InitResult<()> {
         sources: sources
             .as_ref()
             .map(|f| (f.as_fd(), cfg.sources_dir.as_path())),
+        devices: &cfg.devices,
     };
     for m in &cfg.mounts {
         do_mount(sys, &ctx, m)?;
     }
+    make_device_nodes(ctx.root, &cfg.devices)?;
     drop(sources);
     drop(root_fd);
     sys.pivot_root(root)
@@ -539,6 +542,8 @@ struct MountCtx<'a> {
     root: BorrowedFd<'a>,
     /// The directory bind sources lie in (fd, path).
     sources: Option<(BorrowedFd<'a>, &'a Path)>,
+    /// spec.linux.devices: a standard /dev node at one of their paths is not made.
+    devices: &'a [DeviceNode],
 }
 
 /// Makes one mount of the plan. The destination is resolved inside the container's root
@@ -609,7 +614,7 @@ fn do_mount(sys: &mut impl MountSys, ctx: &MountCtx<'_>, m: &MountPlan) -> InitR
             .map_err(|e| format!("mount {fstype} on {dest:?}: {}", e.desc()))?;
             if fstype == "tmpfs" && dest == Path::new("/dev") {
                 let dev = reopen(ctx.root, &target.rel, dest)?;
-                populate_dev(sys, &dev.proc_path())?;
+                populate_dev(sys, &dev.proc_path(), ctx.devices)?;
             }
         }
         // Not reachable (a bind's source was resolved above), but an error, not a panic.
@@ -636,9 +641,12 @@ const DEVICES: [(&str, u64, u64); 6] = [
 
 /// Creates the standard device nodes (mknod, or a bind mount of the agent's node where
 /// mknod is refused) and the /dev symlinks in a fresh /dev tmpfs.
-fn populate_dev(sys: &mut impl MountSys, dev: &Path) -> InitResult<()> {
+fn populate_dev(sys: &mut impl MountSys, dev: &Path, spec: &[DeviceNode]) -> InitResult<()> {
     use nix::sys::stat::{mknod, Mode, SFlag};
     for (name, major, minor) in DEVICES {
+        if spec.iter().any(|d| d.path == Path::new("/dev").join(name)) {
+            continue; // the spec's node takes its place, as with runc
+        }
         let p = dev.join(name);
         let made = mknod(
             &p,
@@ -675,6 +683,67 @@ fn populate_dev(sys: &mut impl MountSys, dev: &Path) -> InitResult<()> {
     ] {
         std::os::unix::fs::symlink(to, dev.join(link))
             .map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Creates spec.linux.devices inside the container's root as runc does: missing parent
+/// directories (0755) resolved and made inside the root, `mknod` with the given type,
+/// numbers and mode (umask 0), then `chown`; a path that already exists is left alone.
+fn make_device_nodes(root: BorrowedFd<'_>, nodes: &[DeviceNode]) -> InitResult<()> {
+    use std::os::fd::AsRawFd;
+    for n in nodes {
+        let shown = n.path.display();
+        let (Some(parent), Some(name)) = (n.path.parent(), n.path.file_name()) else {
+            return Err(format!("device node {shown}: not a file path"));
+        };
+        let dir = rootpath::resolve(root, parent, Some(Create::Dir))
+            .map_err(|e| format!("device node {shown}: parent directory: {e}"))?;
+        let cname = CString::new(name.as_bytes())
+            .map_err(|_| format!("device node {shown}: NUL in the name"))?;
+        let dev = nix::sys::stat::makedev(n.major, n.minor);
+        // SAFETY: umask only changes this (single-threaded) process's file creation mask;
+        // the old one is put back right after.
+        let old = unsafe { libc::umask(0) };
+        // SAFETY: mknodat on a directory fd we hold and a NUL-terminated name.
+        let r = unsafe {
+            libc::mknodat(
+                dir.fd.as_raw_fd(),
+                cname.as_ptr(),
+                (n.file_type | n.mode) as libc::mode_t,
+                dev,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: as above.
+        unsafe { libc::umask(old) };
+        if r != 0 {
+            if err.raw_os_error() == Some(libc::EEXIST) {
+                continue;
+            }
+            return Err(format!(
+                "mknod device node {shown} ({}:{}): {err}",
+                n.major, n.minor
+            ));
+        }
+        // SAFETY: fchownat on the node just made, not following a symlink.
+        let r = unsafe {
+            libc::fchownat(
+                dir.fd.as_raw_fd(),
+                cname.as_ptr(),
+                n.uid,
+                n.gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(format!(
+                "chown device node {shown} to {}:{}: {}",
+                n.uid,
+                n.gid,
+                std::io::Error::last_os_error()
+            ));
+        }
     }
     Ok(())
 }
@@ -874,6 +943,7 @@ mod tests {
             readonly_paths: vec![],
             join: vec![],
             sources_dir: c1,
+            devices: vec![],
             process: serde_json::from_str(
                 r#"{"args": ["sh"], "env": [], "cwd": "/", "uid": 0, "gid": 0,
                     "additional_gids": [], "rlimits": [], "terminal": false,

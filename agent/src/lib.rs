@@ -11,6 +11,7 @@ pub mod boot;
 pub mod caps;
 pub mod cgroup;
 pub mod container;
+pub mod devices;
 pub mod error;
 #[cfg(test)]
 mod fuzz;

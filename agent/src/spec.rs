@@ -225,6 +225,9 @@ pub struct InitConfig {
     /// symlink there cannot name a guest path (filled in by the agent at create time).
     #[serde(default)]
     pub sources_dir: PathBuf,
+    /// Device nodes to create (spec.linux.devices), after the mounts, as runc does.
+    #[serde(default)]
+    pub devices: Vec<crate::devices::DeviceNode>,
     /// The process to run.
     #[serde(flatten)]
     pub process: ProcessConfig,
@@ -271,6 +274,35 @@ pub struct Plan {
     pub namespaces: Namespaces,
     /// cgroup v2 interface files to write: (file name, value).
     pub cgroup_writes: Vec<(String, String)>,
+    /// The cgroup device program (spec.linux.resources.devices + runc's defaults),
+    /// attached to the container's cgroup before the workload runs.
+    pub device_program: Vec<crate::devices::BpfInsn>,
+}
+
+/// Refuses OCI fields the agent does not implement, naming the field: silently ignoring
+/// them would run the container differently from what its spec says. Empty objects and
+/// empty arrays (what containerd and CRI normally send) pass.
+pub fn check_unsupported(spec: &Spec) -> Result<()> {
+    if let Some(h) = spec.hooks() {
+        #[allow(deprecated)] // prestart: deprecated in the spec, still refused by name
+        let lists = [
+            ("prestart", h.prestart()),
+            ("createRuntime", h.create_runtime()),
+            ("createContainer", h.create_container()),
+            ("startContainer", h.start_container()),
+            ("poststart", h.poststart()),
+            ("poststop", h.poststop()),
+        ];
+        for (name, list) in lists {
+            if list.as_ref().is_some_and(|l| !l.is_empty()) {
+                return Err(AgentError::unimplemented(format!(
+                    "hooks.{name} is not supported by kata-rs (hooks would run inside the VM, \
+                     not on the host where their binaries are)"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses the OCI spec JSON.
@@ -643,6 +675,7 @@ pub fn plan_process(
 
 /// Validates the spec and builds the plan for a container whose root is `rootfs`.
 pub fn plan(spec: &Spec, rootfs: &Path, role: PodRole) -> Result<Plan> {
+    check_unsupported(spec)?;
     let rootfs = clean_abs("rootfs_path", rootfs)?;
     if rootfs == Path::new("/") {
         return Err(AgentError::invalid("rootfs_path must not be \"/\""));
@@ -675,6 +708,13 @@ pub fn plan(spec: &Spec, rootfs: &Path, role: PodRole) -> Result<Plan> {
         "readonly path",
     )?;
     let cgroup_writes = plan_cgroup(linux.and_then(|l| l.resources().as_ref()))?;
+    let device_program = crate::devices::plan(
+        linux
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().as_deref()),
+    )?;
+    let devices =
+        crate::devices::plan_nodes(linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]))?;
     let init = InitConfig {
         rootfs,
         readonly_root: spec
@@ -689,12 +729,14 @@ pub fn plan(spec: &Spec, rootfs: &Path, role: PodRole) -> Result<Plan> {
         readonly_paths,
         join: Vec::new(),
         sources_dir: PathBuf::new(),
+        devices,
         process,
     };
     Ok(Plan {
         init,
         namespaces,
         cgroup_writes,
+        device_program,
     })
 }
 
@@ -1020,6 +1062,84 @@ mod tests {
             r#""mounts": [{"destination": "/x", "type": "bind", "source": "/run/kata-rs/shared/c1/../c2"}], "hostname""#,
         );
         assert!(plan(&spec(&s), Path::new("/r"), PodRole::Single).is_err());
+    }
+
+    #[test]
+    fn hooks_are_refused_by_name_empty_ones_pass() {
+        for name in [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop",
+        ] {
+            let s = BASIC.replace(
+                r#""hostname""#,
+                &format!(r#""hooks": {{"{name}": [{{"path": "/bin/true"}}]}}, "hostname""#),
+            );
+            let e = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::UNIMPLEMENTED);
+            assert!(
+                e.message.starts_with(&format!(
+                    "hooks.{name} is not supported by kata-rs (hooks would run inside the VM"
+                )),
+                "{e}"
+            );
+        }
+        // What containerd and CRI send without hooks: nothing, {}, or empty lists.
+        for hooks in [r#"{}"#, r#"{"prestart": [], "poststop": []}"#] {
+            let s = BASIC.replace(r#""hostname""#, &format!(r#""hooks": {hooks}, "hostname""#));
+            plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap();
+        }
+    }
+
+    #[test]
+    fn devices_are_planned_or_refused() {
+        // containerd's default: deny all, then runc's defaults; nodes to create.
+        let s = BASIC.replace(
+            r#""namespaces""#,
+            r#""resources": {"devices": [{"allow": false, "access": "rwm"}]},
+               "devices": [{"path": "/dev/ttyS0", "type": "c", "major": 4, "minor": 64}],
+               "namespaces""#,
+        );
+        let p = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap();
+        assert_eq!(p.device_program, crate::devices::plan(None).unwrap());
+        assert_eq!(p.init.devices.len(), 1);
+        assert_eq!(p.init.devices[0].path, Path::new("/dev/ttyS0"));
+        let json = serde_json::to_string(&p.init).unwrap();
+        assert_eq!(serde_json::from_str::<InitConfig>(&json).unwrap(), p.init);
+        // No rules at all: the same program (runc starts from deny-all too).
+        let p = plan(&spec(BASIC), Path::new("/r"), PodRole::Single).unwrap();
+        assert_eq!(p.device_program, crate::devices::plan(None).unwrap());
+        // Entries the agent cannot honour are refused, never skipped.
+        for (bad, msg) in [
+            (
+                r#""resources": {"devices": [{"allow": true, "type": "p", "access": "r"}]}"#,
+                "linux.resources.devices[0]: device type \"p\"",
+            ),
+            (
+                r#""resources": {"devices": [{"allow": true, "type": "c"}]}"#,
+                "linux.resources.devices[0]: access \"\" is invalid",
+            ),
+            (
+                r#""devices": [{"path": "/dev/x", "type": "a", "major": 1, "minor": 1}]"#,
+                "linux.devices[0] (\"/dev/x\"): type \"a\"",
+            ),
+        ] {
+            let s = BASIC.replace(r#""namespaces""#, &format!(r#"{bad}, "namespaces""#));
+            let e = plan(&spec(&s), Path::new("/r"), PodRole::Single).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::INVALID_ARGUMENT);
+            assert!(e.message.starts_with(msg), "{e}");
+        }
+        let s = BASIC.replace(
+            r#""namespaces""#,
+            r#""devices": [{"path": "/dev/x", "type": "z", "major": 1, "minor": 1}], "namespaces""#,
+        );
+        assert!(parse_spec(s.as_bytes())
+            .unwrap_err()
+            .message
+            .contains("invalid OCI spec"));
     }
 
     #[test]
