@@ -302,6 +302,33 @@ pub fn check_unsupported(spec: &Spec) -> Result<()> {
             }
         }
     }
+    let refuse = |field: &str| {
+        Err(AgentError::unimplemented(format!(
+            "{field} is not supported by kata-rs (the guest agent does not implement it)"
+        )))
+    };
+    if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
+        return refuse("domainname");
+    }
+    if let Some(l) = spec.linux() {
+        if l.intel_rdt().is_some() {
+            return refuse("linux.intelRdt");
+        }
+        if l.personality().is_some() {
+            return refuse("linux.personality");
+        }
+    }
+    if let Some(p) = spec.process() {
+        if p.scheduler().is_some() {
+            return refuse("process.scheduler");
+        }
+        if p.io_priority().is_some() {
+            return refuse("process.ioPriority");
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return refuse("process.execCPUAffinity");
+        }
+    }
     Ok(())
 }
 
@@ -1065,7 +1092,7 @@ mod tests {
     }
 
     #[test]
-    fn hooks_are_refused_by_name_empty_ones_pass() {
+    fn unimplemented_fields_are_refused_by_name_empty_ones_pass() {
         for name in [
             "prestart",
             "createRuntime",
@@ -1087,6 +1114,48 @@ mod tests {
                 "{e}"
             );
         }
+        for (field, json) in [
+            ("domainname", r#""domainname": "example.org""#),
+            (
+                "process.scheduler",
+                r#""process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "scheduler": {"policy": "SCHED_BATCH"}}"#,
+            ),
+            (
+                "process.ioPriority",
+                r#""process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 0}}"#,
+            ),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(BASIC).unwrap();
+            let extra: serde_json::Value = serde_json::from_str(&format!("{{{json}}}")).unwrap();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let e = plan(&spec(&v.to_string()), Path::new("/r"), PodRole::Single).unwrap_err();
+            assert_eq!(e.code, ttrpc::Code::UNIMPLEMENTED);
+            assert!(
+                e.message
+                    .starts_with(&format!("{field} is not supported by kata-rs")),
+                "{e}"
+            );
+        }
+        let mut v: serde_json::Value = serde_json::from_str(BASIC).unwrap();
+        v["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+        let e = plan(&spec(&v.to_string()), Path::new("/r"), PodRole::Single).unwrap_err();
+        assert!(
+            e.message.starts_with("linux.personality is not supported"),
+            "{e}"
+        );
+        let mut v: serde_json::Value = serde_json::from_str(BASIC).unwrap();
+        v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
+        let e = plan(&spec(&v.to_string()), Path::new("/r"), PodRole::Single).unwrap_err();
+        assert!(
+            e.message.starts_with("linux.intelRdt is not supported"),
+            "{e}"
+        );
+        // An empty domainname is what `ctr oci spec` does not even write: it passes.
+        let mut v: serde_json::Value = serde_json::from_str(BASIC).unwrap();
+        v["domainname"] = "".into();
+        plan(&spec(&v.to_string()), Path::new("/r"), PodRole::Single).unwrap();
         // What containerd and CRI send without hooks: nothing, {}, or empty lists.
         for hooks in [r#"{}"#, r#"{"prestart": [], "poststop": []}"#] {
             let s = BASIC.replace(r#""hostname""#, &format!(r#""hooks": {hooks}, "hostname""#));
