@@ -156,7 +156,10 @@ impl Disk {
             self.stats.errors += 1;
             return 0;
         };
-        if rest.is_empty() || !last.is_write_only() || last.len() < 1 {
+        // The status buffer, like every other buffer, must lie inside guest RAM.
+        let status_in_ram = last.len() >= 1
+            && mem.check_range(last.addr(), last.len() as usize, Permissions::Write);
+        if rest.is_empty() || !last.is_write_only() || !status_in_ram {
             self.stats.errors += 1;
             return 0;
         }

@@ -168,6 +168,31 @@ fn read_only_refuses_writes() {
     );
 }
 
+/// Found by the `chains_blk` fuzz target: a status descriptor starting in RAM but running
+/// past its end got the request served (here a disk write) and its status byte written,
+/// where every other buffer outside guest RAM makes a chain malformed.
+#[test]
+fn status_buffer_outside_ram_is_refused_without_io() {
+    let t = temp_disk("status-oob");
+    let m = mem();
+    let mut disk = open(&t, false);
+    let end = 2 << 20;
+    m.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
+    m.write_obj(0xeeu8, GuestAddress(end - 1)).unwrap();
+    header(&m, req::OUT, 0);
+    let chain = [d(HDR, 16, 0), d(DATA, 512, 0), d(end - 1, 16, W)];
+    assert_eq!(run(&m, &mut disk, &chain).0, 0, "used length 0");
+    assert_eq!(
+        m.read_obj::<u8>(GuestAddress(end - 1)).unwrap(),
+        0xee,
+        "no status"
+    );
+    assert!(
+        std::fs::read(&t.0).unwrap()[..512].iter().all(|&x| x == 0),
+        "no I/O"
+    );
+}
+
 #[test]
 fn sector_bounds_are_checked() {
     let t = temp_disk("bounds");
