@@ -20,6 +20,8 @@ pub mod console;
 pub mod cpu;
 pub mod devices;
 pub mod fs;
+#[cfg(test)]
+mod fuzz;
 pub mod hvsock;
 pub mod jail;
 pub mod layout;
