@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps kernel image binaries virtiofsd test-image build demo test lint unit integration clean-cache help bench
+.PHONY: all deps kernel image binaries virtiofsd test-image build demo test lint unit integration clean-cache help bench fuzz
 
 all: build
 
@@ -16,6 +16,7 @@ help:
 	@echo "make virtiofsd   target/release/virtiofsd (scripts/build-virtiofsd.sh, cached)"
 	@echo "make demo        build everything, run a container in a kata-rs microVM on the node"
 	@echo "make test        build, fmt + clippy, unit tests, integration tests on the node"
+	@echo "make fuzz        the fuzz targets, FUZZ_SECS (default 60) each, a fresh seed (docs/security.md)"
 
 deps:
 	bash scripts/install-deps.sh
@@ -54,6 +55,14 @@ unit:
 # assertion's message (the node's output) says what failed; a backtrace only pushes it away.
 integration:
 	RUST_BACKTRACE=0 $(CARGO) test -p kata-rs-tests --test '*' --no-fail-fast -- --test-threads=1 --nocapture
+
+# The fuzz targets (docs/security.md, "Fuzzing"): `make unit` runs each for 1 s; this runs each
+# for FUZZ_SECS seconds with a fresh seed (KATA_RS_FUZZ_SEED=N repeats a run). A failing input
+# is saved under target/fuzz-failures/ with the command that replays it.
+FUZZ_SECS ?= 60
+fuzz:
+	KATA_RS_FUZZ_SECS=$(FUZZ_SECS) KATA_RS_FUZZ_SEED=$${KATA_RS_FUZZ_SEED:-$$(date +%s%N)} \
+	  $(CARGO) test -p kata-rs-vmm -p kata-rs-agent --lib -- fuzz:: --nocapture
 
 test: deps build lint unit integration
 	@echo "make test: all passed"

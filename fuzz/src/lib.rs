@@ -13,10 +13,11 @@
 //! Environment:
 //! - `KATA_RS_FUZZ_SECS` (default 1): seconds per target. `make test` runs each target this
 //!   long; `make fuzz FUZZ_SECS=300` is the long run.
-//! - `KATA_RS_FUZZ_SEED` (default: a constant per target): the PRNG seed; `make fuzz` draws
-//!   a fresh one and every target prints the one it used.
-//! - `KATA_RS_FUZZ_INPUT=FILE`: replay one saved input instead of fuzzing (run the one
-//!   target: `cargo test -p CRATE fuzz::NAME`).
+//! - `KATA_RS_FUZZ_SEED` (default: a constant, so `make test` is repeatable): the run's seed,
+//!   mixed with the target's name; `make fuzz` draws a fresh one and every target prints it.
+//! - `KATA_RS_FUZZ_INPUT=FILE` (an absolute path: tests run in the crate's directory):
+//!   replay one saved input instead of fuzzing (run the one target: `cargo test -p CRATE
+//!   fuzz::NAME`).
 //! - `KATA_RS_FUZZ_HANG_SECS` (default [`HANG_SECS`]): the per-input watchdog.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -272,15 +273,16 @@ where
         };
     }
     let secs = env_f64("KATA_RS_FUZZ_SECS", 1.0).max(0.0);
+    // The run's seed (printed, repeatable), mixed with the target's name so that targets
+    // sharing a seed still draw different inputs.
     let seed = std::env::var("KATA_RS_FUZZ_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            name.bytes().fold(0x6b61_7461_7273u64, |h, b| {
-                h.wrapping_mul(31).wrapping_add(u64::from(b))
-            })
-        });
-    let mut rng = Rng(seed);
+        .unwrap_or(0x6b61_7461_7273_u64);
+    let name_hash = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut rng = Rng(seed ^ name_hash);
     let mut pool: Vec<Vec<u8>> = seeds.iter().map(|s| s.to_vec()).collect();
     let deadline = t0 + Duration::from_secs_f64(secs);
     let mut inputs: u64 = 0;
