@@ -717,6 +717,7 @@ fn vsock_host_and_guest() {
     use std::time::{Duration, Instant};
 
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let (mut established, mut to_host, mut to_guest) = (0, 0, 0);
     fuzz("vsock_host_and_guest", &[], |u| {
         let path = std::env::temp_dir().join(format!(
             "kata-fuzz-vsock-{}-{}.sock",
@@ -831,6 +832,13 @@ fn vsock_host_and_guest() {
             Ok(())
         })();
         let _ = std::fs::remove_file(&path);
+        established += m.stats.established;
+        to_host += m.stats.to_host;
+        to_guest += m.stats.to_guest;
         r
     });
+    eprintln!(
+        "fuzz vsock_host_and_guest: {established} connections established, {to_host} bytes to \
+         the host, {to_guest} to the guest"
+    );
 }
