@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::blk::{parse_disk, DiskConfig, MAX_DISKS};
+use crate::devices::console_log::LogLimits;
 use crate::fs::{parse_fs, FsConfig};
 use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
 use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
@@ -42,9 +43,19 @@ pub struct Args {
     /// accepted. The caller removes it after the VMM exits.
     #[arg(long, value_name = "PATH")]
     pub vsock_uds: Option<PathBuf>,
-    /// File the guest serial console output is appended to.
+    /// File the guest console output (serial, and virtio-console) is written to: created
+    /// (mode 0600) or truncated, never through a symlink. Bounded by --console-log-max-kib
+    /// and --console-log-rate-kib.
     #[arg(long, value_name = "FILE")]
     pub console_log: PathBuf,
+    /// Console log cap: at most this much guest output is kept, the first half as it came
+    /// and the latest half (a marker line between them says how much was left out).
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_CONSOLE_LOG_MAX_KIB)]
+    pub console_log_max_kib: u64,
+    /// Console log rate limit in KiB per second (bursts of one second's worth); output over
+    /// it is dropped and counted in the log. 0: no rate limit.
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_CONSOLE_LOG_RATE_KIB)]
+    pub console_log_rate_kib: u64,
     /// Extra kernel command line arguments, appended after the VMM's own.
     #[arg(
         long,
@@ -113,6 +124,8 @@ pub struct VmConfig {
     pub vsock_cid: u64,
     /// Console log path.
     pub console_log: PathBuf,
+    /// Size and rate bounds of the console log.
+    pub console_limits: LogLimits,
     /// Extra kernel arguments.
     pub extra_cmdline: String,
     /// Install the per-thread seccomp filters (default; `--no-seccomp` turns them off).
@@ -159,7 +172,26 @@ pub enum ArgError {
     /// More `--net` than virtio-mmio slots we give to network cards.
     #[error("too many --net ({0}, at most {MAX_NETS})")]
     TooManyNets(usize),
+    /// `--console-log-max-kib` is outside the supported range.
+    #[error("--console-log-max-kib {0} is out of range ({MIN_CONSOLE_LOG_MAX_KIB}..={MAX_CONSOLE_LOG_MAX_KIB})")]
+    ConsoleLogMax(u64),
+    /// `--console-log-rate-kib` is too large.
+    #[error(
+        "--console-log-rate-kib {0} is out of range (0..={MAX_CONSOLE_LOG_RATE_KIB}, 0 = no limit)"
+    )]
+    ConsoleLogRate(u64),
 }
+
+/// Default `--console-log-max-kib` (512 KiB head + 512 KiB tail).
+pub const DEFAULT_CONSOLE_LOG_MAX_KIB: u64 = 1024;
+/// Smallest `--console-log-max-kib`.
+pub const MIN_CONSOLE_LOG_MAX_KIB: u64 = crate::devices::console_log::MIN_MAX_BYTES / 1024;
+/// Largest `--console-log-max-kib` (the tail half is kept in memory).
+pub const MAX_CONSOLE_LOG_MAX_KIB: u64 = 64 * 1024;
+/// Default `--console-log-rate-kib`.
+pub const DEFAULT_CONSOLE_LOG_RATE_KIB: u64 = 64;
+/// Largest `--console-log-rate-kib`.
+pub const MAX_CONSOLE_LOG_RATE_KIB: u64 = 1024 * 1024;
 
 impl Args {
     /// Checks the ranges of all values and turns them into a [`VmConfig`].
@@ -185,6 +217,13 @@ impl Args {
         if self.nets.len() > MAX_NETS {
             return Err(ArgError::TooManyNets(self.nets.len()));
         }
+        if !(MIN_CONSOLE_LOG_MAX_KIB..=MAX_CONSOLE_LOG_MAX_KIB).contains(&self.console_log_max_kib)
+        {
+            return Err(ArgError::ConsoleLogMax(self.console_log_max_kib));
+        }
+        if self.console_log_rate_kib > MAX_CONSOLE_LOG_RATE_KIB {
+            return Err(ArgError::ConsoleLogRate(self.console_log_rate_kib));
+        }
         for (what, id) in [("uid", self.jail_uid), ("gid", self.jail_gid)] {
             if id == 0 || id == u32::MAX {
                 return Err(ArgError::JailId(what, id));
@@ -197,6 +236,10 @@ impl Args {
             vcpus: self.vcpus as u8,
             vsock_cid: self.vsock_cid,
             console_log: self.console_log,
+            console_limits: LogLimits {
+                max_bytes: self.console_log_max_kib * 1024,
+                rate_bytes_per_sec: self.console_log_rate_kib * 1024,
+            },
             extra_cmdline: self.cmdline,
             seccomp: !self.no_seccomp,
             rng: !self.no_rng,
@@ -465,6 +508,32 @@ mod tests {
         assert_eq!(
             parse(&extra).unwrap().validate(),
             Err(ArgError::CmdlineChars)
+        );
+    }
+
+    #[test]
+    fn console_log_limits() {
+        let cfg = parse(&ok_args()).unwrap().validate().unwrap();
+        assert_eq!(cfg.console_limits.max_bytes, 1024 * 1024);
+        assert_eq!(cfg.console_limits.rate_bytes_per_sec, 64 * 1024);
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--console-log-max-kib", "64", "--console-log-rate-kib", "0"]);
+        let cfg = parse(&extra).unwrap().validate().unwrap();
+        assert_eq!(cfg.console_limits.max_bytes, 64 * 1024);
+        assert_eq!(cfg.console_limits.rate_bytes_per_sec, 0);
+        for bad in ["0", "15", "65537"] {
+            let mut extra = ok_args();
+            extra.extend_from_slice(&["--console-log-max-kib", bad]);
+            assert_eq!(
+                parse(&extra).unwrap().validate(),
+                Err(ArgError::ConsoleLogMax(bad.parse().unwrap()))
+            );
+        }
+        let mut extra = ok_args();
+        extra.extend_from_slice(&["--console-log-rate-kib", "1048577"]);
+        assert_eq!(
+            parse(&extra).unwrap().validate(),
+            Err(ArgError::ConsoleLogRate(1048577))
         );
     }
 }

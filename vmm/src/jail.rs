@@ -8,9 +8,10 @@
 //! 1. unshares the mount, IPC, UTS, network and cgroup namespaces,
 //! 2. makes the mount tree private and pivots into an empty read-only tmpfs (so no host file
 //!    is reachable by path any more; the old root is detached),
-//! 3. drops every capability from the bounding and ambient sets, becomes non-dumpable,
+//! 3. drops every capability from the bounding and ambient sets,
 //! 4. leaves root for `--jail-uid`/`--jail-gid` (no supplementary groups), which clears the
-//!    effective and permitted capabilities, then clears the inheritable ones,
+//!    effective and permitted capabilities, then clears the inheritable ones, and becomes
+//!    non-dumpable (after the uid change, which resets that flag),
 //! 5. sets `no_new_privs`,
 //! 6. re-arms the parent-death signal (a credential change clears it) and dies with it if the
 //!    parent went away meanwhile.
@@ -20,6 +21,8 @@
 
 use std::ffi::CStr;
 use std::io;
+
+pub mod limits;
 
 /// The default unprivileged user and group of a jailed VMM: 65534 (`nobody`/`nogroup`).
 pub const DEFAULT_JAIL_ID: u32 = 65534;
@@ -230,10 +233,6 @@ fn drop_privileges(cfg: JailConfig) -> Result<(), JailError> {
             0,
             0,
         );
-        sys(
-            "PR_SET_DUMPABLE",
-            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into(),
-        )?;
         sys("setgroups", libc::setgroups(0, std::ptr::null()).into())?;
         sys(
             "setresgid",
@@ -247,6 +246,13 @@ fn drop_privileges(cfg: JailConfig) -> Result<(), JailError> {
     // Leaving uid 0 cleared the effective and permitted sets; the inheritable set survives
     // a uid change, so clear it too.
     clear_capabilities()?;
+    // After the uid change, not before: a credential change resets the dumpable flag to the
+    // host's fs.suid_dumpable (1 = "dumpable by the owner" on some hosts), which would give
+    // ptrace and /proc/<pid>/mem of the VMM to any process of the jail uid.
+    // SAFETY: prctl with integer arguments.
+    sys("PR_SET_DUMPABLE", unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0).into()
+    })?;
     // SAFETY: prctl with integer arguments.
     sys("PR_SET_NO_NEW_PRIVS", unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).into()

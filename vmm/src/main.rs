@@ -12,6 +12,11 @@ fn fail(msg: impl std::fmt::Display) -> ! {
 }
 
 fn main() {
+    // First of all: the VMM is given no fd but stdin/stdout/stderr (its command line names
+    // paths), so whatever else a parent leaked must not reach the guest-facing process.
+    if let Err(e) = kata_rs_vmm::jail::limits::close_inherited_fds() {
+        fail(format!("closing inherited file descriptors: {e}"));
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {

@@ -99,6 +99,9 @@ fn common() -> Result<Rules, seccompiler::BackendError> {
         libc::SYS_mremap,
         libc::SYS_futex,
         libc::SYS_write,
+        // The bounded console log writes at offsets (COM1 from vCPU threads, virtio-console
+        // and the tail flush from main).
+        libc::SYS_pwrite64,
         libc::SYS_close,
         libc::SYS_sigaltstack,
         libc::SYS_rt_sigprocmask,

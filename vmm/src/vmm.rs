@@ -19,10 +19,12 @@ use crate::args::VmConfig;
 use crate::blk::{BlkDevice, Disk};
 use crate::cmdline::{self, MmioDeviceArg};
 use crate::console::ConsoleDevice;
+use crate::devices::console_log::{ConsoleLog, SharedLog, FLUSH_INTERVAL};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::{Action, Devices, SharedTransport};
 use crate::fs::{self as vfs, FsDevice};
 use crate::hvsock::{self, HvsockDevice};
+use crate::jail::limits;
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
 use crate::net::{NetDevice, Tap};
 use crate::pause::{self, Pauser};
@@ -38,7 +40,11 @@ pub enum Exit {
     GuestStopped,
     /// SIGTERM or SIGINT.
     Signal(i32),
-    /// The guest kernel panicked (seen on the console).
+    /// The guest stopped by itself (reset, triple fault, system event) within
+    /// [`PANIC_WINDOW`] of a `Kernel panic` line on its console: most likely a kernel panic
+    /// (`panic=1` resets one second after it). Only a hint: the text is guest output, which
+    /// any guest process that can open the console device can print, so it never ends a VM
+    /// that keeps running.
     Panic,
     /// A VMM error.
     Error(String),
@@ -60,7 +66,10 @@ impl Exit {
 pub struct ExitState {
     evt: EventFd,
     reason: Mutex<Option<Exit>>,
-    panicked: AtomicBool,
+    /// When the console last showed the panic marker.
+    panic_seen: Mutex<Option<Instant>>,
+    /// The marker was reported on stderr (once).
+    panic_told: AtomicBool,
 }
 
 impl ExitState {
@@ -68,13 +77,34 @@ impl ExitState {
         Ok(Arc::new(ExitState {
             evt: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
             reason: Mutex::new(None),
-            panicked: AtomicBool::new(false),
+            panic_seen: Mutex::new(None),
+            panic_told: AtomicBool::new(false),
         }))
+    }
+
+    /// The console printed the panic marker (called on every sighting).
+    fn console_panic_marker(&self) {
+        *self.panic_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        if !self.panic_told.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "kata-vmm: the guest console printed \"Kernel panic\" (guest output, not \
+                 trusted: it only labels a guest stop that follows within {}s)",
+                PANIC_WINDOW.as_secs()
+            );
+        }
+    }
+
+    /// A guest stop right after the marker is reported as a panic.
+    fn recent_panic_marker(&self) -> bool {
+        self.panic_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() <= PANIC_WINDOW)
     }
 
     /// Records `exit` unless another reason came first, and wakes the main thread.
     pub fn set(&self, exit: Exit) {
-        let exit = if exit == Exit::GuestStopped && self.panicked.load(Ordering::SeqCst) {
+        let exit = if exit == Exit::GuestStopped && self.recent_panic_marker() {
             Exit::Panic
         } else {
             exit
@@ -94,8 +124,11 @@ impl ExitState {
     }
 }
 
-/// After the console shows a panic, how long to wait for the guest's own reset.
-const PANIC_GRACE: Duration = Duration::from_secs(5);
+/// A guest stop this soon after the console's last `Kernel panic` line is exit status 2. The
+/// guest kernel (`panic=1`) resets one second after its panic message ends; the window is
+/// generous for slow (emulated) hosts. The text alone never ends the VM: a container that
+/// can open ttyS0/hvc0 can print it.
+const PANIC_WINDOW: Duration = Duration::from_secs(10);
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
     for (slot, r) in mem.iter().enumerate() {
@@ -223,11 +256,20 @@ fn vcpu_loop(
 /// Boots the VM described by `cfg` and runs it to the end.
 pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let t0 = Instant::now();
-    let console = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.console_log)
-        .with_context(|| format!("cannot open console log {}", cfg.console_log.display()))?;
+    // Created 0600 (or truncated: the shim creates it empty with O_EXCL), never through a
+    // symlink; written by the bounded log only.
+    let console = {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&cfg.console_log)
+            .with_context(|| format!("cannot open console log {}", cfg.console_log.display()))?
+    };
+    let console_log = ConsoleLog::new(console, cfg.console_limits).shared();
 
     // Before anything slow: a bad path fails fast. Bound before the jail (a path is needed).
     let api = match &cfg.api_sock {
@@ -306,28 +348,15 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let serial_irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)
         .map_err(|e| anyhow!("KVM_IRQFD (serial): {e}"))?;
-    let console_panicked = Arc::new(AtomicBool::new(false));
     let on_panic = |exit: Arc<ExitState>| -> Box<dyn Fn() + Send> {
-        Box::new(move || {
-            exit.panicked.store(true, Ordering::SeqCst);
-            let _ = exit.evt.write(1);
-        })
+        Box::new(move || exit.console_panic_marker())
     };
-    // virtio-console output goes to the same log (O_APPEND: whole writes interleave, never
-    // overwrite) with its own panic scan.
-    let hvc_out = if cfg.virtio_console {
-        let f = console
-            .try_clone()
-            .context("duplicating the console log fd")?;
-        Some(ConsoleOut::new(
-            f,
-            console_panicked.clone(),
-            on_panic(exit.clone()),
-        ))
-    } else {
-        None
-    };
-    let out = ConsoleOut::new(console, console_panicked, on_panic(exit.clone()));
+    // virtio-console output goes to the same bounded log (one cap and one rate for both)
+    // with its own panic scan.
+    let hvc_out = cfg
+        .virtio_console
+        .then(|| ConsoleOut::new(console_log.clone(), on_panic(exit.clone())));
+    let out = ConsoleOut::new(console_log.clone(), on_panic(exit.clone()));
     let serial = Arc::new(Mutex::new(ConsoleSerial::new(serial_irq, out)));
 
     // vsock (slot 0): served by the VMM itself, its host side a Unix socket (hybrid vsock,
@@ -350,8 +379,10 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         virtio.push(t);
         queue_events.extend(evts);
     }
+    let mut largest_disk = 0u64;
     for (i, d) in cfg.disks.iter().enumerate() {
         let disk = Disk::open(d, &format!("kata-rs-disk{i}")).map_err(|e| anyhow!(e))?;
+        largest_disk = largest_disk.max(disk.sectors().saturating_mul(512));
         debug!(
             "disk {i}: {} ({} sectors{})",
             d.path.display(),
@@ -452,6 +483,32 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let test_forbidden = std::env::var_os(seccomp::TEST_FORBIDDEN_ENV).is_some_and(|v| v == "1");
 
     let sigfd = block_signals()?;
+    // Everything is open: bound what the process can still open, create and write (see
+    // jail/limits.rs), before it leaves root and before any filter or vCPU thread.
+    // SAFETY: geteuid has no side effects.
+    let euid = unsafe { libc::geteuid() };
+    let needs = limits::Needs {
+        highest_fd: limits::open_fds()
+            .context("listing /proc/self/fd")?
+            .last()
+            .copied()
+            .unwrap_or(2),
+        accepted_fds: if cfg.vsock_uds.is_some() {
+            hvsock::muxer::MAX_CONNS as u64 + 1
+        } else {
+            0
+        } + if cfg.api_sock.is_some() {
+            crate::api::MAX_CLIENTS as u64 + 1
+        } else {
+            0
+        },
+        vcpus: cfg.vcpus,
+        largest_file: cfg.console_limits.max_file_size().max(largest_disk),
+        jail_uid: cfg.jail.filter(|_| euid == 0).map(|j| j.uid),
+    };
+    let lim = limits::compute(&needs);
+    limits::apply(&lim).context("resource limits")?;
+    debug!("limits: {lim:?} for {needs:?}");
     // Everything is open and every vCPU exists; the process still has one thread. Jail it
     // now so that the vCPU threads start inside (same namespaces, root, uid/gid, no caps).
     if let Some(j) = cfg.jail {
@@ -504,7 +561,13 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
         &backends,
         api,
         &pauser,
+        &console_log,
     );
+    {
+        let mut log = console_log.lock().unwrap_or_else(|p| p.into_inner());
+        log.flush_tail();
+        eprintln!("kata-vmm: {}", log.report());
+    }
     for d in &own_devices {
         if let Some(report) = lock_transport(d).exit_report() {
             eprintln!("kata-vmm: {report}");
@@ -604,7 +667,9 @@ fn lock_transport(
 }
 
 /// The main thread's loop (under its seccomp filter): serves queue notifications of the VMM's
-/// own devices and waits for the first exit reason, a signal, or the panic grace period.
+/// own devices and waits for the first exit reason or a signal; writes the console log's
+/// tail once the guest has been quiet for a second.
+#[allow(clippy::too_many_arguments)]
 fn event_loop(
     exit: &ExitState,
     sigfd: libc::c_int,
@@ -613,6 +678,7 @@ fn event_loop(
     backends: &[SharedTransport],
     mut api: Option<ApiServer>,
     pauser: &Pauser,
+    console_log: &SharedLog,
 ) -> Result<Exit> {
     let pollin = |fd| libc::pollfd {
         fd,
@@ -630,23 +696,16 @@ fn event_loop(
         revents: 0,
     });
     let fixed = fds.len();
-    let mut panic_deadline: Option<Instant> = None;
+    let lock_log = || console_log.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         if let Some(r) = exit.get() {
             return Ok(r);
         }
-        if exit.panicked.load(Ordering::SeqCst) && panic_deadline.is_none() {
-            panic_deadline = Some(Instant::now() + PANIC_GRACE);
-        }
-        let timeout = match panic_deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Exit::Panic);
-                }
-                left.as_millis().min(i32::MAX as u128) as i32
-            }
-            None => -1,
+        // A console log tail not yet in the file: wake up once the guest is quiet.
+        let timeout = if lock_log().dirty() {
+            FLUSH_INTERVAL.as_millis() as i32
+        } else {
+            -1
         };
         // Device backends (taps) are polled only for what the device can take now (fd -1:
         // not at all, so a tap without RX buffers cannot wake the loop); the control socket's
@@ -678,6 +737,9 @@ fn event_loop(
                 bail!("poll: {e}");
             }
             continue;
+        }
+        if n == 0 {
+            lock_log().flush_tail();
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let _ = exit.evt.read();
@@ -714,5 +776,37 @@ fn event_loop(
             let ready: Vec<bool> = fds[api_at..].iter().map(|f| f.revents != 0).collect();
             a.serve(&ready, &mut |cmd| api_command(cmd, pauser));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_panic_text_is_only_a_label_for_a_guest_stop() {
+        // The text alone ends nothing: no exit reason is recorded.
+        let e = ExitState::new().unwrap();
+        e.console_panic_marker();
+        e.console_panic_marker();
+        assert_eq!(e.get(), None);
+        // A guest stop right after it is labelled a panic (status 2) ...
+        e.set(Exit::GuestStopped);
+        assert_eq!(e.get(), Some(Exit::Panic));
+        assert_eq!(Exit::Panic.code(), 2);
+        // ... a signal (the shim's SIGTERM) stays a signal, status 0 ...
+        let e = ExitState::new().unwrap();
+        e.console_panic_marker();
+        e.set(Exit::Signal(libc::SIGTERM));
+        assert_eq!(e.get().map(|x| x.code()), Some(0));
+        // ... and a stop long after the last marker is a plain stop.
+        let e = ExitState::new().unwrap();
+        *e.panic_seen.lock().unwrap() = Instant::now().checked_sub(PANIC_WINDOW * 2);
+        e.set(Exit::GuestStopped);
+        assert_eq!(e.get(), Some(Exit::GuestStopped));
+        // Without any marker: a plain stop.
+        let e = ExitState::new().unwrap();
+        e.set(Exit::GuestStopped);
+        assert_eq!(e.get(), Some(Exit::GuestStopped));
     }
 }

@@ -1,5 +1,6 @@
 //! Legacy devices and the port/MMIO dispatch of vCPU exits.
 
+pub mod console_log;
 pub mod i8042;
 pub mod serial;
 
@@ -137,7 +138,6 @@ mod tests {
     use super::*;
     use crate::layout::VIRTIO_MMIO_BASE;
     use crate::virtio_mmio::{reg, QueueConfig};
-    use std::sync::atomic::AtomicBool;
     use vm_memory::{GuestAddress, GuestMemoryMmap};
     use vmm_sys_util::eventfd::EventFd;
 
@@ -188,11 +188,11 @@ mod tests {
 
     fn devices() -> (Devices, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!("kata-vmm-devs-{}", std::process::id()));
-        let out = serial::ConsoleOut::new(
+        let log = console_log::ConsoleLog::new(
             std::fs::File::create(&path).unwrap(),
-            Arc::new(AtomicBool::new(false)),
-            Box::new(|| {}),
+            console_log::LogLimits::default(),
         );
+        let out = serial::ConsoleOut::new(log.shared(), Box::new(|| {}));
         let serial = serial::ConsoleSerial::new(EventFd::new(0).unwrap(), out);
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let dev: Box<dyn VirtioDevice> = Box::new(Null);

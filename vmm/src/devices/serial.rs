@@ -1,10 +1,10 @@
-//! COM1: a vm-superio 16550 whose interrupt is an irqfd and whose output is appended to the
-//! console log, scanned for "Kernel panic".
+//! COM1: a vm-superio 16550 whose interrupt is an irqfd and whose output goes to the
+//! bounded console log, scanned for "Kernel panic" (a hint only: any guest process that can
+//! open the console device can print it).
 
-use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+
+use super::console_log::SharedLog;
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -45,21 +45,21 @@ impl StreamMatcher {
     }
 }
 
-/// The serial output sink: the console log file plus the panic detector.
+/// A console's output sink: the shared bounded log plus a panic-marker scan of its own
+/// stream.
 pub struct ConsoleOut {
-    file: File,
+    log: SharedLog,
     matcher: StreamMatcher,
-    panicked: Arc<AtomicBool>,
     on_panic: Box<dyn Fn() + Send>,
 }
 
 impl ConsoleOut {
-    /// `on_panic` runs once, when the marker is first seen; `panicked` is set at that time.
-    pub fn new(file: File, panicked: Arc<AtomicBool>, on_panic: Box<dyn Fn() + Send>) -> Self {
+    /// `on_panic` runs each time the marker is seen (every byte is scanned, also the ones the
+    /// log's limits drop); what it means is the caller's business (see `ExitState`).
+    pub fn new(log: SharedLog, on_panic: Box<dyn Fn() + Send>) -> Self {
         ConsoleOut {
-            file,
+            log,
             matcher: StreamMatcher::default(),
-            panicked,
             on_panic,
         }
     }
@@ -67,11 +67,14 @@ impl ConsoleOut {
 
 impl Write for ConsoleOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.matcher.feed(buf) && !self.panicked.swap(true, Ordering::SeqCst) {
+        if self.matcher.feed(buf) {
             (self.on_panic)();
         }
-        // A full disk must not stop the guest: drop console bytes instead.
-        let _ = self.file.write_all(buf);
+        // The log drops what is over its limits and never fails: the guest never waits.
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write(buf);
         Ok(buf.len())
     }
 
@@ -128,25 +131,26 @@ mod tests {
     }
 
     #[test]
-    fn console_out_writes_and_flags_panic() {
+    fn console_out_writes_and_reports_each_panic_marker() {
+        use super::super::console_log::{ConsoleLog, LogLimits};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
         let path = std::env::temp_dir().join(format!("kata-vmm-console-{}", std::process::id()));
-        let f = File::create(&path).unwrap();
-        let flag = Arc::new(AtomicBool::new(false));
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let f = std::fs::File::create(&path).unwrap();
+        let log = ConsoleLog::new(f, LogLimits::default()).shared();
+        let calls = Arc::new(AtomicUsize::new(0));
         let c2 = calls.clone();
         let mut out = ConsoleOut::new(
-            f,
-            flag.clone(),
+            log,
             Box::new(move || {
                 c2.fetch_add(1, Ordering::SeqCst);
             }),
         );
         out.write_all(b"hello\n").unwrap();
-        assert!(!flag.load(Ordering::SeqCst));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
         out.write_all(b"Kernel panic - not syncing\n").unwrap();
         out.write_all(b"Kernel panic again\n").unwrap();
-        assert!(flag.load(Ordering::SeqCst));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
         let s = std::fs::read_to_string(&path).unwrap();
         assert!(s.starts_with("hello\nKernel panic"));
         std::fs::remove_file(&path).unwrap();
