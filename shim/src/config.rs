@@ -182,8 +182,16 @@ pub struct RuntimeConfig {
     /// Per-sandbox state (the share, virtiofsd's socket, pid files) lives in
     /// `<state_dir>/<sandbox-id>/`.
     pub state_dir: PathBuf,
-    /// The guest console of each VM is written to `<console_log_dir>/<sandbox-id>.log`.
+    /// The guest console of each VM is written to `<console_log_dir>/<sandbox-id>.log`
+    /// (the directory is made 0700, each log 0600). On disk, not on the host's `/run`
+    /// tmpfs (host memory).
     pub console_log_dir: PathBuf,
+    /// Cap of each console log in KiB (`kata-vmm --console-log-max-kib`): the first half
+    /// of the guest's output and the latest half are kept.
+    pub console_log_max_kib: u64,
+    /// Rate limit of each console log in KiB/s (`kata-vmm --console-log-rate-kib`); output
+    /// over it is dropped (and counted in the log). 0: no rate limit.
+    pub console_log_rate_kib: u64,
     /// Debug logging to containerd's shim log; also keeps console logs after the sandbox
     /// is gone (otherwise they are removed with it).
     pub debug: bool,
@@ -193,7 +201,9 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             state_dir: PathBuf::from("/run/kata-rs/sandboxes"),
-            console_log_dir: PathBuf::from("/run/kata-rs/console"),
+            console_log_dir: PathBuf::from("/var/log/kata-rs/console"),
+            console_log_max_kib: 1024,
+            console_log_rate_kib: 64,
             debug: false,
         }
     }
@@ -419,6 +429,21 @@ impl Config {
             }
         }
         let r = &self.file.runtime;
+        if !(16..=65536).contains(&r.console_log_max_kib) {
+            return Err(self.invalid(
+                "runtime.console_log_max_kib",
+                format!("{} is out of range 16..=65536", r.console_log_max_kib),
+            ));
+        }
+        if r.console_log_rate_kib > 1024 * 1024 {
+            return Err(self.invalid(
+                "runtime.console_log_rate_kib",
+                format!(
+                    "{} is out of range 0..=1048576 (0 = no limit)",
+                    r.console_log_rate_kib
+                ),
+            ));
+        }
         for (p, key) in [
             (&r.state_dir, "runtime.state_dir"),
             (&r.console_log_dir, "runtime.console_log_dir"),
@@ -530,6 +555,21 @@ mod tests {
             .to_string();
         assert!(e.contains("runtime option ConfigPath"), "{e}");
         assert!(!e.contains(CONFIG_ENV), "{e}");
+    }
+
+    #[test]
+    fn console_log_bounds_and_place() {
+        let d = ConfigFile::default().runtime;
+        // Off the host's /run tmpfs (memory), bounded in size and rate by default.
+        assert_eq!(d.console_log_dir, PathBuf::from("/var/log/kata-rs/console"));
+        assert_eq!((d.console_log_max_kib, d.console_log_rate_kib), (1024, 64));
+        let c = Config::parse(
+            "[runtime]\nconsole_log_max_kib = 64\nconsole_log_rate_kib = 0\n",
+            src(),
+        )
+        .unwrap();
+        assert_eq!(c.file.runtime.console_log_max_kib, 64);
+        assert_eq!(c.file.runtime.console_log_rate_kib, 0);
     }
 
     #[test]
@@ -681,6 +721,15 @@ mod tests {
             }),
             ("shared_fs.start_timeout_secs", |c| {
                 c.file.shared_fs.start_timeout_secs = 0
+            }),
+            ("runtime.console_log_max_kib", |c| {
+                c.file.runtime.console_log_max_kib = 15
+            }),
+            ("runtime.console_log_max_kib", |c| {
+                c.file.runtime.console_log_max_kib = 65537
+            }),
+            ("runtime.console_log_rate_kib", |c| {
+                c.file.runtime.console_log_rate_kib = 1024 * 1024 + 1
             }),
         ] {
             let mut bad = c.clone();

@@ -237,6 +237,10 @@ impl Sandbox {
                 vsock_uds: Some(paths.state_dir.join(vmm::VSOCK_SOCKET_FILE)),
                 jail_id: h.jail_id(cid),
                 console_log: paths.console_log.clone(),
+                console_limits: Some((
+                    config.file.runtime.console_log_max_kib,
+                    config.file.runtime.console_log_rate_kib,
+                )),
                 cmdline: cmdline.clone(),
                 disks: Vec::new(),
                 fs: Some(fs.socket.clone()),
@@ -251,8 +255,16 @@ impl Sandbox {
                         StartError(format!("chmod 0700 {}: {e}", paths.state_dir.display()))
                     })?;
             }
-            // A fresh console log for every boot, so its tail is this boot's.
+            // A fresh console log for every boot, so its tail is this boot's: made here,
+            // 0600 and exclusively (never through a symlink or into a file someone placed
+            // there), then opened by kata-vmm (O_NOFOLLOW).
             let _ = std::fs::remove_file(&paths.console_log);
+            create_console_log(&paths.console_log).map_err(|e| {
+                StartError(format!(
+                    "cannot create the console log {}: {e}",
+                    paths.console_log.display()
+                ))
+            })?;
             let vmm = Vmm::spawn(&spec).map_err(|e| StartError(e.to_string()))?;
             if let Err(e) = vmm::write_pid_file(&paths.state_dir, vmm.pid()) {
                 vmm.kill_and_wait().await;
@@ -425,6 +437,33 @@ async fn start_virtiofsd(config: &Config, paths: &SandboxPaths) -> Result<Virtio
         )));
     }
     Ok(fs)
+}
+
+/// Creates an empty console log: mode 0600, `O_CREAT|O_EXCL|O_NOFOLLOW`.
+pub fn create_console_log(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map(drop)
+}
+
+/// Makes the console log directory (and its parents) and sets it to 0700: console logs are
+/// guest output, for root only.
+pub fn create_console_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let m = std::fs::symlink_metadata(dir)?;
+    if !m.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 fn console_tail(path: &Path) -> String {

@@ -498,13 +498,13 @@ impl TaskService {
         let (rootfs, mounted) = prepare_rootfs(req, spec, bundle, rb).await?;
 
         // Sandbox files.
-        for dir in [
-            &paths.state_dir,
-            paths.console_log.parent().unwrap_or(Path::new("/")),
-        ] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(Code::UNKNOWN)(format!("create {}: {e}", dir.display())))?;
-        }
+        std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
+            fail(Code::UNKNOWN)(format!("create {}: {e}", paths.state_dir.display()))
+        })?;
+        let console_dir = paths.console_log.parent().unwrap_or(Path::new("/"));
+        crate::sandbox::create_console_dir(console_dir).map_err(|e| {
+            fail(Code::UNKNOWN)(format!("create {} (0700): {e}", console_dir.display()))
+        })?;
         let p = paths.clone();
         let keep = config.file.runtime.debug;
         rb.push(

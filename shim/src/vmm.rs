@@ -51,6 +51,9 @@ pub struct VmmSpec {
     pub vsock_uds: Option<PathBuf>,
     /// Where the guest console goes.
     pub console_log: PathBuf,
+    /// Console log cap and rate limit in KiB and KiB/s (`--console-log-max-kib`,
+    /// `--console-log-rate-kib`); None: kata-vmm's defaults.
+    pub console_limits: Option<(u64, u64)>,
     /// Extra kernel command line (omitted when empty).
     pub cmdline: String,
     /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order. Unused today: the
@@ -83,6 +86,14 @@ impl VmmSpec {
             "--console-log".into(),
             self.console_log.clone().into(),
         ]);
+        if let Some((max_kib, rate_kib)) = self.console_limits {
+            a.extend([
+                "--console-log-max-kib".into(),
+                max_kib.to_string().into(),
+                "--console-log-rate-kib".into(),
+                rate_kib.to_string().into(),
+            ]);
+        }
         if let Some(uds) = &self.vsock_uds {
             a.push("--vsock-uds".into());
             a.push(uds.clone().into());
@@ -143,7 +154,8 @@ pub fn random_cid() -> u32 {
 /// How the VMM process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmmExit {
-    /// Exited with this status (0: guest shut down; 1: error; 2: guest panic).
+    /// Exited with this status (0: guest shut down; 1: error; 2: the guest stopped itself
+    /// right after printing a kernel panic message, see kata-vmm's README).
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
@@ -165,7 +177,13 @@ impl std::fmt::Display for VmmExit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             VmmExit::Code(0) => write!(f, "exited with status 0"),
-            VmmExit::Code(2) => write!(f, "exited with status 2 (guest kernel panic)"),
+            // Status 2 rests on guest console text (any guest process with the console device
+            // can print it): a label for a guest that stopped by itself, not a verdict.
+            VmmExit::Code(2) => write!(
+                f,
+                "exited with status 2 (the guest stopped itself right after \"Kernel panic\" \
+                 on its console: probably a guest kernel panic)"
+            ),
             VmmExit::Code(c) => write!(f, "exited with status {c}"),
             VmmExit::Signal(s) => write!(f, "was killed by signal {s}"),
         }
@@ -229,7 +247,7 @@ impl Vmm {
         };
         let netns_fd = netns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (prctl, getppid, setns, _exit); it touches no locks or
+        // async-signal-safe functions (prctl, getppid, setns, close_range, _exit); it touches no locks or
         // allocations. `netns_fd` stays open until spawn returns (`netns` lives until then).
         unsafe {
             cmd.pre_exec(move || {
@@ -250,6 +268,17 @@ impl Vmm {
                 if libc::getppid() != parent {
                     libc::_exit(1);
                 }
+                // No fd of the shim reaches the child but stdin/stdout/stderr: whatever the
+                // shim inherited from containerd or opened without O_CLOEXEC is closed at
+                // exec (marked close-on-exec rather than closed, so that std's own exec
+                // error pipe keeps working). Kernels before 5.11 lack the flag (EINVAL);
+                // kata-vmm closes what it inherited itself at startup.
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
                 Ok(())
             });
         }
@@ -502,6 +531,7 @@ mod tests {
             cid: 4242,
             vsock_uds: None,
             console_log: "/log".into(),
+            console_limits: None,
             cmdline: String::new(),
             disks: Vec::new(),
             fs: None,
@@ -531,6 +561,19 @@ mod tests {
         assert!(
             a.join(" ")
                 .contains("--vsock-cid 4242 --console-log /log --vsock-uds /s/kata-vmm.vsock"),
+            "{a:?}"
+        );
+        let mut s = spec("/vmm");
+        s.console_limits = Some((1024, 64));
+        let a: Vec<String> = s
+            .args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert!(
+            a.join(" ").contains(
+                "--console-log /log --console-log-max-kib 1024 --console-log-rate-kib 64"
+            ),
             "{a:?}"
         );
         let mut s = spec("/vmm");
@@ -589,6 +632,36 @@ mod tests {
         assert_eq!(
             vmm.error_line().await.as_deref(),
             Some("kata-vmm: error: /dev/kvm: permission denied")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn children_inherit_no_fd_of_the_shim() {
+        // An fd of the shim without O_CLOEXEC (as inherited from containerd, or opened by a
+        // careless library) on a number nothing else uses.
+        // SAFETY: open + dup2 of /dev/null onto fd 77; closed below.
+        let leaked = unsafe {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            assert!(fd >= 0);
+            let l = libc::dup2(fd, 77);
+            libc::close(fd);
+            l
+        };
+        assert_eq!(leaked, 77);
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(
+            dir.path(),
+            "l=; for f in /proc/$$/fd/*; do l=\"$l ${f##*/}\"; done; echo \"kata-vmm: error: fds:$l \" >&2; exit 1",
+        );
+        let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+        assert_eq!(vmm.wait().await, VmmExit::Code(1));
+        let line = vmm.error_line().await.unwrap();
+        // SAFETY: closes the fd opened above.
+        unsafe { libc::close(77) };
+        assert!(line.starts_with("kata-vmm: error: fds: 0 1 "), "{line}");
+        assert!(
+            !line.contains(" 77 "),
+            "the child inherited the shim's fd 77: {line}"
         );
     }
 
