@@ -286,6 +286,7 @@ where
     let mut pool: Vec<Vec<u8>> = seeds.iter().map(|s| s.to_vec()).collect();
     let deadline = t0 + Duration::from_secs_f64(secs);
     let mut inputs: u64 = 0;
+    let mut slowest = Duration::ZERO;
     // Seeds first, as they are; then at least a few inputs however short the budget.
     loop {
         let input = if (inputs as usize) < seeds.len() {
@@ -303,9 +304,11 @@ where
             v
         };
         dog.begin(&input);
+        let t = Instant::now();
         if let Err(msg) = run_one(&mut target, &input) {
             fail(&input, msg);
         }
+        slowest = slowest.max(t.elapsed());
         dog.end();
         inputs += 1;
         // A small pool of recent inputs to mutate further (no coverage feedback).
@@ -321,9 +324,11 @@ where
     }
     let elapsed = t0.elapsed();
     eprintln!(
-        "fuzz {name}: {inputs} inputs in {:.1} s ({:.0}/s), KATA_RS_FUZZ_SEED={seed}",
+        "fuzz {name}: {inputs} inputs in {:.1} s ({:.0}/s, slowest {:.1} ms), \
+         KATA_RS_FUZZ_SEED={seed}",
         elapsed.as_secs_f64(),
-        inputs as f64 / elapsed.as_secs_f64().max(1e-9)
+        inputs as f64 / elapsed.as_secs_f64().max(1e-9),
+        slowest.as_secs_f64() * 1e3
     );
     Stats { inputs, elapsed }
 }

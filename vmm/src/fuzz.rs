@@ -82,30 +82,35 @@ static CHECKED: AtomicU64 = AtomicU64::new(0);
 static UNCHECKED: AtomicU64 = AtomicU64::new(0);
 /// Chains the devices returned (used ring entries), over all targets.
 static USED: AtomicU64 = AtomicU64::new(0);
+/// `mmio_registers` inputs that ended with the device running.
+static ACTIVE_AT_END: AtomicU64 = AtomicU64::new(0);
 
 fn overlaps(a: Range, b: Range) -> bool {
     a.0 < b.1 && b.0 < a.1
 }
 
-/// `len` bytes of the snapshot at guest address `at`, if inside one region.
-fn bytes_at(snap: &[Vec<u8>], at: u64, len: u64) -> Option<&[u8]> {
-    REGIONS.iter().zip(snap).find_map(|(&(base, size), v)| {
-        let off = at.checked_sub(base)?;
-        let end = off.checked_add(len)?;
-        (end <= size as u64).then(|| &v[off as usize..end as usize])
-    })
-}
-
 /// The (addr, len, flags) of each descriptor of the `n`-entry table at `at`, as far as
 /// it lies in RAM.
 fn table(snap: &[Vec<u8>], at: u64, n: u64) -> Vec<(u64, u32, u16)> {
-    (0..n)
-        .map_while(|i| bytes_at(snap, at.checked_add(16 * i)?, 16))
+    // The longest prefix of the table inside one region.
+    let Some((&(base, size), v)) = REGIONS
+        .iter()
+        .zip(snap)
+        .find(|(&(b, l), _)| b <= at && at < b + l as u64)
+    else {
+        return Vec::new();
+    };
+    let off = (at - base) as usize;
+    let fits = ((size - off) / 16).min(n as usize);
+    let bytes = &v[off..off + 16 * fits];
+    bytes
+        .chunks_exact(16)
         .map(|d| {
-            let le = |r: std::ops::Range<usize>| {
-                d[r].iter().rev().fold(0u64, |v, b| v << 8 | u64::from(*b))
-            };
-            (le(0..8), le(8..12) as u32, le(12..14) as u16)
+            (
+                u64::from_le_bytes(d[..8].try_into().unwrap()),
+                u32::from_le_bytes(d[8..12].try_into().unwrap()),
+                u16::from_le_bytes(d[12..14].try_into().unwrap()),
+            )
         })
         .collect()
 }
@@ -368,7 +373,7 @@ fn step<D: VirtioDevice>(
     kicks_only: bool,
 ) -> Result {
     let nq = t.queues().len();
-    match u.int_in_range(0..=if kicks_only { 3 } else { 7 })? {
+    match u.int_in_range(0..=if kicks_only { 3 } else { 8 })? {
         0 | 1 => {
             let q = u.int_in_range(0..=nq)?;
             let count = u.int_in_range(0..=3)?;
@@ -398,6 +403,10 @@ fn step<D: VirtioDevice>(
             let mut b = vec![0u8; len];
             u.fill_buffer(&mut b)?;
             t.write(off, &b);
+        }
+        8 => {
+            // A well-behaved driver (re)starts the device: reach the running states too.
+            driver_init(u, t, mem)?;
         }
         _ => {
             let off = if u.arbitrary()? {
@@ -574,17 +583,92 @@ impl Fns<()> for MmioBody<'_> {
             }
             step(u, &mut t, self.0, false)?;
         }
+        if t.is_active() {
+            ACTIVE_AT_END.fetch_add(1, Relaxed);
+        }
         Ok(())
     }
 }
 
 #[test]
 fn mmio_registers() {
-    fuzz("mmio_registers", &[], |u| {
+    let stats = fuzz("mmio_registers", &[], |u| {
         let mem = guest_mem();
         let k = kind(u)?;
         with_device(k, u, &mem, MmioBody(&mem))
     });
+    eprintln!(
+        "fuzz mmio_registers: {} of {} inputs ended with the device running",
+        ACTIVE_AT_END.load(Relaxed),
+        stats.inputs
+    );
+}
+
+/// What a driver does from reset to DRIVER_OK: negotiate (some optional features dropped),
+/// fill the rings at the fixed layout with arbitrary descriptors and avail entries, write
+/// buffers, set the queues up and start the device. Returns the queue sizes.
+fn driver_init<D: VirtioDevice>(
+    u: &mut Unstructured,
+    t: &mut MmioTransport<D>,
+    mem: &GuestMemoryMmap,
+) -> Result<Vec<u16>> {
+    w32(t, reg::STATUS, 0);
+    // Negotiate what the device offers, some optional bits dropped.
+    let features = t.offered_features() & (u.arbitrary::<u64>()? | (1 << 32));
+    // Small rings mostly (the input lasts), the device's maximum sometimes.
+    let sizes: Vec<u16> = t
+        .queues()
+        .iter()
+        .map(|q| {
+            Ok(match u.ratio(1, 8)? {
+                true => q.max_size,
+                false => (1u16 << u.int_in_range(0..=4)?).min(q.max_size),
+            })
+        })
+        .collect::<Result<_>>()?;
+    use status::*;
+    w32(t, reg::STATUS, ACKNOWLEDGE | DRIVER);
+    for sel in 0..2 {
+        w32(t, reg::DRIVER_FEATURES_SEL, sel);
+        w32(t, reg::DRIVER_FEATURES, (features >> (32 * sel)) as u32);
+    }
+    w32(t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    for (q, &size) in sizes.iter().enumerate() {
+        let base = QUEUE_STRIDE * q as u64;
+        // The rings' contents: descriptors, avail flags/idx/ring/used_event, buffers.
+        for i in 0..u64::from(size) {
+            mem.write_slice(&descriptor(u, size)?, GuestAddress(base + 16 * i))
+                .unwrap();
+        }
+        let mut avail = vec![0u8; 6 + 2 * usize::from(size)];
+        u.fill_buffer(&mut avail)?;
+        if u.ratio(3, 4)? {
+            let idx = u.int_in_range(0..=size)?;
+            avail[2..4].copy_from_slice(&idx.to_le_bytes());
+            for slot in avail[4..4 + 2 * usize::from(size)].chunks_mut(2) {
+                let head = u.int_in_range(0..=size)?;
+                slot.copy_from_slice(&head.to_le_bytes());
+            }
+        }
+        mem.write_slice(&avail, GuestAddress(base + 0x1000))
+            .unwrap();
+        w32(t, reg::QUEUE_SEL, q as u32);
+        w32(t, reg::QUEUE_NUM, size.into());
+        w32(t, reg::QUEUE_DESC_LOW, base as u32);
+        w32(t, reg::QUEUE_AVAIL_LOW, (base + 0x1000) as u32);
+        w32(t, reg::QUEUE_USED_LOW, (base + 0x1400) as u32);
+        w32(t, reg::QUEUE_READY, 1);
+    }
+    for _ in 0..u.int_in_range(0..=24)? {
+        let at = fill_addr(u)?;
+        let _ = mem.write_slice(&slot_bytes(u)?, GuestAddress(at));
+    }
+    w32(
+        t,
+        reg::STATUS,
+        ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
+    );
+    Ok(sizes)
 }
 
 /// Target (b): a device activated properly on queues whose contents are arbitrary.
@@ -593,65 +677,7 @@ struct ChainsBody<'a>(&'a GuestMemoryMmap);
 impl Fns<()> for ChainsBody<'_> {
     fn run<D: VirtioDevice>(self, u: &mut Unstructured, mut t: MmioTransport<D>) -> Result {
         let mem = self.0;
-        // Negotiate what the device offers, some optional bits dropped.
-        let features = t.offered_features() & (u.arbitrary::<u64>()? | (1 << 32));
-        // Small rings mostly (the input lasts), the device's maximum sometimes.
-        let sizes: Vec<u16> = t
-            .queues()
-            .iter()
-            .map(|q| {
-                Ok(match u.ratio(1, 8)? {
-                    true => q.max_size,
-                    false => (1u16 << u.int_in_range(0..=4)?).min(q.max_size),
-                })
-            })
-            .collect::<Result<_>>()?;
-        use status::*;
-        w32(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER);
-        for sel in 0..2 {
-            w32(&mut t, reg::DRIVER_FEATURES_SEL, sel);
-            w32(
-                &mut t,
-                reg::DRIVER_FEATURES,
-                (features >> (32 * sel)) as u32,
-            );
-        }
-        w32(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
-        for (q, &size) in sizes.iter().enumerate() {
-            let base = QUEUE_STRIDE * q as u64;
-            // The rings' contents: descriptors, avail flags/idx/ring/used_event, buffers.
-            for i in 0..u64::from(size) {
-                mem.write_slice(&descriptor(u, size)?, GuestAddress(base + 16 * i))
-                    .unwrap();
-            }
-            let mut avail = vec![0u8; 6 + 2 * usize::from(size)];
-            u.fill_buffer(&mut avail)?;
-            if u.ratio(3, 4)? {
-                let idx = u.int_in_range(0..=size)?;
-                avail[2..4].copy_from_slice(&idx.to_le_bytes());
-                for slot in avail[4..4 + 2 * usize::from(size)].chunks_mut(2) {
-                    let head = u.int_in_range(0..=size)?;
-                    slot.copy_from_slice(&head.to_le_bytes());
-                }
-            }
-            mem.write_slice(&avail, GuestAddress(base + 0x1000))
-                .unwrap();
-            w32(&mut t, reg::QUEUE_SEL, q as u32);
-            w32(&mut t, reg::QUEUE_NUM, size.into());
-            w32(&mut t, reg::QUEUE_DESC_LOW, base as u32);
-            w32(&mut t, reg::QUEUE_AVAIL_LOW, (base + 0x1000) as u32);
-            w32(&mut t, reg::QUEUE_USED_LOW, (base + 0x1400) as u32);
-            w32(&mut t, reg::QUEUE_READY, 1);
-        }
-        for _ in 0..u.int_in_range(0..=24)? {
-            let at = fill_addr(u)?;
-            let _ = mem.write_slice(&slot_bytes(u)?, GuestAddress(at));
-        }
-        w32(
-            &mut t,
-            reg::STATUS,
-            ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
-        );
+        let sizes = driver_init(u, &mut t, mem)?;
         assert!(t.is_active(), "a valid setup activates");
         for _ in 0..64 {
             if u.is_empty() {
