@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Smallest burst of the rate limit (the guest kernel's boot messages come in one burst).
 pub const MIN_BURST: u64 = 32 * 1024;
+/// Once output is being dropped, it is accepted again only when this many bytes may pass (or
+/// the whole burst, if smaller): a guest printing just above the rate then gets a note per
+/// resume every few seconds, not one per byte.
+pub const RESUME_BYTES: u64 = 4096;
 /// Smallest total cap (`--console-log-max-kib` is checked against it).
 pub const MIN_MAX_BYTES: u64 = 16 * 1024;
 
@@ -87,6 +91,8 @@ struct Bucket {
     burst: u64,
     tokens: u64,
     at: Instant,
+    /// Dropping until [`RESUME_BYTES`] tokens are back.
+    dropping: bool,
 }
 
 impl Bucket {
@@ -97,6 +103,7 @@ impl Bucket {
             burst,
             tokens: burst,
             at: now,
+            dropping: false,
         }
     }
 
@@ -112,8 +119,12 @@ impl Bucket {
             self.tokens = (self.tokens + add).min(self.burst);
             self.at = now;
         }
+        if self.dropping && self.tokens < RESUME_BYTES.min(self.burst) {
+            return 0;
+        }
         let n = want.min(self.tokens);
         self.tokens -= n;
+        self.dropping = n < want;
         n
     }
 }
@@ -425,12 +436,42 @@ mod tests {
     }
 
     #[test]
+    fn a_trickle_over_the_rate_gets_few_notes() {
+        let (p, f) = tmpfile("trickle");
+        let mut log = ConsoleLog::new(
+            f,
+            LogLimits {
+                max_bytes: 1024 * 1024,
+                rate_bytes_per_sec: 1024,
+            },
+        );
+        let t0 = Instant::now();
+        // 2 KiB/s byte by byte (as COM1 writes) for 60 s, after the burst is used up.
+        log.write_at_time(&vec![b'b'; 64 * 1024], t0);
+        for i in 0..120_000u64 {
+            log.write_at_time(b"x", t0 + Duration::from_micros(500 * i));
+        }
+        log.flush_tail();
+        let text = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+        let notes = text.matches("dropped by the rate limit").count();
+        // A resume needs 4 KiB of tokens (4 s at 1 KiB/s), which the trickle then uses up in
+        // another 4 s: one note per ~8 s (not one per byte).
+        assert!((5..=10).contains(&notes), "{notes} notes");
+        let s = log.stats();
+        let accepted = s.received - s.rate_dropped;
+        assert!(accepted <= 32 * 1024 + 61 * 1024, "{accepted}");
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
     fn bucket_refills_at_the_rate_and_caps_at_the_burst() {
         let t0 = Instant::now();
         let mut b = Bucket::new(100_000, t0);
         assert_eq!(b.take(1_000_000, t0), 100_000);
         assert_eq!(b.take(1, t0), 0);
-        assert_eq!(b.take(1_000_000, t0 + Duration::from_millis(10)), 1000);
+        // Dropping: nothing until 4 KiB of tokens are back (40 ms at 100 kB/s).
+        assert_eq!(b.take(1_000_000, t0 + Duration::from_millis(10)), 0);
+        assert_eq!(b.take(1_000_000, t0 + Duration::from_millis(50)), 5000);
         assert_eq!(b.take(1_000_000, t0 + Duration::from_secs(100)), 100_000);
         let mut u = Bucket::new(0, t0);
         assert_eq!(u.take(u64::MAX, t0), u64::MAX);
