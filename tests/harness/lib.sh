@@ -148,7 +148,7 @@ kata_rs_diag() {
                 echo "   task ${_t##*/} $(cat "$_t/comm" 2>/dev/null) state=$(cut -d' ' -f3 "$_t/stat" 2>/dev/null) wchan=$(cat "$_t/wchan" 2>/dev/null)"
             done
         done
-        for _f in /run/kata-rs/console/*.log; do
+        for _f in /var/log/kata-rs/console/*.log; do
             [ -f "$_f" ] || continue
             echo "-- guest console $_f (last 25 lines)"; tail -n 25 "$_f"
         done

@@ -102,8 +102,8 @@ echo "== debug-log"
 { kata_rs_config; printf '[runtime]\ndebug = true\n'; } > /etc/kata-rs/bad.toml
 $T ctr run --rm --runtime io.containerd.katabad.v2 "$KATA_RS_IMAGE" rd echo debug-run > "$W/rd.out" 2>&1 < /dev/null
 echo "debug-run-rc=$?"
-echo "debug-console-kept=$([ -s /run/kata-rs/console/rd.log ] && echo yes || echo no)"
-echo "debug-console-agent-ready=$(grep -c 'kata-rs-agent: ready' /run/kata-rs/console/rd.log 2>/dev/null)"
+echo "debug-console-kept=$([ -s /var/log/kata-rs/console/rd.log ] && echo yes || echo no)"
+echo "debug-console-agent-ready=$(grep -c 'kata-rs-agent: ready' /var/log/kata-rs/console/rd.log 2>/dev/null)"
 grep -m1 'agent answered Check' "$KATA_RS_CONTAINERD_LOG" | cut -c1-300 | sed 's/^/debug-shim| /'
 echo "debug-shim-lines=$(grep -c 'level=debug.*agent answered Check' "$KATA_RS_CONTAINERD_LOG")"
-rm -f /run/kata-rs/console/rd.log
+rm -f /var/log/kata-rs/console/rd.log
