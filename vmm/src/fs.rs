@@ -432,4 +432,4 @@ pub fn shared_guest_memory(ranges: &[crate::layout::RamRange]) -> anyhow::Result
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

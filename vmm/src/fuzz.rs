@@ -26,7 +26,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use kata_rs_fuzz::{fuzz, Result, Unstructured};
+use kata_rs_fuzz::{arbitrary, fuzz, Result, Unstructured};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::blk::{BlkDevice, Disk};
@@ -51,10 +51,12 @@ const GUEST_CID: u64 = 3;
 const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
 
+fn ram_ranges() -> Vec<(GuestAddress, usize)> {
+    REGIONS.iter().map(|&(a, l)| (GuestAddress(a), l)).collect()
+}
+
 fn guest_mem() -> Arc<GuestMemoryMmap> {
-    let ranges: Vec<(GuestAddress, usize)> =
-        REGIONS.iter().map(|&(a, l)| (GuestAddress(a), l)).collect();
-    Arc::new(GuestMemoryMmap::from_ranges(&ranges).unwrap())
+    Arc::new(GuestMemoryMmap::from_ranges(&ram_ranges()).unwrap())
 }
 
 fn snapshot(mem: &GuestMemoryMmap) -> Vec<Vec<u8>> {
@@ -255,6 +257,9 @@ enum Kind {
     Net,
     Console,
     Vsock,
+    /// virtio-fs, a vhost-user frontend: its rings are the backend's (a scripted one here,
+    /// which may hang up after any request), so it is in the MMIO target only.
+    Fs,
 }
 
 /// Builds device `kind` on `mem` (host sides from `u`) and runs `body` on its transport.
@@ -285,6 +290,39 @@ fn with_device<R>(
             let dev = HvsockDevice::new(GUEST_CID, None, m.clone()).unwrap();
             body.run(u, MmioTransport::new(dev, m))
         }
+        Kind::Fs => {
+            use vhost::vhost_user::message::VhostUserProtocolFeatures as P;
+            use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+            let proto = (P::MQ | P::REPLY_ACK).bits() & u.arbitrary::<u64>()?;
+            let stop_after = match u.ratio(1, 4)? {
+                true => u.int_in_range(0..=24)?,
+                false => usize::MAX,
+            };
+            let (_, backend_thread) = crate::fs::tests::fake_backend(
+                theirs,
+                crate::fs::tests::FS_FEATURES,
+                proto,
+                stop_after,
+            );
+            let r = match crate::fs::from_stream(ours, std::path::Path::new("fuzz")) {
+                Ok(backend) => {
+                    let cfg =
+                        crate::fs::parse_fs("socket=/fuzz,tag=kataShared,queue-size=256").unwrap();
+                    let kicks = (0..2)
+                        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+                        .collect();
+                    let call = EventFd::new(EFD_NONBLOCK).unwrap();
+                    let dev = crate::fs::FsDevice::new(&cfg, backend, m.clone(), kicks, call);
+                    body.run(u, MmioTransport::new(dev, m))
+                }
+                // The backend hung up during the handshake: no device (an error at startup).
+                Err(_) => Err(arbitrary::Error::IncorrectFormat),
+            };
+            // The frontend's socket is closed with the device: the backend thread ends.
+            backend_thread.join().unwrap();
+            r
+        }
     }
 }
 
@@ -294,7 +332,8 @@ trait Fns<R> {
 }
 
 fn kind(u: &mut Unstructured) -> Result<Kind> {
-    Ok(*u.choose(&[Kind::Rng, Kind::Blk, Kind::Net, Kind::Console, Kind::Vsock])?)
+    use Kind::*;
+    Ok(*u.choose(&[Rng, Blk, Net, Console, Vsock, Fs])?)
 }
 
 fn w32<D: VirtioDevice>(t: &mut MmioTransport<D>, off: u64, v: u32) {
@@ -593,8 +632,12 @@ impl Fns<()> for MmioBody<'_> {
 #[test]
 fn mmio_registers() {
     let stats = fuzz("mmio_registers", &[], |u| {
-        let mem = guest_mem();
         let k = kind(u)?;
+        let mem = match k {
+            // virtio-fs hands guest RAM to its backend: memfd-backed regions.
+            Kind::Fs => Arc::new(crate::fs::shared_guest_memory(&ram_ranges()).unwrap()),
+            _ => guest_mem(),
+        };
         with_device(k, u, &mem, MmioBody(&mem))
     });
     eprintln!(

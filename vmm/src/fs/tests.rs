@@ -27,8 +27,9 @@ const NEED_REPLY: u32 = 0x8;
 type Log = Arc<Mutex<Vec<(u32, Vec<u8>)>>>;
 
 /// A scripted vhost-user backend: answers the GET requests, acks what asks for an ack, logs
-/// every request (code, body); `stop_after` requests, it hangs up.
-fn fake_backend(
+/// every request (code, body); `stop_after` requests, it hangs up. (The fuzz targets use it
+/// too.)
+pub(crate) fn fake_backend(
     mut s: UnixStream,
     features: u64,
     protocol: u64,
@@ -79,7 +80,7 @@ fn fake_backend(
     (log, t)
 }
 
-const FS_FEATURES: u64 = (1 << 32) | (1 << 29) | (1 << 28) | (1 << 30) | (1 << 26);
+pub(crate) const FS_FEATURES: u64 = (1 << 32) | (1 << 29) | (1 << 28) | (1 << 30) | (1 << 26);
 
 fn codes(log: &Log) -> Vec<u32> {
     log.lock().unwrap().iter().map(|(c, _)| *c).collect()
