@@ -80,7 +80,33 @@ signal_case() {
     done
 }
 
+# Device access (linux.resources.devices → the guest's cgroup eBPF device program): with
+# ctr's default spec (deny all; then runc's defaults: mknod of any device, the standard
+# nodes, /dev/pts) a container with CAP_MKNOD makes the nodes of ttyS0 (c 4:64) and sda
+# (b 8:0) but cannot open them (EPERM, from the device cgroup), while /dev/null still works;
+# privileged (allow all, and all capabilities) it opens the node of /dev/kmsg (c 1:11, present
+# in both kernels; write-only, so no syslog capability check and nothing written). The nodes
+# go on /dev, a tmpfs under both runtimes: kata's root file system is the host's, shared by
+# virtiofsd, which has no CAP_MKNOD (mknod there is EPERM whatever the device rules).
+devices_cases() {
+    run_case devices-default "" 'cd /dev; mknod kata-rs-ttyS0 c 4 64; echo mknod-c=$?; mknod kata-rs-sda b 8 0; echo mknod-b=$?; echo x > kata-rs-ttyS0; echo write-c=$?; head -c 1 kata-rs-sda > /dev/null; echo read-b=$?; echo > /dev/null; echo null=$?'
+    run_case devices-privileged "--privileged" 'cd /dev; mknod kata-rs-kmsg c 1 11; echo mknod=$?; true 3> kata-rs-kmsg; echo open-kmsg=$?'
+}
+
+# `parity.sh devices`: only the device cases (for iterating; the test runs everything).
+if [ "${1:-}" = devices ]; then
+    echo "== cases"
+    devices_cases
+    echo "== after"
+    echo "containers=$(ctr container ls -q | wc -l)"
+    echo "tasks=$(ctr task ls -q | wc -l)"
+    kata_rs_leftovers
+    echo "leftovers-rc=$?"
+    exit 0
+fi
+
 echo "== cases"
+devices_cases
 run_case env-cwd "--env FOO=bar --cwd /tmp/newdir" 'echo FOO=$FOO; pwd; ls -ld /tmp/newdir | cut -c1-10'
 for rt in runc kata; do     # stderr alone (ctr merges the two streams in no fixed order)
     N=$((N + 1))
