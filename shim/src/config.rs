@@ -7,7 +7,7 @@
 
 use std::{
     fmt,
-    path::{Path, PathBuf},
+    path::{Component, Path, PathBuf},
     time::Duration,
 };
 
@@ -234,6 +234,29 @@ impl Default for SharedFsConfig {
     }
 }
 
+/// `[cgroup]`: where a sandbox's host processes (shim, VMM, virtiofsd) are accounted.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgroupConfig {
+    /// Put the sandbox's host processes in one host cgroup (the sandbox container's
+    /// `linux.cgroupsPath`, under the pod's cgroup with CRI), like Kata's
+    /// `sandbox_cgroup_only`: the pod's limits and PodOverhead then bound the VMM too.
+    /// Needs cgroup v2 on the host; `false` leaves them in the shim's cgroup.
+    pub sandbox_cgroup_only: bool,
+    /// The parent cgroup (absolute in the v2 hierarchy) of sandboxes whose spec has no
+    /// `linux.cgroupsPath`: they get `<parent>/<sandbox-id>`.
+    pub parent: String,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self {
+            sandbox_cgroup_only: true,
+            parent: "/kata-rs".into(),
+        }
+    }
+}
+
 /// Values of [`SharedFsConfig::cache`].
 pub const SHARED_FS_CACHE_MODES: [&str; 3] = ["auto", "never", "always"];
 
@@ -249,6 +272,8 @@ pub struct ConfigFile {
     pub runtime: RuntimeConfig,
     /// `[shared_fs]`
     pub shared_fs: SharedFsConfig,
+    /// `[cgroup]`
+    pub cgroup: CgroupConfig,
 }
 
 /// The loaded configuration and where it came from.
@@ -452,6 +477,20 @@ impl Config {
                 return Err(self.invalid(key, format!("directory {} is not absolute", p.display())));
             }
         }
+        let cg = &self.file.cgroup;
+        if !cg.parent.starts_with('/')
+            || Path::new(&cg.parent)
+                .components()
+                .any(|c| !matches!(c, Component::RootDir | Component::Normal(_)))
+        {
+            return Err(self.invalid(
+                "cgroup.parent",
+                format!(
+                    "{:?} is not an absolute cgroup path without `..`",
+                    cg.parent
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -521,6 +560,21 @@ mod tests {
     }
 
     #[test]
+    fn console_log_bounds_and_place() {
+        let d = ConfigFile::default().runtime;
+        // Off the host's /run tmpfs (memory), bounded in size and rate by default.
+        assert_eq!(d.console_log_dir, PathBuf::from("/var/log/kata-rs/console"));
+        assert_eq!((d.console_log_max_kib, d.console_log_rate_kib), (1024, 64));
+        let c = Config::parse(
+            "[runtime]\nconsole_log_max_kib = 64\nconsole_log_rate_kib = 0\n",
+            src(),
+        )
+        .unwrap();
+        assert_eq!(c.file.runtime.console_log_max_kib, 64);
+        assert_eq!(c.file.runtime.console_log_rate_kib, 0);
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = Config::parse("[hypervisor]\nvcpu = 2\n", src())
             .unwrap_err()
@@ -555,21 +609,6 @@ mod tests {
             .to_string();
         assert!(e.contains("runtime option ConfigPath"), "{e}");
         assert!(!e.contains(CONFIG_ENV), "{e}");
-    }
-
-    #[test]
-    fn console_log_bounds_and_place() {
-        let d = ConfigFile::default().runtime;
-        // Off the host's /run tmpfs (memory), bounded in size and rate by default.
-        assert_eq!(d.console_log_dir, PathBuf::from("/var/log/kata-rs/console"));
-        assert_eq!((d.console_log_max_kib, d.console_log_rate_kib), (1024, 64));
-        let c = Config::parse(
-            "[runtime]\nconsole_log_max_kib = 64\nconsole_log_rate_kib = 0\n",
-            src(),
-        )
-        .unwrap();
-        assert_eq!(c.file.runtime.console_log_max_kib, 64);
-        assert_eq!(c.file.runtime.console_log_rate_kib, 0);
     }
 
     #[test]
@@ -636,6 +675,28 @@ mod tests {
             .to_string();
         assert!(e.contains("virtio-fs server"), "{e}");
         assert!(e.contains("shared_fs.virtiofsd"), "{e}");
+    }
+
+    #[test]
+    fn validate_refuses_a_bad_cgroup_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["kata-rs", "/a/../b", "/.."] {
+            let text = format!("{}\n[cgroup]\nparent = {bad:?}\n", with_files(dir.path()));
+            let e = Config::parse(&text, src())
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cgroup.parent"), "{bad}: {e}");
+        }
+        let text = format!(
+            "{}\n[cgroup]\nparent = \"/pods/kata\"\nsandbox_cgroup_only = false\n",
+            with_files(dir.path())
+        );
+        let c = Config::parse(&text, src()).unwrap();
+        c.validate().unwrap();
+        assert!(!c.file.cgroup.sandbox_cgroup_only);
+        assert!(ConfigFile::default().cgroup.sandbox_cgroup_only);
     }
 
     #[test]

@@ -10,9 +10,12 @@ use std::{
 
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use crate::{
     agent::{self, Agent, NotReady},
     config::Config,
+    host_cgroup::SandboxCgroup,
     network::PodNetwork,
     share::Share,
     util::file_tail,
@@ -23,6 +26,9 @@ use crate::{
 /// How long a stopped sandbox waits for its virtiofsd to leave by itself (it does when the
 /// VMM's vhost-user connection closes) before killing it.
 const VIRTIOFSD_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the end of a sandbox waits for its host cgroup to empty after `cgroup.kill`.
+const CGROUP_LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many times a new VM is tried with a fresh random CID when the VMM reports that its
 /// CID is taken.
@@ -113,6 +119,9 @@ pub struct Sandbox {
     /// Pod networking (tap + tc redirects in the pod's network namespace), removed when the
     /// VMM has stopped.
     network: std::sync::Mutex<Option<PodNetwork>>,
+    /// The host cgroup the shim, the VMM and virtiofsd run in (`[cgroup]`), left when the
+    /// VM has stopped.
+    cgroup: Option<Arc<SandboxCgroup>>,
     config: Config,
 }
 
@@ -138,8 +147,9 @@ impl Sandbox {
         paths: SandboxPaths,
         is_pod: bool,
         net: Option<PodNetwork>,
+        cgroup: Option<Arc<SandboxCgroup>>,
     ) -> Result<Sandbox, StartError> {
-        let r = Self::boot(config, id, paths, is_pod, net.as_ref()).await;
+        let r = Self::boot(config, id, paths, is_pod, net.as_ref(), cgroup).await;
         let sandbox = match r {
             Ok(s) => s,
             Err(e) => {
@@ -178,6 +188,7 @@ impl Sandbox {
         paths: SandboxPaths,
         is_pod: bool,
         net: Option<&PodNetwork>,
+        cgroup: Option<Arc<SandboxCgroup>>,
     ) -> Result<Sandbox, StartError> {
         let fs = start_virtiofsd(config, &paths).await?;
         let r = Self::boot_vm(config, id, paths.clone(), is_pod, net, &fs).await;
@@ -191,6 +202,7 @@ impl Sandbox {
                 is_pod: v.is_pod,
                 fs,
                 network: v.network,
+                cgroup,
                 config: v.config,
             }),
             Err(e) => {
@@ -358,6 +370,7 @@ impl Sandbox {
         let _ = std::fs::remove_file(self.paths.state_dir.join(virtiofsd::PID_FILE));
         info!(sandbox = %self.id, "virtiofsd {fs}");
         self.remove_network().await;
+        self.leave_cgroup().await;
         exit
     }
 
@@ -369,7 +382,22 @@ impl Sandbox {
         self.fs.kill().await;
         let _ = std::fs::remove_file(self.paths.state_dir.join(virtiofsd::PID_FILE));
         self.remove_network().await;
+        self.leave_cgroup().await;
         exit
+    }
+
+    /// The shim leaves the sandbox's host cgroup, which is emptied and removed; a failure
+    /// is logged (the lost-shim cleanup retries from the record).
+    async fn leave_cgroup(&self) {
+        let Some(cg) = self.cgroup.clone() else {
+            return;
+        };
+        let r = tokio::task::spawn_blocking(move || cg.leave(CGROUP_LEAVE_TIMEOUT)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(sandbox = %self.id, "host cgroup: {e}"),
+            Err(e) => warn!(sandbox = %self.id, "host cgroup: {e}"),
+        }
     }
 
     /// The virtiofsd process of the share.
@@ -426,9 +454,9 @@ async fn start_virtiofsd(config: &Config, paths: &SandboxPaths) -> Result<Virtio
     let fs = Virtiofsd::start(&spec, Duration::from_secs(c.start_timeout_secs))
         .await
         .map_err(StartError)?;
-    if let Err(e) = std::fs::write(
-        paths.state_dir.join(virtiofsd::PID_FILE),
-        format!("{}\n", fs.process.pid()),
+    if let Err(e) = crate::util::write_private(
+        &paths.state_dir.join(virtiofsd::PID_FILE),
+        format!("{}\n", fs.process.pid()).as_bytes(),
     ) {
         fs.kill().await;
         return Err(StartError(format!(
@@ -542,7 +570,7 @@ mod tests {
         let c = config(dir.path(), "echo 'kata-vmm: error: cannot open /dev/vhost-vsock: No such file or directory' >&2; exit 1", 30);
         let p = paths(&c);
         let t0 = std::time::Instant::now();
-        let e = Sandbox::start(&c, "sb1", p.clone(), false, None)
+        let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
             .await
             .err()
             .unwrap()
@@ -565,7 +593,7 @@ mod tests {
         );
         let c = config(dir.path(), &body, 1);
         let p = paths(&c);
-        let e = Sandbox::start(&c, "sb1", p.clone(), false, None)
+        let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
             .await
             .err()
             .unwrap()

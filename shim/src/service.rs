@@ -3,7 +3,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -32,6 +35,7 @@ use crate::{
     agent::AgentError,
     config::{Config, ConfigFile, ConfigSource},
     container::{Container, Process, Status, MAX_EXECS},
+    host_cgroup::{self, HostCgroup, SandboxCgroup},
     metrics, mounts, options,
     pod::{self, PodRole},
     sandbox::{Sandbox, SandboxPaths},
@@ -147,6 +151,92 @@ impl Shim for KataShim {
     }
 }
 
+/// Who tears a container down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TeardownBy {
+    /// containerd's Delete: takes the create lock, publishes TaskDelete.
+    Delete,
+    /// A Create containerd gave up on: the create lock is held already, and containerd
+    /// never heard of the container (no event).
+    AbandonedCreate,
+}
+
+/// Set when the RPC handler that started a detached task is dropped before the task ended
+/// (the ttrpc server drops a handler on the request's deadline or the client's disconnect).
+#[derive(Default)]
+struct Abandoned {
+    flag: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Abandoned {
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.done {
+            self.flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Runs `work` on its own tokio task and waits for it. Create and Delete go through here:
+/// when containerd gives up on the request, the ttrpc server drops the handler's future,
+/// which would stop them between two steps (a VMM started, its rollback never run); a
+/// spawned task runs to its end (or its rollback) whatever happens to the request, and
+/// `abandoned` tells it whether anyone still waits for the answer.
+async fn detached<T, F>(what: &str, mut abandoned: Abandoned, work: F) -> TtrpcResult<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = TtrpcResult<T>> + Send + 'static,
+{
+    let r = tokio::spawn(work).await;
+    abandoned.done = true;
+    r.unwrap_or_else(|e| Err(rpc_err(Code::INTERNAL, format!("{what} failed: {e}"))))
+}
+
+/// Creates the sandbox's host cgroup (see `crate::host_cgroup`) and moves the shim into it,
+/// when `[cgroup] sandbox_cgroup_only` is on.
+fn enter_host_cgroup(
+    config: &Config,
+    spec: &oci_spec::runtime::Spec,
+    sandbox_id: &str,
+    state_dir: &Path,
+) -> Result<Option<Arc<SandboxCgroup>>, TtrpcError> {
+    let c = &config.file.cgroup;
+    if !c.sandbox_cgroup_only {
+        return Ok(None);
+    }
+    let root = Path::new(host_cgroup::CGROUP_ROOT);
+    if !host_cgroup::is_cgroup2(root) {
+        return Err(rpc_err(
+            Code::FAILED_PRECONDITION,
+            format!(
+                "sandbox {sandbox_id}: {} is not a cgroup v2 hierarchy; kata-rs puts each sandbox's host processes in a cgroup v2 cgroup (set [cgroup] sandbox_cgroup_only = false to run without)",
+                root.display()
+            ),
+        ));
+    }
+    let path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let rel = host_cgroup::sandbox_cgroup_path(
+        path.as_deref().and_then(Path::to_str),
+        &c.parent,
+        sandbox_id,
+    )
+    .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("sandbox {sandbox_id}: {e}")))?;
+    let cg = SandboxCgroup::enter(HostCgroup::new(root, rel), state_dir)
+        .map_err(|e| rpc_err(Code::UNKNOWN, format!("sandbox {sandbox_id}: {e}")))?;
+    info!(
+        sandbox = sandbox_id,
+        cgroup = %cg.cgroup.dir().display(),
+        "shim in the sandbox's host cgroup"
+    );
+    Ok(Some(Arc::new(cg)))
+}
+
 /// What the `delete` subcommand does after containerd lost a shim: kill the sandbox's VMM
 /// if it is still there (pid file in the state directory), unmount `<bundle>/rootfs`,
 /// remove the sandbox's files; report exit status 128+9.
@@ -175,6 +265,14 @@ pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
             crate::virtiofsd::PID_FILE,
             Duration::from_secs(5),
         );
+        // Whatever else is left in the sandbox's host cgroup dies with it.
+        if let Some(cg) =
+            HostCgroup::recorded(Path::new(host_cgroup::CGROUP_ROOT), &paths.state_dir)
+        {
+            if let Err(e) = cg.destroy(Duration::from_secs(5)) {
+                eprintln!("kata-rs: {e}");
+            }
+        }
         if let Err(e) = paths.remove(config.file.runtime.debug) {
             eprintln!("kata-rs: {e}");
         }
@@ -478,6 +576,203 @@ impl TaskService {
         }
     }
 
+    /// Create, on its own task (see [`detached`]): when containerd gave up on the request
+    /// while it ran (`abandoned`), a container that was created after all is torn down
+    /// again instead of being published, so nothing is left that containerd does not know.
+    async fn create_task(
+        &self,
+        req: api::CreateTaskRequest,
+        abandoned: Arc<AtomicBool>,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        info!(id = %req.id, bundle = %req.bundle, "Create");
+        // One create at a time; other requests go on, and see the container only once
+        // it is created.
+        let _creating = self.inner.create_lock.lock().await;
+        if self
+            .inner
+            .state
+            .lock()
+            .await
+            .containers
+            .contains_key(&req.id)
+        {
+            return Err(rpc_err(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists", req.id),
+            ));
+        }
+        let (c, pid) = match self.do_create(&req).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(id = %req.id, "Create failed: {}", status_text(&e));
+                return Err(e);
+            }
+        };
+        if abandoned.load(Ordering::SeqCst) {
+            warn!(id = %req.id, "Create finished after containerd gave up on it: tearing it down");
+            let _ = self.teardown(c, TeardownBy::AbandonedCreate).await;
+            // containerd has already sent its Delete and Shutdown for the failed Create
+            // (answered while this ran): nobody will ask this shim to exit again.
+            if self.inner.state.lock().await.containers.is_empty() {
+                info!(id = %req.id, "no containers left after the abandoned Create: exiting");
+                self.inner.exit.signal();
+            }
+            return Err(rpc_err(
+                Code::DEADLINE_EXCEEDED,
+                format!("container {}: containerd gave up on Create; undone", req.id),
+            ));
+        }
+        {
+            let mut state = self.inner.state.lock().await;
+            state.containers.insert(req.id.clone(), c.clone());
+            if c.owns_vm() {
+                state
+                    .sandboxes
+                    .insert(c.sandbox.id.clone(), c.sandbox.clone());
+            }
+        }
+        self.inner
+            .publish(Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid,
+                ..Default::default()
+            }))
+            .await;
+        if c.owns_vm() {
+            // One watcher per VM: it reports every container of the sandbox.
+            self.spawn_oom_watcher(&c);
+        }
+        info!(id = %req.id, pid, "created");
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// Delete, on its own task (see [`detached`]): it finishes even when containerd gives up.
+    async fn delete_task(&self, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+        info!(id = %req.id, exec = %req.exec_id, "Delete");
+        let (c, p) = self.process(&req.id, &req.exec_id).await?;
+        if !p.exec_id.is_empty() {
+            if p.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
+                return Err(rpc_err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {} is running; kill it first", p.exec_id),
+                ));
+            }
+            let exit = p.set_exited(128 + 9);
+            c.execs_lock().remove(&p.exec_id);
+            p.shutdown_io().await;
+            return Ok(api::DeleteResponse {
+                pid: p.guest_pid.load(std::sync::atomic::Ordering::SeqCst),
+                exit_status: exit.status,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            });
+        }
+        if c.init.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is running; kill it first", c.id),
+            ));
+        }
+        self.teardown(c, TeardownBy::Delete).await
+    }
+
+    /// Removes a created or exited container: from the state, from the guest, its share
+    /// entry, and with the VM's owner the VM, its files and host cgroup.
+    async fn teardown(
+        &self,
+        c: Arc<Container>,
+        by: TeardownBy,
+    ) -> TtrpcResult<api::DeleteResponse> {
+        // A VM's owner is not deleted while a pod container is being created in it.
+        let _creating = if by == TeardownBy::Delete && c.owns_vm() {
+            Some(self.inner.create_lock.lock().await)
+        } else {
+            None
+        };
+        let exit = c.init.set_exited(128 + 9);
+        {
+            let mut state = self.inner.state.lock().await;
+            state.containers.remove(&c.id);
+            if c.owns_vm() {
+                state.sandboxes.remove(&c.sandbox.id);
+            }
+        }
+        let execs: Vec<_> = c.execs_lock().drain().map(|(_, e)| e).collect();
+        for e in execs {
+            e.set_exited(128 + 9);
+            e.shutdown_io().await;
+        }
+
+        if c.sandbox.vmm.exited().is_none() {
+            if let Err(e) = c.sandbox.agent.remove_container(&c.id).await {
+                warn!(id = %c.id, "RemoveContainer: {e}");
+            }
+        }
+        c.init.shutdown_io().await;
+        let mut errors = Vec::new();
+        if !c.owns_vm() {
+            // A pod container: out of the pod's share (the sandbox's share goes whole with
+            // its state directory).
+            if let Err(e) = c.sandbox.paths.share().remove_container(&c.id) {
+                errors.push(e);
+            }
+        }
+        if c.owns_vm() {
+            // A single container's or a pod's sandbox container: the VM goes with it
+            // (a pod's containers still in it are then reported exited).
+            let vm_exit = c.sandbox.stop().await;
+            info!(id = %c.id, "VMM {vm_exit}");
+        }
+        if let Some(m) = &c.mounted_rootfs {
+            if let Err(e) = unmount(m) {
+                errors.push(format!("unmount {}: {e}", m.display()));
+            }
+        }
+        if c.owns_vm() {
+            if let Err(e) = c.sandbox.paths.remove(c.sandbox.keep_console()) {
+                errors.push(e);
+            }
+        }
+        let pid = c.sandbox.vmm.pid();
+        if by == TeardownBy::Delete {
+            self.inner
+                .publish(Box::new(TaskDelete {
+                    container_id: c.id.clone(),
+                    pid,
+                    exit_status: exit.status,
+                    exited_at: MessageField::some(timestamp(exit.at)),
+                    ..Default::default()
+                }))
+                .await;
+        }
+        if !errors.is_empty() {
+            let msg = errors.join("; ");
+            error!(id = %c.id, "Delete: {msg}");
+            return Err(rpc_err(
+                Code::UNKNOWN,
+                format!("container deleted, but cleanup failed: {msg}"),
+            ));
+        }
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: exit.status,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn create_steps(
         &self,
@@ -533,6 +828,20 @@ impl TaskService {
                 None => None,
             };
 
+        // The host cgroup: the shim moves in, virtiofsd and the VMM are born there.
+        let cgroup = enter_host_cgroup(config, spec, sandbox_id, &paths.state_dir)?;
+        if let Some(cg) = &cgroup {
+            let cg = cg.clone();
+            rb.push(
+                format!("leave host cgroup {}", cg.cgroup.dir().display()),
+                async move {
+                    tokio::task::spawn_blocking(move || cg.leave(Duration::from_secs(5)))
+                        .await
+                        .map_err(|e| e.to_string())?
+                },
+            );
+        }
+
         // Boot the VM.
         let sandbox = Sandbox::start(
             config,
@@ -540,6 +849,7 @@ impl TaskService {
             paths.clone(),
             role == PodRole::Sandbox,
             net,
+            cgroup,
         )
         .await
         .map_err(|e| rpc_err(Code::UNKNOWN, e.0))?;
@@ -1024,64 +1334,13 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        info!(id = %req.id, bundle = %req.bundle, "Create");
-        // One create at a time; other requests go on, and see the container only once
-        // it is created.
-        let _creating = self.inner.create_lock.lock().await;
-        if self
-            .inner
-            .state
-            .lock()
-            .await
-            .containers
-            .contains_key(&req.id)
-        {
-            return Err(rpc_err(
-                Code::ALREADY_EXISTS,
-                format!("container {} already exists", req.id),
-            ));
-        }
-        let (c, pid) = match self.do_create(&req).await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(id = %req.id, "Create failed: {}", status_text(&e));
-                return Err(e);
-            }
-        };
-        {
-            let mut state = self.inner.state.lock().await;
-            state.containers.insert(req.id.clone(), c.clone());
-            if c.owns_vm() {
-                state
-                    .sandboxes
-                    .insert(c.sandbox.id.clone(), c.sandbox.clone());
-            }
-        }
-        self.inner
-            .publish(Box::new(TaskCreate {
-                container_id: req.id.clone(),
-                bundle: req.bundle.clone(),
-                rootfs: req.rootfs.clone(),
-                io: MessageField::some(TaskIO {
-                    stdin: req.stdin.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    terminal: req.terminal,
-                    ..Default::default()
-                }),
-                pid,
-                ..Default::default()
-            }))
-            .await;
-        if c.owns_vm() {
-            // One watcher per VM: it reports every container of the sandbox.
-            self.spawn_oom_watcher(&c);
-        }
-        info!(id = %req.id, pid, "created");
-        Ok(api::CreateTaskResponse {
-            pid,
-            ..Default::default()
+        let this = self.clone();
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        detached("Create", abandoned, async move {
+            this.create_task(req, flag).await
         })
+        .await
     }
 
     async fn start(
@@ -1168,105 +1427,11 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        info!(id = %req.id, exec = %req.exec_id, "Delete");
-        let (c, p) = self.process(&req.id, &req.exec_id).await?;
-        if !p.exec_id.is_empty() {
-            if p.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    format!("exec {} is running; kill it first", p.exec_id),
-                ));
-            }
-            let exit = p.set_exited(128 + 9);
-            c.execs_lock().remove(&p.exec_id);
-            p.shutdown_io().await;
-            return Ok(api::DeleteResponse {
-                pid: p.guest_pid.load(std::sync::atomic::Ordering::SeqCst),
-                exit_status: exit.status,
-                exited_at: MessageField::some(timestamp(exit.at)),
-                ..Default::default()
-            });
-        }
-        if c.init.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is running; kill it first", c.id),
-            ));
-        }
-        // A VM's owner is not deleted while a pod container is being created in it.
-        let _creating = if c.owns_vm() {
-            Some(self.inner.create_lock.lock().await)
-        } else {
-            None
-        };
-        let exit = c.init.set_exited(128 + 9);
-        {
-            let mut state = self.inner.state.lock().await;
-            state.containers.remove(&c.id);
-            if c.owns_vm() {
-                state.sandboxes.remove(&c.sandbox.id);
-            }
-        }
-        let execs: Vec<_> = c.execs_lock().drain().map(|(_, e)| e).collect();
-        for e in execs {
-            e.set_exited(128 + 9);
-            e.shutdown_io().await;
-        }
-
-        if c.sandbox.vmm.exited().is_none() {
-            if let Err(e) = c.sandbox.agent.remove_container(&c.id).await {
-                warn!(id = %c.id, "RemoveContainer: {e}");
-            }
-        }
-        c.init.shutdown_io().await;
-        let mut errors = Vec::new();
-        if !c.owns_vm() {
-            // A pod container: out of the pod's share (the sandbox's share goes whole with
-            // its state directory).
-            if let Err(e) = c.sandbox.paths.share().remove_container(&c.id) {
-                errors.push(e);
-            }
-        }
-        if c.owns_vm() {
-            // A single container's or a pod's sandbox container: the VM goes with it
-            // (a pod's containers still in it are then reported exited).
-            let vm_exit = c.sandbox.stop().await;
-            info!(id = %c.id, "VMM {vm_exit}");
-        }
-        if let Some(m) = &c.mounted_rootfs {
-            if let Err(e) = unmount(m) {
-                errors.push(format!("unmount {}: {e}", m.display()));
-            }
-        }
-        if c.owns_vm() {
-            if let Err(e) = c.sandbox.paths.remove(c.sandbox.keep_console()) {
-                errors.push(e);
-            }
-        }
-        let pid = c.sandbox.vmm.pid();
-        self.inner
-            .publish(Box::new(TaskDelete {
-                container_id: c.id.clone(),
-                pid,
-                exit_status: exit.status,
-                exited_at: MessageField::some(timestamp(exit.at)),
-                ..Default::default()
-            }))
-            .await;
-        if !errors.is_empty() {
-            let msg = errors.join("; ");
-            error!(id = %c.id, "Delete: {msg}");
-            return Err(rpc_err(
-                Code::UNKNOWN,
-                format!("container deleted, but cleanup failed: {msg}"),
-            ));
-        }
-        Ok(api::DeleteResponse {
-            pid,
-            exit_status: exit.status,
-            exited_at: MessageField::some(timestamp(exit.at)),
-            ..Default::default()
+        let this = self.clone();
+        detached("Delete", Abandoned::default(), async move {
+            this.delete_task(req).await
         })
+        .await
     }
 
     async fn close_io(
@@ -1303,6 +1468,9 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         _req: api::ShutdownRequest,
     ) -> TtrpcResult<api::Empty> {
+        // A Create still running (one containerd gave up on finishes or undoes itself first):
+        // exiting under it would leave its VM's files behind.
+        let _creating = self.inner.create_lock.lock().await;
         let state = self.inner.state.lock().await;
         if !state.containers.is_empty() {
             debug!(
@@ -1501,6 +1669,35 @@ mod tests {
         assert!(read_spec(&dir.path().join("none"))
             .unwrap_err()
             .contains("cannot read OCI spec"));
+    }
+
+    /// The ttrpc server drops a handler on the request's deadline: the detached work still
+    /// runs to its end (its rollback included) and learns that nobody waits for it.
+    #[tokio::test]
+    async fn detached_work_survives_a_dropped_request_and_knows_it() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        let handler = detached("Create", abandoned, async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let _ = tx.send(flag.load(Ordering::SeqCst));
+            Ok(())
+        });
+        // The deadline hits while the work sleeps.
+        let r = tokio::time::timeout(std::time::Duration::from_millis(20), handler).await;
+        assert!(r.is_err(), "the handler was cut off");
+        assert_eq!(
+            rx.await,
+            Ok(true),
+            "the work finished, and saw that it was abandoned"
+        );
+
+        // A request that waits to the end: not abandoned.
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        let r = detached("Delete", abandoned, async { Ok(7) }).await;
+        assert_eq!(r.unwrap(), 7);
+        assert!(!flag.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -67,6 +67,21 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// Creates `path` anew (0600; refused if anything, a symlink included, is already there:
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`) and writes `data` to it: the shim's own small files (pid
+/// files, records) cannot be redirected through a planted link.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(data)
+}
+
 /// The last `max_lines` lines of a text file (reads at most its last 8 KiB), sanitized;
 /// empty when the file cannot be read.
 pub fn file_tail(path: &Path, max_lines: usize) -> String {
@@ -152,6 +167,25 @@ impl Drop for Rollback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_0600_and_never_follow_or_replace() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("pid");
+        write_private(&f, b"42\n").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"42\n");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            write_private(&f, b"1").is_err(),
+            "an existing file is not replaced"
+        );
+        let target = d.path().join("target");
+        std::os::unix::fs::symlink(&target, d.path().join("link")).unwrap();
+        assert!(write_private(&d.path().join("link"), b"x").is_err());
+        assert!(!target.exists(), "nothing written through the link");
+    }
     use std::sync::{Arc, Mutex};
 
     #[test]

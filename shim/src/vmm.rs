@@ -444,7 +444,9 @@ pub const VSOCK_SOCKET_FILE: &str = "kata-vmm.vsock";
 
 /// Writes the VMM's pid file.
 pub fn write_pid_file(state_dir: &Path, pid: u32) -> std::io::Result<()> {
-    std::fs::write(state_dir.join(PID_FILE), format!("{pid}\n"))
+    let f = state_dir.join(PID_FILE);
+    let _ = std::fs::remove_file(&f);
+    crate::util::write_private(&f, format!("{pid}\n").as_bytes())
 }
 
 /// Kills a VMM left over by a lost shim: the pid in `<state_dir>/kata-vmm.pid`, if that

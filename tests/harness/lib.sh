@@ -32,8 +32,9 @@ kata_rs_config() {
 }
 
 # kata_rs_leftovers: print every leftover kata-vmm / virtiofsd / containerd-shim-kata-v2 process, kata-rs
-# mount (or a container rootfs still mounted in containerd's state dir) and socket under
-# /run/kata-rs; return 1 if there is any, else print "leftovers: none" and return 0.
+# mount (or a container rootfs still mounted in containerd's state dir), socket under
+# /run/kata-rs and host cgroup; return 1 if there is any, else print "leftovers: none" and
+# return 0.
 kata_rs_leftovers() {
     _n=0
     for _p in /proc/[0-9]*; do
@@ -52,6 +53,19 @@ kata_rs_leftovers() {
     if [ -d /run/kata-rs ]; then
         for _s in $(find /run/kata-rs -type s 2>/dev/null); do echo "leftover socket: $_s"; _n=$((_n + 1)); done
     fi
+    # Host cgroups: every leaf cgroup under kata-rs's default parent and under containerd's
+    # namespace cgroup (ctr's /<namespace>/<id>, the CRI tests' pod parents) is a leftover
+    # (runc and kata-rs both remove a sandbox's or container's cgroup at delete); the CRI
+    # tests' pod parents themselves (cri-*) are kept, their children are not.
+    for _r in /sys/fs/cgroup/kata-rs "/sys/fs/cgroup/${CONTAINERD_NAMESPACE:-kata-rs-test}"; do
+        [ -d "$_r" ] || continue
+        for _d in $(find "$_r" -mindepth 1 -type d 2>/dev/null); do
+            [ -z "$(find "$_d" -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] || continue
+            case ${_d##*/} in cri-*) continue ;; esac
+            echo "leftover cgroup: ${_d#/sys/fs/cgroup} (processes: $(tr '\n' ' ' < "$_d/cgroup.procs" 2>/dev/null))"
+            _n=$((_n + 1))
+        done
+    done
     if [ $_n -gt 0 ]; then echo "leftovers: $_n"; return 1; fi
     echo "leftovers: none"
 }
@@ -69,23 +83,20 @@ kata_rs_wait_for() {
 # kata_rs_task_status ID: the task's status as `ctr task ls` shows it (RUNNING, STOPPED, ...).
 kata_rs_task_status() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
 
+# kata_rs_deadline SECONDS: the uptime SECONDS from now; kata_rs_before DEADLINE: whether
+# that time has not come yet. Waits are bounded by time, not by a count of tries: a try (a
+# ctr call, a /proc scan) can take seconds on a loaded emulated node.
+kata_rs_deadline() { awk -v s="$1" '{ printf "%.1f", $1 + s }' /proc/uptime; }
+kata_rs_before() { awk -v d="$1" '{ exit !($1 < d) }' /proc/uptime; }
+
 # kata_rs_wait_status ID STATUS SECONDS: wait until the task has STATUS; 1 on timeout.
 kata_rs_wait_status() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
+    _dl=$(kata_rs_deadline "$3")
+    while :; do
         [ "$(kata_rs_task_status "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
+        kata_rs_before "$_dl" || return 1
+        sleep 0.2
     done
-    return 1
-}
-
-# kata_rs_stop_task ID: SIGKILL the task, wait until it is stopped, delete it (the status is
-# `ctr task delete`'s); 3 if there is no task. Each ctr call is bounded by $T if set.
-kata_rs_stop_task() {
-    [ -n "$(kata_rs_task_status "$1")" ] || { echo "no task $1"; return 3; }
-    ${T:-} ctr task kill -s KILL "$1" 2>&1
-    kata_rs_wait_status "$1" STOPPED 60
-    ${T:-} ctr task delete "$1" 2>&1
 }
 
 # kata_rs_count_procs NAME: how many processes have an argv[0] whose basename is NAME.
@@ -101,12 +112,12 @@ kata_rs_count_procs() {
 
 # kata_rs_wait_procs NAME COUNT SECONDS: wait until COUNT processes are NAME; 1 on timeout.
 kata_rs_wait_procs() {
-    _i=0
-    while [ $_i -lt $(($3 * 5)) ]; do
+    _dl=$(kata_rs_deadline "$3")
+    while :; do
         [ "$(kata_rs_count_procs "$1")" = "$2" ] && return 0
-        sleep 0.2; _i=$((_i + 1))
+        kata_rs_before "$_dl" || return 1
+        sleep 0.2
     done
-    return 1
 }
 
 # kata_rs_wait_exit PID SECS MARKER: waits up to SECS for the background job PID (a child of
