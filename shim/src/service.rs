@@ -601,16 +601,14 @@ impl TaskService {
                 format!("container {} already exists", req.id),
             ));
         }
-        let (c, pid) = match self.do_create(&req).await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!(id = %req.id, "Create failed: {}", status_text(&e));
-                return Err(e);
-            }
-        };
+        let created = self.do_create(&req).await;
         if abandoned.load(Ordering::SeqCst) {
-            warn!(id = %req.id, "Create finished after containerd gave up on it: tearing it down");
-            let _ = self.teardown(c, TeardownBy::AbandonedCreate).await;
+            if let Ok((c, _)) = created {
+                warn!(id = %req.id, "Create finished after containerd gave up on it: tearing it down");
+                let _ = self.teardown(c, TeardownBy::AbandonedCreate).await;
+            } else {
+                info!(id = %req.id, "Create containerd gave up on failed and was rolled back");
+            }
             // containerd has already sent its Delete and Shutdown for the failed Create
             // (answered while this ran): nobody will ask this shim to exit again.
             if self.inner.state.lock().await.containers.is_empty() {
@@ -622,6 +620,13 @@ impl TaskService {
                 format!("container {}: containerd gave up on Create; undone", req.id),
             ));
         }
+        let (c, pid) = match created {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(id = %req.id, "Create failed: {}", status_text(&e));
+                return Err(e);
+            }
+        };
         {
             let mut state = self.inner.state.lock().await;
             state.containers.insert(req.id.clone(), c.clone());

@@ -99,6 +99,15 @@ kata_rs_wait_status() {
     done
 }
 
+# kata_rs_stop_task ID: SIGKILL the task, wait until it is stopped, delete it (the status is
+# `ctr task delete`'s); 3 if there is no task. Each ctr call is bounded by $T if set.
+kata_rs_stop_task() {
+    [ -n "$(kata_rs_task_status "$1")" ] || { echo "no task $1"; return 3; }
+    ${T:-} ctr task kill -s KILL "$1" 2>&1
+    kata_rs_wait_status "$1" STOPPED 60
+    ${T:-} ctr task delete "$1" 2>&1
+}
+
 # kata_rs_count_procs NAME: how many processes have an argv[0] whose basename is NAME.
 kata_rs_count_procs() {
     _n=0

@@ -270,6 +270,83 @@ impl NodeRun {
     }
 }
 
+/// Collects failed checks of one node run so that a test reports every difference a user
+/// would see, not only the first one; [`Checks::finish`] fails the test with all of them.
+pub struct Checks<'a> {
+    /// The run whose markers are checked.
+    pub run: &'a NodeRun,
+    /// What failed so far.
+    pub failed: Vec<String>,
+}
+
+impl<'a> Checks<'a> {
+    /// No failures yet.
+    pub fn new(run: &'a NodeRun) -> Self {
+        Checks {
+            run,
+            failed: Vec::new(),
+        }
+    }
+
+    /// Records `what` as failed unless `ok`.
+    pub fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            self.failed.push(what.into());
+        }
+    }
+
+    /// The marker's value, or `<no KEY= line>`.
+    pub fn m(&self, key: &str) -> String {
+        self.run
+            .marker(key)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("<no {key}= line>"))
+    }
+
+    /// The marker must be `want`.
+    pub fn eq(&mut self, key: &str, want: &str, what: &str) {
+        let got = self.m(key);
+        self.check(got == want, format!("{what}: {key}={got}, expected {want}"));
+    }
+
+    /// The marker as a number (a failure if it is not one).
+    pub fn num(&mut self, key: &str) -> Option<u64> {
+        let v = self.m(key);
+        let n = v.parse().ok();
+        if n.is_none() {
+            self.failed.push(format!("{key}={v} is not a number"));
+        }
+        n
+    }
+
+    /// A delay marker (milliseconds) that must be at most `max_ms`; the script prints
+    /// `timeout(...)` when the change was never seen.
+    pub fn within(&mut self, key: &str, max_ms: u64, what: &str) {
+        let got = self.m(key);
+        match got.parse::<u64>() {
+            Ok(ms) => self.check(
+                ms <= max_ms,
+                format!("{what}: took {ms} ms ({key}), more than {max_ms} ms"),
+            ),
+            Err(_) => self
+                .failed
+                .push(format!("{what}: never seen ({key}={got})")),
+        }
+    }
+
+    /// Fails the test named `name` with every failed check and the run's output.
+    pub fn finish(self, name: &str) {
+        assert!(
+            self.failed.is_empty(),
+            "{name}: {} check(s) failed:\n  - {}\n\n---- stdout:\n{}\n---- stderr:\n{}",
+            self.failed.len(),
+            self.failed.join("\n  - "),
+            self.run.stdout,
+            self.run.stderr
+        );
+    }
+}
+
 pub fn marker<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let want = format!("{key}=");
     text.lines()

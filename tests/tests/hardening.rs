@@ -8,7 +8,7 @@
 //! although it runs as its jail uid (non-dumpable even with fs.suid_dumpable=1), its fds are
 //! only its own; a normal stop gives the container's 137 and the VMM's exit status 0; nothing
 //! is left behind.
-use kata_rs_tests::{node_run, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{node_run, require_kata_artifacts, Checks};
 
 /// `runtime.console_log_max_kib` in the script's configuration (its rate limit is 1 KiB/s).
 const MAX_KIB: u64 = 64;
@@ -16,50 +16,15 @@ const MAX_KIB: u64 = 64;
 /// vmm/src/devices/console_log.rs) is well under this.
 const MARKER_MAX: u64 = 256;
 
-/// Collects failed checks so that one run reports every difference a user would see.
-struct Checks<'a> {
-    run: &'a NodeRun,
-    failed: Vec<String>,
-}
-
-impl<'a> Checks<'a> {
-    fn m(&self, key: &str) -> String {
-        self.run
-            .marker(key)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("<no {key}= line>"))
-    }
-
-    fn check(&mut self, ok: bool, what: impl Into<String>) {
-        if !ok {
-            self.failed.push(what.into());
-        }
-    }
-
-    fn eq(&mut self, key: &str, want: &str, what: &str) {
-        let got = self.m(key);
-        self.check(got == want, format!("{what}: {key}={got}, expected {want}"));
-    }
-
-    fn num(&mut self, key: &str) -> Option<u64> {
-        let v = self.m(key);
-        let n = v.parse().ok();
-        if n.is_none() {
-            self.failed.push(format!("{key}={v} is not a number"));
-        }
-        n
-    }
-
-    /// A `soft/hard` limit marker: both equal and a number (not "unlimited").
-    fn limit(&mut self, key: &str) -> Option<u64> {
-        let v = self.m(key);
-        match v.split_once('/') {
-            Some((s, h)) if s == h && s.parse::<u64>().is_ok() => s.parse().ok(),
-            _ => {
-                self.failed
-                    .push(format!("{key}={v}: expected a bounded limit, soft = hard"));
-                None
-            }
+/// A `soft/hard` limit marker: both equal and a number (not "unlimited").
+fn limit(c: &mut Checks, key: &str) -> Option<u64> {
+    let v = c.m(key);
+    match v.split_once('/') {
+        Some((s, h)) if s == h && s.parse::<u64>().is_ok() => s.parse().ok(),
+        _ => {
+            c.failed
+                .push(format!("{key}={v}: expected a bounded limit, soft = hard"));
+            None
         }
     }
 }
@@ -69,10 +34,7 @@ fn hostile_console_flood_and_vmm_limits() {
     require_kata_artifacts();
     let run = node_run("vmm-hardening.sh", &[]);
     run.assert_success();
-    let mut c = Checks {
-        run: &run,
-        failed: Vec::new(),
-    };
+    let mut c = Checks::new(&run);
 
     c.eq(
         "run-rc",
@@ -94,7 +56,7 @@ fn hostile_console_flood_and_vmm_limits() {
 
     // Limits of the VMM.
     let max_file = MAX_KIB * 1024;
-    if let Some(fsize) = c.limit("limit-fsize") {
+    if let Some(fsize) = limit(&mut c, "limit-fsize") {
         c.check(
             fsize > max_file && fsize <= max_file + MARKER_MAX,
             format!(
@@ -103,7 +65,7 @@ fn hostile_console_flood_and_vmm_limits() {
         );
     }
     let fds = c.num("fd-total").unwrap_or(0);
-    if let Some(nofile) = c.limit("limit-nofile") {
+    if let Some(nofile) = limit(&mut c, "limit-nofile") {
         // Room for the vsock device's 128 connections (+1 accepted and closed), not much more.
         c.check(
             nofile >= fds + 129 && nofile <= fds + 129 + 9 + 64,
@@ -113,7 +75,7 @@ fn hostile_console_flood_and_vmm_limits() {
         );
     }
     let threads = c.num("vmm-threads").unwrap_or(0);
-    if let Some(nproc) = c.limit("limit-nproc") {
+    if let Some(nproc) = limit(&mut c, "limit-nproc") {
         c.check(
             nproc >= threads && nproc <= threads + 8,
             format!("RLIMIT_NPROC {nproc} for a VMM with {threads} threads (its own uid)"),
@@ -219,12 +181,5 @@ fn hostile_console_flood_and_vmm_limits() {
     );
     c.eq("leftovers-rc", "0", "leftovers after the test");
 
-    assert!(
-        c.failed.is_empty(),
-        "{} check(s) failed:\n  - {}\n\n---- stdout:\n{}\n---- stderr:\n{}",
-        c.failed.len(),
-        c.failed.join("\n  - "),
-        run.stdout,
-        run.stderr
-    );
+    c.finish("hardening");
 }

@@ -19,68 +19,7 @@
 //! removals of the share root and its mount points, new files at the share root and writes
 //! into a read-only bind through the raw share path; the host's secret never shows up, the
 //! host is unchanged outside the writable bind, nothing is left afterwards.
-use kata_rs_tests::{node_run, require_kata_artifacts, NodeRun};
-
-/// Collects failed checks so that one run reports every difference a user would see, not
-/// only the first one.
-struct Checks<'a> {
-    run: &'a NodeRun,
-    failed: Vec<String>,
-}
-
-impl<'a> Checks<'a> {
-    fn new(run: &'a NodeRun) -> Self {
-        Checks {
-            run,
-            failed: Vec::new(),
-        }
-    }
-
-    fn check(&mut self, ok: bool, what: impl Into<String>) {
-        if !ok {
-            self.failed.push(what.into());
-        }
-    }
-
-    /// The marker's value, or `<no KEY= line>`.
-    fn m(&self, key: &str) -> String {
-        self.run
-            .marker(key)
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("<no {key}= line>"))
-    }
-
-    fn eq(&mut self, key: &str, want: &str, what: &str) {
-        let got = self.m(key);
-        self.check(got == want, format!("{what}: {key}={got}, expected {want}"));
-    }
-
-    /// A delay marker (milliseconds) that must be at most `max_ms`; the script prints
-    /// `timeout(...)` when the change was never seen.
-    fn within(&mut self, key: &str, max_ms: u64, what: &str) {
-        let got = self.m(key);
-        match got.parse::<u64>() {
-            Ok(ms) => self.check(
-                ms <= max_ms,
-                format!("{what}: took {ms} ms ({key}), more than {max_ms} ms"),
-            ),
-            Err(_) => self
-                .failed
-                .push(format!("{what}: never seen ({key}={got})")),
-        }
-    }
-
-    fn finish(self, name: &str) {
-        assert!(
-            self.failed.is_empty(),
-            "{name}: {} check(s) failed:\n  - {}\n\n---- stdout:\n{}\n---- stderr:\n{}",
-            self.failed.len(),
-            self.failed.join("\n  - "),
-            self.run.stdout,
-            self.run.stderr
-        );
-    }
-}
+use kata_rs_tests::{node_run, require_kata_artifacts, Checks};
 
 #[test]
 fn host_bind_mounts_are_live_in_the_vm() {
