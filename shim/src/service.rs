@@ -105,6 +105,7 @@ impl Shim for KataShim {
         let grouping = pod::grouping_key(&opts.id, annotations.as_ref());
         let legacy = opts.containerd_version.is_empty();
         let address = spawn(opts, &grouping, Vec::new()).await?;
+        private_socket(&address);
         write_str_to_file("address", &address).await?;
         if legacy {
             // containerd-shim 0.12 answers the legacy protocol with a JSON object, which
@@ -148,6 +149,21 @@ impl Shim for KataShim {
                 create_lock: Mutex::new(()),
             }),
         }
+    }
+}
+
+/// Makes the shim's own ttrpc socket (`unix://PATH`, bound by the crate with the process
+/// umask) 0600: only root, i.e. containerd, may connect. Abstract sockets have no mode.
+fn private_socket(address: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = address.strip_prefix("unix://") else {
+        return;
+    };
+    if path.starts_with('@') || path.starts_with('\0') {
+        return;
+    }
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        warn!("chmod 0600 {path}: {e}");
     }
 }
 

@@ -47,6 +47,9 @@ echo "plain-procs=$(names_in "$PLAIN")"
 echo "plain-procs-all=$(procs_in "$PLAIN" | tr ' ' ',')"
 echo "shim-cgroup=$(cg_of "$(kata_rs_pids containerd-shim-kata-v2 | head -n 1)")"
 echo "virtiofsd-cgroup=$(cg_of "$(kata_rs_pids virtiofsd | head -n 1)")"
+# The shim's own ttrpc socket (its address is in the bundle).
+SOCK=$(sed 's|^unix://||' "$W/state/io.containerd.runtime.v2.task/$NS/cg1/address" 2>/dev/null)
+echo "shim-socket-mode=$(stat -c %a "$SOCK" 2>/dev/null || echo "none($SOCK)")"
 kata_rs_stop_task cg1 > /dev/null
 ctr container rm cg1
 echo "plain-after=$(gone "$PLAIN")"

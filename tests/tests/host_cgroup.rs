@@ -39,6 +39,11 @@ fn sandbox_host_processes_live_in_the_pod_cgroup() {
     assert_eq!(m("shim-cgroup"), "/kata-rs-test/cg1");
     assert_eq!(m("virtiofsd-cgroup"), "/kata-rs-test/cg1");
     assert_eq!(
+        m("shim-socket-mode"),
+        "600",
+        "only root (containerd) may connect to the shim's socket"
+    );
+    assert_eq!(
         m("plain-after"),
         "gone",
         "the sandbox's cgroup is removed at delete"
