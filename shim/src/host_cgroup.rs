@@ -54,6 +54,20 @@ pub fn sandbox_cgroup_path(
     }
 }
 
+/// The cgroup the sandbox gets for `rel`: `rel` itself when it does not exist yet (the
+/// sandbox owns it and removes it at the end), else a child `kata-rs-<sandbox_id>` of it: a
+/// cgroup that is already there (a hand-written spec's `/<namespace>`, a shared parent) may
+/// hold other processes or cgroups (the no-internal-process rule would refuse the shim),
+/// and is never the sandbox's to kill or remove. Accounting and limits are the same under a
+/// child.
+pub fn own_leaf(root: &Path, rel: PathBuf, sandbox_id: &str) -> PathBuf {
+    if root.join(&rel).exists() {
+        rel.join(format!("kata-rs-{sandbox_id}"))
+    } else {
+        rel
+    }
+}
+
 /// A clean relative path of normal components.
 fn clean(p: &str) -> Result<PathBuf, String> {
     let mut out = PathBuf::new();
@@ -432,6 +446,21 @@ mod tests {
         cg.remove(Duration::from_millis(10)).unwrap();
         assert!(!cg.dir().exists());
         cg.destroy(Duration::from_millis(10)).unwrap();
+    }
+
+    #[test]
+    fn an_existing_cgroup_gets_a_child_of_the_sandbox() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("ns")).unwrap();
+        assert_eq!(
+            own_leaf(root.path(), PathBuf::from("ns"), "sb1"),
+            PathBuf::from("ns/kata-rs-sb1"),
+            "a spec naming an existing cgroup (ctr oci spec's /<namespace>) is not taken over"
+        );
+        assert_eq!(
+            own_leaf(root.path(), PathBuf::from("ns/sb1"), "sb1"),
+            PathBuf::from("ns/sb1")
+        );
     }
 
     #[test]

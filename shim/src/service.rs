@@ -243,8 +243,11 @@ fn enter_host_cgroup(
         sandbox_id,
     )
     .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("sandbox {sandbox_id}: {e}")))?;
-    let cg = SandboxCgroup::enter(HostCgroup::new(root, rel), state_dir)
-        .map_err(|e| rpc_err(Code::UNKNOWN, format!("sandbox {sandbox_id}: {e}")))?;
+    let cg = SandboxCgroup::enter(
+        HostCgroup::new(root, host_cgroup::own_leaf(root, rel, sandbox_id)),
+        state_dir,
+    )
+    .map_err(|e| rpc_err(Code::UNKNOWN, format!("sandbox {sandbox_id}: {e}")))?;
     info!(
         sandbox = sandbox_id,
         cgroup = %cg.cgroup.dir().display(),
