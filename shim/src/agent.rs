@@ -522,7 +522,8 @@ impl Agent {
             .get_oom_event(ttrpc::context::Context::default(), &pb::Empty::new())
             .await
             .map_err(|e| map_err("GetOomEvent", e))?;
-        Ok(r.container_id)
+        // Guest text: bounded and cleaned before anyone logs or compares it.
+        Ok(sanitize(&r.container_id, 128))
     }
 
     /// `SetGuestDateTime` with the host's current wall-clock time.

@@ -1100,6 +1100,8 @@ impl TaskService {
         let inner = self.inner.clone();
         let sandbox = c.sandbox.clone();
         tokio::spawn(async move {
+            // A guest may report OOM kills in containers it made up, endlessly.
+            let mut unknown = crate::util::LogLimiter::new(5, Duration::from_secs(60));
             loop {
                 let r = tokio::select! {
                     r = sandbox.agent.get_oom_event() => r,
@@ -1116,8 +1118,11 @@ impl TaskService {
                                     ..Default::default()
                                 }))
                                 .await;
-                        } else {
-                            warn!("agent reported an OOM kill in unknown container {id:?}");
+                        } else if let Some(left_out) = unknown.admit(std::time::Instant::now()) {
+                            warn!(
+                                sandbox = %sandbox.id,
+                                "agent reported an OOM kill in unknown container {id:?} ({left_out} such reports left out of the log before this one)"
+                            );
                         }
                         // Bounded rate, whatever the guest sends.
                         tokio::time::sleep(Duration::from_millis(100)).await;

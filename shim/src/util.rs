@@ -67,6 +67,47 @@ pub fn timestamp(t: SystemTime) -> Timestamp {
     }
 }
 
+/// Bounds how often a warning the guest can trigger again and again reaches the log: the
+/// first `burst` pass, then at most one per `every`, which carries how many were left out.
+#[derive(Debug)]
+pub struct LogLimiter {
+    burst: u32,
+    every: std::time::Duration,
+    seen: u32,
+    suppressed: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl LogLimiter {
+    /// `burst` messages at once, then one per `every`.
+    pub fn new(burst: u32, every: std::time::Duration) -> Self {
+        LogLimiter {
+            burst,
+            every,
+            seen: 0,
+            suppressed: 0,
+            last: None,
+        }
+    }
+
+    /// Whether to log this occurrence (at `now`): `Some(n)` with the number of occurrences
+    /// left out since the last one logged, `None` to leave this one out.
+    pub fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        let due = self.seen < self.burst
+            || self
+                .last
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.every);
+        if due {
+            self.seen = self.seen.saturating_add(1);
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 /// Creates `path` anew (0600; refused if anything, a symlink included, is already there:
 /// `O_CREAT|O_EXCL|O_NOFOLLOW`) and writes `data` to it: the shim's own small files (pid
 /// files, records) cannot be redirected through a planted link.
@@ -167,6 +208,26 @@ impl Drop for Rollback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_guest_warnings_are_rate_limited() {
+        use std::time::{Duration, Instant};
+        let mut l = LogLimiter::new(3, Duration::from_secs(60));
+        let t = Instant::now();
+        let logged: Vec<_> = (0..1000).filter_map(|_| l.admit(t)).collect();
+        assert_eq!(
+            logged,
+            vec![0, 0, 0],
+            "a burst of 3, then nothing for a minute"
+        );
+        assert_eq!(l.admit(t + Duration::from_secs(59)), None);
+        assert_eq!(
+            l.admit(t + Duration::from_secs(61)),
+            Some(998),
+            "the next one says how many were left out"
+        );
+        assert_eq!(l.admit(t + Duration::from_secs(62)), None);
+    }
 
     #[test]
     fn private_files_are_0600_and_never_follow_or_replace() {
