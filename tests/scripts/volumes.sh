@@ -379,6 +379,8 @@ $T ctr run -d --runtime $R --annotation $CT=sandbox --annotation $SB=spod \
     "$KATA_RS_IMAGE" spod sh -c 'while true; do sleep 1; done' 2>&1
 rc=$?
 echo "sized-rc=$rc"
+# What the shim saw when it failed (a VMM that died, a guest triple fault) goes in the output.
+[ $rc = 0 ] || { kata_rs_shim_warnings sized; grep -a 'kata-vmm:' "$KATA_RS_CONTAINERD_LOG" | tail -n 10 | cut -c1-300 | sed 's/^/sized-vmm| /'; }
 [ $rc = 0 ] && kata_rs_wait_status spod RUNNING 90
 echo "sized-vmm-args=$(tr '\0' ' ' < /proc/$(ctr task ls | awk '$1 == "spod" { print $2 }')/cmdline | grep -o -- '--mem-mib [0-9]* --vcpus [0-9]*' | tr ' ' ,)"
 $T ctr task exec --exec-id size1 spod sh -c \
