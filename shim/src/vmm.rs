@@ -542,24 +542,24 @@ mod tests {
         }
     }
 
+    /// The VMM's arguments for `s`, as strings.
+    fn arg_strings(s: &VmmSpec) -> Vec<String> {
+        s.args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
     #[test]
     fn command_line_matches_design() {
-        let a: Vec<String> = spec("/vmm")
-            .args()
-            .into_iter()
-            .map(|s| s.into_string().unwrap())
-            .collect();
+        let a = arg_strings(&spec("/vmm"));
         assert_eq!(
             a.join(" "),
             "--kernel /k --initrd /guest.img --mem-mib 512 --vcpus 2 --vsock-cid 4242 --console-log /log"
         );
         let mut s = spec("/vmm");
         s.vsock_uds = Some("/s/kata-vmm.vsock".into());
-        let a: Vec<String> = s
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
+        let a = arg_strings(&s);
         assert!(
             a.join(" ")
                 .contains("--vsock-cid 4242 --console-log /log --vsock-uds /s/kata-vmm.vsock"),
@@ -567,11 +567,7 @@ mod tests {
         );
         let mut s = spec("/vmm");
         s.console_limits = Some((1024, 64));
-        let a: Vec<String> = s
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
+        let a = arg_strings(&s);
         assert!(
             a.join(" ").contains(
                 "--console-log /log --console-log-max-kib 1024 --console-log-rate-kib 64"
@@ -589,11 +585,7 @@ mod tests {
         assert_eq!(a[a.len() - 2], "--cmdline");
         assert_eq!(a[a.len() - 1], "quiet debug");
         s.jail_id = Some(2147486296);
-        let a: Vec<String> = s
-            .args()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
+        let a = arg_strings(&s);
         assert_eq!(
             a[a.len() - 4..].join(" "),
             "--jail-uid 2147486296 --jail-gid 2147486296"
