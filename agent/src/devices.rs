@@ -671,6 +671,23 @@ mod tests {
         }
     }
 
+    /// The filter of `spec` decides every probe as [`last_match`] does over the spec's
+    /// rules followed by runc's defaults.
+    fn agrees_with_last_match(f: &Filter, spec: &[LinuxDeviceCgroup]) {
+        let all: Vec<Rule> = rules_from_spec(spec)
+            .unwrap()
+            .into_iter()
+            .chain(runc_defaults())
+            .collect();
+        for (t, ma, mi, a) in probes() {
+            assert_eq!(
+                f.allows(t, ma, mi, a),
+                last_match(&all, t, ma, mi, a),
+                "{t} {ma}:{mi} {a}"
+            );
+        }
+    }
+
     /// The order-dependent reference: the last rule matching (type, major, minor) decides,
     /// an allow rule if it grants every requested access bit, a deny rule if it denies any
     /// of them (for rule sets without partial wildcards to punch and without one device's
@@ -716,14 +733,7 @@ mod tests {
         assert_eq!(run(&p, DEV_CHAR, 5, 2, ACC_READ | ACC_WRITE), 1);
         assert_eq!(run(&p, DEV_BLOCK, 1, 3, ACC_READ), 0);
         agree(&f);
-        let all: Vec<Rule> = rules_from_spec(&spec)
-            .unwrap()
-            .into_iter()
-            .chain(runc_defaults())
-            .collect();
-        for (t, ma, mi, a) in probes() {
-            assert_eq!(f.allows(t, ma, mi, a), last_match(&all, t, ma, mi, a));
-        }
+        agrees_with_last_match(&f, &spec);
     }
 
     #[test]
@@ -767,18 +777,7 @@ mod tests {
         assert_eq!(run(&p, DEV_BLOCK, 8, 17, ACC_READ), 1);
         assert_eq!(run(&p, DEV_BLOCK, 9, 0, ACC_READ), 0);
         agree(&f);
-        let all: Vec<Rule> = rules_from_spec(&spec)
-            .unwrap()
-            .into_iter()
-            .chain(runc_defaults())
-            .collect();
-        for (t, ma, mi, a) in probes() {
-            assert_eq!(
-                f.allows(t, ma, mi, a),
-                last_match(&all, t, ma, mi, a),
-                "{t} {ma}:{mi} {a}"
-            );
-        }
+        agrees_with_last_match(&f, &spec);
         // An allow-all later in the list wins over everything before it; a deny-all
         // after it leaves only runc's defaults.
         let f = Filter::from_spec(&rules(
