@@ -496,8 +496,20 @@ impl TaskService {
                 rpc_err(Code::UNKNOWN, format!("cannot write {}: {e}", f.display()))
             })?;
         }
-        let role = pod::pod_role(id, spec.annotations().as_ref())
+        let pod = pod::pod_info(id, spec.annotations().as_ref())
             .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        if pod.dialect != pod::Dialect::None {
+            info!(
+                id,
+                manager = pod.dialect.name(),
+                pod = ?pod.pod_name,
+                namespace = ?pod.pod_namespace,
+                container = ?pod.container_name,
+                "pod {:?}",
+                pod.role
+            );
+        }
+        let role = pod.role;
         if let Some(a) = spec.annotations() {
             options::apply_annotations(&mut config, a)
                 .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
@@ -913,8 +925,9 @@ impl TaskService {
                 rpc_err(
                     Code::FAILED_PRECONDITION,
                     format!(
-                        "sandbox {sandbox_id} is not running in this shim: container {id} names it in annotation {}; create and start the pod's sandbox container ({}=sandbox) first",
+                        "sandbox {sandbox_id} is not running in this shim: container {id} names it in annotation {} or {}; create and start the pod's sandbox container ({}=sandbox) first",
                         pod::SANDBOX_ID,
+                        pod::CRIO_SANDBOX_ID,
                         pod::CONTAINER_TYPE
                     ),
                 )
@@ -931,8 +944,9 @@ impl TaskService {
             return Err(rpc_err(
                 Code::FAILED_PRECONDITION,
                 format!(
-                    "container {sandbox_id} was not created as a pod sandbox (annotation {}=sandbox), so container {id} cannot join its VM",
-                    pod::CONTAINER_TYPE
+                    "container {sandbox_id} was not created as a pod sandbox (annotation {} or {} = sandbox), so container {id} cannot join its VM",
+                    pod::CONTAINER_TYPE,
+                    pod::CRIO_CONTAINER_TYPE
                 ),
             ));
         }
