@@ -12,7 +12,7 @@ help:
 	@echo "make deps        install Debian packages + the musl rust target (scripts/install-deps.sh)"
 	@echo "make kernel      guest kernel -> target/guest/vmlinux (kernel-config/build.sh, cached)"
 	@echo "make image       guest image -> target/guest/initrd.img (guest-image/build.sh)"
-	@echo "make binaries    target/release/{kata-vmm,containerd-shim-kata-v2,kata-agent-ctl}"
+	@echo "make binaries    target/release/{kata-vmm,containerd-shim-kata-v2,kata-agent-ctl,kata-rs}"
 	@echo "make virtiofsd   target/release/virtiofsd (scripts/build-virtiofsd.sh, cached)"
 	@echo "make demo        build everything, run a container in a kata-rs microVM on the node"
 	@echo "make test        build, fmt + clippy, unit tests, integration tests on the node"
@@ -29,7 +29,7 @@ image:
 	bash guest-image/build.sh
 
 binaries:
-	$(CARGO) build --release -p kata-rs-vmm -p kata-rs-shim -p kata-rs-cri
+	$(CARGO) build --release -p kata-rs-vmm -p kata-rs-shim -p kata-rs-cri -p kata-rs-tool
 
 virtiofsd:
 	bash scripts/build-virtiofsd.sh
