@@ -13,13 +13,17 @@
 #    rootfs, kata vs runc in the same run; PSS of everything an idle pod costs on the host.
 # 4. image: ctr run --rm of an image with a 200 MiB layer vs busybox (kata and runc), the
 #    guest's MemAvailable after start with each.
+# 5. fsvmm: virtio-fs behind kata-vmm vs behind qemu -M microvm, same kernel, same virtiofsd
+#    and options, same bench guest (benches/fs-initrd.sh): cold read, untar into the share and
+#    into guest tmpfs, timed in the guest; VMM and virtiofsd CPU times. Args 5-8: the bench
+#    guest's host path, the variants, rounds, untar time box (run.sh passes them).
 # Results: lines "BENCH-JSON <name> {json}" on stdout (run.sh extracts them), plus
 # "bench| ..." progress lines.
 N=${1:-5}
-# SECTIONS: which parts run (default all): vmm containers io image. BIG_TAR, FILES_TAR: host
+# SECTIONS: which parts run (default all): vmm containers io image fsvmm. BIG_TAR, FILES_TAR: host
 # paths of the 200 MiB-layer image archive and the 10k-files tar (run.sh passes both with
 # KATA_RS_NODE_EXTRA; they are at $KATA_RS_PAYLOAD/extra/PATH here).
-SECTIONS=${2:-vmm containers io image}
+SECTIONS=${2:-vmm containers io image fsvmm}
 BIG_TAR=${3:+$KATA_RS_PAYLOAD/extra$3}
 FILES_TAR=${4:+$KATA_RS_PAYLOAD/extra$4}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -394,4 +398,150 @@ if want image && [ -f "$BIG_TAR" ]; then
         "\"vmm_pss_incl_guest_kib_busybox\":$VPI_busybox,\"vmm_pss_incl_guest_kib_big\":$VPI_big,\"failed_runs\":$IFAIL," \
         "\"samples_ms_kata_busybox\":[$(list $S_KB)],\"samples_ms_kata_big\":[$(list $S_KG)]," \
         "\"samples_ms_runc_busybox\":[$(list $S_RB)],\"samples_ms_runc_big\":[$(list $S_RG)]}"
+fi
+
+# ---------------------------------------------------------------- 5. fsvmm: virtio-fs behind kata-vmm vs QEMU
+# The storage path without shim, agent or containers: the same guest kernel, the same virtiofsd
+# binary with the shim's options (shim/src/virtiofsd.rs), the same bench guest
+# (benches/fs-initrd.sh: cold 256 MiB read, untar of the 10k-files tar into the share and into
+# guest tmpfs, each timed in the guest) behind kata-vmm and behind qemu -M microvm's
+# vhost-user-fs-device, interleaved. A fresh virtiofsd per VM (it exits with its vhost-user
+# peer). VARIANTS: NAME:VMM:CACHE[:KNOB,...] (VMM ours|qemu; a KNOB fsb_X=V goes to the guest's
+# command line, e.g. fsb_ra=1024 = the share's read_ahead_kb, any other to virtiofsd's); knob
+# variants (other cache modes, --thread-pool-size, --writeback, readahead) run beside the two
+# baselines.
+FS_INITRD=${5:+$KATA_RS_PAYLOAD/extra$5}
+FSVMM_VARIANTS=${6:-ours:ours:auto qemu:qemu:auto}
+FSVMM_N=${7:-1}
+FSVMM_SECS=${8:-45}
+FS_MEM=512
+VFSD=${KATA_RS_BENCH_VIRTIOFSD:-/usr/local/libexec/kata-rs/virtiofsd}   # (override: a dry run off the node)
+# stat_cpu PID: "user_ms sys_ms guest_ms" of the whole process (all threads), USER_HZ = 100
+stat_cpu() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{ print $12 * 10, $13 * 10, $41 * 10 }'; }
+# fsvmm_run NAME VMM CACHE EXTRA CID: one VM; prints one result line of numbers (see below)
+fsvmm_run() {
+    fn=$1 fvmm=$2 fcache=$3 fknobs=$4 fcid=$5
+    d=$FSW/run-$fn-$fcid sock=$FSW/vfsd-$fcid.sock log=$FSW/console-$fn-$fcid.log
+    mkdir -p "$d"; : > "$log"; rm -f "$sock"
+    # knobs: fsb_*=V go to the guest's command line (benches/fs-initrd.sh), the rest to virtiofsd
+    vargs= gargs=
+    for k in $(echo "$fknobs" | tr ',' ' '); do
+        case $k in fsb_*) gargs="$gargs $k" ;; *) vargs="$vargs $k" ;; esac
+    done
+    # The shim's command line (VirtiofsdSpec::args), plus the variant's knobs.
+    "$VFSD" --socket-path "$sock" --shared-dir "$FSW/share" --cache "$fcache" --sandbox namespace \
+        --seccomp kill --announce-submounts --modcaps=-mknod --log-level error $vargs \
+        > "$d/vfsd.out" 2>&1 &
+    fpid=$!
+    i=0; while [ $i -lt 300 ] && [ ! -S "$sock" ]; do sleep 0.1; i=$((i + 1)); done
+    [ -S "$sock" ] || { say "fsvmm $fn: virtiofsd did not listen: $(head -c 300 "$d/vfsd.out")"; kill $fpid 2>/dev/null; wait $fpid 2>/dev/null; echo null; return; }
+    extra="fsb_secs=$FSVMM_SECS fsb_files=$FS_NFILES$gargs"
+    t0=$(now)
+    if [ "$fvmm" = ours ]; then
+        kata-vmm --kernel "$KERNEL" --initrd "$FS_INITRD" --mem-mib $FS_MEM --vcpus 1 \
+            --vsock-cid "$fcid" --console-log "$log" --fs "socket=$sock,tag=kataShared" \
+            --cmdline "$extra" > "$d/vmm.out" 2>&1 &
+    else
+        "$QEMU" -L "$QEMU_DATA" -M microvm,rtc=on,acpi=off,memory-backend=mem -enable-kvm -cpu host \
+            -m ${FS_MEM}M -smp 1 -object memory-backend-memfd,id=mem,size=${FS_MEM}M,share=on \
+            -nodefaults -no-user-config -display none -no-reboot \
+            -kernel "$KERNEL" -initrd "$FS_INITRD" -append "$QEMU_CMDLINE $extra" \
+            -serial "file:$log" -device vhost-vsock-device,guest-cid="$fcid" \
+            -object rng-random,filename=/dev/urandom,id=rng0 -device virtio-rng-device,rng=rng0 \
+            -chardev socket,id=vfs,path="$sock" \
+            -device vhost-user-fs-device,chardev=vfs,tag=kataShared,queue-size=1024 \
+            > "$d/vmm.out" 2>&1 &
+    fi
+    pid=$!
+    # Up to 15 min: boot + read + 2 time-boxed untars + their rm.
+    te= cpu= fcpu=0 i=0
+    while kill -0 $pid 2>/dev/null && [ $i -lt 4500 ]; do
+        if grep -q '^BENCHFS end' "$log"; then
+            te=$(now); cpu=$(stat_cpu $pid)
+            for p in $(pids_of virtiofsd "$sock"); do set -- $(stat_cpu $p); fcpu=$((fcpu + $1 + $2)); done
+            break
+        fi
+        sleep 0.2; i=$((i + 1))
+    done
+    i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+    if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid 2>/dev/null; rc=killed; else wait $pid; rc=$?; fi
+    i=0; while kill -0 $fpid 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    kill $fpid 2>/dev/null; wait $fpid 2>/dev/null
+    rm -rf "$FSW/share/w"
+    grep -a '^BENCHFS' "$log" | sed "s/^/  $fn guest| /" >&2
+    if [ -z "$te" ]; then
+        say "fsvmm $fn (cid $fcid): no 'BENCHFS end' (VMM exit $rc); last console lines:"
+        tail -n 20 "$log" | sed 's/^/  console| /' >&2; sed 's/^/  vmm| /' "$d/vmm.out" | tail -n 10 >&2
+        sed 's/^/  virtiofsd| /' "$d/vfsd.out" | tail -n 5 >&2
+        echo null; return
+    fi
+    # read_ms untar_share_ms(all files) n_share rm_share_ms(all) untar_tmpfs_ms(all) n_tmpfs wall_ms
+    # vmm_user vmm_sys vmm_guest vfsd_cpu (ms) read_irqs untar_share_irqs (the fs device's interrupts)
+    awk -v all="$FS_NFILES" -v wall="$(ms "$t0" "$te")" -v cpu="$cpu" -v fcpu=$fcpu '
+        { sub(/\r$/, "") }
+        function kv(k,  i) { for (i = 3; i <= NF; i++) if (index($i, k "=") == 1) return substr($i, length(k) + 2); return "" }
+        $1 == "BENCHFS" && $2 == "read" { r = kv("ms"); ri = kv("irqs") }
+        $1 == "BENCHFS" && $2 == "untar_share" { us = kv("ms"); ns = kv("n"); rs = kv("rm_ms"); ui = kv("irqs") }
+        $1 == "BENCHFS" && $2 == "untar_tmpfs" { ut = kv("ms"); nt = kv("n") }
+        function x(ms, n) { return (ms == "" || n == "" || n == 0) ? "null" : sprintf("%d", ms * all / n) }
+        END { split(cpu, c, " ")
+              printf "%s %s %s %s %s %s %s %d %d %d %d %d %d\n", (r == "" ? "null" : r), x(us, ns), (ns == "" ? 0 : ns),
+                  x(rs, ns), x(ut, nt), (nt == "" ? 0 : nt), wall, c[1], c[2], c[3], fcpu, ri, ui }' "$log"
+}
+if want fsvmm; then
+    fs_ok=yes
+    [ -x "$QEMU" ] || { say "fsvmm: no qemu-system-x86_64 on the node"; fs_ok=no; }
+    [ -f "$FS_INITRD" ] || { say "fsvmm: no bench guest (run.sh builds benches/fs-initrd.sh)"; fs_ok=no; }
+    [ -f "$FILES_TAR" ] || { say "fsvmm: no 10k-files tar"; fs_ok=no; }
+    [ -x "$VFSD" ] || { say "fsvmm: no $VFSD"; fs_ok=no; }
+fi
+if want fsvmm && [ $fs_ok = yes ]; then
+    FSW=$W/fsvmm
+    mkdir -p "$FSW/share"
+    awk 'BEGIN { for (i = 0; i < 70000; i++) printf "%08d kata-rs bench: a 256 MiB file of numbered lines, not zeros.\n", i }' > "$FSW/block"
+    i=0; while [ $i -lt 64 ]; do cat "$FSW/block"; i=$((i + 1)); done \
+        | dd of="$FSW/share/read256" bs=1M count=256 iflag=fullblock 2>/dev/null
+    rm -f "$FSW/block"
+    cp "$FILES_TAR" "$FSW/share/files.tar"
+    FS_NFILES=$(tar -tf "$FSW/share/files.tar" | grep -vc '/$')
+    say "fsvmm: variants: $FSVMM_VARIANTS; $FSVMM_N round(s), untar time box ${FSVMM_SECS}s, $FS_NFILES files, guest $FS_MEM MiB 1 vCPU"
+    cid=300 FSFAIL=0 FSJ=
+    r=1
+    while [ $r -le "$FSVMM_N" ]; do
+        # alternate the order per round (reversed list on even rounds)
+        order=$FSVMM_VARIANTS
+        [ $((r % 2)) = 0 ] && order=$(for v in $FSVMM_VARIANTS; do echo "$v"; done | sed -n '1!G;h;$p')
+        for v in $order; do
+            name=${v%%:*} rest=${v#*:}; vmmk=${rest%%:*} rest=${rest#*:}; cache=${rest%%:*}
+            knobs=; case $rest in *:*) knobs=${rest#*:} ;; esac
+            cid=$((cid + 1))
+            set -- $(fsvmm_run "$name" "$vmmk" "$cache" "$knobs" $cid)
+            if [ "$1" = null ] || [ $# -lt 13 ]; then FSFAIL=$((FSFAIL + 1)); continue; fi
+            say "run$r fsvmm $name ($vmmk, cache $cache${knobs:+, $knobs}): read 256 MiB $1 ms (${12} irqs); untar share $2 ms (from $3 files, ${13} irqs), rm $4 ms; untar tmpfs $5 ms (from $6 files); wall to end $7 ms; VMM cpu user $8 sys $9 guest ${10} ms; virtiofsd cpu ${11} ms"
+            eval "FS_R_$name=\"\$FS_R_$name $1\" FS_U_$name=\"\$FS_U_$name $2\" FS_D_$name=\"\$FS_D_$name $4\" FS_T_$name=\"\$FS_T_$name $5\""
+            eval "FS_VU_$name=\"\$FS_VU_$name $8\" FS_VS_$name=\"\$FS_VS_$name $9\" FS_VG_$name=\"\$FS_VG_$name ${10}\" FS_F_$name=\"\$FS_F_$name ${11}\""
+            # interrupts per extracted file
+            eval "FS_RI_$name=\"\$FS_RI_$name ${12}\" FS_UI_$name=\"\$FS_UI_$name $(awk -v i=${13} -v n=$3 'BEGIN { printf "%.1f", n ? i / n : 0 }')\""
+        done
+        r=$((r + 1))
+    done
+    # per variant: medians, and the share untar against the tmpfs one (L2 CPU baseline)
+    for v in $FSVMM_VARIANTS; do
+        name=${v%%:*} rest=${v#*:}; vmmk=${rest%%:*} rest=${rest#*:}; cache=${rest%%:*}
+        knobs=; case $rest in *:*) knobs=${rest#*:} ;; esac
+        eval "ri=\$FS_RI_$name ui=\$FS_UI_$name rd=\$FS_R_$name ud=\$FS_U_$name dd_=\$FS_D_$name td=\$FS_T_$name vu=\$FS_VU_$name vs=\$FS_VS_$name vg=\$FS_VG_$name fc=\$FS_F_$name"
+        mr=$(median $rd) mu=$(median $ud) md=$(median $dd_) mt=$(median $td)
+        FSJ="$FSJ${FSJ:+,}\"$name\":{\"vmm\":\"$vmmk\",\"cache\":\"$cache\",\"knobs\":\"$(echo "$knobs" | tr ',' ' ')\",\"read_ms\":$mr,\"read_mib_s\":$(awk -v ms="$mr" 'BEGIN { if (ms == "null" || ms == 0) print "null"; else printf "%.1f", 256000 / ms }')"
+        FSJ="$FSJ,\"untar_share_ms\":$mu,\"rm_share_ms\":$md,\"untar_tmpfs_ms\":$mt,\"untar_share_vs_tmpfs\":$(ratio $mu $mt)"
+        FSJ="$FSJ,\"read_irqs\":$(median $ri),\"samples_untar_share_irqs_per_file\":[$(list $ui)]"
+        FSJ="$FSJ,\"vmm_user_ms\":$(median $vu),\"vmm_sys_ms\":$(median $vs),\"vmm_guest_ms\":$(median $vg),\"virtiofsd_cpu_ms\":$(median $fc)"
+        FSJ="$FSJ,\"samples_read_ms\":[$(list $rd)],\"samples_untar_share_ms\":[$(list $ud)],\"samples_untar_tmpfs_ms\":[$(list $td)]}"
+        eval "FSM_R_$name=$mr FSM_U_$name=$mu FSM_D_$name=$md FSM_T_$name=$mt"
+    done
+    # kata-vmm / qemu ratios of the baselines (time ratios: > 1 = kata-vmm slower)
+    echo "BENCH-JSON fsvmm {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$FSVMM_N,\"untar_secs\":$FSVMM_SECS,\"untar_files\":$FS_NFILES,\"mem_mib\":$FS_MEM,\"vcpus\":1," \
+        "\"read_time_ratio\":$(ratio "${FSM_R_ours:-null}" "${FSM_R_qemu:-null}"),\"untar_share_time_ratio\":$(ratio "${FSM_U_ours:-null}" "${FSM_U_qemu:-null}")," \
+        "\"rm_share_time_ratio\":$(ratio "${FSM_D_ours:-null}" "${FSM_D_qemu:-null}"),\"untar_tmpfs_time_ratio\":$(ratio "${FSM_T_ours:-null}" "${FSM_T_qemu:-null}")," \
+        "\"failed_runs\":$FSFAIL,\"variants\":{$FSJ}}"
+    rm -rf "$FSW"
 fi

@@ -20,10 +20,20 @@ QEMU_DATA=/usr/share/qemu
 [[ -e $QEMU_DATA/bios-microvm.bin ]] || die "$QEMU_DATA/bios-microvm.bin missing (qemu-system-data)"
 
 mkdir -p "$OUT"
-rm -f "$OUT"/{vmm,containers,io}.json   # (a section that does not run leaves no stale result)
+rm -f "$OUT"/{vmm,containers,io,fs-vmm}.json   # (a section that does not run leaves no stale result)
 RAW=$OUT/node-run.stdout ERR=$OUT/node-run.stderr
-# BENCH_SECTIONS: which parts run (default all): vmm containers io image.
-SECTIONS=${BENCH_SECTIONS:-vmm containers io image}
+# BENCH_SECTIONS: which parts run (default all): vmm containers io image fsvmm.
+SECTIONS=${BENCH_SECTIONS:-vmm containers io image fsvmm}
+# fsvmm (benches/README.md section 5): rounds (BENCH_FSVMM_N, default 1: ~5 min emulated), the
+# untar time box in seconds (BENCH_FSVMM_SECS), and the variants, NAME:VMM:CACHE[:ARG,...]
+# (VMM ours|qemu; NAME a shell identifier; ARGs appended to virtiofsd's command line;
+# BENCH_FSVMM_KNOBS adds variants to the two baselines, e.g. ours_tp4:ours:auto:--thread-pool-size=4;
+# a knob fsb_X=V goes to the bench guest instead, e.g. ours_ra:ours:auto:fsb_ra=1024).
+FSVMM_N=${BENCH_FSVMM_N:-1}
+FSVMM_SECS=${BENCH_FSVMM_SECS:-45}
+FSVMM_VARIANTS="ours:ours:auto qemu:qemu:auto${BENCH_FSVMM_KNOBS:+ $BENCH_FSVMM_KNOBS}"
+FSINITRD=$OUT/fsbench-initrd.img
+"$HERE/fs-initrd.sh" "$FSINITRD" || die "benches/fs-initrd.sh failed"
 # The io and image sections' inputs: an image with a 200 MiB layer beside busybox, and a tar of
 # 10,000 small files (100 directories × 100 files of 0-2 KiB), both cached.
 "$TOP/tests/image/build-big.sh" >&2 || die "tests/image/build-big.sh failed"
@@ -44,8 +54,8 @@ echo "bench: N=$N (+1 warm-up) per variant; artifacts: $(cd "$TOP" && git rev-pa
 rc=0
 # 3 GiB: the big image (content + snapshot, 400 MiB) and the 256 MiB read file live in the
 # emulated node's RAM beside two microVMs.
-KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
-    "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" \
+KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
+    "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" "$FSINITRD" "$FSVMM_VARIANTS" "$FSVMM_N" "$FSVMM_SECS" \
     > "$RAW" 2> >(tee "$ERR" >&2) || rc=$?
 wait    # (the tee)
 ((rc == 0)) || die "node-run exited $rc (stdout in $RAW, stderr in $ERR)"
@@ -65,6 +75,10 @@ if [[ -n $io || -n $img ]]; then
 else
     echo "bench: no io result (see $ERR)" >&2
 fi
+
+fsv=$(sed -n 's/^BENCH-JSON fsvmm //p' "$RAW")
+if [[ -n $fsv ]]; then meta <<<"$fsv" > "$OUT/fs-vmm.json"
+elif [[ " $SECTIONS " == *" fsvmm "* ]]; then echo "bench: no fsvmm result (see $ERR)" >&2; fi
 
 # ---------------------------------------------------------------- table
 v() { jq -r "$2 // \"-\"" "$OUT/$1.json" 2>/dev/null || echo -; }
@@ -118,5 +132,21 @@ if [[ -f $OUT/io.json ]]; then
          "untar kata $(v io '.samples_untar_ms_kata|tostring'), runc $(v io '.samples_untar_ms_runc|tostring')"
     echo "image samples (ms): kata busybox $(v io '.image.samples_ms_kata_busybox|tostring'), big $(v io '.image.samples_ms_kata_big|tostring');" \
          "runc busybox $(v io '.image.samples_ms_runc_busybox|tostring'), big $(v io '.image.samples_ms_runc_big|tostring')"
+fi
+if [[ -f $OUT/fs-vmm.json ]]; then
+    row "virtio-fs: same virtiofsd, guest, kernel (N=$(v fs-vmm .n))" "kata-vmm" "qemu microvm" "ours/qemu"
+    row "----------------------------------------------" "--------------" "--------------" "--------"
+    row "read 256 MiB, cold cache (dd bs=1M)" "$(v fs-vmm .variants.ours.read_ms) ms" "$(v fs-vmm .variants.qemu.read_ms) ms" "$(v fs-vmm .read_time_ratio)"
+    row "untar $(v fs-vmm .untar_files) files into the share" "$(v fs-vmm .variants.ours.untar_share_ms) ms" "$(v fs-vmm .variants.qemu.untar_share_ms) ms" "$(v fs-vmm .untar_share_time_ratio)"
+    row "rm -rf of them" "$(v fs-vmm .variants.ours.rm_share_ms) ms" "$(v fs-vmm .variants.qemu.rm_share_ms) ms" "$(v fs-vmm .rm_share_time_ratio)"
+    row "untar into guest tmpfs (L2 CPU baseline)" "$(v fs-vmm .variants.ours.untar_tmpfs_ms) ms" "$(v fs-vmm .variants.qemu.untar_tmpfs_ms) ms" "$(v fs-vmm .untar_tmpfs_time_ratio)"
+    row "untar share / untar tmpfs" "$(v fs-vmm .variants.ours.untar_share_vs_tmpfs)" "$(v fs-vmm .variants.qemu.untar_share_vs_tmpfs)" ""
+    row "VMM CPU user/sys ms (whole run)" "$(v fs-vmm .variants.ours.vmm_user_ms)/$(v fs-vmm .variants.ours.vmm_sys_ms)" "$(v fs-vmm .variants.qemu.vmm_user_ms)/$(v fs-vmm .variants.qemu.vmm_sys_ms)" ""
+    row "virtiofsd CPU ms (whole run)" "$(v fs-vmm .variants.ours.virtiofsd_cpu_ms)" "$(v fs-vmm .variants.qemu.virtiofsd_cpu_ms)" ""
+    for k in $(jq -r '.variants | keys[] | select(. != "ours" and . != "qemu")' "$OUT/fs-vmm.json"); do
+        row "knob $k: read / untar share / tmpfs ms" "$(v fs-vmm ".variants.$k.read_ms")" "$(v fs-vmm ".variants.$k.untar_share_ms")" "$(v fs-vmm ".variants.$k.untar_tmpfs_ms")"
+    done
+    echo "(time ratios: > 1 = kata-vmm slower; untar figures extrapolated from a ${FSVMM_SECS}s time box; target/bench/fs-vmm.json)"
+    echo
 fi
 echo "failed: $(v vmm .failed_boots) boots, $(v containers .failed_runs) container runs, $(v io .failed_runs) io rounds, $(v io .image.failed_runs) image runs; JSON: target/bench/{vmm,containers,io}.json"
