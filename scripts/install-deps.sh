@@ -20,6 +20,10 @@ PKGS=(
     protobuf-compiler
     # tests/node-run: unshare (native node), ps, and the node initramfs/payload tools
     util-linux procps coreutils
+    # tool/tests/metrics.rs: promtool check metrics, and a Prometheus server started by the
+    # test itself, on `kata-rs metrics` (on a systemd host Debian's package also starts its own
+    # server on :9090; the tests never use it: `systemctl disable --now prometheus` if unwanted)
+    prometheus
 )
 
 missing=()

@@ -1,7 +1,8 @@
 //! kata-rs host tool (`kata-rs`): `check` whether a node can run kata-rs, report its `env`
 //! for bug reports, `install` the build outputs at the install layout (docs/design.md) with
 //! containerd's and CRI-O's runtime handler merged in, and `uninstall` exactly what install
-//! did. Every subcommand takes `--root DIR`: a tree that stands for the node's `/`.
+//! did, and serve per-sandbox `metrics` in Prometheus text format. Every subcommand takes
+//! `--root DIR`: a tree that stands for the node's `/`.
 
 #![warn(missing_docs)]
 
@@ -13,4 +14,7 @@ pub mod fsutil;
 pub mod install;
 pub mod kvm;
 pub mod layout;
+pub mod metrics;
 pub mod probe;
+pub mod prom;
+pub mod serve;

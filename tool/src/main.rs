@@ -3,13 +3,13 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kata_rs_tool::{check, env, install};
+use kata_rs_tool::{check, env, install, layout, metrics, probe, serve};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "kata-rs",
     version,
-    about = "kata-rs host tool: check a node, report its environment, install and uninstall kata-rs"
+    about = "kata-rs host tool: check a node, report its environment, install and uninstall kata-rs, serve its metrics"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -71,6 +71,72 @@ enum Cmd {
         #[arg(long)]
         restart: bool,
     },
+    /// Per-sandbox figures of the host side (VMM, virtiofsd, shim; the sandbox's host
+    /// cgroup) in Prometheus text format: served over HTTP at /metrics, or printed once.
+    Metrics {
+        /// The address to serve on (keep it local, or firewall it: the figures name sandboxes).
+        #[arg(long, default_value = "127.0.0.1:8090", value_name = "ADDR:PORT")]
+        listen: String,
+        /// Print one scrape to stdout and exit instead of serving.
+        #[arg(long)]
+        once: bool,
+        /// A tree that stands for the node's `/` (the configuration and state directory are
+        /// read there).
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// The shim's state directory. Default: the configuration's runtime.state_dir.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// procfs (the node's: run with the host's PID namespace).
+        #[arg(long, default_value = "/proc", value_name = "DIR")]
+        proc: PathBuf,
+        /// The cgroup v2 root.
+        #[arg(long, default_value = "/sys/fs/cgroup", value_name = "DIR")]
+        cgroup_root: PathBuf,
+    },
+}
+
+/// `kata-rs metrics`.
+fn run_metrics(
+    listen: &str,
+    once: bool,
+    root: &std::path::Path,
+    state_dir: Option<PathBuf>,
+    proc: PathBuf,
+    cgroup_root: PathBuf,
+) -> anyhow::Result<()> {
+    let state_dir = match state_dir {
+        Some(d) => d,
+        None => {
+            let c = probe::load_config(root)
+                .map_err(|e| anyhow::anyhow!("the configuration: {e} (or pass --state-dir)"))?;
+            layout::rooted(root, &c.file.runtime.state_dir)
+        }
+    };
+    let src = metrics::Sources {
+        state_dir,
+        proc,
+        cgroup_root,
+    };
+    let scrape = || {
+        let (text, errors) = metrics::scrape_text(&src);
+        for e in errors {
+            eprintln!("kata-rs metrics: {e}");
+        }
+        text
+    };
+    if once {
+        print!("{}", scrape());
+        return Ok(());
+    }
+    let l = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    eprintln!(
+        "kata-rs metrics: serving http://{}/metrics (sandboxes under {})",
+        l.local_addr()?,
+        src.state_dir.display()
+    );
+    serve::serve(l, &scrape)
 }
 
 fn main() -> ExitCode {
@@ -128,6 +194,14 @@ fn main() -> ExitCode {
         Cmd::Uninstall { root, restart } => {
             install::uninstall(&install::UninstallOptions { root, restart })
         }
+        Cmd::Metrics {
+            listen,
+            once,
+            root,
+            state_dir,
+            proc,
+            cgroup_root,
+        } => run_metrics(&listen, once, &root, state_dir, proc, cgroup_root),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
