@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod crio;
 pub mod env;
 pub mod fsutil;
+pub mod guest;
 pub mod install;
 pub mod kvm;
 pub mod layout;

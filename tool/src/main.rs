@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kata_rs_tool::{check, env, install, layout, metrics, probe, serve};
+use kata_rs_tool::{check, env, guest, install, layout, metrics, probe, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,6 +93,13 @@ enum Cmd {
         /// The cgroup v2 root.
         #[arg(long, default_value = "/sys/fs/cgroup", value_name = "DIR")]
         cgroup_root: PathBuf,
+        /// containerd's task state directory, where the guest-side figures' shims are found
+        /// (a node path, under --root). Default: /run/containerd/io.containerd.runtime.v2.task.
+        #[arg(long, value_name = "DIR")]
+        containerd_tasks: Option<PathBuf>,
+        /// No guest-side figures (no Task.Stats calls to the shims).
+        #[arg(long)]
+        host_only: bool,
     },
 }
 
@@ -104,6 +111,7 @@ fn run_metrics(
     state_dir: Option<PathBuf>,
     proc: PathBuf,
     cgroup_root: PathBuf,
+    containerd_tasks: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let state_dir = match state_dir {
         Some(d) => d,
@@ -117,6 +125,7 @@ fn run_metrics(
         state_dir,
         proc,
         cgroup_root,
+        containerd_tasks,
     };
     let scrape = || {
         let (text, errors) = metrics::scrape_text(&src);
@@ -201,7 +210,16 @@ fn main() -> ExitCode {
             state_dir,
             proc,
             cgroup_root,
-        } => run_metrics(&listen, once, &root, state_dir, proc, cgroup_root),
+            containerd_tasks,
+            host_only,
+        } => {
+            let tasks = (!host_only).then(|| {
+                containerd_tasks.unwrap_or_else(|| {
+                    layout::rooted(&root, std::path::Path::new(guest::CONTAINERD_TASKS))
+                })
+            });
+            run_metrics(&listen, once, &root, state_dir, proc, cgroup_root, tasks)
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,9 +14,8 @@
 //! - per sandbox cgroup: CPU seconds (`cpu.stat` `usage_usec`), memory (`memory.current`,
 //!   guest RAM the VMM touched included), pids.
 //!
-//! Guest-side figures (the containers' cgroups in the VM, Task.Stats through the shim) are
-//! not collected yet: a sandbox's containers are reached through containerd's or CRI-O's
-//! shim socket, which the state directory does not name.
+//! - per container, inside the VM (`crate::guest`, containerd only): CPU seconds, memory,
+//!   pids, block bytes and interface bytes, from the container's shim (Task.Stats).
 
 use std::{
     path::{Path, PathBuf},
@@ -41,6 +40,8 @@ pub struct Sources {
     pub proc: PathBuf,
     /// The cgroup v2 root.
     pub cgroup_root: PathBuf,
+    /// containerd's task state directory, for the guest-side figures (`None`: none).
+    pub containerd_tasks: Option<PathBuf>,
 }
 
 /// One host process's figures.
@@ -82,6 +83,8 @@ pub struct SandboxStats {
     pub processes: Vec<(&'static str, ProcStats)>,
     /// Its host cgroup's figures, if it has one.
     pub cgroup: Option<CgroupStats>,
+    /// Its containers' figures inside the VM.
+    pub guest: Vec<crate::guest::GuestStats>,
 }
 
 /// What one scrape found.
@@ -306,8 +309,26 @@ pub fn collect(src: &Sources) -> Scrape {
         }
         scrape.sandboxes.push(s);
     }
+    if let Some(dir) = &src.containerd_tasks {
+        let ids = scrape.sandboxes.iter().map(|s| s.id.clone()).collect();
+        for t in crate::guest::tasks(dir, &ids) {
+            match crate::guest::task_stats(&t, GUEST_TIMEOUT) {
+                Ok(g) => {
+                    if let Some(s) = scrape.sandboxes.iter_mut().find(|s| s.id == t.sandbox_id) {
+                        s.guest.push(g);
+                    }
+                }
+                Err(e) => scrape
+                    .errors
+                    .push(format!("sandbox {}: container {}: {e}", t.sandbox_id, t.id)),
+            }
+        }
+    }
     scrape
 }
+
+/// How long one shim gets to answer Task.Stats.
+const GUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The metric families of a scrape (names `kata_rs_...`) that took `seconds`.
 pub fn families(scrape: &Scrape, seconds: f64) -> Vec<Family> {
@@ -362,7 +383,62 @@ pub fn families(scrape: &Scrape, seconds: f64) -> Vec<Family> {
         "Processes and threads in the sandbox's host cgroup (pids.current).",
         Kind::Gauge,
     );
+    let mut g_cpu = Family::new(
+        "kata_rs_guest_cpu_seconds_total",
+        "CPU time of a container's cgroup inside the sandbox's VM.",
+        Kind::Counter,
+    );
+    let mut g_mem = Family::new(
+        "kata_rs_guest_memory_bytes",
+        "Memory in use by a container's cgroup inside the VM.",
+        Kind::Gauge,
+    );
+    let mut g_pids = Family::new(
+        "kata_rs_guest_pids",
+        "Processes and threads of a container inside the VM.",
+        Kind::Gauge,
+    );
+    let mut g_read = Family::new(
+        "kata_rs_guest_storage_read_bytes_total",
+        "Bytes a container read from block devices inside the VM.",
+        Kind::Counter,
+    );
+    let mut g_written = Family::new(
+        "kata_rs_guest_storage_written_bytes_total",
+        "Bytes a container wrote to block devices inside the VM.",
+        Kind::Counter,
+    );
+    let mut g_rx = Family::new(
+        "kata_rs_guest_network_receive_bytes_total",
+        "Bytes received on an interface of a container's network namespace inside the VM.",
+        Kind::Counter,
+    );
+    let mut g_tx = Family::new(
+        "kata_rs_guest_network_transmit_bytes_total",
+        "Bytes sent on an interface of a container's network namespace inside the VM.",
+        Kind::Counter,
+    );
     for s in &scrape.sandboxes {
+        for g in &s.guest {
+            let l = [
+                ("sandbox_id", s.id.as_str()),
+                ("container_id", g.container_id.as_str()),
+            ];
+            g_cpu.push(&l, g.cpu_seconds);
+            g_mem.push(&l, g.memory_bytes as f64);
+            g_pids.push(&l, g.pids as f64);
+            g_read.push(&l, g.read_bytes as f64);
+            g_written.push(&l, g.write_bytes as f64);
+            for (name, rx, tx) in &g.network {
+                let l = [
+                    ("sandbox_id", s.id.as_str()),
+                    ("container_id", g.container_id.as_str()),
+                    ("interface", name.as_str()),
+                ];
+                g_rx.push(&l, *rx as f64);
+                g_tx.push(&l, *tx as f64);
+            }
+        }
         for (role, p) in &s.processes {
             let l = [("sandbox_id", s.id.as_str()), ("process", *role)];
             cpu.push(&l, p.cpu_seconds);
@@ -404,7 +480,8 @@ pub fn families(scrape: &Scrape, seconds: f64) -> Vec<Family> {
     );
     duration.push(&[], seconds);
     vec![
-        sandboxes, cpu, rss, pss, threads, read, written, cg_cpu, cg_mem, cg_pids, errors, duration,
+        sandboxes, cpu, rss, pss, threads, read, written, cg_cpu, cg_mem, cg_pids, g_cpu, g_mem,
+        g_pids, g_read, g_written, g_rx, g_tx, errors, duration,
     ]
 }
 
