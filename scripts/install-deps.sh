@@ -24,6 +24,8 @@ PKGS=(
     # test itself, on `kata-rs metrics` (on a systemd host Debian's package also starts its own
     # server on :9090; the tests never use it: `systemctl disable --now prometheus` if unwanted)
     prometheus
+    # deploy/kata-deploy/build-image.sh: curl (and its libraries) goes into the installer image
+    curl
 )
 
 missing=()
