@@ -6,6 +6,7 @@
 #   2. untar into the share: `tar -xf` of the 10k-files tar (copied to tmpfs first, so only
 #      the share's write/metadata path is timed) into /mnt/w/u, time-boxed, then `rm -rf`;
 #   3. the same untar into guest tmpfs: the L2 guest's own CPU cost of tar, no virtio-fs;
+#   4. dd of a 256 MiB file in guest tmpfs: the read's L2 CPU baseline (copy to user, no FUSE);
 # timing each with /proc/uptime and printing `BENCHFS KEY ...` lines on the serial console,
 # then `BENCHFS end`, a 3 s pause (the node samples the VMM's and virtiofsd's CPU times) and
 # `reboot -f` (kata-vmm: reboot=k, QEMU: reboot=t with -no-reboot; both exit).
@@ -33,7 +34,7 @@ export PATH=/bin
 mount -t devtmpfs dev /dev
 mount -t proc proc /proc
 mount -t sysfs sys /sys
-mount -t tmpfs -o size=200m tmp /tmp
+mount -t tmpfs -o size=300m tmp /tmp
 exec > /dev/console 2>&1
 b() { echo "BENCHFS $*"; }
 now() { cut -d' ' -f1 /proc/uptime; }
@@ -83,6 +84,13 @@ if cp /mnt/files.tar /tmp/files.tar; then
     rm -f /tmp/files.tar
 else
     b "error no /mnt/files.tar"
+fi
+# 4. the read's L2 CPU baseline: the same dd from a file in guest tmpfs (page cache to user
+#    copy, no FUSE), after the untars so that the 256 MiB are free then
+if [ "$TMPFS" = 1 ] && dd if=/dev/zero of=/tmp/z bs=1M count=256 2>/dev/null; then
+    t0=$(now)
+    dd if=/tmp/z of=/dev/null bs=1M 2>/dev/null && b "read_tmpfs ms=$(ms "$t0" "$(now)")"
+    rm -f /tmp/z
 fi
 b "end uptime=$(now)"
 sleep 3

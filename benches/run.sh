@@ -140,6 +140,8 @@ if [[ -f $OUT/fs-vmm.json ]]; then
     row "untar $(v fs-vmm .untar_files) files into the share" "$(v fs-vmm .variants.ours.untar_share_ms) ms" "$(v fs-vmm .variants.qemu.untar_share_ms) ms" "$(v fs-vmm .untar_share_time_ratio)"
     row "rm -rf of them" "$(v fs-vmm .variants.ours.rm_share_ms) ms" "$(v fs-vmm .variants.qemu.rm_share_ms) ms" "$(v fs-vmm .rm_share_time_ratio)"
     row "untar into guest tmpfs (L2 CPU baseline)" "$(v fs-vmm .variants.ours.untar_tmpfs_ms) ms" "$(v fs-vmm .variants.qemu.untar_tmpfs_ms) ms" "$(v fs-vmm .untar_tmpfs_time_ratio)"
+    row "read 256 MiB from guest tmpfs (L2 CPU)" "$(v fs-vmm .variants.ours.read_tmpfs_ms) ms" "$(v fs-vmm .variants.qemu.read_tmpfs_ms) ms" "$(v fs-vmm .read_tmpfs_time_ratio)"
+    row "read share / read tmpfs" "$(v fs-vmm .variants.ours.read_vs_tmpfs)" "$(v fs-vmm .variants.qemu.read_vs_tmpfs)" ""
     row "untar share / untar tmpfs" "$(v fs-vmm .variants.ours.untar_share_vs_tmpfs)" "$(v fs-vmm .variants.qemu.untar_share_vs_tmpfs)" ""
     row "VMM CPU user/sys ms (whole run)" "$(v fs-vmm .variants.ours.vmm_user_ms)/$(v fs-vmm .variants.ours.vmm_sys_ms)" "$(v fs-vmm .variants.qemu.vmm_user_ms)/$(v fs-vmm .variants.qemu.vmm_sys_ms)" ""
     row "virtiofsd CPU ms (whole run)" "$(v fs-vmm .variants.ours.virtiofsd_cpu_ms)" "$(v fs-vmm .variants.qemu.virtiofsd_cpu_ms)" ""
