@@ -16,6 +16,7 @@ pub mod install;
 pub mod kvm;
 pub mod layout;
 pub mod metrics;
+pub mod overhead;
 pub mod probe;
 pub mod prom;
 pub mod serve;

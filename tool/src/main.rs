@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use kata_rs_tool::{check, env, guest, install, layout, metrics, probe, serve};
+use kata_rs_tool::{check, env, guest, install, layout, metrics, overhead, probe, serve};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -101,6 +101,88 @@ enum Cmd {
         #[arg(long)]
         host_only: bool,
     },
+    /// Measure a running, idle sandbox's host overhead (PSS of its VMM, virtiofsd and shim;
+    /// their CPU while idle) and print a RuntimeClass with it plus a margin.
+    Overhead {
+        /// The sandbox (default: the only one running).
+        #[arg(long, value_name = "ID")]
+        sandbox: Option<String>,
+        /// Sampling time for the idle CPU, seconds.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Added to both figures, percent.
+        #[arg(long, default_value_t = 25)]
+        margin_percent: u32,
+        /// The node label the RuntimeClass schedules onto.
+        #[arg(long, default_value = "katacontainers.io/kata-runtime")]
+        label: String,
+        /// A tree that stands for the node's `/`.
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        root: PathBuf,
+        /// The shim's state directory. Default: the configuration's runtime.state_dir.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// The shim's state directory: `state_dir`, else the configuration's under `root`.
+fn state_dir_of(root: &std::path::Path, state_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match state_dir {
+        Some(d) => d,
+        None => {
+            let c = probe::load_config(root)
+                .map_err(|e| anyhow::anyhow!("the configuration: {e} (or pass --state-dir)"))?;
+            layout::rooted(root, &c.file.runtime.state_dir)
+        }
+    })
+}
+
+/// `kata-rs overhead`.
+fn run_overhead(
+    sandbox: Option<String>,
+    secs: u64,
+    margin_percent: u32,
+    label: &str,
+    state_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let src = metrics::Sources {
+        state_dir,
+        proc: "/proc".into(),
+        cgroup_root: "/sys/fs/cgroup".into(),
+        containerd_tasks: None,
+    };
+    let pick = |s: metrics::Scrape| -> anyhow::Result<metrics::SandboxStats> {
+        let ids: Vec<&str> = s.sandboxes.iter().map(|x| x.id.as_str()).collect();
+        let id = match (&sandbox, ids.as_slice()) {
+            (Some(id), _) => id.clone(),
+            (None, [one]) => one.to_string(),
+            (None, []) => anyhow::bail!("no sandbox under {}", src.state_dir.display()),
+            (None, many) => anyhow::bail!(
+                "several sandboxes ({}): pick one with --sandbox",
+                many.join(", ")
+            ),
+        };
+        s.sandboxes
+            .into_iter()
+            .find(|x| x.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no sandbox {id} under {}", src.state_dir.display()))
+    };
+    let before = pick(metrics::collect(&src))?;
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(secs.max(1)));
+    let after = pick(metrics::collect(&src))?;
+    let m = overhead::measure(&before, &after, t0.elapsed().as_secs_f64())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    print!(
+        "{}",
+        overhead::runtimeclass(
+            &m,
+            margin_percent,
+            label,
+            &overhead::utc(std::time::SystemTime::now())
+        )
+    );
+    Ok(())
 }
 
 /// `kata-rs metrics`.
@@ -113,14 +195,7 @@ fn run_metrics(
     cgroup_root: PathBuf,
     containerd_tasks: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let state_dir = match state_dir {
-        Some(d) => d,
-        None => {
-            let c = probe::load_config(root)
-                .map_err(|e| anyhow::anyhow!("the configuration: {e} (or pass --state-dir)"))?;
-            layout::rooted(root, &c.file.runtime.state_dir)
-        }
-    };
+    let state_dir = state_dir_of(root, state_dir)?;
     let src = metrics::Sources {
         state_dir,
         proc,
@@ -220,6 +295,15 @@ fn main() -> ExitCode {
             });
             run_metrics(&listen, once, &root, state_dir, proc, cgroup_root, tasks)
         }
+        Cmd::Overhead {
+            sandbox,
+            secs,
+            margin_percent,
+            label,
+            root,
+            state_dir,
+        } => state_dir_of(&root, state_dir)
+            .and_then(|d| run_overhead(sandbox, secs, margin_percent, &label, d)),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

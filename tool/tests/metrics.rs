@@ -62,6 +62,24 @@ fn wait_for(path: &Path) -> String {
     }
 }
 
+/// Spawns `cmd`, whose program was just copied: while another test thread forks, the copy
+/// may still be open for writing in that child for a moment (ETXTBSY), so retry briefly.
+fn spawn_fresh(mut cmd: Command) -> Child {
+    let t0 = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e)
+                if e.raw_os_error() == Some(libc::ETXTBSY)
+                    && t0.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("spawn {cmd:?}: {e}"),
+        }
+    }
+}
+
 /// Sandbox `sb1` under `<tmp>/state` with a cgroup record `kubepods/pod1/sb1`.
 fn sandbox() -> Sandbox {
     let dir = tempfile::tempdir().unwrap();
@@ -73,8 +91,8 @@ fn sandbox() -> Sandbox {
     let state = dir.path().join("state/sb1");
     fs::create_dir_all(&state).unwrap();
     // The "shim" starts both and waits, like the real one (the VMM is its child).
-    let shim = Command::new(&sh)
-        .arg("-c")
+    let mut shim = Command::new(&sh);
+    shim.arg("-c")
         .arg(format!(
             "{} 300 & echo $! > {s}/kata-vmm.pid.tmp; mv {s}/kata-vmm.pid.tmp {s}/kata-vmm.pid; \
              {} 300 & echo $! > {s}/virtiofsd.pid.tmp; mv {s}/virtiofsd.pid.tmp {s}/virtiofsd.pid; wait",
@@ -82,9 +100,8 @@ fn sandbox() -> Sandbox {
             fsd.display(),
             s = state.display()
         ))
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdin(Stdio::null());
+    let shim = spawn_fresh(shim);
     let vmm_pid: u32 = wait_for(&state.join("kata-vmm.pid"))
         .trim()
         .parse()
@@ -615,5 +632,66 @@ fn guest_figures_from_each_containers_shim() {
     assert!(
         err.contains("sandbox sb1: container c1: connect unix://"),
         "{err}"
+    );
+}
+
+/// `kata-rs overhead` on the fake sandbox: a RuntimeClass whose memory is at least the PSS
+/// of its three processes plus the margin, with the figures in its comments.
+#[test]
+fn overhead_measured_on_a_running_sandbox() {
+    let sb = sandbox();
+    let (out, _) = once(&sb);
+    let pss: f64 = ["vmm", "virtiofsd", "shim"]
+        .iter()
+        .map(|p| {
+            value(
+                &out,
+                &format!(
+                    "kata_rs_process_proportional_memory_bytes{{sandbox_id=\"sb1\",process=\"{p}\"}} "
+                ),
+            )
+        })
+        .sum();
+    let o = Command::new(BIN)
+        .args([
+            "overhead",
+            "--secs",
+            "1",
+            "--margin-percent",
+            "50",
+            "--state-dir",
+        ])
+        .arg(&sb.state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let y = String::from_utf8(o.stdout).unwrap();
+    assert!(y.contains("sandbox sb1, idle, sampled 1 s."), "{y}");
+    assert!(y.contains("margin: 50 %"), "{y}");
+    let mem: f64 = y
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("memory: \""))
+        .and_then(|v| v.strip_suffix("Mi\""))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The PSS of the three moves a little between the two reads: within 10 %.
+    let want = pss * 1.5 / 1048576.0;
+    assert!(
+        mem >= want * 0.9 && mem <= want * 1.1 + 1.0,
+        "{mem} MiB vs {want}\n{y}"
+    );
+    assert!(y.contains("    cpu: \""), "{y}");
+    // No sandbox: a clear refusal.
+    let empty = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["overhead", "--secs", "1", "--state-dir"])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no sandbox under"),
+        "{o:?}"
     );
 }
