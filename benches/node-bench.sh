@@ -479,7 +479,7 @@ fsvmm_run() {
     fi
     # read_ms untar_share_ms(all files) n_share rm_share_ms(all) untar_tmpfs_ms(all) n_tmpfs wall_ms
     # vmm_user vmm_sys vmm_guest vfsd_cpu (ms) read_irqs untar_share_irqs (the fs device's interrupts)
-    # read_tmpfs_ms
+    # read_tmpfs_ms read2_ms
     awk -v all="$FS_NFILES" -v wall="$(ms "$t0" "$te")" -v cpu="$cpu" -v fcpu=$fcpu '
         { sub(/\r$/, "") }
         function kv(k,  i) { for (i = 3; i <= NF; i++) if (index($i, k "=") == 1) return substr($i, length(k) + 2); return "" }
@@ -487,10 +487,11 @@ fsvmm_run() {
         $1 == "BENCHFS" && $2 == "untar_share" { us = kv("ms"); ns = kv("n"); rs = kv("rm_ms"); ui = kv("irqs") }
         $1 == "BENCHFS" && $2 == "untar_tmpfs" { ut = kv("ms"); nt = kv("n") }
         $1 == "BENCHFS" && $2 == "read_tmpfs" { rt = kv("ms") }
+        $1 == "BENCHFS" && $2 == "read2" { r2 = kv("ms") }
         function x(ms, n) { return (ms == "" || n == "" || n == 0) ? "null" : sprintf("%d", ms * all / n) }
         END { split(cpu, c, " ")
-              printf "%s %s %s %s %s %s %s %d %d %d %d %d %d %s\n", (r == "" ? "null" : r), x(us, ns), (ns == "" ? 0 : ns),
-                  x(rs, ns), x(ut, nt), (nt == "" ? 0 : nt), wall, c[1], c[2], c[3], fcpu, ri, ui, (rt == "" ? "null" : rt) }' "$log"
+              printf "%s %s %s %s %s %s %s %d %d %d %d %d %d %s %s\n", (r == "" ? "null" : r), x(us, ns), (ns == "" ? 0 : ns),
+                  x(rs, ns), x(ut, nt), (nt == "" ? 0 : nt), wall, c[1], c[2], c[3], fcpu, ri, ui, (rt == "" ? "null" : rt), (r2 == "" ? "null" : r2) }' "$log"
 }
 if want fsvmm; then
     fs_ok=yes
@@ -520,12 +521,12 @@ if want fsvmm && [ $fs_ok = yes ]; then
             knobs=; case $rest in *:*) knobs=${rest#*:} ;; esac
             cid=$((cid + 1))
             set -- $(fsvmm_run "$name" "$vmmk" "$cache" "$knobs" $cid)
-            if [ "$1" = null ] || [ $# -lt 14 ]; then FSFAIL=$((FSFAIL + 1)); continue; fi
-            say "run$r fsvmm $name ($vmmk, cache $cache${knobs:+, $knobs}): read 256 MiB $1 ms (${12} irqs); untar share $2 ms (from $3 files, ${13} irqs), rm $4 ms; untar tmpfs $5 ms (from $6 files); read tmpfs ${14} ms; wall to end $7 ms; VMM cpu user $8 sys $9 guest ${10} ms; virtiofsd cpu ${11} ms"
+            if [ "$1" = null ] || [ $# -lt 15 ]; then FSFAIL=$((FSFAIL + 1)); continue; fi
+            say "run$r fsvmm $name ($vmmk, cache $cache${knobs:+, $knobs}): read 256 MiB $1 ms (${12} irqs); untar share $2 ms (from $3 files, ${13} irqs), rm $4 ms; untar tmpfs $5 ms (from $6 files); read tmpfs ${14} ms; read again ${15} ms; wall to end $7 ms; VMM cpu user $8 sys $9 guest ${10} ms; virtiofsd cpu ${11} ms"
             eval "FS_R_$name=\"\$FS_R_$name $1\" FS_U_$name=\"\$FS_U_$name $2\" FS_D_$name=\"\$FS_D_$name $4\" FS_T_$name=\"\$FS_T_$name $5\""
             eval "FS_VU_$name=\"\$FS_VU_$name $8\" FS_VS_$name=\"\$FS_VS_$name $9\" FS_VG_$name=\"\$FS_VG_$name ${10}\" FS_F_$name=\"\$FS_F_$name ${11}\""
             # interrupts per extracted file
-            eval "FS_RT_$name=\"\$FS_RT_$name ${14}\""
+            eval "FS_RT_$name=\"\$FS_RT_$name ${14}\" FS_R2_$name=\"\$FS_R2_$name ${15}\""
             eval "FS_RI_$name=\"\$FS_RI_$name ${12}\" FS_UI_$name=\"\$FS_UI_$name $(awk -v i=${13} -v n=$3 'BEGIN { printf "%.1f", n ? i / n : 0 }')\""
         done
         r=$((r + 1))
@@ -534,12 +535,13 @@ if want fsvmm && [ $fs_ok = yes ]; then
     for v in $FSVMM_VARIANTS; do
         name=${v%%:*} rest=${v#*:}; vmmk=${rest%%:*} rest=${rest#*:}; cache=${rest%%:*}
         knobs=; case $rest in *:*) knobs=${rest#*:} ;; esac
-        eval "rt=\$FS_RT_$name ri=\$FS_RI_$name ui=\$FS_UI_$name rd=\$FS_R_$name ud=\$FS_U_$name dd_=\$FS_D_$name td=\$FS_T_$name vu=\$FS_VU_$name vs=\$FS_VS_$name vg=\$FS_VG_$name fc=\$FS_F_$name"
+        eval "r2=\$FS_R2_$name rt=\$FS_RT_$name ri=\$FS_RI_$name ui=\$FS_UI_$name rd=\$FS_R_$name ud=\$FS_U_$name dd_=\$FS_D_$name td=\$FS_T_$name vu=\$FS_VU_$name vs=\$FS_VS_$name vg=\$FS_VG_$name fc=\$FS_F_$name"
         mr=$(median $rd) mu=$(median $ud) md=$(median $dd_) mt=$(median $td)
         FSJ="$FSJ${FSJ:+,}\"$name\":{\"vmm\":\"$vmmk\",\"cache\":\"$cache\",\"knobs\":\"$(echo "$knobs" | tr ',' ' ')\",\"read_ms\":$mr,\"read_mib_s\":$(awk -v ms="$mr" 'BEGIN { if (ms == "null" || ms == 0) print "null"; else printf "%.1f", 256000 / ms }')"
         FSJ="$FSJ,\"untar_share_ms\":$mu,\"rm_share_ms\":$md,\"untar_tmpfs_ms\":$mt,\"untar_share_vs_tmpfs\":$(ratio $mu $mt)"
         mrt=$(median $(echo $rt | tr ' ' '\n' | grep -v null))
         FSJ="$FSJ,\"read_tmpfs_ms\":$mrt,\"read_vs_tmpfs\":$(ratio $mr $mrt)"
+        FSJ="$FSJ,\"read2_ms\":$(median $(echo $r2 | tr ' ' '\n' | grep -v null))"
         FSJ="$FSJ,\"read_irqs\":$(median $ri),\"samples_untar_share_irqs_per_file\":[$(list $ui)]"
         FSJ="$FSJ,\"vmm_user_ms\":$(median $vu),\"vmm_sys_ms\":$(median $vs),\"vmm_guest_ms\":$(median $vg),\"virtiofsd_cpu_ms\":$(median $fc)"
         FSJ="$FSJ,\"samples_read_ms\":[$(list $rd)],\"samples_untar_share_ms\":[$(list $ud)],\"samples_untar_tmpfs_ms\":[$(list $td)]}"
