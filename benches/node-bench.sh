@@ -493,44 +493,11 @@ fsvmm_run() {
               printf "%s %s %s %s %s %s %s %d %d %d %d %d %d %s %s\n", (r == "" ? "null" : r), x(us, ns), (ns == "" ? 0 : ns),
                   x(rs, ns), x(ut, nt), (nt == "" ? 0 : nt), wall, c[1], c[2], c[3], fcpu, ri, ui, (rt == "" ? "null" : rt), (r2 == "" ? "null" : r2) }' "$log"
 }
-if want fsvmm; then
-    fs_ok=yes
-    [ -x "$QEMU" ] || { say "fsvmm: no qemu-system-x86_64 on the node"; fs_ok=no; }
-    [ -f "$FS_INITRD" ] || { say "fsvmm: no bench guest (run.sh builds benches/fs-initrd.sh)"; fs_ok=no; }
-    [ -f "$FILES_TAR" ] || { say "fsvmm: no 10k-files tar"; fs_ok=no; }
-    [ -x "$VFSD" ] || { say "fsvmm: no $VFSD"; fs_ok=no; }
-fi
-if want fsvmm && [ $fs_ok = yes ]; then
-    FSW=$W/fsvmm
-    mkdir -p "$FSW/share"
-    awk 'BEGIN { for (i = 0; i < 70000; i++) printf "%08d kata-rs bench: a 256 MiB file of numbered lines, not zeros.\n", i }' > "$FSW/block"
-    i=0; while [ $i -lt 64 ]; do cat "$FSW/block"; i=$((i + 1)); done \
-        | dd of="$FSW/share/read256" bs=1M count=256 iflag=fullblock 2>/dev/null
-    rm -f "$FSW/block"
-    cp "$FILES_TAR" "$FSW/share/files.tar"
-    FS_NFILES=$(tar -tf "$FSW/share/files.tar" | grep -vc '/$')
-    say "fsvmm: variants: $FSVMM_VARIANTS; $FSVMM_N round(s), untar time box ${FSVMM_SECS}s, $FS_NFILES files, guest $FS_MEM MiB 1 vCPU"
-    cid=300 FSFAIL=0 FSJ=
-    r=1
-    while [ $r -le "$FSVMM_N" ]; do
-        # alternate the order per round (reversed list on even rounds)
-        order=$FSVMM_VARIANTS
-        [ $((r % 2)) = 0 ] && order=$(for v in $FSVMM_VARIANTS; do echo "$v"; done | sed -n '1!G;h;$p')
-        for v in $order; do
-            name=${v%%:*} rest=${v#*:}; vmmk=${rest%%:*} rest=${rest#*:}; cache=${rest%%:*}
-            knobs=; case $rest in *:*) knobs=${rest#*:} ;; esac
-            cid=$((cid + 1))
-            set -- $(fsvmm_run "$name" "$vmmk" "$cache" "$knobs" $cid)
-            if [ "$1" = null ] || [ $# -lt 15 ]; then FSFAIL=$((FSFAIL + 1)); continue; fi
-            say "run$r fsvmm $name ($vmmk, cache $cache${knobs:+, $knobs}): read 256 MiB $1 ms (${12} irqs); untar share $2 ms (from $3 files, ${13} irqs), rm $4 ms; untar tmpfs $5 ms (from $6 files); read tmpfs ${14} ms; read again ${15} ms; wall to end $7 ms; VMM cpu user $8 sys $9 guest ${10} ms; virtiofsd cpu ${11} ms"
-            eval "FS_R_$name=\"\$FS_R_$name $1\" FS_U_$name=\"\$FS_U_$name $2\" FS_D_$name=\"\$FS_D_$name $4\" FS_T_$name=\"\$FS_T_$name $5\""
-            eval "FS_VU_$name=\"\$FS_VU_$name $8\" FS_VS_$name=\"\$FS_VS_$name $9\" FS_VG_$name=\"\$FS_VG_$name ${10}\" FS_F_$name=\"\$FS_F_$name ${11}\""
-            # interrupts per extracted file
-            eval "FS_RT_$name=\"\$FS_RT_$name ${14}\" FS_R2_$name=\"\$FS_R2_$name ${15}\""
-            eval "FS_RI_$name=\"\$FS_RI_$name ${12}\" FS_UI_$name=\"\$FS_UI_$name $(awk -v i=${13} -v n=$3 'BEGIN { printf "%.1f", n ? i / n : 0 }')\""
-        done
-        r=$((r + 1))
-    done
+# fsvmm_emit COMPLETE: the section's BENCH-JSON line from the samples so far (printed after
+# every VM, so that a rig fault later in the section leaves the finished VMs' results; run.sh
+# keeps the last line; "complete": false until all rounds ran)
+fsvmm_emit() {
+    FSJ=
     # per variant: medians, and the share untar against the tmpfs one (L2 CPU baseline)
     for v in $FSVMM_VARIANTS; do
         name=${v%%:*} rest=${v#*:}; vmmk=${rest%%:*} rest=${rest#*:}; cache=${rest%%:*}
@@ -552,6 +519,47 @@ if want fsvmm && [ $fs_ok = yes ]; then
         "\"read_time_ratio\":$(ratio "${FSM_R_ours:-null}" "${FSM_R_qemu:-null}"),\"untar_share_time_ratio\":$(ratio "${FSM_U_ours:-null}" "${FSM_U_qemu:-null}")," \
         "\"rm_share_time_ratio\":$(ratio "${FSM_D_ours:-null}" "${FSM_D_qemu:-null}"),\"untar_tmpfs_time_ratio\":$(ratio "${FSM_T_ours:-null}" "${FSM_T_qemu:-null}")," \
         "\"read_tmpfs_time_ratio\":$(ratio "${FSM_RT_ours:-null}" "${FSM_RT_qemu:-null}")," \
-        "\"failed_runs\":$FSFAIL,\"variants\":{$FSJ}}"
+        "\"failed_runs\":$FSFAIL,\"complete\":$1,\"variants\":{$FSJ}}"
+}
+if want fsvmm; then
+    fs_ok=yes
+    [ -x "$QEMU" ] || { say "fsvmm: no qemu-system-x86_64 on the node"; fs_ok=no; }
+    [ -f "$FS_INITRD" ] || { say "fsvmm: no bench guest (run.sh builds benches/fs-initrd.sh)"; fs_ok=no; }
+    [ -f "$FILES_TAR" ] || { say "fsvmm: no 10k-files tar"; fs_ok=no; }
+    [ -x "$VFSD" ] || { say "fsvmm: no $VFSD"; fs_ok=no; }
+fi
+if want fsvmm && [ $fs_ok = yes ]; then
+    FSW=$W/fsvmm
+    mkdir -p "$FSW/share"
+    awk 'BEGIN { for (i = 0; i < 70000; i++) printf "%08d kata-rs bench: a 256 MiB file of numbered lines, not zeros.\n", i }' > "$FSW/block"
+    i=0; while [ $i -lt 64 ]; do cat "$FSW/block"; i=$((i + 1)); done \
+        | dd of="$FSW/share/read256" bs=1M count=256 iflag=fullblock 2>/dev/null
+    rm -f "$FSW/block"
+    cp "$FILES_TAR" "$FSW/share/files.tar"
+    FS_NFILES=$(tar -tf "$FSW/share/files.tar" | grep -vc '/$')
+    say "fsvmm: variants: $FSVMM_VARIANTS; $FSVMM_N round(s), untar time box ${FSVMM_SECS}s, $FS_NFILES files, guest $FS_MEM MiB 1 vCPU"
+    cid=300 FSFAIL=0
+    r=1
+    while [ $r -le "$FSVMM_N" ]; do
+        # alternate the order per round (reversed list on even rounds)
+        order=$FSVMM_VARIANTS
+        [ $((r % 2)) = 0 ] && order=$(for v in $FSVMM_VARIANTS; do echo "$v"; done | sed -n '1!G;h;$p')
+        for v in $order; do
+            name=${v%%:*} rest=${v#*:}; vmmk=${rest%%:*} rest=${rest#*:}; cache=${rest%%:*}
+            knobs=; case $rest in *:*) knobs=${rest#*:} ;; esac
+            cid=$((cid + 1))
+            set -- $(fsvmm_run "$name" "$vmmk" "$cache" "$knobs" $cid)
+            if [ "$1" = null ] || [ $# -lt 15 ]; then FSFAIL=$((FSFAIL + 1)); continue; fi
+            say "run$r fsvmm $name ($vmmk, cache $cache${knobs:+, $knobs}): read 256 MiB $1 ms (${12} irqs); untar share $2 ms (from $3 files, ${13} irqs), rm $4 ms; untar tmpfs $5 ms (from $6 files); read tmpfs ${14} ms; read again ${15} ms; wall to end $7 ms; VMM cpu user $8 sys $9 guest ${10} ms; virtiofsd cpu ${11} ms"
+            eval "FS_R_$name=\"\$FS_R_$name $1\" FS_U_$name=\"\$FS_U_$name $2\" FS_D_$name=\"\$FS_D_$name $4\" FS_T_$name=\"\$FS_T_$name $5\""
+            eval "FS_VU_$name=\"\$FS_VU_$name $8\" FS_VS_$name=\"\$FS_VS_$name $9\" FS_VG_$name=\"\$FS_VG_$name ${10}\" FS_F_$name=\"\$FS_F_$name ${11}\""
+            # interrupts per extracted file
+            eval "FS_RT_$name=\"\$FS_RT_$name ${14}\" FS_R2_$name=\"\$FS_R2_$name ${15}\""
+            eval "FS_RI_$name=\"\$FS_RI_$name ${12}\" FS_UI_$name=\"\$FS_UI_$name $(awk -v i=${13} -v n=$3 'BEGIN { printf "%.1f", n ? i / n : 0 }')\""
+            fsvmm_emit false
+        done
+        r=$((r + 1))
+    done
+    fsvmm_emit true
     rm -rf "$FSW"
 fi
