@@ -142,6 +142,7 @@ if [[ -f $OUT/fs-vmm.json ]]; then
     row "untar $(v fs-vmm .untar_files) files into the share" "$(v fs-vmm .variants.ours.untar_share_ms) ms" "$(v fs-vmm .variants.qemu.untar_share_ms) ms" "$(v fs-vmm .untar_share_time_ratio)"
     row "rm -rf of them" "$(v fs-vmm .variants.ours.rm_share_ms) ms" "$(v fs-vmm .variants.qemu.rm_share_ms) ms" "$(v fs-vmm .rm_share_time_ratio)"
     row "untar into guest tmpfs (L2 CPU baseline)" "$(v fs-vmm .variants.ours.untar_tmpfs_ms) ms" "$(v fs-vmm .variants.qemu.untar_tmpfs_ms) ms" "$(v fs-vmm .untar_tmpfs_time_ratio)"
+    row "the same cold read again (frames touched)" "$(v fs-vmm .variants.ours.read2_ms) ms" "$(v fs-vmm .variants.qemu.read2_ms) ms" ""
     row "read 256 MiB from guest tmpfs (L2 CPU)" "$(v fs-vmm .variants.ours.read_tmpfs_ms) ms" "$(v fs-vmm .variants.qemu.read_tmpfs_ms) ms" "$(v fs-vmm .read_tmpfs_time_ratio)"
     row "read share / read tmpfs" "$(v fs-vmm .variants.ours.read_vs_tmpfs)" "$(v fs-vmm .variants.qemu.read_vs_tmpfs)" ""
     row "untar share / untar tmpfs" "$(v fs-vmm .variants.ours.untar_share_vs_tmpfs)" "$(v fs-vmm .variants.qemu.untar_share_vs_tmpfs)" ""
@@ -150,7 +151,7 @@ if [[ -f $OUT/fs-vmm.json ]]; then
     for k in $(jq -r '.variants | keys[] | select(. != "ours" and . != "qemu")' "$OUT/fs-vmm.json"); do
         row "knob $k: read / untar share / tmpfs ms" "$(v fs-vmm ".variants.$k.read_ms")" "$(v fs-vmm ".variants.$k.untar_share_ms")" "$(v fs-vmm ".variants.$k.untar_tmpfs_ms")"
     done
-    echo "(time ratios: > 1 = kata-vmm slower; untar figures extrapolated from a ${FSVMM_SECS}s time box; target/bench/fs-vmm.json)"
+    echo "(time ratios: > 1 = kata-vmm slower; untar figures extrapolated from a $(v fs-vmm .untar_secs) s time box; target/bench/fs-vmm.json)"
     [[ $(v fs-vmm .complete) == true ]] || echo "(fsvmm partial: the node stopped before every VM ran; the samples are those that finished)"
     echo
 fi
