@@ -17,6 +17,8 @@ use crate::util::sanitize;
 
 /// Longest error text from the agent that is passed on.
 const MAX_ERROR_TEXT: usize = 2048;
+/// How much later than the shim's own timeout a request's ttrpc deadline falls.
+const CONTEXT_GRACE: Duration = Duration::from_secs(1);
 /// Largest chunk asked for (and accepted) in one ReadStdout/ReadStderr.
 pub const READ_CHUNK: u32 = 32 * 1024;
 /// Most pids accepted from one ListProcesses.
@@ -67,6 +69,15 @@ impl AgentError {
     /// Whether the agent answered UNIMPLEMENTED (its version lacks the request).
     pub fn is_unimplemented(&self) -> bool {
         matches!(self, AgentError::Status { code, .. } if *code == ttrpc::Code::UNIMPLEMENTED)
+    }
+
+    /// Whether the guest did not answer at all (no reply in time, or the connection broke),
+    /// as opposed to an answer that says no.
+    pub fn guest_lost(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Timeout { .. } | AgentError::Transport { .. }
+        )
     }
 
     /// Whether the agent answered NOT_FOUND.
@@ -188,8 +199,13 @@ impl Agent {
         })
     }
 
+    /// The request's ttrpc context: its deadline (which the agent also sees) is a second
+    /// after [`Agent::timed`]'s, so that a guest that does not answer is reported as
+    /// [`AgentError::Timeout`] naming the request and the time, not as the ttrpc client's
+    /// own "Request deadline elapsed".
     fn ctx(&self) -> ttrpc::context::Context {
-        ttrpc::context::with_timeout(self.timeout.as_nanos().min(i64::MAX as u128) as i64)
+        let deadline = self.timeout + CONTEXT_GRACE;
+        ttrpc::context::with_timeout(deadline.as_nanos().min(i64::MAX as u128) as i64)
     }
 
     async fn timed<T>(
@@ -690,6 +706,28 @@ pub async fn wait_ready(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only silence or a broken connection counts as a lost guest (SIGKILL then kills the
+    /// VM); an answer, even an error, does not.
+    #[test]
+    fn a_lost_guest_is_silence_not_an_error_answer() {
+        let timeout = AgentError::Timeout {
+            method: "SignalProcess",
+            after: Duration::from_secs(15),
+        };
+        assert!(timeout.guest_lost());
+        assert_eq!(
+            timeout.to_string(),
+            "agent SignalProcess did not answer within 15.0s"
+        );
+        let broken = map_err("SignalProcess", ttrpc::Error::LocalClosed);
+        assert!(broken.guest_lost(), "{broken:?}");
+        let refused = map_err(
+            "SignalProcess",
+            ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::NOT_FOUND, "no process")),
+        );
+        assert!(!refused.guest_lost());
+    }
 
     #[test]
     fn agent_status_text_is_passed_through_cleaned() {

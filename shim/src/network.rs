@@ -213,11 +213,7 @@ impl PodNetwork {
         if !self.netns.exists() {
             return Ok(());
         }
-        in_netns(&self.netns, || async {
-            let h = connect()?;
-            remove(&h).await
-        })
-        .await?;
+        remove_from(&self.netns).await?;
         tracing::info!(netns = %self.netns.display(), "pod network: tap {} and tc filters removed", self.tap);
         Ok(())
     }
@@ -553,6 +549,17 @@ async fn make_tap(h: &Handle, net: &PodNetwork) -> Result<(), String> {
             .map_err(nl(format!("redirect filter {what}")))?;
     }
     Ok(())
+}
+
+/// Removes what pod networking made in `netns` (the tap and the ingress qdiscs with their
+/// filters); missing pieces are fine. [`PodNetwork::teardown`] uses it, and so does the
+/// cleanup of a sandbox whose shim is gone, which only has the namespace's path.
+pub async fn remove_from(netns: &Path) -> Result<(), String> {
+    in_netns(netns, || async {
+        let h = connect()?;
+        remove(&h).await
+    })
+    .await
 }
 
 /// Removes the tap (its qdisc and filter go with it) and eth0's ingress qdisc (with its

@@ -127,7 +127,9 @@ impl Shim for KataShim {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, ShimError> {
-        Ok(cleanup_lost_shim(&self.id, &self.bundle))
+        let r = cleanup_lost_shim(&self.id, &self.bundle);
+        cleanup_lost_network(&self.id, &self.bundle).await;
+        Ok(r)
     }
 
     async fn wait(&mut self) {
@@ -315,6 +317,31 @@ pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
         exit_status: 128 + 9,
         exited_at: MessageField::some(timestamp(SystemTime::now())),
         ..Default::default()
+    }
+}
+
+/// After a lost shim (the VMM is gone by now): removes the pod network the sandbox made (the
+/// tap and the tc qdiscs) in the network namespace its spec names, if that still exists. Only
+/// for the sandbox itself: containerd also runs `delete` for a pod container whose Create
+/// failed while the pod's VM lives on, and the network is the sandbox's.
+pub async fn cleanup_lost_network(id: &str, bundle: &Path) {
+    let annotations = pod::bundle_annotations(bundle);
+    if !matches!(
+        pod::pod_role(id, annotations.as_ref()),
+        Ok(PodRole::Sandbox) | Ok(PodRole::Single)
+    ) {
+        return;
+    }
+    let spec = read_spec(&bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<oci_spec::runtime::Spec>(&b).ok());
+    let Some(netns) = spec.as_ref().and_then(crate::network::netns_path) else {
+        return;
+    };
+    if netns.exists() {
+        if let Err(e) = crate::network::remove_from(&netns).await {
+            eprintln!("kata-rs: pod network of {id}: {e}");
+        }
     }
 }
 
@@ -1199,6 +1226,15 @@ impl TaskService {
         {
             Ok(()) => Ok(()),
             Err(e) if e.is_not_found() => Err(rpc_err(Code::NOT_FOUND, "process already finished")),
+            Err(e) if p.exec_id.is_empty() && signal == libc::SIGKILL as u32 && e.guest_lost() => {
+                // SIGKILL must end the container even when its guest no longer answers
+                // (`ctr task rm -f`, the kubelet killing a hung pod): the guest is lost, so
+                // its VM goes, and every container in it is reported exited (137) as when
+                // the VMM dies. Delete then works as after any VMM exit.
+                warn!(id = %c.id, "SIGKILL: {e}; the guest does not answer: killing its VM");
+                c.sandbox.vmm.kill();
+                Ok(())
+            }
             Err(e) => Err(agent_err("signal the process", e)),
         }
     }
@@ -1471,8 +1507,22 @@ impl Task for TaskService {
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
         let this = self.clone();
-        detached("Delete", Abandoned::default(), async move {
-            this.delete_task(req).await
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        detached("Delete", abandoned, async move {
+            let r = this.delete_task(req).await;
+            // containerd went away (or gave up) while the Delete ran: it never learns that
+            // the last container is gone, so no Shutdown comes; exit as Shutdown would.
+            // (containerd, back, finds the shim gone and cleans up its bundle.)
+            if flag.load(Ordering::SeqCst) {
+                // (A Create in flight may still add a container: wait for it, as Shutdown.)
+                let _creating = this.inner.create_lock.lock().await;
+                if this.inner.state.lock().await.containers.is_empty() {
+                    info!("no containers left after an abandoned Delete: exiting");
+                    this.inner.exit.signal();
+                }
+            }
+            r
         })
         .await
     }
