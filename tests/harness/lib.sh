@@ -33,8 +33,9 @@ kata_rs_config() {
 
 # kata_rs_leftovers: print every leftover kata-vmm / virtiofsd / containerd-shim-kata-v2 process, kata-rs
 # mount (or a container rootfs still mounted in containerd's state dir), socket under
-# /run/kata-rs and host cgroup; return 1 if there is any, else print "leftovers: none" and
-# return 0.
+# /run/kata-rs, sandbox state directory, console log, containerd task bundle, tap or ingress
+# qdisc (KATA_RS_TC: a tc that shows them, default busybox's) and host cgroup; return 1 if
+# there is any, else print "leftovers: none" and return 0.
 kata_rs_leftovers() {
     _n=0
     for _p in /proc/[0-9]*; do
@@ -53,6 +54,22 @@ kata_rs_leftovers() {
     if [ -d /run/kata-rs ]; then
         for _s in $(find /run/kata-rs -type s 2>/dev/null); do echo "leftover socket: $_s"; _n=$((_n + 1)); done
     fi
+    # A sandbox's state directory, its console log (runtime.debug keeps it on purpose: a test
+    # that sets it removes the log itself), containerd's bundle of a task.
+    for _s in /run/kata-rs/sandboxes/* /var/log/kata-rs/console/* \
+        "$KATA_RS_WORK/state/io.containerd.runtime.v2.task/${CONTAINERD_NAMESPACE:-kata-rs-test}"/*; do
+        [ -e "$_s" ] || continue
+        echo "leftover state: $_s"; _n=$((_n + 1))
+    done
+    # The pod network the shim makes in a network namespace: the tap and the ingress qdiscs
+    # of its tc redirects (in the node's namespace and every named one).
+    for _ns in "" /var/run/netns/*; do
+        [ -z "$_ns" ] || [ -e "$_ns" ] || continue
+        _in=${_ns:+nsenter --net=$_ns}
+        $_in ip link show tap0_kata > /dev/null 2>&1 && { echo "leftover tap: tap0_kata in ${_ns:-the node}"; _n=$((_n + 1)); }
+        _q=$($_in "${KATA_RS_TC:-tc}" qdisc show 2>/dev/null | grep -c 'qdisc ingress')
+        [ "${_q:-0}" -eq 0 ] || { echo "leftover qdisc: $_q ingress in ${_ns:-the node}"; _n=$((_n + 1)); }
+    done
     # Host cgroups: every leaf cgroup under kata-rs's default parent and under containerd's
     # namespace cgroup (ctr's /<namespace>/<id>, the CRI tests' pod parents) is a leftover
     # (runc and kata-rs both remove a sandbox's or container's cgroup at delete); the CRI
