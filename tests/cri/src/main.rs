@@ -40,9 +40,12 @@ use k8s_cri::v1::{
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
+mod churn;
+
 type Runtime = RuntimeServiceClient<Channel>;
 type Res<T> = Result<T, String>;
 
+#[derive(Clone)]
 struct Args {
     socket: String,
     handler: String,
@@ -52,6 +55,10 @@ struct Args {
     cgroup_parent: String,
     timeout: u64,
     pod_net: Option<String>,
+    /// `--churn N`: N pods created and removed instead of the one-pod walk-through.
+    churn: Option<u32>,
+    /// `--parallel P`: with `--churn`, P pods at a time.
+    parallel: u32,
 }
 
 fn usage() -> ! {
@@ -72,15 +79,22 @@ fn parse_args() -> Args {
         let Some(v) = it.next() else { usage() };
         kv.insert(k.to_string(), v);
     }
+    let churn: Option<u32> = kv
+        .remove("churn")
+        .map(|n| n.parse().unwrap_or_else(|_| usage()));
     let mut take = |k: &str| kv.remove(k);
     let args = Args {
         socket: take("socket").unwrap_or_else(|| usage()),
         handler: take("handler").unwrap_or_else(|| usage()),
         image: take("image").unwrap_or_else(|| usage()),
         log_dir: take("log-dir").unwrap_or_else(|| usage()),
+        churn,
+        parallel: take("parallel")
+            .map(|n| n.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or(1),
         port: take("port")
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| usage()),
+            .unwrap_or_else(|| if churn.is_some() { 0 } else { usage() }),
         cgroup_parent: take("cgroup-parent").unwrap_or_default(),
         timeout: take("timeout")
             .map(|t| t.parse().unwrap_or_else(|_| usage()))
@@ -112,6 +126,18 @@ fn outcome<T>(key: &str, r: &Res<T>) {
     }
 }
 
+/// One CRI call with a time limit: the answer, or what went wrong as text.
+async fn call_quiet<T>(
+    secs: u64,
+    f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Res<T> {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Err(_) => Err(format!("no answer within {secs} s")),
+        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+    }
+}
+
 /// One CRI call with a time limit; its duration goes to a `time-KEY=SECONDS` marker.
 async fn call<T>(
     key: &str,
@@ -119,11 +145,7 @@ async fn call<T>(
     f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Res<T> {
     let t0 = Instant::now();
-    let r = match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Err(_) => Err(format!("no answer within {secs} s")),
-        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-        Ok(Ok(r)) => Ok(r.into_inner()),
-    };
+    let r = call_quiet(secs, f).await;
     marker(
         &format!("time-{key}"),
         format!("{:.1}", t0.elapsed().as_secs_f64()),
@@ -796,7 +818,10 @@ async fn run(a: &Args) -> Res<()> {
 async fn main() {
     let a = parse_args();
     marker("handler", &a.handler);
-    let r = run(&a).await;
+    let r = match a.churn {
+        Some(n) => churn::run(&a, n).await,
+        None => run(&a).await,
+    };
     outcome("result", &r);
     std::process::exit(if r.is_ok() { 0 } else { 1 });
 }

@@ -1,0 +1,36 @@
+# The CRI churn (issue 11): N kata pods (default 50), P at a time (default 2), each created and
+# removed through containerd's CRI as the kubelet does it (RunPodSandbox, a container, ExecSync,
+# StopPodSandbox, RemovePodSandbox) by the CRI client's `--churn` mode (tests/cri; $1 its host
+# path, through KATA_RS_NODE_EXTRA). Afterwards nothing may be left: no pod or container listed
+# by CRI, no task bundle in the CRI containerd's state, no kata-rs process, mount, socket,
+# state, console log, cgroup, tap or qdisc (kata_rs_leftovers). tests/tests/cri.rs checks it.
+CRI=$KATA_RS_PAYLOAD/extra$1
+N=${2:-50}
+P=${3:-2}
+W=$KATA_RS_WORK
+[ -x "$CRI" ] || { echo "no CRI client at $CRI (pass its host path as \$1 and in KATA_RS_NODE_EXTRA)" >&2; exit 1; }
+t0=$(kata_rs_uptime)
+echo "== cri containerd"
+if ! kata_rs_start_cri_containerd; then echo "cri-containerd=failed"; exit 1; fi
+echo "cri-containerd=ok"
+
+echo "== churn"
+mkdir -p "$W/cri-logs/churn"
+timeout -k 30 2400 "$CRI" --socket "$KATA_RS_CRI_SOCKET" --handler kata --image "$KATA_RS_IMAGE" \
+    --log-dir "$W/cri-logs/churn" --cgroup-parent /kata-rs-test/cri-churn --timeout 300 \
+    --churn "$N" --parallel "$P" > "$W/churn.out" 2>&1
+rc=$?
+echo "churn-rc=$rc"
+cat "$W/churn.out"
+
+echo "== after"
+echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"
+echo "cri-tasks=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io task ls -q | wc -l)"
+n=0
+for b in "$W/cri/state/io.containerd.runtime.v2.task/k8s.io"/*; do
+    [ -e "$b" ] || continue
+    echo "leftover-bundle| $b"; n=$((n + 1))
+done
+echo "cri-bundles=$n"
+kata_rs_cri_finish $rc "$t0"
+exit 0
