@@ -17,7 +17,8 @@
 //! files this module made, one by one.
 
 use std::{
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd},
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
@@ -391,28 +392,92 @@ impl Share {
 
 /// Removes a tree of directories and empty placeholder files made by this module, without
 /// following symlinks and without removing anything else (a non-empty regular file, a
-/// device, ... is an error and stays).
+/// device, ... is an error and stays). Every step is relative to the directory already
+/// opened (`openat` with `O_NOFOLLOW|O_DIRECTORY`, `fstatat` without following, `unlinkat`),
+/// each opened directory is checked to be the one that was looked at (device and inode), and
+/// the walk never crosses into another file system (a mount that is still there): nothing
+/// can redirect it outside the tree by swapping a component for a symlink.
 fn remove_skeleton(dir: &Path) -> Result<(), String> {
-    let md = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    use nix::fcntl::open;
+    use nix::sys::stat::Mode;
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(format!("{}: not a removable directory", dir.display()));
     };
-    if md.is_dir() {
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for e in entries {
-            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
-            remove_skeleton(&e.path())?;
-        }
-        std::fs::remove_dir(dir).map_err(|e| format!("remove {}: {e}", dir.display()))
-    } else if md.is_file() && md.len() == 0 {
-        std::fs::remove_file(dir).map_err(|e| format!("remove {}: {e}", dir.display()))
-    } else {
-        Err(format!(
-            "{} is not a placeholder of the share; left in place",
-            dir.display()
-        ))
+    let pfd = match open(parent, dir_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", parent.display())),
+    };
+    let dev = nix::sys::stat::fstat(&pfd)
+        .map_err(|e| format!("{}: {e}", parent.display()))?
+        .st_dev;
+    remove_in(pfd.as_fd(), name, dev, dir)
+}
+
+/// Flags of every directory the skeleton removal opens.
+fn dir_flags() -> nix::fcntl::OFlag {
+    use nix::fcntl::OFlag;
+    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC
+}
+
+/// [`remove_skeleton`] of entry `name` of the open directory `parent` (`shown` is its path,
+/// for messages); `dev` is the file system the tree must stay on.
+fn remove_in(
+    parent: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    dev: u64,
+    shown: &Path,
+) -> Result<(), String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{openat, AtFlags};
+    use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    let err = |e: Errno| format!("{}: {e}", shown.display());
+    let st = match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind == SFlag::S_IFREG && st.st_size == 0 {
+        return unlinkat(parent, name, UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| format!("remove {}: {e}", shown.display()));
     }
+    if kind != SFlag::S_IFDIR {
+        return Err(format!(
+            "{} is not a placeholder of the share; left in place",
+            shown.display()
+        ));
+    }
+    if st.st_dev != dev {
+        return Err(format!(
+            "{} is another file system (a mount left there); left in place",
+            shown.display()
+        ));
+    }
+    let fd = openat(parent, name, dir_flags(), Mode::empty()).map_err(err)?;
+    let opened = fstat(&fd).map_err(err)?;
+    if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(format!(
+            "{} changed while it was being removed; left in place",
+            shown.display()
+        ));
+    }
+    let mut entries = Vec::new();
+    let mut d = nix::dir::Dir::from_fd(fd).map_err(err)?;
+    for e in d.iter() {
+        let e = e.map_err(err)?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            entries.push(std::ffi::OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    for n in &entries {
+        remove_in(d.as_fd(), n, dev, &shown.join(n))?;
+    }
+    drop(d);
+    unlinkat(parent, name, UnlinkatFlags::RemoveDir)
+        .map_err(|e| format!("remove {}: {e}", shown.display()))
 }
 
 #[cfg(test)]
@@ -575,6 +640,24 @@ mod tests {
         check(mounts_under(&state).is_empty(), "no mounts left")?;
         check(!state.join("share").exists(), "share removed")?;
         check(rootfs.join("etc-file").exists(), "rootfs data kept")?;
+        // The skeleton removal never crosses into a mount (here an empty tmpfs, which it
+        // would otherwise empty and try to remove) and leaves it where it is.
+        let skel = base.join("skel");
+        std::fs::create_dir_all(skel.join("a/m")).map_err(|e| e.to_string())?;
+        mount(
+            Some("tmpfs"),
+            &skel.join("a/m"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|e| e.to_string())?;
+        let e = remove_skeleton(&skel).unwrap_err();
+        check(e.contains("another file system"), "a mount is not entered")?;
+        check(skel.join("a/m").exists(), "the mount point stays")?;
+        nix::mount::umount(&skel.join("a/m")).map_err(|e| e.to_string())?;
+        remove_skeleton(&skel)?;
+        check(!skel.exists(), "skeleton removed once the mount is gone")?;
         Ok(())
     }
 }
