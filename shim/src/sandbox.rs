@@ -400,6 +400,20 @@ impl Sandbox {
         }
     }
 
+    /// Why the agent connection broke, for an error message: how the VMM ended (waiting up
+    /// to 2 s for it to) or that it still runs, and the tail of the guest console.
+    pub async fn why_lost(&self) -> String {
+        let mut msg = match tokio::time::timeout(Duration::from_secs(2), self.vmm.wait()).await {
+            Ok(exit) => match self.vmm.error_line().await {
+                Some(l) => format!("; the VM ended: VMM {exit}: {l}"),
+                None => format!("; the VM ended: VMM {exit}"),
+            },
+            Err(_) => "; the VMM still runs".to_string(),
+        };
+        msg.push_str(&console_tail(&self.paths.console_log));
+        msg
+    }
+
     /// The virtiofsd process of the share.
     pub fn virtiofsd(&self) -> &Vmm {
         &self.fs.process

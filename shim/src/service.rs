@@ -1279,7 +1279,7 @@ async fn create_in_guest(
     role: PodRole,
 ) -> Result<Arc<Container>, TtrpcError> {
     let id = req.id.as_str();
-    sandbox
+    let created = sandbox
         .agent
         .create_container(
             id,
@@ -1289,13 +1289,19 @@ async fn create_in_guest(
             terminal,
             sandbox_id,
         )
-        .await
-        .map_err(|e| {
-            rpc_err(
-                Code::UNKNOWN,
-                format!("the agent could not create the container: {e}"),
-            )
-        })?;
+        .await;
+    if let Err(e) = created {
+        // A guest that went silent or away: say what became of the VM.
+        let why = if e.guest_lost() {
+            sandbox.why_lost().await
+        } else {
+            String::new()
+        };
+        return Err(rpc_err(
+            Code::UNKNOWN,
+            format!("the agent could not create the container: {e}{why}"),
+        ));
+    }
     let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
     Ok(Arc::new(Container::new(
         id.to_string(),
