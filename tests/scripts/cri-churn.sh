@@ -22,6 +22,11 @@ timeout -k 30 2400 "$CRI" --socket "$KATA_RS_CRI_SOCKET" --handler kata --image 
 rc=$?
 echo "churn-rc=$rc"
 cat "$W/churn.out"
+if [ $rc -ne 0 ]; then
+    # What the shims said about the failed pods (the shim's errors name what became of the VM).
+    grep -E 'level=(warning|error)' "$KATA_RS_CRI_LOG" | grep -v 'cleaning up after shim disconnected' \
+        | tail -n 30 | cut -c1-1500 | sed 's/^/churn-warn| /'
+fi
 
 echo "== after"
 echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"

@@ -221,7 +221,7 @@ want enospc && case_enospc
 case_netns() {
     n=netns-shim id=fn
     echo "== $n"
-    NSF=/var/run/netns/kata-rs-faults
+    NSF=/var/run/netns/faults-pod   # (a name without kata-rs: the leftover counter lists kata-rs mounts)
     mkdir -p /var/run/netns && touch "$NSF"
     unshare --net="$NSF" true
     # A veth pair inside the namespace (the kernel names the peer): eth0 stands for CNI's.

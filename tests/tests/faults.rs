@@ -46,7 +46,7 @@ fn failed(c: &mut Checks, key: &str, what: &str) {
 
 /// The case's lines with `PREFIX| ` joined (what ctr printed).
 fn said(c: &Checks, prefix: &str) -> String {
-    c.run.prefixed(&format!("{prefix}| ")).join("\n")
+    c.run.prefixed(prefix).join("\n")
 }
 
 #[test]
