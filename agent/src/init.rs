@@ -261,6 +261,10 @@ fn prepare(cfg: &InitConfig) -> InitResult<Prepared> {
             .create(&cfg.process.cwd)
             .map_err(|e| format!("create cwd {:?}: {e}", cfg.process.cwd))?;
     }
+    // runc's order: sysctls before the read-only paths (CRI's include /proc/sys).
+    for (k, v) in &cfg.sysctls {
+        crate::sysctl::write(k, v)?;
+    }
     for p in &cfg.masked_paths {
         mask_path(p)?;
     }
@@ -924,6 +928,7 @@ mod tests {
         std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
         let src = |n: u32| format!("{}/mounts/{n}", c1.display());
         let cfg = InitConfig {
+            sysctls: Vec::new(),
             rootfs: root,
             readonly_root: true,
             mounts: vec![

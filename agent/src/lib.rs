@@ -26,6 +26,7 @@ pub mod service;
 pub mod share;
 pub mod spec;
 pub mod syscalls_x86_64;
+pub mod sysctl;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -228,6 +228,10 @@ pub struct InitConfig {
     /// Device nodes to create (spec.linux.devices), after the mounts, as runc does.
     #[serde(default)]
     pub devices: Vec<crate::devices::DeviceNode>,
+    /// linux.sysctl as checked by [`crate::sysctl::plan`]: written after pivot_root, before
+    /// the read-only paths.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
     /// The process to run.
     #[serde(flatten)]
     pub process: ProcessConfig,
@@ -742,7 +746,9 @@ pub fn plan(spec: &Spec, rootfs: &Path, role: PodRole) -> Result<Plan> {
     )?;
     let devices =
         crate::devices::plan_nodes(linux.and_then(|l| l.devices().as_deref()).unwrap_or(&[]))?;
+    let sysctls = crate::sysctl::plan(spec, &namespaces)?;
     let init = InitConfig {
+        sysctls,
         rootfs,
         readonly_root: spec
             .root()

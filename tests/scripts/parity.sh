@@ -230,6 +230,17 @@ ctr oci spec | sed \
     > "$W/pids.json"
 config_case hostname-pids "$W/pids.json"
 
+# linux.sysctl (CRI: the pod's securityContext.sysctls): an IPC and a network sysctl are set
+# in the container's own namespaces (under kata, the guest's: the pod's network is the VM's),
+# then /proc/sys is read-only (ctr's readonlyPaths) as under runc.
+ctr oci spec | sed \
+    -e 's|"cwd": "/",|"cwd": "/", "args": ["sh", "-c", "exec 2>\&1; cat /proc/sys/kernel/shm_rmid_forced /proc/sys/net/ipv4/ip_local_port_range; echo 0 > /proc/sys/kernel/shm_rmid_forced; echo write=$?"], "env": ["PATH=/bin:/usr/bin"],|' \
+    -e 's|"linux": {|"linux": {"sysctl": {"kernel.shm_rmid_forced": "1", "net.ipv4.ip_local_port_range": "30000 40000"},|' \
+    -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/kata-rs-test/parity-sysctl\"|" \
+    -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \
+    > "$W/sysctl.json"
+config_case sysctl "$W/sysctl.json"
+
 # A spec whose process environment has no PATH: runc (Go's LookPath on the env it set) finds
 # no `sh`; neither may the agent (it once searched a default PATH). Only the rc and runc's error
 # text are compared: ctr wraps the runtimes' errors differently.

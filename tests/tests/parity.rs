@@ -142,6 +142,14 @@ const SANE: &[(&str, &[&str])] = &[
         &["rc=0", "parity-host", "fork-limited=yes"],
     ),
     (
+        "sysctl",
+        &[
+            "rc=0",
+            "out=1 ; 30000\t40000 ; ",
+            "Read-only file system ; write=1",
+        ],
+    ),
+    (
         "no-path",
         &["rc=1 out=exec: \"sh\": executable file not found in $PATH"],
     ),
