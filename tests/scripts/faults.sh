@@ -51,6 +51,22 @@ kill_containerd() {
     while kill -0 $_c 2>/dev/null && kata_rs_before "$_dl"; do sleep 0.1; done
 }
 
+# kill_one WHO: SIGKILL of the sandbox's VMM (vmm), its shim (shim) or containerd.
+kill_one() {
+    case $1 in
+        vmm) kill -KILL $(kata_rs_pids kata-vmm) ;;
+        shim) kill -KILL $(kata_rs_pids containerd-shim-kata-v2) ;;
+        containerd) kill_containerd ;;
+    esac
+}
+
+# shim_exits_then_restart NAME SECS: containerd is gone; the shim must exit on its own within
+# SECS (NAME-shim-exited), then containerd starts again (NAME-restarted).
+shim_exits_then_restart() {
+    kata_rs_wait_procs containerd-shim-kata-v2 0 "$2" && echo "$1-shim-exited=yes" || echo "$1-shim-exited=no"
+    restart_containerd && echo "$1-restarted=yes" || echo "$1-restarted=no"
+}
+
 # finish NAME ID: what containerd shows (NAME-status), a later delete of whatever is left
 # (NAME-rm-rc: `ctr task rm -f`, "none" without a task; NAME-container-rm-rc, "none" without
 # a container), the host
@@ -93,11 +109,7 @@ want create && for who in vmm shim containerd; do
     RUN=$!
     if wait_vmm 120; then
         echo "$n-task-at-kill=$(status_or_gone $id)"
-        case $who in
-            vmm) kill -KILL $(kata_rs_pids kata-vmm) ;;
-            shim) kill -KILL $(kata_rs_pids containerd-shim-kata-v2) ;;
-            containerd) kill_containerd ;;
-        esac
+        kill_one $who
     else
         echo "$n-task-at-kill=no-vmm"
     fi
@@ -105,8 +117,7 @@ want create && for who in vmm shim containerd; do
     sed "s/^/$n-run| /" "$W/$id.out" | cut -c1-400
     if [ $who = containerd ]; then
         # Nobody waits for the Create any more: the shim undoes it and exits on its own.
-        kata_rs_wait_procs containerd-shim-kata-v2 0 120 && echo "$n-shim-exited=yes" || echo "$n-shim-exited=no"
-        restart_containerd && echo "$n-restarted=yes" || echo "$n-restarted=no"
+        shim_exits_then_restart $n 120
     fi
     finish $n $id
 done
@@ -121,11 +132,7 @@ want exec && for who in vmm shim containerd; do
     $T ctr task exec --exec-id x $id sh -c 'echo exec-started; exec sleep 100000' > "$W/$id.exec" 2>&1 < /dev/null &
     EX=$!
     kata_rs_wait_for "$W/$id.exec" exec-started 60 && echo "$n-exec-started=yes" || echo "$n-exec-started=no"
-    case $who in
-        vmm) kill -KILL $(kata_rs_pids kata-vmm) ;;
-        shim) kill -KILL $(kata_rs_pids containerd-shim-kata-v2) ;;
-        containerd) kill_containerd ;;
-    esac
+    kill_one $who
     kata_rs_wait_exit $EX 60 "$n-exec-rc"
     sed "s/^/$n-exec| /" "$W/$id.exec" | cut -c1-400
     if [ $who = containerd ]; then
@@ -154,18 +161,13 @@ want delete && for who in vmm shim containerd; do
     RM=$!
     sleep 2
     echo "$n-rm-running=$(kill -0 $RM 2>/dev/null && echo yes || echo no)"
-    case $who in
-        vmm) kill -KILL $(kata_rs_pids kata-vmm) ;;
-        shim) kill -KILL $(kata_rs_pids containerd-shim-kata-v2) ;;
-        containerd) kill_containerd ;;
-    esac
+    kill_one $who
     kata_rs_wait_exit $RM 60 "$n-first-rm-rc"
     sed "s/^/$n-first-rm| /" "$W/$id.rm" | cut -c1-400
     if [ $who = containerd ]; then
         # The shim finishes the Delete nobody waits for (the agent timeout, then SIGKILL of
         # the VMM) and exits.
-        kata_rs_wait_procs containerd-shim-kata-v2 0 90 && echo "$n-shim-exited=yes" || echo "$n-shim-exited=no"
-        restart_containerd && echo "$n-restarted=yes" || echo "$n-restarted=no"
+        shim_exits_then_restart $n 90
     fi
     finish $n $id
 done
