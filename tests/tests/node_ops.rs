@@ -96,3 +96,51 @@ fn metrics_overhead_and_installer_image_on_the_node() {
     assert_eq!(m("config-restored"), "yes", "{}", run.stdout);
     assert_eq!(m("left"), "0", "uninstall left files:\n{}", run.stdout);
 }
+
+/// A fresh node (tests/scripts/fresh-install.sh, one node boot): only the built artifacts and
+/// `kata-rs install` make a node with a stock containerd configuration run kata, as a
+/// container through ctr and as a pod through CRI; `kata-rs check` fails before and passes
+/// after; a second install changes nothing; `kata-rs uninstall` restores containerd's
+/// configuration byte for byte and removes every installed file.
+#[test]
+fn a_fresh_node_runs_kata_after_kata_rs_install() {
+    require_kata_artifacts();
+    let [tool]: [std::path::PathBuf; 1] = build_release("kata-rs-tool", None, &["kata-rs"])
+        .try_into()
+        .unwrap();
+    let cri = kata_rs_tests::build_cri_tools().client;
+    let (t, c) = (tool.to_str().unwrap(), cri.to_str().unwrap());
+    let run = node_run_with_extra("fresh-install.sh", &[t, c], &[t, c]);
+    run.assert_success();
+    let mut k = kata_rs_tests::Checks::new(&run);
+    k.check(
+        k.m("check-before-rc") != "0",
+        "kata-rs check must fail on a node without kata-rs",
+    );
+    k.eq("install-rc", "0", "kata-rs install");
+    k.eq("install-again-rc", "0", "a second kata-rs install");
+    k.eq(
+        "install-again-nothing",
+        "1",
+        "a second install changes nothing",
+    );
+    k.eq("merged-handler", "1", "the kata handler in containerd's config");
+    k.eq("check-after-rc", "0", "kata-rs check after install");
+    k.eq("containerd-up", "yes", "containerd on the merged configuration");
+    k.eq("kata-run-rc", "0", "ctr run --runtime io.containerd.kata.v2");
+    let out = run.prefixed("kata-run").join("\n");
+    k.check(
+        out.contains("hello-from-a-fresh-node") && out.contains("kata-rs"),
+        format!("the container ran in a kata-rs guest kernel:\n{out}"),
+    );
+    k.eq("kata-pod-rc", "0", "a kata pod through CRI (handler kata)");
+    k.eq("uninstall-rc", "0", "kata-rs uninstall");
+    k.eq(
+        "config-restored",
+        "yes",
+        "containerd's configuration byte for byte",
+    );
+    k.eq("files-left", "0", "installed files after uninstall");
+    k.eq("leftovers-rc", "0", "kata-rs leftovers on the node");
+    k.finish("a_fresh_node_runs_kata_after_kata_rs_install");
+}
