@@ -26,6 +26,13 @@ if [ $rc -ne 0 ]; then
     # What the shims said about the failed pods (the shim's errors name what became of the VM).
     grep -E 'level=(warning|error)' "$KATA_RS_CRI_LOG" | grep -v 'cleaning up after shim disconnected' \
         | tail -n 30 | cut -c1-1500 | sed 's/^/churn-warn| /'
+    # Every line containerd and the shims logged about each failed pod: its sandbox id, and
+    # the ids of its containers as CRI logs them next to it.
+    for sb in $(sed -n 's/^churn| pod [0-9]*: FAILED .*sandbox \([0-9a-f]\{64\}\).*/\1/p' "$W/churn.out"); do
+        ids=$(grep "$sb" "$KATA_RS_CRI_LOG" | grep -o '[0-9a-f]\{64\}' | sort -u | tr '\n' '|' | sed 's/|$//')
+        grep -E "$ids" "$KATA_RS_CRI_LOG" | grep -v 'msg="loading plugin' | tail -n 80 | cut -c1-700 \
+            | sed "s/^/failed-pod-${sb%"${sb#????????????}"}| /"
+    done
 fi
 
 echo "== after"

@@ -95,12 +95,16 @@ async fn one_pod(rt: &mut Runtime, a: &Args, i: u32) -> Res<()> {
     let remove = call_quiet(
         t,
         rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
+            pod_sandbox_id: pod.clone(),
         }),
     )
     .await
     .map_err(|e| format!("RemovePodSandbox: {e}"));
-    body.and(stop).and(remove).map(|_| ())
+    // The sandbox id leads the error: the script looks the pod up in containerd's log.
+    body.and(stop)
+        .and(remove)
+        .map(|_| ())
+        .map_err(|e| format!("sandbox {pod}: {e}"))
 }
 
 /// Worker `w` of `p`: pods w, w+p, w+2p, ... below `n`; their (index, seconds, result).
