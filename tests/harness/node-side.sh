@@ -160,6 +160,14 @@ if [ "$KIND" = emulated ]; then     # (node-run: KFAIL_RE)
     kfail=$(dmesg 2>/dev/null | grep -m1 -E 'BUG:|Oops|Kernel panic|soft lockup|stack guard page')
     [ -z "$kfail" ] || log "node kernel failure (the emulated node's own kernel under QEMU TCG, not the script): $kfail"
 fi
+# A kata-vmm guest that triple faulted during the run (the shim logs the VMM's stderr to
+# containerd's log, which scripts rarely print): said here, so that tests/src's rig-fault
+# check sees it (on the emulated node, a known fault of QEMU TCG's nested SVM).
+for f in "$W/containerd.log" "$W/cri/containerd.log" "$W/fresh-containerd.log"; do
+    [ -f "$f" ] || continue
+    grep -h 'guest stopped: triple fault' "$f" | head -n 3 | cut -c1-300 \
+        | while read -r l; do log "kata-vmm in ${f##*/}: $l"; done
+done
 cd /
 cleanup
 exit $RC
