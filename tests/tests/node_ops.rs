@@ -124,10 +124,22 @@ fn a_fresh_node_runs_kata_after_kata_rs_install() {
         "1",
         "a second install changes nothing",
     );
-    k.eq("merged-handler", "1", "the kata handler in containerd's config");
+    k.eq(
+        "merged-handler",
+        "1",
+        "the kata handler in containerd's config",
+    );
     k.eq("check-after-rc", "0", "kata-rs check after install");
-    k.eq("containerd-up", "yes", "containerd on the merged configuration");
-    k.eq("kata-run-rc", "0", "ctr run --runtime io.containerd.kata.v2");
+    k.eq(
+        "containerd-up",
+        "yes",
+        "containerd on the merged configuration",
+    );
+    k.eq(
+        "kata-run-rc",
+        "0",
+        "ctr run --runtime io.containerd.kata.v2",
+    );
     let out = run.prefixed("kata-run").join("\n");
     k.check(
         out.contains("hello-from-a-fresh-node") && out.contains("kata-rs"),
