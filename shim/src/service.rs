@@ -634,6 +634,19 @@ impl TaskService {
         }
     }
 
+    /// Ends the shim when it holds no container any more (after `what`: Shutdown, or a
+    /// Create or Delete containerd gave up on, after which no Shutdown comes); otherwise
+    /// keeps it running. The caller holds `create_lock`, so no Create can add one meanwhile.
+    async fn exit_if_no_containers(&self, what: &str) {
+        let left = self.inner.state.lock().await.containers.len();
+        if left > 0 {
+            debug!("{what}: {left} container(s) left, the shim keeps running");
+            return;
+        }
+        info!("{what}: no containers left, exiting");
+        self.inner.exit.signal();
+    }
+
     /// Create, on its own task (see [`detached`]): when containerd gave up on the request
     /// while it ran (`abandoned`), a container that was created after all is torn down
     /// again instead of being published, so nothing is left that containerd does not know.
@@ -669,10 +682,7 @@ impl TaskService {
             }
             // containerd has already sent its Delete and Shutdown for the failed Create
             // (answered while this ran): nobody will ask this shim to exit again.
-            if self.inner.state.lock().await.containers.is_empty() {
-                info!(id = %req.id, "no containers left after the abandoned Create: exiting");
-                self.inner.exit.signal();
-            }
+            self.exit_if_no_containers("the abandoned Create").await;
             return Err(rpc_err(
                 Code::DEADLINE_EXCEEDED,
                 format!("container {}: containerd gave up on Create; undone", req.id),
@@ -1523,10 +1533,7 @@ impl Task for TaskService {
             if flag.load(Ordering::SeqCst) {
                 // (A Create in flight may still add a container: wait for it, as Shutdown.)
                 let _creating = this.inner.create_lock.lock().await;
-                if this.inner.state.lock().await.containers.is_empty() {
-                    info!("no containers left after an abandoned Delete: exiting");
-                    this.inner.exit.signal();
-                }
+                this.exit_if_no_containers("an abandoned Delete").await;
             }
             r
         })
@@ -1570,16 +1577,7 @@ impl Task for TaskService {
         // A Create still running (one containerd gave up on finishes or undoes itself first):
         // exiting under it would leave its VM's files behind.
         let _creating = self.inner.create_lock.lock().await;
-        let state = self.inner.state.lock().await;
-        if !state.containers.is_empty() {
-            debug!(
-                "Shutdown ignored: {} container(s) left",
-                state.containers.len()
-            );
-            return Ok(api::Empty::new());
-        }
-        info!("Shutdown: no containers left, exiting");
-        self.inner.exit.signal();
+        self.exit_if_no_containers("Shutdown").await;
         Ok(api::Empty::new())
     }
 
