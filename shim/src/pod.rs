@@ -269,12 +269,19 @@ pub fn bundle_annotations(bundle: &Path) -> Option<HashMap<String, String>> {
     let f = File::open(bundle.join("config.json")).ok()?;
     let mut buf = Vec::new();
     f.take(MAX_SPEC_SIZE).read_to_end(&mut buf).ok()?;
+    annotations_of(&buf)
+}
+
+/// The annotations of an OCI spec's JSON, read without parsing the rest of it.
+pub fn annotations_of(spec_json: &[u8]) -> Option<HashMap<String, String>> {
     #[derive(serde::Deserialize)]
     struct Annotated {
         #[serde(default)]
         annotations: Option<HashMap<String, String>>,
     }
-    serde_json::from_slice::<Annotated>(&buf).ok()?.annotations
+    serde_json::from_slice::<Annotated>(spec_json)
+        .ok()?
+        .annotations
 }
 
 #[cfg(test)]

@@ -127,8 +127,9 @@ impl Shim for KataShim {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, ShimError> {
-        let r = cleanup_lost_shim(&self.id, &self.bundle);
-        cleanup_lost_network(&self.id, &self.bundle).await;
+        let lost = LostBundle::read(&self.id, &self.bundle);
+        let r = cleanup_lost_shim(&self.id, &self.bundle, &lost);
+        cleanup_lost_network(&self.id, &lost).await;
         Ok(r)
     }
 
@@ -258,10 +259,34 @@ fn enter_host_cgroup(
     Ok(Some(Arc::new(cg)))
 }
 
+/// What a lost shim's cleanup needs from its bundle's config.json, read once.
+#[derive(Debug, Default)]
+pub struct LostBundle {
+    /// The container's pod role, if its annotations give a valid one.
+    role: Option<PodRole>,
+    /// The network namespace the spec names, if any.
+    netns: Option<PathBuf>,
+}
+
+impl LostBundle {
+    /// Reads `<bundle>/config.json` (bounded); a missing or broken file gives nothing.
+    pub fn read(id: &str, bundle: &Path) -> Self {
+        let Ok(bytes) = read_spec(&bundle.join("config.json")) else {
+            return Self::default();
+        };
+        let annotations = pod::annotations_of(&bytes);
+        let spec = serde_json::from_slice::<oci_spec::runtime::Spec>(&bytes).ok();
+        LostBundle {
+            role: pod::pod_role(id, annotations.as_ref()).ok(),
+            netns: spec.as_ref().and_then(crate::network::netns_path),
+        }
+    }
+}
+
 /// What the `delete` subcommand does after containerd lost a shim: kill the sandbox's VMM
 /// if it is still there (pid file in the state directory), unmount `<bundle>/rootfs`,
 /// remove the sandbox's files; report exit status 128+9.
-pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
+pub fn cleanup_lost_shim(id: &str, bundle: &Path, lost: &LostBundle) -> DeleteResponse {
     // The configuration Create used: the ConfigPath it recorded in the bundle, if any.
     let recorded = std::fs::read_to_string(bundle.join(CONFIG_PATH_FILE))
         .ok()
@@ -298,10 +323,9 @@ pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
             eprintln!("kata-rs: {e}");
         }
         // A pod container: its entry in the pod sandbox's share, if that is still there.
-        let role = pod::bundle_annotations(bundle).and_then(|a| pod::pod_role(id, Some(&a)).ok());
-        if let Some(PodRole::Container { sandbox_id }) = role {
-            if validate_id(&sandbox_id).is_ok() {
-                let share = SandboxPaths::new(&config, &sandbox_id).share();
+        if let Some(PodRole::Container { sandbox_id }) = &lost.role {
+            if validate_id(sandbox_id).is_ok() {
+                let share = SandboxPaths::new(&config, sandbox_id).share();
                 if let Err(e) = share.remove_container(id) {
                     eprintln!("kata-rs: {e}");
                 }
@@ -324,22 +348,15 @@ pub fn cleanup_lost_shim(id: &str, bundle: &Path) -> DeleteResponse {
 /// tap and the tc qdiscs) in the network namespace its spec names, if that still exists. Only
 /// for the sandbox itself: containerd also runs `delete` for a pod container whose Create
 /// failed while the pod's VM lives on, and the network is the sandbox's.
-pub async fn cleanup_lost_network(id: &str, bundle: &Path) {
-    let annotations = pod::bundle_annotations(bundle);
-    if !matches!(
-        pod::pod_role(id, annotations.as_ref()),
-        Ok(PodRole::Sandbox) | Ok(PodRole::Single)
-    ) {
+pub async fn cleanup_lost_network(id: &str, lost: &LostBundle) {
+    if !matches!(lost.role, Some(PodRole::Sandbox) | Some(PodRole::Single)) {
         return;
     }
-    let spec = read_spec(&bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<oci_spec::runtime::Spec>(&b).ok());
-    let Some(netns) = spec.as_ref().and_then(crate::network::netns_path) else {
+    let Some(netns) = &lost.netns else {
         return;
     };
     if netns.exists() {
-        if let Err(e) = crate::network::remove_from(&netns).await {
+        if let Err(e) = crate::network::remove_from(netns).await {
             eprintln!("kata-rs: pod network of {id}: {e}");
         }
     }
@@ -1798,9 +1815,39 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_bundle_gives_its_role_and_network_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"p1"},
+                "linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/var/run/netns/cni-1"}]}}"#,
+        )
+        .unwrap();
+        let lost = LostBundle::read("p1", dir.path());
+        assert_eq!(lost.role, Some(PodRole::Sandbox));
+        assert_eq!(lost.netns, Some(PathBuf::from("/var/run/netns/cni-1")));
+        // A pod container of that sandbox: its role names the sandbox.
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","annotations":{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.sandbox-id":"p1"}}"#,
+        )
+        .unwrap();
+        let lost = LostBundle::read("c1", dir.path());
+        assert_eq!(
+            lost.role,
+            Some(PodRole::Container {
+                sandbox_id: "p1".into()
+            })
+        );
+        assert_eq!(lost.netns, None);
+    }
+
+    #[test]
     fn lost_shim_cleanup_without_anything_left_reports_137() {
         let dir = tempfile::tempdir().unwrap();
-        let r = cleanup_lost_shim("c1", dir.path());
+        let lost = LostBundle::read("c1", dir.path());
+        assert!(lost.role.is_none() && lost.netns.is_none());
+        let r = cleanup_lost_shim("c1", dir.path(), &lost);
         assert_eq!(r.exit_status, 137);
         assert_eq!(r.pid, 0);
         assert!(r.exited_at.is_some());
