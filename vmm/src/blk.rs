@@ -22,10 +22,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use crate::virtio_mmio::{
     Pass, QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
 };
 
-/// Virtio device id of a block device.
-pub const VIRTIO_ID_BLOCK: u32 = 2;
+pub use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 /// Size of the request queue we offer.
 pub const QUEUE_SIZE: u16 = 128;
 /// Sector size of the virtio-blk protocol.
@@ -33,36 +33,37 @@ pub const SECTOR_SIZE: u64 = 512;
 /// Most data segments per request we announce (`seg_max`): the ring minus header and status.
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Length of the `GET_ID` serial.
-pub const ID_LEN: usize = 20;
+pub const ID_LEN: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 /// Most disks on one VM (virtio-mmio slots and IRQs are limited).
 pub const MAX_DISKS: usize = 8;
 const CHUNK: usize = 64 * 1024;
 
-const VIRTIO_BLK_F_SEG_MAX: u64 = 1 << 2;
-const VIRTIO_BLK_F_RO: u64 = 1 << 5;
-const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
-const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX};
 
 /// Request types.
 pub mod req {
+    use virtio_bindings::virtio_blk as b;
+
     /// Read sectors into the guest.
-    pub const IN: u32 = 0;
+    pub const IN: u32 = b::VIRTIO_BLK_T_IN;
     /// Write sectors from the guest.
-    pub const OUT: u32 = 1;
+    pub const OUT: u32 = b::VIRTIO_BLK_T_OUT;
     /// Flush the host file to stable storage.
-    pub const FLUSH: u32 = 4;
+    pub const FLUSH: u32 = b::VIRTIO_BLK_T_FLUSH;
     /// Return the device serial.
-    pub const GET_ID: u32 = 8;
+    pub const GET_ID: u32 = b::VIRTIO_BLK_T_GET_ID;
 }
 
 /// Request status bytes.
 pub mod status {
+    use virtio_bindings::virtio_blk as b;
+
     /// Success.
-    pub const OK: u8 = 0;
+    pub const OK: u8 = b::VIRTIO_BLK_S_OK as u8;
     /// I/O error (also: bad request, out of range, write to a read-only disk).
-    pub const IOERR: u8 = 1;
+    pub const IOERR: u8 = b::VIRTIO_BLK_S_IOERR as u8;
     /// Unsupported request type.
-    pub const UNSUPP: u8 = 2;
+    pub const UNSUPP: u8 = b::VIRTIO_BLK_S_UNSUPP as u8;
 }
 
 /// One `--disk PATH[,ro]` argument.
@@ -346,14 +347,14 @@ impl VirtioDevice for BlkDevice {
 
     fn features(&self) -> u64 {
         let ro = if self.disk.read_only {
-            VIRTIO_BLK_F_RO
+            1 << VIRTIO_BLK_F_RO
         } else {
             0
         };
         (1 << VIRTIO_F_VERSION_1)
-            | VIRTIO_RING_F_INDIRECT_DESC
-            | VIRTIO_BLK_F_SEG_MAX
-            | VIRTIO_BLK_F_FLUSH
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_FLUSH)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | ro
     }

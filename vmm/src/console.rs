@@ -18,8 +18,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
 
-/// Virtio device id of a console.
-pub const VIRTIO_ID_CONSOLE: u32 = 3;
+pub use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 /// Size of each queue we offer.
 pub const QUEUE_SIZE: u16 = 64;
 /// Receive queue (host -> guest, unused).

@@ -29,16 +29,20 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio_mmio::{
+    QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+};
 
-/// Virtio device id of virtio-fs.
-pub const VIRTIO_ID_FS: u32 = 26;
+pub use virtio_bindings::virtio_ids::VIRTIO_ID_FS;
 /// Bytes of the tag field in the config space (NUL padded, not necessarily terminated).
 pub const TAG_LEN: usize = 36;
 /// Queues: hiprio (0) and one request queue (1).
@@ -50,14 +54,12 @@ pub const DEFAULT_QUEUE_SIZE: u16 = 1024;
 /// Largest `queue-size=` (virtio split rings allow 32768; virtiofsd takes up to that).
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 
-const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
-const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 /// `VHOST_USER_F_PROTOCOL_FEATURES`: a vhost-user bit, never offered to the guest.
-pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
+pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
 /// Guest features we offer when the backend has them too.
 pub const OFFERABLE_FEATURES: u64 =
-    (1 << VIRTIO_F_VERSION_1) | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX;
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// Protocol features we ack when the backend offers them.
 pub fn wanted_protocol_features() -> VhostUserProtocolFeatures {

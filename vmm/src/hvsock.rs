@@ -33,8 +33,7 @@ use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
 pub use muxer::Muxer;
 use packet::{Header, HDR_LEN, MAX_PAYLOAD};
 
-/// Virtio device id of vsock.
-pub const VIRTIO_ID_VSOCK: u32 = 19;
+pub use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 /// Size of each queue we offer.
 pub const QUEUE_SIZE: u16 = 256;
 /// Queue indexes.

@@ -40,10 +40,12 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+use crate::virtio_mmio::{
+    QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
+};
 
-/// Virtio device id of a network card.
-pub const VIRTIO_ID_NET: u32 = 1;
+pub use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 /// Size of each queue we offer.
 pub const QUEUE_SIZE: u16 = 256;
 /// Queue indexes.
@@ -61,14 +63,13 @@ pub const MAX_NETS: usize = 4;
 /// Longest interface name (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 
-const VIRTIO_NET_F_MAC: u64 = 1 << 5;
-const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 /// Feature bits offered: virtio 1.x, a MAC in config space, indirect descriptors, event-idx
 /// notification suppression. No checksum/segmentation offloads, no mergeable RX buffers, no
 /// control queue.
 pub const FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
-    | VIRTIO_NET_F_MAC
-    | VIRTIO_RING_F_INDIRECT_DESC
+    | (1 << VIRTIO_NET_F_MAC)
+    | (1 << VIRTIO_RING_F_INDIRECT_DESC)
     | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// One `--net tap=NAME[,mac=MAC]` argument.

@@ -17,20 +17,19 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
 use crate::virtio_mmio::{
     Pass, QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC,
 };
 
-/// Virtio device id of the entropy device.
-pub const VIRTIO_ID_RNG: u32 = 4;
+pub use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 /// Size of the request queue we offer.
 pub const QUEUE_SIZE: u16 = 256;
 /// Most random bytes handed out for one descriptor chain (Linux asks for at most 64 bytes at a
 /// time from `hwrng`, user space reads of `/dev/hwrng` are split by the driver).
 pub const MAX_BYTES_PER_CHAIN: u32 = 64 * 1024;
-const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 /// Feature bits offered: virtio 1.x, indirect descriptors (the queue crate walks them) and
 /// event-idx notification suppression.
 pub const FEATURES: u64 =
-    (1 << VIRTIO_F_VERSION_1) | VIRTIO_RING_F_INDIRECT_DESC | (1 << VIRTIO_RING_F_EVENT_IDX);
+    (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
 
 /// Fills `buf` from the host's getrandom(2); false if the kernel refuses.
 pub fn host_random(buf: &mut [u8]) -> bool {

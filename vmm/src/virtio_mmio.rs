@@ -44,10 +44,8 @@ pub const MAGIC: u32 = 0x7472_6976;
 pub const VERSION: u32 = 2;
 /// Vendor id we report ("KRS\0" would do; any value is fine).
 pub const VENDOR_ID: u32 = 0x0053_524b;
-/// `VIRTIO_F_VERSION_1` feature bit.
-pub const VIRTIO_F_VERSION_1: u32 = 32;
-/// `VIRTIO_RING_F_EVENT_IDX` feature bit: `used_event`/`avail_event` notification suppression.
-pub const VIRTIO_RING_F_EVENT_IDX: u32 = 29;
+pub use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+pub use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
 /// Whether `features` (as the driver acknowledged them) include `VIRTIO_RING_F_EVENT_IDX`.
 pub fn event_idx(features: u64) -> bool {
@@ -56,76 +54,80 @@ pub fn event_idx(features: u64) -> bool {
 
 /// Register offsets.
 pub mod reg {
+    use virtio_bindings::virtio_mmio as m;
+
     /// Magic value (R).
-    pub const MAGIC: u64 = 0x000;
+    pub const MAGIC: u64 = m::VIRTIO_MMIO_MAGIC_VALUE as u64;
     /// Version (R).
-    pub const VERSION: u64 = 0x004;
+    pub const VERSION: u64 = m::VIRTIO_MMIO_VERSION as u64;
     /// Device id (R).
-    pub const DEVICE_ID: u64 = 0x008;
+    pub const DEVICE_ID: u64 = m::VIRTIO_MMIO_DEVICE_ID as u64;
     /// Vendor id (R).
-    pub const VENDOR_ID: u64 = 0x00c;
+    pub const VENDOR_ID: u64 = m::VIRTIO_MMIO_VENDOR_ID as u64;
     /// Device features word selected by `DEVICE_FEATURES_SEL` (R).
-    pub const DEVICE_FEATURES: u64 = 0x010;
+    pub const DEVICE_FEATURES: u64 = m::VIRTIO_MMIO_DEVICE_FEATURES as u64;
     /// Device features word select (W).
-    pub const DEVICE_FEATURES_SEL: u64 = 0x014;
+    pub const DEVICE_FEATURES_SEL: u64 = m::VIRTIO_MMIO_DEVICE_FEATURES_SEL as u64;
     /// Driver features word (W).
-    pub const DRIVER_FEATURES: u64 = 0x020;
+    pub const DRIVER_FEATURES: u64 = m::VIRTIO_MMIO_DRIVER_FEATURES as u64;
     /// Driver features word select (W).
-    pub const DRIVER_FEATURES_SEL: u64 = 0x024;
+    pub const DRIVER_FEATURES_SEL: u64 = m::VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64;
     /// Queue select (W).
-    pub const QUEUE_SEL: u64 = 0x030;
+    pub const QUEUE_SEL: u64 = m::VIRTIO_MMIO_QUEUE_SEL as u64;
     /// Maximum queue size (R).
-    pub const QUEUE_NUM_MAX: u64 = 0x034;
+    pub const QUEUE_NUM_MAX: u64 = m::VIRTIO_MMIO_QUEUE_NUM_MAX as u64;
     /// Queue size (W).
-    pub const QUEUE_NUM: u64 = 0x038;
+    pub const QUEUE_NUM: u64 = m::VIRTIO_MMIO_QUEUE_NUM as u64;
     /// Queue ready (RW).
-    pub const QUEUE_READY: u64 = 0x044;
+    pub const QUEUE_READY: u64 = m::VIRTIO_MMIO_QUEUE_READY as u64;
     /// Queue notify (W).
-    pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const QUEUE_NOTIFY: u64 = m::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
     /// Interrupt status (R).
-    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_STATUS: u64 = m::VIRTIO_MMIO_INTERRUPT_STATUS as u64;
     /// Interrupt acknowledge (W).
-    pub const INTERRUPT_ACK: u64 = 0x064;
+    pub const INTERRUPT_ACK: u64 = m::VIRTIO_MMIO_INTERRUPT_ACK as u64;
     /// Device status (RW).
-    pub const STATUS: u64 = 0x070;
+    pub const STATUS: u64 = m::VIRTIO_MMIO_STATUS as u64;
     /// Descriptor table address, low 32 bits (W).
-    pub const QUEUE_DESC_LOW: u64 = 0x080;
+    pub const QUEUE_DESC_LOW: u64 = m::VIRTIO_MMIO_QUEUE_DESC_LOW as u64;
     /// Descriptor table address, high 32 bits (W).
-    pub const QUEUE_DESC_HIGH: u64 = 0x084;
+    pub const QUEUE_DESC_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_DESC_HIGH as u64;
     /// Available ring address, low (W).
-    pub const QUEUE_AVAIL_LOW: u64 = 0x090;
+    pub const QUEUE_AVAIL_LOW: u64 = m::VIRTIO_MMIO_QUEUE_AVAIL_LOW as u64;
     /// Available ring address, high (W).
-    pub const QUEUE_AVAIL_HIGH: u64 = 0x094;
+    pub const QUEUE_AVAIL_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_AVAIL_HIGH as u64;
     /// Used ring address, low (W).
-    pub const QUEUE_USED_LOW: u64 = 0x0a0;
+    pub const QUEUE_USED_LOW: u64 = m::VIRTIO_MMIO_QUEUE_USED_LOW as u64;
     /// Used ring address, high (W).
-    pub const QUEUE_USED_HIGH: u64 = 0x0a4;
+    pub const QUEUE_USED_HIGH: u64 = m::VIRTIO_MMIO_QUEUE_USED_HIGH as u64;
     /// Configuration generation (R).
-    pub const CONFIG_GENERATION: u64 = 0x0fc;
+    pub const CONFIG_GENERATION: u64 = m::VIRTIO_MMIO_CONFIG_GENERATION as u64;
     /// Start of the device specific configuration space.
-    pub const CONFIG: u64 = 0x100;
+    pub const CONFIG: u64 = m::VIRTIO_MMIO_CONFIG as u64;
 }
 
 /// Device status bits.
 pub mod status {
+    use virtio_bindings::virtio_config as c;
+
     /// Guest noticed the device.
-    pub const ACKNOWLEDGE: u32 = 1;
+    pub const ACKNOWLEDGE: u32 = c::VIRTIO_CONFIG_S_ACKNOWLEDGE;
     /// Guest has a driver.
-    pub const DRIVER: u32 = 2;
+    pub const DRIVER: u32 = c::VIRTIO_CONFIG_S_DRIVER;
     /// Driver is ready; the device may run.
-    pub const DRIVER_OK: u32 = 4;
+    pub const DRIVER_OK: u32 = c::VIRTIO_CONFIG_S_DRIVER_OK;
     /// Feature negotiation done.
-    pub const FEATURES_OK: u32 = 8;
+    pub const FEATURES_OK: u32 = c::VIRTIO_CONFIG_S_FEATURES_OK;
     /// Device hit an error and needs a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    pub const DEVICE_NEEDS_RESET: u32 = c::VIRTIO_CONFIG_S_NEEDS_RESET;
     /// Driver gave up.
-    pub const FAILED: u32 = 0x80;
+    pub const FAILED: u32 = c::VIRTIO_CONFIG_S_FAILED;
 }
 
 /// `InterruptStatus` bit: a used buffer was returned.
-pub const INT_VRING: u32 = 1;
+pub const INT_VRING: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
 /// `InterruptStatus` bit: configuration changed.
-pub const INT_CONFIG: u32 = 2;
+pub const INT_CONFIG: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG;
 
 /// One virtqueue as the driver configured it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -959,6 +961,62 @@ mod tests {
 
     const ALL_OK: u32 =
         status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+
+    #[test]
+    fn constants_are_the_spec_values() {
+        // virtio 1.x, 4.2.2 (MMIO register layout) and 2.1 (status bits): pinned so that a
+        // virtio-bindings update cannot move them silently.
+        let regs = [
+            (reg::MAGIC, 0x000),
+            (reg::VERSION, 0x004),
+            (reg::DEVICE_ID, 0x008),
+            (reg::VENDOR_ID, 0x00c),
+            (reg::DEVICE_FEATURES, 0x010),
+            (reg::DEVICE_FEATURES_SEL, 0x014),
+            (reg::DRIVER_FEATURES, 0x020),
+            (reg::DRIVER_FEATURES_SEL, 0x024),
+            (reg::QUEUE_SEL, 0x030),
+            (reg::QUEUE_NUM_MAX, 0x034),
+            (reg::QUEUE_NUM, 0x038),
+            (reg::QUEUE_READY, 0x044),
+            (reg::QUEUE_NOTIFY, 0x050),
+            (reg::INTERRUPT_STATUS, 0x060),
+            (reg::INTERRUPT_ACK, 0x064),
+            (reg::STATUS, 0x070),
+            (reg::QUEUE_DESC_LOW, 0x080),
+            (reg::QUEUE_DESC_HIGH, 0x084),
+            (reg::QUEUE_AVAIL_LOW, 0x090),
+            (reg::QUEUE_AVAIL_HIGH, 0x094),
+            (reg::QUEUE_USED_LOW, 0x0a0),
+            (reg::QUEUE_USED_HIGH, 0x0a4),
+            (reg::CONFIG_GENERATION, 0x0fc),
+            (reg::CONFIG, 0x100),
+        ];
+        for (got, want) in regs {
+            assert_eq!(got, want);
+        }
+        use status::*;
+        assert_eq!(
+            [
+                ACKNOWLEDGE,
+                DRIVER,
+                DRIVER_OK,
+                FEATURES_OK,
+                DEVICE_NEEDS_RESET,
+                FAILED
+            ],
+            [1, 2, 4, 8, 0x40, 0x80]
+        );
+        assert_eq!((INT_VRING, INT_CONFIG), (1, 2));
+        assert_eq!(
+            (
+                VIRTIO_F_VERSION_1,
+                VIRTIO_RING_F_EVENT_IDX,
+                VIRTIO_RING_F_INDIRECT_DESC
+            ),
+            (32, 29, 28)
+        );
+    }
 
     #[test]
     fn identification_registers() {

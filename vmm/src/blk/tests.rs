@@ -153,7 +153,7 @@ fn read_only_refuses_writes() {
     let m = mem();
     let mut disk = open(&t, true);
     let dev = BlkDevice::new(open(&t, true), Arc::new(mem()));
-    assert_ne!(dev.features() & VIRTIO_BLK_F_RO, 0);
+    assert_ne!(dev.features() & (1 << VIRTIO_BLK_F_RO), 0);
     m.write_slice(&[0xff; 512], GuestAddress(DATA)).unwrap();
     header(&m, req::OUT, 0);
     assert_eq!(run(&m, &mut disk, &rw_chain(0, 512)), (1, status::IOERR));
@@ -276,7 +276,7 @@ fn device_queue_and_config() {
     assert_eq!(u32::from_le_bytes(seg), SEG_MAX);
     dev.read_config(u64::MAX, &mut seg);
     assert_eq!(seg, [0; 4]);
-    assert_eq!(dev.features() & VIRTIO_BLK_F_RO, 0);
+    assert_eq!(dev.features() & (1 << VIRTIO_BLK_F_RO), 0);
     let cfg = QueueConfig {
         max_size: QUEUE_SIZE,
         size: 16,
