@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::blk::{parse_disk, DiskConfig, MAX_DISKS};
 use crate::devices::console_log::LogLimits;
-use crate::fs::{parse_fs, FsConfig};
+use crate::devices::virtio::block::{parse_disk, DiskConfig, MAX_DISKS};
+use crate::devices::virtio::fs::{parse_fs, FsConfig};
+use crate::devices::virtio::net::{parse_net, NetConfig, MAX_NETS};
 use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
 use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
-use crate::net::{parse_net, NetConfig, MAX_NETS};
 
 /// Most vCPUs we start: the guest kernel is built with `CONFIG_NR_CPUS=64`.
 pub const MAX_VCPUS: u8 = 64;
@@ -434,7 +434,7 @@ mod tests {
             Some(FsConfig {
                 socket: "/run/vfs.sock".into(),
                 tag: "kataShared".into(),
-                queue_size: crate::fs::DEFAULT_QUEUE_SIZE,
+                queue_size: crate::devices::virtio::fs::DEFAULT_QUEUE_SIZE,
             })
         );
         // At most one --fs; a bad value is a parse error.

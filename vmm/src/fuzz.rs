@@ -29,12 +29,13 @@ use std::sync::Arc;
 use kata_rs_fuzz::{arbitrary, fuzz, Result, Unstructured};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::blk::{BlkDevice, Disk};
-use crate::console::ConsoleDevice;
-use crate::hvsock::HvsockDevice;
-use crate::net::{NetDevice, TapIo};
-use crate::rng::RngDevice;
-use crate::virtio_mmio::{reg, status, MmioTransport, QueueConfig, VirtioDevice};
+use crate::devices::virtio::block::{BlkDevice, Disk};
+use crate::devices::virtio::console::ConsoleDevice;
+use crate::devices::virtio::net::{NetDevice, TapIo};
+use crate::devices::virtio::rng::RngDevice;
+use crate::devices::virtio::transport::{reg, status};
+use crate::devices::virtio::vsock::HvsockDevice;
+use crate::devices::virtio::{MmioTransport, QueueConfig, VirtioDevice};
 
 /// Guest RAM: two regions with a hole between them (buffers may cross or miss RAM).
 const REGIONS: [(u64, usize); 2] = [(0, 0x1_0000), (0x2_0000, 0x1_0000)];
@@ -273,7 +274,7 @@ fn with_device<R>(
     match kind {
         Kind::Rng => body.run(u, MmioTransport::new(RngDevice::new(m.clone()), m)),
         Kind::Blk => {
-            let file = crate::fs::ram_memfd(c"kata-fuzz-disk", 8 * 512).unwrap();
+            let file = crate::devices::virtio::fs::ram_memfd(c"kata-fuzz-disk", 8 * 512).unwrap();
             let disk = Disk::from_file(file, u.arbitrary()?, "kata-fuzz-serial").unwrap();
             body.run(u, MmioTransport::new(BlkDevice::new(disk, m.clone()), m))
         }
@@ -299,26 +300,35 @@ fn with_device<R>(
                 true => u.int_in_range(0..=24)?,
                 false => usize::MAX,
             };
-            let (_, backend_thread) = crate::fs::tests::fake_backend(
+            let (_, backend_thread) = crate::devices::virtio::fs::tests::fake_backend(
                 theirs,
-                crate::fs::tests::FS_FEATURES,
+                crate::devices::virtio::fs::tests::FS_FEATURES,
                 proto,
                 stop_after,
             );
-            let r = match crate::fs::from_stream(ours, std::path::Path::new("fuzz")) {
-                Ok(backend) => {
-                    let cfg =
-                        crate::fs::parse_fs("socket=/fuzz,tag=kataShared,queue-size=256").unwrap();
-                    let kicks = (0..2)
-                        .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-                        .collect();
-                    let call = EventFd::new(EFD_NONBLOCK).unwrap();
-                    let dev = crate::fs::FsDevice::new(&cfg, backend, m.clone(), kicks, call);
-                    body.run(u, MmioTransport::new(dev, m))
-                }
-                // The backend hung up during the handshake: no device (an error at startup).
-                Err(_) => Err(arbitrary::Error::IncorrectFormat),
-            };
+            let r =
+                match crate::devices::virtio::fs::from_stream(ours, std::path::Path::new("fuzz")) {
+                    Ok(backend) => {
+                        let cfg = crate::devices::virtio::fs::parse_fs(
+                            "socket=/fuzz,tag=kataShared,queue-size=256",
+                        )
+                        .unwrap();
+                        let kicks = (0..2)
+                            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+                            .collect();
+                        let call = EventFd::new(EFD_NONBLOCK).unwrap();
+                        let dev = crate::devices::virtio::fs::FsDevice::new(
+                            &cfg,
+                            backend,
+                            m.clone(),
+                            kicks,
+                            call,
+                        );
+                        body.run(u, MmioTransport::new(dev, m))
+                    }
+                    // The backend hung up during the handshake: no device (an error at startup).
+                    Err(_) => Err(arbitrary::Error::IncorrectFormat),
+                };
             // The frontend's socket is closed with the device: the backend thread ends.
             backend_thread.join().unwrap();
             r
@@ -400,7 +410,7 @@ fn check_invariants<D: VirtioDevice>(t: &MmioTransport<D>, mem: &GuestMemoryMmap
     if st & status::FEATURES_OK != 0 {
         let f = t.driver_features();
         assert_eq!(f & !t.offered_features(), 0, "features {f:#x}");
-        assert_ne!(f & (1 << crate::virtio_mmio::VIRTIO_F_VERSION_1), 0);
+        assert_ne!(f & (1 << crate::devices::virtio::VIRTIO_F_VERSION_1), 0);
     }
 }
 
@@ -456,7 +466,7 @@ fn step<D: VirtioDevice>(
             let mut b = vec![0u8; u.int_in_range(0..=9)?];
             t.read(off, &mut b);
             if off == reg::MAGIC && b.len() == 4 {
-                assert_eq!(b, crate::virtio_mmio::MAGIC.to_le_bytes());
+                assert_eq!(b, crate::devices::virtio::transport::MAGIC.to_le_bytes());
             }
         }
     }
@@ -578,7 +588,7 @@ fn slot_bytes(u: &mut Unstructured) -> Result<Vec<u8>> {
             v.extend(sector.to_le_bytes());
         }
         1 => {
-            let h = crate::hvsock::packet::Header {
+            let h = crate::devices::virtio::vsock::packet::Header {
                 src_cid: if u.ratio(7, 8)? {
                     GUEST_CID
                 } else {
@@ -635,7 +645,9 @@ fn mmio_registers() {
         let k = kind(u)?;
         let mem = match k {
             // virtio-fs hands guest RAM to its backend: memfd-backed regions.
-            Kind::Fs => Arc::new(crate::fs::shared_guest_memory(&ram_ranges()).unwrap()),
+            Kind::Fs => {
+                Arc::new(crate::devices::virtio::fs::shared_guest_memory(&ram_ranges()).unwrap())
+            }
             _ => guest_mem(),
         };
         with_device(k, u, &mem, MmioBody(&mem))
@@ -785,8 +797,8 @@ fn chains_vsock() {
 /// packets, with deadlines passing.
 #[test]
 fn vsock_host_and_guest() {
-    use crate::hvsock::muxer::{Muxer, MAX_CONNS};
-    use crate::hvsock::packet::{op, Header};
+    use crate::devices::virtio::vsock::muxer::{Muxer, MAX_CONNS};
+    use crate::devices::virtio::vsock::packet::{op, Header};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
@@ -799,7 +811,7 @@ fn vsock_host_and_guest() {
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        let listener = crate::hvsock::bind(&path).unwrap();
+        let listener = crate::devices::virtio::vsock::bind(&path).unwrap();
         let mut m = Muxer::new(GUEST_CID, Some(listener)).unwrap();
         let r = (|| -> Result {
             let mut clients: Vec<UnixStream> = Vec::new();

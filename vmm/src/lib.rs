@@ -13,24 +13,17 @@
 
 pub mod api;
 pub mod args;
-pub mod blk;
 pub mod boot;
 pub mod cmdline;
-pub mod console;
 pub mod cpu;
 pub mod devices;
-pub mod fs;
 #[cfg(test)]
 mod fuzz;
-pub mod hvsock;
 pub mod jail;
 pub mod layout;
 pub mod mptable;
-pub mod net;
 pub mod pause;
-pub mod rng;
 pub mod seccomp;
-pub mod virtio_mmio;
 pub mod vmm;
 
 /// Prints a debug line on stderr when `KATA_VMM_DEBUG` is set in the environment.

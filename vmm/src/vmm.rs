@@ -16,21 +16,22 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::{ApiServer, Command};
 use crate::args::VmConfig;
-use crate::blk::{BlkDevice, Disk};
 use crate::cmdline::{self, MmioDeviceArg};
-use crate::console::ConsoleDevice;
 use crate::devices::console_log::{ConsoleLog, SharedLog, FLUSH_INTERVAL};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
+use crate::devices::virtio::block::{BlkDevice, Disk};
+use crate::devices::virtio::console::ConsoleDevice;
+use crate::devices::virtio::fs::{self as vfs, FsDevice};
+use crate::devices::virtio::net::{NetDevice, Tap};
+use crate::devices::virtio::rng::RngDevice;
+use crate::devices::virtio::transport::reg;
+use crate::devices::virtio::vsock::{self as hvsock, HvsockDevice};
+use crate::devices::virtio::{MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::{Action, Devices, SharedTransport};
-use crate::fs::{self as vfs, FsDevice};
-use crate::hvsock::{self, HvsockDevice};
 use crate::jail::limits;
 use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
-use crate::net::{NetDevice, Tap};
 use crate::pause::{self, Pauser};
-use crate::rng::RngDevice;
 use crate::seccomp::{self, ThreadClass};
-use crate::virtio_mmio::{reg, MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use crate::{boot, cpu, debug, jail, mptable};
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
@@ -360,7 +361,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     let serial = Arc::new(Mutex::new(ConsoleSerial::new(serial_irq, out)));
 
     // vsock (slot 0): served by the VMM itself, its host side a Unix socket (hybrid vsock,
-    // see hvsock.rs), bound here, before the jail; no /dev/vhost-vsock.
+    // see devices/virtio/vsock), bound here, before the jail; no /dev/vhost-vsock.
     let vsock_uds = match &cfg.vsock_uds {
         Some(p) => Some(hvsock::bind(p).context("cannot create the vsock socket")?),
         None => None,
@@ -399,7 +400,9 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
     // moves the process into a new one; the fd keeps working there.
     for (i, n) in cfg.nets.iter().enumerate() {
         let tap = Tap::open(&n.tap).map_err(|e| anyhow!(e))?;
-        let mac = n.mac.unwrap_or_else(crate::net::random_mac);
+        let mac = n
+            .mac
+            .unwrap_or_else(crate::devices::virtio::net::random_mac);
         debug!(
             "net {i}: tap {} mac {}",
             tap.name(),

@@ -1,13 +1,15 @@
-//! Legacy devices and the port/MMIO dispatch of vCPU exits.
+//! Devices: the legacy ones (COM1, i8042, the console log), the virtio devices and their
+//! virtio-mmio transport (`virtio/`), and the port/MMIO dispatch of vCPU exits.
 
 pub mod console_log;
 pub mod i8042;
 pub mod serial;
+pub mod virtio;
 
 use std::sync::{Arc, Mutex};
 
 use crate::layout::{virtio_mmio_addr, VIRTIO_MMIO_SIZE};
-use crate::virtio_mmio::{MmioTransport, VirtioDevice};
+use virtio::{MmioTransport, VirtioDevice};
 
 /// First port of the COM1 16550.
 pub const SERIAL_PORT_BASE: u16 = 0x3f8;
@@ -25,52 +27,6 @@ pub enum Action {
 
 /// A virtio-mmio transport behind a lock, shared by all vCPU threads.
 pub type SharedTransport = Arc<Mutex<MmioTransport<Box<dyn VirtioDevice>>>>;
-
-impl VirtioDevice for Box<dyn VirtioDevice> {
-    fn device_type(&self) -> u32 {
-        (**self).device_type()
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        (**self).queue_max_sizes()
-    }
-    fn features(&self) -> u64 {
-        (**self).features()
-    }
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        (**self).read_config(offset, data)
-    }
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        (**self).write_config(offset, data)
-    }
-    fn activate(
-        &mut self,
-        features: u64,
-        queues: &[crate::virtio_mmio::QueueConfig],
-    ) -> Result<(), String> {
-        (**self).activate(features, queues)
-    }
-    fn reset(&mut self) {
-        (**self).reset()
-    }
-    fn vhost_interrupts(&self) -> bool {
-        (**self).vhost_interrupts()
-    }
-    fn process_queue(&mut self, index: usize) -> bool {
-        (**self).process_queue(index)
-    }
-    fn backend_poll(&self) -> Option<(std::os::fd::RawFd, i16)> {
-        (**self).backend_poll()
-    }
-    fn process_backend(&mut self, revents: i16) -> bool {
-        (**self).process_backend(revents)
-    }
-    fn exit_report(&self) -> Option<String> {
-        (**self).exit_report()
-    }
-    fn rekick_queues(&mut self) -> u32 {
-        (**self).rekick_queues()
-    }
-}
 
 /// All emulated devices; cloned into every vCPU thread.
 #[derive(Clone)]
@@ -136,8 +92,9 @@ impl Devices {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::transport::reg;
+    use crate::devices::virtio::QueueConfig;
     use crate::layout::VIRTIO_MMIO_BASE;
-    use crate::virtio_mmio::{reg, QueueConfig};
     use vm_memory::{GuestAddress, GuestMemoryMmap};
     use vmm_sys_util::eventfd::EventFd;
 

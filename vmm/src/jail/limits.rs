@@ -9,7 +9,7 @@
 //!   `SIGXFSZ` is ignored, so a write past it fails with `EFBIG` instead of killing the VMM.
 //! - `RLIMIT_NOFILE`: the fds open at setup (kvm, vCPUs, eventfds, taps, disks, sockets,
 //!   ...) plus what the VMM still opens while running: only `accept4` of vsock connections
-//!   ([`crate::hvsock::muxer::MAX_CONNS`] + the one accepted and closed over the limit) and
+//!   ([`crate::devices::virtio::vsock::muxer::MAX_CONNS`] + the one accepted and closed over the limit) and
 //!   of control-socket clients ([`crate::api::MAX_CLIENTS`] + 1), and a little slack.
 //! - `RLIMIT_NPROC`: counts every process and thread of the *uid*, not of the process.
 //!   The shim gives each jailed VMM a uid of its own (`hypervisor.jail_id_base` + CID -

@@ -465,7 +465,7 @@ fn garbage_rings_do_not_panic() {
     // Random descriptor tables, avail rings and indexes.
     let mut junk = vec![0u8; 0x8000];
     for round in 0..20u8 {
-        assert!(crate::rng::host_random(&mut junk));
+        assert!(crate::devices::virtio::rng::host_random(&mut junk));
         m.write_slice(&junk[..0x1000], GuestAddress(RXQ)).unwrap();
         m.write_slice(&junk[0x1000..0x2000], GuestAddress(TXQ))
             .unwrap();

@@ -20,7 +20,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{
+use crate::devices::virtio::{
     Pass, QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC,
 };
@@ -303,9 +303,9 @@ fn check_data<M: GuestMemory>(mem: &M, data: &[Descriptor], writable: bool) -> R
     Ok(total)
 }
 
-/// Serves the available chains of `queue` (see [`crate::virtio_mmio::serve_available`]).
+/// Serves the available chains of `queue` (see [`crate::devices::virtio::serve_available`]).
 pub fn process_requests<M: GuestMemory>(disk: &mut Disk, queue: &mut Queue, mem: &M) -> Pass {
-    crate::virtio_mmio::serve_available(queue, mem, |chain| disk.handle(mem, chain))
+    crate::devices::virtio::serve_available(queue, mem, |chain| disk.handle(mem, chain))
 }
 
 /// The virtio-blk device.

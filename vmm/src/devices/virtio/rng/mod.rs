@@ -2,20 +2,20 @@
 //!
 //! One request queue. The guest posts device-writable buffers and kicks QueueNotify, which is a
 //! KVM ioeventfd the main thread polls; the main thread then calls
-//! [`crate::virtio_mmio::MmioTransport::notify_queue`], which runs [`RngDevice`]'s
+//! [`crate::devices::virtio::MmioTransport::notify_queue`], which runs [`RngDevice`]'s
 //! [`VirtioDevice::process_queue`]: each descriptor chain is checked (every descriptor
 //! device-writable and entirely inside guest RAM) and filled from the host's `getrandom(2)`,
 //! at most [`MAX_BYTES_PER_CHAIN`] bytes per chain. A malformed chain is returned with used
 //! length 0 and nothing written. The transport then sets `InterruptStatus` and signals the
 //! device's irqfd, unless the driver negotiated `VIRTIO_RING_F_EVENT_IDX` and its `used_event`
-//! says it does not want this interrupt (see [`crate::virtio_mmio::serve_available`]).
+//! says it does not want this interrupt (see [`crate::devices::virtio::serve_available`]).
 
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{
+use crate::devices::virtio::{
     Pass, QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC,
 };
@@ -88,10 +88,10 @@ fn fill_chain<M: GuestMemory>(mem: &M, chain: DescriptorChain<&M>) -> u32 {
     written
 }
 
-/// Serves the available chains of `queue` (see [`crate::virtio_mmio::serve_available`]),
+/// Serves the available chains of `queue` (see [`crate::devices::virtio::serve_available`]),
 /// counting them in `stats`.
 pub fn process_requests<M: GuestMemory>(queue: &mut Queue, mem: &M, stats: &mut RngStats) -> Pass {
-    crate::virtio_mmio::serve_available(queue, mem, |chain| {
+    crate::devices::virtio::serve_available(queue, mem, |chain| {
         let n = fill_chain(mem, chain);
         stats.requests += 1;
         stats.bytes += u64::from(n);

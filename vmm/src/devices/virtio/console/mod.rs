@@ -8,7 +8,7 @@
 //! at most [`MAX_BYTES_PER_CHAIN`], are appended to the console log through the same writer
 //! type as COM1 (so `Kernel panic` on hvc0 is seen too). A bad chain is returned unwritten.
 //! `VIRTIO_RING_F_EVENT_IDX` is offered: a chatty guest then kicks and is interrupted only
-//! when the rings say so (see [`crate::virtio_mmio::serve_available`]).
+//! when the rings say so (see [`crate::devices::virtio::serve_available`]).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +16,9 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX};
+use crate::devices::virtio::{
+    QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+};
 
 pub use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 /// Size of each queue we offer.
@@ -115,7 +117,7 @@ impl<W: Write + Send> ConsoleDevice<W> {
         let (out, buf) = (&mut self.out, &mut self.buf);
         let (bad, bytes) = (&mut self.bad_chains, &mut self.tx_bytes);
         // Used length: bytes written into the buffers by the device, none for TX.
-        let pass = crate::virtio_mmio::serve_available(q, mem, |chain| {
+        let pass = crate::devices::virtio::serve_available(q, mem, |chain| {
             match write_chain(mem, chain, out, buf) {
                 Some(n) => *bytes += n as u64,
                 None => *bad += 1,

@@ -40,7 +40,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 
-use crate::virtio_mmio::{
+use crate::devices::virtio::{
     QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC,
 };
@@ -141,7 +141,7 @@ pub fn parse_mac(v: &str) -> Result<[u8; 6], String> {
 /// A locally administered unicast MAC `02:6b:72:xx:xx:xx` ("kr") with random low bytes.
 pub fn random_mac() -> [u8; 6] {
     let mut mac = [0x02, 0x6b, 0x72, 0, 0, 0];
-    if !crate::rng::host_random(&mut mac[3..]) {
+    if !crate::devices::virtio::rng::host_random(&mut mac[3..]) {
         mac[3..].copy_from_slice(&std::process::id().to_le_bytes()[..3]);
     }
     mac
@@ -434,7 +434,7 @@ impl NetQueues {
     /// Sends the guest's TX chains to the tap, at most a queue's worth. Returns (used any TX
     /// chain, tap failed).
     ///
-    /// With `EVENT_IDX`, the same loop as [`crate::virtio_mmio::serve_available`]: serve,
+    /// With `EVENT_IDX`, the same loop as [`crate::devices::virtio::serve_available`]: serve,
     /// `enable_notification` (a kick for the next chain), look again; the budget spent with
     /// chains left marks the queue for a re-kick. A tap that is full (`EAGAIN`) ends the loop
     /// without asking for kicks: `POLLOUT` resumes it.

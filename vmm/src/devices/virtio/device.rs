@@ -1,0 +1,100 @@
+//! The device side of the virtio-mmio transport: what every virtio device implements.
+
+#[cfg(doc)]
+use super::queue::Pass;
+use super::queue::QueueConfig;
+
+/// A device behind the transport.
+pub trait VirtioDevice: Send {
+    /// Virtio device id (19 = vsock).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered to the driver (must include `VIRTIO_F_VERSION_1`).
+    fn features(&self) -> u64;
+    /// Reads device configuration space at `offset` (relative to 0x100).
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes device configuration space.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device with the negotiated features and validated queues.
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String>;
+    /// Stops the device (driver wrote 0 to `Status`).
+    fn reset(&mut self);
+    /// True when a host kernel backend (vhost) signals the irqfd itself, so the transport
+    /// never learns about used buffers (see the module documentation).
+    fn vhost_interrupts(&self) -> bool {
+        false
+    }
+    /// The driver notified queue `index` (only called while the device is active); returns
+    /// true when used buffers were returned and the driver should be interrupted.
+    fn process_queue(&mut self, index: usize) -> bool {
+        let _ = index;
+        false
+    }
+    /// A host fd the main thread's event loop polls for this device while it is active, with
+    /// the `poll(2)` events wanted now (0: not now). Only devices with a host backend (the tap
+    /// of virtio-net) have one.
+    fn backend_poll(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        None
+    }
+    /// The backend fd reported `revents`; returns true when used buffers were returned and the
+    /// driver should be interrupted.
+    fn process_backend(&mut self, revents: i16) -> bool {
+        let _ = revents;
+        false
+    }
+    /// A one-line summary printed when the VMM exits (counters that tests and operators
+    /// read, e.g. frames a network device dropped); None for devices without one.
+    fn exit_report(&self) -> Option<String> {
+        None
+    }
+    /// Queues (bit i = queue i) that the calls since the last time left chains on because
+    /// their budget ran out (see [`Pass::more`]); reading clears the set. The transport then
+    /// signals those queues' notify eventfds so the event loop serves them again after the
+    /// other fds: with `EVENT_IDX` the driver does not kick for chains it already published.
+    fn rekick_queues(&mut self) -> u32 {
+        0
+    }
+}
+
+impl VirtioDevice for Box<dyn VirtioDevice> {
+    fn device_type(&self) -> u32 {
+        (**self).device_type()
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        (**self).queue_max_sizes()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        (**self).read_config(offset, data)
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        (**self).write_config(offset, data)
+    }
+    fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+        (**self).activate(features, queues)
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+    fn vhost_interrupts(&self) -> bool {
+        (**self).vhost_interrupts()
+    }
+    fn process_queue(&mut self, index: usize) -> bool {
+        (**self).process_queue(index)
+    }
+    fn backend_poll(&self) -> Option<(std::os::fd::RawFd, i16)> {
+        (**self).backend_poll()
+    }
+    fn process_backend(&mut self, revents: i16) -> bool {
+        (**self).process_backend(revents)
+    }
+    fn exit_report(&self) -> Option<String> {
+        (**self).exit_report()
+    }
+    fn rekick_queues(&mut self) -> u32 {
+        (**self).rekick_queues()
+    }
+}
