@@ -3,7 +3,8 @@
 //! from it, and the event-idx serving loop ([`serve_available`]) of the VMM's own devices.
 //! See [`super::transport`] for how notifications reach them.
 
-use vm_memory::{GuestAddress, GuestMemoryBackend};
+use virtio_queue::desc::split::Descriptor;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, Permissions};
 
 use super::VIRTIO_RING_F_EVENT_IDX;
 
@@ -221,6 +222,103 @@ fn in_one_region<M: GuestMemoryBackend>(mem: &M, first: u64, last: u64) -> bool 
         Some(r) => last <= r.last_addr().0,
         None => false,
     }
+}
+
+/// Reads (device-readable) or writes (device-writable) chain descriptors, checked: direction,
+/// every buffer inside guest memory, not cut short. None when the chain is malformed.
+pub(crate) fn checked_chain<M: GuestMemory>(
+    mem: &M,
+    chain: virtio_queue::DescriptorChain<&M>,
+    writable: bool,
+) -> Option<(Vec<Descriptor>, usize)> {
+    let perm = if writable {
+        Permissions::Write
+    } else {
+        Permissions::Read
+    };
+    let mut descs = Vec::new();
+    let mut total: usize = 0;
+    let mut cut = true;
+    for d in chain {
+        if d.is_write_only() != writable {
+            return None;
+        }
+        if d.len() > 0 && !mem.check_range(d.addr(), d.len() as usize, perm) {
+            return None;
+        }
+        total = total.saturating_add(d.len() as usize);
+        cut = d.has_next();
+        descs.push(d);
+    }
+    // Empty, or the walk stopped on a descriptor that still links on (a loop, a link outside
+    // the table, more descriptors than the queue has): malformed.
+    if descs.is_empty() || cut {
+        return None;
+    }
+    Some((descs, total))
+}
+
+/// Copies `parts` one after the other into the (checked, writable) descriptors.
+pub(crate) fn scatter<M: GuestMemory>(mem: &M, descs: &[Descriptor], parts: &[&[u8]]) -> bool {
+    let mut di = 0;
+    let mut doff: usize = 0;
+    for part in parts {
+        let mut p: &[u8] = part;
+        while !p.is_empty() {
+            let Some(d) = descs.get(di) else {
+                return false;
+            };
+            let room = d.len() as usize - doff;
+            if room == 0 {
+                di += 1;
+                doff = 0;
+                continue;
+            }
+            let n = room.min(p.len());
+            let Some(at) = d.addr().0.checked_add(doff as u64) else {
+                return false;
+            };
+            if mem.write_slice(&p[..n], GuestAddress(at)).is_err() {
+                return false;
+            }
+            p = &p[n..];
+            doff += n;
+        }
+    }
+    true
+}
+
+/// Copies the chain's bytes from offset `skip` into `out` (exactly `out.len()` bytes).
+pub(crate) fn gather<M: GuestMemory>(
+    mem: &M,
+    descs: &[Descriptor],
+    mut skip: usize,
+    out: &mut [u8],
+) -> bool {
+    let mut o = 0;
+    for d in descs {
+        let len = d.len() as usize;
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let n = (len - skip).min(out.len() - o);
+        let Some(at) = d.addr().0.checked_add(skip as u64) else {
+            return false;
+        };
+        if mem
+            .read_slice(&mut out[o..o + n], GuestAddress(at))
+            .is_err()
+        {
+            return false;
+        }
+        o += n;
+        skip = 0;
+        if o == out.len() {
+            break;
+        }
+    }
+    o == out.len()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
 
 /// VRING_DESC_F_NEXT and VRING_DESC_F_WRITE.
 const N: u16 = 1;

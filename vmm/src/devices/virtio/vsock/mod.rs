@@ -28,7 +28,7 @@ use std::time::Instant;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use crate::devices::virtio::net::{checked_chain, gather, scatter};
+use crate::devices::virtio::queue::{checked_chain, gather, scatter};
 use crate::devices::virtio::{QueueConfig, VirtioDevice, VIRTIO_F_VERSION_1};
 pub use muxer::Muxer;
 use packet::{Header, HDR_LEN, MAX_PAYLOAD};
