@@ -20,7 +20,7 @@ QEMU_DATA=/usr/share/qemu
 [[ -e $QEMU_DATA/bios-microvm.bin ]] || die "$QEMU_DATA/bios-microvm.bin missing (qemu-system-data)"
 
 mkdir -p "$OUT"
-rm -f "$OUT"/{vmm,containers,io,fs-vmm}.json   # (a section that does not run leaves no stale result)
+rm -f "$OUT"/{vmm,containers,cri,io,fs-vmm,summary}.json "$OUT"/summary.png   # (a section that does not run leaves no stale result)
 RAW=$OUT/node-run.stdout ERR=$OUT/node-run.stderr
 # BENCH_SECTIONS: which parts run (default all): vmm containers io image fsvmm.
 SECTIONS=${BENCH_SECTIONS:-vmm containers io image fsvmm}
@@ -155,5 +155,7 @@ if [[ -f $OUT/fs-vmm.json ]]; then
     [[ $(v fs-vmm .complete) == true ]] || echo "(fsvmm partial: the node stopped before every VM ran; the samples are those that finished)"
     echo
 fi
+# The summary (issue 15): target/bench/summary.{json,png} and its table (benches/report).
+(cd "$TOP" && cargo run -q --release -p kata-rs-bench-report -- "$OUT") || die "benches/report failed"
 echo "failed: $(v vmm .failed_boots) boots, $(v containers .failed_runs) container runs, $(v io .failed_runs) io rounds, $(v io .image.failed_runs) image runs; JSON: target/bench/{vmm,containers,io,fs-vmm}.json"
 ((rc == 0)) || die "node-run exited $rc: the results above are partial"

@@ -1,0 +1,289 @@
+//! `make bench`'s summary (issue 15): reads the section results `benches/run.sh` wrote to
+//! `target/bench/` (`vmm.json`, `containers.json`, `cri.json`, `io.json`), flattens them into
+//! the keys users compare runtimes on (`summary.json`), prints them as a table and draws
+//! `summary.png` ([`chart`]). A key whose section did not run (or did not measure it) is
+//! `null` and listed in `missing`: nothing here is estimated or made up.
+
+pub mod chart;
+
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// The section results, each `Value::Null` when its file is absent or unreadable.
+#[derive(Debug, Default, Clone)]
+pub struct Sections {
+    /// `vmm.json`: section 1, kata-vmm against QEMU microvm.
+    pub vmm: Value,
+    /// `containers.json`: section 2, `ctr run` and the sleeping containers' memory.
+    pub containers: Value,
+    /// `cri.json`: pod start, pod churn and the start profile through CRI.
+    pub cri: Value,
+    /// `io.json`: sections 3 and 4, read/untar in the container, image size.
+    pub io: Value,
+}
+
+impl Sections {
+    /// Reads `DIR/{vmm,containers,cri,io}.json`; a missing or broken file is `Null`
+    /// (a warning on stderr for a broken one).
+    pub fn load(dir: &Path) -> Sections {
+        let read = |name: &str| -> Value {
+            let p = dir.join(format!("{name}.json"));
+            match std::fs::read_to_string(&p) {
+                Ok(s) => serde_json::from_str(&s).unwrap_or_else(|e| {
+                    eprintln!("bench-report: {}: {e}", p.display());
+                    Value::Null
+                }),
+                Err(_) => Value::Null,
+            }
+        };
+        Sections {
+            vmm: read("vmm"),
+            containers: read("containers"),
+            cri: read("cri"),
+            io: read("io"),
+        }
+    }
+}
+
+/// A number at `path` (keys separated by `.`), if there is one.
+fn num(v: &Value, path: &str) -> Option<f64> {
+    path.split('.')
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(Value::as_f64)
+}
+
+/// `a / b` rounded to 3 decimals; `None` when either is missing or `b` is 0.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => Some((a / b * 1000.0).round() / 1000.0),
+        _ => None,
+    }
+}
+
+fn opt(v: Option<f64>) -> Value {
+    v.map_or(Value::Null, |x| {
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            json!(x as i64)
+        } else {
+            json!(x)
+        }
+    })
+}
+
+/// The keys of `summary.json` in table order, with what they mean (the table's rows).
+pub const KEYS: &[(&str, &str)] = &[
+    ("ratio_ctr_run", "ctr run --rm true, kata / runc (time)"),
+    ("ctr_run_ms_kata", "ctr run --rm true, kata, ms"),
+    ("ctr_run_ms_runc", "ctr run --rm true, runc, ms"),
+    ("ratio_pod_start", "CRI pod start, kata / runc (time)"),
+    (
+        "pod_start_ms_kata",
+        "CRI pod start to container started, kata, ms",
+    ),
+    (
+        "pod_start_ms_runc",
+        "CRI pod start to container started, runc, ms",
+    ),
+    (
+        "ratio_pod_churn",
+        "CRI pod churn, kata / runc (time per pod)",
+    ),
+    (
+        "pod_churn_ms_kata",
+        "CRI pod create+start+stop+remove, kata, ms",
+    ),
+    (
+        "pod_churn_ms_runc",
+        "CRI pod create+start+stop+remove, runc, ms",
+    ),
+    ("ratio_boot", "VMM boot to agent ready, kata-vmm / qemu"),
+    ("boot_ms_kata_vmm", "VMM boot to agent ready, kata-vmm, ms"),
+    ("boot_ms_qemu", "VMM boot to agent ready, qemu microvm, ms"),
+    ("ratio_vmm_cpu", "VMM's own CPU to ready, kata-vmm / qemu"),
+    (
+        "vmm_cpu_ms_kata_vmm",
+        "VMM's own CPU (excl. guest) to ready, kata-vmm, ms",
+    ),
+    (
+        "vmm_cpu_ms_qemu",
+        "VMM's own CPU (excl. guest) to ready, qemu, ms",
+    ),
+    (
+        "host_overhead_kib",
+        "idle pod host PSS excl. guest RAM, kata, KiB",
+    ),
+    (
+        "host_overhead_runc_kib",
+        "idle pod host PSS (shim), runc, KiB",
+    ),
+    (
+        "guest_used_kib",
+        "guest RAM backed by the host (RSS), idle pod, KiB",
+    ),
+    ("density_pods_per_gib_kata", "idle pods per GiB, kata"),
+    ("density_pods_per_gib_runc", "idle pods per GiB, runc"),
+    ("ratio_io_read", "read 256 MiB, kata / runc (throughput)"),
+    ("io_read_mib_s_kata", "read 256 MiB, kata, MiB/s"),
+    ("io_read_mib_s_runc", "read 256 MiB, runc, MiB/s"),
+    (
+        "ratio_io_untar",
+        "untar 10k files, kata / runc (throughput)",
+    ),
+    ("io_untar_files_s_kata", "untar 10k files, kata, files/s"),
+    ("io_untar_files_s_runc", "untar 10k files, runc, files/s"),
+    (
+        "ratio_iperf3",
+        "iperf3 pod to pod, kata / runc (throughput)",
+    ),
+];
+
+/// Flattens the sections into `summary.json`'s object: every key of [`KEYS`] (a number or
+/// `null`), the host-overhead parts, `profile` (the start-time phases, `[{phase, ms}]`),
+/// `node`, `date`, `git`, and `missing` (the keys of [`KEYS`] that are `null`).
+pub fn summarize(s: &Sections) -> Value {
+    let (v, c, r, io) = (&s.vmm, &s.containers, &s.cri, &s.io);
+    let mut m = Map::new();
+    let mut put = |k: &str, x: Option<f64>| {
+        m.insert(k.to_string(), opt(x));
+    };
+
+    let (ck, cr) = (num(c, "start_ms_kata"), num(c, "start_ms_runc"));
+    put("ratio_ctr_run", ratio(ck, cr));
+    put("ctr_run_ms_kata", ck);
+    put("ctr_run_ms_runc", cr);
+
+    let (sk, sr) = (num(r, "pod_start_ms_kata"), num(r, "pod_start_ms_runc"));
+    put("ratio_pod_start", ratio(sk, sr));
+    put("pod_start_ms_kata", sk);
+    put("pod_start_ms_runc", sr);
+    let (pk, pr) = (num(r, "pod_cycle_ms_kata"), num(r, "pod_cycle_ms_runc"));
+    put("ratio_pod_churn", ratio(pk, pr));
+    put("pod_churn_ms_kata", pk);
+    put("pod_churn_ms_runc", pr);
+    put("pod_churn_pods", num(r, "n"));
+
+    let (bo, bq) = (num(v, "boot_ms_ours"), num(v, "boot_ms_qemu"));
+    put("ratio_boot", ratio(bo, bq));
+    put("boot_ms_kata_vmm", bo);
+    put("boot_ms_qemu", bq);
+    let (uo, uq) = (num(v, "vmm_cpu_ms_ours"), num(v, "vmm_cpu_ms_qemu"));
+    put("ratio_vmm_cpu", ratio(uo, uq));
+    put("vmm_cpu_ms_kata_vmm", uo);
+    put("vmm_cpu_ms_qemu", uq);
+
+    // Idle pod: the sleeping kata container of section 2 (shim + kata-vmm + virtiofsd, each
+    // without the guest RAM mapping); else section 3's idle io pod.
+    let (host, shim, vmm, vfsd, runc) = if num(c, "kata_host_overhead_kib").is_some() {
+        (
+            num(c, "kata_host_overhead_kib"),
+            num(c, "kata_shim_pss_kib"),
+            num(c, "kata_vmm_pss_kib"),
+            num(c, "kata_virtiofsd_pss_kib"),
+            num(c, "runc_shim_pss_kib"),
+        )
+    } else {
+        (
+            num(io, "kata_pod_pss_kib"),
+            num(io, "kata_shim_pss_kib"),
+            num(io, "kata_vmm_pss_kib"),
+            num(io, "virtiofsd_pss_kib"),
+            num(io, "runc_pod_pss_kib"),
+        )
+    };
+    put("host_overhead_kib", host);
+    put("host_overhead_shim_kib", shim);
+    put("host_overhead_vmm_kib", vmm);
+    put("host_overhead_virtiofsd_kib", vfsd);
+    put("host_overhead_runc_kib", runc);
+    put("guest_used_kib", num(c, "kata_guest_used_kib"));
+    put("guest_mem_mib", num(c, "kata_guest_mem_mib"));
+
+    // Not measured by the bench yet: stays null (and listed in "missing").
+    put("density_pods_per_gib_kata", None);
+    put("density_pods_per_gib_runc", None);
+
+    let (rk, rr) = (num(io, "read_mib_s_kata"), num(io, "read_mib_s_runc"));
+    put("ratio_io_read", ratio(rk, rr));
+    put("io_read_mib_s_kata", rk);
+    put("io_read_mib_s_runc", rr);
+    let (tk, tr) = (num(io, "untar_files_s_kata"), num(io, "untar_files_s_runc"));
+    put("ratio_io_untar", ratio(tk, tr));
+    put("io_untar_files_s_kata", tk);
+    put("io_untar_files_s_runc", tr);
+    put("ratio_iperf3", None);
+
+    let profile = r
+        .get("profile")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter(|p| p.get("phase").is_some() && num(p, "ms").is_some())
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let total: f64 = profile.iter().filter_map(|p| num(p, "ms")).sum();
+    m.insert(
+        "profile_total_ms".into(),
+        opt((!profile.is_empty()).then_some(total)),
+    );
+    m.insert("profile".into(), Value::Array(profile));
+
+    let missing: Vec<Value> = KEYS
+        .iter()
+        .filter(|(k, _)| m.get(*k).is_none_or(Value::is_null))
+        .map(|(k, _)| json!(k))
+        .collect();
+    m.insert("missing".into(), Value::Array(missing));
+    let meta = [v, c, r, io];
+    for k in ["node", "date", "git"] {
+        let x = meta.iter().find_map(|s| s.get(k).filter(|x| x.is_string()));
+        m.insert(k.into(), x.cloned().unwrap_or(Value::Null));
+    }
+    let n = meta.iter().find_map(|s| num(s, "n"));
+    m.insert("n".into(), opt(n));
+    Value::Object(m)
+}
+
+/// The table `make bench` prints: one row per key of [`KEYS`] (`-` where null), then the
+/// start-time profile.
+pub fn table(sum: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "kata-rs bench summary (node {}, N={}, {}, git {})\n",
+        sum["node"].as_str().unwrap_or("?"),
+        sum["n"],
+        sum["date"].as_str().unwrap_or("?"),
+        sum["git"].as_str().unwrap_or("?")
+    ));
+    out.push_str(&format!(
+        "| {:<52} | {:<26} | {:>10} |\n",
+        "", "key", "value"
+    ));
+    out.push_str(&format!("| {:-<52} | {:-<26} | {:->10} |\n", "", "", ""));
+    for (k, what) in KEYS {
+        let v = match &sum[*k] {
+            Value::Null => "-".to_string(),
+            x => x.to_string(),
+        };
+        out.push_str(&format!("| {what:<52} | {k:<26} | {v:>10} |\n"));
+    }
+    if let Some(p) = sum["profile"].as_array().filter(|p| !p.is_empty()) {
+        out.push_str(&format!(
+            "kata pod start profile (ms, median over the pods): {}; total {}\n",
+            p.iter()
+                .map(|x| format!("{} {}", x["phase"].as_str().unwrap_or("?"), x["ms"]))
+                .collect::<Vec<_>>()
+                .join(", "),
+            sum["profile_total_ms"]
+        ));
+    }
+    if let Some(m) = sum["missing"].as_array().filter(|m| !m.is_empty()) {
+        let names: Vec<&str> = m.iter().filter_map(Value::as_str).collect();
+        out.push_str(&format!("not measured in this run: {}\n", names.join(", ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

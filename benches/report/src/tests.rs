@@ -1,0 +1,95 @@
+use super::*;
+use serde_json::json;
+
+fn sample() -> Sections {
+    let p = |s: &str| serde_json::from_str(s).unwrap();
+    Sections {
+        vmm: p(include_str!("../testdata/vmm.json")),
+        containers: p(include_str!("../testdata/containers.json")),
+        cri: p(include_str!("../testdata/cri.json")),
+        io: p(include_str!("../testdata/io.json")),
+    }
+}
+
+#[test]
+fn flat_keys_from_the_sections() {
+    let s = summarize(&sample());
+    assert_eq!(s["ratio_ctr_run"], json!(2.179));
+    assert_eq!(s["ratio_pod_start"], json!(2.75));
+    assert_eq!(s["ratio_pod_churn"], json!(2.5));
+    assert_eq!(s["ratio_boot"], json!(0.743));
+    assert_eq!(s["ratio_vmm_cpu"], json!(0.2));
+    assert_eq!(s["vmm_cpu_ms_qemu"], json!(600));
+    assert_eq!(s["host_overhead_kib"], json!(13568));
+    assert_eq!(s["host_overhead_virtiofsd_kib"], json!(2100));
+    assert_eq!(s["guest_used_kib"], json!(60416));
+    assert_eq!(s["ratio_io_read"], json!(0.05));
+    assert_eq!(s["ratio_io_untar"], json!(0.025));
+    assert_eq!(s["profile"].as_array().unwrap().len(), 6);
+    assert_eq!(s["profile_total_ms"], json!(22000));
+    assert_eq!(s["node"], json!("emulated"));
+    assert_eq!(s["git"], json!("abc1234"));
+    let missing: Vec<&str> = s["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            "density_pods_per_gib_kata",
+            "density_pods_per_gib_runc",
+            "ratio_iperf3"
+        ]
+    );
+}
+
+#[test]
+fn missing_sections_are_null_not_guessed() {
+    let s = summarize(&Sections::default());
+    for (k, _) in KEYS {
+        assert!(s[*k].is_null(), "{k}");
+    }
+    assert_eq!(s["missing"].as_array().unwrap().len(), KEYS.len());
+    assert_eq!(s["profile"], json!([]));
+    assert!(table(&s).contains("| -"));
+}
+
+#[test]
+fn host_overhead_falls_back_to_the_io_pod() {
+    let mut x = sample();
+    x.containers = json!({"start_ms_kata": 1, "start_ms_runc": 0});
+    let s = summarize(&x);
+    assert_eq!(s["host_overhead_kib"], json!(14000));
+    assert_eq!(s["host_overhead_runc_kib"], json!(15000));
+    assert!(s["ratio_ctr_run"].is_null(), "a zero baseline is no ratio");
+}
+
+#[test]
+fn table_names_every_key() {
+    let t = table(&summarize(&sample()));
+    for (k, _) in KEYS {
+        assert!(t.contains(k), "{k}");
+    }
+    assert!(t.contains("VM boot to agent ready 14000"));
+}
+
+#[test]
+fn chart_draws_a_png() {
+    let font = std::path::Path::new(chart::FONT);
+    if !font.exists() {
+        eprintln!("skipped: no {} (fonts-dejavu-core)", chart::FONT);
+        return;
+    }
+    chart::load_font(font).unwrap();
+    let dir = std::env::temp_dir().join(format!("kata-rs-bench-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = dir.join("summary.png");
+    chart::draw(&summarize(&sample()), &png).unwrap();
+    let b = std::fs::read(&png).unwrap();
+    assert!(b.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(b.len() > 5000, "{} bytes", b.len());
+    chart::draw(&summarize(&Sections::default()), &png).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
