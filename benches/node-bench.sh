@@ -23,9 +23,18 @@ N=${1:-5}
 # SECTIONS: which parts run (default all): vmm containers io image fsvmm. BIG_TAR, FILES_TAR: host
 # paths of the 200 MiB-layer image archive and the 10k-files tar (run.sh passes both with
 # KATA_RS_NODE_EXTRA; they are at $KATA_RS_PAYLOAD/extra/PATH here).
-SECTIONS=${2:-vmm containers io image fsvmm}
+SECTIONS=${2:-vmm containers cri io image fsvmm}
 BIG_TAR=${3:+$KATA_RS_PAYLOAD/extra$3}
 FILES_TAR=${4:+$KATA_RS_PAYLOAD/extra$4}
+# Section 5's arguments (read here: the sections before it reuse the positional parameters).
+FS_INITRD=${5:+$KATA_RS_PAYLOAD/extra$5}
+FSVMM_VARIANTS=${6:-ours:ours:auto qemu:qemu:auto}
+FSVMM_N=${7:-1}
+FSVMM_SECS=${8:-45}
+# The cri section: the CRI bench client's host path (tests/cri/src/bench.rs, passed with
+# KATA_RS_NODE_EXTRA) and its pods per runtime.
+CRI_BENCH=${9:+$KATA_RS_PAYLOAD/extra$9}
+CRI_N=${10:-10}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
@@ -63,6 +72,12 @@ mem() {
 pss_sum() { t=0; for p in "$@"; do v=$(awk '$1 == "Pss:" { print $2 }' /proc/$p/smaps_rollup 2>/dev/null); t=$((t + ${v:-0})); done; echo $t; }
 
 # ---------------------------------------------------------------- 1. VMM boot
+# vmm_own_cpu PID: the VMM's own CPU time in ms, without the time its vCPU threads ran the
+# guest: utime + stime - guest_time (the kernel counts guest time into utime too). From
+# /proc/PID/stat, the sum over the process's threads, the exited ones included (the same
+# fields as /proc/PID/task/*/stat, which would miss QEMU's short-lived start-up threads).
+# USER_HZ = 100: 10 ms resolution.
+vmm_own_cpu() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{ print ($12 + $13 - $41) * 10 }'; }
 # boot KIND CID: prints "boot_ms check_ms rss pss guest_rss guest_pss guest_maps exit"
 boot() {
     log=$W/console-$1-$2.log
@@ -81,10 +96,11 @@ boot() {
             > "$W/vmm-$1-$2.out" 2>&1 &
     fi
     pid=$!
-    t1= i=0 cpu=
+    t1= i=0 cpu= own=
     while kill -0 $pid 2>/dev/null && [ $i -lt $MAXPOLL ]; do     # 180 s at most
         if grep -q 'kata-rs-agent: ready' "$log"; then
-            t1=$(now); cpu=$(awk '{ print ($14 + $15) * 10 }' /proc/$pid/stat 2>/dev/null); break
+            t1=$(now); cpu=$(awk '{ print ($14 + $15) * 10 }' /proc/$pid/stat 2>/dev/null)
+            own=$(vmm_own_cpu $pid); break
         fi
         sleep $POLL; i=$((i + 1))
     done
@@ -106,11 +122,12 @@ boot() {
         sed '/Kernel panic/q' "$log" | grep -v '^ \|^[A-Z0-9]*: \|Call Trace\|TASK>' | tail -n 25 | sed 's/^/  console| /' >&2
         sed 's/^/  vmm| /' "$W/vmm-$1-$2.out" >&2
     fi
-    b=null c=null u=null
+    b=null c=null u=null o=null
     [ -n "$cpu" ] && u=$cpu
+    [ -n "$own" ] && o=$own
     [ -n "$t1" ] && b=$(ms "$t0" "$t1")
     [ -n "$t2" ] && c=$(ms "$t0" "$t2")
-    echo "$b $c ${m:-0 0 0 0 0} $rc $u"
+    echo "$b $c ${m:-0 0 0 0 0} $rc $u $o"
 }
 
 vmm_ok=yes
@@ -123,7 +140,7 @@ fi
 if [ $vmm_ok = yes ]; then
     say "qemu: $("$QEMU" --version | head -n1)"
     cid=100
-    U_OURS= U_QEMU= B_OURS= B_QEMU= C_OURS= C_QEMU= P_OURS= P_QEMU= R_OURS= R_QEMU= G_OURS= G_QEMU= RAW_OURS= RAW_QEMU= FAIL=0
+    O_OURS= O_QEMU= U_OURS= U_QEMU= B_OURS= B_QEMU= C_OURS= C_QEMU= P_OURS= P_QEMU= R_OURS= R_QEMU= G_OURS= G_QEMU= RAW_OURS= RAW_QEMU= FAIL=0
     i=0
     while [ $i -le "$N" ]; do
         if [ $((i % 2)) = 0 ]; then order="ours qemu"; else order="qemu ours"; fi
@@ -131,16 +148,19 @@ if [ $vmm_ok = yes ]; then
             cid=$((cid + 1))
             set -- $(boot $k $cid)
             # $1 boot $2 check $3 rss $4 pss $5 grss $6 gpss $7 maps $8 rc $9 cpu ms (user+sys+guest)
+            # ${10} the VMM's own cpu ms (user+sys-guest)
             tag=run$i; [ $i = 0 ] && tag=warm-up
-            say "$tag $k: boot ${1} ms, check ${2} ms, rss $3 KiB, pss $4 KiB, guest mapping rss $5 pss $6 KiB ($7 mapping), exit $8, cpu $9 ms"
+            say "$tag $k: boot ${1} ms, check ${2} ms, rss $3 KiB, pss $4 KiB, guest mapping rss $5 pss $6 KiB ($7 mapping), exit $8, cpu $9 ms, own cpu excl. guest ${10} ms"
             [ "$1" = null ] && { FAIL=$((FAIL + 1)); continue; }
             [ $i = 0 ] && continue
             if [ $k = ours ]; then
                 B_OURS="$B_OURS $1"; C_OURS="$C_OURS $2"; R_OURS="$R_OURS $(($3 - $5))"; P_OURS="$P_OURS $(($4 - $6))"
                 G_OURS="$G_OURS $6"; RAW_OURS="$RAW_OURS $4"; U_OURS="$U_OURS $9"
+                [ "${10}" != null ] && O_OURS="$O_OURS ${10}"
             else
                 B_QEMU="$B_QEMU $1"; C_QEMU="$C_QEMU $2"; R_QEMU="$R_QEMU $(($3 - $5))"; P_QEMU="$P_QEMU $(($4 - $6))"
                 G_QEMU="$G_QEMU $6"; RAW_QEMU="$RAW_QEMU $4"; U_QEMU="$U_QEMU $9"
+                [ "${10}" != null ] && O_QEMU="$O_QEMU ${10}"
             fi
         done
         i=$((i + 1))
@@ -150,6 +170,7 @@ if [ $vmm_ok = yes ]; then
     echo "BENCH-JSON vmm {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"mem_mib\":$MEM,\"criterion\":\"VMM process start to 'kata-rs-agent: ready' on the console\"," \
         "\"boot_ms_ours\":$bo,\"boot_ms_qemu\":$bq,\"ratio\":$ratio," \
         "\"check_ms_ours\":$(median $C_OURS),\"check_ms_qemu\":$(median $C_QEMU),\"cpu_ms_ours\":$(median $U_OURS),\"cpu_ms_qemu\":$(median $U_QEMU)," \
+        "\"vmm_cpu_ms_ours\":$(median $O_OURS),\"vmm_cpu_ms_qemu\":$(median $O_QEMU),\"samples_vmm_cpu_ms_ours\":[$(list $O_OURS)],\"samples_vmm_cpu_ms_qemu\":[$(list $O_QEMU)]," \
         "\"vmm_rss_kib\":$(median $R_OURS),\"vmm_pss_kib\":$(median $P_OURS),\"vmm_pss_incl_guest_kib\":$(median $RAW_OURS),\"guest_pss_kib_ours\":$(median $G_OURS)," \
         "\"qemu_rss_kib\":$(median $R_QEMU),\"qemu_pss_kib\":$(median $P_QEMU),\"qemu_pss_incl_guest_kib\":$(median $RAW_QEMU),\"guest_pss_kib_qemu\":$(median $G_QEMU)," \
         "\"failed_boots\":$FAIL,\"samples_boot_ms_ours\":[$(list $B_OURS)],\"samples_boot_ms_qemu\":[$(list $B_QEMU)]," \
@@ -201,29 +222,70 @@ sleeper() {
     sleep 2
     shim=$(pids_of containerd-shim-$1-v2 "$id" | tr '\n' ' ')
     [ -n "$shim" ] || shim=$(pids_of containerd-shim-$1-v2 "" | tr '\n' ' ')
-    vmm=; vp=null; vg=null; vr=null
+    vmm=; vp=null; vg=null; vr=null; gu=null gm=null fe=null fn=0
     if [ $1 = kata ]; then
         vmm=$(for p in /proc/[0-9]*; do c=$( { tr '\0' ' ' < $p/cmdline; } 2>/dev/null); e=${c%% *}; [ "${e##*/}" = kata-vmm ] && echo ${p#/proc/}; done | head -n1)
-        if [ -n "$vmm" ]; then set -- $(mem $vmm); vp=$(($2 - $4)); vg=$2; vr=$(($1 - $3)); fi
+        if [ -n "$vmm" ]; then
+            # The guest RAM mapping is the pod VM's size (the shim's --mem-mib), not section 1's.
+            gm=$(tr '\0' '\n' < /proc/$vmm/cmdline | awk 'p { print; exit } $0 == "--mem-mib" { p = 1 }')
+            omem=$MEM; MEM=${gm:-$MEM}; gm=$MEM
+            set -- $(mem $vmm); vp=$(($2 - $4)); vg=$2; vr=$(($1 - $3)); gu=$3
+            # virtiofsd maps the guest's RAM too (vhost-user): without it, as for the VMM.
+            fe=0; for p in $(pids_of virtiofsd ""); do set -- $(mem $p); fe=$((fe + $2 - $4)); fn=$((fn + 1)); done
+            MEM=$omem
+        fi
     fi
     sp=$(pss_sum $shim)
-    say "sleeping $rt container: shim pid(s) $shim pss $sp KiB${vmm:+; kata-vmm pid $vmm pss $vp KiB excl. guest RAM ($vg incl.), rss $vr KiB}"
+    say "sleeping $rt container: shim pid(s) $shim pss $sp KiB${vmm:+; kata-vmm pid $vmm pss $vp KiB excl. guest RAM ($vg incl.), rss $vr KiB; guest RAM (${gm} MiB) backed: rss $gu KiB; virtiofsd ($fn) pss $fe KiB excl. guest RAM}"
     ctr task kill -s KILL $id > /dev/null 2>&1
     i=0; while [ $i -lt 300 ]; do ctr task ls 2>/dev/null | grep -q "^$id " || break; ctr task delete $id > /dev/null 2>&1; sleep 0.1; i=$((i + 1)); done
     ctr container rm $id > /dev/null 2>&1
-    echo "$sp $vp $vg $vr"
+    echo "$sp $vp $vg $vr $fe $gu $gm"
 }
 if want containers; then
-    set -- $(sleeper kata); KSHIM=$1 KVMM=$2 KVMMG=$3 KVMMR=$4
+    set -- $(sleeper kata); KSHIM=$1 KVMM=$2 KVMMG=$3 KVMMR=$4 KVFSD=${5:-null} KGUSED=${6:-null} KGMEM=${7:-null}
     set -- $(sleeper runc); RSHIM=$1
     tk=$(median $T_KATA) tr=$(median $T_RUNC)
     cratio=$(awk -v a="$tk" -v b="$tr" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "null"; else printf "%.3f", a / b }')
     ktotal=$(awk -v a="$KSHIM" -v b="$KVMM" 'BEGIN { if (a == "null" || b == "null") print "null"; else print a + b }')
+    # Everything the idle pod costs on the host, guest RAM excluded (issue 15's host_overhead_kib).
+    khost=$(awk -v a="$ktotal" -v b="$KVFSD" 'BEGIN { if (a == "null" || b == "null") print "null"; else print a + b }')
     echo "BENCH-JSON containers {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"image\":\"$IMG\",\"command\":\"ctr run --rm --runtime R IMAGE ID true\"," \
         "\"start_ms_kata\":$tk,\"start_ms_runc\":$tr,\"ratio\":$cratio," \
         "\"kata_shim_pss_kib\":$KSHIM,\"kata_vmm_pss_kib\":$KVMM,\"kata_vmm_pss_incl_guest_kib\":$KVMMG,\"kata_vmm_rss_kib\":$KVMMR,\"kata_total_pss_kib\":$ktotal," \
+        "\"kata_virtiofsd_pss_kib\":$KVFSD,\"kata_host_overhead_kib\":$khost,\"kata_guest_used_kib\":$KGUSED,\"kata_guest_mem_mib\":$KGMEM," \
         "\"runc_shim_pss_kib\":$RSHIM,\"failed_runs\":$CFAIL," \
         "\"samples_ms_kata\":[$(list $T_KATA)],\"samples_ms_runc\":[$(list $T_RUNC)]}"
+fi
+
+# ---------------------------------------------------------------- cri: pod start and churn through CRI
+# A second containerd with the CRI plugin (kata_rs_start_cri_containerd, tests/harness/lib.sh:
+# handlers kata and runc, host-network pods). The client (tests/cri/src/bench.rs) runs a
+# warm-up round and CRI_N rounds, one pod per runtime each, alternating the order: pod start
+# (RunPodSandbox → StartContainer answered) and the whole pod (create → removed: the churn),
+# and splits the kata pods' start into phases from the timestamps in containerd's log (the
+# shim's lines land there too).
+if want cri; then
+    if [ ! -x "$CRI_BENCH" ]; then
+        say "cri: no CRI bench client (run.sh passes target/release/kata-rs-cri-bench)"
+    elif ! kata_rs_start_cri_containerd; then
+        say "cri: containerd with CRI did not come up"
+    else
+        mkdir -p "$W/cri-logs"
+        t0=$(now)
+        timeout -k 30 3000 "$CRI_BENCH" --socket "$KATA_RS_CRI_SOCKET" --image "$KATA_RS_IMAGE" \
+            --log-dir "$W/cri-logs" --cgroup-parent /kata-rs-test/cri-bench --timeout 300 \
+            --pods "$CRI_N" --containerd-log "$KATA_RS_CRI_LOG" > "$W/cri-bench.out" 2>&1
+        crc=$?
+        grep -v '^BENCH-JSON' "$W/cri-bench.out" | sed 's/^bench-cri| /bench| cri /' >&2
+        say "cri: client exit $crc after $(ms "$t0" "$(now)") ms"
+        j=$(sed -n 's/^BENCH-JSON cri {//p' "$W/cri-bench.out")
+        [ -n "$j" ] && echo "BENCH-JSON cri {\"node\":\"$KATA_RS_NODE_KIND\",$j"
+        if [ $crc -ne 0 ]; then
+            grep -E 'level=(warning|error)' "$KATA_RS_CRI_LOG" | tail -n 20 | cut -c1-600 | sed 's/^/  cri-log| /' >&2
+        fi
+        kata_rs_stop_cri_containerd
+    fi
 fi
 
 # ---------------------------------------------------------------- 3. io: read, untar, idle pod memory
@@ -410,10 +472,6 @@ fi
 # command line, e.g. fsb_ra=1024 = the share's read_ahead_kb, any other to virtiofsd's); knob
 # variants (other cache modes, --thread-pool-size, --writeback, readahead) run beside the two
 # baselines.
-FS_INITRD=${5:+$KATA_RS_PAYLOAD/extra$5}
-FSVMM_VARIANTS=${6:-ours:ours:auto qemu:qemu:auto}
-FSVMM_N=${7:-1}
-FSVMM_SECS=${8:-45}
 FS_MEM=512
 VFSD=${KATA_RS_BENCH_VIRTIOFSD:-/usr/local/libexec/kata-rs/virtiofsd}   # (override: a dry run off the node)
 # stat_cpu PID: "user_ms sys_ms guest_ms" of the whole process (all threads), USER_HZ = 100

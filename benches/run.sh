@@ -22,8 +22,14 @@ QEMU_DATA=/usr/share/qemu
 mkdir -p "$OUT"
 rm -f "$OUT"/{vmm,containers,cri,io,fs-vmm,summary}.json "$OUT"/summary.png   # (a section that does not run leaves no stale result)
 RAW=$OUT/node-run.stdout ERR=$OUT/node-run.stderr
-# BENCH_SECTIONS: which parts run (default all): vmm containers io image fsvmm.
-SECTIONS=${BENCH_SECTIONS:-vmm containers io image fsvmm}
+# BENCH_SECTIONS: which parts run (default all): vmm containers cri io image fsvmm.
+SECTIONS=${BENCH_SECTIONS:-vmm containers cri io image fsvmm}
+# cri: pods per runtime (BENCH_CRI_N, default 10; plus a warm-up pod each) and the client.
+CRI_N=${BENCH_CRI_N:-10}
+CRI_BENCH=$TOP/target/release/kata-rs-cri-bench
+if [[ " $SECTIONS " == *" cri "* ]]; then
+    (cd "$TOP" && cargo build -q --release -p kata-rs-cri --bin kata-rs-cri-bench) || die "building the CRI bench client failed"
+fi
 # fsvmm (benches/README.md section 5): rounds (BENCH_FSVMM_N, default 1: ~5 min emulated), the
 # untar time box in seconds (BENCH_FSVMM_SECS), and the variants, NAME:VMM:CACHE[:ARG,...]
 # (VMM ours|qemu; NAME a shell identifier; ARGs appended to virtiofsd's command line;
@@ -54,8 +60,9 @@ echo "bench: N=$N (+1 warm-up) per variant; artifacts: $(cd "$TOP" && git rev-pa
 rc=0
 # 3 GiB: the big image (content + snapshot, 400 MiB) and the 256 MiB read file live in the
 # emulated node's RAM beside two microVMs.
-KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
+KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
     "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" "$FSINITRD" "$FSVMM_VARIANTS" "$FSVMM_N" "$FSVMM_SECS" \
+    "$CRI_BENCH" "$CRI_N" \
     > "$RAW" 2> >(tee "$ERR" >&2) || rc=$?
 wait    # (the tee)
 # A node that fails mid-run (e.g. one of the emulated node's rig faults, tests/README.md) still
@@ -70,6 +77,9 @@ rev=$(cd "$TOP" && git rev-parse --short HEAD)
 meta() { jq --arg node "$node" --arg when "$when" --arg rev "$rev" '. + {node_detail: $node, date: $when, git: $rev}'; }
 [[ -n $vmm ]] && meta <<<"$vmm" > "$OUT/vmm.json" || echo "bench: no VMM result (see $ERR)" >&2
 [[ -n $ctr ]] && meta <<<"$ctr" > "$OUT/containers.json" || echo "bench: no container result (see $ERR)" >&2
+cri=$(sed -n 's/^BENCH-JSON cri //p' "$RAW")
+if [[ -n $cri ]]; then meta <<<"$cri" > "$OUT/cri.json"
+elif [[ " $SECTIONS " == *" cri "* ]]; then echo "bench: no cri result (see $ERR)" >&2; fi
 io=$(sed -n 's/^BENCH-JSON io //p' "$RAW")
 img=$(sed -n 's/^BENCH-JSON image //p' "$RAW")
 if [[ -n $io || -n $img ]]; then
@@ -97,6 +107,7 @@ row "VMM boot to agent ready (N=$(v vmm .n), median)" "kata-vmm" "qemu microvm" 
 row "----------------------------------------------" "--------------" "--------------" "--------"
 row "boot: process start -> 'kata-rs-agent: ready'" "$(v vmm .boot_ms_ours) ms" "$(v vmm .boot_ms_qemu) ms" "$(v vmm .ratio)"
 row "boot -> first successful agent check" "$(v vmm .check_ms_ours) ms" "$(v vmm .check_ms_qemu) ms" ""
+row "VMM own CPU to ready (user+sys-guest)" "$(v vmm .vmm_cpu_ms_ours) ms" "$(v vmm .vmm_cpu_ms_qemu) ms" "$(v vmm 'if .vmm_cpu_ms_ours and .vmm_cpu_ms_qemu and .vmm_cpu_ms_qemu > 0 then (.vmm_cpu_ms_ours / .vmm_cpu_ms_qemu * 1000 | round / 1000) else null end')"
 row "VMM CPU time to ready (user+sys+guest)" "$(v vmm .cpu_ms_ours) ms" "$(v vmm .cpu_ms_qemu) ms" "$(v vmm 'if .cpu_ms_ours and .cpu_ms_qemu then (.cpu_ms_ours / .cpu_ms_qemu * 1000 | round / 1000) else null end')"
 row "VMM PSS excl. guest RAM" "$(mib "$(v vmm .vmm_pss_kib)")" "$(mib "$(v vmm .qemu_pss_kib)")" ""
 row "VMM RSS excl. guest RAM" "$(mib "$(v vmm .vmm_rss_kib)")" "$(mib "$(v vmm .qemu_rss_kib)")" ""

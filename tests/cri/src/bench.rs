@@ -1,0 +1,505 @@
+//! kata-rs-cri-bench: `make bench`'s CRI section (benches/node-bench.sh, issue 15). Pod start
+//! and pod churn through containerd's CRI plugin, kata against runc in the same run:
+//!
+//!     kata-rs-cri-bench --socket SOCK --image IMAGE --log-dir DIR --pods N \
+//!                       [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] \
+//!                       [--containerd-log FILE]
+//!
+//! A warm-up round, then N rounds; each round runs one pod per handler, one after another
+//! (the order alternating per round), each pod as the kubelet does it: RunPodSandbox,
+//! CreateContainer + StartContainer (a sleeping busybox container, host network), then
+//! StopPodSandbox + RemovePodSandbox. **start** = RunPodSandbox sent → StartContainer
+//! answered (the container runs); **cycle** = the whole pod, created to removed (the pod
+//! churn: N pods of each handler created, started, stopped and removed one after another).
+//!
+//! With `--containerd-log` (the CRI containerd's log, where the kata shim's log lines land
+//! too), the kata pods' start is split into phases from the timestamps the components log:
+//! containerd + shim start (to the shim's `serving on`), virtiofsd (to `virtiofsd serves`),
+//! VM boot to agent ready (to the shim's `agent … ready`), the rest of RunPodSandbox,
+//! CreateContainer, StartContainer. The client's clock is the node's, as containerd's.
+//!
+//! Prints `bench-cri| ` lines per pod and one `BENCH-JSON cri {…}` line (medians in ms,
+//! samples, the profile). Exit status 1 only when no pod of some handler went through.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, DnsConfig, ImageSpec,
+    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopPodSandboxRequest,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+type Res<T> = Result<T, String>;
+type Runtime = RuntimeServiceClient<Channel>;
+
+struct Args {
+    socket: String,
+    image: String,
+    log_dir: String,
+    pods: u32,
+    handlers: Vec<String>,
+    cgroup_parent: String,
+    timeout: u64,
+    containerd_log: Option<String>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: kata-rs-cri-bench --socket SOCK --image IMAGE --log-dir DIR --pods N \
+         [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] [--containerd-log FILE]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut kv: HashMap<String, String> = HashMap::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let Some(k) = k.strip_prefix("--") else {
+            usage()
+        };
+        let Some(v) = it.next() else { usage() };
+        kv.insert(k.to_string(), v);
+    }
+    let mut take = |k: &str| kv.remove(k);
+    let a = Args {
+        socket: take("socket").unwrap_or_else(|| usage()),
+        image: take("image").unwrap_or_else(|| usage()),
+        log_dir: take("log-dir").unwrap_or_else(|| usage()),
+        pods: take("pods")
+            .map(|n| n.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or_else(|| usage()),
+        handlers: take("handlers")
+            .unwrap_or_else(|| "kata,runc".into())
+            .split(',')
+            .map(String::from)
+            .collect(),
+        cgroup_parent: take("cgroup-parent").unwrap_or_default(),
+        timeout: take("timeout")
+            .map(|t| t.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or(300),
+        containerd_log: take("containerd-log"),
+    };
+    if !kv.is_empty() {
+        usage()
+    }
+    a
+}
+
+async fn call<T>(
+    secs: u64,
+    f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Res<T> {
+    match tokio::time::timeout(Duration::from_secs(secs), f).await {
+        Err(_) => Err(format!("no answer within {secs} s")),
+        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+        Ok(Ok(r)) => Ok(r.into_inner()),
+    }
+}
+
+async fn connect(socket: &str) -> Res<Channel> {
+    let path = socket.to_string();
+    Endpoint::try_from("http://[::]:50051")
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let s = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+            }
+        }))
+        .await
+        .map_err(|e| format!("cannot connect to {socket}: {e}"))
+}
+
+/// A `hostNetwork: true` pod's namespaces, as the kubelet sends them.
+fn namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+fn pod_config(a: &Args, handler: &str, round: u32) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("bench-{handler}-{round}"),
+            uid: format!("kata-rs-bench-{handler}-{}-{round}", std::process::id()),
+            namespace: "kata-rs-bench".into(),
+            attempt: 0,
+        }),
+        log_directory: a.log_dir.clone(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["127.0.0.1".into()],
+            ..Default::default()
+        }),
+        labels: [("kata-rs-bench".to_string(), "cri".to_string())].into(),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: a.cgroup_parent.clone(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(a: &Args) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "sleeper".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: a.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000000".into()],
+        log_path: "sleeper/0.log".into(),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The node's wall clock, Unix seconds (to compare with containerd's log timestamps).
+fn wall() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One pod's timestamps (wall clock, s) and durations (ms).
+#[derive(Debug, Clone, Default)]
+struct Pod {
+    sent: f64,
+    sandbox_done: f64,
+    created: f64,
+    started: f64,
+    start_ms: f64,
+    cycle_ms: f64,
+}
+
+/// One pod through CRI; stop and remove always run once it exists.
+async fn one_pod(rt: &mut Runtime, a: &Args, handler: &str, round: u32) -> Res<Pod> {
+    let t = a.timeout;
+    let cfg = pod_config(a, handler, round);
+    let t0 = Instant::now();
+    let mut p = Pod {
+        sent: wall(),
+        ..Default::default()
+    };
+    let pod = call(
+        t,
+        rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: handler.into(),
+        }),
+    )
+    .await
+    .map_err(|e| format!("RunPodSandbox: {e}"))?
+    .pod_sandbox_id;
+    p.sandbox_done = wall();
+    let body = async {
+        let id = call(
+            t,
+            rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(a)),
+                sandbox_config: Some(cfg.clone()),
+            }),
+        )
+        .await
+        .map_err(|e| format!("CreateContainer: {e}"))?
+        .container_id;
+        p.created = wall();
+        call(
+            t,
+            rt.start_container(StartContainerRequest { container_id: id }),
+        )
+        .await
+        .map_err(|e| format!("StartContainer: {e}"))?;
+        p.started = wall();
+        p.start_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        Ok::<(), String>(())
+    }
+    .await;
+    let stop = call(
+        t,
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await
+    .map_err(|e| format!("StopPodSandbox: {e}"));
+    let remove = call(
+        t,
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await
+    .map_err(|e| format!("RemovePodSandbox: {e}"));
+    p.cycle_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    body.and(stop)
+        .and(remove)
+        .map(|_| p)
+        .map_err(|e| format!("sandbox {pod}: {e}"))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// The Unix time of a log line's `time="2026-12-04T08:30:00.123456789Z"` (or `+hh:mm`).
+fn log_time(line: &str) -> Option<f64> {
+    let s = line.split("time=\"").nth(1)?.split('"').next()?;
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
+    let tz_at = rest.find(['Z', '+', '-']).unwrap_or(rest.len());
+    let (clock, tz) = rest.split_at(tz_at);
+    let mut c = clock.split(':');
+    let (h, mi) = (
+        c.next()?.parse::<f64>().ok()?,
+        c.next()?.parse::<f64>().ok()?,
+    );
+    let sec = c.next()?.parse::<f64>().ok()?;
+    let off = match tz.as_bytes().first() {
+        Some(b'+') | Some(b'-') => {
+            let sign = if tz.starts_with('-') { -1.0 } else { 1.0 };
+            let (oh, om) = tz[1..].split_once(':')?;
+            sign * (oh.parse::<f64>().ok()? * 3600.0 + om.parse::<f64>().ok()? * 60.0)
+        }
+        _ => 0.0,
+    };
+    Some(days_from_civil(y, mo, da) as f64 * 86400.0 + h * 3600.0 + mi * 60.0 + sec - off)
+}
+
+/// The start phases: name, and the log line that ends it (`None`: a client timestamp).
+const PHASES: [&str; 6] = [
+    "containerd + shim start",
+    "virtiofsd start",
+    "VM boot to agent ready",
+    "rest of RunPodSandbox",
+    "CreateContainer",
+    "StartContainer",
+];
+
+/// A kata pod's phases in ms from the log lines (time, text) between its RunPodSandbox and
+/// its StartContainer answer; `None` when a marker is missing.
+fn phases(p: &Pod, log: &[(f64, String)]) -> Option<[f64; 6]> {
+    let first = |pat: &[&str], after: f64| {
+        log.iter()
+            .find(|(t, l)| {
+                *t >= after - 0.001
+                    && *t <= p.sandbox_done + 0.001
+                    && pat.iter().all(|x| l.contains(x))
+            })
+            .map(|x| x.0)
+    };
+    let shim = first(&["serving on"], p.sent)?;
+    let fs = first(&["virtiofsd serves"], shim)?;
+    let ready = first(&["agent ", "ready (guest kernel"], fs)?;
+    let ms = |a: f64, b: f64| ((b - a) * 1000.0).max(0.0).round();
+    Some([
+        ms(p.sent, shim),
+        ms(shim, fs),
+        ms(fs, ready),
+        ms(ready, p.sandbox_done),
+        ms(p.sandbox_done, p.created),
+        ms(p.created, p.started),
+    ])
+}
+
+/// The median (the mean of the middle two for an even count); `None` when empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn num(x: Option<f64>) -> String {
+    x.map_or("null".into(), |v| format!("{}", v.round() as i64))
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{}", x.round() as i64))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let a = parse_args();
+    let ch = match connect(&a.socket).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kata-rs-cri-bench: {e}");
+            std::process::exit(1)
+        }
+    };
+    let mut rt = RuntimeServiceClient::new(ch);
+    let mut done: HashMap<String, Vec<Pod>> = HashMap::new();
+    let mut failed = 0;
+    for round in 0..=a.pods {
+        let mut order = a.handlers.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        let tag = if round == 0 {
+            "warm-up".to_string()
+        } else {
+            format!("run{round}")
+        };
+        for h in &order {
+            match one_pod(&mut rt, &a, h, round).await {
+                Ok(p) => {
+                    println!(
+                        "bench-cri| {tag} {h}: start {:.0} ms (RunPodSandbox {:.0}, CreateContainer {:.0}, StartContainer {:.0}), create to removed {:.0} ms",
+                        p.start_ms,
+                        (p.sandbox_done - p.sent) * 1000.0,
+                        (p.created - p.sandbox_done) * 1000.0,
+                        (p.started - p.created) * 1000.0,
+                        p.cycle_ms
+                    );
+                    if round > 0 {
+                        done.entry(h.clone()).or_default().push(p);
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("bench-cri| {tag} {h}: FAILED: {e}");
+                }
+            }
+        }
+    }
+    let log: Vec<(f64, String)> = a
+        .containerd_log
+        .as_deref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .map(|s| {
+            s.lines()
+                .filter_map(|l| Some((log_time(l)?, l.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let kata = done.get("kata").cloned().unwrap_or_default();
+    let profiles: Vec<[f64; 6]> = kata.iter().filter_map(|p| phases(p, &log)).collect();
+    println!(
+        "bench-cri| profile from {} of {} kata pods ({} timestamped log lines)",
+        profiles.len(),
+        kata.len(),
+        log.len()
+    );
+    let profile: Vec<String> = if profiles.is_empty() {
+        Vec::new()
+    } else {
+        PHASES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let m = median(profiles.iter().map(|p| p[i]).collect());
+                format!("{{\"phase\":\"{name}\",\"ms\":{}}}", num(m))
+            })
+            .collect()
+    };
+    let mut j = format!(
+        "{{\"n\":{},\"handlers\":\"{}\",\"failed_pods\":{failed},\"profile_pods\":{}",
+        a.pods,
+        a.handlers.join(","),
+        profiles.len()
+    );
+    for h in &a.handlers {
+        let v = done.get(h).cloned().unwrap_or_default();
+        let s: Vec<f64> = v.iter().map(|p| p.start_ms).collect();
+        let c: Vec<f64> = v.iter().map(|p| p.cycle_ms).collect();
+        j.push_str(&format!(
+            ",\"pod_start_ms_{h}\":{},\"pod_cycle_ms_{h}\":{},\"samples_pod_start_ms_{h}\":[{}],\"samples_pod_cycle_ms_{h}\":[{}]",
+            num(median(s.clone())),
+            num(median(c.clone())),
+            list(&s),
+            list(&c)
+        ));
+    }
+    j.push_str(&format!(",\"profile\":[{}]}}", profile.join(",")));
+    println!("BENCH-JSON cri {j}");
+    let all_ran = a
+        .handlers
+        .iter()
+        .all(|h| done.get(h).is_some_and(|v| !v.is_empty()));
+    std::process::exit(if all_ran { 0 } else { 1 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_times() {
+        let t = log_time(r#"time="2026-12-04T08:30:00.5Z" level=info msg="x""#).unwrap();
+        assert_eq!(t, 1796373000.5);
+        let u = log_time(r#"time="2026-12-04T09:30:00.5+01:00" level=info"#).unwrap();
+        assert_eq!(t, u);
+        assert_eq!(log_time("no time"), None);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11017);
+    }
+
+    #[test]
+    fn phases_from_log_lines() {
+        let p = Pod {
+            sent: 100.0,
+            sandbox_done: 110.0,
+            created: 112.0,
+            started: 113.5,
+            ..Default::default()
+        };
+        let log: Vec<(f64, String)> = [
+            (99.0, "shim 0.1.0 serving on /old"),
+            (100.5, "shim 0.1.0 serving on /run/x"),
+            (100.8, "virtiofsd serves /a on /b"),
+            (108.0, "agent 0.1.0 ready (guest kernel 6.1)"),
+        ]
+        .iter()
+        .map(|(t, l)| (*t, l.to_string()))
+        .collect();
+        assert_eq!(
+            phases(&p, &log),
+            Some([500.0, 300.0, 7200.0, 2000.0, 2000.0, 1500.0])
+        );
+        assert_eq!(phases(&p, &log[..2]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 4.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
+    }
+}
