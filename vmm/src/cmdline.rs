@@ -1,5 +1,8 @@
 //! The guest kernel command line the VMM builds.
 
+use linux_loader::cmdline::Cmdline;
+use vm_memory::GuestAddress;
+
 use crate::layout::CMDLINE_MAX_SIZE;
 
 /// The VMM's fixed kernel arguments: serial console, keyboard-controller reset (which the VMM
@@ -19,29 +22,51 @@ pub struct MmioDeviceArg {
     pub irq: u32,
 }
 
-/// The command line does not fit the guest kernel's `COMMAND_LINE_SIZE`.
+/// Why the command line cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("kernel command line is {len} bytes, the guest accepts at most {max}")]
-pub struct CmdlineTooLong {
-    /// Length of the built command line.
-    pub len: usize,
-    /// Maximum length (without the NUL).
-    pub max: usize,
+pub enum CmdlineError {
+    /// The command line does not fit the guest kernel's `COMMAND_LINE_SIZE`.
+    #[error("kernel command line is {len} bytes, the guest accepts at most {max}")]
+    TooLong {
+        /// Length of the built command line.
+        len: usize,
+        /// Maximum length (without the NUL).
+        max: usize,
+    },
+    /// linux-loader refused a `virtio_mmio.device=` entry (a zero-sized window).
+    #[error("virtio-mmio device at {base:#x}: {reason}")]
+    Device {
+        /// The device's base address.
+        base: u64,
+        /// linux-loader's error.
+        reason: String,
+    },
 }
 
-/// Builds `BASE_CMDLINE` + one `virtio_mmio.device=` per device + the user's extra arguments.
-pub fn build(devices: &[MmioDeviceArg], extra: &str) -> Result<String, CmdlineTooLong> {
+/// Builds `BASE_CMDLINE` + one `virtio_mmio.device=` per device (rendered by linux-loader's
+/// `Cmdline::add_virtio_mmio_device`: `4K@0xd0000000:5`) + the user's extra arguments.
+pub fn build(devices: &[MmioDeviceArg], extra: &str) -> Result<String, CmdlineError> {
     let mut s = String::from(BASE_CMDLINE);
-    for d in devices {
-        let size = if d.size % 1024 == 0 {
-            format!("{}K", d.size / 1024)
-        } else {
-            d.size.to_string()
-        };
-        s.push_str(&format!(
-            " virtio_mmio.device={size}@{:#x}:{}",
-            d.base, d.irq
-        ));
+    if !devices.is_empty() {
+        // No capacity limit here: the whole line is checked below.
+        let mut entries = Cmdline::new(usize::MAX).map_err(|e| CmdlineError::Device {
+            base: devices[0].base,
+            reason: e.to_string(),
+        })?;
+        for d in devices {
+            entries
+                .add_virtio_mmio_device(d.size, GuestAddress(d.base), d.irq, None)
+                .map_err(|e| CmdlineError::Device {
+                    base: d.base,
+                    reason: e.to_string(),
+                })?;
+        }
+        let entries = entries.as_cstring().map_err(|e| CmdlineError::Device {
+            base: devices[0].base,
+            reason: e.to_string(),
+        })?;
+        s.push(' ');
+        s.push_str(&entries.to_string_lossy());
     }
     let extra = extra.trim();
     if !extra.is_empty() {
@@ -50,7 +75,7 @@ pub fn build(devices: &[MmioDeviceArg], extra: &str) -> Result<String, CmdlineTo
     }
     let max = CMDLINE_MAX_SIZE - 1;
     if s.len() > max {
-        return Err(CmdlineTooLong { len: s.len(), max });
+        return Err(CmdlineError::TooLong { len: s.len(), max });
     }
     Ok(s)
 }
@@ -104,10 +129,23 @@ mod tests {
     }
 
     #[test]
+    fn zero_sized_window_is_refused() {
+        let d = [MmioDeviceArg {
+            base: 0x1000,
+            size: 0,
+            irq: 9,
+        }];
+        assert!(matches!(
+            build(&d, ""),
+            Err(CmdlineError::Device { base: 0x1000, .. })
+        ));
+    }
+
+    #[test]
     fn too_long() {
         let extra = "x".repeat(CMDLINE_MAX_SIZE);
         let e = build(&[], &extra).unwrap_err();
-        assert_eq!(e.max, CMDLINE_MAX_SIZE - 1);
+        assert!(matches!(e, CmdlineError::TooLong { max, .. } if max == CMDLINE_MAX_SIZE - 1));
         // Exactly at the limit is fine.
         let room = CMDLINE_MAX_SIZE - 1 - BASE_CMDLINE.len() - 1;
         assert!(build(&[], &"y".repeat(room)).is_ok());

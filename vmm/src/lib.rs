@@ -14,8 +14,10 @@
 pub mod api;
 pub mod args;
 pub mod boot;
+pub mod builder;
 pub mod cmdline;
 pub mod cpu;
+pub mod device_manager;
 pub mod devices;
 #[cfg(test)]
 mod fuzz;
@@ -25,6 +27,7 @@ pub mod mptable;
 pub mod pause;
 pub mod seccomp;
 pub mod vmm;
+pub mod vstate;
 
 /// Prints a debug line on stderr when `KATA_VMM_DEBUG` is set in the environment.
 #[macro_export]

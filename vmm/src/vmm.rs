@@ -1,38 +1,24 @@
-//! Builds the VM from a [`VmConfig`], runs one thread per vCPU and waits for the end.
+//! The running VM: how it ends ([`Exit`], [`ExitState`]), the main thread's event loop
+//! (queue notifications, device backends, signals, the control socket) and the exit
+//! summaries. [`crate::builder`] builds it from a [`VmConfig`].
 
-use std::fs::OpenOptions;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
-use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use anyhow::{bail, Context, Result};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::api::{ApiServer, Command};
 use crate::args::VmConfig;
-use crate::cmdline::{self, MmioDeviceArg};
-use crate::devices::console_log::{ConsoleLog, SharedLog, FLUSH_INTERVAL};
-use crate::devices::serial::{ConsoleOut, ConsoleSerial};
-use crate::devices::virtio::block::{BlkDevice, Disk};
-use crate::devices::virtio::console::ConsoleDevice;
-use crate::devices::virtio::fs::{self as vfs, FsDevice};
-use crate::devices::virtio::net::{NetDevice, Tap};
-use crate::devices::virtio::rng::RngDevice;
-use crate::devices::virtio::transport::reg;
-use crate::devices::virtio::vsock::{self as hvsock, HvsockDevice};
-use crate::devices::virtio::{MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
-use crate::devices::{Action, Devices, SharedTransport};
-use crate::jail::limits;
-use crate::layout::{self, EBDA_START, KVM_TSS_ADDR, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
-use crate::pause::{self, Pauser};
-use crate::seccomp::{self, ThreadClass};
-use crate::{boot, cpu, debug, jail, mptable};
+use crate::debug;
+use crate::device_manager::{lock_transport, EventSources, QueueEvent};
+use crate::devices::console_log::{SharedLog, FLUSH_INTERVAL};
+use crate::devices::SharedTransport;
+use crate::pause::Pauser;
+use crate::vstate::vm::Vm;
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +60,7 @@ pub struct ExitState {
 }
 
 impl ExitState {
-    fn new() -> Result<Arc<Self>> {
+    pub(crate) fn new() -> Result<Arc<Self>> {
         Ok(Arc::new(ExitState {
             evt: EventFd::new(EFD_NONBLOCK).context("eventfd")?,
             reason: Mutex::new(None),
@@ -84,7 +70,7 @@ impl ExitState {
     }
 
     /// The console printed the panic marker (called on every sighting).
-    fn console_panic_marker(&self) {
+    pub(crate) fn console_panic_marker(&self) {
         *self.panic_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if !self.panic_told.swap(true, Ordering::SeqCst) {
             eprintln!(
@@ -131,24 +117,9 @@ impl ExitState {
 /// can open ttyS0/hvc0 can print it.
 const PANIC_WINDOW: Duration = Duration::from_secs(10);
 
-fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<()> {
-    for (slot, r) in mem.iter().enumerate() {
-        let region = kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags: 0,
-            guest_phys_addr: r.start_addr().0,
-            memory_size: r.len(),
-            userspace_addr: r.as_ptr() as u64,
-        };
-        // SAFETY: the region is a live mmap owned by `mem`, which outlives the VM (it is kept
-        // in an Arc until the process exits), and slots do not overlap.
-        unsafe { vm.set_user_memory_region(region) }
-            .with_context(|| format!("KVM_SET_USER_MEMORY_REGION slot {slot}"))?;
-    }
-    Ok(())
-}
-
-fn block_signals() -> Result<libc::c_int> {
+/// Blocks SIGTERM and SIGINT in the calling thread (and so in every thread it spawns after)
+/// and returns a signalfd that reads them.
+pub(crate) fn block_signals() -> Result<libc::c_int> {
     // SAFETY: plain libc calls on a stack sigset; the mask is set before any thread is spawned
     // so every vCPU thread inherits it, and the signals are then only read via signalfd.
     unsafe {
@@ -182,401 +153,54 @@ fn read_signal(fd: libc::c_int) -> Option<i32> {
     }
 }
 
-fn vcpu_loop(
-    id: u8,
-    mut vcpu: VcpuFd,
-    devices: Devices,
-    exit: Arc<ExitState>,
-    filter: Option<(ThreadClass, seccompiler::BpfProgram)>,
-    pauser: Arc<Pauser>,
-) {
-    pauser.register();
-    // The vCPU is fully set up; jail the thread before the guest runs on it.
-    if let Some((class, f)) = filter {
-        if let Err(e) = seccomp::install(class, &f) {
-            exit.set(Exit::Error(format!("vCPU {id}: {e}")));
-            return;
+/// A running VM, as [`crate::builder::build`] leaves it: the guest runs on its vCPU threads,
+/// the main thread (already under its seccomp filter) has only its event loop left.
+pub struct Vmm {
+    pub(crate) exit: Arc<ExitState>,
+    pub(crate) sigfd: libc::c_int,
+    pub(crate) sources: EventSources,
+    pub(crate) api: Option<ApiServer>,
+    pub(crate) pauser: Arc<Pauser>,
+    pub(crate) console_log: SharedLog,
+    /// Kept open to the end: closing the VM fd would release its irqfds.
+    pub(crate) _vm: Vm,
+    /// Guest RAM (the devices hold it too).
+    pub(crate) _mem: Arc<GuestMemoryMmap>,
+    /// The vCPU threads (never joined: the process exits with the VM).
+    pub(crate) _vcpu_threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Vmm {
+    /// Serves the VM until the first exit reason, then writes the console log's tail and
+    /// the exit summaries (console log, every device of the VMM's own) on stderr.
+    pub fn run(self) -> Result<Exit> {
+        let ended = event_loop(
+            &self.exit,
+            self.sigfd,
+            &self.sources.queue_events,
+            self.sources.vhost_user_watch,
+            &self.sources.backends,
+            self.api,
+            &self.pauser,
+            &self.console_log,
+        );
+        {
+            let mut log = self.console_log.lock().unwrap_or_else(|p| p.into_inner());
+            log.flush_tail();
+            eprintln!("kata-vmm: {}", log.report());
         }
-    }
-    loop {
-        pauser.park_while_paused();
-        let stop = match vcpu.run() {
-            Ok(VcpuExit::IoIn(port, data)) => {
-                devices.pio_read(port, data);
-                None
+        for d in &self.sources.own {
+            if let Some(report) = lock_transport(d).exit_report() {
+                eprintln!("kata-vmm: {report}");
             }
-            Ok(VcpuExit::IoOut(port, data)) => match devices.pio_write(port, data) {
-                Action::Reset => {
-                    debug!("vCPU {id}: i8042 reset");
-                    Some(Exit::GuestStopped)
-                }
-                Action::Continue => None,
-            },
-            Ok(VcpuExit::MmioRead(addr, data)) => {
-                devices.mmio_read(addr, data);
-                None
-            }
-            Ok(VcpuExit::MmioWrite(addr, data)) => {
-                devices.mmio_write(addr, data);
-                None
-            }
-            // Not the guest's orderly reset (that is the i8042 write above): say which, so
-            // a guest that dies before its agent answers is not a mystery.
-            Ok(VcpuExit::Shutdown) => {
-                eprintln!("kata-vmm: vCPU {id}: guest stopped: triple fault (KVM_EXIT_SHUTDOWN)");
-                Some(Exit::GuestStopped)
-            }
-            Ok(VcpuExit::Hlt) => {
-                eprintln!("kata-vmm: vCPU {id}: guest stopped: halted (KVM_EXIT_HLT)");
-                Some(Exit::GuestStopped)
-            }
-            Ok(VcpuExit::SystemEvent(kind, _)) => {
-                eprintln!("kata-vmm: vCPU {id}: guest stopped: KVM system event {kind}");
-                Some(Exit::GuestStopped)
-            }
-            Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::Error(format!(
-                "vCPU {id}: KVM entry failed (hardware reason {reason:#x}, cpu {cpu})"
-            ))),
-            Ok(VcpuExit::InternalError) => {
-                Some(Exit::Error(format!("vCPU {id}: KVM internal error")))
-            }
-            Ok(other) => {
-                debug!("vCPU {id}: ignored exit {other:?}");
-                None
-            }
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
-            Err(e) => Some(Exit::Error(format!("vCPU {id}: KVM_RUN: {e}"))),
-        };
-        if let Some(s) = stop {
-            exit.set(s);
-            return;
         }
+        ended
     }
 }
 
 /// Boots the VM described by `cfg` and runs it to the end.
 pub fn run(cfg: &VmConfig) -> Result<Exit> {
-    let t0 = Instant::now();
-    // Created 0600 (or truncated: the shim creates it empty with O_EXCL), never through a
-    // symlink; written by the bounded log only.
-    let console = {
-        use std::os::unix::fs::OpenOptionsExt;
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&cfg.console_log)
-            .with_context(|| format!("cannot open console log {}", cfg.console_log.display()))?
-    };
-    let console_log = ConsoleLog::new(console, cfg.console_limits).shared();
-
-    // Before anything slow: a bad path fails fast. Bound before the jail (a path is needed).
-    let api = match &cfg.api_sock {
-        Some(p) => Some(ApiServer::bind(p).context("cannot create the control socket")?),
-        None => None,
-    };
-
-    let kvm = Kvm::new().map_err(|e| anyhow!("cannot open /dev/kvm: {e}"))?;
-    let vm = kvm.create_vm().map_err(|e| anyhow!("KVM_CREATE_VM: {e}"))?;
-
-    // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
-    // fast, before any guest memory exists).
-    let fs_backend = match &cfg.fs {
-        Some(f) => Some(vfs::connect(&f.socket)?),
-        None => None,
-    };
-
-    let ranges = layout::ram_ranges(cfg.mem_bytes);
-    // With --fs guest RAM is a shared mapping of sealed memfds the backend maps too (see
-    // "Memory map" in vmm/README.md); otherwise anonymous private memory as before.
-    let mem = if cfg.fs.is_some() {
-        vfs::shared_guest_memory(&ranges)
-    } else {
-        GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(anyhow::Error::from)
-    };
-    let mem = Arc::new(mem.with_context(|| {
-        format!(
-            "cannot allocate {} MiB of guest memory",
-            cfg.mem_bytes >> 20
-        )
-    })?);
-    register_memory(&vm, &mem)?;
-
-    vm.set_tss_address(KVM_TSS_ADDR)
-        .map_err(|e| anyhow!("KVM_SET_TSS_ADDR: {e}"))?;
-    vm.create_irq_chip()
-        .map_err(|e| anyhow!("KVM_CREATE_IRQCHIP: {e}"))?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    vm.create_pit2(pit)
-        .map_err(|e| anyhow!("KVM_CREATE_PIT2: {e}"))?;
-
-    // Boot payload first: a bad kernel or initrd is the most likely user error.
-    // virtio-mmio slots: 0 = vsock, then the VMM's own devices.
-    let n_virtio = 1
-        + usize::from(cfg.rng)
-        + cfg.disks.len()
-        + cfg.nets.len()
-        + usize::from(cfg.virtio_console)
-        + usize::from(cfg.fs.is_some());
-    let mmio_args: Vec<MmioDeviceArg> = (0..n_virtio)
-        .map(|i| MmioDeviceArg {
-            base: layout::virtio_mmio_addr(i),
-            size: VIRTIO_MMIO_SIZE,
-            irq: layout::virtio_irq(i),
-        })
-        .collect();
-    let cmdline = cmdline::build(&mmio_args, &cfg.extra_cmdline)?;
-    let bi = boot::load(&mem, &cfg.kernel, &cfg.initrds, &cmdline)?;
-    mem.write_slice(
-        &mptable::build(EBDA_START as u32, cfg.vcpus),
-        GuestAddress(EBDA_START),
-    )
-    .context("writing the MP table")?;
-    debug!(
-        "kernel ({:?}) entry {:#x}, initrd {:#x}+{:#x}, cmdline: {cmdline}",
-        bi.protocol, bi.entry.0, bi.initrd_addr.0, bi.initrd_size
-    );
-
-    // Exit plumbing.
-    let exit = ExitState::new()?;
-
-    // Serial console on IRQ 4.
-    let serial_irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-    vm.register_irqfd(&serial_irq, SERIAL_IRQ)
-        .map_err(|e| anyhow!("KVM_IRQFD (serial): {e}"))?;
-    let on_panic = |exit: Arc<ExitState>| -> Box<dyn Fn() + Send> {
-        Box::new(move || exit.console_panic_marker())
-    };
-    // virtio-console output goes to the same bounded log (one cap and one rate for both)
-    // with its own panic scan.
-    let hvc_out = cfg
-        .virtio_console
-        .then(|| ConsoleOut::new(console_log.clone(), on_panic(exit.clone())));
-    let out = ConsoleOut::new(console_log.clone(), on_panic(exit.clone()));
-    let serial = Arc::new(Mutex::new(ConsoleSerial::new(serial_irq, out)));
-
-    // vsock (slot 0): served by the VMM itself, its host side a Unix socket (hybrid vsock,
-    // see devices/virtio/vsock), bound here, before the jail; no /dev/vhost-vsock.
-    let vsock_uds = match &cfg.vsock_uds {
-        Some(p) => Some(hvsock::bind(p).context("cannot create the vsock socket")?),
-        None => None,
-    };
-    let vsock: Box<dyn VirtioDevice> =
-        Box::new(HvsockDevice::new(cfg.vsock_cid, vsock_uds, mem.clone()).context("virtio-vsock")?);
-    let mut virtio: Vec<SharedTransport> = Vec::new();
-    let mut queue_events = Vec::new();
-    let (t, evts) = own_device(&vm, 0, vsock, &mem).context("virtio-vsock")?;
-    let mut backends = vec![t.clone()];
-    virtio.push(t);
-    queue_events.extend(evts);
-    if cfg.rng {
-        let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
-        let (t, evts) = own_device(&vm, virtio.len(), rng, &mem).context("virtio-rng")?;
-        virtio.push(t);
-        queue_events.extend(evts);
-    }
-    let mut largest_disk = 0u64;
-    for (i, d) in cfg.disks.iter().enumerate() {
-        let disk = Disk::open(d, &format!("kata-rs-disk{i}")).map_err(|e| anyhow!(e))?;
-        largest_disk = largest_disk.max(disk.sectors().saturating_mul(512));
-        debug!(
-            "disk {i}: {} ({} sectors{})",
-            d.path.display(),
-            disk.sectors(),
-            if d.read_only { ", read-only" } else { "" }
-        );
-        let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
-        let (t, evts) = own_device(&vm, virtio.len(), blk, &mem)
-            .with_context(|| format!("virtio-blk {}", d.path.display()))?;
-        virtio.push(t);
-        queue_events.extend(evts);
-    }
-    // Taps are opened (or created) here, in the host's network namespace, before the jail
-    // moves the process into a new one; the fd keeps working there.
-    for (i, n) in cfg.nets.iter().enumerate() {
-        let tap = Tap::open(&n.tap).map_err(|e| anyhow!(e))?;
-        let mac = n
-            .mac
-            .unwrap_or_else(crate::devices::virtio::net::random_mac);
-        debug!(
-            "net {i}: tap {} mac {}",
-            tap.name(),
-            mac.map(|b| format!("{b:02x}")).join(":")
-        );
-        let net: Box<dyn VirtioDevice> = Box::new(NetDevice::new(tap, mac, mem.clone()));
-        let (t, evts) = own_device(&vm, virtio.len(), net, &mem)
-            .with_context(|| format!("virtio-net {}", n.tap))?;
-        backends.push(t.clone());
-        virtio.push(t);
-        queue_events.extend(evts);
-    }
-    if let Some(out) = hvc_out {
-        let hvc: Box<dyn VirtioDevice> = Box::new(ConsoleDevice::new(out, mem.clone()));
-        let (t, evts) = own_device(&vm, virtio.len(), hvc, &mem).context("virtio-console")?;
-        virtio.push(t);
-        queue_events.extend(evts);
-    }
-    // virtio-fs: the last slot; vhost-style wiring like vsock (kicks and call go to the
-    // backend, not through the VMM).
-    let mut fs_watch = None;
-    if let (Some(f), Some(backend)) = (&cfg.fs, fs_backend) {
-        let index = virtio.len();
-        let base = layout::virtio_mmio_addr(index);
-        let call = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-        vm.register_irqfd(&call, layout::virtio_irq(index))
-            .map_err(|e| anyhow!("KVM_IRQFD (virtio-fs): {e}"))?;
-        let mut kicks = Vec::new();
-        for q in 0..vfs::NUM_QUEUES {
-            let kick = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-            vm.register_ioevent(
-                &kick,
-                &IoEventAddress::Mmio(base + reg::QUEUE_NOTIFY),
-                q as u32,
-            )
-            .map_err(|e| anyhow!("KVM_IOEVENTFD (virtio-fs queue {q}): {e}"))?;
-            kicks.push(kick);
-        }
-        debug!(
-            "fs: tag {} socket {} backend features {:#x}",
-            f.tag,
-            f.socket.display(),
-            backend.features()
-        );
-        fs_watch = Some(backend.raw_fd());
-        let dev: Box<dyn VirtioDevice> =
-            Box::new(FsDevice::new(f, backend, mem.clone(), kicks, call));
-        virtio.push(Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone()))));
-    }
-
-    // vCPUs.
-    let base_cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| anyhow!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
-    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
-    let mut vcpus = Vec::new();
-    for id in 0..cfg.vcpus {
-        let vcpu = vm
-            .create_vcpu(u64::from(id))
-            .map_err(|e| anyhow!("KVM_CREATE_VCPU {id}: {e}"))?;
-        cpu::configure(&vcpu, id, cfg.vcpus, &base_cpuid, tsc_deadline, &bi)?;
-        vcpus.push(vcpu);
-    }
-
-    // Compiled up front so that a filter error is a plain startup error (exit 1).
-    let vcpu_class = ThreadClass::Vcpu {
-        vhost_user: cfg.fs.is_some(),
-    };
-    let (main_filter, vcpu_filter) = if cfg.seccomp {
-        (
-            Some(seccomp::filter(ThreadClass::Main {
-                block_io: !cfg.disks.is_empty(),
-                api: api.is_some(),
-                vsock_uds: cfg.vsock_uds.is_some(),
-            })?),
-            Some(seccomp::filter(vcpu_class)?),
-        )
-    } else {
-        (None, None)
-    };
-    let test_forbidden = std::env::var_os(seccomp::TEST_FORBIDDEN_ENV).is_some_and(|v| v == "1");
-
-    let sigfd = block_signals()?;
-    // Everything is open: bound what the process can still open, create and write (see
-    // jail/limits.rs), before it leaves root and before any filter or vCPU thread.
-    // SAFETY: geteuid has no side effects.
-    let euid = unsafe { libc::geteuid() };
-    let needs = limits::Needs {
-        highest_fd: limits::open_fds()
-            .context("listing /proc/self/fd")?
-            .last()
-            .copied()
-            .unwrap_or(2),
-        accepted_fds: if cfg.vsock_uds.is_some() {
-            hvsock::muxer::MAX_CONNS as u64 + 1
-        } else {
-            0
-        } + if cfg.api_sock.is_some() {
-            crate::api::MAX_CLIENTS as u64 + 1
-        } else {
-            0
-        },
-        vcpus: cfg.vcpus,
-        largest_file: cfg.console_limits.max_file_size().max(largest_disk),
-        jail_uid: cfg.jail.filter(|_| euid == 0).map(|j| j.uid),
-    };
-    let lim = limits::compute(&needs);
-    limits::apply(&lim).context("resource limits")?;
-    debug!("limits: {lim:?} for {needs:?}");
-    // Everything is open and every vCPU exists; the process still has one thread. Jail it
-    // now so that the vCPU threads start inside (same namespaces, root, uid/gid, no caps).
-    if let Some(j) = cfg.jail {
-        let jailed = jail::enter(j, c"/dev")?;
-        debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
-    }
-    // The VMM's own devices (all of them but virtio-fs), in slot order, for their exit
-    // summaries.
-    let own_devices = virtio.clone();
-    debug_assert_eq!(virtio.len(), n_virtio);
-    let devices = Devices { serial, virtio };
-    let pauser = Arc::new(Pauser::new(vcpus.len()));
-    if api.is_some() {
-        pause::install_kick_handler().context("installing the vCPU kick signal handler")?;
-    }
-    let mut threads = Vec::new();
-    for (id, vcpu) in vcpus.into_iter().enumerate() {
-        let d = devices.clone();
-        let e = exit.clone();
-        let f = vcpu_filter.clone().map(|f| (vcpu_class, f));
-        let p = pauser.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
-            .spawn(move || vcpu_loop(id as u8, vcpu, d, e, f, p))
-            .context("spawning a vCPU thread")?;
-        threads.push(t);
-    }
-    // Every device exists and every thread is spawned: jail the main thread before its event
-    // loop handles anything the guest does.
-    if let Some(f) = &main_filter {
-        seccomp::install(
-            ThreadClass::Main {
-                block_io: false,
-                api: false,
-                vsock_uds: false,
-            },
-            f,
-        )?;
-        debug!("seccomp filters installed");
-        if test_forbidden {
-            seccomp::forbidden_syscall();
-        }
-    }
-    debug!("VM set up in {:?}", t0.elapsed());
-    let ended = event_loop(
-        &exit,
-        sigfd,
-        &queue_events,
-        fs_watch,
-        &backends,
-        api,
-        &pauser,
-        &console_log,
-    );
-    {
-        let mut log = console_log.lock().unwrap_or_else(|p| p.into_inner());
-        log.flush_tail();
-        eprintln!("kata-vmm: {}", log.report());
-    }
-    for d in &own_devices {
-        if let Some(report) = lock_transport(d).exit_report() {
-            eprintln!("kata-vmm: {report}");
-        }
-    }
-    ended
+    crate::builder::build(cfg)?.run()
 }
 
 /// How long a `pause` command waits for every vCPU to leave `KVM_RUN`.
@@ -601,72 +225,6 @@ fn api_command(cmd: Command, pauser: &Pauser) -> String {
         Command::State if pauser.is_paused() => "ok paused".into(),
         Command::State => "ok running".into(),
     }
-}
-
-/// `KATA_VMM_NO_EVENT_IDX=1`: the VMM's own devices do not offer `VIRTIO_RING_F_EVENT_IDX`
-/// (to measure or debug notification suppression; the driver then kicks and is interrupted
-/// for every buffer).
-pub const NO_EVENT_IDX_ENV: &str = "KATA_VMM_NO_EVENT_IDX";
-
-/// A queue of one of the VMM's own virtio devices: its QueueNotify ioeventfd.
-struct QueueEvent {
-    evt: EventFd,
-    transport: SharedTransport,
-    queue: usize,
-}
-
-/// Puts `dev` (served by the VMM, not vhost) in virtio-mmio slot `index`: an irqfd on its IRQ
-/// for the transport, one ioeventfd per queue on QueueNotify (datamatch = queue index).
-fn own_device(
-    vm: &VmFd,
-    index: usize,
-    dev: Box<dyn VirtioDevice>,
-    mem: &Arc<GuestMemoryMmap>,
-) -> Result<(SharedTransport, Vec<QueueEvent>)> {
-    let base = layout::virtio_mmio_addr(index);
-    let irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-    vm.register_irqfd(&irq, layout::virtio_irq(index))
-        .map_err(|e| anyhow!("KVM_IRQFD: {e}"))?;
-    let queues = dev.queue_max_sizes().len();
-    let mut t = MmioTransport::new(dev, mem.clone());
-    t.set_irq(irq);
-    if std::env::var_os(NO_EVENT_IDX_ENV).is_some_and(|v| v == "1") {
-        t.withhold_features(1 << VIRTIO_RING_F_EVENT_IDX);
-    }
-    let mut evts = Vec::new();
-    for q in 0..queues {
-        let evt = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
-        vm.register_ioevent(
-            &evt,
-            &IoEventAddress::Mmio(base + reg::QUEUE_NOTIFY),
-            q as u32,
-        )
-        .map_err(|e| anyhow!("KVM_IOEVENTFD (queue {q}): {e}"))?;
-        evts.push(evt);
-    }
-    // The transport re-signals a queue through the same eventfd (see rekick_queues).
-    let clones = evts
-        .iter()
-        .map(|e| e.try_clone().context("eventfd dup"))
-        .collect::<Result<Vec<_>>>()?;
-    t.set_queue_events(clones);
-    let t: SharedTransport = Arc::new(Mutex::new(t));
-    let events = evts
-        .into_iter()
-        .enumerate()
-        .map(|(queue, evt)| QueueEvent {
-            evt,
-            transport: t.clone(),
-            queue,
-        })
-        .collect();
-    Ok((t, events))
-}
-
-fn lock_transport(
-    t: &SharedTransport,
-) -> std::sync::MutexGuard<'_, MmioTransport<Box<dyn VirtioDevice>>> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The main thread's loop (under its seccomp filter): serves queue notifications of the VMM's
