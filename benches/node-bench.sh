@@ -35,6 +35,7 @@ FSVMM_SECS=${8:-45}
 # KATA_RS_NODE_EXTRA) and its pods per runtime.
 CRI_BENCH=${9:+$KATA_RS_PAYLOAD/extra$9}
 CRI_N=${10:-10}
+CRI_DENSITY=${11:-0}     # density: idle pods per runtime at most (0: no density step)
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
@@ -264,7 +265,8 @@ fi
 # warm-up round and CRI_N rounds, one pod per runtime each, alternating the order: pod start
 # (RunPodSandbox → StartContainer answered) and the whole pod (create → removed: the churn),
 # and splits the kata pods' start into phases from the timestamps in containerd's log (the
-# shim's lines land there too).
+# shim's lines land there too). Then the density step: up to CRI_DENSITY idle pods per runtime
+# left running, the node's MemAvailable before and after (memory per pod, pods per GiB).
 if want cri; then
     if [ ! -x "$CRI_BENCH" ]; then
         say "cri: no CRI bench client (run.sh passes target/release/kata-rs-cri-bench)"
@@ -275,7 +277,7 @@ if want cri; then
         t0=$(now)
         timeout -k 30 3000 "$CRI_BENCH" --socket "$KATA_RS_CRI_SOCKET" --image "$KATA_RS_IMAGE" \
             --log-dir "$W/cri-logs" --cgroup-parent /kata-rs-test/cri-bench --timeout 300 \
-            --pods "$CRI_N" --containerd-log "$KATA_RS_CRI_LOG" > "$W/cri-bench.out" 2>&1
+            --pods "$CRI_N" --containerd-log "$KATA_RS_CRI_LOG" --density "$CRI_DENSITY" > "$W/cri-bench.out" 2>&1
         crc=$?
         grep -v '^BENCH-JSON' "$W/cri-bench.out" | sed 's/^bench-cri| /bench| cri /' >&2
         say "cri: client exit $crc after $(ms "$t0" "$(now)") ms"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # benches/run.sh [N]: host side of `make bench`. Runs benches/node-bench.sh on a node
 # (tests/node-run; the host's QEMU, the big test image and a 10k-files tar are passed in with
-# KATA_RS_NODE_EXTRA), writes target/bench/{vmm,containers,io}.json and prints a table. N = measured runs per variant
+# KATA_RS_NODE_EXTRA), writes target/bench/{vmm,containers,cri,io,fs-vmm}.json, then summary.{json,png} (benches/report), and prints the tables. N = measured runs per variant
 # (default 4, env BENCH_N), plus one warm-up each. See benches/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -26,6 +26,9 @@ RAW=$OUT/node-run.stdout ERR=$OUT/node-run.stderr
 SECTIONS=${BENCH_SECTIONS:-vmm containers cri io image fsvmm}
 # cri: pods per runtime (BENCH_CRI_N, default 10; plus a warm-up pod each) and the client.
 CRI_N=${BENCH_CRI_N:-10}
+# density: idle pods per runtime started and left running at most (BENCH_DENSITY_CAP, default 5:
+# the emulated node has 3 GiB; 0 skips the step).
+CRI_DENSITY=${BENCH_DENSITY_CAP:-5}
 CRI_BENCH=$TOP/target/release/kata-rs-cri-bench
 if [[ " $SECTIONS " == *" cri "* ]]; then
     (cd "$TOP" && cargo build -q --release -p kata-rs-cri --bin kata-rs-cri-bench) || die "building the CRI bench client failed"
@@ -62,7 +65,7 @@ rc=0
 # emulated node's RAM beside two microVMs.
 KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
     "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" "$FSINITRD" "$FSVMM_VARIANTS" "$FSVMM_N" "$FSVMM_SECS" \
-    "$CRI_BENCH" "$CRI_N" \
+    "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" \
     > "$RAW" 2> >(tee "$ERR" >&2) || rc=$?
 wait    # (the tee)
 # A node that fails mid-run (e.g. one of the emulated node's rig faults, tests/README.md) still

@@ -159,7 +159,14 @@ pub fn draw(sum: &Value, out: &Path) -> Result<(), String> {
         kib("host_overhead_runc_kib").unwrap_or("-".into()),
         kib("guest_used_kib").unwrap_or("-".into()),
     );
-    text(&mem, 20, yb + 36, 15, &BLACK).map_err(err)?;
+    text(&mem, 20, yb + 30, 15, &BLACK).map_err(err)?;
+    let per_gib = |k: &str| sum[k].as_f64().map_or("-".into(), |v| format!("{v:.1}"));
+    let dens = format!(
+        "density, idle pods per GiB of node memory (MemAvailable drop): kata {}, runc {}",
+        per_gib("density_pods_per_gib_kata"),
+        per_gib("density_pods_per_gib_runc")
+    );
+    text(&dens, 20, yb + 50, 15, &BLACK).map_err(err)?;
 
     // Start profile: one stacked bar, a legend under it.
     let yp = yb + 80;

@@ -198,9 +198,23 @@ pub fn summarize(s: &Sections) -> Value {
     put("guest_used_kib", num(c, "kata_guest_used_kib"));
     put("guest_mem_mib", num(c, "kata_guest_mem_mib"));
 
-    // Not measured by the bench yet: stays null (and listed in "missing").
-    put("density_pods_per_gib_kata", None);
-    put("density_pods_per_gib_runc", None);
+    // Idle pods left running until a failure or the cap; pods per GiB of node memory from
+    // the node's MemAvailable drop.
+    for h in ["kata", "runc"] {
+        put(
+            &format!("density_pods_per_gib_{h}"),
+            num(r, &format!("density_pods_per_gib_{h}")),
+        );
+        put(
+            &format!("density_pods_{h}"),
+            num(r, &format!("density_pods_{h}")),
+        );
+        put(
+            &format!("density_kib_per_pod_{h}"),
+            num(r, &format!("density_kib_per_pod_{h}")),
+        );
+    }
+    put("node_mem_total_kib", num(r, "node_mem_total_kib"));
 
     let (rk, rr) = (num(io, "read_mib_s_kata"), num(io, "read_mib_s_runc"));
     put("ratio_io_read", ratio(rk, rr));

@@ -3,7 +3,7 @@
 //!
 //!     kata-rs-cri-bench --socket SOCK --image IMAGE --log-dir DIR --pods N \
 //!                       [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] \
-//!                       [--containerd-log FILE]
+//!                       [--containerd-log FILE] [--density CAP]
 //!
 //! A warm-up round, then N rounds; each round runs one pod per handler, one after another
 //! (the order alternating per round), each pod as the kubelet does it: RunPodSandbox,
@@ -17,6 +17,11 @@
 //! containerd + shim start (to the shim's `serving on`), virtiofsd (to `virtiofsd serves`),
 //! VM boot to agent ready (to the shim's `agent … ready`), the rest of RunPodSandbox,
 //! CreateContainer, StartContainer. The client's clock is the node's, as containerd's.
+//!
+//! With `--density CAP` (after the rounds), per handler: idle busybox pods (the default VM
+//! size) started one after another and left running, until the first failure or CAP; the
+//! node's `MemAvailable` before the first and 2 s after the last gives the memory per pod,
+//! and 1 GiB ÷ that the pods per GiB. Then they are all removed.
 //!
 //! Prints `bench-cri| ` lines per pod and one `BENCH-JSON cri {…}` line (medians in ms,
 //! samples, the profile). Exit status 1 only when no pod of some handler went through.
@@ -47,12 +52,13 @@ struct Args {
     cgroup_parent: String,
     timeout: u64,
     containerd_log: Option<String>,
+    density: u32,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: kata-rs-cri-bench --socket SOCK --image IMAGE --log-dir DIR --pods N \
-         [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] [--containerd-log FILE]"
+         [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] [--containerd-log FILE] [--density CAP]"
     );
     std::process::exit(2)
 }
@@ -85,6 +91,9 @@ fn parse_args() -> Args {
             .map(|t| t.parse().unwrap_or_else(|_| usage()))
             .unwrap_or(300),
         containerd_log: take("containerd-log"),
+        density: take("density")
+            .map(|n| n.parse().unwrap_or_else(|_| usage()))
+            .unwrap_or(0),
     };
     if !kv.is_empty() {
         usage()
@@ -359,6 +368,129 @@ fn list(v: &[f64]) -> String {
         .join(",")
 }
 
+/// `/proc/meminfo`'s `key` in KiB.
+fn meminfo(key: &str) -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A pod with a sleeping container, left running; its sandbox id.
+async fn start_pod(rt: &mut Runtime, a: &Args, handler: &str, i: u32) -> Res<String> {
+    let t = a.timeout;
+    let mut cfg = pod_config(a, handler, i);
+    if let Some(m) = cfg.metadata.as_mut() {
+        m.name = format!("density-{handler}-{i}");
+        m.uid = format!("kata-rs-density-{handler}-{}-{i}", std::process::id());
+    }
+    let pod = call(
+        t,
+        rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: handler.into(),
+        }),
+    )
+    .await
+    .map_err(|e| format!("RunPodSandbox: {e}"))?
+    .pod_sandbox_id;
+    let r = async {
+        let id = call(
+            t,
+            rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(a)),
+                sandbox_config: Some(cfg.clone()),
+            }),
+        )
+        .await
+        .map_err(|e| format!("CreateContainer: {e}"))?
+        .container_id;
+        call(
+            t,
+            rt.start_container(StartContainerRequest { container_id: id }),
+        )
+        .await
+        .map_err(|e| format!("StartContainer: {e}"))
+    }
+    .await;
+    match r {
+        Ok(_) => Ok(pod),
+        Err(e) => {
+            remove_pod(rt, a, &pod).await;
+            Err(e)
+        }
+    }
+}
+
+/// StopPodSandbox + RemovePodSandbox, errors printed.
+async fn remove_pod(rt: &mut Runtime, a: &Args, pod: &str) {
+    let stop = call(
+        a.timeout,
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        }),
+    )
+    .await;
+    let remove = call(
+        a.timeout,
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        }),
+    )
+    .await;
+    if let Err(e) = stop.map(|_| ()).and(remove.map(|_| ())) {
+        println!("bench-cri| density: removing {pod}: {e}");
+    }
+}
+
+/// `--density`: the JSON fields for `handler` (`,"density_…":…`).
+async fn density(rt: &mut Runtime, a: &Args, handler: &str) -> String {
+    let before = meminfo("MemAvailable");
+    let t0 = Instant::now();
+    let mut pods = Vec::new();
+    let mut stop = String::from("cap");
+    for i in 0..a.density {
+        match start_pod(rt, a, handler, i).await {
+            Ok(p) => pods.push(p),
+            Err(e) => {
+                println!("bench-cri| density {handler}: pod {i} failed: {e}");
+                stop = "failure".into();
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = meminfo("MemAvailable");
+    let n = pods.len() as f64;
+    let per_pod = match (before, after) {
+        (Some(b), Some(f)) if n > 0.0 && b > f => Some((b - f) / n),
+        _ => None,
+    };
+    let per_gib = per_pod.map(|k| (1048576.0 / k * 100.0).round() / 100.0);
+    println!(
+        "bench-cri| density {handler}: {} pods up in {:.0} ms (stopped by {stop}); MemAvailable {} -> {} KiB: {} KiB per pod, {} pods per GiB",
+        pods.len(),
+        t0.elapsed().as_secs_f64() * 1000.0,
+        num(before),
+        num(after),
+        num(per_pod),
+        per_gib.map_or("null".into(), |x| x.to_string())
+    );
+    for p in &pods {
+        remove_pod(rt, a, p).await;
+    }
+    format!(
+        ",\"density_pods_{handler}\":{},\"density_stopped_by_{handler}\":\"{stop}\",\"density_kib_per_pod_{handler}\":{},\"density_pods_per_gib_{handler}\":{}",
+        pods.len(),
+        num(per_pod),
+        per_gib.map_or("null".into(), |x| x.to_string())
+    )
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a = parse_args();
@@ -451,6 +583,16 @@ async fn main() {
             list(&s),
             list(&c)
         ));
+    }
+    if a.density > 0 {
+        j.push_str(&format!(
+            ",\"density_cap\":{},\"node_mem_total_kib\":{}",
+            a.density,
+            num(meminfo("MemTotal"))
+        ));
+        for h in &a.handlers {
+            j.push_str(&density(&mut rt, &a, h).await);
+        }
     }
     j.push_str(&format!(",\"profile\":[{}]}}", profile.join(",")));
     println!("BENCH-JSON cri {j}");
