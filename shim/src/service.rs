@@ -1259,12 +1259,37 @@ impl TaskService {
                 // its VM goes, and every container in it is reported exited (137) as when
                 // the VMM dies. Delete then works as after any VMM exit.
                 warn!(id = %c.id, "SIGKILL: {e}; the guest does not answer: killing its VM");
-                c.sandbox.vmm.kill();
+                tokio::spawn(end_lost_guest(c.sandbox.clone()));
                 Ok(())
             }
             Err(e) => Err(agent_err("signal the process", e)),
         }
     }
+}
+
+/// Ends the VM of a guest that stopped answering, first finding out what part stopped: a
+/// fresh connection's Check tells an agent that still serves (then the old connection's
+/// path was stuck) from one that does not, and SIGTERM lets kata-vmm report its vsock
+/// connections (to the shim's log) before SIGKILL follows.
+async fn end_lost_guest(sandbox: Arc<Sandbox>) {
+    const PROBE: Duration = Duration::from_secs(3);
+    let uds = sandbox.paths.state_dir.join(crate::vmm::VSOCK_SOCKET_FILE);
+    let probe = async {
+        let a =
+            crate::agent::Agent::connect(&uds, kata_rs_protocol::AGENT_VSOCK_PORT, PROBE, PROBE)
+                .await?;
+        a.check().await
+    };
+    match probe.await {
+        Ok(_) => warn!(
+            sandbox = %sandbox.id,
+            "lost guest: a new connection's Check is answered (the agent serves; the old connection was stuck)"
+        ),
+        Err(e) => warn!(sandbox = %sandbox.id, "lost guest: a new connection fails too: {e}"),
+    }
+    let exit = sandbox.vmm.terminate(Duration::from_secs(2)).await;
+    let tail = crate::util::file_tail(&sandbox.paths.console_log, 15);
+    warn!(sandbox = %sandbox.id, "lost guest: VMM {exit}; last lines of the guest console:\n{tail}");
 }
 
 /// Whether the container gets a terminal: containerd sets `terminal` from

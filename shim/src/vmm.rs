@@ -159,6 +159,9 @@ pub enum VmmExit {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
+    /// Ended by [`Vmm::terminate`]: SIGTERM from the shim, then status 0 (or SIGKILL after
+    /// the grace time, which is `Signal(9)`).
+    Terminated,
 }
 
 impl VmmExit {
@@ -168,6 +171,8 @@ impl VmmExit {
     pub fn container_exit_status(self) -> u32 {
         match self {
             VmmExit::Signal(s) if (1..=64).contains(&s) => 128 + s as u32,
+            // The shim ended the VM to kill a container whose guest did not answer.
+            VmmExit::Terminated => 128 + libc::SIGKILL as u32,
             _ => 255,
         }
     }
@@ -186,6 +191,7 @@ impl std::fmt::Display for VmmExit {
             ),
             VmmExit::Code(c) => write!(f, "exited with status {c}"),
             VmmExit::Signal(s) => write!(f, "was killed by signal {s}"),
+            VmmExit::Terminated => write!(f, "was ended by the shim (SIGTERM)"),
         }
     }
 }
@@ -195,7 +201,7 @@ pub struct Vmm {
     what: &'static str,
     pid: u32,
     exit: watch::Receiver<Option<VmmExit>>,
-    kill_tx: mpsc::UnboundedSender<()>,
+    kill_tx: mpsc::UnboundedSender<i32>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     stderr_done: watch::Receiver<bool>,
 }
@@ -322,16 +328,25 @@ impl Vmm {
         }
 
         let (exit_tx, exit) = watch::channel(None);
-        let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<()>();
+        let (kill_tx, mut kill_rx) = mpsc::unbounded_channel::<i32>();
         tokio::spawn(async move {
+            let mut terminating = false;
             let status = loop {
                 tokio::select! {
                     st = child.wait() => break st,
                     k = kill_rx.recv() => {
-                        if k.is_some() {
-                            // tokio never signals a child it has already reaped.
-                            if let Err(e) = child.start_kill() {
-                                debug!(pid, "kill {what}: {e}");
+                        if let Some(sig) = k {
+                            // This task owns the child and reaps it: while `child.id()` is
+                            // Some, the pid is still ours (tokio never signals a child it
+                            // has already reaped).
+                            if sig == libc::SIGKILL {
+                                if let Err(e) = child.start_kill() {
+                                    debug!(pid, "kill {what}: {e}");
+                                }
+                            } else if let Some(id) = child.id() {
+                                terminating |= sig == libc::SIGTERM;
+                                // SAFETY: kill(2) on our own unreaped child; no memory involved.
+                                unsafe { libc::kill(id as libc::pid_t, sig) };
                             }
                         } else {
                             // All handles dropped: keep waiting so the child is reaped.
@@ -342,6 +357,7 @@ impl Vmm {
             };
             let exit = match status {
                 Ok(st) => match (st.code(), st.signal()) {
+                    (Some(0), _) if terminating => VmmExit::Terminated,
                     (Some(c), _) => VmmExit::Code(c),
                     (None, Some(s)) => VmmExit::Signal(s),
                     _ => VmmExit::Code(255),
@@ -389,7 +405,17 @@ impl Vmm {
 
     /// Sends SIGKILL (only while the process has not been reaped).
     pub fn kill(&self) {
-        let _ = self.kill_tx.send(());
+        let _ = self.kill_tx.send(libc::SIGKILL);
+    }
+
+    /// Ends the process with SIGTERM, which lets kata-vmm print its devices' reports (the
+    /// vsock connections' state among them) to stderr, and SIGKILL after `grace`.
+    pub async fn terminate(&self, grace: Duration) -> VmmExit {
+        let _ = self.kill_tx.send(libc::SIGTERM);
+        match tokio::time::timeout(grace, self.wait()).await {
+            Ok(e) => e,
+            Err(_) => self.kill_and_wait().await,
+        }
     }
 
     /// Kills the VMM and waits until it is reaped.
@@ -607,6 +633,7 @@ mod tests {
         assert_eq!(VmmExit::Code(1).container_exit_status(), 255);
         assert_eq!(VmmExit::Code(0).container_exit_status(), 255);
         assert_eq!(VmmExit::Signal(200).container_exit_status(), 255);
+        assert_eq!(VmmExit::Terminated.container_exit_status(), 137);
     }
 
     fn script(dir: &Path, body: &str) -> PathBuf {
@@ -671,6 +698,39 @@ mod tests {
         // Killing again after reaping is harmless.
         vmm.kill();
         assert_eq!(vmm.wait().await, VmmExit::Signal(9));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn terminate_lets_the_vmm_report_then_counts_as_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        // Like kata-vmm: SIGTERM makes it print its report and exit 0.
+        let p = script(
+            dir.path(),
+            "trap 'echo \"kata-vmm: virtio-vsock: report\" >&2; exit 0' TERM; while :; do sleep 0.05; done",
+        );
+        let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let e = vmm.terminate(Duration::from_secs(10)).await;
+        assert_eq!(e, VmmExit::Terminated);
+        assert_eq!(e.container_exit_status(), 137);
+        let mut done = vmm.stderr_done.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(2), done.wait_for(|d| *d)).await;
+        let lines = vmm.stderr.lock().unwrap().clone();
+        assert!(
+            lines.iter().any(|l| l.contains("virtio-vsock: report")),
+            "{lines:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn terminate_kills_a_vmm_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = script(dir.path(), "trap '' TERM; while :; do sleep 0.05; done");
+        let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let e = vmm.terminate(Duration::from_millis(300)).await;
+        assert_eq!(e, VmmExit::Signal(9));
+        assert_eq!(e.container_exit_status(), 137);
     }
 
     #[tokio::test(flavor = "current_thread")]

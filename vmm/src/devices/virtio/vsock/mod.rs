@@ -292,26 +292,44 @@ impl VirtioDevice for HvsockDevice {
     fn exit_report(&self) -> Option<String> {
         let s = &self.stats;
         let m = &self.muxer.stats;
-        Some(format!(
-            "virtio-vsock: accepted={} established={} refused={} timeouts={} over_limit={} \
+        Some(
+            format!(
+                "virtio-vsock: accepted={} established={} refused={} timeouts={} over_limit={} \
              bad_handshakes={} guest_requests={} bad_packets={} violations={} \
              resets_dropped={} to_guest={} to_host={} rx_pkts={} tx_pkts={} bad_chains={}",
-            m.accepted,
-            m.established,
-            m.refused,
-            m.timeouts,
-            m.over_limit,
-            m.bad_handshakes,
-            m.guest_requests,
-            m.bad_packets,
-            m.violations,
-            m.resets_dropped,
-            m.to_guest,
-            m.to_host,
-            s.rx_pkts,
-            s.tx_pkts,
-            s.bad_chains
-        ))
+                m.accepted,
+                m.established,
+                m.refused,
+                m.timeouts,
+                m.over_limit,
+                m.bad_handshakes,
+                m.guest_requests,
+                m.bad_packets,
+                m.violations,
+                m.resets_dropped,
+                m.to_guest,
+                m.to_host,
+                s.rx_pkts,
+                s.tx_pkts,
+                s.bad_chains
+            ) + "\nkata-vmm: "
+                + &self.muxer.conn_report()
+                + &self.queues.as_ref().map_or(String::new(), |q| {
+                    let avail = |q: &virtio_queue::Queue| {
+                        q.avail_idx(&*self.mem, std::sync::atomic::Ordering::Acquire)
+                            .map_or("?".to_string(), |i| i.0.to_string())
+                    };
+                    // The guest's avail index ahead of next_avail: buffers it published that
+                    // were never taken.
+                    format!(
+                    " | rx_queue next_avail={} avail_idx={} tx_queue next_avail={} avail_idx={}",
+                    q.rx.next_avail(),
+                    avail(&q.rx),
+                    q.tx.next_avail(),
+                    avail(&q.tx)
+                )
+                }),
+        )
     }
 }
 

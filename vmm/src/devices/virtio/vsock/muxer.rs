@@ -40,6 +40,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_RESETS: usize = 2 * MAX_CONNS;
 /// First host port handed out for a host-initiated connection (as Firecracker: 2^30 up).
 pub const FIRST_LOCAL_PORT: u32 = 1 << 30;
+/// Most connections [`Muxer::conn_report`] describes.
+pub const REPORT_CONNS: usize = 16;
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_TIMER: u64 = u64::MAX - 1;
@@ -221,6 +223,44 @@ impl Muxer {
     /// Live connections (any state).
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The state of the live connections (at most [`REPORT_CONNS`], lowest ports first) and
+    /// of the queues toward the guest, one line, for the exit report: what a stalled
+    /// connection was waiting for (guest credit, guest rx buffers, the Unix side).
+    pub fn conn_report(&self) -> String {
+        let mut keys: Vec<&u32> = self.conns.keys().collect();
+        keys.sort();
+        let mut out = format!(
+            "vsock-conns: live={} rx_ready={} resets_waiting={}",
+            self.conns.len(),
+            self.rx_ready.len(),
+            self.resets.len()
+        );
+        for k in keys.into_iter().take(REPORT_CONNS) {
+            let c = &self.conns[k];
+            out.push_str(&format!(
+                " | port={k} peer={} {:?} to_guest={} peer_fwd={} peer_alloc={} credit={} \
+                 credit_req={} readable={} host_eof={} buffered={} fwd={} fwd_reported={} \
+                 guest_shut={} pending={} queued={}",
+                c.peer_port,
+                c.state,
+                c.rx_cnt,
+                c.peer_fwd_cnt,
+                c.peer_buf_alloc,
+                c.peer_credit(),
+                c.credit_requested,
+                c.readable,
+                c.host_eof,
+                c.buf.len(),
+                c.fwd_cnt,
+                c.fwd_reported,
+                c.guest_shut,
+                c.pending,
+                c.queued
+            ));
+        }
+        out
     }
 
     fn epoll_add(&self, fd: RawFd, token: u64) -> io::Result<()> {
