@@ -32,6 +32,10 @@ if [ $rc -ne 0 ]; then
         ids=$(grep "$sb" "$KATA_RS_CRI_LOG" | grep -o '[0-9a-f]\{64\}' | sort -u | tr '\n' '|' | sed 's/|$//')
         grep -E "$ids" "$KATA_RS_CRI_LOG" | grep -v 'msg="loading plugin' | tail -n 80 | cut -c1-700 \
             | sed "s/^/failed-pod-${sb%"${sb#????????????}"}| /"
+        # Its VMM's own lines (stderr, logged by pid: the device reports of a lost guest).
+        vpid=$(grep "$sb" "$KATA_RS_CRI_LOG" | sed -n 's/.*msg="agent .* ready .* pid=\([0-9]*\).*/\1/p' | head -n 1)
+        [ -n "$vpid" ] && grep -E "pid=$vpid( |$)" "$KATA_RS_CRI_LOG" | grep 'stderr' | tail -n 20 | cut -c1-3000 \
+            | sed "s/^/failed-vmm-${sb%"${sb#????????????}"}| /"
     done
 fi
 
