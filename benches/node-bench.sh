@@ -4,7 +4,8 @@
 # 1. VMM boot: kata-vmm vs qemu-system-x86_64 -M microvm, same kernel + guest image, 1 vCPU,
 #    256 MiB, serial console + vsock (+ virtio-rng: kata-vmm has one by default), one warm-up
 #    boot each, then N boots each, interleaved (the order alternates). boot = VMM process start
-#    -> "kata-rs-agent: ready" on the console; check = -> first successful kata-agent-ctl check.
+#    -> "kata-rs-agent: ready" on the console; check = -> first successful kata-agent-ctl check
+#    (kata-vmm only: the tool speaks hybrid vsock, kata-vmm's --vsock-uds).
 #    Memory of the VMM process after the check: smaps_rollup Rss/Pss, and the same minus the
 #    guest RAM mapping (the mapping(s) of exactly --mem-mib in /proc/PID/smaps).
 # 2. Containers: ctr run --rm IMAGE true under io.containerd.kata.v2 and io.containerd.runc.v2,
@@ -81,12 +82,12 @@ pss_sum() { t=0; for p in "$@"; do v=$(awk '$1 == "Pss:" { print $2 }' /proc/$p/
 vmm_own_cpu() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{ print ($12 + $13 - $41) * 10 }'; }
 # boot KIND CID: prints "boot_ms check_ms rss pss guest_rss guest_pss guest_maps exit"
 boot() {
-    log=$W/console-$1-$2.log
-    : > "$log"
+    log=$W/console-$1-$2.log uds=$W/vsock-$2.sock
+    : > "$log"; rm -f "$uds"
     t0=$(now)
     if [ "$1" = ours ]; then
         kata-vmm --kernel "$KERNEL" --initrd "$INITRD" --mem-mib $MEM --vcpus 1 \
-            --vsock-cid "$2" --console-log "$log" > "$W/vmm-$1-$2.out" 2>&1 &
+            --vsock-cid "$2" --vsock-uds "$uds" --console-log "$log" > "$W/vmm-$1-$2.out" 2>&1 &
     else
         "$QEMU" -L "$QEMU_DATA" -M microvm,rtc=on,acpi=off -enable-kvm -cpu host -m ${MEM}M -smp 1 \
             -nodefaults -no-user-config -display none -no-reboot \
@@ -105,17 +106,24 @@ boot() {
         fi
         sleep $POLL; i=$((i + 1))
     done
+    # kata-agent-ctl speaks hybrid vsock only (kata-vmm's --vsock-uds, since ce0d41d): the
+    # check and the agent's shutdown are kata-vmm's; QEMU (vhost-vsock: AF_VSOCK only) has no
+    # check and ends by SIGTERM.
     t2=
-    if [ -n "$t1" ]; then
+    if [ -n "$t1" ] && [ "$1" = ours ]; then
         i=0
         while [ $i -lt 100 ]; do
-            if kata-agent-ctl --cid "$2" --timeout-secs 10 check > /dev/null 2>&1; then t2=$(now); break; fi
+            if kata-agent-ctl --uds "$uds" --timeout-secs 10 check > /dev/null 2>&1; then t2=$(now); break; fi
             sleep $POLL; i=$((i + 1))
         done
     fi
     sleep 0.5              # let the guest settle (agent up, no more page faults from boot)
     m=$(mem $pid)
-    kata-agent-ctl --cid "$2" --timeout-secs 20 shutdown > /dev/null 2>&1
+    if [ "$1" = ours ]; then
+        kata-agent-ctl --uds "$uds" --timeout-secs 20 shutdown > /dev/null 2>&1
+    else
+        kill -TERM $pid 2>/dev/null
+    fi
     i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
     if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid 2>/dev/null; rc=killed; else wait $pid; rc=$?; fi
     if [ -z "$t1" ]; then
