@@ -70,7 +70,9 @@ test: deps build lint unit integration
 clean-cache:
 	rm -rf "$${KATA_RS_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kata-rs}/node" target/tests
 
-# Benchmarks on the node (VMM boot vs QEMU microvm, ctr run kata vs runc); not a test: noisy.
-# Expects `make build` done. BENCH_N=4 runs per variant (default). See benches/README.md.
+# Benchmarks on the node (VMM boot vs QEMU microvm, ctr run and CRI pod start/churn kata vs
+# runc, density, io); not a test: noisy. Writes target/bench/summary.{json,png}. Expects
+# `make build` done. BENCH_N=4 runs per variant (default), BENCH_SECTIONS, BENCH_CRI_N,
+# BENCH_DENSITY_CAP: see benches/README.md.
 bench:
 	bash benches/run.sh
