@@ -37,6 +37,10 @@ FSVMM_SECS=${8:-45}
 CRI_BENCH=${9:+$KATA_RS_PAYLOAD/extra$9}
 CRI_N=${10:-10}
 CRI_DENSITY=${11:-0}     # density: idle pods per runtime at most (0: no density step)
+# io: rounds (after the warm-up) and the untar's time box in seconds (the kata untar hits it
+# on the emulated node: rounds × box is most of the section's time).
+IO_N=${12:-$N}
+UNTAR_SECS=${13:-240}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
@@ -361,7 +365,6 @@ if want io; then
     READ='sync; echo 3 > /proc/sys/vm/drop_caches; t0=$(cut -d" " -f1 /proc/uptime)
         dd if=/v/read256 of=/dev/null bs=1M 2>/dev/null || exit 1
         awk -v a="$t0" -v b="$(cut -d" " -f1 /proc/uptime)" "BEGIN { printf \"%d\n\", (b - a) * 1000 }"'
-    UNTAR_SECS=240
     # Time-boxed (UNTAR_SECS): where the whole tar cannot finish (the emulated node under
     # virtio-fs), the rate over the files extracted so far stands for the whole; the third
     # number says how many files that was.
@@ -372,7 +375,7 @@ if want io; then
         awk -v a="$t0" -v b="$t1" -v c="$t2" -v n="$n" -v all='"$NFILES"' "BEGIN { printf \"%d %d %d\n\", (b - a) * 1000 * all / n, (c - b) * 1000 * all / n, n }"'
     R_KATA= R_RUNC= U_KATA= U_RUNC= D_KATA= D_RUNC= IOFAIL=0
     i=0
-    while [ $i -le "$N" ]; do
+    while [ $i -le "$IO_N" ]; do
         if [ $((i % 2)) = 0 ]; then order="kata runc"; else order="runc kata"; fi
         tag=run$i; [ $i = 0 ] && tag=warm-up
         for k in $order; do
@@ -396,7 +399,7 @@ if want io; then
     rk=$(median $R_KATA) rr=$(median $R_RUNC) uk=$(median $U_KATA) ur=$(median $U_RUNC) dk=$(median $D_KATA) dr=$(median $D_RUNC)
     mibs() { awk -v ms="$1" 'BEGIN { if (ms == "null" || ms == "" || ms == 0) print "null"; else printf "%.1f", 256 * 1000 / ms }'; }
     fps() { awk -v ms="$1" -v n="$NFILES" 'BEGIN { if (ms == "null" || ms == "" || ms == 0) print "null"; else printf "%d", n * 1000 / ms }'; }
-    echo "BENCH-JSON io {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N," \
+    echo "BENCH-JSON io {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$IO_N,\"untar_secs\":$UNTAR_SECS," \
         "\"read_ms_kata\":$rk,\"read_ms_runc\":$rr,\"read_mib_s_kata\":$(mibs $rk),\"read_mib_s_runc\":$(mibs $rr),\"read_ratio\":$(ratio $rr $rk)," \
         "\"untar_files\":$NFILES,\"untar_ms_kata\":$uk,\"untar_ms_runc\":$ur,\"untar_files_s_kata\":$(fps $uk),\"untar_files_s_runc\":$(fps $ur),\"untar_ratio\":$(ratio $ur $uk)," \
         "\"rm_ms_kata\":$dk,\"rm_ms_runc\":$dr,\"rm_ratio\":$(ratio $dr $dk)," \

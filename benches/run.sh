@@ -29,6 +29,11 @@ CRI_N=${BENCH_CRI_N:-10}
 # density: idle pods per runtime started and left running at most (BENCH_DENSITY_CAP, default 5:
 # the emulated node has 3 GiB; 0 skips the step).
 CRI_DENSITY=${BENCH_DENSITY_CAP:-5}
+# io (section 3): rounds (BENCH_IO_N, default 2, plus a warm-up) and the untar time box
+# (BENCH_IO_UNTAR_SECS, default 60 s): the kata untar hits the box on the emulated node, and
+# 5 rounds of 240 s alone took 20 of the 25 minutes make bench may take.
+IO_N=${BENCH_IO_N:-2}
+IO_UNTAR_SECS=${BENCH_IO_UNTAR_SECS:-60}
 CRI_BENCH=$TOP/target/release/kata-rs-cri-bench
 if [[ " $SECTIONS " == *" cri "* ]]; then
     (cd "$TOP" && cargo build -q --release -p kata-rs-cri --bin kata-rs-cri-bench) || die "building the CRI bench client failed"
@@ -65,7 +70,7 @@ rc=0
 # emulated node's RAM beside two microVMs.
 KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
     "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" "$FSINITRD" "$FSVMM_VARIANTS" "$FSVMM_N" "$FSVMM_SECS" \
-    "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" \
+    "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" "$IO_N" "$IO_UNTAR_SECS" \
     > "$RAW" 2> >(tee "$ERR" >&2) || rc=$?
 wait    # (the tee)
 # A node that fails mid-run (e.g. one of the emulated node's rig faults, tests/README.md) still
