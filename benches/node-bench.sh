@@ -83,7 +83,9 @@ pss_sum() { t=0; for p in "$@"; do v=$(awk '$1 == "Pss:" { print $2 }' /proc/$p/
 # /proc/PID/stat, the sum over the process's threads, the exited ones included (the same
 # fields as /proc/PID/task/*/stat, which would miss QEMU's short-lived start-up threads).
 # USER_HZ = 100: 10 ms resolution.
-vmm_own_cpu() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{ print ($12 + $13 - $41) * 10 }'; }
+# Printed as "OWN,USER": USER = utime - guest_time alone (the VMM's user-space work, without
+# the kernel's exit handling for the vCPUs, which the emulated node makes very expensive).
+vmm_own_cpu() { sed 's/.*) //' /proc/$1/stat 2>/dev/null | awk '{ print ($12 + $13 - $41) * 10 "," ($12 - $41) * 10 }'; }
 # boot KIND CID: prints "boot_ms check_ms rss pss guest_rss guest_pss guest_maps exit"
 boot() {
     log=$W/console-$1-$2.log uds=$W/vsock-$2.sock
@@ -135,12 +137,12 @@ boot() {
         sed '/Kernel panic/q' "$log" | grep -v '^ \|^[A-Z0-9]*: \|Call Trace\|TASK>' | tail -n 25 | sed 's/^/  console| /' >&2
         sed 's/^/  vmm| /' "$W/vmm-$1-$2.out" >&2
     fi
-    b=null c=null u=null o=null
+    b=null c=null u=null o=null ou=null
     [ -n "$cpu" ] && u=$cpu
-    [ -n "$own" ] && o=$own
+    [ -n "$own" ] && o=${own%,*} ou=${own#*,}
     [ -n "$t1" ] && b=$(ms "$t0" "$t1")
     [ -n "$t2" ] && c=$(ms "$t0" "$t2")
-    echo "$b $c ${m:-0 0 0 0 0} $rc $u $o"
+    echo "$b $c ${m:-0 0 0 0 0} $rc $u $o $ou"
 }
 
 vmm_ok=yes
@@ -153,7 +155,7 @@ fi
 if [ $vmm_ok = yes ]; then
     say "qemu: $("$QEMU" --version | head -n1)"
     cid=100
-    O_OURS= O_QEMU= U_OURS= U_QEMU= B_OURS= B_QEMU= C_OURS= C_QEMU= P_OURS= P_QEMU= R_OURS= R_QEMU= G_OURS= G_QEMU= RAW_OURS= RAW_QEMU= FAIL=0
+    O_OURS= O_QEMU= OU_OURS= OU_QEMU= U_OURS= U_QEMU= B_OURS= B_QEMU= C_OURS= C_QEMU= P_OURS= P_QEMU= R_OURS= R_QEMU= G_OURS= G_QEMU= RAW_OURS= RAW_QEMU= FAIL=0
     i=0
     while [ $i -le "$N" ]; do
         if [ $((i % 2)) = 0 ]; then order="ours qemu"; else order="qemu ours"; fi
@@ -161,19 +163,19 @@ if [ $vmm_ok = yes ]; then
             cid=$((cid + 1))
             set -- $(boot $k $cid)
             # $1 boot $2 check $3 rss $4 pss $5 grss $6 gpss $7 maps $8 rc $9 cpu ms (user+sys+guest)
-            # ${10} the VMM's own cpu ms (user+sys-guest)
+            # ${10} the VMM's own cpu ms (user+sys-guest), ${11} its user-space cpu (user-guest)
             tag=run$i; [ $i = 0 ] && tag=warm-up
-            say "$tag $k: boot ${1} ms, check ${2} ms, rss $3 KiB, pss $4 KiB, guest mapping rss $5 pss $6 KiB ($7 mapping), exit $8, cpu $9 ms, own cpu excl. guest ${10} ms"
+            say "$tag $k: boot ${1} ms, check ${2} ms, rss $3 KiB, pss $4 KiB, guest mapping rss $5 pss $6 KiB ($7 mapping), exit $8, cpu $9 ms, own cpu excl. guest ${10} ms (user space ${11} ms)"
             [ "$1" = null ] && { FAIL=$((FAIL + 1)); continue; }
             [ $i = 0 ] && continue
             if [ $k = ours ]; then
                 B_OURS="$B_OURS $1"; C_OURS="$C_OURS $2"; R_OURS="$R_OURS $(($3 - $5))"; P_OURS="$P_OURS $(($4 - $6))"
                 G_OURS="$G_OURS $6"; RAW_OURS="$RAW_OURS $4"; U_OURS="$U_OURS $9"
-                [ "${10}" != null ] && O_OURS="$O_OURS ${10}"
+                [ "${10}" != null ] && O_OURS="$O_OURS ${10}" OU_OURS="$OU_OURS ${11}"
             else
                 B_QEMU="$B_QEMU $1"; C_QEMU="$C_QEMU $2"; R_QEMU="$R_QEMU $(($3 - $5))"; P_QEMU="$P_QEMU $(($4 - $6))"
                 G_QEMU="$G_QEMU $6"; RAW_QEMU="$RAW_QEMU $4"; U_QEMU="$U_QEMU $9"
-                [ "${10}" != null ] && O_QEMU="$O_QEMU ${10}"
+                [ "${10}" != null ] && O_QEMU="$O_QEMU ${10}" OU_QEMU="$OU_QEMU ${11}"
             fi
         done
         i=$((i + 1))
@@ -184,6 +186,7 @@ if [ $vmm_ok = yes ]; then
         "\"boot_ms_ours\":$bo,\"boot_ms_qemu\":$bq,\"ratio\":$ratio," \
         "\"check_ms_ours\":$(median $C_OURS),\"check_ms_qemu\":$(median $C_QEMU),\"cpu_ms_ours\":$(median $U_OURS),\"cpu_ms_qemu\":$(median $U_QEMU)," \
         "\"vmm_cpu_ms_ours\":$(median $O_OURS),\"vmm_cpu_ms_qemu\":$(median $O_QEMU),\"samples_vmm_cpu_ms_ours\":[$(list $O_OURS)],\"samples_vmm_cpu_ms_qemu\":[$(list $O_QEMU)]," \
+        "\"vmm_user_cpu_ms_ours\":$(median $OU_OURS),\"vmm_user_cpu_ms_qemu\":$(median $OU_QEMU)," \
         "\"vmm_rss_kib\":$(median $R_OURS),\"vmm_pss_kib\":$(median $P_OURS),\"vmm_pss_incl_guest_kib\":$(median $RAW_OURS),\"guest_pss_kib_ours\":$(median $G_OURS)," \
         "\"qemu_rss_kib\":$(median $R_QEMU),\"qemu_pss_kib\":$(median $P_QEMU),\"qemu_pss_incl_guest_kib\":$(median $RAW_QEMU),\"guest_pss_kib_qemu\":$(median $G_QEMU)," \
         "\"failed_boots\":$FAIL,\"samples_boot_ms_ours\":[$(list $B_OURS)],\"samples_boot_ms_qemu\":[$(list $B_QEMU)]," \
