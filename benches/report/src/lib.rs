@@ -109,6 +109,11 @@ pub const KEYS: &[(&str, &str)] = &[
         "VMM's own CPU (excl. guest) to ready, qemu, ms",
     ),
     (
+        "vmm_user_cpu_ms_kata_vmm",
+        "  of which user space, kata-vmm, ms",
+    ),
+    ("vmm_user_cpu_ms_qemu", "  of which user space, qemu, ms"),
+    (
         "host_overhead_kib",
         "idle pod host PSS excl. guest RAM, kata, KiB",
     ),
@@ -170,6 +175,8 @@ pub fn summarize(s: &Sections) -> Value {
     put("ratio_vmm_cpu", ratio(uo, uq));
     put("vmm_cpu_ms_kata_vmm", uo);
     put("vmm_cpu_ms_qemu", uq);
+    put("vmm_user_cpu_ms_kata_vmm", num(v, "vmm_user_cpu_ms_ours"));
+    put("vmm_user_cpu_ms_qemu", num(v, "vmm_user_cpu_ms_qemu"));
 
     // Idle pod: the sleeping kata container of section 2 (shim + kata-vmm + virtiofsd, each
     // without the guest RAM mapping); else section 3's idle io pod.
