@@ -263,6 +263,41 @@ pub fn grouping_key(id: &str, annotations: Option<&HashMap<String, String>>) -> 
     }
 }
 
+/// A pod sandbox's host namespaces that a VM cannot give its containers, refused at
+/// RunPodSandbox (the sandbox container's Create) with an error naming the pod option.
+///
+/// CRI leaves a namespace out of the sandbox's OCI spec for NamespaceMode NODE: no `pid`
+/// entry for `hostPID`, no `ipc` entry for `hostIPC`. The pod's containers run in a guest
+/// kernel, whose processes and System V IPC objects are not the node's, so such a pod would
+/// run with a meaning other than the one it asked for. A missing `network` entry
+/// (`hostNetwork`) is accepted: docs/host-network.md says what that pod gets.
+pub fn refuse_host_namespaces(spec: &oci_spec::runtime::Spec) -> Result<(), String> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    let has = |t: T| {
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == t))
+    };
+    let refused: Vec<&str> = [
+        (T::Pid, "hostPID (the node's PID namespace)"),
+        (T::Ipc, "hostIPC (the node's IPC namespace)"),
+    ]
+    .into_iter()
+    .filter(|(t, _)| !has(*t))
+    .map(|(_, what)| what)
+    .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the pod asks for {}, which kata-rs cannot give: its containers run in a VM with its \
+         own kernel, which cannot share the node's namespaces (run the pod with a runc \
+         runtime class, or without that option)",
+        refused.join(" and ")
+    ))
+}
+
 /// The annotations of the OCI spec `<bundle>/config.json`, `None` when it cannot be read
 /// or parsed (bounded read).
 pub fn bundle_annotations(bundle: &Path) -> Option<HashMap<String, String>> {
@@ -292,6 +327,36 @@ mod tests {
         kv.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn spec_without(types: &[&str]) -> oci_spec::runtime::Spec {
+        let all = ["pid", "ipc", "uts", "mount", "network"];
+        let ns: Vec<String> = all
+            .iter()
+            .filter(|t| !types.contains(t))
+            .map(|t| format!("{{\"type\":\"{t}\"}}"))
+            .collect();
+        let json = format!(
+            "{{\"ociVersion\":\"1.0.2\",\"linux\":{{\"namespaces\":[{}]}}}}",
+            ns.join(",")
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    #[test]
+    fn host_pid_and_ipc_pods_are_refused_host_network_is_not() {
+        assert!(refuse_host_namespaces(&spec_without(&[])).is_ok());
+        assert!(refuse_host_namespaces(&spec_without(&["network"])).is_ok());
+        let e = refuse_host_namespaces(&spec_without(&["pid"])).unwrap_err();
+        assert!(e.contains("hostPID") && !e.contains("hostIPC"), "{e}");
+        let e = refuse_host_namespaces(&spec_without(&["ipc", "network"])).unwrap_err();
+        assert!(e.contains("hostIPC") && !e.contains("hostPID"), "{e}");
+        let e = refuse_host_namespaces(&spec_without(&["pid", "ipc"])).unwrap_err();
+        assert!(e.contains("hostPID") && e.contains("hostIPC"), "{e}");
+        // No linux section at all: nothing of the pod's own namespaces.
+        let bare: oci_spec::runtime::Spec =
+            serde_json::from_str("{\"ociVersion\":\"1.0.2\"}").unwrap();
+        assert!(refuse_host_namespaces(&bare).is_err());
     }
 
     #[test]

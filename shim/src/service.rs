@@ -554,6 +554,10 @@ impl TaskService {
             );
         }
         let role = pod.role;
+        if role == PodRole::Sandbox {
+            pod::refuse_host_namespaces(&spec)
+                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("pod sandbox {id}: {e}")))?;
+        }
         if let Some(a) = spec.annotations() {
             options::apply_annotations(&mut config, a)
                 .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
@@ -1335,7 +1339,10 @@ async fn create_in_guest(
         .agent
         .create_container(
             id,
-            crate::spec::with_default_hostname(spec_bytes, &crate::spec::node_hostname()),
+            crate::spec::with_default_hostname(
+                crate::spec::with_node_uts(spec_bytes, matches!(role, PodRole::Container { .. })),
+                &crate::spec::node_hostname(),
+            ),
             &kata_rs_protocol::guest::guest_rootfs(id),
             !req.stdin.is_empty(),
             terminal,

@@ -36,6 +36,40 @@ pub fn with_default_hostname(spec: Vec<u8>, node_hostname: &str) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or(spec)
 }
 
+/// A spec with no `uts` namespace at all runs in the node's UTS namespace under runc (CRI:
+/// a `hostNetwork` pod), so it sees the node's hostname. In the guest that would be the
+/// VM's own UTS namespace, with the guest kernel's name. This gives such a spec a UTS
+/// namespace that [`with_default_hostname`] then names after the node: a new one for a
+/// sandbox or single container, and for a pod's other containers (`member`) the sandbox
+/// container's (a `path` tells the agent to join the pod's namespace of that type; the
+/// path itself means nothing in the guest). Other specs are returned unchanged.
+pub fn with_node_uts(spec: Vec<u8>, member: bool) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&spec) else {
+        return spec;
+    };
+    let Some(ns) = v
+        .pointer_mut("/linux/namespaces")
+        .and_then(Value::as_array_mut)
+    else {
+        return spec;
+    };
+    if ns
+        .iter()
+        .any(|n| n.get("type").and_then(Value::as_str) == Some("uts"))
+    {
+        return spec;
+    }
+    let mut uts = serde_json::json!({ "type": "uts" });
+    if member {
+        uts["path"] = Value::String(HOST_UTS_MARK.into());
+    }
+    ns.push(uts);
+    serde_json::to_vec(&v).unwrap_or(spec)
+}
+
+/// The `path` [`with_node_uts`] gives a pod member's UTS namespace: the pod's.
+pub const HOST_UTS_MARK: &str = "/proc/self/ns/uts";
+
 /// The node's hostname, empty when it cannot be read.
 pub fn node_hostname() -> String {
     nix::unistd::gethostname()
@@ -80,6 +114,29 @@ mod tests {
             with_default_hostname(no_uts.to_vec(), "node-1"),
             no_uts.to_vec()
         );
+    }
+
+    #[test]
+    fn no_uts_namespace_gets_one_named_after_the_node() {
+        let no_uts = br#"{"linux":{"namespaces":[{"type":"pid"}]}}"#;
+        let sandbox = with_default_hostname(with_node_uts(no_uts.to_vec(), false), "node-1");
+        assert_eq!(hostname_of(&sandbox).as_deref(), Some("node-1"));
+        let v: Value = serde_json::from_slice(&sandbox).unwrap();
+        assert_eq!(
+            v["linux"]["namespaces"][1],
+            serde_json::json!({"type": "uts"})
+        );
+        // A member joins the pod's UTS namespace (named by the sandbox), no hostname of its own.
+        let member = with_default_hostname(with_node_uts(no_uts.to_vec(), true), "node-1");
+        assert_eq!(hostname_of(&member), None);
+        let v: Value = serde_json::from_slice(&member).unwrap();
+        assert_eq!(v["linux"]["namespaces"][1]["path"], HOST_UTS_MARK);
+        // A spec with a UTS namespace, or without namespaces, is left alone.
+        let own = br#"{"linux":{"namespaces":[{"type":"uts"}]}}"#;
+        assert_eq!(with_node_uts(own.to_vec(), true), own.to_vec());
+        for other in [&b"{}"[..], b"not json", b"{\"linux\":{}}"] {
+            assert_eq!(with_node_uts(other.to_vec(), false), other.to_vec());
+        }
     }
 
     #[test]
