@@ -1,9 +1,12 @@
 //! The CRI test (tests/scripts/cri.sh, one node boot): containerd's CRI plugin with the runtime
 //! handlers `runc` and `kata`, and the same pod under each at the same time, driven by the CRI
-//! client kata-rs-cri (tests/cri) as the kubelet would: RunPodSandbox (host network), two
-//! containers, ExecSync, the server container on localhost from the client container,
-//! ContainerStats, UpdateContainerResources, the log files CRI writes, StopPodSandbox,
-//! RemovePodSandbox, nothing left.
+//! client kata-rs-cri (tests/cri) as the kubelet would: RunPodSandbox (host network, two pod
+//! sysctls), three containers from two images (ListContainerStats while they are only
+//! created), ExecSync, the server container on localhost from the client container,
+//! ContainerStats, UpdateContainerResources, the log files CRI writes (long lines split into
+//! `P` parts, ReopenContainerLog after a rename), capabilities added and dropped, the pod's
+//! sysctls, StopPodSandbox, RemovePodSandbox, nothing left; then pods asking for the node's
+//! PID or IPC namespace (run under runc, refused with a clear error under kata).
 //!
 //! Every step is asserted for runc and for kata (one VM for the pod: both containers see the
 //! same guest boot id, not the node's). [`KATA_GAPS`] can name steps kata-rs cannot do yet:
@@ -134,6 +137,17 @@ fn all(checks: &[Result<(), String>]) -> Result<(), String> {
     }
 }
 
+/// CapEff (hex) has capability `bit`.
+fn has_cap(hex: &str, bit: u32) -> Result<bool, String> {
+    u64::from_str_radix(hex, 16)
+        .map(|v| v & (1 << bit) != 0)
+        .map_err(|_| format!("CapEff {hex:?} is not hex"))
+}
+
+/// CAP_CHOWN and CAP_SYS_NICE (linux/capability.h).
+const CAP_CHOWN: u32 = 0;
+const CAP_SYS_NICE: u32 = 23;
+
 /// The pod's steps, in order.
 fn check_pod(p: &mut Pod) {
     let kata = p.handler == "kata";
@@ -157,14 +171,29 @@ fn check_pod(p: &mut Pod) {
         ])
     });
     p.step("create", &["create-server"], |p| {
-        all(&[p.eq("create-server", "ok"), p.eq("create-client", "ok")])
+        all(&[
+            p.eq("create-server", "ok"),
+            p.eq("create-client", "ok"),
+            p.eq("create-logger", "ok"),
+        ])
+    });
+    // ListContainerStats of the pod while its three containers are created, none started:
+    // one entry per container, as the kubelet's summary expects.
+    p.step("created-stats", &["created-stats"], |p| {
+        all(&[
+            p.eq("created-stats", "ok"),
+            p.eq("created-stats-count", "3"),
+            p.eq("created-stats-ids", "match"),
+        ])
     });
     p.step("start", &["start-server"], |p| {
         all(&[
             p.eq("start-server", "ok"),
             p.eq("start-client", "ok"),
+            p.eq("start-logger", "ok"),
             p.eq("server-state", "CONTAINER_RUNNING"),
             p.eq("client-state", "CONTAINER_RUNNING"),
+            p.eq("logger-state", "CONTAINER_RUNNING"),
         ])
     });
     p.step("exec", &["exec"], |p| {
@@ -239,6 +268,71 @@ fn check_pod(p: &mut Pod) {
             p.eq("log-client-stdout", "ok"),
         ])
     });
+    // Two images in one pod: only the client's (the second image) has /etc/kata-rs-image.
+    p.step("images", &["image-file-server", "image-file-client"], |p| {
+        all(&[
+            p.eq("image-file-server", "none"),
+            p.eq("image-file-client", "second"),
+        ])
+    });
+    // The host network pod: the node's name under both; under kata the guest's network
+    // namespace, with a loopback and the guest kernel's inert sit0 (docs/host-network.md).
+    p.step("host-network", &["netdevs", "pod-hostname"], |p| {
+        let node = p.get("node-hostname").unwrap_or("");
+        let mut checks = vec![p.eq("pod-hostname", node)];
+        if kata {
+            checks.push(p.eq("netdevs", "lo,sit0"));
+        }
+        all(&checks)
+    });
+    // Capabilities: logger adds SYS_NICE and drops CHOWN, in its process and its execs, and
+    // can raise its priority but not chown; server has the default set (CHOWN, no SYS_NICE).
+    p.step(
+        "capabilities",
+        &["caps-server-init", "caps-logger-init"],
+        |p| {
+            let bits = |key: &str, nice: bool, chown: bool| -> Result<(), String> {
+                let v = p.get(key).unwrap_or("");
+                let (n, c) = (has_cap(v, CAP_SYS_NICE)?, has_cap(v, CAP_CHOWN)?);
+                (n == nice && c == chown).then_some(()).ok_or(format!(
+                    "{key}={v}: CAP_SYS_NICE {n} (want {nice}), CAP_CHOWN {c} (want {chown})"
+                ))
+            };
+            all(&[
+                bits("caps-server-init", false, true),
+                bits("caps-server-exec", false, true),
+                bits("caps-logger-init", true, false),
+                bits("caps-logger-exec", true, false),
+                p.eq("caps-server-nice", "nice-refused"),
+                p.eq("caps-server-chown", "chown-ok"),
+                p.eq("caps-logger-nice", "nice-ok"),
+                p.eq("caps-logger-chown", "chown-refused"),
+            ])
+        },
+    );
+    // The pod's sysctls (securityContext.sysctls), read in a container.
+    p.step("sysctls", &["sysctl-kernel.shm_rmid_forced"], |p| {
+        all(&[
+            p.eq("sysctl-kernel.shm_rmid_forced", "1"),
+            p.eq("sysctl-kernel.msgmax", "16384"),
+        ])
+    });
+    // A 40000-byte line on stdout and on stderr: containerd's 16 KiB limit splits each into
+    // two `P` entries of 16384 bytes and an `F` entry with the rest.
+    p.step("long-lines", &["longline-stdout"], |p| {
+        all(&[
+            p.eq("longline-stdout", "P16384,P16384,F7232"),
+            p.eq("longline-stderr", "P16384,P16384,F7232"),
+        ])
+    });
+    // Log rotation: the file renamed, ReopenContainerLog, the next line in a new file.
+    p.step("reopen-log", &["reopen"], |p| {
+        all(&[
+            p.eq("reopen", "ok"),
+            p.eq("reopen-new", "ok"),
+            p.eq("reopen-old", "clean"),
+        ])
+    });
     // StopPodSandbox: a container that was started ends EXITED (CRI marks a failed start
     // EXITED too); one never started (after another's failed start) stays CREATED. Both are
     // listed until RemovePodSandbox.
@@ -250,7 +344,7 @@ fn check_pod(p: &mut Pod) {
         ];
         let mut states: Vec<&str> = listed.split(',').collect();
         states.sort_unstable();
-        for (i, name) in ["client", "server"].into_iter().enumerate() {
+        for (i, name) in ["client", "logger", "server"].into_iter().enumerate() {
             let want = if p.get(&format!("start-{name}")).is_some() {
                 "CONTAINER_EXITED"
             } else {
@@ -274,6 +368,25 @@ fn check_pod(p: &mut Pod) {
             p.eq("containers-left", "0"),
         ])
     });
+    // Pods with the node's PID or IPC namespace: runc runs them; kata refuses them at
+    // RunPodSandbox with an error naming the option. Nothing of them is listed afterwards.
+    for (kind, option) in [("hostpid", "hostPID"), ("hostipc", "hostIPC")] {
+        let run = format!("{kind}-run");
+        p.step(kind, &[run.as_str()], |p| {
+            let left = p.eq(&format!("{kind}-left"), "0");
+            if !kata {
+                return all(&[p.eq(&run, "ok"), left]);
+            }
+            let err = p.error(&run);
+            all(&[
+                p.eq(&run, "failed"),
+                err.contains(option)
+                    .then_some(())
+                    .ok_or(format!("the refusal does not name {option}: {err:?}")),
+                left,
+            ])
+        });
+    }
 }
 
 #[test]
@@ -287,6 +400,11 @@ fn cri_pods_under_runc_and_kata() {
     std::env::set_var("KATA_RS_NODE_EXTRA", extra);
     let run = node_run("cri.sh", &[client.to_str().expect("UTF-8 path")]);
     run.assert_success();
+    assert_eq!(
+        run.expect_marker("second-image"),
+        "ok",
+        "the pod's second image was not built and imported"
+    );
     assert_eq!(
         run.expect_marker("cri-containerd"),
         "ok",
@@ -307,6 +425,14 @@ fn cri_pods_under_runc_and_kata() {
     check_pod(&mut runc);
     let mut kata = Pod::new(&run, "kata", KATA_GAPS);
     check_pod(&mut kata);
+    // The same capability sets under both handlers.
+    for key in ["caps-server-init", "caps-logger-init"] {
+        assert_eq!(
+            kata.get(key),
+            runc.get(key),
+            "{key}: kata's CapEff differs from runc's"
+        );
+    }
     println!("---- CRI test steps:");
     for n in runc.notes.iter().chain(kata.notes.iter()) {
         println!("{n}");

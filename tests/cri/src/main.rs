@@ -41,6 +41,7 @@ use k8s_cri::v1::{
 use tonic::transport::{Channel, Endpoint, Uri};
 
 mod churn;
+mod conformance;
 
 type Runtime = RuntimeServiceClient<Channel>;
 type Res<T> = Result<T, String>;
@@ -55,6 +56,8 @@ struct Args {
     cgroup_parent: String,
     timeout: u64,
     pod_net: Option<String>,
+    /// `--image2 IMAGE`: the `client` container's image (a second image in the pod).
+    image2: Option<String>,
     /// `--churn N`: N pods created and removed instead of the one-pod walk-through.
     churn: Option<u32>,
     /// `--parallel P`: with `--churn`, P pods at a time.
@@ -64,7 +67,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: kata-rs-cri --socket SOCK --handler HANDLER --image IMAGE --log-dir DIR \
-         --port PORT [--cgroup-parent CG] [--timeout SECONDS] [--pod-net DIR]"
+         --port PORT [--cgroup-parent CG] [--timeout SECONDS] [--pod-net DIR] [--image2 IMAGE]"
     );
     std::process::exit(2)
 }
@@ -100,6 +103,7 @@ fn parse_args() -> Args {
             .map(|t| t.parse().unwrap_or_else(|_| usage()))
             .unwrap_or(300),
         pod_net: take("pod-net"),
+        image2: take("image2"),
     };
     if !kv.is_empty() {
         usage()
@@ -198,6 +202,12 @@ fn namespaces(a: &Args) -> NamespaceOption {
     }
 }
 
+/// Whether the walk-through runs the conformance steps (tests/cri/src/conformance.rs): the
+/// host-network pod of tests/scripts/cri.sh, not the pod-network one.
+fn conformance(a: &Args) -> bool {
+    a.pod_net.is_none()
+}
+
 fn pod_config(a: &Args) -> PodSandboxConfig {
     let mut labels = HashMap::new();
     labels.insert("kata-rs-test".to_string(), "cri".to_string());
@@ -221,6 +231,11 @@ fn pod_config(a: &Args) -> PodSandboxConfig {
                 namespace_options: Some(namespaces(a)),
                 ..Default::default()
             }),
+            sysctls: if conformance(a) {
+                conformance::sysctls()
+            } else {
+                HashMap::new()
+            },
             ..Default::default()
         }),
         ..Default::default()
@@ -234,7 +249,10 @@ fn container_config(a: &Args, name: &str, script: String) -> ContainerConfig {
             attempt: 0,
         }),
         image: Some(ImageSpec {
-            image: a.image.clone(),
+            image: match (&a.image2, name) {
+                (Some(i), "client") => i.clone(),
+                _ => a.image.clone(),
+            },
             ..Default::default()
         }),
         command: vec!["sh".into(), "-c".into(), script],
@@ -373,15 +391,23 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
         a.port
     );
     let client_script = "echo client-started; exec sleep 1000000".to_string();
+    let mut containers = vec![("server", server_script), ("client", client_script)];
+    if conformance(a) {
+        containers.push(("logger", conformance::logger_script()));
+    }
     let mut ids: Vec<(&str, String)> = Vec::new();
-    for (name, script) in [("server", server_script), ("client", client_script)] {
+    for (name, script) in containers {
         let key = format!("create-{name}");
+        let mut config = container_config(a, name, script);
+        if name == "logger" {
+            config = conformance::with_capabilities(config);
+        }
         let r = call(
             &key,
             t,
             rt.create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.into(),
-                config: Some(container_config(a, name, script)),
+                config: Some(config),
                 sandbox_config: Some(cfg.clone()),
             }),
         )
@@ -390,6 +416,10 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
         let id = r?.container_id;
         marker(&format!("{name}-id"), &id);
         ids.push((name, id));
+    }
+    if conformance(a) {
+        let all: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+        conformance::created_stats(rt, t, pod, &all).await;
     }
     for (name, id) in &ids {
         let key = format!("start-{name}");
@@ -553,6 +583,15 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
     check_log(&server_log, "server", "stdout", "server-started", 30).await;
     check_log(&server_log, "server", "stderr", "server-stderr", 30).await;
     check_log(&client_log, "client", "stdout", "client-started", 30).await;
+
+    if conformance(a) {
+        let logger = ids[2].1.clone();
+        conformance::images(rt, &server, &client).await;
+        conformance::host_network(rt, &server).await;
+        conformance::capabilities(rt, &server, &logger).await;
+        conformance::sysctls_read(rt, &server).await;
+        conformance::logs(rt, a, &logger).await;
+    }
     Ok(())
 }
 
@@ -807,6 +846,9 @@ async fn run(a: &Args) -> Res<()> {
             .unwrap_or_else(|e| format!("error:{}", word(&e))),
     );
     marker("total", format!("{:.1}", t0.elapsed().as_secs_f64()));
+    if conformance(a) {
+        conformance::host_namespaces(&mut rt, a, &cfg).await;
+    }
     body?;
     if !(stopped && removed) {
         return Err("the pod was not stopped and removed".into());
