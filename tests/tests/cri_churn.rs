@@ -4,7 +4,10 @@
 //! work and go, and afterwards the node must hold nothing of them: no pod, container or task
 //! that CRI lists, no task bundle, no kata-rs process, mount, socket, sandbox state, console
 //! log, host cgroup, tap or qdisc.
-use kata_rs_tests::{build_cri_tools, node_run_with_extra, require_kata_artifacts, Checks};
+use kata_rs_tests::{
+    build_cri_tools, node_run_counting_guest_faults, require_kata_artifacts, Checks,
+    GUEST_TRIPLE_FAULT,
+};
 
 /// Pods created and removed, and how many at a time.
 const PODS: u32 = 50;
@@ -19,12 +22,18 @@ const PARALLEL: u32 = 2;
 /// test; more do, and leftovers always do. Set it to 0 once the cause is fixed.
 const KNOWN_FAILED_PODS: u64 = 2;
 
+/// Pods whose guest triple faulted on the emulated node (a fault of the QEMU TCG rig, see
+/// tests/README "Rig faults") are counted apart, up to this many; on a native node they are
+/// failures like any other. (50 microVM boots are enough for one or two of them when the
+/// machine is loaded; repeating the whole 5-minute run for each would only add more.)
+const RIG_FAULTED_PODS: u64 = 5;
+
 #[test]
 fn fifty_cri_pods_created_and_removed_leave_nothing() {
     require_kata_artifacts();
     let client = build_cri_tools().client;
     let path = client.to_str().expect("UTF-8 path");
-    let run = node_run_with_extra(
+    let run = node_run_counting_guest_faults(
         "cri-churn.sh",
         &[path, &PODS.to_string(), &PARALLEL.to_string()],
         &[path],
@@ -33,11 +42,39 @@ fn fifty_cri_pods_created_and_removed_leave_nothing() {
     let mut c = Checks::new(&run);
     c.eq("cri-containerd", "ok", "containerd with the CRI plugin");
     let failed = c.num("churn-failed");
-    if let (Some(ok), Some(failed)) = (c.num("churn-ok"), failed) {
-        c.check(
-            ok + failed == u64::from(PODS),
-            format!("every pod was tried: {ok} ok + {failed} failed of {PODS}"),
+    let failed_lines: Vec<String> = run
+        .prefixed("churn")
+        .into_iter()
+        .filter(|l| l.contains("FAILED"))
+        .map(str::to_string)
+        .collect();
+    let rig_faulted = if run.is_emulated() {
+        failed_lines
+            .iter()
+            .filter(|l| l.contains(GUEST_TRIPLE_FAULT))
+            .count() as u64
+    } else {
+        0
+    };
+    if rig_faulted > 0 {
+        eprintln!(
+            "cri_churn: RIG FAULT, not counted: {rig_faulted} pod(s) failed because their guest \
+             triple faulted on the emulated node"
         );
+    }
+    c.check(
+        rig_faulted <= RIG_FAULTED_PODS,
+        format!(
+            "pods whose guest triple faulted on the emulated node: {rig_faulted}, more than \
+             {RIG_FAULTED_PODS}: the rig is too broken to judge"
+        ),
+    );
+    if let (Some(ok), Some(all_failed)) = (c.num("churn-ok"), failed) {
+        c.check(
+            ok + all_failed == u64::from(PODS),
+            format!("every pod was tried: {ok} ok + {all_failed} failed of {PODS}"),
+        );
+        let failed = all_failed.saturating_sub(rig_faulted);
         c.check(
             failed <= KNOWN_FAILED_PODS,
             format!(
@@ -48,18 +85,14 @@ fn fifty_cri_pods_created_and_removed_leave_nothing() {
         if failed > 0 {
             eprintln!(
                 "cri_churn: KNOWN GAP, not asserted: {failed} of {PODS} pods failed a step:\n{}\n{}",
-                run.prefixed("churn")
-                    .into_iter()
-                    .filter(|l| l.contains("FAILED"))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
+                failed_lines.join("\n"),
                 run.stdout
                     .lines()
                     .filter(|l| l.starts_with("failed-pod-"))
                     .collect::<Vec<_>>()
                     .join("\n")
             );
-        } else {
+        } else if rig_faulted == 0 {
             c.eq("churn-rc", "0", "the CRI client");
         }
     }
