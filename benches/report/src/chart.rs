@@ -102,6 +102,13 @@ pub fn draw(sum: &Value, out: &Path) -> Result<(), String> {
         &BLACK,
     )
     .map_err(err)?;
+    // The parity line first: the bars and their labels go over it.
+    let yb = y0 + RATIOS.len() as i32 * row;
+    root.draw(&PathElement::new(
+        vec![(px(1.0), y0 - 2), (px(1.0), yb)],
+        BLACK.stroke_width(2),
+    ))
+    .map_err(err)?;
     for (i, (k, label, lower)) in RATIOS.iter().enumerate() {
         let y = y0 + i as i32 * row;
         text(label, 20, y + 8, 16, &BLACK).map_err(err)?;
@@ -131,12 +138,6 @@ pub fn draw(sum: &Value, out: &Path) -> Result<(), String> {
             .map_err(err)?,
         }
     }
-    let yb = y0 + RATIOS.len() as i32 * row;
-    root.draw(&PathElement::new(
-        vec![(px(1.0), y0 - 2), (px(1.0), yb)],
-        BLACK.stroke_width(2),
-    ))
-    .map_err(err)?;
     let mut t = 0.0;
     while t <= max {
         root.draw(&PathElement::new(
