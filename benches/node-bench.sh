@@ -41,6 +41,10 @@ CRI_DENSITY=${11:-0}     # density: idle pods per runtime at most (0: no density
 # on the emulated node: rounds × box is most of the section's time).
 IO_N=${12:-$N}
 UNTAR_SECS=${13:-240}
+# cri's iperf3 step: the host paths of the iperf3 bundle (iperf3, its libraries, the loader;
+# run.sh makes it) and of the CNI plugins (Debian containernetworking-plugins).
+IPERF_DIR=${14:+$KATA_RS_PAYLOAD/extra$14}
+CNI_DIR=${15:+$KATA_RS_PAYLOAD/extra$15}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
@@ -283,6 +287,22 @@ fi
 # shim's lines land there too). Then the density step: up to CRI_DENSITY idle pods per runtime
 # left running, the node's MemAvailable before and after (memory per pod, pods per GiB).
 if want cri; then
+    # iperf3 needs pods on a network of their own: CNI bridge + host-local as in
+    # tests/scripts/cri-net.sh (10.88.0.0/16 on kata-rs-br0); host-network pods ignore it.
+    IPERF_ARGS=
+    if [ -n "$IPERF_DIR" ] && [ -x "$IPERF_DIR/iperf3" ] && [ -x "$CNI_DIR/bridge" ]; then
+        mkdir -p "$KATA_RS_WORK/cri/cni/bin" "$KATA_RS_WORK/cri/cni/net.d"
+        cp "$CNI_DIR/bridge" "$CNI_DIR/host-local" "$CNI_DIR/loopback" "$KATA_RS_WORK/cri/cni/bin/"
+        cat > "$KATA_RS_WORK/cri/cni/net.d/10-kata-rs.conflist" <<'JSON'
+{"cniVersion": "0.4.0", "name": "kata-rs-net", "plugins": [
+  {"type": "bridge", "bridge": "kata-rs-br0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}}
+]}
+JSON
+        IPERF_ARGS="--iperf3 $IPERF_DIR"
+    elif want cri; then
+        say "cri: no iperf3 bundle or CNI plugins (run.sh passes them): no iperf3 step"
+    fi
     if [ ! -x "$CRI_BENCH" ]; then
         say "cri: no CRI bench client (run.sh passes target/release/kata-rs-cri-bench)"
     elif ! kata_rs_start_cri_containerd; then
@@ -292,7 +312,7 @@ if want cri; then
         t0=$(now)
         timeout -k 30 3000 "$CRI_BENCH" --socket "$KATA_RS_CRI_SOCKET" --image "$KATA_RS_IMAGE" \
             --log-dir "$W/cri-logs" --cgroup-parent /kata-rs-test/cri-bench --timeout 300 \
-            --pods "$CRI_N" --containerd-log "$KATA_RS_CRI_LOG" --density "$CRI_DENSITY" > "$W/cri-bench.out" 2>&1
+            --pods "$CRI_N" --containerd-log "$KATA_RS_CRI_LOG" --density "$CRI_DENSITY" $IPERF_ARGS > "$W/cri-bench.out" 2>&1
         crc=$?
         grep -v '^BENCH-JSON' "$W/cri-bench.out" | sed 's/^bench-cri| /bench| cri /' >&2
         say "cri: client exit $crc after $(ms "$t0" "$(now)") ms"

@@ -34,6 +34,21 @@ CRI_DENSITY=${BENCH_DENSITY_CAP:-5}
 # 5 rounds of 240 s alone took 20 of the 25 minutes make bench may take.
 IO_N=${BENCH_IO_N:-2}
 IO_UNTAR_SECS=${BENCH_IO_UNTAR_SECS:-60}
+# cri's iperf3 step: the host's iperf3 (Debian iperf3) with its libraries and loader in one
+# directory (the busybox container has no libc; the node runs it through that loader), and the
+# CNI plugins. Without iperf3 the step is skipped (ratio_iperf3 stays null).
+IPERF_DIR= CNI_DIR=/usr/lib/cni
+if [[ " $SECTIONS " == *" cri "* ]]; then
+    if command -v iperf3 > /dev/null && [[ -x $CNI_DIR/bridge ]]; then
+        IPERF_DIR=$OUT/iperf3
+        rm -rf "$IPERF_DIR"; mkdir -p "$IPERF_DIR"
+        cp "$(command -v iperf3)" "$IPERF_DIR/"
+        for l in $(ldd "$(command -v iperf3)" | awk '/=>/ { print $3 } /^[ \t]*\// { print $1 }'); do cp -L "$l" "$IPERF_DIR/"; done
+        [[ -x $IPERF_DIR/ld-linux-x86-64.so.2 ]] || die "iperf3 bundle: no ld-linux-x86-64.so.2 from ldd"
+    else
+        echo "bench: warning: no iperf3 or no $CNI_DIR/bridge (make deps): no iperf3 step" >&2
+    fi
+fi
 CRI_BENCH=$TOP/target/release/kata-rs-cri-bench
 if [[ " $SECTIONS " == *" cri "* ]]; then
     (cd "$TOP" && cargo build -q --release -p kata-rs-cri --bin kata-rs-cri-bench) || die "building the CRI bench client failed"
@@ -68,9 +83,9 @@ echo "bench: N=$N (+1 warm-up) per variant; artifacts: $(cd "$TOP" && git rev-pa
 rc=0
 # 3 GiB: the big image (content + snapshot, 400 MiB) and the 256 MiB read file live in the
 # emulated node's RAM beside two microVMs.
-KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
+KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH${IPERF_DIR:+:$IPERF_DIR:$CNI_DIR}" "$TOP/tests/node-run" --timeout 3000 --mem 3G \
     "$HERE/node-bench.sh" "$N" "$SECTIONS" "$BIG" "$FILES" "$FSINITRD" "$FSVMM_VARIANTS" "$FSVMM_N" "$FSVMM_SECS" \
-    "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" "$IO_N" "$IO_UNTAR_SECS" \
+    "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" "$IO_N" "$IO_UNTAR_SECS" "$IPERF_DIR" "${IPERF_DIR:+$CNI_DIR}" \
     > "$RAW" 2> >(tee "$ERR" >&2) || rc=$?
 wait    # (the tee)
 # A node that fails mid-run (e.g. one of the emulated node's rig faults, tests/README.md) still

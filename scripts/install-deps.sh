@@ -15,7 +15,8 @@ PKGS=(
     qemu-system-x86 linux-image-cloud-amd64 busybox-static e2fsprogs
     containerd runc iproute2 jq
     # make bench's chart (benches/report: plotters with ab_glyph draws text with DejaVu Sans)
-    fonts-dejavu-core
+    # and its pod-to-pod TCP throughput (benches/node-bench.sh, cri section)
+    fonts-dejavu-core iperf3
     # CRI pod-network test (tests/scripts/cri-net.sh): bridge, host-local, loopback in /usr/lib/cni
     containernetworking-plugins
     # CRI test client (tests/cri): the k8s-cri crate's build script runs protoc

@@ -140,6 +140,8 @@ pub const KEYS: &[(&str, &str)] = &[
         "ratio_iperf3",
         "iperf3 pod to pod, kata / runc (throughput)",
     ),
+    ("iperf3_mbit_s_kata", "iperf3 kata pod to kata pod, Mbit/s"),
+    ("iperf3_mbit_s_runc", "iperf3 runc pod to runc pod, Mbit/s"),
 ];
 
 /// Flattens the sections into `summary.json`'s object: every key of [`KEYS`] (a number or
@@ -231,7 +233,10 @@ pub fn summarize(s: &Sections) -> Value {
     put("ratio_io_untar", ratio(tk, tr));
     put("io_untar_files_s_kata", tk);
     put("io_untar_files_s_runc", tr);
-    put("ratio_iperf3", None);
+    let (ik, ir) = (num(r, "iperf3_mbit_s_kata"), num(r, "iperf3_mbit_s_runc"));
+    put("ratio_iperf3", ratio(ik, ir));
+    put("iperf3_mbit_s_kata", ik);
+    put("iperf3_mbit_s_runc", ir);
 
     let profile = r
         .get("profile")

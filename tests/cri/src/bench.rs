@@ -3,7 +3,7 @@
 //!
 //!     kata-rs-cri-bench --socket SOCK --image IMAGE --log-dir DIR --pods N \
 //!                       [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] \
-//!                       [--containerd-log FILE] [--density CAP]
+//!                       [--containerd-log FILE] [--density CAP] [--iperf3 DIR]
 //!
 //! A warm-up round, then N rounds; each round runs one pod per handler, one after another
 //! (the order alternating per round), each pod as the kubelet does it: RunPodSandbox,
@@ -23,6 +23,11 @@
 //! node's `MemAvailable` before the first and 2 s after the last gives the memory per pod,
 //! and 1 GiB ÷ that the pods per GiB. Then they are all removed.
 //!
+//! With `--iperf3 DIR` (a node directory with `iperf3`, its libraries and
+//! `ld-linux-x86-64.so.2`, run through that loader: the busybox image has no libc), per handler:
+//! two pods on the CNI network (their own network namespaces), `iperf3 -s` in one, `iperf3 -c
+//! IP -t 5` from the other (ExecSync), the receiver's Mbit/s: kata↔kata and runc↔runc.
+//!
 //! Prints `bench-cri| ` lines per pod and one `BENCH-JSON cri {…}` line (medians in ms,
 //! samples, the profile). Exit status 1 only when no pod of some handler went through.
 
@@ -32,11 +37,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, DnsConfig, ImageSpec,
-    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, DnsConfig, ExecSyncRequest,
+    ImageSpec, LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -53,12 +58,13 @@ struct Args {
     timeout: u64,
     containerd_log: Option<String>,
     density: u32,
+    iperf3: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: kata-rs-cri-bench --socket SOCK --image IMAGE --log-dir DIR --pods N \
-         [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] [--containerd-log FILE] [--density CAP]"
+         [--handlers kata,runc] [--cgroup-parent CG] [--timeout SECONDS] [--containerd-log FILE] [--density CAP] [--iperf3 DIR]"
     );
     std::process::exit(2)
 }
@@ -91,6 +97,7 @@ fn parse_args() -> Args {
             .map(|t| t.parse().unwrap_or_else(|_| usage()))
             .unwrap_or(300),
         containerd_log: take("containerd-log"),
+        iperf3: take("iperf3"),
         density: take("density")
             .map(|n| n.parse().unwrap_or_else(|_| usage()))
             .unwrap_or(0),
@@ -368,6 +375,181 @@ fn list(v: &[f64]) -> String {
         .join(",")
 }
 
+/// The receiver's Mbit/s in `iperf3 -f m` text output (the summary line ending `receiver`).
+fn iperf3_mbits(out: &str) -> Option<f64> {
+    let l = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with("receiver"))?;
+    let w: Vec<&str> = l.split_whitespace().collect();
+    let i = w.iter().position(|x| *x == "Mbits/sec")?;
+    w.get(i.checked_sub(1)?)?.parse().ok()
+}
+
+/// A pod on the CNI network with one container running `cmd`, DIR mounted at /iperf; its
+/// sandbox id and IP (the sandbox is removed again on failure).
+async fn iperf3_pod(
+    rt: &mut Runtime,
+    a: &Args,
+    dir: &str,
+    handler: &str,
+    role: &str,
+    cmd: Vec<String>,
+) -> Res<(String, String, String)> {
+    let t = a.timeout;
+    let ns = NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        ..namespaces()
+    };
+    let mut cfg = pod_config(a, handler, 0);
+    if let Some(m) = cfg.metadata.as_mut() {
+        m.name = format!("iperf3-{role}-{handler}");
+        m.uid = format!("kata-rs-iperf3-{role}-{handler}-{}", std::process::id());
+    }
+    if let Some(l) = cfg.linux.as_mut() {
+        if let Some(sc) = l.security_context.as_mut() {
+            sc.namespace_options = Some(ns.clone());
+        }
+    }
+    let pod = call(
+        t,
+        rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: handler.into(),
+        }),
+    )
+    .await
+    .map_err(|e| format!("RunPodSandbox: {e}"))?
+    .pod_sandbox_id;
+    let r = async {
+        let mut c = container_config(a);
+        c.command = cmd;
+        c.mounts = vec![Mount {
+            container_path: "/iperf".into(),
+            host_path: dir.into(),
+            readonly: true,
+            ..Default::default()
+        }];
+        if let Some(l) = c.linux.as_mut() {
+            if let Some(sc) = l.security_context.as_mut() {
+                sc.namespace_options = Some(ns);
+            }
+        }
+        let id = call(
+            t,
+            rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(c),
+                sandbox_config: Some(cfg.clone()),
+            }),
+        )
+        .await
+        .map_err(|e| format!("CreateContainer: {e}"))?
+        .container_id;
+        call(
+            t,
+            rt.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await
+        .map_err(|e| format!("StartContainer: {e}"))?;
+        let st = call(
+            t,
+            rt.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false,
+            }),
+        )
+        .await
+        .map_err(|e| format!("PodSandboxStatus: {e}"))?;
+        let ip = st
+            .status
+            .and_then(|s| s.network)
+            .map(|n| n.ip)
+            .filter(|ip| !ip.is_empty())
+            .ok_or("the pod has no IP (no CNI network?)")?;
+        Ok::<_, String>((id, ip))
+    }
+    .await;
+    match r {
+        Ok((id, ip)) => Ok((pod, id, ip)),
+        Err(e) => {
+            remove_pod(rt, a, &pod).await;
+            Err(e)
+        }
+    }
+}
+
+/// `--iperf3`: TCP throughput between two pods of `handler`, Mbit/s.
+async fn iperf3(rt: &mut Runtime, a: &Args, dir: &str, handler: &str) -> Res<f64> {
+    let run = |args: &[&str]| -> Vec<String> {
+        [
+            "/iperf/ld-linux-x86-64.so.2",
+            "--library-path",
+            "/iperf",
+            "/iperf/iperf3",
+        ]
+        .iter()
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (spod, _, ip) = iperf3_pod(rt, a, dir, handler, "server", run(&["-s"])).await?;
+    let client = iperf3_pod(
+        rt,
+        a,
+        dir,
+        handler,
+        "client",
+        vec!["sleep".into(), "1000000".into()],
+    )
+    .await;
+    let r = match &client {
+        Ok((_, cid, _)) => {
+            // The server may need a moment to listen: a few tries.
+            let mut last = String::new();
+            let mut got = None;
+            for _ in 0..3 {
+                let cmd = run(&["-c", &ip, "-t", "5", "-f", "m"]);
+                match call(
+                    150,
+                    rt.exec_sync(ExecSyncRequest {
+                        container_id: cid.clone(),
+                        cmd,
+                        timeout: 120,
+                    }),
+                )
+                .await
+                {
+                    Ok(r) => {
+                        let out = String::from_utf8_lossy(&r.stdout).to_string();
+                        if let Some(m) = iperf3_mbits(&out).filter(|_| r.exit_code == 0) {
+                            got = Some(m);
+                            break;
+                        }
+                        last = format!(
+                            "exit {}: {} {}",
+                            r.exit_code,
+                            out.trim(),
+                            String::from_utf8_lossy(&r.stderr).trim()
+                        );
+                    }
+                    Err(e) => last = e,
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            got.ok_or(format!("iperf3 -c {ip}: {last}"))
+        }
+        Err(e) => Err(format!("client pod: {e}")),
+    };
+    if let Ok((cpod, _, _)) = &client {
+        remove_pod(rt, a, cpod).await;
+    }
+    remove_pod(rt, a, &spod).await;
+    r
+}
+
 /// `/proc/meminfo`'s `key` in KiB.
 fn meminfo(key: &str) -> Option<f64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -594,6 +776,19 @@ async fn main() {
             j.push_str(&density(&mut rt, &a, h).await);
         }
     }
+    if let Some(dir) = a.iperf3.as_deref() {
+        for h in &a.handlers {
+            let r = iperf3(&mut rt, &a, dir, h).await;
+            match &r {
+                Ok(m) => println!("bench-cri| iperf3 {h} <-> {h}: {m} Mbit/s"),
+                Err(e) => println!("bench-cri| iperf3 {h}: FAILED: {e}"),
+            }
+            j.push_str(&format!(
+                ",\"iperf3_mbit_s_{h}\":{}",
+                r.map_or("null".into(), |m| m.to_string())
+            ));
+        }
+    }
     j.push_str(&format!(",\"profile\":[{}]}}", profile.join(",")));
     println!("BENCH-JSON cri {j}");
     let all_ran = a
@@ -616,6 +811,16 @@ mod tests {
         assert_eq!(log_time("no time"), None);
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11017);
+    }
+
+    #[test]
+    fn iperf3_receiver_line() {
+        let out = "[ ID] Interval           Transfer     Bitrate         Retr\n\
+            [  5]   0.00-5.00   sec   120 MBytes   201 Mbits/sec    0             sender\n\
+            [  5]   0.00-5.04   sec   119 MBytes   198.5 Mbits/sec                  receiver\n\
+            \niperf Done.\n";
+        assert_eq!(iperf3_mbits(out), Some(198.5));
+        assert_eq!(iperf3_mbits("nothing"), None);
     }
 
     #[test]
