@@ -16,7 +16,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::api::ApiServer;
 use crate::args::VmConfig;
-use crate::device_manager::DeviceManager;
+use crate::device_manager::{DeviceManager, ServedBy};
 use crate::devices::console_log::ConsoleLog;
 use crate::devices::serial::ConsoleOut;
 use crate::devices::virtio::block::{BlkDevice, Disk};
@@ -33,6 +33,11 @@ use crate::seccomp::{self, ThreadClass};
 use crate::vmm::{block_signals, ExitState, Vmm};
 use crate::vstate::{memory, vcpu, vm::Vm};
 use crate::{boot, debug, jail, mptable};
+
+/// Queues served by the main thread's event loop (`polled_backend`: and a host fd).
+fn main_loop(polled_backend: bool) -> ServedBy {
+    ServedBy::MainLoop { polled_backend }
+}
 
 /// Boots the VM described by `cfg` up to the point where the guest runs and only the main
 /// thread's event loop is left (see the module documentation).
@@ -119,11 +124,11 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
     let vsock: Box<dyn VirtioDevice> =
         Box::new(HvsockDevice::new(cfg.vsock_cid, vsock_uds, mem.clone()).context("virtio-vsock")?);
-    dm.attach_virtio(&vm.fd, vsock, &mem, true)
+    dm.attach_virtio(&vm.fd, vsock, &mem, main_loop(true))
         .context("virtio-vsock")?;
     if cfg.rng {
         let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
-        dm.attach_virtio(&vm.fd, rng, &mem, false)
+        dm.attach_virtio(&vm.fd, rng, &mem, main_loop(false))
             .context("virtio-rng")?;
     }
     let mut largest_disk = 0u64;
@@ -137,7 +142,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             if d.read_only { ", read-only" } else { "" }
         );
         let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
-        dm.attach_virtio(&vm.fd, blk, &mem, false)
+        dm.attach_virtio(&vm.fd, blk, &mem, ServedBy::OwnThread(format!("blk{i}")))
             .with_context(|| format!("virtio-blk {}", d.path.display()))?;
     }
     // Taps are opened (or created) here, in the host's network namespace, before the jail
@@ -153,12 +158,12 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             mac.map(|b| format!("{b:02x}")).join(":")
         );
         let net: Box<dyn VirtioDevice> = Box::new(NetDevice::new(tap, mac, mem.clone()));
-        dm.attach_virtio(&vm.fd, net, &mem, true)
+        dm.attach_virtio(&vm.fd, net, &mem, main_loop(true))
             .with_context(|| format!("virtio-net {}", n.tap))?;
     }
     if let Some(out) = hvc_out {
         let hvc: Box<dyn VirtioDevice> = Box::new(ConsoleDevice::new(out, mem.clone()));
-        dm.attach_virtio(&vm.fd, hvc, &mem, false)
+        dm.attach_virtio(&vm.fd, hvc, &mem, main_loop(false))
             .context("virtio-console")?;
     }
     // virtio-fs: the last slot; vhost-style wiring (kicks and call go to the backend, not
@@ -186,7 +191,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     let (main_filter, vcpu_filter) = if cfg.seccomp {
         (
             Some(seccomp::filter(ThreadClass::Main {
-                block_io: !cfg.disks.is_empty(),
                 api: api.is_some(),
                 vsock_uds: cfg.vsock_uds.is_some(),
             })?),
@@ -194,6 +198,12 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         )
     } else {
         (None, None)
+    };
+    let workers = dm.take_workers();
+    let worker_filter = if cfg.seccomp && !workers.is_empty() {
+        Some(seccomp::filter(ThreadClass::BlockIo)?)
+    } else {
+        None
     };
     let test_forbidden = std::env::var_os(seccomp::TEST_FORBIDDEN_ENV).is_some_and(|v| v == "1");
 
@@ -218,6 +228,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             0
         },
         vcpus: cfg.vcpus,
+        io_threads: workers.len() as u64,
         largest_file: cfg.console_limits.max_file_size().max(largest_disk),
         jail_uid: cfg.jail.filter(|_| euid == 0).map(|j| j.uid),
     };
@@ -248,12 +259,20 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             .context("spawning a vCPU thread")?;
         threads.push(t);
     }
+    for w in workers {
+        let e = exit.clone();
+        let f = worker_filter.clone().map(|f| (ThreadClass::BlockIo, f));
+        let t = std::thread::Builder::new()
+            .name(w.name.clone())
+            .spawn(move || w.run(f, e))
+            .context("spawning a queue worker thread")?;
+        threads.push(t);
+    }
     // Every device exists and every thread is spawned: jail the main thread before its event
     // loop handles anything the guest does.
     if let Some(f) = &main_filter {
         seccomp::install(
             ThreadClass::Main {
-                block_io: false,
                 api: false,
                 vsock_uds: false,
             },
@@ -274,6 +293,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         console_log,
         _vm: vm,
         _mem: mem,
-        _vcpu_threads: threads,
+        _threads: threads,
     })
 }

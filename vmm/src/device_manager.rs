@@ -19,6 +19,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::cmdline::{self, CmdlineError, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::virtio::transport::reg;
+use crate::devices::virtio::worker::{QueueEvent, QueueWorker};
 use crate::devices::virtio::{MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::{Devices, SharedTransport};
 use crate::layout::{self, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
@@ -37,14 +38,17 @@ pub struct MmioSlot {
     pub irq: u32,
 }
 
-/// A queue of one of the VMM's own virtio devices: its QueueNotify ioeventfd.
-pub struct QueueEvent {
-    /// The ioeventfd (KVM signals it on the guest's QueueNotify write for this queue).
-    pub evt: EventFd,
-    /// The device's transport.
-    pub transport: SharedTransport,
-    /// Queue index.
-    pub queue: usize,
+/// Which thread serves the queue notifications of a device the VMM serves itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServedBy {
+    /// The main thread's event loop; with `polled_backend` it also polls the device's host
+    /// fd (vsock, net).
+    MainLoop {
+        /// The device has a host fd to poll.
+        polled_backend: bool,
+    },
+    /// A [`QueueWorker`] thread of its own, with this name (virtio-blk: its I/O blocks).
+    OwnThread(String),
 }
 
 /// Every device of the VM and the resources they use.
@@ -56,6 +60,8 @@ pub struct DeviceManager {
     virtio: Vec<SharedTransport>,
     /// The VMM's own devices' queue notifications, for the event loop.
     queue_events: Vec<QueueEvent>,
+    /// Devices whose queues a thread of their own serves (virtio-blk).
+    workers: Vec<QueueWorker>,
     /// Devices with a host backend fd the event loop polls (vsock, net).
     backends: Vec<SharedTransport>,
     /// The VMM's own virtio devices (all but vhost-user ones), for their exit summaries.
@@ -128,14 +134,14 @@ impl DeviceManager {
     }
 
     /// Puts `dev` (served by the VMM, not vhost) in the next slot: an irqfd on its IRQ for
-    /// the transport, one ioeventfd per queue on QueueNotify (datamatch = queue index).
-    /// With `polled_backend` the event loop also polls the device's host fd (vsock, net).
+    /// the transport, one ioeventfd per queue on QueueNotify (datamatch = queue index), served
+    /// by `served_by`.
     pub fn attach_virtio(
         &mut self,
         vm: &VmFd,
         dev: Box<dyn VirtioDevice>,
         mem: &Arc<GuestMemoryMmap>,
-        polled_backend: bool,
+        served_by: ServedBy,
     ) -> Result<SharedTransport> {
         let slot = self.next_slot()?;
         let irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
@@ -155,14 +161,22 @@ impl DeviceManager {
             .collect::<Result<Vec<_>>>()?;
         t.set_queue_events(clones);
         let t: SharedTransport = Arc::new(Mutex::new(t));
-        self.queue_events
-            .extend(evts.into_iter().enumerate().map(|(queue, evt)| QueueEvent {
-                evt,
-                transport: t.clone(),
-                queue,
-            }));
-        if polled_backend {
-            self.backends.push(t.clone());
+        let events = evts.into_iter().enumerate().map(|(queue, evt)| QueueEvent {
+            evt,
+            transport: t.clone(),
+            queue,
+        });
+        match served_by {
+            ServedBy::MainLoop { polled_backend } => {
+                self.queue_events.extend(events);
+                if polled_backend {
+                    self.backends.push(t.clone());
+                }
+            }
+            ServedBy::OwnThread(name) => self.workers.push(QueueWorker {
+                name,
+                events: events.collect(),
+            }),
         }
         self.own.push(t.clone());
         self.virtio.push(t.clone());
@@ -242,6 +256,11 @@ impl DeviceManager {
             serial,
             virtio: self.virtio.clone(),
         })
+    }
+
+    /// The queue worker threads to start (see [`ServedBy::OwnThread`]); taken once.
+    pub fn take_workers(&mut self) -> Vec<QueueWorker> {
+        std::mem::take(&mut self.workers)
     }
 
     /// The main thread's share: queue notifications, polled backends, the vhost-user

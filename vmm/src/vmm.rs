@@ -14,8 +14,9 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::api::{ApiServer, Command};
 use crate::args::VmConfig;
 use crate::debug;
-use crate::device_manager::{lock_transport, EventSources, QueueEvent};
+use crate::device_manager::{lock_transport, EventSources};
 use crate::devices::console_log::{SharedLog, FLUSH_INTERVAL};
+use crate::devices::virtio::worker::QueueEvent;
 use crate::devices::SharedTransport;
 use crate::pause::Pauser;
 use crate::vstate::vm::Vm;
@@ -166,8 +167,8 @@ pub struct Vmm {
     pub(crate) _vm: Vm,
     /// Guest RAM (the devices hold it too).
     pub(crate) _mem: Arc<GuestMemoryMmap>,
-    /// The vCPU threads (never joined: the process exits with the VM).
-    pub(crate) _vcpu_threads: Vec<std::thread::JoinHandle<()>>,
+    /// The vCPU and queue worker threads (never joined: the process exits with the VM).
+    pub(crate) _threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Vmm {
@@ -313,10 +314,7 @@ fn event_loop(
         }
         for (f, q) in fds[2..fs_at].iter().zip(queues) {
             if f.revents & libc::POLLIN != 0 {
-                // The counter is the number of guest kicks since the last read (plus the
-                // transport's own re-kicks, which it subtracts).
-                let kicks = q.evt.read().unwrap_or(0);
-                lock_transport(&q.transport).notify_queue(q.queue, kicks);
+                q.serve();
             }
         }
         if fds[fs_at].fd >= 0 && fds[fs_at].revents != 0 {

@@ -13,7 +13,7 @@
 //!   of control-socket clients ([`crate::api::MAX_CLIENTS`] + 1), and a little slack.
 //! - `RLIMIT_NPROC`: counts every process and thread of the *uid*, not of the process.
 //!   The shim gives each jailed VMM a uid of its own (`hypervisor.jail_id_base` + CID -
-//!   1000), so there the limit is the VMM's own threads (main + one per vCPU) + slack: many
+//!   1000), so there the limit is the VMM's own threads (main + one per vCPU and per disk) + slack: many
 //!   pods on a node each have their own count. With the shared default uid 65534
 //!   (`nobody`: a VMM started by hand, or `jail_id_base = 0`) every VMM and every other
 //!   `nobody` process of the node counts against the same number, so a per-VMM figure would
@@ -29,7 +29,7 @@ use super::DEFAULT_JAIL_ID;
 
 /// Fds beyond the computed need (std or a device opening one more than expected).
 pub const NOFILE_SLACK: u64 = 16;
-/// Threads beyond main + vCPUs.
+/// Threads beyond main + vCPUs + queue workers.
 pub const NPROC_SLACK: u64 = 4;
 /// `RLIMIT_NPROC` when the jail uid is the shared default 65534 (see the module docs).
 pub const SHARED_UID_NPROC: u64 = 8192;
@@ -43,6 +43,8 @@ pub struct Needs {
     pub accepted_fds: u64,
     /// vCPU threads.
     pub vcpus: u8,
+    /// Queue worker threads (one per `--disk`).
+    pub io_threads: u64,
     /// The largest file the VMM writes (console log cap, disks).
     pub largest_file: u64,
     /// The uid the jail switches to; None when the uid does not change.
@@ -70,7 +72,7 @@ pub fn compute(n: &Needs) -> Limits {
             if uid == DEFAULT_JAIL_ID {
                 SHARED_UID_NPROC
             } else {
-                1 + u64::from(n.vcpus) + NPROC_SLACK
+                1 + u64::from(n.vcpus) + n.io_threads + NPROC_SLACK
             }
         }),
     }
@@ -166,6 +168,7 @@ mod tests {
             highest_fd: 40,
             accepted_fds: 129 + 9,
             vcpus: 2,
+            io_threads: 0,
             largest_file: 1 << 20,
             jail_uid: Some(2_147_483_648 + 4242),
         }
@@ -193,9 +196,19 @@ mod tests {
             .nproc,
             None
         );
+        // One more thread per disk.
+        assert_eq!(
+            compute(&Needs {
+                io_threads: 3,
+                ..needs()
+            })
+            .nproc,
+            Some(6 + NPROC_SLACK)
+        );
         // 64 vCPUs still fit.
         let big = compute(&Needs {
             vcpus: 64,
+            io_threads: 0,
             ..needs()
         });
         assert_eq!(big.nproc, Some(65 + NPROC_SLACK));
@@ -229,6 +242,7 @@ mod tests {
                 highest_fd: highest,
                 accepted_fds: 3,
                 vcpus: 1,
+                io_threads: 0,
                 largest_file: 4096,
                 jail_uid: None,
             });

@@ -1,7 +1,8 @@
 //! Virtio over MMIO: the transport (`transport`: register file, status state machine), the
 //! queue helpers (`queue`: queue validation, the event-idx serving loop, descriptor chain
 //! checks), the device trait (`device`) and one module per device: `block`, `net`, `rng`,
-//! `console`, `vsock` (hybrid vsock served by the VMM) and `fs` (vhost-user frontend).
+//! `console`, `vsock` (hybrid vsock served by the VMM) and `fs` (vhost-user frontend);
+//! `worker`: queue notifications and the threads that serve a device's queues on their own.
 
 pub mod block;
 pub mod console;
@@ -12,6 +13,7 @@ pub mod queue;
 pub mod rng;
 pub mod transport;
 pub mod vsock;
+pub mod worker;
 
 pub use device::VirtioDevice;
 pub use queue::{serve_available, Pass, QueueConfig};

@@ -23,7 +23,7 @@
 //! Notification suppression (the VMM's own devices offer `VIRTIO_RING_F_EVENT_IDX`): when the
 //! driver negotiates it, each `virtio_queue::Queue` runs in event-idx mode. "Interrupt the
 //! driver?" is always `Queue::needs_notification` (the driver's `used_event`), and a kick is
-//! served by [`serve_available`]'s loop: serve, `enable_notification` (our `avail_event` =
+//! served by [`super::queue::serve_available`]'s loop: serve, `enable_notification` (our `avail_event` =
 //! the next chain we will read), look again for chains the driver published while we were not
 //! asking for kicks, so no chain waits for a kick that never comes. Every pass is bounded (a
 //! ring's worth of chains); a device that stops with chains left reports the queue in

@@ -293,3 +293,67 @@ fn device_queue_and_config() {
     m.read_slice(&mut b, GuestAddress(DATA)).unwrap();
     assert!(b.iter().all(|&x| x == 5));
 }
+
+/// Every request type, and what a `blkN` queue worker does around them (poll and read its
+/// queue eventfd, signal the irqfd and re-kick eventfds), under the worker's seccomp filter.
+#[test]
+fn requests_run_under_the_block_io_seccomp_filter() {
+    use crate::seccomp::{filter, ThreadClass};
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    let prog = filter(ThreadClass::BlockIo).unwrap();
+    let t = temp_disk("seccomp");
+    let m = mem();
+    let mut disk = open(&t, false);
+    let evt = EventFd::new(EFD_NONBLOCK).unwrap();
+    evt.write(1).unwrap();
+    // SAFETY: the child serves requests (glibc's malloc is fork-safe) and ends with _exit;
+    // the parent only waits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = (|| {
+            if seccompiler::apply_filter(&prog).is_err() {
+                return 3;
+            }
+            let mut fds = [libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(&evt),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: `fds` is a valid pollfd array for the call.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } != 1 || evt.read().ok() != Some(1) {
+                return 4;
+            }
+            header(&m, req::IN, 2);
+            if run(&m, &mut disk, &rw_chain(W, 1024)) != (1025, status::OK) {
+                return 5;
+            }
+            header(&m, req::OUT, 7);
+            if run(&m, &mut disk, &rw_chain(0, 512)) != (1, status::OK) {
+                return 6;
+            }
+            header(&m, req::FLUSH, 0);
+            if run(&m, &mut disk, &[d(HDR, 16, 0), d(STATUS, 1, W)]) != (1, status::OK) {
+                return 7;
+            }
+            header(&m, req::GET_ID, 0);
+            if run(&m, &mut disk, &rw_chain(W, 64)) != (21, status::OK) {
+                return 8;
+            }
+            if evt.write(1).is_err() {
+                return 9;
+            }
+            0
+        })();
+        // SAFETY: ends the forked child without running the test harness's exit path.
+        unsafe { libc::_exit(code) };
+    }
+    let mut st = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+        "child status {st:#x} (SIGSYS: {})",
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS
+    );
+}

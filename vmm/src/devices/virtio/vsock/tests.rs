@@ -675,7 +675,6 @@ mod device {
 fn muxer_runs_under_the_main_seccomp_filter() {
     use crate::seccomp::{filter, ThreadClass};
     let prog = filter(ThreadClass::Main {
-        block_io: false,
         api: false,
         vsock_uds: true,
     })
