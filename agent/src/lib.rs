@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod container;
 pub mod devices;
 pub mod error;
+pub mod forward;
 #[cfg(test)]
 mod fuzz;
 pub mod init;
@@ -76,6 +77,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         .start()
         .await
         .map_err(|e| anyhow::anyhow!("start ttrpc server on {}: {e}", opts.listen))?;
+    // Port forwarding (docs/port-forward.md): only in the VM, where the shim reaches vsock.
+    if opts.listen.starts_with("vsock://") {
+        if let Err(e) = forward::spawn() {
+            tracing::warn!("port forwarding: vsock port {}: {e}", forward::PORT);
+        }
+    }
     println!("{READY_LINE}");
     rx.recv().await;
     // Let the Shutdown reply reach the shim before the VM goes away.

@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod config;
 pub mod container;
+pub mod forward;
 pub mod host_cgroup;
 pub mod metrics;
 pub mod mounts;

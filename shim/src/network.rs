@@ -256,7 +256,7 @@ impl PodNetwork {
 /// Runs `f` on a fresh thread that has joined the network namespace `netns` (the thread
 /// ends afterwards, so no other work ever runs in that namespace), with a current-thread
 /// tokio runtime, and waits for it at most [`NETNS_TIMEOUT`].
-async fn in_netns<F, Fut, T>(netns: &Path, f: F) -> Result<T, String>
+pub(crate) async fn in_netns<F, Fut, T>(netns: &Path, f: F) -> Result<T, String>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, String>>,

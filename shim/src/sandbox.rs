@@ -119,6 +119,9 @@ pub struct Sandbox {
     /// Pod networking (tap + tc redirects in the pod's network namespace), removed when the
     /// VMM has stopped.
     network: std::sync::Mutex<Option<PodNetwork>>,
+    /// Port forwarding into the guest for the pod's network namespace
+    /// (`crate::forward`), stopped with the pod network.
+    forward: std::sync::Mutex<Option<crate::forward::Forwarder>>,
     /// The host cgroup the shim, the VMM and virtiofsd run in (`[cgroup]`), left when the
     /// VM has stopped.
     cgroup: Option<Arc<SandboxCgroup>>,
@@ -178,6 +181,11 @@ impl Sandbox {
                 return Err(StartError(msg));
             }
         }
+        if let Some(n) = &net {
+            let uds = sandbox.paths.state_dir.join(vmm::VSOCK_SOCKET_FILE);
+            *sandbox.forward.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(crate::forward::start(uds, n.netns.clone()));
+        }
         *sandbox.network.lock().unwrap_or_else(|e| e.into_inner()) = net;
         Ok(sandbox)
     }
@@ -202,6 +210,7 @@ impl Sandbox {
                 is_pod: v.is_pod,
                 fs,
                 network: v.network,
+                forward: std::sync::Mutex::new(None),
                 cgroup,
                 config: v.config,
             }),
@@ -421,6 +430,12 @@ impl Sandbox {
 
     /// Removes the pod network (tap, tc redirects), once; a failure is logged.
     async fn remove_network(&self) {
+        drop(
+            self.forward
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         let net = self
             .network
             .lock()

@@ -118,6 +118,8 @@ echo "== after"
 echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"
 echo "net-setup-logged=$(grep -c 'pod network: eth0 <-> tap0_kata' "$KATA_RS_CRI_LOG")"
 echo "net-guest-logged=$(grep -c 'pod network: guest eth0' "$KATA_RS_CRI_LOG")"
+# The kata pod's port forwarder listened in its namespace for the guest's servers.
+echo "pf-listen-logged=$(grep -c 'port forwarding: listening on 127.0.0.1' "$KATA_RS_CRI_LOG")"
 echo "net-teardown-logged=$(grep -c 'pod network: tap tap0_kata and tc filters removed' "$KATA_RS_CRI_LOG")"
 grep 'pod network' "$KATA_RS_CRI_LOG" | sed 's/^/shim-log| /'
 echo "cri-containers=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io container ls -q | wc -l)"

@@ -6,7 +6,10 @@
 //! via the pod IPs, the two pods reach each other over the bridge, the kata pod's namespace has
 //! the tap with tc redirects both ways while it runs, and after StopPodSandbox/RemovePodSandbox
 //! there is no network namespace, tap or kata-rs leftover. Task.Stats of the kata tasks carries
-//! the guest eth0 counters (cgroup2 Metrics.network).
+//! the guest eth0 counters (cgroup2 Metrics.network). Each pod's network sysctl
+//! (net.ipv4.ip_local_port_range) reads back in its container, and PortForward reaches a
+//! server in the pod on localhost and on all addresses (not one bound to the pod IP alone)
+//! under both runtimes.
 
 use kata_rs_tests::{build_cri_tools, marker, node_run, require_kata_artifacts, CriTools, NodeRun};
 
@@ -69,6 +72,16 @@ fn check_pod(run: &NodeRun, handler: &str, peer: &str) -> (String, String) {
     want(&t, handler, "released", "ok");
     // Containers sharing the pod network still see each other on localhost.
     want(&t, handler, "localhost", "ok");
+    // The pod's network sysctl, in its namespace (the guest's for kata).
+    want(&t, handler, "net-sysctl", "20000_40000");
+    // PortForward (kubectl port-forward), through containerd's streaming server: containerd
+    // dials localhost:PORT in the pod's network namespace, which under kata the shim's
+    // forwarder serves (docs/port-forward.md). A server on all addresses and one on 127.0.0.1
+    // answer; one bound to the pod IP only is not on localhost: refused under both.
+    want(&t, handler, "pf-servers", "ok");
+    want(&t, handler, "pf-all", "ok");
+    want(&t, handler, "pf-loopback", "ok");
+    want(&t, handler, "pf-podip", "refused");
     for k in ["stop-pod", "remove-pod"] {
         want(&t, handler, k, "ok");
     }
@@ -184,6 +197,16 @@ fn cri_pod_network_runc_and_kata() {
     );
     assert_eq!(run.expect_marker("net-setup-logged"), "1");
     assert_eq!(run.expect_marker("net-guest-logged"), "1");
+    // The kata pod's answers came through the shim's forwarder: it listened for the guest's
+    // ports (the pod's server and the loopback one at least), not some other listener.
+    let pf: u32 = run
+        .expect_marker("pf-listen-logged")
+        .parse()
+        .expect("a count");
+    assert!(
+        pf >= 2,
+        "the kata shim logged {pf} port-forward listeners, want at least 2"
+    );
 
     // Nothing left: the shim removed tap and filters, CNI the namespaces, no kata-rs process.
     assert_eq!(

@@ -42,6 +42,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 mod churn;
 mod conformance;
+mod portforward;
 
 type Runtime = RuntimeServiceClient<Channel>;
 type Res<T> = Result<T, String>;
@@ -203,10 +204,13 @@ fn namespaces(a: &Args) -> NamespaceOption {
 }
 
 /// Whether the walk-through runs the conformance steps (tests/cri/src/conformance.rs): the
-/// host-network pod of tests/scripts/cri.sh, not the pod-network one.
+/// host-network pod of tests/scripts/cri.sh, not the pod-network one nor the churn.
 fn conformance(a: &Args) -> bool {
-    a.pod_net.is_none()
+    a.pod_net.is_none() && a.churn.is_none()
 }
+
+/// The pod-network pods' sysctl (a network one: they have a network namespace of their own).
+const POD_NET_SYSCTL: (&str, &str) = ("net.ipv4.ip_local_port_range", "20000 40000");
 
 fn pod_config(a: &Args) -> PodSandboxConfig {
     let mut labels = HashMap::new();
@@ -233,6 +237,8 @@ fn pod_config(a: &Args) -> PodSandboxConfig {
             }),
             sysctls: if conformance(a) {
                 conformance::sysctls()
+            } else if a.pod_net.is_some() {
+                HashMap::from([(POD_NET_SYSCTL.0.into(), POD_NET_SYSCTL.1.into())])
             } else {
                 HashMap::new()
             },
@@ -448,7 +454,7 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
             .and_then(|s| s.network.as_ref())
             .map(|n| n.ip.clone())
             .unwrap_or_default();
-        pod_net_steps(rt, a, dir, &ip, &server, &client).await;
+        pod_net_steps(rt, a, dir, &ip, pod, &server, &client).await;
     }
 
     // ExecSync: its own stdout, stderr and exit code.
@@ -601,9 +607,17 @@ async fn pod_net_steps(
     a: &Args,
     dir: &str,
     ip: &str,
+    pod: &str,
     server: &str,
     client: &str,
 ) {
+    // The pod's network sysctl, in its namespace.
+    let path = format!("/proc/sys/{}", POD_NET_SYSCTL.0.replace('.', "/"));
+    match exec(rt, "net-sysctl", server, &["cat", &path], 60).await {
+        Ok((out, _, _)) => marker("net-sysctl", word(&out)),
+        Err(e) => println!("error| net-sysctl: {e}"),
+    }
+    portforward::run(rt, a, pod, server, ip).await;
     // What the container sees of eth0.
     let show = "echo mac=$(cat /sys/class/net/eth0/address) mtu=$(cat /sys/class/net/eth0/mtu) \
                 addr=$(ip -o -4 addr show dev eth0 | awk '{print $4}' | head -n 1) \
