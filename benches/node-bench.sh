@@ -43,8 +43,8 @@ IO_N=${12:-$N}
 UNTAR_SECS=${13:-240}
 # cri's iperf3 step: the host paths of the iperf3 bundle (iperf3, its libraries, the loader;
 # run.sh makes it) and of the CNI plugins (Debian containernetworking-plugins).
-IPERF_DIR=${14:+$KATA_RS_PAYLOAD/extra$14}
-CNI_DIR=${15:+$KATA_RS_PAYLOAD/extra$15}
+IPERF_DIR=${14:+$KATA_RS_PAYLOAD/extra${14}}
+CNI_DIR=${15:+$KATA_RS_PAYLOAD/extra${15}}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
