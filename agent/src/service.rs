@@ -321,12 +321,8 @@ impl Agent {
                 "container {id}: ExecProcess needs a non-empty exec_id"
             )));
         }
-        if exec_id.len() > spec::MAX_ID_LEN {
-            return Err(AgentError::invalid(format!(
-                "container {id}: exec_id is longer than {} bytes",
-                spec::MAX_ID_LEN
-            )));
-        }
+        spec::validate_id(exec_id)
+            .map_err(|e| AgentError::invalid(format!("container {id}: exec_id: {}", e.message)))?;
         if req.oci_process.is_empty() {
             return Err(AgentError::invalid(format!(
                 "container {id} exec {exec_id}: oci_process is empty"

@@ -12,28 +12,11 @@ use crate::caps::CapSets;
 use crate::error::{AgentError, Result};
 use crate::seccomp::Insn;
 
-/// Maximum length of a container id.
-pub const MAX_ID_LEN: usize = 128;
-
-/// Checks a container id: it names a cgroup directory, so it must be a single safe path
-/// component (`[A-Za-z0-9_.+-]`, not starting with a dot, at most [`MAX_ID_LEN`] bytes).
+/// Checks a container, sandbox or exec id under the rule the shim checks too
+/// ([`kata_rs_protocol::id`], containerd's): it names a cgroup directory and share paths,
+/// so it must be a single safe path component.
 pub fn validate_id(id: &str) -> Result<()> {
-    if id.is_empty() {
-        return Err(AgentError::invalid("container_id is empty"));
-    }
-    if id.len() > MAX_ID_LEN {
-        return Err(AgentError::invalid(format!(
-            "container_id is {} bytes long, at most {MAX_ID_LEN} allowed",
-            id.len()
-        )));
-    }
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+');
-    if id.starts_with('.') || !id.chars().all(ok_char) {
-        return Err(AgentError::invalid(format!(
-            "container_id {id:?} is invalid: use letters, digits, '_', '.', '-', '+', not starting with '.'"
-        )));
-    }
-    Ok(())
+    kata_rs_protocol::id::validate_id(id).map_err(AgentError::invalid)
 }
 
 /// Namespaces the container gets, beyond the mount namespace it always gets.
@@ -799,6 +782,11 @@ mod tests {
         assert!(validate_id("a/b").is_err());
         assert!(validate_id(".hidden").is_err());
         assert!(validate_id(&"x".repeat(129)).is_err());
+        // The rule is the shim's (containerd's): no `+`, at most 76, alphanumeric ends.
+        assert!(validate_id(&"x".repeat(76)).is_ok());
+        assert!(validate_id(&"x".repeat(77)).is_err());
+        assert!(validate_id("a+b").is_err());
+        assert!(validate_id("a-").is_err());
     }
 
     #[test]

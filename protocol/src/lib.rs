@@ -5,6 +5,7 @@
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
 pub mod guest;
+pub mod id;
 
 /// Protobuf messages of the agent API.
 #[allow(

@@ -36,26 +36,10 @@ pub fn agent_exit_status(status: i32) -> u32 {
     }
 }
 
-/// Checks a container id the way containerd's identifiers are checked (letters, digits,
-/// and `.`, `_`, `-` between them, at most 76 characters), so that it is safe in file
+/// Checks a container, sandbox or exec id: the rule shared with the agent
+/// ([`kata_rs_protocol::id`], containerd's identifiers rule), so that an id is safe in file
 /// and guest path names.
-pub fn validate_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 76
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && id.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid container id {:?}: use letters, digits, '.', '_' and '-' (at most 76)",
-            sanitize(id, 80)
-        ))
-    }
-}
+pub use kata_rs_protocol::id::validate_id;
 
 /// A protobuf timestamp of `t`.
 pub fn timestamp(t: SystemTime) -> Timestamp {
