@@ -35,11 +35,13 @@ use std::time::Duration;
 
 use service::{Agent, Service, ShutdownAction};
 
-/// Default listen address inside the guest.
-pub const DEFAULT_LISTEN: &str = "vsock://-1:1024";
+/// Default listen address inside the guest: any CID, the agent's vsock port.
+pub fn default_listen() -> String {
+    format!("vsock://-1:{}", kata_rs_protocol::AGENT_VSOCK_PORT)
+}
 
-/// The console line printed once the API is served.
-pub const READY_LINE: &str = "kata-rs-agent: ready";
+/// The console line printed once the API is served (the guest contract's).
+pub use kata_rs_protocol::guest::READY_LINE;
 
 /// Daemon options.
 #[derive(Debug, Clone)]
@@ -93,4 +95,12 @@ pub async fn serve(opts: Options) -> anyhow::Result<()> {
         anyhow::bail!("reboot: {}", e.desc());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn listens_on_the_contract_port() {
+        assert_eq!(super::default_listen(), "vsock://-1:1024");
+    }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kata_rs_agent::service::ShutdownAction;
-use kata_rs_agent::{boot, init, share, Options, DEFAULT_LISTEN};
+use kata_rs_agent::{boot, default_listen, init, share, Options};
 use tracing::Level;
 
 const USAGE: &str =
@@ -31,7 +31,7 @@ fn main() {
     if pid1 {
         boot_errors = boot::boot();
     }
-    let mut listen = DEFAULT_LISTEN.to_string();
+    let mut listen = default_listen();
     let mut cgroup_root = None;
     let mut share_dir = None;
     let mut level = std::env::var("KATA_AGENT_LOG").unwrap_or_else(|_| "warn".into());

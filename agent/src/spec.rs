@@ -38,30 +38,9 @@ pub struct Namespaces {
     pub join_ipc: bool,
 }
 
-/// How a container relates to a pod (CreateContainerRequest.sandbox_id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PodRole {
-    /// Not part of a pod: a namespace `path` in the spec is refused.
-    Single,
-    /// The pod's sandbox (pause) container: a `network` path is the guest's network.
-    Sandbox,
-    /// A container of a pod: `pid`/`ipc`/`uts` paths join the sandbox container's
-    /// namespaces of that type, `network` is the guest's.
-    Member,
-}
-
-impl PodRole {
-    /// The role of container `id` given the request's `sandbox_id`.
-    pub fn of(id: &str, sandbox_id: &str) -> Self {
-        if sandbox_id.is_empty() {
-            PodRole::Single
-        } else if sandbox_id == id {
-            PodRole::Sandbox
-        } else {
-            PodRole::Member
-        }
-    }
-}
+/// How a container relates to a pod: the rule travels in CreateContainerRequest.sandbox_id
+/// and is the shim's too.
+pub use kata_rs_protocol::guest::PodRole;
 
 impl Namespaces {
     /// clone(2) flags for the namespaces created at clone time (mount always; cgroup is

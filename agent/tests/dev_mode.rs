@@ -71,7 +71,7 @@ async fn start_agent() -> AgentProc {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "kata-rs-agent: ready");
+    assert_eq!(line.trim(), kata_rs_protocol::guest::READY_LINE);
     let c = ttrpc::r#async::Client::connect(&addr)
         .await
         .expect("connect");

@@ -1,4 +1,5 @@
-//! The guest contract for files: where the sandbox's shared file system (virtio-fs) lives
+//! The guest contract: the agent's ready line, the pod role a request carries, and, for
+//! files, where the sandbox's shared file system (virtio-fs) lives
 //! and where each container's root file system and bind-mount sources appear in it.
 //!
 //! The shim exports one directory per sandbox through virtio-fs with tag [`SHARE_TAG`];
@@ -6,6 +7,47 @@
 //! agent mounts that tag at [`GUEST_SHARE_DIR`] before it reports ready. Inside the share,
 //! container `<id>` has `<id>/rootfs` (the root file system containerd prepared) and
 //! `<id>/mounts/<n>` (the source of the spec's `n`-th bind mount).
+
+/// The line the agent prints on its console once it serves the API: the VMM's boot is
+/// over, and tests and benches wait for it.
+pub const READY_LINE: &str = "kata-rs-agent: ready";
+
+/// Where a container stands in its pod, as `CreateContainerRequest` carries it: by its
+/// `sandbox_id` field ([`PodRole::of`], [`PodRole::request_sandbox_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodRole {
+    /// Not part of a pod (empty `sandbox_id`): a namespace `path` in the spec is refused.
+    Single,
+    /// The pod's sandbox (pause) container (`sandbox_id` = its own id): a `network` path
+    /// is the guest's network.
+    Sandbox,
+    /// A container of a pod (`sandbox_id` = the sandbox container's id): `pid`/`ipc`/`uts`
+    /// paths join the sandbox container's namespaces of that type, `network` is the guest's.
+    Member,
+}
+
+impl PodRole {
+    /// The role of container `id` given the request's `sandbox_id`.
+    pub fn of(id: &str, sandbox_id: &str) -> Self {
+        if sandbox_id.is_empty() {
+            PodRole::Single
+        } else if sandbox_id == id {
+            PodRole::Sandbox
+        } else {
+            PodRole::Member
+        }
+    }
+
+    /// The request's `sandbox_id` that gives container `id` this role; `sandbox_id` is the
+    /// pod's sandbox container (used only for [`PodRole::Member`]).
+    pub fn request_sandbox_id<'a>(self, id: &'a str, sandbox_id: &'a str) -> &'a str {
+        match self {
+            PodRole::Single => "",
+            PodRole::Sandbox => id,
+            PodRole::Member => sandbox_id,
+        }
+    }
+}
 
 /// virtio-fs tag of the sandbox's share.
 pub const SHARE_TAG: &str = "kata-rs";
@@ -53,5 +95,16 @@ mod tests {
             "/run/kata-rs/shared/c1/mounts/3"
         );
         assert_eq!(container_rel("c1"), "c1");
+    }
+
+    #[test]
+    fn pod_role_travels_in_sandbox_id() {
+        assert_eq!(PodRole::of("c1", ""), PodRole::Single);
+        assert_eq!(PodRole::of("c1", "c1"), PodRole::Sandbox);
+        assert_eq!(PodRole::of("c1", "pod"), PodRole::Member);
+        for role in [PodRole::Single, PodRole::Sandbox, PodRole::Member] {
+            let field = role.request_sandbox_id("c1", "pod");
+            assert_eq!(PodRole::of("c1", field), role);
+        }
     }
 }

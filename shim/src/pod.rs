@@ -89,6 +89,21 @@ impl PodRole {
             _ => id,
         }
     }
+
+    /// The role as the guest sees it.
+    pub fn guest(&self) -> kata_rs_protocol::guest::PodRole {
+        use kata_rs_protocol::guest::PodRole as G;
+        match self {
+            PodRole::Single => G::Single,
+            PodRole::Sandbox => G::Sandbox,
+            PodRole::Container { .. } => G::Member,
+        }
+    }
+
+    /// CreateContainerRequest's `sandbox_id` for container `id` in this role.
+    pub fn request_sandbox_id<'a>(&'a self, id: &'a str) -> &'a str {
+        self.guest().request_sandbox_id(id, self.sandbox_id(id))
+    }
 }
 
 /// Which runtime manager's annotations placed the container in its pod.
@@ -383,6 +398,12 @@ mod tests {
         );
         assert_eq!(pod_role("c1", Some(&c)).unwrap().sandbox_id("c1"), "pod1");
         assert_eq!(PodRole::Sandbox.sandbox_id("pod1"), "pod1");
+        assert_eq!(PodRole::Single.request_sandbox_id("c1"), "");
+        assert_eq!(PodRole::Sandbox.request_sandbox_id("pod1"), "pod1");
+        let member = PodRole::Container {
+            sandbox_id: "pod1".into(),
+        };
+        assert_eq!(member.request_sandbox_id("c1"), "pod1");
         let e = pod_role("pod1", Some(&c)).unwrap_err();
         assert!(e.contains("names the container itself"), "{e}");
         let e = pod_role("c1", Some(&ann(&[(CONTAINER_TYPE, "container")]))).unwrap_err();

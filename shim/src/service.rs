@@ -956,13 +956,13 @@ impl TaskService {
         });
 
         // The container.
-        let sandbox_field = if role == PodRole::Sandbox { id } else { "" };
+        let sandbox_field = role.request_sandbox_id(id).to_string();
         create_in_guest(
             req,
             spec_bytes,
             terminal,
             sandbox,
-            sandbox_field,
+            &sandbox_field,
             mounted,
             role,
         )
