@@ -33,21 +33,12 @@ const MAX_ITEMS: usize = 256;
 /// The main routing table.
 const RT_TABLE_MAIN: u8 = 254;
 
-/// Parses a unicast MAC address `aa:bb:cc:dd:ee:ff` (hex, colon-separated, 6 octets).
+/// Parses a MAC address `aa:bb:cc:dd:ee:ff` ([`nl::parse_mac`]: hex, colon-separated,
+/// 6 octets).
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let bad = || AgentError::invalid(format!("bad MAC address {s:?} (want aa:bb:cc:dd:ee:ff)"));
-    let mut mac = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(mac)
+    nl::parse_mac(s).ok_or_else(|| {
+        AgentError::invalid(format!("bad MAC address {s:?} (want aa:bb:cc:dd:ee:ff)"))
+    })
 }
 
 /// Checks an interface name: 1..=15 bytes, no `/`, whitespace, `:` or control characters,
@@ -133,7 +124,7 @@ impl InterfacePlan {
             ));
         }
         let mac = parse_mac(&iface.hw_addr)?;
-        if mac[0] & 1 == 1 || mac == [0; 6] {
+        if !nl::is_unicast(&mac) {
             return Err(AgentError::invalid(format!(
                 "UpdateInterface: MAC {} is not a unicast address",
                 iface.hw_addr

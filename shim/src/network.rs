@@ -466,49 +466,10 @@ async fn read_iface(h: &Handle, netns: &Path) -> Result<PodNetwork, String> {
     })
 }
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca; // _IOW('T', 202, int)
-const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb; // _IOW('T', 203, int)
-const IFF_TAP: libc::c_short = 0x0002;
-const IFF_NO_PI: libc::c_short = 0x1000;
-
-/// `struct ifreq` as TUNSETIFF reads it: the name and the flags, padded to 40 bytes.
-#[repr(C)]
-struct IfReq {
-    name: [u8; libc::IFNAMSIZ],
-    flags: libc::c_short,
-    _pad: [u8; 22],
-}
-
 /// Creates the persistent tap `name` in the calling thread's network namespace.
 fn create_tap(name: &str) -> Result<(), String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .map_err(|e| format!("open /dev/net/tun: {e}"))?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI,
-        _pad: [0; 22],
-    };
-    let n = name.len().min(libc::IFNAMSIZ - 1);
-    req.name[..n].copy_from_slice(&name.as_bytes()[..n]);
-    // SAFETY: TUNSETIFF reads and writes a `struct ifreq` (40 bytes on x86_64); `req` is a
-    // properly sized, initialized repr(C) value that outlives the call.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) } != 0 {
-        return Err(format!(
-            "create tap {name}: TUNSETIFF: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: TUNSETPERSIST takes its argument by value; no memory is passed.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } != 0 {
-        return Err(format!(
-            "tap {name}: TUNSETPERSIST: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    let file = netlink::tap::open_tap(name, false)?;
+    netlink::tap::set_persist(&file, name)
 }
 
 async fn make_tap(h: &Handle, net: &PodNetwork) -> Result<(), String> {

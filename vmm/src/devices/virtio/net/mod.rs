@@ -30,10 +30,9 @@
 //! - A tap that fails (deleted on the host: `POLLERR`, `EBADFD`) is no longer polled; TX
 //!   frames are then dropped. Nothing the guest does can make the VMM panic or spin.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
@@ -61,7 +60,7 @@ pub const MAX_CHAIN_LEN: usize = NET_HDR_LEN + MAX_FRAME_LEN;
 /// Most `--net` devices on one VM (virtio-mmio slots and IRQs are limited).
 pub const MAX_NETS: usize = 4;
 /// Longest interface name (`IFNAMSIZ` - 1).
-pub const MAX_IFNAME_LEN: usize = 15;
+pub use kata_rs_netlink::tap::MAX_IFNAME_LEN;
 
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 /// Feature bits offered: virtio 1.x, a MAC in config space, indirect descriptors, event-idx
@@ -120,22 +119,9 @@ fn check_ifname(v: &str) -> Result<String, String> {
 
 /// `aa:bb:cc:dd:ee:ff`, unicast and not all zeros.
 pub fn parse_mac(v: &str) -> Result<[u8; 6], String> {
-    let bad = || format!("invalid MAC {v:?} (expected a unicast aa:bb:cc:dd:ee:ff)");
-    let parts: Vec<&str> = v.split(':').collect();
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (m, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 != 0 || mac == [0; 6] {
-        return Err(bad());
-    }
-    Ok(mac)
+    kata_rs_netlink::parse_mac(v)
+        .filter(kata_rs_netlink::is_unicast)
+        .ok_or_else(|| format!("invalid MAC {v:?} (expected a unicast aa:bb:cc:dd:ee:ff)"))
 }
 
 /// A locally administered unicast MAC `02:6b:72:xx:xx:xx` ("kr") with random low bytes.
