@@ -107,7 +107,7 @@ impl Agent {
         // The root file system and the bind sources come only through the sandbox share:
         // `<share>/<id>/rootfs` exactly, sources under `<share>/<id>/`.
         let dir = self.share.container_dir(id)?;
-        let rootfs = dir.join("rootfs");
+        let rootfs = dir.join(kata_rs_protocol::guest::ROOTFS_DIR);
         if req.rootfs_path.as_bytes() != rootfs.as_os_str().as_encoded_bytes() {
             return Err(AgentError::invalid(format!(
                 "container {id}: rootfs_path {:?} must be {rootfs:?} (the container's root file system in the sandbox share)",

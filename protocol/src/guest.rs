@@ -58,6 +58,12 @@ pub const SHARE_CMDLINE_PARAM: &str = "kata_rs.share";
 /// Where the agent mounts the share in the guest.
 pub const GUEST_SHARE_DIR: &str = "/run/kata-rs/shared";
 
+/// Name of the root file system's directory in a container's directory of the share.
+pub const ROOTFS_DIR: &str = "rootfs";
+
+/// Name of the bind-mount sources' directory in a container's directory of the share.
+pub const MOUNTS_DIR: &str = "mounts";
+
 /// Path of container `id`'s directory relative to the share root.
 pub fn container_rel(id: &str) -> String {
     id.to_string()
@@ -65,12 +71,17 @@ pub fn container_rel(id: &str) -> String {
 
 /// Path of container `id`'s root file system relative to the share root.
 pub fn rootfs_rel(id: &str) -> String {
-    format!("{id}/rootfs")
+    format!("{id}/{ROOTFS_DIR}")
+}
+
+/// Path of container `id`'s bind-mount sources directory relative to the share root.
+pub fn mounts_rel(id: &str) -> String {
+    format!("{id}/{MOUNTS_DIR}")
 }
 
 /// Path of the source of container `id`'s `index`-th spec mount relative to the share root.
 pub fn mount_rel(id: &str, index: usize) -> String {
-    format!("{id}/mounts/{index}")
+    format!("{}/{index}", mounts_rel(id))
 }
 
 /// Guest path of container `id`'s root file system.
@@ -95,6 +106,9 @@ mod tests {
             "/run/kata-rs/shared/c1/mounts/3"
         );
         assert_eq!(container_rel("c1"), "c1");
+        assert_eq!(rootfs_rel("c1"), format!("c1/{ROOTFS_DIR}"));
+        assert_eq!(mounts_rel("c1"), "c1/mounts");
+        assert_eq!(mount_rel("c1", 0), "c1/mounts/0");
     }
 
     #[test]

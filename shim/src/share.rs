@@ -328,7 +328,6 @@ impl Share {
     fn add_mounts(&self, id: &str, rootfs: &Path, binds: &[SharedBind]) -> Result<(), String> {
         use kata_rs_protocol::guest;
         let m = self.mounts();
-        let dir = m.join(guest::container_rel(id));
         let root_t = m.join(guest::rootfs_rel(id));
         std::fs::create_dir_all(&root_t)
             .map_err(|e| format!("create {}: {e}", root_t.display()))?;
@@ -336,7 +335,7 @@ impl Share {
             open_path(rootfs, libc::O_DIRECTORY).map_err(|e| format!("root file system: {e}"))?;
         attach_bind(&src, &root_t, false).map_err(|e| format!("root file system: {e}"))?;
         if !binds.is_empty() {
-            let d = dir.join("mounts");
+            let d = m.join(guest::mounts_rel(id));
             std::fs::create_dir(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
         }
         for b in binds {
