@@ -1,13 +1,18 @@
-//! The kata-rs agent API (protos/agent.proto): protobuf messages and the async ttrpc
-//! client and server traits, shared by the shim (client) and the agent (server).
+//! The kata-rs guest contract: the agent API (protos/agent.proto; protobuf messages and the
+//! async ttrpc client and server traits, feature `api`), shared by the shim (client) and
+//! the agent (server), and everything else shim, agent and VMM must agree on: the agent's
+//! vsock port, the hybrid vsock handshake ([`hybrid_vsock`]), ids ([`id`]) and the guest
+//! side of the sandbox ([`guest`]).
 
 /// Agent vsock port the agent listens on and the shim connects to.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
 pub mod guest;
+pub mod hybrid_vsock;
 pub mod id;
 
 /// Protobuf messages of the agent API.
+#[cfg(feature = "api")]
 #[allow(
     clippy::all,
     missing_docs,
@@ -22,6 +27,7 @@ pub mod agent {
 }
 
 /// Async ttrpc client (`AgentServiceClient`) and server trait (`AgentService`).
+#[cfg(feature = "api")]
 #[allow(
     clippy::all,
     missing_docs,

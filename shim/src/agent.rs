@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use kata_rs_protocol::{agent as pb, agent_ttrpc::AgentServiceClient};
+use kata_rs_protocol::{agent as pb, agent_ttrpc::AgentServiceClient, hybrid_vsock};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -95,8 +95,8 @@ impl AgentError {
     }
 }
 
-/// Longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
-const MAX_REPLY: usize = 32;
+/// Longest handshake reply accepted.
+const MAX_REPLY: usize = hybrid_vsock::MAX_LINE;
 
 /// Opens a stream to guest port `port` through the VMM's hybrid vsock socket `uds`: connect,
 /// `CONNECT <port>\n`, then the reply line `OK <hostport>\n`, read byte by byte so that
@@ -106,7 +106,7 @@ pub async fn dial(uds: &Path, port: u32) -> Result<tokio::net::UnixStream, Strin
     let mut s = tokio::net::UnixStream::connect(uds)
         .await
         .map_err(|e| format!("{}: {e}", uds.display()))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())
+    s.write_all(hybrid_vsock::connect_line(port).as_bytes())
         .await
         .map_err(|e| format!("{}: sending CONNECT: {e}", uds.display()))?;
     let mut line = Vec::new();
@@ -136,15 +136,12 @@ pub async fn dial(uds: &Path, port: u32) -> Result<tokio::net::UnixStream, Strin
 
 /// Checks the handshake reply line (without its newline): `OK <decimal port>`.
 pub fn check_reply(line: &[u8]) -> Result<u32, String> {
-    line.strip_prefix(b"OK ")
-        .filter(|d| !d.is_empty() && d.len() <= 10 && d.iter().all(u8::is_ascii_digit))
-        .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "bad handshake reply {:?}",
-                String::from_utf8_lossy(&line[..line.len().min(MAX_REPLY)])
-            )
-        })
+    hybrid_vsock::parse_ok(line).ok_or_else(|| {
+        format!(
+            "bad handshake reply {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(MAX_REPLY)])
+        )
+    })
 }
 
 fn map_err(method: &'static str, e: ttrpc::Error) -> AgentError {

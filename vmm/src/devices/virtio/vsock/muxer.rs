@@ -49,16 +49,8 @@ const TOKEN_TIMER: u64 = u64::MAX - 1;
 const P_REQUEST: u8 = 1;
 const P_CREDIT_UPDATE: u8 = 2;
 
-/// Parses a handshake line (without its newline): `CONNECT <port>`, decimal, port below
-/// `u32::MAX` (`VMADDR_PORT_ANY`). Anything else is None.
-pub fn parse_connect(line: &[u8]) -> Option<u32> {
-    let digits = line.strip_prefix(b"CONNECT ")?;
-    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let port: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    u32::try_from(port).ok().filter(|p| *p != u32::MAX)
-}
+/// Parses a handshake line (without its newline): `CONNECT <port>` (the contract's).
+pub use kata_rs_protocol::hybrid_vsock::parse_connect;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -557,7 +549,7 @@ impl Muxer {
                 c.deadline = None;
                 // Whatever the client sent behind its handshake line is read now.
                 c.readable = true;
-                let line = format!("OK {key}\n");
+                let line = kata_rs_protocol::hybrid_vsock::ok_line(key);
                 if !matches!(c.stream.write(line.as_bytes()), Ok(n) if n == line.len()) {
                     self.kill(key, true);
                     return;
