@@ -32,7 +32,6 @@
 //! samples, the profile). Exit status 1 only when no pod of some handler went through.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -43,9 +42,9 @@ use k8s_cri::v1::{
     PodSandboxMetadata, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopPodSandboxRequest,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-type Res<T> = Result<T, String>;
+use kata_rs_cri::{call_quiet, connect, Res};
 type Runtime = RuntimeServiceClient<Channel>;
 
 struct Args {
@@ -106,32 +105,6 @@ fn parse_args() -> Args {
         usage()
     }
     a
-}
-
-async fn call<T>(
-    secs: u64,
-    f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Res<T> {
-    match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Err(_) => Err(format!("no answer within {secs} s")),
-        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-        Ok(Ok(r)) => Ok(r.into_inner()),
-    }
-}
-
-async fn connect(socket: &str) -> Res<Channel> {
-    let path = socket.to_string();
-    Endpoint::try_from("http://[::]:50051")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .map_err(|e| format!("cannot connect to {socket}: {e}"))
 }
 
 /// A `hostNetwork: true` pod's namespaces, as the kubelet sends them.
@@ -220,7 +193,7 @@ async fn one_pod(rt: &mut Runtime, a: &Args, handler: &str, round: u32) -> Res<P
         sent: wall(),
         ..Default::default()
     };
-    let pod = call(
+    let pod = call_quiet(
         t,
         rt.run_pod_sandbox(RunPodSandboxRequest {
             config: Some(cfg.clone()),
@@ -232,7 +205,7 @@ async fn one_pod(rt: &mut Runtime, a: &Args, handler: &str, round: u32) -> Res<P
     .pod_sandbox_id;
     p.sandbox_done = wall();
     let body = async {
-        let id = call(
+        let id = call_quiet(
             t,
             rt.create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.clone(),
@@ -244,7 +217,7 @@ async fn one_pod(rt: &mut Runtime, a: &Args, handler: &str, round: u32) -> Res<P
         .map_err(|e| format!("CreateContainer: {e}"))?
         .container_id;
         p.created = wall();
-        call(
+        call_quiet(
             t,
             rt.start_container(StartContainerRequest { container_id: id }),
         )
@@ -255,7 +228,7 @@ async fn one_pod(rt: &mut Runtime, a: &Args, handler: &str, round: u32) -> Res<P
         Ok::<(), String>(())
     }
     .await;
-    let stop = call(
+    let stop = call_quiet(
         t,
         rt.stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),
@@ -263,7 +236,7 @@ async fn one_pod(rt: &mut Runtime, a: &Args, handler: &str, round: u32) -> Res<P
     )
     .await
     .map_err(|e| format!("StopPodSandbox: {e}"));
-    let remove = call(
+    let remove = call_quiet(
         t,
         rt.remove_pod_sandbox(RemovePodSandboxRequest {
             pod_sandbox_id: pod.clone(),
@@ -411,7 +384,7 @@ async fn iperf3_pod(
             sc.namespace_options = Some(ns.clone());
         }
     }
-    let pod = call(
+    let pod = call_quiet(
         t,
         rt.run_pod_sandbox(RunPodSandboxRequest {
             config: Some(cfg.clone()),
@@ -435,7 +408,7 @@ async fn iperf3_pod(
                 sc.namespace_options = Some(ns);
             }
         }
-        let id = call(
+        let id = call_quiet(
             t,
             rt.create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.clone(),
@@ -446,7 +419,7 @@ async fn iperf3_pod(
         .await
         .map_err(|e| format!("CreateContainer: {e}"))?
         .container_id;
-        call(
+        call_quiet(
             t,
             rt.start_container(StartContainerRequest {
                 container_id: id.clone(),
@@ -454,7 +427,7 @@ async fn iperf3_pod(
         )
         .await
         .map_err(|e| format!("StartContainer: {e}"))?;
-        let st = call(
+        let st = call_quiet(
             t,
             rt.pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: pod.clone(),
@@ -512,7 +485,7 @@ async fn iperf3(rt: &mut Runtime, a: &Args, dir: &str, handler: &str) -> Res<f64
             let mut got = None;
             for _ in 0..3 {
                 let cmd = run(&["-c", &ip, "-t", "5", "-f", "m"]);
-                match call(
+                match call_quiet(
                     150,
                     rt.exec_sync(ExecSyncRequest {
                         container_id: cid.clone(),
@@ -569,7 +542,7 @@ async fn start_pod(rt: &mut Runtime, a: &Args, handler: &str, i: u32) -> Res<Str
         m.name = format!("density-{handler}-{i}");
         m.uid = format!("kata-rs-density-{handler}-{}-{i}", std::process::id());
     }
-    let pod = call(
+    let pod = call_quiet(
         t,
         rt.run_pod_sandbox(RunPodSandboxRequest {
             config: Some(cfg.clone()),
@@ -580,7 +553,7 @@ async fn start_pod(rt: &mut Runtime, a: &Args, handler: &str, i: u32) -> Res<Str
     .map_err(|e| format!("RunPodSandbox: {e}"))?
     .pod_sandbox_id;
     let r = async {
-        let id = call(
+        let id = call_quiet(
             t,
             rt.create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.clone(),
@@ -591,7 +564,7 @@ async fn start_pod(rt: &mut Runtime, a: &Args, handler: &str, i: u32) -> Res<Str
         .await
         .map_err(|e| format!("CreateContainer: {e}"))?
         .container_id;
-        call(
+        call_quiet(
             t,
             rt.start_container(StartContainerRequest { container_id: id }),
         )
@@ -610,14 +583,14 @@ async fn start_pod(rt: &mut Runtime, a: &Args, handler: &str, i: u32) -> Res<Str
 
 /// StopPodSandbox + RemovePodSandbox, errors printed.
 async fn remove_pod(rt: &mut Runtime, a: &Args, pod: &str) {
-    let stop = call(
+    let stop = call_quiet(
         a.timeout,
         rt.stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod.into(),
         }),
     )
     .await;
-    let remove = call(
+    let remove = call_quiet(
         a.timeout,
         rt.remove_pod_sandbox(RemovePodSandboxRequest {
             pod_sandbox_id: pod.into(),

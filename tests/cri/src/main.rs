@@ -38,14 +38,14 @@ use k8s_cri::v1::{
     RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
     UpdateContainerResourcesRequest, VersionRequest,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 mod churn;
 mod conformance;
 mod portforward;
 
 type Runtime = RuntimeServiceClient<Channel>;
-type Res<T> = Result<T, String>;
+use kata_rs_cri::{call_quiet, connect, Res};
 
 #[derive(Clone)]
 struct Args {
@@ -131,18 +131,6 @@ fn outcome<T>(key: &str, r: &Res<T>) {
     }
 }
 
-/// One CRI call with a time limit: the answer, or what went wrong as text.
-async fn call_quiet<T>(
-    secs: u64,
-    f: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Res<T> {
-    match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Err(_) => Err(format!("no answer within {secs} s")),
-        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-        Ok(Ok(r)) => Ok(r.into_inner()),
-    }
-}
-
 /// One CRI call with a time limit; its duration goes to a `time-KEY=SECONDS` marker.
 async fn call<T>(
     key: &str,
@@ -156,21 +144,6 @@ async fn call<T>(
         format!("{:.1}", t0.elapsed().as_secs_f64()),
     );
     r
-}
-
-async fn connect(socket: &str) -> Res<Channel> {
-    let path = socket.to_string();
-    Endpoint::try_from("http://[::]:50051")
-        .map_err(|e| e.to_string())?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .map_err(|e| format!("cannot connect to {socket}: {e}"))
 }
 
 fn text(b: &[u8]) -> String {
