@@ -6,14 +6,18 @@
 //! Modules: [`config`] (the TOML configuration), [`share`] (the sandbox's shared directory),
 //! [`virtiofsd`] (its file server), [`vmm`] (the VMM process), [`agent`] (the agent
 //! client), [`sandbox`] (a VM with its agent), [`container`] (a container's status, exit
-//! and stdio), [`pod`] (CRI pod grouping), [`service`] (the containerd Task service and the
-//! shim's start/delete subcommands).
+//! and stdio), [`pod`] (CRI pod grouping), [`bootstrap`] (the shim's start/delete
+//! subcommands), [`lost`] (a lost shim's cleanup), [`bundle`] (the container's bundle),
+//! [`task`] (the containerd Task service).
 
 pub mod agent;
+pub mod bootstrap;
+pub mod bundle;
 pub mod config;
 pub mod container;
 pub mod forward;
 pub mod host_cgroup;
+pub mod lost;
 pub mod metrics;
 pub mod mounts;
 pub mod network;
@@ -21,9 +25,9 @@ pub mod options;
 pub mod pod;
 pub mod sandbox;
 pub mod server;
-pub mod service;
 pub mod share;
 pub mod spec;
+pub mod task;
 pub mod util;
 pub mod virtiofsd;
 pub mod vmm;

@@ -1,8 +1,8 @@
 //! `containerd-shim-kata-v2`: the binary containerd runs for runtime `io.containerd.kata.v2`.
 
 use kata_rs_shim::{
+    bootstrap::{shim_config, KataShim, RUNTIME_ID},
     server::{mode, serve, Mode},
-    service::{shim_config, KataShim, RUNTIME_ID},
 };
 
 // A current-thread runtime: async code runs on the main thread, which lives as long as the

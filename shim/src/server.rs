@@ -18,7 +18,7 @@ use containerd_shim_protos::shim_async::{create_task, Task};
 use tracing::{info, warn};
 use ttrpc::asynchronous::{transport::Listener, Server};
 
-use crate::service::{shim_config, KataShim, RUNTIME_ID};
+use crate::bootstrap::{shim_config, KataShim, RUNTIME_ID};
 
 /// Task API service name of containerd 2.x (what `create_task` registers).
 pub const TASK_V3: &str = "containerd.task.v3.Task";

@@ -1,0 +1,344 @@
+//! Create: the request checked, the configuration and spec read, the pod role decided,
+//! then the steps (`super::create_steps`) run with a rollback that undoes them if one fails;
+//! the container is recorded and `/tasks/create` published only when all went well.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use containerd_shim::TtrpcResult;
+use containerd_shim_protos::{
+    api,
+    events::task::{TaskCreate, TaskIO},
+    protobuf::MessageField,
+};
+use tracing::{info, warn};
+use ttrpc::{Code, Error as TtrpcError};
+
+use super::{
+    delete::TeardownBy,
+    detached::{detached, Abandoned},
+    rpc_err, status_text, TaskService,
+};
+use crate::{
+    bundle::{read_spec, CONFIG_PATH_FILE},
+    config::Config,
+    container::Container,
+    mounts, options,
+    pod::{self, PodRole},
+    sandbox::{Sandbox, SandboxPaths},
+    util::{validate_id, Rollback},
+};
+
+impl TaskService {
+    /// Create, on its own task (see [`detached`]) so that it ends or is rolled back
+    /// whatever containerd does with the request.
+    pub(super) async fn create_container(
+        &self,
+        req: api::CreateTaskRequest,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        let this = self.clone();
+        let abandoned = Abandoned::default();
+        let flag = abandoned.flag();
+        detached("Create", abandoned, async move {
+            this.create_task(req, flag).await
+        })
+        .await
+    }
+
+    /// Create, on its own task (see [`detached`]): when containerd gave up on the request
+    /// while it ran (`abandoned`), a container that was created after all is torn down
+    /// again instead of being published, so nothing is left that containerd does not know.
+    pub(super) async fn create_task(
+        &self,
+        req: api::CreateTaskRequest,
+        abandoned: Arc<AtomicBool>,
+    ) -> TtrpcResult<api::CreateTaskResponse> {
+        info!(id = %req.id, bundle = %req.bundle, "Create");
+        // One create at a time; other requests go on, and see the container only once
+        // it is created.
+        let _creating = self.inner.create_lock.lock().await;
+        if self
+            .inner
+            .state
+            .lock()
+            .await
+            .containers
+            .contains_key(&req.id)
+        {
+            return Err(rpc_err(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists", req.id),
+            ));
+        }
+        let created = self.do_create(&req).await;
+        if abandoned.load(Ordering::SeqCst) {
+            if let Ok((c, _)) = created {
+                warn!(id = %req.id, "Create finished after containerd gave up on it: tearing it down");
+                let _ = self.teardown(c, TeardownBy::AbandonedCreate).await;
+            } else {
+                info!(id = %req.id, "Create containerd gave up on failed and was rolled back");
+            }
+            // containerd has already sent its Delete and Shutdown for the failed Create
+            // (answered while this ran): nobody will ask this shim to exit again.
+            self.exit_if_no_containers("the abandoned Create").await;
+            return Err(rpc_err(
+                Code::DEADLINE_EXCEEDED,
+                format!("container {}: containerd gave up on Create; undone", req.id),
+            ));
+        }
+        let (c, pid) = match created {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(id = %req.id, "Create failed: {}", status_text(&e));
+                return Err(e);
+            }
+        };
+        {
+            let mut state = self.inner.state.lock().await;
+            state.containers.insert(req.id.clone(), c.clone());
+            if c.owns_vm() {
+                state
+                    .sandboxes
+                    .insert(c.sandbox.id.clone(), c.sandbox.clone());
+            }
+        }
+        self.inner
+            .publish(Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO {
+                    stdin: req.stdin.clone(),
+                    stdout: req.stdout.clone(),
+                    stderr: req.stderr.clone(),
+                    terminal: req.terminal,
+                    ..Default::default()
+                }),
+                pid,
+                ..Default::default()
+            }))
+            .await;
+        if c.owns_vm() {
+            // One watcher per VM: it reports every container of the sandbox.
+            self.spawn_oom_watcher(&c);
+        }
+        info!(id = %req.id, pid, "created");
+        Ok(api::CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    pub(super) async fn do_create(
+        &self,
+        req: &api::CreateTaskRequest,
+    ) -> Result<(Arc<Container>, u32), TtrpcError> {
+        let id = req.id.as_str();
+        validate_id(id).map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        if !req.checkpoint.is_empty() {
+            return Err(rpc_err(
+                Code::UNIMPLEMENTED,
+                "checkpoint/restore is not supported",
+            ));
+        }
+        // The configuration: the file the runtime options name (ConfigPath), else the
+        // usual one; then the pod's annotations.
+        let config_path = options::config_path(req.options.as_ref())
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        let mut config = match &config_path {
+            Some(p) => Config::load_file(p, crate::config::FROM_CONFIG_PATH),
+            None => Config::load(),
+        }
+        .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+
+        let bundle = PathBuf::from(&req.bundle);
+        let spec_path = bundle.join("config.json");
+        let spec_bytes = read_spec(&spec_path).map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(&spec_bytes).map_err(|e| {
+            rpc_err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid OCI spec {}: {e}", spec_path.display()),
+            )
+        })?;
+        if let Some(p) = &config_path {
+            let f = bundle.join(CONFIG_PATH_FILE);
+            std::fs::write(&f, p.to_string_lossy().as_bytes()).map_err(|e| {
+                rpc_err(Code::UNKNOWN, format!("cannot write {}: {e}", f.display()))
+            })?;
+        }
+        let pod = pod::pod_info(id, spec.annotations().as_ref())
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        if pod.dialect != pod::Dialect::None {
+            info!(
+                id,
+                manager = pod.dialect.name(),
+                pod = ?pod.pod_name,
+                namespace = ?pod.pod_namespace,
+                container = ?pod.container_name,
+                "pod {:?}",
+                pod.role
+            );
+        }
+        let role = pod.role;
+        if role == PodRole::Sandbox {
+            pod::refuse_host_namespaces(&spec)
+                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("pod sandbox {id}: {e}")))?;
+        }
+        if let Some(a) = spec.annotations() {
+            options::apply_annotations(&mut config, a)
+                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+            // A pod's VM is sized once, at boot, from CRI's sandbox annotations.
+            if role == PodRole::Sandbox {
+                let sized =
+                    options::apply_sandbox_resources(&mut config, a, options::host_limits())
+                        .map_err(|e| {
+                            rpc_err(Code::INVALID_ARGUMENT, format!("pod sandbox {id}: {e}"))
+                        })?;
+                if let Some(r) = sized {
+                    info!(
+                        id,
+                        vcpus = config.file.hypervisor.vcpus,
+                        memory_mib = config.file.hypervisor.memory_mib,
+                        "pod VM sized from CRI's sandbox annotations: {r:?}"
+                    );
+                }
+            }
+        }
+        config
+            .validate()
+            .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        // Host bind mounts: shared with the guest through the sandbox's share, sources
+        // rewritten to their guest paths.
+        let (spec_bytes, binds) = mounts::prepare(spec_bytes, id)
+            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("container {id}: {e}")))?;
+
+        let mut rb = Rollback::new();
+        let result = match &role {
+            PodRole::Container { sandbox_id } => {
+                // Joins the running VM of its pod; nothing is started.
+                let sandbox = self.pod_sandbox(id, sandbox_id).await?;
+                self.create_in_pod(
+                    req,
+                    &spec,
+                    spec_bytes,
+                    &bundle,
+                    sandbox,
+                    role.clone(),
+                    &binds,
+                    &mut rb,
+                )
+                .await
+            }
+            PodRole::Single | PodRole::Sandbox => {
+                if let Some(other) = self.inner.state.lock().await.sandboxes.keys().next() {
+                    return Err(rpc_err(
+                        Code::FAILED_PRECONDITION,
+                        format!("this shim already runs sandbox {other}; container {id} cannot start another VM here"),
+                    ));
+                }
+                // The container is its own sandbox (sandbox id = container id).
+                let paths = SandboxPaths::new(&config, id);
+                self.create_steps(
+                    req,
+                    &config,
+                    &spec,
+                    spec_bytes,
+                    &bundle,
+                    id,
+                    paths,
+                    role.clone(),
+                    &binds,
+                    &mut rb,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(c) => {
+                rb.disarm();
+                let pid = c.sandbox.vmm.pid();
+                Ok((c, pid))
+            }
+            Err(e) => {
+                let failed = rb.run().await;
+                if failed.is_empty() {
+                    Err(e)
+                } else {
+                    let extra: Vec<String> = failed
+                        .into_iter()
+                        .map(|(n, e)| format!("{n}: {e}"))
+                        .collect();
+                    Err(rpc_err(
+                        Code::UNKNOWN,
+                        format!(
+                            "{}; cleaning up also failed: {}",
+                            status_text(&e),
+                            extra.join("; ")
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The running pod sandbox `sandbox_id` that container `id` joins, or why it cannot.
+    pub(super) async fn pod_sandbox(
+        &self,
+        id: &str,
+        sandbox_id: &str,
+    ) -> Result<Arc<Sandbox>, TtrpcError> {
+        let sandbox = self
+            .inner
+            .state
+            .lock()
+            .await
+            .sandboxes
+            .get(sandbox_id)
+            .cloned()
+            .ok_or_else(|| {
+                rpc_err(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "sandbox {sandbox_id} is not running in this shim: container {id} names it in annotation {} or {}; create and start the pod's sandbox container ({}=sandbox) first",
+                        pod::SANDBOX_ID,
+                        pod::CRIO_SANDBOX_ID,
+                        pod::CONTAINER_TYPE
+                    ),
+                )
+            })?;
+        if sandbox.vmm.exited().is_some() {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "the VM of sandbox {sandbox_id} has stopped; container {id} cannot join it"
+                ),
+            ));
+        }
+        if !sandbox.is_pod {
+            return Err(rpc_err(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {sandbox_id} was not created as a pod sandbox (annotation {} or {} = sandbox), so container {id} cannot join its VM",
+                    pod::CONTAINER_TYPE,
+                    pod::CRIO_CONTAINER_TYPE
+                ),
+            ));
+        }
+        Ok(sandbox)
+    }
+}
+
+/// Whether the container gets a terminal: containerd sets `terminal` from
+/// process.terminal; either one asks for a tty.
+pub(super) fn wants_terminal(req: &api::CreateTaskRequest, spec: &oci_spec::runtime::Spec) -> bool {
+    req.terminal
+        || spec
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.terminal().unwrap_or(false))
+}

@@ -1,0 +1,45 @@
+//! Events to containerd (`/tasks/create`, `/tasks/exit`, ...), all sent through
+//! [`Inner::publish`].
+
+use containerd_shim::{event::Event, Context};
+use containerd_shim_protos::protobuf::MessageDyn;
+use tracing::{debug, error};
+
+use super::Inner;
+
+impl Inner {
+    /// Sends `event` to containerd (a failure is logged: containerd may be gone).
+    pub(super) async fn publish(&self, event: Box<dyn EventMsg>) {
+        let topic = event.topic();
+        debug!("publish {topic}");
+        if let Err(e) = self
+            .publisher
+            .publish(
+                Context::default(),
+                &topic,
+                &self.namespace,
+                event.into_msg(),
+            )
+            .await
+        {
+            error!("publish {topic}: {e}");
+        }
+    }
+}
+
+/// An event that knows its topic and can be sent.
+pub(super) trait EventMsg: Send {
+    /// The event's topic, e.g. `/tasks/exit`.
+    fn topic(&self) -> String;
+    /// The message to send.
+    fn into_msg(self: Box<Self>) -> Box<dyn MessageDyn>;
+}
+
+impl<T: Event + Send + 'static> EventMsg for T {
+    fn topic(&self) -> String {
+        Event::topic(self)
+    }
+    fn into_msg(self: Box<Self>) -> Box<dyn MessageDyn> {
+        self
+    }
+}
