@@ -8,13 +8,14 @@
 //! client), [`sandbox`] (a VM with its agent), [`container`] (a container's status, exit
 //! and stdio), [`pod`] (CRI pod grouping), [`bootstrap`] (the shim's start/delete
 //! subcommands), [`lost`] (a lost shim's cleanup), [`bundle`] (the container's bundle),
-//! [`task`] (the containerd Task service).
+//! [`task`] (the containerd Task service), [`error`] (its errors and their ttrpc codes).
 
 pub mod agent;
 pub mod bootstrap;
 pub mod bundle;
 pub mod config;
 pub mod container;
+pub mod error;
 pub mod forward;
 pub mod host_cgroup;
 pub mod lost;

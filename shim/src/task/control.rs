@@ -1,21 +1,23 @@
 //! Container-wide requests: Pause, Resume, Update, Pids, Stats, Checkpoint.
 
-use containerd_shim::TtrpcResult;
 use containerd_shim_protos::{
     api,
     events::task::{TaskPaused, TaskResumed},
     protobuf::MessageField,
 };
 use tracing::info;
-use ttrpc::Code;
 
-use super::{agent_err, events::EventMsg, process::any_json, rpc_err, TaskService};
-use crate::{container::Status, metrics};
+use super::{events::EventMsg, process::any_json, TaskService};
+use crate::{
+    container::Status,
+    error::{ShimError, ShimResult},
+    metrics,
+};
 
 impl TaskService {
     /// Freezes (`pause`) or thaws a running container's processes and publishes
     /// TaskPaused / TaskResumed.
-    pub(super) async fn set_paused(&self, id: &str, pause: bool) -> TtrpcResult<api::Empty> {
+    pub(super) async fn set_paused(&self, id: &str, pause: bool) -> ShimResult<api::Empty> {
         let c = self.container(id).await?;
         let (allowed, needed, action) = if pause {
             (
@@ -27,16 +29,16 @@ impl TaskService {
             (c.is_paused(), "paused", "resume the container")
         };
         if !allowed {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is not {needed}", c.id),
-            ));
+            return Err(ShimError::Precondition(format!(
+                "container {} is not {needed}",
+                c.id
+            )));
         }
         c.sandbox
             .agent
             .pause_resume(&c.id, pause)
             .await
-            .map_err(|e| agent_err(action, e))?;
+            .map_err(ShimError::agent(action))?;
         c.paused.store(pause, std::sync::atomic::Ordering::SeqCst);
         if !pause {
             c.sandbox
@@ -61,29 +63,26 @@ impl TaskService {
     }
 
     /// Pause: freezes the container.
-    pub(super) async fn pause_container(&self, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
+    pub(super) async fn pause_container(&self, req: api::PauseRequest) -> ShimResult<api::Empty> {
         info!(id = %req.id, "Pause");
         self.set_paused(&req.id, true).await
     }
 
     /// Resume: thaws the container.
-    pub(super) async fn resume_container(
-        &self,
-        req: api::ResumeRequest,
-    ) -> TtrpcResult<api::Empty> {
+    pub(super) async fn resume_container(&self, req: api::ResumeRequest) -> ShimResult<api::Empty> {
         info!(id = %req.id, "Resume");
         self.set_paused(&req.id, false).await
     }
 
     /// Pids: the container's processes (guest pids).
-    pub(super) async fn list_pids(&self, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+    pub(super) async fn list_pids(&self, req: api::PidsRequest) -> ShimResult<api::PidsResponse> {
         let c = self.container(&req.id).await?;
         let pids = c
             .sandbox
             .agent
             .list_processes(&c.id)
             .await
-            .map_err(|e| agent_err("list the container's processes", e))?;
+            .map_err(ShimError::agent("list the container's processes"))?;
         Ok(api::PidsResponse {
             processes: pids
                 .into_iter()
@@ -100,7 +99,7 @@ impl TaskService {
     pub(super) async fn update_resources(
         &self,
         req: api::UpdateTaskRequest,
-    ) -> TtrpcResult<api::Empty> {
+    ) -> ShimResult<api::Empty> {
         info!(id = %req.id, "Update");
         let c = self.container(&req.id).await?;
         let (_, json): (oci_spec::runtime::LinuxResources, Vec<u8>) =
@@ -109,7 +108,7 @@ impl TaskService {
             .agent
             .update_container(&c.id, json)
             .await
-            .map_err(|e| agent_err("update the container's resources", e))?;
+            .map_err(ShimError::agent("update the container's resources"))?;
         Ok(api::Empty::new())
     }
 
@@ -117,16 +116,15 @@ impl TaskService {
     pub(super) async fn container_stats(
         &self,
         req: api::StatsRequest,
-    ) -> TtrpcResult<api::StatsResponse> {
+    ) -> ShimResult<api::StatsResponse> {
         let c = self.container(&req.id).await?;
         let s = c
             .sandbox
             .agent
             .stats_container(&c.id)
             .await
-            .map_err(|e| agent_err("read the container's statistics", e))?;
-        let any =
-            metrics::pack(&metrics::to_metrics(&s)).map_err(|e| rpc_err(Code::INTERNAL, e))?;
+            .map_err(ShimError::agent("read the container's statistics"))?;
+        let any = metrics::pack(&metrics::to_metrics(&s)).map_err(ShimError::Internal)?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
             ..Default::default()
@@ -137,11 +135,11 @@ impl TaskService {
     pub(super) async fn checkpoint_unsupported(
         &self,
         _req: api::CheckpointTaskRequest,
-    ) -> TtrpcResult<api::Empty> {
-        Err(rpc_err(
-            Code::UNIMPLEMENTED,
+    ) -> ShimResult<api::Empty> {
+        Err(ShimError::Unsupported(
             "checkpoint is not supported by the kata-rs runtime (the container runs in a VM; \
-             there is no CRIU in the guest)",
+             there is no CRIU in the guest)"
+                .into(),
         ))
     }
 }

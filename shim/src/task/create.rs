@@ -10,24 +10,23 @@ use std::{
     },
 };
 
-use containerd_shim::TtrpcResult;
 use containerd_shim_protos::{
     api,
     events::task::{TaskCreate, TaskIO},
     protobuf::MessageField,
 };
 use tracing::{info, warn};
-use ttrpc::{Code, Error as TtrpcError};
 
 use super::{
     delete::TeardownBy,
     detached::{detached, Abandoned},
-    rpc_err, status_text, TaskService,
+    TaskService,
 };
 use crate::{
     bundle::{read_spec, CONFIG_PATH_FILE},
     config::Config,
     container::Container,
+    error::{ShimError, ShimResult},
     mounts, options,
     pod::{self, PodRole},
     sandbox::{Sandbox, SandboxPaths},
@@ -40,7 +39,7 @@ impl TaskService {
     pub(super) async fn create_container(
         &self,
         req: api::CreateTaskRequest,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
+    ) -> ShimResult<api::CreateTaskResponse> {
         let this = self.clone();
         let abandoned = Abandoned::default();
         let flag = abandoned.flag();
@@ -57,7 +56,7 @@ impl TaskService {
         &self,
         req: api::CreateTaskRequest,
         abandoned: Arc<AtomicBool>,
-    ) -> TtrpcResult<api::CreateTaskResponse> {
+    ) -> ShimResult<api::CreateTaskResponse> {
         info!(id = %req.id, bundle = %req.bundle, "Create");
         // One create at a time; other requests go on, and see the container only once
         // it is created.
@@ -70,10 +69,10 @@ impl TaskService {
             .containers
             .contains_key(&req.id)
         {
-            return Err(rpc_err(
-                Code::ALREADY_EXISTS,
-                format!("container {} already exists", req.id),
-            ));
+            return Err(ShimError::Exists(format!(
+                "container {} already exists",
+                req.id
+            )));
         }
         let created = self.do_create(&req).await;
         if abandoned.load(Ordering::SeqCst) {
@@ -86,15 +85,15 @@ impl TaskService {
             // containerd has already sent its Delete and Shutdown for the failed Create
             // (answered while this ran): nobody will ask this shim to exit again.
             self.exit_if_no_containers("the abandoned Create").await;
-            return Err(rpc_err(
-                Code::DEADLINE_EXCEEDED,
-                format!("container {}: containerd gave up on Create; undone", req.id),
-            ));
+            return Err(ShimError::GaveUp(format!(
+                "container {}: containerd gave up on Create; undone",
+                req.id
+            )));
         }
         let (c, pid) = match created {
             Ok(x) => x,
             Err(e) => {
-                warn!(id = %req.id, "Create failed: {}", status_text(&e));
+                warn!(id = %req.id, "Create failed: {}", e);
                 return Err(e);
             }
         };
@@ -137,42 +136,35 @@ impl TaskService {
     pub(super) async fn do_create(
         &self,
         req: &api::CreateTaskRequest,
-    ) -> Result<(Arc<Container>, u32), TtrpcError> {
+    ) -> ShimResult<(Arc<Container>, u32)> {
         let id = req.id.as_str();
-        validate_id(id).map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        validate_id(id).map_err(ShimError::Invalid)?;
         if !req.checkpoint.is_empty() {
-            return Err(rpc_err(
-                Code::UNIMPLEMENTED,
-                "checkpoint/restore is not supported",
+            return Err(ShimError::Unsupported(
+                "checkpoint/restore is not supported".into(),
             ));
         }
         // The configuration: the file the runtime options name (ConfigPath), else the
         // usual one; then the pod's annotations.
-        let config_path = options::config_path(req.options.as_ref())
-            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        let config_path = options::config_path(req.options.as_ref()).map_err(ShimError::Invalid)?;
         let mut config = match &config_path {
             Some(p) => Config::load_file(p, crate::config::FROM_CONFIG_PATH),
             None => Config::load(),
         }
-        .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+        .map_err(|e| ShimError::Precondition(e.to_string()))?;
 
         let bundle = PathBuf::from(&req.bundle);
         let spec_path = bundle.join("config.json");
-        let spec_bytes = read_spec(&spec_path).map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        let spec_bytes = read_spec(&spec_path).map_err(ShimError::Invalid)?;
         let spec: oci_spec::runtime::Spec = serde_json::from_slice(&spec_bytes).map_err(|e| {
-            rpc_err(
-                Code::INVALID_ARGUMENT,
-                format!("invalid OCI spec {}: {e}", spec_path.display()),
-            )
+            ShimError::Invalid(format!("invalid OCI spec {}: {e}", spec_path.display()))
         })?;
         if let Some(p) = &config_path {
             let f = bundle.join(CONFIG_PATH_FILE);
-            std::fs::write(&f, p.to_string_lossy().as_bytes()).map_err(|e| {
-                rpc_err(Code::UNKNOWN, format!("cannot write {}: {e}", f.display()))
-            })?;
+            std::fs::write(&f, p.to_string_lossy().as_bytes())
+                .map_err(|e| ShimError::Failed(format!("cannot write {}: {e}", f.display())))?;
         }
-        let pod = pod::pod_info(id, spec.annotations().as_ref())
-            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+        let pod = pod::pod_info(id, spec.annotations().as_ref()).map_err(ShimError::Invalid)?;
         if pod.dialect != pod::Dialect::None {
             info!(
                 id,
@@ -187,18 +179,15 @@ impl TaskService {
         let role = pod.role;
         if role == PodRole::Sandbox {
             pod::refuse_host_namespaces(&spec)
-                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("pod sandbox {id}: {e}")))?;
+                .map_err(|e| ShimError::Invalid(format!("pod sandbox {id}: {e}")))?;
         }
         if let Some(a) = spec.annotations() {
-            options::apply_annotations(&mut config, a)
-                .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, e))?;
+            options::apply_annotations(&mut config, a).map_err(ShimError::Invalid)?;
             // A pod's VM is sized once, at boot, from CRI's sandbox annotations.
             if role == PodRole::Sandbox {
                 let sized =
                     options::apply_sandbox_resources(&mut config, a, options::host_limits())
-                        .map_err(|e| {
-                            rpc_err(Code::INVALID_ARGUMENT, format!("pod sandbox {id}: {e}"))
-                        })?;
+                        .map_err(|e| ShimError::Invalid(format!("pod sandbox {id}: {e}")))?;
                 if let Some(r) = sized {
                     info!(
                         id,
@@ -211,11 +200,11 @@ impl TaskService {
         }
         config
             .validate()
-            .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, e.to_string()))?;
+            .map_err(|e| ShimError::Precondition(e.to_string()))?;
         // Host bind mounts: shared with the guest through the sandbox's share, sources
         // rewritten to their guest paths.
         let (spec_bytes, binds) = mounts::prepare(spec_bytes, id)
-            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("container {id}: {e}")))?;
+            .map_err(|e| ShimError::Invalid(format!("container {id}: {e}")))?;
 
         let mut rb = Rollback::new();
         let result = match &role {
@@ -236,9 +225,7 @@ impl TaskService {
             }
             PodRole::Single | PodRole::Sandbox => {
                 if let Some(other) = self.inner.state.lock().await.sandboxes.keys().next() {
-                    return Err(rpc_err(
-                        Code::FAILED_PRECONDITION,
-                        format!("this shim already runs sandbox {other}; container {id} cannot start another VM here"),
+                    return Err(ShimError::Precondition(format!("this shim already runs sandbox {other}; container {id} cannot start another VM here"),
                     ));
                 }
                 // The container is its own sandbox (sandbox id = container id).
@@ -264,34 +251,12 @@ impl TaskService {
                 let pid = c.sandbox.vmm.pid();
                 Ok((c, pid))
             }
-            Err(e) => {
-                let failed = rb.run().await;
-                if failed.is_empty() {
-                    Err(e)
-                } else {
-                    let extra: Vec<String> = failed
-                        .into_iter()
-                        .map(|(n, e)| format!("{n}: {e}"))
-                        .collect();
-                    Err(rpc_err(
-                        Code::UNKNOWN,
-                        format!(
-                            "{}; cleaning up also failed: {}",
-                            status_text(&e),
-                            extra.join("; ")
-                        ),
-                    ))
-                }
-            }
+            Err(e) => Err(e.with_cleanup_failures(rb.run().await)),
         }
     }
 
     /// The running pod sandbox `sandbox_id` that container `id` joins, or why it cannot.
-    pub(super) async fn pod_sandbox(
-        &self,
-        id: &str,
-        sandbox_id: &str,
-    ) -> Result<Arc<Sandbox>, TtrpcError> {
+    pub(super) async fn pod_sandbox(&self, id: &str, sandbox_id: &str) -> ShimResult<Arc<Sandbox>> {
         let sandbox = self
             .inner
             .state
@@ -301,9 +266,7 @@ impl TaskService {
             .get(sandbox_id)
             .cloned()
             .ok_or_else(|| {
-                rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    format!(
+                ShimError::Precondition(format!(
                         "sandbox {sandbox_id} is not running in this shim: container {id} names it in annotation {} or {}; create and start the pod's sandbox container ({}=sandbox) first",
                         pod::SANDBOX_ID,
                         pod::CRIO_SANDBOX_ID,
@@ -312,17 +275,12 @@ impl TaskService {
                 )
             })?;
         if sandbox.vmm.exited().is_some() {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!(
-                    "the VM of sandbox {sandbox_id} has stopped; container {id} cannot join it"
-                ),
-            ));
+            return Err(ShimError::Precondition(format!(
+                "the VM of sandbox {sandbox_id} has stopped; container {id} cannot join it"
+            )));
         }
         if !sandbox.is_pod {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!(
+            return Err(ShimError::Precondition(format!(
                     "container {sandbox_id} was not created as a pod sandbox (annotation {} or {} = sandbox), so container {id} cannot join its VM",
                     pod::CONTAINER_TYPE,
                     pod::CRIO_CONTAINER_TYPE

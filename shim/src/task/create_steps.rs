@@ -12,13 +12,13 @@ use std::{
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim_protos::api;
 use tracing::{debug, info};
-use ttrpc::{Code, Error as TtrpcError};
 
-use super::{create::wants_terminal, rpc_err, TaskService};
+use super::{create::wants_terminal, TaskService};
 use crate::{
     bundle::unmount,
     config::Config,
     container::Container,
+    error::{ShimError, ShimResult},
     host_cgroup::{self, HostCgroup, SandboxCgroup},
     pod::PodRole,
     sandbox::{Sandbox, SandboxPaths},
@@ -40,19 +40,17 @@ impl TaskService {
         role: PodRole,
         binds: &[SharedBind],
         rb: &mut Rollback,
-    ) -> Result<Arc<Container>, TtrpcError> {
+    ) -> ShimResult<Arc<Container>> {
         let id = req.id.as_str();
-        let fail = |code: Code| move |e: String| rpc_err(code, e);
         let terminal = wants_terminal(req, spec);
         let (rootfs, mounted) = prepare_rootfs(req, spec, bundle, rb).await?;
 
         // Sandbox files.
-        std::fs::create_dir_all(&paths.state_dir).map_err(|e| {
-            fail(Code::UNKNOWN)(format!("create {}: {e}", paths.state_dir.display()))
-        })?;
+        std::fs::create_dir_all(&paths.state_dir)
+            .map_err(|e| ShimError::Failed(format!("create {}: {e}", paths.state_dir.display())))?;
         let console_dir = paths.console_log.parent().unwrap_or(Path::new("/"));
         crate::sandbox::create_console_dir(console_dir).map_err(|e| {
-            fail(Code::UNKNOWN)(format!("create {} (0700): {e}", console_dir.display()))
+            ShimError::Failed(format!("create {} (0700): {e}", console_dir.display()))
         })?;
         let p = paths.clone();
         let keep = config.file.runtime.debug;
@@ -63,7 +61,7 @@ impl TaskService {
         // The share (removed with the state directory), with the container in it.
         let t0 = std::time::Instant::now();
         let share = Share::create(&paths.state_dir)
-            .map_err(|e| fail(Code::UNKNOWN)(format!("sandbox {sandbox_id}: the share: {e}")))?;
+            .map_err(|e| ShimError::Failed(format!("sandbox {sandbox_id}: the share: {e}")))?;
         add_to_share(&share, id, &rootfs, binds)?;
         info!(
             id,
@@ -74,13 +72,14 @@ impl TaskService {
 
         // Pod networking: a network namespace named by path (CRI: the CNI netns) gets a tap
         // wired to its eth0, and the VM that interface's configuration.
-        let net =
-            match crate::network::netns_path(spec) {
-                Some(ns) => Some(crate::network::PodNetwork::setup(&ns).await.map_err(|e| {
-                    rpc_err(Code::FAILED_PRECONDITION, format!("container {id}: {e}"))
-                })?),
-                None => None,
-            };
+        let net = match crate::network::netns_path(spec) {
+            Some(ns) => Some(
+                crate::network::PodNetwork::setup(&ns)
+                    .await
+                    .map_err(|e| ShimError::Precondition(format!("container {id}: {e}")))?,
+            ),
+            None => None,
+        };
 
         // The host cgroup: the shim moves in, virtiofsd and the VMM are born there.
         let cgroup = enter_host_cgroup(config, spec, sandbox_id, &paths.state_dir)?;
@@ -106,7 +105,7 @@ impl TaskService {
             cgroup,
         )
         .await
-        .map_err(|e| rpc_err(Code::UNKNOWN, e.0))?;
+        .map_err(|e| ShimError::Failed(e.0))?;
         let sandbox = Arc::new(sandbox);
         let sb = sandbox.clone();
         rb.push(format!("kill VMM {}", sandbox.vmm.pid()), async move {
@@ -143,7 +142,7 @@ impl TaskService {
         role: PodRole,
         binds: &[SharedBind],
         rb: &mut Rollback,
-    ) -> Result<Arc<Container>, TtrpcError> {
+    ) -> ShimResult<Arc<Container>> {
         let id = req.id.as_str();
         let terminal = wants_terminal(req, spec);
         let (rootfs, mounted) = prepare_rootfs(req, spec, bundle, rb).await?;
@@ -183,16 +182,14 @@ fn enter_host_cgroup(
     spec: &oci_spec::runtime::Spec,
     sandbox_id: &str,
     state_dir: &Path,
-) -> Result<Option<Arc<SandboxCgroup>>, TtrpcError> {
+) -> ShimResult<Option<Arc<SandboxCgroup>>> {
     let c = &config.file.cgroup;
     if !c.sandbox_cgroup_only {
         return Ok(None);
     }
     let root = Path::new(host_cgroup::CGROUP_ROOT);
     if !host_cgroup::is_cgroup2(root) {
-        return Err(rpc_err(
-            Code::FAILED_PRECONDITION,
-            format!(
+        return Err(ShimError::Precondition(format!(
                 "sandbox {sandbox_id}: {} is not a cgroup v2 hierarchy; kata-rs puts each sandbox's host processes in a cgroup v2 cgroup (set [cgroup] sandbox_cgroup_only = false to run without)",
                 root.display()
             ),
@@ -204,12 +201,12 @@ fn enter_host_cgroup(
         &c.parent,
         sandbox_id,
     )
-    .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("sandbox {sandbox_id}: {e}")))?;
+    .map_err(|e| ShimError::Invalid(format!("sandbox {sandbox_id}: {e}")))?;
     let cg = SandboxCgroup::enter(
         HostCgroup::new(root, host_cgroup::own_leaf(root, rel, sandbox_id)),
         state_dir,
     )
-    .map_err(|e| rpc_err(Code::UNKNOWN, format!("sandbox {sandbox_id}: {e}")))?;
+    .map_err(|e| ShimError::Failed(format!("sandbox {sandbox_id}: {e}")))?;
     info!(
         sandbox = sandbox_id,
         cgroup = %cg.cgroup.dir().display(),
@@ -220,15 +217,10 @@ fn enter_host_cgroup(
 
 /// Mounts container `id`'s root file system and bind-mount sources into the share. A
 /// bind-mount failure (a source that vanished, a mount refused) is the user's error, named.
-fn add_to_share(
-    share: &Share,
-    id: &str,
-    rootfs: &Path,
-    binds: &[SharedBind],
-) -> Result<(), TtrpcError> {
+fn add_to_share(share: &Share, id: &str, rootfs: &Path, binds: &[SharedBind]) -> ShimResult<()> {
     share
         .add_container(id, rootfs, binds)
-        .map_err(|e| rpc_err(Code::FAILED_PRECONDITION, format!("container {id}: {e}")))
+        .map_err(|e| ShimError::Precondition(format!("container {id}: {e}")))
 }
 
 /// CreateContainer in the guest (the spec with the node's hostname as its default, the root
@@ -242,7 +234,7 @@ async fn create_in_guest(
     sandbox_id: &str,
     mounted: Option<PathBuf>,
     role: PodRole,
-) -> Result<Arc<Container>, TtrpcError> {
+) -> ShimResult<Arc<Container>> {
     let id = req.id.as_str();
     let created = sandbox
         .agent
@@ -265,10 +257,9 @@ async fn create_in_guest(
         } else {
             String::new()
         };
-        return Err(rpc_err(
-            Code::UNKNOWN,
-            format!("the agent could not create the container: {e}{why}"),
-        ));
+        return Err(ShimError::Failed(format!(
+            "the agent could not create the container: {e}{why}"
+        )));
     }
     let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
     Ok(Arc::new(Container::new(
@@ -283,13 +274,13 @@ async fn create_in_guest(
 
 /// The root file system: containerd's mounts on `<bundle>/rootfs` (unmounted again by
 /// `rb`), or the directory the spec names when containerd passed none. Returns the
+/// directory and the mount point to unmount at Delete.
 async fn prepare_rootfs(
     req: &api::CreateTaskRequest,
     spec: &oci_spec::runtime::Spec,
     bundle: &Path,
     rb: &mut Rollback,
-) -> Result<(PathBuf, Option<PathBuf>), TtrpcError> {
-    let fail = |code: Code| move |e: String| rpc_err(code, e);
+) -> ShimResult<(PathBuf, Option<PathBuf>)> {
     let (rootfs, mounted) = if req.rootfs.is_empty() {
         let root = spec
             .root()
@@ -300,7 +291,7 @@ async fn prepare_rootfs(
     } else {
         let target = bundle.join("rootfs");
         std::fs::create_dir_all(&target)
-            .map_err(|e| fail(Code::UNKNOWN)(format!("create {}: {e}", target.display())))?;
+            .map_err(|e| ShimError::Failed(format!("create {}: {e}", target.display())))?;
         let t = target.clone();
         rb.push(
             format!("unmount {}", t.display()),
@@ -310,7 +301,7 @@ async fn prepare_rootfs(
             containerd_shim::asynchronous::util::mount_rootfs(m, &target)
                 .await
                 .map_err(|e| {
-                    fail(Code::UNKNOWN)(format!(
+                    ShimError::Failed(format!(
                         "mount {} rootfs on {}: {e}",
                         m.type_,
                         target.display()

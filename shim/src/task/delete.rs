@@ -3,18 +3,17 @@
 
 use std::sync::{atomic::Ordering, Arc};
 
-use containerd_shim::TtrpcResult;
 use containerd_shim_protos::{api, events::task::TaskDelete, protobuf::MessageField};
 use tracing::{error, info, warn};
-use ttrpc::Code;
 
 use super::{
     detached::{detached, Abandoned},
-    rpc_err, TaskService,
+    TaskService,
 };
 use crate::{
     bundle::unmount,
     container::{Container, Status},
+    error::{ShimError, ShimResult},
     util::timestamp,
 };
 
@@ -34,7 +33,7 @@ impl TaskService {
     pub(super) async fn delete_process(
         &self,
         req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
+    ) -> ShimResult<api::DeleteResponse> {
         let this = self.clone();
         let abandoned = Abandoned::default();
         let flag = abandoned.flag();
@@ -57,15 +56,15 @@ impl TaskService {
     pub(super) async fn delete_task(
         &self,
         req: api::DeleteRequest,
-    ) -> TtrpcResult<api::DeleteResponse> {
+    ) -> ShimResult<api::DeleteResponse> {
         info!(id = %req.id, exec = %req.exec_id, "Delete");
         let (c, p) = self.process(&req.id, &req.exec_id).await?;
         if !p.exec_id.is_empty() {
             if p.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    format!("exec {} is running; kill it first", p.exec_id),
-                ));
+                return Err(ShimError::Precondition(format!(
+                    "exec {} is running; kill it first",
+                    p.exec_id
+                )));
             }
             let exit = p.set_exited(128 + 9);
             c.execs_lock().remove(&p.exec_id);
@@ -78,10 +77,10 @@ impl TaskService {
             });
         }
         if c.init.status() == Status::Running && c.sandbox.vmm.exited().is_none() {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is running; kill it first", c.id),
-            ));
+            return Err(ShimError::Precondition(format!(
+                "container {} is running; kill it first",
+                c.id
+            )));
         }
         self.teardown(c, TeardownBy::Delete).await
     }
@@ -92,7 +91,7 @@ impl TaskService {
         &self,
         c: Arc<Container>,
         by: TeardownBy,
-    ) -> TtrpcResult<api::DeleteResponse> {
+    ) -> ShimResult<api::DeleteResponse> {
         // A VM's owner is not deleted while a pod container is being created in it.
         let _creating = if by == TeardownBy::Delete && c.owns_vm() {
             Some(self.inner.create_lock.lock().await)
@@ -158,10 +157,9 @@ impl TaskService {
         if !errors.is_empty() {
             let msg = errors.join("; ");
             error!(id = %c.id, "Delete: {msg}");
-            return Err(rpc_err(
-                Code::UNKNOWN,
-                format!("container deleted, but cleanup failed: {msg}"),
-            ));
+            return Err(ShimError::Failed(format!(
+                "container deleted, but cleanup failed: {msg}"
+            )));
         }
         Ok(api::DeleteResponse {
             pid,

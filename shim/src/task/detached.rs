@@ -6,10 +6,7 @@ use std::sync::{
     Arc,
 };
 
-use containerd_shim::TtrpcResult;
-use ttrpc::Code;
-
-use super::rpc_err;
+use crate::error::{ShimError, ShimResult};
 
 /// Set when the RPC handler that started a detached task is dropped before the task ended
 /// (the ttrpc server drops a handler on the request's deadline or the client's disconnect).
@@ -39,14 +36,14 @@ impl Drop for Abandoned {
 /// which would stop them between two steps (a VMM started, its rollback never run); a
 /// spawned task runs to its end (or its rollback) whatever happens to the request, and
 /// `abandoned` tells it whether anyone still waits for the answer.
-pub(super) async fn detached<T, F>(what: &str, mut abandoned: Abandoned, work: F) -> TtrpcResult<T>
+pub(super) async fn detached<T, F>(what: &str, mut abandoned: Abandoned, work: F) -> ShimResult<T>
 where
     T: Send + 'static,
-    F: std::future::Future<Output = TtrpcResult<T>> + Send + 'static,
+    F: std::future::Future<Output = ShimResult<T>> + Send + 'static,
 {
     let r = tokio::spawn(work).await;
     abandoned.done = true;
-    r.unwrap_or_else(|e| Err(rpc_err(Code::INTERNAL, format!("{what} failed: {e}"))))
+    r.unwrap_or_else(|e| Err(ShimError::Internal(format!("{what} failed: {e}"))))
 }
 
 #[cfg(test)]

@@ -27,35 +27,12 @@ use containerd_shim::{
 use containerd_shim_protos::{api, shim_async::Task};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
-use ttrpc::{Code, Error as TtrpcError};
 
 use crate::{
-    agent::AgentError,
     container::{Container, Process},
+    error::{ShimError, ShimResult},
     sandbox::Sandbox,
 };
-
-fn rpc_err(code: Code, msg: impl Into<String>) -> TtrpcError {
-    TtrpcError::RpcStatus(ttrpc::get_status(code, msg.into()))
-}
-
-/// An agent failure as containerd sees it: the agent's code, and what the shim was doing.
-fn agent_err(what: &str, e: AgentError) -> TtrpcError {
-    if e.is_unimplemented() {
-        return rpc_err(
-            Code::UNIMPLEMENTED,
-            format!("cannot {what}: the agent in the guest does not implement it yet ({e})"),
-        );
-    }
-    rpc_err(e.code(), format!("the agent could not {what}: {e}"))
-}
-
-fn status_text(e: &TtrpcError) -> String {
-    match e {
-        TtrpcError::RpcStatus(s) => s.message().to_string(),
-        other => other.to_string(),
-    }
-}
 
 #[derive(Default)]
 struct State {
@@ -97,22 +74,15 @@ impl TaskService {
     }
 
     /// Container `id` and its process `exec_id` (`""` = init).
-    async fn process(
-        &self,
-        id: &str,
-        exec_id: &str,
-    ) -> TtrpcResult<(Arc<Container>, Arc<Process>)> {
+    async fn process(&self, id: &str, exec_id: &str) -> ShimResult<(Arc<Container>, Arc<Process>)> {
         let c = self.container(id).await?;
         let p = c.process(exec_id).ok_or_else(|| {
-            rpc_err(
-                Code::NOT_FOUND,
-                format!("exec {exec_id} of container {id} not found"),
-            )
+            ShimError::NotFound(format!("exec {exec_id} of container {id} not found"))
         })?;
         Ok((c, p))
     }
 
-    async fn container(&self, id: &str) -> TtrpcResult<Arc<Container>> {
+    async fn container(&self, id: &str) -> ShimResult<Arc<Container>> {
         self.inner
             .state
             .lock()
@@ -120,7 +90,7 @@ impl TaskService {
             .containers
             .get(id)
             .cloned()
-            .ok_or_else(|| rpc_err(Code::NOT_FOUND, format!("container {id} not found")))
+            .ok_or_else(|| ShimError::NotFound(format!("container {id} not found")))
     }
 
     /// Ends the shim when it holds no container any more (after `what`: Shutdown, or a
@@ -137,7 +107,7 @@ impl TaskService {
     }
 
     /// Connect: the shim's pid, the task's (the VMM's) and the shim's version.
-    async fn connect_info(&self, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+    async fn connect_info(&self, req: api::ConnectRequest) -> ShimResult<api::ConnectResponse> {
         let task_pid = match self.inner.state.lock().await.containers.get(&req.id) {
             Some(c) => c.sandbox.vmm.pid(),
             None => 0,
@@ -151,7 +121,7 @@ impl TaskService {
     }
 
     /// Shutdown: the shim exits once it holds no container.
-    async fn shutdown_if_empty(&self, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+    async fn shutdown_if_empty(&self, _req: api::ShutdownRequest) -> ShimResult<api::Empty> {
         // A Create still running (one containerd gave up on finishes or undoes itself first):
         // exiting under it would leave its VM's files behind.
         let _creating = self.inner.create_lock.lock().await;
@@ -161,14 +131,15 @@ impl TaskService {
 }
 
 /// Implements `Task` for [`TaskService`] from a table `rpc(Request) -> Response => method;`:
-/// each RPC is one call of the method of that name, which gets the request.
+/// each RPC is one call of the method of that name, which gets the request; its
+/// [`ShimError`] becomes the ttrpc status containerd sees.
 macro_rules! task_rpcs {
     ($($rpc:ident($req:ty) -> $resp:ty => $method:ident;)*) => {
         #[async_trait]
         impl Task for TaskService {
             $(
                 async fn $rpc(&self, _ctx: &TtrpcContext, req: $req) -> TtrpcResult<$resp> {
-                    self.$method(req).await
+                    self.$method(req).await.map_err(Into::into)
                 }
             )*
         }

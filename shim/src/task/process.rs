@@ -7,18 +7,18 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use containerd_shim::{asynchronous::io::Stdio, TtrpcResult};
+use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim_protos::{
     api,
     events::task::{TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart},
     protobuf::{EnumOrUnknown, MessageField},
 };
 use tracing::{debug, info, warn};
-use ttrpc::{Code, Error as TtrpcError};
 
-use super::{agent_err, rpc_err, status_text, TaskService};
+use super::TaskService;
 use crate::{
     container::{Container, Process, Status, MAX_EXECS},
+    error::{ShimError, ShimResult},
     sandbox::Sandbox,
     util::{timestamp, validate_id},
 };
@@ -31,7 +31,7 @@ impl TaskService {
     pub(super) async fn start_process(
         &self,
         req: api::StartRequest,
-    ) -> TtrpcResult<api::StartResponse> {
+    ) -> ShimResult<api::StartResponse> {
         info!(id = %req.id, exec = %req.exec_id, "Start");
         let (c, p) = self.process(&req.id, &req.exec_id).await?;
         let pid = self.do_start(c, p).await?;
@@ -45,7 +45,7 @@ impl TaskService {
     pub(super) async fn process_state(
         &self,
         req: api::StateRequest,
-    ) -> TtrpcResult<api::StateResponse> {
+    ) -> ShimResult<api::StateResponse> {
         let (c, p) = self.process(&req.id, &req.exec_id).await?;
         let status = match p.status() {
             Status::Created => api::Status::CREATED,
@@ -79,7 +79,7 @@ impl TaskService {
     pub(super) async fn wait_process(
         &self,
         req: api::WaitRequest,
-    ) -> TtrpcResult<api::WaitResponse> {
+    ) -> ShimResult<api::WaitResponse> {
         debug!(id = %req.id, exec = %req.exec_id, "Wait");
         let (_, p) = self.process(&req.id, &req.exec_id).await?;
         let e = p.wait().await;
@@ -91,7 +91,7 @@ impl TaskService {
     }
 
     /// Kill: signals a process, or with `all` every process of the container.
-    pub(super) async fn kill_process(&self, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+    pub(super) async fn kill_process(&self, req: api::KillRequest) -> ShimResult<api::Empty> {
         info!(id = %req.id, exec = %req.exec_id, signal = req.signal, all = req.all, "Kill");
         let (c, p) = self.process(&req.id, &req.exec_id).await?;
         if req.all && p.exec_id.is_empty() {
@@ -99,7 +99,7 @@ impl TaskService {
             // takes the rest of the container's PID namespace with it).
             for e in c.running_execs() {
                 if let Err(err) = self.signal(&c, &e, req.signal).await {
-                    debug!(id = %c.id, exec = %e.exec_id, "kill --all: {}", status_text(&err));
+                    debug!(id = %c.id, exec = %e.exec_id, "kill --all: {}", err);
                 }
             }
         }
@@ -108,23 +108,21 @@ impl TaskService {
     }
 
     /// Exec: records an exec process (it runs at its Start).
-    pub(super) async fn add_exec(&self, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+    pub(super) async fn add_exec(&self, req: api::ExecProcessRequest) -> ShimResult<api::Empty> {
         info!(id = %req.id, exec = %req.exec_id, "Exec");
-        validate_id(&req.exec_id)
-            .map_err(|e| rpc_err(Code::INVALID_ARGUMENT, format!("exec id: {e}")))?;
+        validate_id(&req.exec_id).map_err(|e| ShimError::Invalid(format!("exec id: {e}")))?;
         let c = self.container(&req.id).await?;
         if c.init.status() != Status::Running || c.sandbox.vmm.exited().is_some() {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is not running", c.id),
-            ));
+            return Err(ShimError::Precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
         }
         let (process, json): (oci_spec::runtime::Process, Vec<u8>) =
             any_json(req.spec.as_ref(), "the exec process spec")?;
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-            return Err(rpc_err(
-                Code::INVALID_ARGUMENT,
-                "the exec process spec has no args",
+            return Err(ShimError::Invalid(
+                "the exec process spec has no args".into(),
             ));
         }
         let terminal = req.terminal || process.terminal().unwrap_or(false);
@@ -138,16 +136,16 @@ impl TaskService {
         {
             let mut execs = c.execs_lock();
             if execs.contains_key(&req.exec_id) {
-                return Err(rpc_err(
-                    Code::ALREADY_EXISTS,
-                    format!("exec {} already exists", req.exec_id),
-                ));
+                return Err(ShimError::Exists(format!(
+                    "exec {} already exists",
+                    req.exec_id
+                )));
             }
             if execs.len() >= MAX_EXECS {
-                return Err(rpc_err(
-                    Code::RESOURCE_EXHAUSTED,
-                    format!("container {} has {MAX_EXECS} exec processes", c.id),
-                ));
+                return Err(ShimError::Limit(format!(
+                    "container {} has {MAX_EXECS} exec processes",
+                    c.id
+                )));
             }
             execs.insert(req.exec_id.clone(), p);
         }
@@ -162,7 +160,7 @@ impl TaskService {
     }
 
     /// CloseIO: closes the process's stdin.
-    pub(super) async fn close_stdin(&self, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+    pub(super) async fn close_stdin(&self, req: api::CloseIORequest) -> ShimResult<api::Empty> {
         let (_, p) = self.process(&req.id, &req.exec_id).await?;
         if req.stdin {
             p.close_stdin();
@@ -174,14 +172,14 @@ impl TaskService {
     pub(super) async fn resize_terminal(
         &self,
         req: api::ResizePtyRequest,
-    ) -> TtrpcResult<api::Empty> {
+    ) -> ShimResult<api::Empty> {
         debug!(id = %req.id, exec = %req.exec_id, req.width, req.height, "ResizePty");
         let (c, p) = self.process(&req.id, &req.exec_id).await?;
         if !p.stdio.terminal {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("process {} has no terminal", p.task_id()),
-            ));
+            return Err(ShimError::Precondition(format!(
+                "process {} has no terminal",
+                p.task_id()
+            )));
         }
         if p.status() != Status::Running {
             // containerd resizes right after Start; before it, there is no tty yet.
@@ -191,40 +189,37 @@ impl TaskService {
             .agent
             .tty_win_resize(&c.id, &p.exec_id, req.height, req.width)
             .await
-            .map_err(|e| agent_err("resize the terminal", e))?;
+            .map_err(ShimError::agent("resize the terminal"))?;
         Ok(api::Empty::new())
     }
 
     /// Starts process `p` of container `c` (init: StartContainer; exec: ExecProcess) and
     /// the task that reports its exit. Returns the pid containerd gets: the VMM's for the
     /// init process (the host process that holds the container), the guest pid for an exec.
-    pub(super) async fn do_start(&self, c: Arc<Container>, p: Arc<Process>) -> TtrpcResult<u32> {
+    pub(super) async fn do_start(&self, c: Arc<Container>, p: Arc<Process>) -> ShimResult<u32> {
         match p.status() {
             Status::Created => {}
             s => {
-                return Err(rpc_err(
-                    Code::FAILED_PRECONDITION,
-                    format!(
-                        "process {} of container {} is {s:?}, not created",
-                        p.task_id(),
-                        c.id
-                    ),
-                ))
+                return Err(ShimError::Precondition(format!(
+                    "process {} of container {} is {s:?}, not created",
+                    p.task_id(),
+                    c.id
+                )))
             }
         }
         let is_init = p.exec_id.is_empty();
         if !is_init && c.init.status() != Status::Running {
-            return Err(rpc_err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} is not running", c.id),
-            ));
+            return Err(ShimError::Precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
         }
         let guest_pid = if is_init {
             c.sandbox
                 .agent
                 .start_container(&c.id)
                 .await
-                .map_err(|e| agent_err("start the container", e))?
+                .map_err(ShimError::agent("start the container"))?
         } else {
             c.sandbox
                 .agent
@@ -236,7 +231,7 @@ impl TaskService {
                     p.stdio.terminal,
                 )
                 .await
-                .map_err(|e| agent_err("exec the process", e))?
+                .map_err(ShimError::agent("exec the process"))?
         };
         p.guest_pid
             .store(guest_pid, std::sync::atomic::Ordering::SeqCst);
@@ -310,9 +305,9 @@ impl TaskService {
         c: &Arc<Container>,
         p: &Arc<Process>,
         signal: u32,
-    ) -> TtrpcResult<()> {
+    ) -> ShimResult<()> {
         if p.status() == Status::Stopped || c.sandbox.vmm.exited().is_some() {
-            return Err(rpc_err(Code::NOT_FOUND, "process already finished"));
+            return Err(ShimError::NotFound("process already finished".into()));
         }
         if p.status() == Status::Created {
             // Never started: there is no WaitProcess to report the end; report it here.
@@ -347,7 +342,9 @@ impl TaskService {
             .await
         {
             Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Err(rpc_err(Code::NOT_FOUND, "process already finished")),
+            Err(e) if e.is_not_found() => {
+                Err(ShimError::NotFound("process already finished".into()))
+            }
             Err(e) if p.exec_id.is_empty() && signal == libc::SIGKILL as u32 && e.guest_lost() => {
                 // SIGKILL must end the container even when its guest no longer answers
                 // (`ctr task rm -f`, the kubelet killing a hung pod): the guest is lost, so
@@ -357,7 +354,7 @@ impl TaskService {
                 tokio::spawn(end_lost_guest(c.sandbox.clone()));
                 Ok(())
             }
-            Err(e) => Err(agent_err("signal the process", e)),
+            Err(e) => Err(ShimError::agent("signal the process")(e)),
         }
     }
 }
@@ -392,22 +389,18 @@ async fn end_lost_guest(sandbox: Arc<Sandbox>) {
 pub(super) fn any_json<T: serde::de::DeserializeOwned>(
     any: Option<&containerd_shim_protos::protobuf::well_known_types::any::Any>,
     what: &str,
-) -> Result<(T, Vec<u8>), TtrpcError> {
-    let any = any.ok_or_else(|| rpc_err(Code::INVALID_ARGUMENT, format!("{what} is missing")))?;
+) -> ShimResult<(T, Vec<u8>)> {
+    let any = any.ok_or_else(|| ShimError::Invalid(format!("{what} is missing")))?;
     if any.value.len() > MAX_ANY_SIZE {
-        return Err(rpc_err(
-            Code::INVALID_ARGUMENT,
-            format!("{what} is larger than {MAX_ANY_SIZE} bytes"),
-        ));
+        return Err(ShimError::Invalid(format!(
+            "{what} is larger than {MAX_ANY_SIZE} bytes"
+        )));
     }
     let v = serde_json::from_slice(&any.value).map_err(|e| {
-        rpc_err(
-            Code::INVALID_ARGUMENT,
-            format!(
-                "{what} ({}) is not valid JSON of the expected type: {e}",
-                any.type_url
-            ),
-        )
+        ShimError::Invalid(format!(
+            "{what} ({}) is not valid JSON of the expected type: {e}",
+            any.type_url
+        ))
     })?;
     Ok((v, any.value.clone()))
 }
