@@ -2,11 +2,13 @@
 //! async ttrpc client and server traits, feature `api`), shared by the shim (client) and
 //! the agent (server), and everything else shim, agent and VMM must agree on: the agent's
 //! vsock port, the hybrid vsock handshake ([`hybrid_vsock`]), ids ([`id`]) and the guest
-//! side of the sandbox ([`guest`]).
+//! side of the sandbox ([`guest`]); and the VMM's control API ([`control`]), shared by the
+//! VMM (server) and its callers.
 
 /// Agent vsock port the agent listens on and the shim connects to.
 pub const AGENT_VSOCK_PORT: u32 = 1024;
 
+pub mod control;
 pub mod guest;
 pub mod hybrid_vsock;
 pub mod id;

@@ -1,42 +1,67 @@
-//! Test helper for the control socket (not part of the VMM; the shim would speak the same
-//! line protocol itself).
+//! Test helper for the control socket (not part of the VMM): a command line client of the
+//! typed control API ([`kata_rs_protocol::control`]).
 //!
 //! ```text
-//! vmm_api SOCKET COMMAND...   send each command as one line, print each reply line;
-//!                             exit 0 if every reply starts with "ok", 1 otherwise
+//! vmm_api SOCKET COMMAND...   send each command as one request ({"COMMAND":{}}), print each
+//!                             response in its human form (ok pong, ok paused, error ...);
+//!                             exit 0 if every response is ok, 1 otherwise
+//! vmm_api --json SOCKET ...   the same, printing each response line as JSON
 //! ```
+//!
+//! A command the API does not know is sent all the same (as `{"COMMAND":{}}`), so that the
+//! VMM's error reply can be seen. Each reply is awaited at most 10 s.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use kata_rs_protocol::control::{encode, Client, Request};
+
+fn request(cmd: &str) -> Option<Request> {
+    Some(match cmd {
+        "ping" => Request::Ping {},
+        "pause" => Request::Pause {},
+        "resume" => Request::Resume {},
+        "state" => Request::State {},
+        _ => return None,
+    })
+}
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.first().is_some_and(|a| a == "--json");
+    if json {
+        args.remove(0);
+    }
     if args.len() < 2 {
-        eprintln!("usage: vmm_api SOCKET COMMAND...");
+        eprintln!("usage: vmm_api [--json] SOCKET COMMAND...");
         std::process::exit(2);
     }
-    let stream = UnixStream::connect(&args[0]).unwrap_or_else(|e| {
-        eprintln!("vmm_api: connect {}: {e}", args[0]);
-        std::process::exit(1);
-    });
-    let mut reader = BufReader::new(stream.try_clone().expect("dup the socket"));
-    let mut writer = stream;
+    let mut client =
+        Client::connect(Path::new(&args[0]), Duration::from_secs(10)).unwrap_or_else(|e| {
+            eprintln!("vmm_api: connect {e}");
+            std::process::exit(1);
+        });
     let mut ok = true;
     for cmd in &args[1..] {
-        if let Err(e) = writeln!(writer, "{cmd}") {
-            eprintln!("vmm_api: write: {e}");
-            std::process::exit(1);
-        }
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                eprintln!("vmm_api: no reply to {cmd}");
+        let reply = match request(cmd) {
+            Some(req) => client.call(&req),
+            // Not a typed request: sent raw, for the VMM's "unknown command" reply.
+            None => client.call_raw(&format!("{{{}:{{}}}}", encode(cmd).trim_end())),
+        };
+        match reply {
+            Ok(r) => {
+                if json {
+                    print!("{}", encode(&r));
+                } else {
+                    println!("{r}");
+                }
+                ok &= r.is_ok();
+            }
+            Err(e) => {
+                eprintln!("vmm_api: {cmd}: {e}");
                 std::process::exit(1);
             }
-            Ok(_) => {}
         }
-        print!("{line}");
-        ok &= line.starts_with("ok");
     }
     std::process::exit(if ok { 0 } else { 1 });
 }

@@ -1,12 +1,14 @@
-//! The control socket (`--api-sock PATH`): a Unix stream socket with a line protocol, served
-//! by the main thread's event loop (see "Control socket" in `vmm/README.md`).
+//! The control socket (`--api-sock PATH`): a Unix stream socket served by the main thread's
+//! event loop, speaking the typed control API of [`kata_rs_protocol::control`]
+//! (newline-delimited JSON, see "Control socket" in `vmm/README.md`).
 //!
-//! One command per line (`\n`-terminated ASCII, at most [`MAX_LINE`] bytes), one reply line
-//! each: `ok ...` or `error ...`. Commands: `ping` (`ok pong`), `pause` (`ok paused` once
-//! every vCPU is out of `KVM_RUN`), `resume` (`ok running`), `state` (`ok running` or
-//! `ok paused`). The socket is created before the jail (mode 0600, owned by the user that
-//! started the VMM, normally root), so only that user can connect; the VMM cannot remove it
-//! afterwards (no path is reachable in the jail): whoever chose the path removes it.
+//! One request per line (at most [`MAX_MESSAGE`] bytes, newline included), one response line
+//! each, in order: `{"ok":...}` or `{"error":"..."}`. A malformed or unknown request gets an
+//! error response naming what is wrong; a too long message gets one and the connection is
+//! closed; nothing a client sends or fails to read blocks the loop. The socket is created
+//! before the jail (mode 0600, owned by the user that started the VMM, normally root), so
+//! only that user can connect; the VMM cannot remove it afterwards (no path is reachable in
+//! the jail): whoever chose the path removes it.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -15,34 +17,11 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-/// Longest accepted command line, newline included.
-pub const MAX_LINE: usize = 256;
+use kata_rs_protocol::control::{encode, parse_request};
+pub use kata_rs_protocol::control::{Request, Response, MAX_MESSAGE};
+
 /// Most connections served at once; more are accepted and closed at once.
 pub const MAX_CLIENTS: usize = 8;
-
-/// A control command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Liveness check.
-    Ping,
-    /// Stop all vCPUs.
-    Pause,
-    /// Let the vCPUs run again.
-    Resume,
-    /// Report running or paused.
-    State,
-}
-
-/// Parses one line (without its newline); surrounding whitespace is ignored.
-pub fn parse(line: &[u8]) -> Option<Command> {
-    match line.trim_ascii() {
-        b"ping" => Some(Command::Ping),
-        b"pause" => Some(Command::Pause),
-        b"resume" => Some(Command::Resume),
-        b"state" => Some(Command::State),
-        _ => None,
-    }
-}
 
 /// A connection. Held as a `File` so that its I/O is plain read(2)/write(2), which the main
 /// thread's seccomp filter allows (std's socket reads would be recvfrom(2)).
@@ -91,10 +70,10 @@ impl ApiServer {
     }
 
     /// Serves the fds [`ApiServer::fds`] returned whose `ready` flag is set (same order):
-    /// accepts connections, reads lines, answers each with `run(command)` (an unknown command
-    /// gets an error line), drops connections that closed, misbehaved or cannot take the
-    /// reply. Never blocks.
-    pub fn serve(&mut self, ready: &[bool], run: &mut dyn FnMut(Command) -> String) {
+    /// accepts connections, reads request lines, answers each with `run(request)` (a
+    /// malformed or unknown request gets an error response), drops connections that closed,
+    /// misbehaved or cannot take the reply. Never blocks.
+    pub fn serve(&mut self, ready: &[bool], run: &mut dyn FnMut(Request) -> Response) {
         let mut drop = vec![false; self.clients.len()];
         for (i, c) in self.clients.iter_mut().enumerate() {
             if ready.get(i + 1).copied().unwrap_or(false) {
@@ -139,8 +118,8 @@ impl ApiServer {
 }
 
 /// Reads what is there, answers every complete line; false: close the connection.
-fn serve_client(c: &mut Client, run: &mut dyn FnMut(Command) -> String) -> bool {
-    let mut chunk = [0u8; MAX_LINE];
+fn serve_client(c: &mut Client, run: &mut dyn FnMut(Request) -> Response) -> bool {
+    let mut chunk = [0u8; MAX_MESSAGE];
     let n = match c.stream.read(&mut chunk) {
         Ok(0) => return false,
         Ok(n) => n,
@@ -151,19 +130,22 @@ fn serve_client(c: &mut Client, run: &mut dyn FnMut(Command) -> String) -> bool 
     c.buf.extend_from_slice(&chunk[..n]);
     while let Some(pos) = c.buf.iter().position(|b| *b == b'\n') {
         let line: Vec<u8> = c.buf.drain(..=pos).collect();
-        let reply = match parse(&line) {
-            Some(cmd) => run(cmd),
-            None if line.trim_ascii().is_empty() => continue,
-            None => "error unknown command (ping, pause, resume, state)".to_owned(),
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let reply = match parse_request(&line) {
+            Ok(req) => run(req),
+            Err(e) => Response::Error(e),
         };
-        // A short line into a fresh socket buffer: a client that does not read its replies
-        // fills it eventually and is dropped.
-        if c.stream.write_all(format!("{reply}\n").as_bytes()).is_err() {
+        // A short line into a non-blocking socket: a client that does not read its replies
+        // fills its buffer eventually (WouldBlock) and is dropped.
+        if c.stream.write_all(encode(&reply).as_bytes()).is_err() {
             return false;
         }
     }
-    if c.buf.len() >= MAX_LINE {
-        let _ = c.stream.write_all(b"error line too long\n");
+    if c.buf.len() >= MAX_MESSAGE {
+        let why = format!("message too long (at most {MAX_MESSAGE} bytes, newline included)");
+        let _ = c.stream.write_all(encode(&Response::Error(why)).as_bytes());
         return false;
     }
     true
@@ -175,18 +157,7 @@ mod tests {
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixStream;
 
-    #[test]
-    fn parses_commands() {
-        assert_eq!(parse(b"ping"), Some(Command::Ping));
-        assert_eq!(parse(b" pause \r"), Some(Command::Pause));
-        assert_eq!(parse(b"resume"), Some(Command::Resume));
-        assert_eq!(parse(b"state"), Some(Command::State));
-        assert_eq!(parse(b"PAUSE"), None);
-        assert_eq!(parse(b"pause now"), None);
-        assert_eq!(parse(&[0xff, 0x00]), None);
-    }
-
-    fn poll_serve(api: &mut ApiServer, run: &mut dyn FnMut(Command) -> String) {
+    fn poll_serve(api: &mut ApiServer, run: &mut dyn FnMut(Request) -> Response) {
         let mut fds: Vec<libc::pollfd> = api
             .fds()
             .into_iter()
@@ -202,11 +173,22 @@ mod tests {
         api.serve(&ready, run);
     }
 
-    #[test]
-    fn serves_lines_over_the_socket() {
-        let dir = std::env::temp_dir().join(format!("kata-vmm-api-{}", std::process::id()));
+    fn temp_socket(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("kata-vmm-api-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("api.sock");
+        (dir, path)
+    }
+
+    fn read_line(r: &mut BufReader<UnixStream>) -> String {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    }
+
+    #[test]
+    fn serves_requests_over_the_socket() {
+        let (dir, path) = temp_socket("serve");
         std::fs::write(&path, b"not a socket").unwrap();
         assert!(
             ApiServer::bind(&path).is_err(),
@@ -219,36 +201,154 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
 
         let mut seen = Vec::new();
-        let mut run = |c: Command| {
-            seen.push(c);
-            format!("ok {c:?}")
+        let mut run = |r: Request| {
+            seen.push(r.clone());
+            Response::Error(format!("ran {r:?}"))
         };
         let mut client = UnixStream::connect(&path).unwrap();
         poll_serve(&mut api, &mut run); // accept
-        client.write_all(b"ping\n\nstate\nbogus\n").unwrap();
+        client
+            .write_all(b"{\"ping\":{}}\n\n {\"state\":{}}\r\n{\"bogus\":{}}\nstate\n")
+            .unwrap();
         poll_serve(&mut api, &mut run);
         let mut r = BufReader::new(client.try_clone().unwrap());
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut l = String::new();
-            r.read_line(&mut l).unwrap();
-            lines.push(l);
-        }
-        assert_eq!(lines[0], "ok Ping\n");
-        assert_eq!(lines[1], "ok State\n");
+        assert_eq!(read_line(&mut r), "{\"error\":\"ran Ping\"}\n");
+        assert_eq!(read_line(&mut r), "{\"error\":\"ran State\"}\n");
+        let l = read_line(&mut r);
         assert!(
-            lines[2].starts_with("error unknown command"),
-            "{}",
-            lines[2]
+            l.starts_with("{\"error\":\"unknown command \\\"bogus\\\""),
+            "{l}"
         );
+        let l = read_line(&mut r);
+        assert!(
+            l.starts_with("{\"error\":\"malformed request: not JSON"),
+            "{l}"
+        );
+        assert_eq!(api.clients.len(), 1, "errors keep the connection");
 
-        client.write_all(&[b'x'; MAX_LINE]).unwrap();
+        // No newline within MAX_MESSAGE bytes: an error, then the connection is closed.
+        client.write_all(&[b'x'; MAX_MESSAGE]).unwrap();
         poll_serve(&mut api, &mut run);
-        let mut l = String::new();
-        r.read_line(&mut l).unwrap();
-        assert_eq!(l, "error line too long\n");
-        assert_eq!(api.clients.len(), 0, "dropped after a too long line");
-        assert_eq!(seen, [Command::Ping, Command::State]);
+        let l = read_line(&mut r);
+        assert!(l.starts_with("{\"error\":\"message too long"), "{l}");
+        assert_eq!(read_line(&mut r), "", "closed after a too long message");
+        assert_eq!(api.clients.len(), 0);
+        assert_eq!(seen, [Request::Ping {}, Request::State {}]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn typed_client_round_trip() {
+        use kata_rs_protocol::control::{Client, Reply, VmState};
+        let (dir, path) = temp_socket("client");
+        let mut api = ApiServer::bind(&path).unwrap();
+        let p = path.clone();
+        let caller = std::thread::spawn(move || {
+            let mut c = Client::connect(&p, std::time::Duration::from_secs(10)).unwrap();
+            let replies = [
+                c.call(&Request::Ping {}).unwrap(),
+                c.call(&Request::Pause {}).unwrap(),
+                c.call_raw("{\"resume\":{\"now\":1}}").unwrap(),
+            ];
+            // A server that never answers: the client gives up after its timeout.
+            let mut slow = Client::connect(&p, std::time::Duration::from_millis(200)).unwrap();
+            let timed_out = slow.call_raw("").is_err();
+            (replies, timed_out)
+        });
+        let mut run = |r: Request| match r {
+            Request::Ping {} => Response::Ok(Reply::Pong),
+            _ => Response::Ok(Reply::State(VmState::Paused)),
+        };
+        while !caller.is_finished() {
+            poll_serve(&mut api, &mut run);
+        }
+        let (replies, timed_out) = caller.join().unwrap();
+        assert_eq!(replies[0], Response::Ok(Reply::Pong));
+        assert_eq!(replies[1].to_string(), "ok paused");
+        assert!(
+            replies[2]
+                .to_string()
+                .starts_with("error bad arguments to \"resume\""),
+            "{}",
+            replies[2]
+        );
+        assert!(timed_out, "a blank line gets no reply: the call times out");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped() {
+        let (dir, path) = temp_socket("noread");
+        let mut api = ApiServer::bind(&path).unwrap();
+        let client = UnixStream::connect(&path).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut run = |_: Request| Response::Error("a reply nobody reads".into());
+        poll_serve(&mut api, &mut run); // accept
+        let burst = "{\"ping\":{}}\n".repeat(100);
+        let mut rounds = 0;
+        while !api.clients.is_empty() {
+            rounds += 1;
+            assert!(rounds < 100_000, "never dropped");
+            let _ = (&client).write(burst.as_bytes());
+            poll_serve(&mut api, &mut run); // must return: replies never block the loop
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Fuzz (see `src/fuzz.rs`): arbitrary bytes in arbitrary pieces from a client, some of
+    /// them valid requests. Never a panic; every response is one well-formed line; each
+    /// request run has its response.
+    #[test]
+    fn fuzz_requests() {
+        use kata_rs_fuzz::fuzz;
+        use std::os::fd::OwnedFd;
+        let seeds: &[&[u8]] = &[
+            b"{\"ping\":{}}\n{\"pause\":{}}\n",
+            b"{\"state\":{\"x\":[[[1]]]}}\n\n",
+        ];
+        fuzz("api_requests", seeds, |u| {
+            let (mine, theirs) = UnixStream::pair().unwrap();
+            theirs.set_nonblocking(true).unwrap();
+            mine.set_nonblocking(true).unwrap();
+            let mut c = Client {
+                stream: File::from(OwnedFd::from(theirs)),
+                buf: Vec::new(),
+            };
+            let mut runs = 0usize;
+            let mut run = |_: Request| {
+                runs += 1;
+                Response::Error("ran".into())
+            };
+            let mut out = Vec::new();
+            let mut open = true;
+            while open && !u.is_empty() {
+                let piece: Vec<u8> = match u.int_in_range(0..=3)? {
+                    0 => b"{\"ping\":{}}\n".to_vec(),
+                    1 => vec![b'x'; u.int_in_range(0..=MAX_MESSAGE)?],
+                    _ => u.arbitrary()?,
+                };
+                let _ = (&mine).write(&piece);
+                open = serve_client(&mut c, &mut run);
+                let _ = (&mine).read_to_end(&mut out); // WouldBlock once drained
+            }
+            let mut ran = 0;
+            for line in out.split_inclusive(|b| *b == b'\n') {
+                assert_eq!(line.last(), Some(&b'\n'), "a response is one whole line");
+                let r = kata_rs_protocol::control::parse_response(line).unwrap();
+                match r {
+                    Response::Error(e) if e == "ran" => ran += 1,
+                    Response::Error(e) => assert!(
+                        e.starts_with("malformed request")
+                            || e.starts_with("unknown command")
+                            || e.starts_with("bad arguments")
+                            || e.starts_with("message too long"),
+                        "{e}"
+                    ),
+                    Response::Ok(_) => panic!("no request here answers ok"),
+                }
+            }
+            assert_eq!(ran, runs, "each request run has its response");
+            Ok(())
+        });
     }
 }

@@ -15,6 +15,8 @@
 //!   clients connecting and sending `CONNECT` lines, garbage and data, closing; guest packets
 //!   (well-formed and not), a cooperative or hostile guest answering requests, time moving
 //!   past the handshake and connect deadlines.
+//! - `api_requests` (in `api.rs`, beside the private connection type): arbitrary bytes from
+//!   a control socket client, in arbitrary pieces.
 //!
 //! Property everywhere: no panic, bounded work per input (the driver's watchdog), and after
 //! every call into a device, guest memory outside the used rings and the device-writable

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::api::{ApiServer, Command};
+use crate::api::{ApiServer, Request, Response};
 use crate::args::VmConfig;
 use crate::debug;
 use crate::device_manager::{lock_transport, EventSources};
@@ -20,6 +20,7 @@ use crate::devices::virtio::worker::QueueEvent;
 use crate::devices::SharedTransport;
 use crate::pause::Pauser;
 use crate::vstate::vm::Vm;
+use kata_rs_protocol::control::{Reply, VmState};
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,24 +208,30 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
 /// How long a `pause` command waits for every vCPU to leave `KVM_RUN`.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs one control command; the reply line.
-fn api_command(cmd: Command, pauser: &Pauser) -> String {
-    match cmd {
-        Command::Ping => "ok pong".into(),
-        Command::Pause => match pauser.pause(PAUSE_TIMEOUT) {
+/// Runs one control request; its response.
+fn api_command(req: Request, pauser: &Pauser) -> Response {
+    let state = |p: &Pauser| {
+        Reply::State(if p.is_paused() {
+            VmState::Paused
+        } else {
+            VmState::Running
+        })
+    };
+    match req {
+        Request::Ping {} => Response::Ok(Reply::Pong),
+        Request::Pause {} => match pauser.pause(PAUSE_TIMEOUT) {
             Ok(()) => {
                 debug!("paused");
-                "ok paused".into()
+                Response::Ok(Reply::State(VmState::Paused))
             }
-            Err(e) => format!("error pause: {e}"),
+            Err(e) => Response::Error(format!("pause: {e}")),
         },
-        Command::Resume => {
+        Request::Resume {} => {
             pauser.resume();
             debug!("resumed");
-            "ok running".into()
+            Response::Ok(Reply::State(VmState::Running))
         }
-        Command::State if pauser.is_paused() => "ok paused".into(),
-        Command::State => "ok running".into(),
+        Request::State {} => Response::Ok(state(pauser)),
     }
 }
 
@@ -333,7 +340,7 @@ fn event_loop(
         if let Some(a) = &mut api {
             // POLLHUP/POLLERR count too: the read then sees the end and drops the connection.
             let ready: Vec<bool> = fds[api_at..].iter().map(|f| f.revents != 0).collect();
-            a.serve(&ready, &mut |cmd| api_command(cmd, pauser));
+            a.serve(&ready, &mut |req| api_command(req, pauser));
         }
     }
 }
