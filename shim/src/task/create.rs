@@ -10,6 +10,7 @@ use std::{
     },
 };
 
+use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim_protos::{
     api,
     events::task::{TaskCreate, TaskIO},
@@ -18,6 +19,8 @@ use containerd_shim_protos::{
 use tracing::{info, warn};
 
 use super::{
+    create_host::HostCreate,
+    create_steps::{create_in_pod, create_with_new_vm, Created, GuestContainer},
     delete::TeardownBy,
     detached::{detached, Abandoned},
     TaskService,
@@ -206,50 +209,60 @@ impl TaskService {
         let (spec_bytes, binds) = mounts::prepare(spec_bytes, id)
             .map_err(|e| ShimError::Invalid(format!("container {id}: {e}")))?;
 
+        let terminal = wants_terminal(req, &spec);
+        let guest = GuestContainer {
+            id: id.to_string(),
+            spec: spec_bytes,
+            stdin: !req.stdin.is_empty(),
+            terminal,
+            role: role.clone(),
+        };
         let mut rb = Rollback::new();
         let result = match &role {
             PodRole::Container { sandbox_id } => {
                 // Joins the running VM of its pod; nothing is started.
                 let sandbox = self.pod_sandbox(id, sandbox_id).await?;
-                self.create_in_pod(
+                let host = HostCreate {
                     req,
-                    &spec,
-                    spec_bytes,
-                    &bundle,
-                    sandbox,
-                    role.clone(),
-                    &binds,
-                    &mut rb,
-                )
-                .await
+                    spec: &spec,
+                    bundle: &bundle,
+                    config: &config,
+                    sandbox_id,
+                    paths: sandbox.paths.clone(),
+                    is_pod: true,
+                    binds: &binds,
+                };
+                let sandbox_id = sandbox.id.clone();
+                create_in_pod(&host, sandbox, &sandbox_id, guest, &mut rb).await
             }
             PodRole::Single | PodRole::Sandbox => {
                 if let Some(other) = self.inner.state.lock().await.sandboxes.keys().next() {
-                    return Err(ShimError::Precondition(format!("this shim already runs sandbox {other}; container {id} cannot start another VM here"),
-                    ));
+                    return Err(ShimError::Precondition(format!(
+                        "this shim already runs sandbox {other}; container {id} cannot start another VM here"
+                    )));
                 }
                 // The container is its own sandbox (sandbox id = container id).
-                let paths = SandboxPaths::new(&config, id);
-                self.create_steps(
+                let host = HostCreate {
                     req,
-                    &config,
-                    &spec,
-                    spec_bytes,
-                    &bundle,
-                    id,
-                    paths,
-                    role.clone(),
-                    &binds,
-                    &mut rb,
-                )
-                .await
+                    spec: &spec,
+                    bundle: &bundle,
+                    config: &config,
+                    sandbox_id: id,
+                    paths: SandboxPaths::new(&config, id),
+                    is_pod: role == PodRole::Sandbox,
+                    binds: &binds,
+                };
+                create_with_new_vm(&host, guest, &mut rb).await
             }
         };
         match result {
-            Ok(c) => {
+            Ok(Created { vm, mounted }) => {
                 rb.disarm();
-                let pid = c.sandbox.vmm.pid();
-                Ok((c, pid))
+                let pid = vm.vmm.pid();
+                let stdio = Stdio::new(&req.stdin, &req.stdout, &req.stderr, terminal);
+                let c =
+                    Container::new(id.to_string(), req.bundle.clone(), stdio, mounted, vm, role);
+                Ok((Arc::new(c), pid))
             }
             Err(e) => Err(e.with_cleanup_failures(rb.run().await)),
         }
@@ -293,7 +306,7 @@ impl TaskService {
 
 /// Whether the container gets a terminal: containerd sets `terminal` from
 /// process.terminal; either one asks for a tty.
-pub(super) fn wants_terminal(req: &api::CreateTaskRequest, spec: &oci_spec::runtime::Spec) -> bool {
+fn wants_terminal(req: &api::CreateTaskRequest, spec: &oci_spec::runtime::Spec) -> bool {
     req.terminal
         || spec
             .process()

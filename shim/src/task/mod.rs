@@ -2,8 +2,10 @@
 //! [`TaskService`], listed in the table at the end of this file) and the service's state
 //! (containers and the sandbox of this shim).
 //!
-//! What each RPC does lives by concern: [`create`] (checks, configuration, rollback) and
-//! [`create_steps`] (the steps for a new VM or a pod container), [`delete`] (teardown),
+//! What each RPC does lives by concern: [`create`] (checks, configuration, rollback),
+//! [`create_steps`] (the order of the steps for a new VM or a pod container, and what undoes
+//! each), [`resources`] (the traits those steps use: host, VM, agent) and [`create_host`]
+//! (the steps on the real host), [`delete`] (teardown),
 //! [`process`] (start, state, wait, kill, exec, stdin, terminal), [`control`] (pause,
 //! resume, update, pids, stats, checkpoint), [`events`] (publishing to containerd),
 //! [`oom`] (the guest's OOM events), [`detached`] (Create and Delete outlive a dropped
@@ -11,12 +13,14 @@
 
 mod control;
 mod create;
+mod create_host;
 mod create_steps;
 mod delete;
 mod detached;
 mod events;
 mod oom;
 mod process;
+mod resources;
 
 use std::{collections::HashMap, sync::Arc};
 
