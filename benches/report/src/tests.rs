@@ -74,10 +74,11 @@ fn table_names_every_key() {
 #[test]
 fn chart_draws_a_png() {
     let font = std::path::Path::new(chart::FONT);
-    if !font.exists() {
-        eprintln!("skipped: no {} (fonts-dejavu-core)", chart::FONT);
-        return;
-    }
+    assert!(
+        font.exists(),
+        "no {}: install Debian's fonts-dejavu-core (make deps does)",
+        chart::FONT
+    );
     chart::load_font(font).unwrap();
     let dir = std::env::temp_dir().join(format!("kata-rs-bench-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
