@@ -17,7 +17,7 @@ use crate::{
 impl TaskService {
     /// Freezes (`pause`) or thaws a running container's processes and publishes
     /// TaskPaused / TaskResumed.
-    pub(super) async fn set_paused(&self, id: &str, pause: bool) -> ShimResult<api::Empty> {
+    async fn set_paused(&self, id: &str, pause: bool) -> ShimResult<api::Empty> {
         let c = self.container(id).await?;
         let (allowed, needed, action) = if pause {
             (

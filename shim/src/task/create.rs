@@ -55,7 +55,7 @@ impl TaskService {
     /// Create, on its own task (see [`detached`]): when containerd gave up on the request
     /// while it ran (`abandoned`), a container that was created after all is torn down
     /// again instead of being published, so nothing is left that containerd does not know.
-    pub(super) async fn create_task(
+    async fn create_task(
         &self,
         req: api::CreateTaskRequest,
         abandoned: Arc<AtomicBool>,
@@ -136,10 +136,7 @@ impl TaskService {
         })
     }
 
-    pub(super) async fn do_create(
-        &self,
-        req: &api::CreateTaskRequest,
-    ) -> ShimResult<(Arc<Container>, u32)> {
+    async fn do_create(&self, req: &api::CreateTaskRequest) -> ShimResult<(Arc<Container>, u32)> {
         let id = req.id.as_str();
         validate_id(id).map_err(ShimError::Invalid)?;
         if !req.checkpoint.is_empty() {
@@ -269,7 +266,7 @@ impl TaskService {
     }
 
     /// The running pod sandbox `sandbox_id` that container `id` joins, or why it cannot.
-    pub(super) async fn pod_sandbox(&self, id: &str, sandbox_id: &str) -> ShimResult<Arc<Sandbox>> {
+    async fn pod_sandbox(&self, id: &str, sandbox_id: &str) -> ShimResult<Arc<Sandbox>> {
         let sandbox = self
             .inner
             .state

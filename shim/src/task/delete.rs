@@ -53,10 +53,7 @@ impl TaskService {
     }
 
     /// Delete, on its own task (see [`detached`]): it finishes even when containerd gives up.
-    pub(super) async fn delete_task(
-        &self,
-        req: api::DeleteRequest,
-    ) -> ShimResult<api::DeleteResponse> {
+    async fn delete_task(&self, req: api::DeleteRequest) -> ShimResult<api::DeleteResponse> {
         info!(id = %req.id, exec = %req.exec_id, "Delete");
         let (c, p) = self.process(&req.id, &req.exec_id).await?;
         if !p.exec_id.is_empty() {

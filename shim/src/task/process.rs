@@ -196,7 +196,7 @@ impl TaskService {
     /// Starts process `p` of container `c` (init: StartContainer; exec: ExecProcess) and
     /// the task that reports its exit. Returns the pid containerd gets: the VMM's for the
     /// init process (the host process that holds the container), the guest pid for an exec.
-    pub(super) async fn do_start(&self, c: Arc<Container>, p: Arc<Process>) -> ShimResult<u32> {
+    async fn do_start(&self, c: Arc<Container>, p: Arc<Process>) -> ShimResult<u32> {
         match p.status() {
             Status::Created => {}
             s => {
@@ -300,12 +300,7 @@ impl TaskService {
     }
 
     /// Signals one process; a process never started is reported exited with 128+signal.
-    pub(super) async fn signal(
-        &self,
-        c: &Arc<Container>,
-        p: &Arc<Process>,
-        signal: u32,
-    ) -> ShimResult<()> {
+    async fn signal(&self, c: &Arc<Container>, p: &Arc<Process>, signal: u32) -> ShimResult<()> {
         if p.status() == Status::Stopped || c.sandbox.vmm.exited().is_some() {
             return Err(ShimError::NotFound("process already finished".into()));
         }
