@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use containerd_shim::{
     asynchronous::{spawn, util::write_str_to_file, ExitSignal, Shim},
     publisher::RemotePublisher,
-    Config as ShimConfig, DeleteResponse, Error as ShimError, Flags, StartOpts,
+    Config as ShimConfig, DeleteResponse, Error as CrateError, Flags, StartOpts,
 };
 use tracing::warn;
 
@@ -59,7 +59,7 @@ impl Shim for KataShim {
         }
     }
 
-    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, ShimError> {
+    async fn start_shim(&mut self, opts: StartOpts) -> Result<String, CrateError> {
         // The grouping key picks the socket, hence the shim process: a pod's containers
         // (CRI annotations in <bundle>/config.json) go to the shim of their sandbox, whose
         // server already serves that socket (the process `spawn` starts then sees the
@@ -82,14 +82,14 @@ impl Shim for KataShim {
             out.write_all(address.as_bytes())
                 .and_then(|_| out.flush())
                 .map_err(|e| {
-                    ShimError::Other(format!("write the shim address to containerd: {e}"))
+                    CrateError::Other(format!("write the shim address to containerd: {e}"))
                 })?;
             std::process::exit(0);
         }
         Ok(address)
     }
 
-    async fn delete_shim(&mut self) -> Result<DeleteResponse, ShimError> {
+    async fn delete_shim(&mut self) -> Result<DeleteResponse, CrateError> {
         let lost = LostBundle::read(&self.id, &self.bundle);
         let r = cleanup_lost_shim(&self.id, &self.bundle, &lost);
         cleanup_lost_network(&self.id, &lost).await;
