@@ -1,5 +1,5 @@
 //! The control socket (`--api-sock PATH`): a Unix stream socket served by the main thread's
-//! event loop, speaking the typed control API of [`kata_rs_protocol::control`]
+//! event loop (an `event-manager` subscriber, [`ApiSubscriber`]), speaking the typed control API of [`kata_rs_protocol::control`]
 //! (newline-delimited JSON, see "Control socket" in `vmm/README.md`).
 //!
 //! One request per line (at most [`MAX_MESSAGE`] bytes, newline included), one response line
@@ -17,6 +17,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use kata_rs_protocol::control::{encode, parse_request};
 pub use kata_rs_protocol::control::{Request, Response, MAX_MESSAGE};
 
@@ -62,38 +63,13 @@ impl ApiServer {
         })
     }
 
-    /// The fds to poll for input: the listener, then each connection.
-    pub fn fds(&self) -> Vec<RawFd> {
-        std::iter::once(self.listener.as_raw_fd())
-            .chain(self.clients.iter().map(|c| c.stream.as_raw_fd()))
-            .collect()
-    }
-
-    /// Serves the fds [`ApiServer::fds`] returned whose `ready` flag is set (same order):
-    /// accepts connections, reads request lines, answers each with `run(request)` (a
-    /// malformed or unknown request gets an error response), drops connections that closed,
-    /// misbehaved or cannot take the reply. Never blocks.
-    pub fn serve(&mut self, ready: &[bool], run: &mut dyn FnMut(Request) -> Response) {
-        let mut drop = vec![false; self.clients.len()];
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            if ready.get(i + 1).copied().unwrap_or(false) {
-                drop[i] = !serve_client(c, run);
-            }
-        }
-        let mut i = 0;
-        self.clients.retain(|_| {
-            i += 1;
-            !drop[i - 1]
-        });
-        if ready.first().copied().unwrap_or(false) {
-            self.accept();
-        }
-    }
-
-    fn accept(&mut self) {
+    /// Accepts the pending connections; the new ones (at most [`MAX_CLIENTS`] at once; more
+    /// are closed at once), by fd.
+    fn accept(&mut self) -> Vec<RawFd> {
+        let mut new = Vec::new();
         loop {
             // SAFETY: accept4 on our listening fd with null address pointers; a returned fd
-            // is new and owned by the UnixStream built from it.
+            // is new and owned by the File built from it.
             let fd = unsafe {
                 libc::accept4(
                     self.listener.as_raw_fd(),
@@ -103,7 +79,7 @@ impl ApiServer {
                 )
             };
             if fd < 0 {
-                return; // EAGAIN: none left (or a transient error: the next poll retries)
+                return new; // EAGAIN: none left (or a transient error: the next wake-up retries)
             }
             // SAFETY: `fd` is a fresh connected socket nobody else owns.
             let stream = unsafe { File::from_raw_fd(fd) };
@@ -112,13 +88,73 @@ impl ApiServer {
                     stream,
                     buf: Vec::new(),
                 });
+                new.push(fd);
             } // else: dropped, i.e. closed
         }
     }
 }
 
+/// The control socket as an `event-manager` subscriber: the listener and every connection
+/// are watched for input; requests are answered by `handler`. A connection is unwatched
+/// before it is closed (its fd number may come back with the next accept).
+pub struct ApiSubscriber<H> {
+    server: ApiServer,
+    handler: H,
+}
+
+impl<H: FnMut(Request) -> Response> ApiSubscriber<H> {
+    /// Serves `server`, answering each request with `handler(request)`.
+    pub fn new(server: ApiServer, handler: H) -> Self {
+        ApiSubscriber { server, handler }
+    }
+
+    /// Closes connection `fd` (unwatched first).
+    fn drop_client(&mut self, fd: RawFd, ops: &mut EventOps) {
+        let _ = ops.remove(Events::empty_raw(fd));
+        self.server.clients.retain(|c| c.stream.as_raw_fd() != fd);
+    }
+}
+
+impl<H: FnMut(Request) -> Response> MutEventSubscriber for ApiSubscriber<H> {
+    fn init(&mut self, ops: &mut EventOps) {
+        // Failing this (ENOMEM) leaves a socket that nobody answers: connecting clients
+        // time out, the VM runs on.
+        if let Err(e) = ops.add(Events::new(&self.server.listener, EventSet::IN)) {
+            eprintln!("kata-vmm: warning: control socket: cannot watch the listener: {e}");
+        }
+    }
+
+    /// Accepts on the listener; on a connection (input, hang-up or error: the read then sees
+    /// the end) reads and answers requests, and drops connections that closed, misbehaved
+    /// or cannot take the reply. Never blocks.
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.server.listener.as_raw_fd() {
+            for new in self.server.accept() {
+                if ops.add(Events::new_raw(new, EventSet::IN)).is_err() {
+                    self.server.clients.retain(|c| c.stream.as_raw_fd() != new);
+                }
+            }
+            return;
+        }
+        let handler = &mut self.handler;
+        let keep = match self
+            .server
+            .clients
+            .iter_mut()
+            .find(|c| c.stream.as_raw_fd() == fd)
+        {
+            Some(c) => serve_client(c, handler),
+            None => false, // not ours (cannot happen): unwatch it
+        };
+        if !keep {
+            self.drop_client(fd, ops);
+        }
+    }
+}
+
 /// Reads what is there, answers every complete line; false: close the connection.
-fn serve_client(c: &mut Client, run: &mut dyn FnMut(Request) -> Response) -> bool {
+fn serve_client(c: &mut Client, run: &mut impl FnMut(Request) -> Response) -> bool {
     let mut chunk = [0u8; MAX_MESSAGE];
     let n = match c.stream.read(&mut chunk) {
         Ok(0) => return false,
@@ -154,23 +190,40 @@ fn serve_client(c: &mut Client, run: &mut dyn FnMut(Request) -> Response) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use event_manager::{EventManager, SubscriberId, SubscriberOps};
+    use std::cell::RefCell;
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixStream;
+    use std::rc::Rc;
 
-    fn poll_serve(api: &mut ApiServer, run: &mut dyn FnMut(Request) -> Response) {
-        let mut fds: Vec<libc::pollfd> = api
-            .fds()
-            .into_iter()
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        // SAFETY: `fds` is a valid pollfd array for the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents != 0).collect();
-        api.serve(&ready, run);
+    type Handler = Box<dyn FnMut(Request) -> Response>;
+    type Manager = EventManager<ApiSubscriber<Handler>>;
+
+    /// The server in an event manager of its own, answering with `h`.
+    fn manager(server: ApiServer, h: Handler) -> (Manager, SubscriberId) {
+        let mut em = Manager::new().unwrap();
+        let id = em.add_subscriber(ApiSubscriber::new(server, h));
+        (em, id)
+    }
+
+    /// One wake-up of the loop (at most 1 s).
+    fn serve_once(em: &mut Manager) {
+        em.run_with_timeout(1000).unwrap();
+    }
+
+    fn clients(em: &mut Manager, id: SubscriberId) -> usize {
+        em.subscriber_mut(id).unwrap().server.clients.len()
+    }
+
+    /// A handler recording the requests it ran and answering `error ran <request>`.
+    fn recorder() -> (Handler, Rc<RefCell<Vec<Request>>>) {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        let h: Handler = Box::new(move |r: Request| {
+            s.borrow_mut().push(r.clone());
+            Response::Error(format!("ran {r:?}"))
+        });
+        (h, seen)
     }
 
     fn temp_socket(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -196,21 +249,18 @@ mod tests {
         );
         std::fs::remove_file(&path).unwrap();
         let _stale = ApiServer::bind(&path).unwrap();
-        let mut api = ApiServer::bind(&path).unwrap(); // replaces the stale socket
+        let api = ApiServer::bind(&path).unwrap(); // replaces the stale socket
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 
-        let mut seen = Vec::new();
-        let mut run = |r: Request| {
-            seen.push(r.clone());
-            Response::Error(format!("ran {r:?}"))
-        };
+        let (run, seen) = recorder();
+        let (mut em, id) = manager(api, run);
         let mut client = UnixStream::connect(&path).unwrap();
-        poll_serve(&mut api, &mut run); // accept
+        serve_once(&mut em); // accept
         client
             .write_all(b"{\"ping\":{}}\n\n {\"state\":{}}\r\n{\"bogus\":{}}\nstate\n")
             .unwrap();
-        poll_serve(&mut api, &mut run);
+        serve_once(&mut em);
         let mut r = BufReader::new(client.try_clone().unwrap());
         assert_eq!(read_line(&mut r), "{\"error\":\"ran Ping\"}\n");
         assert_eq!(read_line(&mut r), "{\"error\":\"ran State\"}\n");
@@ -224,16 +274,28 @@ mod tests {
             l.starts_with("{\"error\":\"malformed request: not JSON"),
             "{l}"
         );
-        assert_eq!(api.clients.len(), 1, "errors keep the connection");
+        assert_eq!(clients(&mut em, id), 1, "errors keep the connection");
 
         // No newline within MAX_MESSAGE bytes: an error, then the connection is closed.
         client.write_all(&[b'x'; MAX_MESSAGE]).unwrap();
-        poll_serve(&mut api, &mut run);
+        serve_once(&mut em);
         let l = read_line(&mut r);
         assert!(l.starts_with("{\"error\":\"message too long"), "{l}");
         assert_eq!(read_line(&mut r), "", "closed after a too long message");
-        assert_eq!(api.clients.len(), 0);
-        assert_eq!(seen, [Request::Ping {}, Request::State {}]);
+        assert_eq!(clients(&mut em, id), 0);
+        assert_eq!(*seen.borrow(), [Request::Ping {}, Request::State {}]);
+
+        // The limit on connections: the ninth is closed at once.
+        let conns: Vec<UnixStream> = (0..=MAX_CLIENTS)
+            .map(|_| UnixStream::connect(&path).unwrap())
+            .collect();
+        serve_once(&mut em);
+        assert_eq!(clients(&mut em, id), MAX_CLIENTS);
+        drop(conns);
+        for _ in 0..MAX_CLIENTS {
+            serve_once(&mut em); // each hang-up unwatches and closes its connection
+        }
+        assert_eq!(clients(&mut em, id), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -241,7 +303,7 @@ mod tests {
     fn typed_client_round_trip() {
         use kata_rs_protocol::control::{Client, Reply, VmState};
         let (dir, path) = temp_socket("client");
-        let mut api = ApiServer::bind(&path).unwrap();
+        let api = ApiServer::bind(&path).unwrap();
         let p = path.clone();
         let caller = std::thread::spawn(move || {
             let mut c = Client::connect(&p, std::time::Duration::from_secs(10)).unwrap();
@@ -255,12 +317,13 @@ mod tests {
             let timed_out = slow.call_raw("").is_err();
             (replies, timed_out)
         });
-        let mut run = |r: Request| match r {
+        let run: Handler = Box::new(|r: Request| match r {
             Request::Ping {} => Response::Ok(Reply::Pong),
             _ => Response::Ok(Reply::State(VmState::Paused)),
-        };
+        });
+        let (mut em, _) = manager(api, run);
         while !caller.is_finished() {
-            poll_serve(&mut api, &mut run);
+            serve_once(&mut em);
         }
         let (replies, timed_out) = caller.join().unwrap();
         assert_eq!(replies[0], Response::Ok(Reply::Pong));
@@ -279,18 +342,19 @@ mod tests {
     #[test]
     fn a_client_that_does_not_read_is_dropped() {
         let (dir, path) = temp_socket("noread");
-        let mut api = ApiServer::bind(&path).unwrap();
+        let api = ApiServer::bind(&path).unwrap();
         let client = UnixStream::connect(&path).unwrap();
         client.set_nonblocking(true).unwrap();
-        let mut run = |_: Request| Response::Error("a reply nobody reads".into());
-        poll_serve(&mut api, &mut run); // accept
+        let run: Handler = Box::new(|_: Request| Response::Error("a reply nobody reads".into()));
+        let (mut em, id) = manager(api, run);
+        serve_once(&mut em); // accept
         let burst = "{\"ping\":{}}\n".repeat(100);
         let mut rounds = 0;
-        while !api.clients.is_empty() {
+        while clients(&mut em, id) > 0 {
             rounds += 1;
             assert!(rounds < 100_000, "never dropped");
             let _ = (&client).write(burst.as_bytes());
-            poll_serve(&mut api, &mut run); // must return: replies never block the loop
+            serve_once(&mut em); // must return: replies never block the loop
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -25,7 +25,9 @@ use crate::devices::virtio::fs::{self as vfs, FsDevice};
 use crate::devices::virtio::net::{NetDevice, Tap};
 use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::vsock::{self as hvsock, HvsockDevice};
+use crate::devices::virtio::worker::QueueWorker;
 use crate::devices::virtio::VirtioDevice;
+use crate::event_loop::EventLoop;
 use crate::jail::limits;
 use crate::layout::EBDA_START;
 use crate::pause::{self, Pauser};
@@ -33,11 +35,6 @@ use crate::seccomp::{self, ThreadClass};
 use crate::vmm::{block_signals, ExitState, Vmm};
 use crate::vstate::{memory, vcpu, vm::Vm};
 use crate::{boot, debug, jail, mptable};
-
-/// Queues served by the main thread's event loop (`polled_backend`: and a host fd).
-fn main_loop(polled_backend: bool) -> ServedBy {
-    ServedBy::MainLoop { polled_backend }
-}
 
 /// Boots the VM described by `cfg` up to the point where the guest runs and only the main
 /// thread's event loop is left (see the module documentation).
@@ -124,11 +121,11 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
     let vsock: Box<dyn VirtioDevice> =
         Box::new(HvsockDevice::new(cfg.vsock_cid, vsock_uds, mem.clone()).context("virtio-vsock")?);
-    dm.attach_virtio(&vm.fd, vsock, &mem, main_loop(true))
+    dm.attach_virtio(&vm.fd, vsock, &mem, ServedBy::MainLoop)
         .context("virtio-vsock")?;
     if cfg.rng {
         let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
-        dm.attach_virtio(&vm.fd, rng, &mem, main_loop(false))
+        dm.attach_virtio(&vm.fd, rng, &mem, ServedBy::MainLoop)
             .context("virtio-rng")?;
     }
     let mut largest_disk = 0u64;
@@ -158,12 +155,12 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             mac.map(|b| format!("{b:02x}")).join(":")
         );
         let net: Box<dyn VirtioDevice> = Box::new(NetDevice::new(tap, mac, mem.clone()));
-        dm.attach_virtio(&vm.fd, net, &mem, main_loop(true))
+        dm.attach_virtio(&vm.fd, net, &mem, ServedBy::MainLoop)
             .with_context(|| format!("virtio-net {}", n.tap))?;
     }
     if let Some(out) = hvc_out {
         let hvc: Box<dyn VirtioDevice> = Box::new(ConsoleDevice::new(out, mem.clone()));
-        dm.attach_virtio(&vm.fd, hvc, &mem, main_loop(false))
+        dm.attach_virtio(&vm.fd, hvc, &mem, ServedBy::MainLoop)
             .context("virtio-console")?;
     }
     // virtio-fs: the last slot; vhost-style wiring (kicks and call go to the backend, not
@@ -199,7 +196,13 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     } else {
         (None, None)
     };
-    let workers = dm.take_workers();
+    // The queue worker threads' event managers (an epoll fd each) and the main thread's, all
+    // created before the fd limit below counts the open fds.
+    let workers = dm
+        .take_workers()
+        .into_iter()
+        .map(|(name, dev)| QueueWorker::new(name, dev, exit.clone()))
+        .collect::<Result<Vec<_>>>()?;
     let worker_filter = if cfg.seccomp && !workers.is_empty() {
         Some(seccomp::filter(ThreadClass::BlockIo)?)
     } else {
@@ -208,6 +211,19 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     let test_forbidden = std::env::var_os(seccomp::TEST_FORBIDDEN_ENV).is_some_and(|v| v == "1");
 
     let sigfd = block_signals()?;
+    debug_assert!(dm.all_slots_attached());
+    let devices = dm.bus()?;
+    let pauser = Arc::new(Pauser::new(vcpus.len()));
+    let sources = dm.into_event_sources();
+    let events = EventLoop::new(
+        exit.clone(),
+        sigfd,
+        sources.devices,
+        sources.vhost_user_watch,
+        api,
+        pauser.clone(),
+        console_log.clone(),
+    )?;
     // Everything is open: bound what the process can still open, create and write (see
     // jail/limits.rs), before it leaves root and before any filter or vCPU thread.
     // SAFETY: geteuid has no side effects.
@@ -241,10 +257,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         let jailed = jail::enter(j, c"/dev")?;
         debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
     }
-    debug_assert!(dm.all_slots_attached());
-    let devices = dm.bus()?;
-    let pauser = Arc::new(Pauser::new(vcpus.len()));
-    if api.is_some() {
+    if cfg.api_sock.is_some() {
         pause::install_kick_handler().context("installing the vCPU kick signal handler")?;
     }
     let mut threads = Vec::new();
@@ -285,12 +298,9 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     }
     debug!("VM set up in {:?}", t0.elapsed());
     Ok(Vmm {
-        exit,
-        sigfd,
-        sources: dm.into_event_sources(),
-        api,
-        pauser,
+        events,
         console_log,
+        own: sources.own,
         _vm: vm,
         _mem: mem,
         _threads: threads,

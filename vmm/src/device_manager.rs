@@ -1,7 +1,8 @@
 //! The device manager: owns the guest-visible resources of every device (virtio-mmio slots,
 //! IRQs, irqfds, the per-queue ioeventfds, the `virtio_mmio.device=` kernel command line
 //! entries) and the devices themselves once attached; hands the vCPU threads their exit
-//! dispatch ([`Devices`]) and the main thread's event loop what it polls.
+//! dispatch ([`Devices`]) and the event loops what they serve ([`EventSources`], the
+//! [`ServedDevice`]s of the queue worker threads).
 //!
 //! Slots are allocated first (their number and order are known from the configuration, so
 //! the kernel command line exists before the kernel is loaded), devices are attached to them
@@ -19,7 +20,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::cmdline::{self, CmdlineError, MmioDeviceArg};
 use crate::devices::serial::{ConsoleOut, ConsoleSerial};
 use crate::devices::virtio::transport::reg;
-use crate::devices::virtio::worker::{QueueEvent, QueueWorker};
+use crate::devices::virtio::worker::{QueueEvent, ServedDevice};
 use crate::devices::virtio::{MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
 use crate::devices::{Devices, SharedTransport};
 use crate::layout::{self, SERIAL_IRQ, VIRTIO_MMIO_SIZE};
@@ -38,16 +39,13 @@ pub struct MmioSlot {
     pub irq: u32,
 }
 
-/// Which thread serves the queue notifications of a device the VMM serves itself.
+/// Which thread serves the queue notifications (and the host backend fd, if the device has
+/// one: see `VirtioDevice::backend_poll`) of a device the VMM serves itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServedBy {
-    /// The main thread's event loop; with `polled_backend` it also polls the device's host
-    /// fd (vsock, net).
-    MainLoop {
-        /// The device has a host fd to poll.
-        polled_backend: bool,
-    },
-    /// A [`QueueWorker`] thread of its own, with this name (virtio-blk: its I/O blocks).
+    /// The main thread's event loop.
+    MainLoop,
+    /// A queue worker thread of its own, with this name (virtio-blk: its I/O blocks).
     OwnThread(String),
 }
 
@@ -58,12 +56,10 @@ pub struct DeviceManager {
     slots: Vec<MmioSlot>,
     /// Attached virtio devices, slot `i` at index `i`.
     virtio: Vec<SharedTransport>,
-    /// The VMM's own devices' queue notifications, for the event loop.
-    queue_events: Vec<QueueEvent>,
-    /// Devices whose queues a thread of their own serves (virtio-blk).
-    workers: Vec<QueueWorker>,
-    /// Devices with a host backend fd the event loop polls (vsock, net).
-    backends: Vec<SharedTransport>,
+    /// The VMM's own devices served by the main thread's event loop.
+    main_loop: Vec<ServedDevice>,
+    /// Devices whose queues a thread of their own serves (virtio-blk), with its name.
+    workers: Vec<(String, ServedDevice)>,
     /// The VMM's own virtio devices (all but vhost-user ones), for their exit summaries.
     own: Vec<SharedTransport>,
     /// COM1.
@@ -161,22 +157,21 @@ impl DeviceManager {
             .collect::<Result<Vec<_>>>()?;
         t.set_queue_events(clones);
         let t: SharedTransport = Arc::new(Mutex::new(t));
-        let events = evts.into_iter().enumerate().map(|(queue, evt)| QueueEvent {
-            evt,
+        let served = ServedDevice {
             transport: t.clone(),
-            queue,
-        });
+            queues: evts
+                .into_iter()
+                .enumerate()
+                .map(|(queue, evt)| QueueEvent {
+                    evt,
+                    transport: t.clone(),
+                    queue,
+                })
+                .collect(),
+        };
         match served_by {
-            ServedBy::MainLoop { polled_backend } => {
-                self.queue_events.extend(events);
-                if polled_backend {
-                    self.backends.push(t.clone());
-                }
-            }
-            ServedBy::OwnThread(name) => self.workers.push(QueueWorker {
-                name,
-                events: events.collect(),
-            }),
+            ServedBy::MainLoop => self.main_loop.push(served),
+            ServedBy::OwnThread(name) => self.workers.push((name, served)),
         }
         self.own.push(t.clone());
         self.virtio.push(t.clone());
@@ -258,17 +253,17 @@ impl DeviceManager {
         })
     }
 
-    /// The queue worker threads to start (see [`ServedBy::OwnThread`]); taken once.
-    pub fn take_workers(&mut self) -> Vec<QueueWorker> {
+    /// The devices to serve on queue worker threads of their own, with the thread names
+    /// (see [`ServedBy::OwnThread`]); taken once.
+    pub fn take_workers(&mut self) -> Vec<(String, ServedDevice)> {
         std::mem::take(&mut self.workers)
     }
 
-    /// The main thread's share: queue notifications, polled backends, the vhost-user
-    /// socket to watch and the VMM's own devices (for exit summaries).
+    /// The main thread's share: the devices its event loop serves, the vhost-user socket
+    /// to watch and the VMM's own devices (for exit summaries).
     pub fn into_event_sources(self) -> EventSources {
         EventSources {
-            queue_events: self.queue_events,
-            backends: self.backends,
+            devices: self.main_loop,
             vhost_user_watch: self.vhost_user_watch,
             own: self.own,
         }
@@ -277,10 +272,8 @@ impl DeviceManager {
 
 /// What the main thread's event loop serves (see [`DeviceManager::into_event_sources`]).
 pub struct EventSources {
-    /// The VMM's own devices' queue notifications.
-    pub queue_events: Vec<QueueEvent>,
-    /// Devices with a host fd to poll.
-    pub backends: Vec<SharedTransport>,
+    /// The VMM's own devices served by the main thread (queue notifications, backend fds).
+    pub devices: Vec<ServedDevice>,
     /// The vhost-user backend socket (hang-up only).
     pub vhost_user_watch: Option<RawFd>,
     /// The VMM's own devices, in slot order.

@@ -19,6 +19,7 @@ pub mod cmdline;
 pub mod cpu;
 pub mod device_manager;
 pub mod devices;
+pub mod event_loop;
 #[cfg(test)]
 mod fuzz;
 pub mod jail;

@@ -43,7 +43,7 @@ pub enum ThreadClass {
         vsock_uds: bool,
     },
     /// A virtio-blk queue worker thread (`blkN`, one per `--disk`): waits on its queue
-    /// eventfds and serves the requests (pread/pwrite/fdatasync on the disk file).
+    /// eventfds (an epoll of its own) and serves the requests (pread/pwrite/fdatasync on the disk file).
     BlockIo,
     /// A vCPU thread: `KVM_RUN`, port/MMIO exits, vhost-user activation of virtio-fs on
     /// DRIVER_OK.
@@ -138,12 +138,12 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
     let mut r = common()?;
     match class {
         ThreadClass::Main { api, vsock_uds } => {
-            // poll on the signalfd/eventfds, read them, fill virtio-rng buffers; the vsock
-            // device's epoll (its connections and deadline timerfd): wait on it, register
-            // accepted connections, arm the timer, half-close a connection (shutdown).
+            // The event loop's epoll (event-manager: wait, and register control socket
+            // connections and device backend fds as they come and go) on the signalfd,
+            // eventfds and backends; read them, fill virtio-rng buffers; the vsock device's
+            // own epoll (its connections and deadline timerfd): register accepted
+            // connections, arm the timer, half-close a connection (shutdown).
             r.extend(allow(&[
-                libc::SYS_poll,
-                libc::SYS_ppoll,
                 libc::SYS_read,
                 libc::SYS_getrandom,
                 libc::SYS_epoll_wait,
@@ -168,10 +168,11 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
             }
         }
         ThreadClass::BlockIo => {
-            // poll on the queue eventfds and read them; the disk I/O (pwrite64 is common).
+            // Its event loop's epoll on the queue eventfds (wait only: nothing is registered
+            // after the filter is in), read them; the disk I/O (pwrite64 is common).
             r.extend(allow(&[
-                libc::SYS_poll,
-                libc::SYS_ppoll,
+                libc::SYS_epoll_wait,
+                libc::SYS_epoll_pwait,
                 libc::SYS_read,
                 libc::SYS_pread64,
                 libc::SYS_pwrite64,
@@ -283,6 +284,33 @@ mod tests {
             unsafe { libc::accept4(-1, std::ptr::null_mut(), std::ptr::null_mut(), 0) };
         }
         let st = in_child(BLK, accept);
+        assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+    }
+
+    #[test]
+    fn event_loops_wait_on_epoll_only() {
+        fn epoll_wait() {
+            let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 1];
+            // SAFETY: fd -1 is rejected by the kernel; ev is a valid buffer.
+            unsafe { libc::epoll_wait(-1, ev.as_mut_ptr(), 1, 0) };
+        }
+        fn poll() {
+            // SAFETY: no fds, no wait.
+            unsafe { libc::poll(std::ptr::null_mut(), 0, 0) };
+        }
+        fn epoll_ctl() {
+            // SAFETY: fds -1 are rejected by the kernel; a null event is allowed for DEL.
+            unsafe { libc::epoll_ctl(-1, libc::EPOLL_CTL_DEL, -1, std::ptr::null_mut()) };
+        }
+        for class in [MAIN, BLK] {
+            let st = in_child(class, epoll_wait);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+            let st = in_child(class, poll);
+            assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+        }
+        let st = in_child(MAIN, epoll_ctl);
+        assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+        let st = in_child(BLK, epoll_ctl);
         assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
     }
 

@@ -1,8 +1,7 @@
-//! The running VM: how it ends ([`Exit`], [`ExitState`]), the main thread's event loop
-//! (queue notifications, device backends, signals, the control socket) and the exit
-//! summaries. [`crate::builder`] builds it from a [`VmConfig`].
+//! The running VM: how it ends ([`Exit`], [`ExitState`]), the control requests, and the exit
+//! summaries; its main thread's event loop is [`crate::event_loop`]. [`crate::builder`]
+//! builds it from a [`VmConfig`].
 
-use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,16 +10,17 @@ use anyhow::{bail, Context, Result};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::api::{ApiServer, Request, Response};
+use kata_rs_protocol::control::{Reply, VmState};
+
+use crate::api::{Request, Response};
 use crate::args::VmConfig;
 use crate::debug;
-use crate::device_manager::{lock_transport, EventSources};
-use crate::devices::console_log::{SharedLog, FLUSH_INTERVAL};
-use crate::devices::virtio::worker::QueueEvent;
+use crate::device_manager::lock_transport;
+use crate::devices::console_log::SharedLog;
 use crate::devices::SharedTransport;
+use crate::event_loop::EventLoop;
 use crate::pause::Pauser;
 use crate::vstate::vm::Vm;
-use kata_rs_protocol::control::{Reply, VmState};
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,12 @@ impl ExitState {
         let _ = self.evt.write(1);
     }
 
-    fn get(&self) -> Option<Exit> {
+    /// The eventfd [`ExitState::set`] writes (the event loop watches it).
+    pub(crate) fn event(&self) -> &EventFd {
+        &self.evt
+    }
+
+    pub(crate) fn get(&self) -> Option<Exit> {
         self.reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -141,29 +146,13 @@ pub(crate) fn block_signals() -> Result<libc::c_int> {
     }
 }
 
-fn read_signal(fd: libc::c_int) -> Option<i32> {
-    // SAFETY: signalfd_siginfo is plain old data; read() writes at most its size into it.
-    unsafe {
-        let mut info: libc::signalfd_siginfo = std::mem::zeroed();
-        let n = libc::read(
-            fd,
-            &mut info as *mut _ as *mut libc::c_void,
-            std::mem::size_of::<libc::signalfd_siginfo>(),
-        );
-        (n == std::mem::size_of::<libc::signalfd_siginfo>() as isize)
-            .then_some(info.ssi_signo as i32)
-    }
-}
-
 /// A running VM, as [`crate::builder::build`] leaves it: the guest runs on its vCPU threads,
 /// the main thread (already under its seccomp filter) has only its event loop left.
 pub struct Vmm {
-    pub(crate) exit: Arc<ExitState>,
-    pub(crate) sigfd: libc::c_int,
-    pub(crate) sources: EventSources,
-    pub(crate) api: Option<ApiServer>,
-    pub(crate) pauser: Arc<Pauser>,
+    pub(crate) events: EventLoop,
     pub(crate) console_log: SharedLog,
+    /// The VMM's own devices, in slot order (for their exit summaries).
+    pub(crate) own: Vec<SharedTransport>,
     /// Kept open to the end: closing the VM fd would release its irqfds.
     pub(crate) _vm: Vm,
     /// Guest RAM (the devices hold it too).
@@ -175,23 +164,14 @@ pub struct Vmm {
 impl Vmm {
     /// Serves the VM until the first exit reason, then writes the console log's tail and
     /// the exit summaries (console log, every device of the VMM's own) on stderr.
-    pub fn run(self) -> Result<Exit> {
-        let ended = event_loop(
-            &self.exit,
-            self.sigfd,
-            &self.sources.queue_events,
-            self.sources.vhost_user_watch,
-            &self.sources.backends,
-            self.api,
-            &self.pauser,
-            &self.console_log,
-        );
+    pub fn run(mut self) -> Result<Exit> {
+        let ended = self.events.run();
         {
             let mut log = self.console_log.lock().unwrap_or_else(|p| p.into_inner());
             log.flush_tail();
             eprintln!("kata-vmm: {}", log.report());
         }
-        for d in &self.sources.own {
+        for d in &self.own {
             if let Some(report) = lock_transport(d).exit_report() {
                 eprintln!("kata-vmm: {report}");
             }
@@ -209,7 +189,7 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one control request; its response.
-fn api_command(req: Request, pauser: &Pauser) -> Response {
+pub(crate) fn api_command(req: Request, pauser: &Pauser) -> Response {
     let state = |p: &Pauser| {
         Reply::State(if p.is_paused() {
             VmState::Paused
@@ -232,116 +212,6 @@ fn api_command(req: Request, pauser: &Pauser) -> Response {
             Response::Ok(Reply::State(VmState::Running))
         }
         Request::State {} => Response::Ok(state(pauser)),
-    }
-}
-
-/// The main thread's loop (under its seccomp filter): serves queue notifications of the VMM's
-/// own devices and waits for the first exit reason or a signal; writes the console log's
-/// tail once the guest has been quiet for a second.
-#[allow(clippy::too_many_arguments)]
-fn event_loop(
-    exit: &ExitState,
-    sigfd: libc::c_int,
-    queues: &[QueueEvent],
-    fs_watch: Option<RawFd>,
-    backends: &[SharedTransport],
-    mut api: Option<ApiServer>,
-    pauser: &Pauser,
-    console_log: &SharedLog,
-) -> Result<Exit> {
-    let pollin = |fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let mut fds = vec![pollin(exit.evt.as_raw_fd()), pollin(sigfd)];
-    fds.extend(queues.iter().map(|q| pollin(q.evt.as_raw_fd())));
-    // The vhost-user socket, watched for a hang-up only (no events asked: the vCPU thread
-    // doing a DRIVER_OK owns its traffic; POLLHUP/POLLERR are always reported).
-    let fs_at = fds.len();
-    fds.push(libc::pollfd {
-        fd: fs_watch.unwrap_or(-1),
-        events: 0,
-        revents: 0,
-    });
-    let fixed = fds.len();
-    let lock_log = || console_log.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        if let Some(r) = exit.get() {
-            return Ok(r);
-        }
-        // A console log tail not yet in the file: wake up once the guest is quiet.
-        let timeout = if lock_log().dirty() {
-            FLUSH_INTERVAL.as_millis() as i32
-        } else {
-            -1
-        };
-        // Device backends (taps) are polled only for what the device can take now (fd -1:
-        // not at all, so a tap without RX buffers cannot wake the loop); the control socket's
-        // fds change as connections come and go.
-        fds.truncate(fixed);
-        for b in backends {
-            let want = lock_transport(b).backend_poll();
-            fds.push(match want {
-                Some((fd, ev)) if ev != 0 => libc::pollfd {
-                    fd,
-                    events: ev,
-                    revents: 0,
-                },
-                _ => pollin(-1),
-            });
-        }
-        let api_at = fds.len();
-        if let Some(a) = &api {
-            fds.extend(a.fds().into_iter().map(pollin));
-        }
-        for f in &mut fds {
-            f.revents = 0;
-        }
-        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                bail!("poll: {e}");
-            }
-            continue;
-        }
-        if n == 0 {
-            lock_log().flush_tail();
-        }
-        if fds[0].revents & libc::POLLIN != 0 {
-            let _ = exit.evt.read();
-        }
-        if fds[1].revents & libc::POLLIN != 0 {
-            if let Some(sig) = read_signal(sigfd) {
-                debug!("signal {sig}");
-                exit.set(Exit::Signal(sig));
-            }
-        }
-        for (f, q) in fds[2..fs_at].iter().zip(queues) {
-            if f.revents & libc::POLLIN != 0 {
-                q.serve();
-            }
-        }
-        if fds[fs_at].fd >= 0 && fds[fs_at].revents != 0 {
-            eprintln!(
-                "kata-vmm: warning: virtio-fs: the vhost-user backend closed its socket \
-                 (virtiofsd gone?); the guest's virtio-fs requests are no longer served"
-            );
-            // Once: a hung-up socket stays readable-for-HUP forever.
-            fds[fs_at].fd = -1;
-        }
-        for (f, b) in fds[fixed..api_at].iter().zip(backends) {
-            if f.fd >= 0 && f.revents != 0 {
-                lock_transport(b).backend_ready(f.revents);
-            }
-        }
-        if let Some(a) = &mut api {
-            // POLLHUP/POLLERR count too: the read then sees the end and drops the connection.
-            let ready: Vec<bool> = fds[api_at..].iter().map(|f| f.revents != 0).collect();
-            a.serve(&ready, &mut |req| api_command(req, pauser));
-        }
     }
 }
 

@@ -294,11 +294,12 @@ fn device_queue_and_config() {
     assert!(b.iter().all(|&x| x == 5));
 }
 
-/// Every request type, and what a `blkN` queue worker does around them (poll and read its
-/// queue eventfd, signal the irqfd and re-kick eventfds), under the worker's seccomp filter.
+/// Every request type, and what a `blkN` queue worker does around them (wait on its epoll
+/// and read its queue eventfd, signal the irqfd and re-kick eventfds), under the worker's seccomp filter.
 #[test]
 fn requests_run_under_the_block_io_seccomp_filter() {
     use crate::seccomp::{filter, ThreadClass};
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
     let prog = filter(ThreadClass::BlockIo).unwrap();
     let t = temp_disk("seccomp");
@@ -306,6 +307,12 @@ fn requests_run_under_the_block_io_seccomp_filter() {
     let mut disk = open(&t, false);
     let evt = EventFd::new(EFD_NONBLOCK).unwrap();
     evt.write(1).unwrap();
+    // The worker's event manager registers its eventfds before the filter goes in.
+    let epoll = Epoll::new().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&evt);
+    epoll
+        .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, 0))
+        .unwrap();
     // SAFETY: the child serves requests (glibc's malloc is fork-safe) and ends with _exit;
     // the parent only waits.
     let pid = unsafe { libc::fork() };
@@ -315,13 +322,8 @@ fn requests_run_under_the_block_io_seccomp_filter() {
             if seccompiler::apply_filter(&prog).is_err() {
                 return 3;
             }
-            let mut fds = [libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&evt),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            // SAFETY: `fds` is a valid pollfd array for the call.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) } != 1 || evt.read().ok() != Some(1) {
+            let mut ready = [EpollEvent::default()];
+            if epoll.wait(0, &mut ready).ok() != Some(1) || evt.read().ok() != Some(1) {
                 return 4;
             }
             header(&m, req::IN, 2);
