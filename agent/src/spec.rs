@@ -113,7 +113,9 @@ pub struct ParsedOptions {
 }
 
 /// Parses OCI mount options into MS_* flags, bind mode and file system data. Propagation
-/// options are ignored: every container mount is private.
+/// options are ignored here: every container mount is private; what reaches a bind from the
+/// host is decided by the shim's copy in the share and arrives as virtio-fs submounts the
+/// guest mounts on lookup (docs/mount-propagation.md).
 pub fn parse_options(options: &[String]) -> ParsedOptions {
     let mut p = ParsedOptions::default();
     let mut data = Vec::new();

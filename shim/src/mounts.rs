@@ -11,7 +11,7 @@ use std::{os::unix::fs::FileTypeExt, path::Path};
 use kata_rs_protocol::guest::guest_mount_source;
 use serde_json::Value;
 
-use crate::share::SharedBind;
+use crate::share::{Propagation, SharedBind};
 
 /// Size of the tmpfs that replaces CRI's sandbox `/dev/shm` bind (Kata's default, 64 MiB).
 pub const SHM_SIZE: &str = "size=65536k";
@@ -47,6 +47,26 @@ fn is_readonly(m: &Value) -> bool {
         o.iter()
             .any(|o| matches!(o.as_str(), Some("ro") | Some("rro")))
     })
+}
+
+/// The host-to-container propagation a bind's options ask for: the last propagation option
+/// wins, as runc applies them in order; none means runc's default (the container's root is
+/// `rslave`, so a bind receives host mounts). `shared`/`rshared` propagate host to container
+/// only: a mount made in the guest cannot reach the host (docs/mount-propagation.md).
+fn propagation(m: &Value) -> Propagation {
+    let Some(options) = m.get("options").and_then(Value::as_array) else {
+        return Propagation::default();
+    };
+    options
+        .iter()
+        .rev()
+        .filter_map(Value::as_str)
+        .find_map(|o| match o {
+            "private" | "rprivate" => Some(Propagation::Private),
+            "slave" | "rslave" | "shared" | "rshared" => Some(Propagation::Slave),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// Rewrites the bind mounts of container `id`'s spec for the guest: a bind at `/dev/shm`
@@ -130,6 +150,7 @@ pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<SharedBind>), St
             ));
         }
         let readonly = is_readonly(m);
+        let propagation = propagation(m);
         let Some(obj) = m.as_object_mut() else {
             continue;
         };
@@ -142,6 +163,7 @@ pub fn prepare(spec: Vec<u8>, id: &str) -> Result<(Vec<u8>, Vec<SharedBind>), St
             source,
             destination,
             readonly,
+            propagation,
         });
         changed = true;
     }
@@ -197,6 +219,33 @@ mod tests {
         assert_eq!(copies[1].index, 2);
         assert!(!copies[1].readonly);
         assert_eq!(copies[1].destination, "/data");
+    }
+
+    #[test]
+    fn propagation_options_pick_private_or_slave() {
+        let m = |o: &[&str]| serde_json::json!({"destination": "/d", "options": o});
+        assert_eq!(
+            propagation(&m(&["rbind", "rprivate"])),
+            Propagation::Private
+        );
+        assert_eq!(propagation(&m(&["rbind", "private"])), Propagation::Private);
+        for o in ["rslave", "slave", "rshared", "shared"] {
+            assert_eq!(propagation(&m(&["rbind", o])), Propagation::Slave, "{o}");
+        }
+        // runc's default (the root is rslave) and the last option wins.
+        assert_eq!(propagation(&m(&["rbind", "ro"])), Propagation::Slave);
+        assert_eq!(
+            propagation(&serde_json::json!({"destination": "/d"})),
+            Propagation::Slave
+        );
+        assert_eq!(
+            propagation(&m(&["rslave", "rprivate"])),
+            Propagation::Private
+        );
+        assert_eq!(
+            propagation(&m(&["rprivate", "rshared"])),
+            Propagation::Slave
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   rename anything at the top of the share. virtiofsd exports `shared/`.
 //!
 //! A read-only bind (option `ro`) is read-only on the host, recursively (`mount_setattr`),
-//! not only in the guest. Nothing under the share is ever deleted while something is mounted
+//! not only in the guest. Every copy of a host mount in the share is a slave of it (or
+//! private, for a bind with `rprivate`), never its peer: host mounts made later under a
+//! source reach the guest as the spec's propagation says ([`Propagation`]), and nothing
+//! mounted or unmounted in the share reaches the host. Nothing under the share is ever deleted while something is mounted
 //! under it: removal unmounts first and then removes only the directories and placeholder
 //! files this module made, one by one.
 
@@ -36,6 +39,36 @@ pub struct SharedBind {
     pub destination: String,
     /// Whether the spec mounts it read-only (`ro`): enforced on the host too.
     pub readonly: bool,
+    /// Whether mounts made on the host under the source later reach the container.
+    pub propagation: Propagation,
+}
+
+/// How a mount made on the host under a bind's source after the container started reaches
+/// the container (docs/mount-propagation.md). The share's copy of the source decides it:
+/// virtiofsd serves what its mount namespace holds, and the guest mounts every host mount
+/// it meets as a virtio-fs submount (`--announce-submounts`), so a host mount that reaches
+/// virtiofsd is what the container sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// OCI `private`/`rprivate` (CRI PROPAGATION_PRIVATE): the share's copy is private,
+    /// later host mounts never reach the guest (those there at create time do).
+    Private,
+    /// OCI `slave`/`rslave` (CRI HOST_TO_CONTAINER), `shared`/`rshared` (BIDIRECTIONAL,
+    /// host to container only under kata-rs), or no option (runc's default root propagation
+    /// is `rslave`): the share's copy is a slave of the source's peer group, later host
+    /// mounts reach the guest and nothing flows back to the host.
+    #[default]
+    Slave,
+}
+
+impl Propagation {
+    /// The MS_* propagation flag the share's copy gets.
+    fn flag(self) -> u64 {
+        match self {
+            Propagation::Private => libc::MS_PRIVATE,
+            Propagation::Slave => libc::MS_SLAVE,
+        }
+    }
 }
 
 impl SharedBind {
@@ -69,13 +102,19 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// Makes the mount tree of `fd` (an attached mount or a detached `open_tree` clone)
-/// read-only, every mount in it.
-fn make_readonly_recursive(fd: &std::os::fd::OwnedFd, what: &Path) -> Result<(), String> {
+/// Sets the attributes of every mount in the tree of `fd` (an attached mount or a detached
+/// `open_tree` clone): `attr_set` (MOUNT_ATTR_*) and, when not 0, the propagation
+/// `propagation` (one MS_* propagation flag).
+fn set_tree_attr(
+    fd: &std::os::fd::OwnedFd,
+    attr_set: u64,
+    propagation: u64,
+    what: &Path,
+) -> Result<(), String> {
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
+        attr_set,
         attr_clr: 0,
-        propagation: 0,
+        propagation,
         userns_fd: 0,
     };
     // SAFETY: mount_setattr reads `attr` (a valid, initialised struct of the size passed)
@@ -93,8 +132,13 @@ fn make_readonly_recursive(fd: &std::os::fd::OwnedFd, what: &Path) -> Result<(),
     if r == 0 {
         Ok(())
     } else {
+        let how = match (attr_set & MOUNT_ATTR_RDONLY != 0, propagation) {
+            (true, 0) => "make read-only",
+            (false, _) => "set the propagation of",
+            (true, _) => "make read-only and set the propagation of",
+        };
         Err(format!(
-            "make {} read-only: {}",
+            "{how} {}: {}",
             what.display(),
             std::io::Error::last_os_error()
         ))
@@ -104,8 +148,16 @@ fn make_readonly_recursive(fd: &std::os::fd::OwnedFd, what: &Path) -> Result<(),
 /// Attaches a recursive bind of `source` at `target`: the tree is cloned detached
 /// (`open_tree`), made read-only there when `readonly` (so every propagated copy, the one
 /// virtiofsd serves included, is born read-only: a remount after attaching would change
-/// only this namespace's copy), then moved into place (`move_mount`).
-fn attach_bind(source: &std::fs::File, target: &Path, readonly: bool) -> Result<(), String> {
+/// only this namespace's copy) and given `propagation` (a clone of a shared source would
+/// otherwise be its peer: a mount under it would flow back to the host, and unmounting the
+/// share would unmount the host's own mounts under the source), then moved into place
+/// (`move_mount`).
+fn attach_bind(
+    source: &std::fs::File,
+    target: &Path,
+    readonly: bool,
+    propagation: Propagation,
+) -> Result<(), String> {
     use std::os::fd::{FromRawFd, OwnedFd};
     // SAFETY: open_tree reads the empty path string; `source` is an open fd for the call.
     let tree = unsafe {
@@ -128,9 +180,8 @@ fn attach_bind(source: &std::fs::File, target: &Path, readonly: bool) -> Result<
     }
     // SAFETY: open_tree returned a new fd that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as libc::c_int) };
-    if readonly {
-        make_readonly_recursive(&tree, target)?;
-    }
+    let ro = if readonly { MOUNT_ATTR_RDONLY } else { 0 };
+    set_tree_attr(&tree, ro, propagation.flag(), target)?;
     let t = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: NUL in path", target.display()))?;
     // SAFETY: move_mount reads the two path strings, both valid NUL-terminated strings that
@@ -333,7 +384,8 @@ impl Share {
             .map_err(|e| format!("create {}: {e}", root_t.display()))?;
         let src =
             open_path(rootfs, libc::O_DIRECTORY).map_err(|e| format!("root file system: {e}"))?;
-        attach_bind(&src, &root_t, false).map_err(|e| format!("root file system: {e}"))?;
+        attach_bind(&src, &root_t, false, Propagation::Slave)
+            .map_err(|e| format!("root file system: {e}"))?;
         if !binds.is_empty() {
             let d = m.join(guest::mounts_rel(id));
             std::fs::create_dir(&d).map_err(|e| format!("create {}: {e}", d.display()))?;
@@ -349,7 +401,8 @@ impl Share {
                 std::fs::File::create(&t).map(drop)
             };
             made.map_err(|e| format!("{label}: create {}: {e}", t.display()))?;
-            attach_bind(&src, &t, b.readonly).map_err(|e| format!("{label}: {e}"))?;
+            attach_bind(&src, &t, b.readonly, b.propagation)
+                .map_err(|e| format!("{label}: {e}"))?;
         }
         Ok(())
     }
@@ -517,23 +570,28 @@ mod tests {
         remove_skeleton(&s).unwrap();
     }
 
-    /// Needs root (mounts); runs in a private mount namespace of a child process so the
-    /// test's mounts never leak. Skipped, with a message, without root.
-    #[test]
-    fn share_binds_live_read_only_and_cleans_up() {
+    /// Runs `scenario` as root in a private mount namespace of a forked child, so its mounts
+    /// never leak; false (with a message) without root.
+    fn in_private_ns(name: &str, scenario: fn(&Path) -> Result<(), String>) -> bool {
         if !is_root() {
-            eprintln!("share_binds_live_read_only_and_cleans_up: needs root, not run");
-            return;
+            eprintln!("{name}: needs root, not run");
+            return false;
         }
         let d = tempfile::tempdir().unwrap();
         let base = d.path().to_path_buf();
         // SAFETY: fork in a test: the child only makes syscalls and exits with _exit.
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
-                let code = match share_scenario(&base) {
+                let r = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_PRIVATE)
+                    })
+                    .and_then(|()| scenario(&base));
+                let code = match r {
                     Ok(()) => 0,
                     Err(e) => {
-                        eprintln!("share scenario: {e}");
+                        eprintln!("{name}: {e}");
                         1
                     }
                 };
@@ -542,14 +600,103 @@ mod tests {
             }
             nix::unistd::ForkResult::Parent { child } => {
                 let st = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0), "{name}");
             }
         }
+        true
+    }
+
+    /// Needs root (mounts); skipped, with a message, without root.
+    #[test]
+    fn share_binds_live_read_only_and_cleans_up() {
+        in_private_ns("share_binds_live_read_only_and_cleans_up", share_scenario);
+    }
+
+    /// Host mounts made under shared sources after the container was added: a slave bind's
+    /// view gets them, a private one's does not; removing the container leaves the host's
+    /// mounts mounted (a peer copy would have unmounted them). Needs root.
+    #[test]
+    fn host_mounts_propagate_as_the_spec_says() {
+        in_private_ns(
+            "host_mounts_propagate_as_the_spec_says",
+            propagation_scenario,
+        );
+    }
+
+    fn propagation_scenario(base: &Path) -> Result<(), String> {
+        let err = |e: nix::Error| e.to_string();
+        let (state, rootfs) = (base.join("state"), base.join("rootfs"));
+        let vols = [
+            ("private", Propagation::Private),
+            ("slave", Propagation::Slave),
+        ];
+        for p in [&state, &rootfs] {
+            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+        }
+        let mut binds = Vec::new();
+        for (i, (name, propagation)) in vols.iter().enumerate() {
+            // Each source a shared mount of its own, as a systemd host's directories are.
+            let v = base.join(name);
+            std::fs::create_dir_all(v.join("sub")).map_err(|e| e.to_string())?;
+            let me = open_path(&v, libc::O_DIRECTORY)?;
+            bind(&me, &v)?;
+            set_propagation(&v, MsFlags::MS_SHARED)?;
+            binds.push(SharedBind {
+                index: i,
+                source: v,
+                destination: format!("/{name}"),
+                readonly: false,
+                propagation: *propagation,
+            });
+        }
+        let share = Share::create(&state)?;
+        share.add_container("c1", &rootfs, &binds)?;
+        for (name, _) in &vols {
+            let sub = base.join(name).join("sub");
+            mount(
+                Some("tmpfs"),
+                &sub,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(err)?;
+            std::fs::write(sub.join("marker"), name).map_err(|e| e.to_string())?;
+        }
+        let seen = |i: usize| share.exported().join(format!("c1/mounts/{i}/sub/marker"));
+        if seen(0).exists() {
+            return Err("a host mount under the private source reached the view".into());
+        }
+        if std::fs::read_to_string(seen(1)).ok().as_deref() != Some("slave") {
+            return Err("a host mount under the slave source did not reach the view".into());
+        }
+        // Nothing flows back: a mount in the share stays out of the host source.
+        let back = share.mounts().join("c1/mounts/1/sub");
+        mount(
+            Some("tmpfs"),
+            &back,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(err)?;
+        if !base.join("slave/sub/marker").exists() {
+            return Err("a mount in the share covered the host's".into());
+        }
+        share.remove_container("c1")?;
+        for (name, _) in &vols {
+            let marker = base.join(name).join("sub/marker");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(*name) {
+                return Err(format!(
+                    "removing the container unmounted the host's {}",
+                    marker.display()
+                ));
+            }
+        }
+        share.destroy()
     }
 
     fn share_scenario(base: &Path) -> Result<(), String> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| e.to_string())?;
-        set_propagation(Path::new("/"), MsFlags::MS_REC | MsFlags::MS_PRIVATE)?;
         let state = base.join("state");
         let (rootfs, vol, file) = (base.join("rootfs"), base.join("vol"), base.join("f"));
         for p in [&state, &rootfs, &vol] {
@@ -564,18 +711,21 @@ mod tests {
                 source: vol.clone(),
                 destination: "/data".into(),
                 readonly: false,
+                propagation: Propagation::Slave,
             },
             SharedBind {
                 index: 2,
                 source: file.clone(),
                 destination: "/etc/x".into(),
                 readonly: true,
+                propagation: Propagation::Slave,
             },
             SharedBind {
                 index: 3,
                 source: vol.clone(),
                 destination: "/ro-data".into(),
                 readonly: true,
+                propagation: Propagation::Slave,
             },
         ];
         share.add_container("c1", &rootfs, &binds)?;
@@ -631,6 +781,7 @@ mod tests {
             source: base.join("missing"),
             destination: "/m".into(),
             readonly: false,
+            propagation: Propagation::Slave,
         }];
         let e = share.add_container("c3", &rootfs, &bad).unwrap_err();
         check(e.contains("bind mount /m"), "error names the mount")?;
