@@ -4,6 +4,9 @@
 # network, two containers (httpd server, client), ExecSync, the server on localhost from the
 # client, ContainerStats, the CRI log files, StopPodSandbox, RemovePodSandbox. Each client's
 # markers are printed in its section (== runc, == kata); tests/tests/cri.rs checks them.
+# Mount propagation: each client gets $W/propagation-HANDLER, a shared mount (as a systemd
+# host's directories are; the node's root is private), with one directory per CRI mode for
+# its `client` container; the client mounts tmpfs under them (tests/cri/src/propagation.rs).
 CRI=$KATA_RS_PAYLOAD/extra$1
 W=$KATA_RS_WORK
 [ -x "$CRI" ] || { echo "no CRI client at $CRI (pass its host path as \$1 and in KATA_RS_NODE_EXTRA)" >&2; exit 1; }
@@ -47,8 +50,12 @@ pids=
 for h in runc kata; do
     case $h in runc) port=18080 ;; kata) port=18081 ;; esac
     mkdir -p "$W/cri-logs/$h"
+    prop=$W/propagation-$h
+    mkdir -p "$prop/private/sub" "$prop/host-to-container/sub" "$prop/bidirectional/sub"
+    mount --bind "$prop" "$prop" && mount --make-shared "$prop" || echo "propagation-dir=failed"
     timeout -k 30 900 "$CRI" --socket "$KATA_RS_CRI_SOCKET" --handler "$h" --image "$KATA_RS_IMAGE" --image2 "$SECOND_IMAGE" \
         --log-dir "$W/cri-logs/$h" --port "$port" --cgroup-parent "/kata-rs-test/cri-$h" --timeout 300 \
+        --propagation-dir "$prop" \
         > "$W/cri-$h.out" 2>&1 &
     pids="$pids $!"
 done
@@ -60,6 +67,13 @@ for h in runc kata; do
 done
 
 echo "== after"
+# The propagation directories: whatever the clients left mounted there, then the shared binds.
+for h in runc kata; do
+    for m in $(awk -v d="$W/propagation-$h/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+        echo "propagation-leftover| $h: $m"; umount "$m"
+    done
+    umount "$W/propagation-$h"
+done
 # The kata handler reached kata-rs: pod VMs whose agent answered (the shim logs to containerd).
 echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"
 echo "cri-containers=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io container ls -q | wc -l)"

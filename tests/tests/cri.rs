@@ -5,8 +5,11 @@
 //! created), ExecSync, the server container on localhost from the client container,
 //! ContainerStats, UpdateContainerResources, the log files CRI writes (long lines split into
 //! `P` parts, ReopenContainerLog after a rename), capabilities added and dropped, the pod's
-//! sysctls, StopPodSandbox, RemovePodSandbox, nothing left; then pods asking for the node's
-//! PID or IPC namespace (run under runc, refused with a clear error under kata).
+//! sysctls, mount propagation from the node into a container (a tmpfs the node mounts under
+//! host-path volumes after the start: seen with HostToContainer and Bidirectional, not with
+//! Private; the node's mounts still there after the pod; docs/mount-propagation.md),
+//! StopPodSandbox, RemovePodSandbox, nothing left; then pods asking for the node's PID or IPC
+//! namespace (run under runc, refused with a clear error under kata).
 //!
 //! Every step is asserted for runc and for kata (one VM for the pod: both containers see the
 //! same guest boot id, not the node's). [`KATA_GAPS`] can name steps kata-rs cannot do yet:
@@ -333,6 +336,16 @@ fn check_pod(p: &mut Pod) {
             p.eq("reopen-old", "clean"),
         ])
     });
+    // Mount propagation (tests/cri/src/propagation.rs): the node's tmpfs mounted under each
+    // host-path volume after the start reaches the container unless the volume is Private.
+    p.step("propagation", &["propagation-private"], |p| {
+        all(&[
+            p.eq("propagation-node-mounts", "ok"),
+            p.eq("propagation-private", "hidden"),
+            p.eq("propagation-host-to-container", "seen"),
+            p.eq("propagation-bidirectional", "seen"),
+        ])
+    });
     // StopPodSandbox: a container that was started ends EXITED (CRI marks a failed start
     // EXITED too); one never started (after another's failed start) stays CREATED. Both are
     // listed until RemovePodSandbox.
@@ -367,6 +380,10 @@ fn check_pod(p: &mut Pod) {
             p.eq("pods-left", "0"),
             p.eq("containers-left", "0"),
         ])
+    });
+    // The node's own mounts under the volumes outlive the pod: the runtime never unmounts them.
+    p.step("propagation-kept", &["propagation-host-kept"], |p| {
+        p.eq("propagation-host-kept", "3")
     });
     // Pods with the node's PID or IPC namespace: runc runs them; kata refuses them at
     // RunPodSandbox with an error naming the option. Nothing of them is listed afterwards.
@@ -425,12 +442,19 @@ fn cri_pods_under_runc_and_kata() {
     check_pod(&mut runc);
     let mut kata = Pod::new(&run, "kata", KATA_GAPS);
     check_pod(&mut kata);
-    // The same capability sets under both handlers.
-    for key in ["caps-server-init", "caps-logger-init"] {
+    // The same capability sets and mount propagation under both handlers.
+    for key in [
+        "caps-server-init",
+        "caps-logger-init",
+        "propagation-private",
+        "propagation-host-to-container",
+        "propagation-bidirectional",
+        "propagation-host-kept",
+    ] {
         assert_eq!(
             kata.get(key),
             runc.get(key),
-            "{key}: kata's CapEff differs from runc's"
+            "{key}: kata differs from runc"
         );
     }
     println!("---- CRI test steps:");

@@ -20,6 +20,9 @@
 //! pod that wrote such a file (from `client`, over the pod network), and waits (at most
 //! `--timeout` s) for `DIR/release` before it goes on: the node fetches the pods' pages and
 //! looks at their network namespaces meanwhile.
+//! `--propagation-dir DIR` (tests/scripts/cri.sh): `client` also gets three host-path mounts
+//! from DIR, one per CRI mount propagation mode, and the node mounts a tmpfs under each once
+//! the pod runs (tests/cri/src/propagation.rs).
 //! Exit status 0 when every CRI call was answered without error (the test judges the rest).
 
 use std::collections::HashMap;
@@ -43,6 +46,7 @@ use tonic::transport::Channel;
 mod churn;
 mod conformance;
 mod portforward;
+mod propagation;
 
 type Runtime = RuntimeServiceClient<Channel>;
 use kata_rs_cri::{call_quiet, connect, Res};
@@ -63,12 +67,15 @@ struct Args {
     churn: Option<u32>,
     /// `--parallel P`: with `--churn`, P pods at a time.
     parallel: u32,
+    /// `--propagation-dir DIR`: the mount propagation steps (tests/cri/src/propagation.rs).
+    propagation_dir: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: kata-rs-cri --socket SOCK --handler HANDLER --image IMAGE --log-dir DIR \
-         --port PORT [--cgroup-parent CG] [--timeout SECONDS] [--pod-net DIR] [--image2 IMAGE]"
+         --port PORT [--cgroup-parent CG] [--timeout SECONDS] [--pod-net DIR] [--image2 IMAGE] \
+         [--propagation-dir DIR]"
     );
     std::process::exit(2)
 }
@@ -105,6 +112,7 @@ fn parse_args() -> Args {
             .unwrap_or(300),
         pod_net: take("pod-net"),
         image2: take("image2"),
+        propagation_dir: take("propagation-dir"),
     };
     if !kv.is_empty() {
         usage()
@@ -381,6 +389,9 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
         if name == "logger" {
             config = conformance::with_capabilities(config);
         }
+        if let (Some(d), "client", true) = (&a.propagation_dir, name, conformance(a)) {
+            config.mounts = propagation::mounts(d);
+        }
         let r = call(
             &key,
             t,
@@ -570,6 +581,9 @@ async fn in_pod(rt: &mut Runtime, a: &Args, pod: &str, cfg: &PodSandboxConfig) -
         conformance::capabilities(rt, &server, &logger).await;
         conformance::sysctls_read(rt, &server).await;
         conformance::logs(rt, a, &logger).await;
+        if let Some(d) = &a.propagation_dir {
+            propagation::check(rt, d, &client).await;
+        }
     }
     Ok(())
 }
@@ -834,6 +848,9 @@ async fn run(a: &Args) -> Res<()> {
     );
     marker("total", format!("{:.1}", t0.elapsed().as_secs_f64()));
     if conformance(a) {
+        if let Some(d) = &a.propagation_dir {
+            propagation::after_pod(d);
+        }
         conformance::host_namespaces(&mut rt, a, &cfg).await;
     }
     body?;
