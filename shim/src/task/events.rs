@@ -1,11 +1,17 @@
 //! Events to containerd (`/tasks/create`, `/tasks/exit`, ...), all sent through
 //! [`Inner::publish`].
 
+use std::time::SystemTime;
+
 use containerd_shim::{event::Event, Context};
-use containerd_shim_protos::protobuf::MessageDyn;
+use containerd_shim_protos::{
+    events::task::TaskExit,
+    protobuf::{MessageDyn, MessageField},
+};
 use tracing::{debug, error};
 
 use super::Inner;
+use crate::{container::Process, util::timestamp};
 
 impl Inner {
     /// Sends `event` to containerd (a failure is logged: containerd may be gone).
@@ -24,6 +30,25 @@ impl Inner {
         {
             error!("publish {topic}: {e}");
         }
+    }
+
+    /// `/tasks/exit` for process `p` of container `container_id`, exited now.
+    pub(super) async fn publish_exit(
+        &self,
+        container_id: &str,
+        p: &Process,
+        pid: u32,
+        status: u32,
+    ) {
+        self.publish(Box::new(TaskExit {
+            container_id: container_id.to_string(),
+            id: p.task_id().to_string(),
+            pid,
+            exit_status: status,
+            exited_at: MessageField::some(timestamp(SystemTime::now())),
+            ..Default::default()
+        }))
+        .await;
     }
 }
 

@@ -2,15 +2,12 @@
 //! ResizePty; the task that reports a process's exit, and the end of a guest that stopped
 //! answering.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{sync::Arc, time::Duration};
 
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim_protos::{
     api,
-    events::task::{TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart},
+    events::task::{TaskExecAdded, TaskExecStarted, TaskOOM, TaskStart},
     protobuf::{EnumOrUnknown, MessageField},
 };
 use tracing::{debug, info, warn};
@@ -283,16 +280,7 @@ impl TaskService {
                     }
                 }
             }
-            inner
-                .publish(Box::new(TaskExit {
-                    container_id: c.id.clone(),
-                    id: p.task_id().to_string(),
-                    pid,
-                    exit_status: status,
-                    exited_at: MessageField::some(timestamp(SystemTime::now())),
-                    ..Default::default()
-                }))
-                .await;
+            inner.publish_exit(&c.id, &p, pid, status).await;
             let e = p.set_exited(status);
             info!(id = %c.id, exec = %p.exec_id, "process exited with status {}", e.status);
         });
@@ -317,16 +305,7 @@ impl TaskService {
             } else {
                 0
             };
-            self.inner
-                .publish(Box::new(TaskExit {
-                    container_id: c.id.clone(),
-                    id: p.task_id().to_string(),
-                    pid,
-                    exit_status: status,
-                    exited_at: MessageField::some(timestamp(SystemTime::now())),
-                    ..Default::default()
-                }))
-                .await;
+            self.inner.publish_exit(&c.id, p, pid, status).await;
             p.set_exited(status);
             return Ok(());
         }
