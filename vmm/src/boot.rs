@@ -24,8 +24,10 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMma
 
 use crate::layout::{
     self, MemmapEntry, CMDLINE_ADDR, CMDLINE_MAX_SIZE, GDT_ADDR, HIMEM_START, IDT_ADDR,
-    PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MEMMAP_MAX_ENTRIES, PVH_MODLIST_ADDR, ZERO_PAGE_ADDR,
+    PVH_INFO_ADDR, ZERO_PAGE_ADDR,
 };
+
+pub mod pvh;
 
 /// The bzImage setup header magic "HdrS" at file offset 0x202.
 pub const BZIMAGE_MAGIC: &[u8; 4] = b"HdrS";
@@ -67,15 +69,6 @@ pub fn kernel_format(head: &[u8]) -> Option<KernelFormat> {
         None
     }
 }
-
-/// `XEN_HVM_START_MAGIC_VALUE`.
-pub const PVH_MAGIC: u32 = 0x336e_c578;
-/// Size of `hvm_start_info` (version 1).
-pub const START_INFO_SIZE: usize = 56;
-/// Size of one `hvm_modlist_entry`.
-pub const MODLIST_ENTRY_SIZE: usize = 32;
-/// Size of one `hvm_memmap_table_entry`.
-pub const MEMMAP_ENTRY_SIZE: usize = 24;
 
 /// Boot failures; each names the file or the limit that is the problem.
 #[derive(Debug, thiserror::Error)]
@@ -119,9 +112,21 @@ pub enum BootError {
     /// Too many memory map entries.
     #[error("too many memory map entries ({0})")]
     Memmap(usize),
+    /// linux-loader's PVH boot configurator refused or failed to write the boot configuration.
+    #[error("writing the PVH boot configuration into guest memory: {}", configurator_detail(.0))]
+    Pvh(linux_loader::configurator::Error),
     /// A guest memory write failed.
     #[error("writing {0} into guest memory: {1}")]
     Memory(&'static str, vm_memory::GuestMemoryError),
+}
+
+/// The configurator error with the detail its `source` has (its own text says only which
+/// protocol failed).
+fn configurator_detail(e: &linux_loader::configurator::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(detail) => detail.to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// Where the loaded pieces ended up.
@@ -143,48 +148,6 @@ pub struct BootInfo {
 /// Rounds `v` up to a multiple of 4 (each initrd is padded to 4 bytes).
 pub fn pad4(v: u64) -> u64 {
     (v + 3) & !3
-}
-
-/// Serializes `hvm_start_info` (version 1).
-pub fn start_info_bytes(
-    cmdline_addr: u64,
-    modlist_addr: u64,
-    nr_modules: u32,
-    memmap_addr: u64,
-    memmap_entries: u32,
-) -> [u8; START_INFO_SIZE] {
-    let mut b = [0u8; START_INFO_SIZE];
-    b[0..4].copy_from_slice(&PVH_MAGIC.to_le_bytes());
-    b[4..8].copy_from_slice(&1u32.to_le_bytes()); // version 1: has the memmap fields
-                                                  // 8..12 flags = 0
-    b[12..16].copy_from_slice(&nr_modules.to_le_bytes());
-    b[16..24].copy_from_slice(&modlist_addr.to_le_bytes());
-    b[24..32].copy_from_slice(&cmdline_addr.to_le_bytes());
-    // 32..40 rsdp_paddr = 0: no ACPI
-    b[40..48].copy_from_slice(&memmap_addr.to_le_bytes());
-    b[48..52].copy_from_slice(&memmap_entries.to_le_bytes());
-    // 52..56 reserved
-    b
-}
-
-/// Serializes one `hvm_modlist_entry` (no per-module command line).
-pub fn modlist_entry_bytes(paddr: u64, size: u64) -> [u8; MODLIST_ENTRY_SIZE] {
-    let mut b = [0u8; MODLIST_ENTRY_SIZE];
-    b[0..8].copy_from_slice(&paddr.to_le_bytes());
-    b[8..16].copy_from_slice(&size.to_le_bytes());
-    b
-}
-
-/// Serializes the memory map table.
-pub fn memmap_bytes(map: &[MemmapEntry]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(map.len() * MEMMAP_ENTRY_SIZE);
-    for e in map {
-        v.extend_from_slice(&e.addr.to_le_bytes());
-        v.extend_from_slice(&e.size.to_le_bytes());
-        v.extend_from_slice(&e.kind.to_le_bytes());
-        v.extend_from_slice(&0u32.to_le_bytes());
-    }
-    v
 }
 
 /// Encodes a GDT descriptor from (flags, base, limit) the way the x86 manual lays it out.
@@ -410,7 +373,8 @@ pub fn load(
     mem.write_slice(&c, GuestAddress(CMDLINE_ADDR))
         .map_err(|e| BootError::Memory("command line", e))?;
 
-    // hvm_start_info, module list, memory map.
+    // hvm_start_info, module list, memory map (written for a bzImage boot too: unused there),
+    // and a bzImage's boot_params.
     let ranges: Vec<_> = mem
         .iter()
         .map(|r| {
@@ -421,31 +385,12 @@ pub fn load(
         })
         .collect();
     let map = layout::memmap(&ranges);
-    if map.len() > PVH_MEMMAP_MAX_ENTRIES {
-        return Err(BootError::Memmap(map.len()));
-    }
+    pvh::write(mem, (initrd_addr, total), &map)?;
     if let Some(h) = &k.hdr {
         let p = boot_params_for(h, (initrd_addr, total), &map)?;
         mem.write_obj(p, GuestAddress(ZERO_PAGE_ADDR))
             .map_err(|e| BootError::Memory("boot_params", e))?;
     }
-    let nr_modules = u32::from(total > 0);
-    mem.write_slice(
-        &modlist_entry_bytes(initrd_addr, total),
-        GuestAddress(PVH_MODLIST_ADDR),
-    )
-    .map_err(|e| BootError::Memory("PVH module list", e))?;
-    mem.write_slice(&memmap_bytes(&map), GuestAddress(PVH_MEMMAP_ADDR))
-        .map_err(|e| BootError::Memory("PVH memory map", e))?;
-    let info = start_info_bytes(
-        CMDLINE_ADDR,
-        PVH_MODLIST_ADDR,
-        nr_modules,
-        PVH_MEMMAP_ADDR,
-        map.len() as u32,
-    );
-    mem.write_slice(&info, GuestAddress(PVH_INFO_ADDR))
-        .map_err(|e| BootError::Memory("PVH start info", e))?;
 
     // GDT and an empty IDT.
     for (i, e) in gdt_table().iter().enumerate() {
@@ -471,56 +416,6 @@ pub fn load(
 mod tests {
     use super::*;
     use crate::layout::ram_ranges;
-
-    fn u32_at(b: &[u8], o: usize) -> u32 {
-        u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
-    }
-    fn u64_at(b: &[u8], o: usize) -> u64 {
-        u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
-    }
-
-    #[test]
-    fn start_info_layout_matches_the_abi() {
-        let b = start_info_bytes(0x20000, 0x6040, 1, 0x6080, 3);
-        assert_eq!(u32_at(&b, 0), 0x336e_c578);
-        assert_eq!(u32_at(&b, 4), 1);
-        assert_eq!(u32_at(&b, 8), 0);
-        assert_eq!(u32_at(&b, 12), 1);
-        assert_eq!(u64_at(&b, 16), 0x6040);
-        assert_eq!(u64_at(&b, 24), 0x20000);
-        assert_eq!(u64_at(&b, 32), 0);
-        assert_eq!(u64_at(&b, 40), 0x6080);
-        assert_eq!(u32_at(&b, 48), 3);
-        // Same size as linux-loader's bindgen'd struct.
-        assert_eq!(
-            START_INFO_SIZE,
-            std::mem::size_of::<linux_loader::loader::elf::start_info::hvm_start_info>()
-        );
-        assert_eq!(
-            MEMMAP_ENTRY_SIZE,
-            std::mem::size_of::<linux_loader::loader::elf::start_info::hvm_memmap_table_entry>()
-        );
-        assert_eq!(
-            MODLIST_ENTRY_SIZE,
-            std::mem::size_of::<linux_loader::loader::elf::start_info::hvm_modlist_entry>()
-        );
-    }
-
-    #[test]
-    fn modlist_and_memmap_layout() {
-        let m = modlist_entry_bytes(0x7f0_0000, 0x1234);
-        assert_eq!(u64_at(&m, 0), 0x7f0_0000);
-        assert_eq!(u64_at(&m, 8), 0x1234);
-        assert_eq!(u64_at(&m, 16), 0);
-        let map = layout::memmap(&ram_ranges(256 << 20));
-        let b = memmap_bytes(&map);
-        assert_eq!(b.len(), 3 * 24);
-        assert_eq!(u64_at(&b, 24), 0x9fc00);
-        assert_eq!(u32_at(&b, 24 + 16), layout::E820_RESERVED);
-        assert_eq!(u64_at(&b, 48), 0x100000);
-        assert_eq!(u64_at(&b, 56), (256 << 20) - 0x100000);
-        assert_eq!(u32_at(&b, 48 + 16), layout::E820_RAM);
-    }
 
     #[test]
     fn gdt_entries() {
@@ -597,6 +492,116 @@ mod tests {
         assert_eq!(kernel_format(&bz[..0x204]), None);
         assert_eq!(kernel_format(b""), None);
         assert_eq!(kernel_format(&[0u8; 0x210]), None);
+    }
+
+    /// A minimal ELF `vmlinux`: one PT_LOAD of 256 bytes at 16 MiB (memsz 32 MiB) and, with
+    /// `pvh`, a PT_NOTE holding the `XEN_ELFNOTE_PHYS32_ENTRY` note (entry 16 MiB + 0x40).
+    fn fake_vmlinux(pvh: bool) -> Vec<u8> {
+        let mut v = vec![0u8; 0x1100];
+        v[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+        let put16 =
+            |v: &mut Vec<u8>, o: usize, x: u16| v[o..o + 2].copy_from_slice(&x.to_le_bytes());
+        let put32 =
+            |v: &mut Vec<u8>, o: usize, x: u32| v[o..o + 4].copy_from_slice(&x.to_le_bytes());
+        let put64 =
+            |v: &mut Vec<u8>, o: usize, x: u64| v[o..o + 8].copy_from_slice(&x.to_le_bytes());
+        put16(&mut v, 16, 2); // ET_EXEC
+        put16(&mut v, 18, 62); // EM_X86_64
+        put32(&mut v, 20, 1);
+        put64(&mut v, 24, 0x100_0000); // e_entry
+        put64(&mut v, 32, 64); // e_phoff
+        put16(&mut v, 52, 64); // e_ehsize
+        put16(&mut v, 54, 56); // e_phentsize
+        put16(&mut v, 56, 2); // e_phnum
+                              // PT_LOAD
+        put32(&mut v, 64, 1);
+        put64(&mut v, 64 + 8, 0x1000);
+        put64(&mut v, 64 + 24, 0x100_0000);
+        put64(&mut v, 64 + 32, 0x100);
+        put64(&mut v, 64 + 40, 0x200_0000);
+        // PT_NOTE (or PT_NULL without PVH)
+        put32(&mut v, 120, if pvh { 4 } else { 0 });
+        put64(&mut v, 120 + 8, 0x200);
+        put64(&mut v, 120 + 32, 20);
+        put32(&mut v, 0x200, 4); // n_namesz
+        put32(&mut v, 0x204, 4); // n_descsz
+        put32(&mut v, 0x208, 18); // XEN_ELFNOTE_PHYS32_ENTRY
+        v[0x20c..0x210].copy_from_slice(b"Xen\0");
+        put32(&mut v, 0x210, 0x100_0040);
+        for (i, b) in v[0x1000..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        v
+    }
+
+    #[test]
+    fn loads_an_elf_with_the_pvh_boot_configuration() {
+        use linux_loader::loader::elf::start_info::{
+            hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+        };
+        let dir = scratch("pvh");
+        let k = dir.join("vmlinux");
+        std::fs::write(&k, fake_vmlinux(true)).unwrap();
+        let (i1, i2) = (dir.join("initrd1"), dir.join("initrd2"));
+        std::fs::write(&i1, vec![1u8; 5001]).unwrap();
+        std::fs::write(&i2, vec![2u8; 3]).unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&ram_ranges(128 << 20)).unwrap();
+        let bi = load(&mem, &k, &[i1, i2], "console=ttyS0 quiet").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(bi.protocol, Protocol::Pvh);
+        assert_eq!(bi.entry, GuestAddress(0x100_0040));
+        assert_eq!(bi.start_info, GuestAddress(PVH_INFO_ADDR));
+        assert_eq!(bi.initrd_size, pad4(5001) + pad4(3));
+        // Page aligned at the top of low RAM, above the kernel (16 MiB + 32 MiB).
+        assert_eq!(bi.initrd_addr.0, ((128 << 20) - bi.initrd_size) & !0xfff);
+        assert!(bi.initrd_addr.0 >= 0x300_0000);
+
+        let si: hvm_start_info = mem.read_obj(bi.start_info).unwrap();
+        assert_eq!(si.magic, pvh::PVH_MAGIC);
+        assert_eq!(si.version, 1);
+        assert_eq!(si.nr_modules, 1);
+        assert_eq!(si.rsdp_paddr, 0);
+        let mut c = [0u8; 20];
+        mem.read_slice(&mut c, GuestAddress(si.cmdline_paddr))
+            .unwrap();
+        assert_eq!(si.cmdline_paddr, CMDLINE_ADDR);
+        assert_eq!(&c, b"console=ttyS0 quiet\0");
+        let md: hvm_modlist_entry = mem.read_obj(GuestAddress(si.modlist_paddr)).unwrap();
+        assert_eq!((md.paddr, md.size), (bi.initrd_addr.0, bi.initrd_size));
+        let mut head = [0u8; 4];
+        mem.read_slice(&mut head, GuestAddress(md.paddr + 5000))
+            .unwrap();
+        assert_eq!(head, [1, 0, 0, 0]); // the first initrd's last byte, then its padding
+        mem.read_slice(&mut head, GuestAddress(md.paddr + pad4(5001)))
+            .unwrap();
+        assert_eq!(head, [2, 2, 2, 0]);
+
+        let want = layout::memmap(&ram_ranges(128 << 20));
+        assert_eq!(si.memmap_entries as usize, want.len());
+        for (n, e) in want.iter().enumerate() {
+            let got: hvm_memmap_table_entry = mem
+                .read_obj(GuestAddress(si.memmap_paddr + 24 * n as u64))
+                .unwrap();
+            assert_eq!((got.addr, got.size, got.type_), (e.addr, e.size, e.kind));
+        }
+        // The kernel segment is in place.
+        let mut code = [0u8; 4];
+        mem.read_slice(&mut code, GuestAddress(0x100_0000)).unwrap();
+        assert_eq!(code, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn refuses_an_elf_without_pvh_note() {
+        let dir = scratch("nopvh");
+        let k = dir.join("vmlinux");
+        std::fs::write(&k, fake_vmlinux(false)).unwrap();
+        let i = dir.join("initrd");
+        std::fs::write(&i, b"0707").unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&ram_ranges(64 << 20)).unwrap();
+        let e = load(&mem, &k, std::slice::from_ref(&i), "x").unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(e, BootError::NoPvh(..)), "{e}");
     }
 
     /// A bzImage as the kernel build lays it out: boot sector + setup (setup_sects + 1
