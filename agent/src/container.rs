@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use crate::cgroup::Cgroup;
 use crate::error::{AgentError, Result};
 use crate::init::{ExecConfig, InitReply, EXEC_ARG, INIT_ARG, SYNC_FD};
+use crate::plan::{Plan, ProcessConfig};
 use crate::pty::PtyMaster;
 use crate::reaper::{ExitInfo, Reaper};
-use crate::spec::{Plan, ProcessConfig};
 
 /// How long the init may take to set a container up, or to exec it.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);

@@ -22,8 +22,8 @@ use kata_rs_protocol::agent::CreateContainerRequest;
 use protobuf::Message;
 use serde_json::{json, Map, Value};
 
+use crate::plan;
 use crate::service::{Agent, Service};
-use crate::spec;
 
 /// Object keys of the OCI runtime spec (and of the agent's requests' JSON parts).
 #[rustfmt::skip]
@@ -180,7 +180,7 @@ fn clean_abs(p: &Path) -> bool {
 }
 
 /// What a plan promises, and "errors are errors".
-fn check_plan(r: crate::error::Result<spec::Plan>, rootfs: &Path) {
+fn check_plan(r: crate::error::Result<plan::Plan>, rootfs: &Path) {
     use ttrpc::Code;
     let p = match r {
         Ok(p) => p,
@@ -203,7 +203,7 @@ fn check_plan(r: crate::error::Result<spec::Plan>, rootfs: &Path) {
             clean_abs(&m.destination) && m.destination != Path::new("/"),
             "{m:?}"
         );
-        if let spec::MountKind::Bind { .. } = m.kind {
+        if let plan::MountKind::Bind { .. } = m.kind {
             assert!(clean_abs(Path::new(&m.source)), "{m:?}");
         }
     }
@@ -212,7 +212,7 @@ fn check_plan(r: crate::error::Result<spec::Plan>, rootfs: &Path) {
     }
     // The init receives its config as JSON over the sync socket.
     let json = serde_json::to_string(init).expect("the init config serialises");
-    let back: spec::InitConfig = serde_json::from_str(&json).expect("and parses back");
+    let back: plan::InitConfig = serde_json::from_str(&json).expect("and parses back");
     assert_eq!(&back, init);
 }
 
@@ -222,19 +222,19 @@ fn oci_spec() {
     let (mut parsed, mut planned) = (0, 0);
     let stats = fuzz("oci_spec", &[], |u| {
         let json = spec_json(u)?;
-        let Ok(s) = spec::parse_spec(&json) else {
+        let Ok(s) = plan::parse_spec(&json) else {
             return Ok(());
         };
         parsed += 1;
         for role in [
-            spec::PodRole::Single,
-            spec::PodRole::Sandbox,
-            spec::PodRole::Member,
+            plan::PodRole::Single,
+            plan::PodRole::Sandbox,
+            plan::PodRole::Member,
         ] {
-            let r = spec::plan(&s, rootfs, role);
+            let r = plan::plan(&s, rootfs, role);
             if let Ok(p) = &r {
                 planned += 1;
-                let _ = spec::check_bind_sources(&p.init.mounts, Path::new("/share/c1"));
+                let _ = plan::check_bind_sources(&p.init.mounts, Path::new("/share/c1"));
             }
             check_plan(r, rootfs);
         }
@@ -370,14 +370,14 @@ fn requests() {
             "ExecProcess" => {
                 if let Ok(req) = ExecProcessRequest::parse_from_bytes(&payload) {
                     if let Ok(p) = serde_json::from_slice(&req.oci_process) {
-                        let _ = spec::plan_process(&p, None);
+                        let _ = plan::plan_process(&p, None);
                     }
                 }
             }
             "UpdateContainer" => {
                 if let Ok(req) = UpdateContainerRequest::parse_from_bytes(&payload) {
                     if let Ok(r) = serde_json::from_slice(&req.linux_resources) {
-                        let _ = spec::plan_cgroup(Some(&r));
+                        let _ = plan::plan_cgroup(Some(&r));
                     }
                 }
             }

@@ -22,8 +22,8 @@ use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 use crate::devices::DeviceNode;
+use crate::plan::{InitConfig, MountKind, MountPlan, ProcessConfig};
 use crate::rootpath::{self, Create};
-use crate::spec::{InitConfig, MountKind, MountPlan, ProcessConfig};
 
 /// argv[1] that selects container init mode.
 pub const INIT_ARG: &str = "__container-init";

@@ -2,7 +2,7 @@
 //! (`kata_rs_protocol`) on vsock port 1024 and runs containers inside the microVM.
 //!
 //! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`container`] (lifecycle),
-//! [`init`] (the single-threaded container init mode), [`spec`] (OCI spec → plan),
+//! [`init`] (the single-threaded container init mode), [`plan`] (OCI spec → plan),
 //! [`share`] (the sandbox's virtio-fs share), [`rootpath`] (paths resolved inside a root),
 //! [`cgroup`], [`netstats`], [`reaper`] (the one SIGCHLD reaper), [`error`].
 #![warn(missing_docs)]
@@ -19,13 +19,13 @@ mod fuzz;
 pub mod init;
 pub mod netstats;
 pub mod network;
+pub mod plan;
 pub mod pty;
 pub mod reaper;
 pub mod rootpath;
 pub mod seccomp;
 pub mod service;
 pub mod share;
-pub mod spec;
 pub mod syscalls_x86_64;
 pub mod sysctl;
 

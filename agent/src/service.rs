@@ -13,9 +13,9 @@ use ttrpc::r#async::TtrpcContext;
 
 use crate::container::{self, Container, CreateOptions, Process};
 use crate::error::{AgentError, Result};
+use crate::plan;
 use crate::reaper::Reaper;
 use crate::share::Share;
-use crate::spec;
 
 /// Largest chunk one ReadStdout/ReadStderr returns.
 pub const MAX_READ: usize = 64 * 1024;
@@ -81,7 +81,7 @@ impl Agent {
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
-        spec::validate_id(id)?;
+        plan::validate_id(id)?;
         self.containers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -100,10 +100,10 @@ impl Agent {
     pub(crate) fn plan_create(
         &self,
         req: &CreateContainerRequest,
-    ) -> Result<(spec::Plan, Option<i32>)> {
+    ) -> Result<(plan::Plan, Option<i32>)> {
         let id = req.container_id.as_str();
-        spec::validate_id(id)?;
-        let spec = spec::parse_spec(&req.oci_spec)?;
+        plan::validate_id(id)?;
+        let spec = plan::parse_spec(&req.oci_spec)?;
         // The root file system and the bind sources come only through the sandbox share:
         // `<share>/<id>/rootfs` exactly, sources under `<share>/<id>/`.
         let dir = self.share.container_dir(id)?;
@@ -114,15 +114,15 @@ impl Agent {
                 req.rootfs_path
             )));
         }
-        let role = spec::PodRole::of(id, &req.sandbox_id);
-        if role == spec::PodRole::Member {
-            spec::validate_id(&req.sandbox_id)?;
+        let role = plan::PodRole::of(id, &req.sandbox_id);
+        if role == plan::PodRole::Member {
+            plan::validate_id(&req.sandbox_id)?;
         }
-        let mut plan = spec::plan(&spec, &rootfs, role)?;
-        spec::check_bind_sources(&plan.init.mounts, &dir)
+        let mut plan = plan::plan(&spec, &rootfs, role)?;
+        plan::check_bind_sources(&plan.init.mounts, &dir)
             .map_err(|e| AgentError::invalid(format!("container {id}: {}", e.message)))?;
         plan.init.sources_dir = dir;
-        let sandbox_pid = if role == spec::PodRole::Member {
+        let sandbox_pid = if role == plan::PodRole::Member {
             let sb = self.get(&req.sandbox_id).map_err(|_| {
                 AgentError::precondition(format!(
                     "container {id}: the pod's sandbox container {:?} is not in this guest",
@@ -321,7 +321,7 @@ impl Agent {
                 "container {id}: ExecProcess needs a non-empty exec_id"
             )));
         }
-        spec::validate_id(exec_id)
+        plan::validate_id(exec_id)
             .map_err(|e| AgentError::invalid(format!("container {id}: exec_id: {}", e.message)))?;
         if req.oci_process.is_empty() {
             return Err(AgentError::invalid(format!(
@@ -334,7 +334,7 @@ impl Agent {
                     "container {id} exec {exec_id}: invalid OCI process: {e}"
                 ))
             })?;
-        let mut cfg = spec::plan_process(&process, None).map_err(|e| {
+        let mut cfg = plan::plan_process(&process, None).map_err(|e| {
             AgentError::new(
                 e.code,
                 format!("container {id} exec {exec_id}: {}", e.message),
@@ -353,7 +353,7 @@ impl Agent {
             serde_json::from_slice(resources).map_err(|e| {
                 AgentError::invalid(format!("container {id}: invalid linux_resources: {e}"))
             })?;
-        let writes = spec::plan_cgroup(Some(&res))?;
+        let writes = plan::plan_cgroup(Some(&res))?;
         c.cgroup()?.write_all(&writes)
     }
 

@@ -7,7 +7,7 @@
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::error::{AgentError, Result};
-use crate::spec::Namespaces;
+use crate::plan::Namespaces;
 
 /// Longest sysctl name accepted.
 const MAX_KEY: usize = 256;
