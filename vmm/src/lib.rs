@@ -27,6 +27,7 @@ pub mod layout;
 pub mod mptable;
 pub mod pause;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vmm;
 pub mod vstate;
 

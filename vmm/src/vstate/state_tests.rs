@@ -1,5 +1,6 @@
 //! Capture and restore of the KVM state on real KVM: a vCPU and a VM with state set by hand
-//! are captured, serialized, restored into a new VM, and read back the same. Needs `/dev/kvm`, hence ignored by default:
+//! are captured, go through a snapshot state file, are restored into a new VM, and read back
+//! the same. Needs `/dev/kvm`, hence ignored by default:
 //! `cargo test -p kata-rs-vmm -- --ignored kvm_state`.
 
 use kvm_bindings::{kvm_msr_entry, Msrs, KVM_MAX_CPUID_ENTRIES};
@@ -7,6 +8,7 @@ use kvm_ioctls::VcpuFd;
 
 use super::vm::Vm;
 use super::{vcpu_state, vm_state};
+use crate::snapshot::{self, ConfigFingerprint, SnapshotState};
 
 /// `IA32_SYSENTER_CS`: an MSR every KVM saves and lets the host write.
 const MSR_SYSENTER_CS: u32 = 0x174;
@@ -46,21 +48,28 @@ fn kvm_state_survives_a_state_file() {
 
     let indices = vcpu_state::msrs_to_save(&a.kvm).unwrap();
     assert!(indices.contains(&MSR_SYSENTER_CS));
-    let saved = (
-        vm_state::capture(&a.fd).unwrap(),
-        vec![vcpu_state::capture(&a.fd, &vcpu_a, &indices).unwrap()],
-    );
-    assert!(!saved.1[0].msrs.is_empty());
+    let saved = SnapshotState {
+        vm: vm_state::capture(&a.fd).unwrap(),
+        vcpus: vec![vcpu_state::capture(&a.fd, &vcpu_a, &indices).unwrap()],
+    };
+    assert!(!saved.vcpus[0].msrs.is_empty());
 
-    let loaded: (vm_state::VmState, Vec<vcpu_state::VcpuState>) =
-        serde_json::from_slice(&serde_json::to_vec(&saved).unwrap()).unwrap();
+    let dir = std::env::temp_dir().join(format!("kata-vmm-kvm-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kernel = dir.join("vmlinux");
+    std::fs::write(&kernel, b"k").unwrap();
+    let fp = ConfigFingerprint::of(&kernel, &[], 64, 1).unwrap();
+    let file = dir.join("state");
+    snapshot::save(&file, &fp, &saved).unwrap();
+    let loaded = snapshot::load(&file, &fp).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 
     let (b, vcpu_b) = vm_with_vcpu();
-    vm_state::restore(&b.fd, &loaded.0).unwrap();
-    vcpu_state::restore(&b.fd, &vcpu_b, &loaded.1[0]).unwrap();
+    vm_state::restore(&b.fd, &loaded.vm).unwrap();
+    vcpu_state::restore(&b.fd, &vcpu_b, &loaded.vcpus[0]).unwrap();
 
     let again = vcpu_state::capture(&b.fd, &vcpu_b, &indices).unwrap();
-    let v = &saved.1[0];
+    let v = &saved.vcpus[0];
     assert_eq!(again.regs, v.regs);
     assert_eq!(again.sregs, v.sregs);
     assert_eq!(again.xcrs, v.xcrs);
@@ -78,9 +87,9 @@ fn kvm_state_survives_a_state_file() {
     assert_eq!(sysenter(&again), Some(0x10));
     // The restored VM's clock continues from the saved one (not from its own start).
     let vm_b = vm_state::capture(&b.fd).unwrap();
-    let delta = vm_b.clock.clock.wrapping_sub(saved.0.clock.clock);
+    let delta = vm_b.clock.clock.wrapping_sub(saved.vm.clock.clock);
     assert!(delta < 5_000_000_000, "clock moved by {delta} ns");
-    assert_eq!(vm_b.pit.channels[0].count, saved.0.pit.channels[0].count);
+    assert_eq!(vm_b.pit.channels[0].count, saved.vm.pit.channels[0].count);
 }
 
 #[test]

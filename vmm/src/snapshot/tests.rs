@@ -1,0 +1,279 @@
+//! Snapshot state files: round trip, and each refusal with its message.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::vstate::vcpu_state::VcpuState;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kata-vmm-snapshot-test-{}-{name}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A kernel, two initrds, and the fingerprint of 256 MiB with `vcpus` vCPUs.
+fn config(dir: &Scratch, vcpus: u8) -> ConfigFingerprint {
+    let k = dir.file("vmlinux", b"kernel bytes");
+    let i = [dir.file("initrd1", b"one"), dir.file("initrd2", b"two")];
+    ConfigFingerprint::of(&k, &i, 256, vcpus).unwrap()
+}
+
+fn state(vcpus: usize) -> SnapshotState {
+    let mut s = SnapshotState {
+        vcpus: (0..vcpus).map(|_| VcpuState::default()).collect(),
+        ..Default::default()
+    };
+    s.vm.clock.clock = 123_456_789;
+    for (i, v) in s.vcpus.iter_mut().enumerate() {
+        v.regs.rip = 0x100_0000 + i as u64;
+        v.sregs.cr0 = 0x8005_0033;
+        v.xsave.region[7] = 0xdead_beef;
+        v.msrs = vec![kvm_bindings::kvm_msr_entry {
+            index: 0x10,
+            data: 42 + i as u64,
+            ..Default::default()
+        }];
+        v.tsc_khz = Some(2_000_000);
+    }
+    s
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap()
+}
+
+fn format_error(r: Result<SnapshotState, SnapshotError>) -> (FormatError, String) {
+    match r {
+        Err(e @ SnapshotError::Format { .. }) => {
+            let msg = e.to_string();
+            match e {
+                SnapshotError::Format { source, .. } => (source, msg),
+                _ => unreachable!(),
+            }
+        }
+        other => panic!(
+            "expected a format refusal, got {:?}",
+            other.map(|_| "a state")
+        ),
+    }
+}
+
+#[test]
+fn round_trip() {
+    let dir = Scratch::new("roundtrip");
+    let fp = config(&dir, 2);
+    let path = dir.0.join("state");
+    save(&path, &fp, &state(2)).unwrap();
+    let back = load(&path, &fp).unwrap();
+    assert_eq!(json(&back), json(&state(2)));
+    assert_eq!(back.vcpus[1].regs.rip, 0x100_0001);
+    assert_eq!(back.vcpus[0].xsave.region[7], 0xdead_beef);
+    // Saving again replaces the file and leaves no temporary file behind.
+    save(&path, &fp, &state(2)).unwrap();
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("state"))
+        .collect();
+    assert_eq!(names, vec!["state".to_string()]);
+}
+
+#[test]
+fn refuses_a_truncated_file() {
+    let dir = Scratch::new("truncated");
+    let fp = config(&dir, 1);
+    let path = dir.0.join("state");
+    save(&path, &fp, &state(1)).unwrap();
+    let full = std::fs::read(&path).unwrap();
+    for cut in [
+        0,
+        5,
+        11,
+        30,
+        format::HEADER_LEN,
+        full.len() / 2,
+        full.len() - 1,
+    ] {
+        let p = dir.file("cut", &full[..cut]);
+        let (e, msg) = format_error(load(&p, &fp));
+        assert!(
+            matches!(e, FormatError::Truncated { have, .. } if have == cut as u64),
+            "cut at {cut}: {e:?}"
+        );
+        assert!(msg.contains("truncated"), "{msg}");
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
+    }
+    // The whole file is needed, the header says how long it is.
+    let (_, msg) = format_error(load(&dir.file("cut", &full[..full.len() - 1]), &fp));
+    assert!(
+        msg.contains(&format!(
+            "{} bytes, {} expected",
+            full.len() - 1,
+            full.len()
+        )),
+        "{msg}"
+    );
+}
+
+#[test]
+fn refuses_another_version() {
+    let dir = Scratch::new("version");
+    let fp = config(&dir, 1);
+    let path = dir.0.join("state");
+    save(&path, &fp, &state(1)).unwrap();
+    let mut b = std::fs::read(&path).unwrap();
+    b[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let (e, msg) = format_error(load(&dir.file("v2", &b), &fp));
+    assert!(
+        matches!(e, FormatError::Version { found, supported } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "format version {}, this kata-vmm reads version {} only",
+            FORMAT_VERSION + 1,
+            FORMAT_VERSION
+        )),
+        "{msg}"
+    );
+    // The version is checked before the length: a short file of another version says so.
+    let (e, _) = format_error(load(&dir.file("v2cut", &b[..20]), &fp));
+    assert!(matches!(e, FormatError::Version { .. }), "{e:?}");
+}
+
+#[test]
+fn refuses_another_configuration() {
+    let dir = Scratch::new("config");
+    let fp = config(&dir, 2);
+    let path = dir.0.join("state");
+    save(&path, &fp, &state(2)).unwrap();
+
+    let mut other = fp.clone();
+    other.mem_mib = 512;
+    other.vcpus = 4;
+    let Err(e) = load(&path, &other) else {
+        panic!("a snapshot of 256 MiB / 2 vCPUs loaded for 512 MiB / 4 vCPUs")
+    };
+    let msg = e.to_string();
+    let SnapshotError::Config { differences, .. } = e else {
+        panic!("{msg}")
+    };
+    let what: Vec<_> = differences.iter().map(|d| d.what.as_str()).collect();
+    assert_eq!(what, ["memory", "vCPUs"]);
+    assert!(
+        msg.contains("was taken with another configuration"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("memory: snapshot 256 MiB, now 512 MiB"),
+        "{msg}"
+    );
+    assert!(msg.contains("vCPUs: snapshot 2, now 4"), "{msg}");
+
+    // A rebuilt kernel (other size) and a dropped initrd.
+    std::fs::write(dir.0.join("vmlinux"), b"a rebuilt kernel").unwrap();
+    let current =
+        ConfigFingerprint::of(&dir.0.join("vmlinux"), &[dir.0.join("initrd1")], 256, 2).unwrap();
+    let Err(SnapshotError::Config { differences, .. }) = load(&path, &current) else {
+        panic!("a snapshot loaded for another kernel")
+    };
+    let what: Vec<_> = differences.iter().map(|d| d.what.as_str()).collect();
+    assert_eq!(what, ["kernel", "initrd count"]);
+    assert!(
+        differences[0].snapshot.contains("12 bytes"),
+        "{:?}",
+        differences[0]
+    );
+    assert!(
+        differences[0].current.contains("16 bytes"),
+        "{:?}",
+        differences[0]
+    );
+
+    // Same size, other modification time.
+    let i2 = dir.0.join("initrd2");
+    let f = std::fs::File::options().write(true).open(&i2).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
+        .unwrap();
+    let mut current = fp.clone();
+    current.initrds[1] = FileId::of(&i2).unwrap();
+    let Err(SnapshotError::Config { differences, .. }) = load(&path, &current) else {
+        panic!("a snapshot loaded for a touched initrd")
+    };
+    assert_eq!(differences.len(), 1);
+    assert_eq!(differences[0].what, "initrd 2");
+    assert!(
+        differences[0].current.contains("mtime 1000000.000000000"),
+        "{:?}",
+        differences[0]
+    );
+}
+
+#[test]
+fn refuses_other_files_and_corruption() {
+    let dir = Scratch::new("corrupt");
+    let fp = config(&dir, 1);
+    let path = dir.0.join("state");
+    save(&path, &fp, &state(1)).unwrap();
+    let good = std::fs::read(&path).unwrap();
+
+    let (e, _) = format_error(load(&dir.file("text", b"hello, this is no snapshot"), &fp));
+    assert!(matches!(e, FormatError::NotASnapshot), "{e:?}");
+
+    let mut b = good.clone();
+    let last = b.len() - 2;
+    b[last] ^= 0x01;
+    let (e, msg) = format_error(load(&dir.file("flipped", &b), &fp));
+    assert!(matches!(e, FormatError::Checksum), "{e:?}");
+    assert!(msg.contains("corrupt"), "{msg}");
+
+    let mut b = good.clone();
+    b.push(b'\n');
+    let (e, _) = format_error(load(&dir.file("trailing", &b), &fp));
+    assert!(matches!(e, FormatError::TrailingData { .. }), "{e:?}");
+
+    let mut b = good.clone();
+    b[12] = 1;
+    let (e, _) = format_error(load(&dir.file("flags", &b), &fp));
+    assert!(matches!(e, FormatError::Flags(1)), "{e:?}");
+
+    // A well-formed file whose payload is not this version's state.
+    let p = dir.file("payload", &format::encode(b"{\"fingerprint\": 1}"));
+    let (e, _) = format_error(load(&p, &fp));
+    assert!(matches!(e, FormatError::Payload(_)), "{e:?}");
+
+    // A payload whose vCPU states do not match its own vCPU count.
+    let path2 = dir.0.join("state2");
+    save(&path2, &fp, &state(2)).unwrap();
+    let (e, msg) = format_error(load(&path2, &fp));
+    assert!(matches!(e, FormatError::Payload(_)), "{e:?}");
+    assert!(msg.contains("2 vCPU states for 1 vCPUs"), "{msg}");
+
+    let Err(SnapshotError::Io(..)) = load(&dir.0.join("missing"), &fp) else {
+        panic!("a missing file loaded")
+    };
+}
+
+#[test]
+fn fingerprint_of_missing_file_fails() {
+    let dir = Scratch::new("missing");
+    assert!(ConfigFingerprint::of(&dir.0.join("nope"), &[], 64, 1).is_err());
+}
