@@ -67,11 +67,19 @@ pub const E820_RAM: u32 = 1;
 /// e820 / PVH memory type: reserved.
 pub const E820_RESERVED: u32 = 2;
 
-// The fixed boot areas must not overlap each other (checked at compile time).
+// The fixed boot areas must not overlap each other (checked at compile time, with the sizes
+// of linux-loader's PVH structures).
 const _: () = {
-    assert!(PVH_MODLIST_ADDR >= PVH_INFO_ADDR + 56);
-    assert!(PVH_MEMMAP_ADDR >= PVH_MODLIST_ADDR + 32);
-    assert!(PVH_MEMMAP_ADDR + 24 * PVH_MEMMAP_MAX_ENTRIES as u64 <= CMDLINE_ADDR);
+    use linux_loader::loader::elf::start_info::{
+        hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+    };
+    use std::mem::size_of;
+    assert!(PVH_MODLIST_ADDR >= PVH_INFO_ADDR + size_of::<hvm_start_info>() as u64);
+    assert!(PVH_MEMMAP_ADDR >= PVH_MODLIST_ADDR + size_of::<hvm_modlist_entry>() as u64);
+    assert!(
+        PVH_MEMMAP_ADDR + (size_of::<hvm_memmap_table_entry>() * PVH_MEMMAP_MAX_ENTRIES) as u64
+            <= CMDLINE_ADDR
+    );
     assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
     assert!(IDT_ADDR >= GDT_ADDR + 4 * 8);
     assert!(VIRTIO_MMIO_BASE >= MMIO_HOLE_START);
