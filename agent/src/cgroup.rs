@@ -120,6 +120,12 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// A group at `path`, as if created (tests of code that only passes it on).
+    #[cfg(test)]
+    pub(crate) fn at(path: impl Into<PathBuf>) -> Self {
+        Cgroup { path: path.into() }
+    }
+
     /// The group's directory.
     pub fn path(&self) -> &Path {
         &self.path

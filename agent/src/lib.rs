@@ -26,6 +26,7 @@ pub mod rootpath;
 pub mod seccomp;
 pub mod service;
 pub mod share;
+pub mod spawn;
 pub mod syscalls_x86_64;
 pub mod sysctl;
 

@@ -341,7 +341,7 @@ impl Agent {
             )
         })?;
         cfg.terminal = req.terminal || cfg.terminal;
-        let pid = c.exec(&self.reaper, exec_id, cfg, req.stdin).await?;
+        let pid = c.exec(exec_id, cfg, req.stdin).await?;
         tracing::info!(id, exec_id, pid, "exec process started");
         Ok(pid as u32)
     }
