@@ -1,10 +1,11 @@
 //! kata-rs agent: PID 1 of the guest initramfs. Serves the agent ttrpc API
 //! (`kata_rs_protocol`) on vsock port 1024 and runs containers inside the microVM.
 //!
-//! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`container`] (lifecycle),
-//! [`init`] (the single-threaded container init mode), [`plan`] (OCI spec → plan),
-//! [`share`] (the sandbox's virtio-fs share), [`rootpath`] (paths resolved inside a root),
-//! [`cgroup`], [`netstats`], [`reaper`] (the one SIGCHLD reaper), [`error`].
+//! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`plan`] (OCI spec → plan),
+//! [`container`] (the container model and CreateContainer), [`spawn`] (starting the helper
+//! process), [`init`] (the single-threaded container init and exec helper), [`share`] (the
+//! sandbox's virtio-fs share), [`rootpath`] (paths resolved inside a root), [`cgroup`],
+//! [`netstats`], [`reaper`] (the one SIGCHLD reaper), [`error`]; agent/README.md lists all.
 #![warn(missing_docs)]
 
 pub mod boot;
