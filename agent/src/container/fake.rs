@@ -16,16 +16,20 @@ use crate::plan::ProcessConfig;
 use crate::reaper::ExitInfo;
 use crate::spawn::{Started, Stdio};
 
+/// What the fake saw and what it is told to do.
 #[derive(Default)]
 pub(crate) struct State {
     /// Every call, in order, as text.
     pub calls: Vec<String>,
     /// The processes the model asked to exec, in order.
     pub execs: Vec<(String, ProcessConfig)>,
-    /// The next call of each kind fails with this.
+    /// The next kill fails with this.
     pub fail_kill: Option<nix::Error>,
+    /// The next release fails with this.
     pub fail_release: Option<AgentError>,
+    /// The next exec fails with this.
     pub fail_exec: Option<AgentError>,
+    /// The next cgroup removal fails with this.
     pub fail_remove: Option<AgentError>,
     /// When set, exec waits for a permit (to hold one exec in flight).
     pub exec_gate: Option<Arc<Semaphore>>,
@@ -38,10 +42,12 @@ pub(crate) struct State {
 pub(crate) struct FakeSys(pub Arc<Mutex<State>>);
 
 impl FakeSys {
+    /// Its state, locked.
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap()
     }
 
+    /// The calls so far.
     pub fn calls(&self) -> Vec<String> {
         self.state().calls.clone()
     }

@@ -1,6 +1,6 @@
 //! The container model on the agent side: a container's state (created, running, stopped,
 //! paused), its init and exec'd processes, start, exec, pause and teardown. Creating one is
-//! [`create`]; the system calls the model makes go through [`ContainerSys`] ([`sys`]), so
+//! [`create()`]; the system calls the model makes go through [`ContainerSys`] ([`sys`]), so
 //! the rules here are unit-tested with a fake; starting processes is [`crate::spawn`]'s.
 
 pub mod create;

@@ -30,10 +30,10 @@ use crate::plan::{InitConfig, ProcessConfig};
 pub use process::lookup_executable;
 pub use rootfs::{build_root, MountSys, RealMounts};
 
-/// argv[1] that selects container init mode.
+/// `argv[1]` that selects container init mode.
 pub const INIT_ARG: &str = "__container-init";
 
-/// argv[1] that selects exec mode: join a running container's namespaces, then run an
+/// `argv[1]` that selects exec mode: join a running container's namespaces, then run an
 /// additional process (ExecProcess).
 pub const EXEC_ARG: &str = "__container-exec";
 

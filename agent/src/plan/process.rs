@@ -14,7 +14,7 @@ use crate::seccomp::Insn;
 /// The process part of the plan (container init or exec), from an OCI `process` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessConfig {
-    /// Command line; args[0] is resolved in PATH.
+    /// Command line; `args[0]` is resolved in PATH.
     pub args: Vec<String>,
     /// Environment (`KEY=VALUE`).
     pub env: Vec<String>,

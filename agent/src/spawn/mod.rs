@@ -35,7 +35,7 @@ pub struct SpawnArgs<'a> {
     pub id: &'a str,
     /// Exec id; empty for the init.
     pub exec_id: &'a str,
-    /// argv[1] of the helper: [`crate::init::INIT_ARG`] or [`crate::init::EXEC_ARG`].
+    /// `argv[1]` of the helper: [`crate::init::INIT_ARG`] or [`crate::init::EXEC_ARG`].
     pub mode: &'static str,
     /// Namespaces created at clone time (`CLONE_NEW*`).
     pub clone_flags: libc::c_int,
