@@ -29,10 +29,7 @@ impl FileId {
         let md = std::fs::metadata(path)?;
         let (mtime_secs, mtime_nanos) = match md.modified()?.duration_since(UNIX_EPOCH) {
             Ok(d) => (d.as_secs() as i64, d.subsec_nanos()),
-            Err(before) => {
-                let d = before.duration();
-                (-(d.as_secs() as i64), d.subsec_nanos())
-            }
+            Err(before) => before_epoch(before.duration()),
         };
         Ok(FileId {
             path: path.to_path_buf(),
@@ -46,6 +43,16 @@ impl FileId {
     pub fn same_content(&self, other: &FileId) -> bool {
         (self.size, self.mtime_secs, self.mtime_nanos)
             == (other.size, other.mtime_secs, other.mtime_nanos)
+    }
+}
+
+/// A time `d` before the epoch as (seconds, nanoseconds) with the nanoseconds counted forward,
+/// as `struct timespec` does: 1.5 s before is (-2, 500_000_000).
+fn before_epoch(d: std::time::Duration) -> (i64, u32) {
+    let secs = -(d.as_secs() as i64);
+    match d.subsec_nanos() {
+        0 => (secs, 0),
+        n => (secs - 1, 1_000_000_000 - n),
     }
 }
 

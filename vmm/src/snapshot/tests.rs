@@ -277,3 +277,18 @@ fn fingerprint_of_missing_file_fails() {
     let dir = Scratch::new("missing");
     assert!(ConfigFingerprint::of(&dir.0.join("nope"), &[], 64, 1).is_err());
 }
+
+#[test]
+fn mtime_before_the_epoch() {
+    let dir = Scratch::new("epoch");
+    let p = dir.file("old", b"x");
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    let t = std::time::UNIX_EPOCH - std::time::Duration::from_millis(1500);
+    f.set_modified(t).unwrap();
+    let id = FileId::of(&p).unwrap();
+    assert_eq!((id.mtime_secs, id.mtime_nanos), (-2, 500_000_000));
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_millis(500))
+        .unwrap();
+    assert!(!id.same_content(&FileId::of(&p).unwrap()));
+}
