@@ -311,5 +311,69 @@ pub fn table(sum: &Value) -> String {
     out
 }
 
+/// The command that regenerates `deploy/runtimeclass.yaml` after `make bench` (named in the
+/// file beside the values).
+pub const RUNTIMECLASS_COMMAND: &str =
+    "cargo run -q --release -p kata-rs-bench-report -- --runtimeclass target/bench > deploy/runtimeclass.yaml";
+/// The margin on the measured memory, percent (as `kata-rs overhead`'s default).
+pub const RUNTIMECLASS_MARGIN_PERCENT: u32 = 25;
+/// `overhead.podFixed.cpu`, millicores: an estimate, `make bench` does not measure idle CPU
+/// (`kata-rs overhead` does, on a node).
+pub const RUNTIMECLASS_CPU_MILLIS: u32 = 250;
+
+/// `deploy/runtimeclass.yaml` from a summary: `overhead.podFixed.memory` = `host_overhead_kib`
+/// (shim + kata-vmm + virtiofsd PSS, excl. guest RAM) + `guest_used_kib` (the guest RAM the host
+/// backs for an idle pod: the guest's fixed cost, kernel + agent + an idle container), plus
+/// [`RUNTIMECLASS_MARGIN_PERCENT`], rounded up to MiB; the figures, their run and the command
+/// in the comments. `None` when either figure is missing (nothing is estimated).
+pub fn runtimeclass(sum: &Value) -> Option<String> {
+    let host = num(sum, "host_overhead_kib")?;
+    let guest = num(sum, "guest_used_kib")?;
+    let kib = |k: &str| num(sum, k).map_or("?".to_string(), |x| format!("{x:.0}"));
+    let s = |k: &str| sum[k].as_str().unwrap_or("?").to_string();
+    let total_mib = (host + guest) / 1024.0;
+    let factor = 1.0 + f64::from(RUNTIMECLASS_MARGIN_PERCENT) / 100.0;
+    let mem_mib = (total_mib * factor).ceil().max(1.0) as u64;
+    let vm = num(sum, "guest_mem_mib").map_or("?".to_string(), |x| format!("{x:.0}"));
+    Some(format!(
+        "# Kubernetes RuntimeClass for kata-rs: pods with `runtimeClassName: kata` run in a microVM\n\
+         # through containerd's `kata` runtime handler (deploy/containerd-config.toml).\n\
+         #\n\
+         # overhead.podFixed is what a pod's VM costs beyond its containers' requests (the scheduler\n\
+         # adds it to the pod's requests, the kubelet to its cgroup limits). Generated, after\n\
+         # `make bench`, by\n\
+         #   {cmd}\n\
+         # from target/bench/summary.json (node {node}, {date}, git {git}; docs/performance.md):\n\
+         # an idle busybox pod in a {vm} MiB, 1 vCPU VM (the bench node's configuration; the guest\n\
+         # kernel's page array, ~1.6 % of guest memory, grows with the VM size: the shim's default\n\
+         # 512 MiB VM touches ~4 MiB more, within the margin)\n\
+         #   memory = host_overhead_kib {host:.0} (PSS excl. guest RAM: shim {shim} + kata-vmm {vmm}\n\
+         #            + virtiofsd {vfsd} KiB)\n\
+         #          + guest_used_kib {guest:.0} (guest RAM the host backs: guest kernel, agent, idle\n\
+         #            container, i.e. the guest's fixed cost)\n\
+         #          = {total_mib:.1} MiB, + {margin} % margin, rounded up: {mem_mib}Mi\n\
+         #   cpu    = {cpu}m, an estimate: make bench does not measure idle CPU; `kata-rs overhead`\n\
+         #            measures both on a node with a running sandbox (deploy/README.md)\n\
+         # A larger VM costs more: re-measure after changing hypervisor.memory_mib / vcpus, and\n\
+         # mind pods that resize their VM with the io.katacontainers.config.hypervisor.\n\
+         # default_memory / default_vcpus annotations (hypervisor.enable_annotations).\n\
+         apiVersion: node.k8s.io/v1\n\
+         kind: RuntimeClass\n\
+         metadata:\n  name: kata\n\
+         handler: kata\n\
+         overhead:\n  podFixed:\n    memory: \"{mem_mib}Mi\"\n    cpu: \"{cpu}m\"\n\
+         scheduling:\n  nodeSelector:\n    katacontainers.io/kata-runtime: \"true\"\n",
+        cmd = RUNTIMECLASS_COMMAND,
+        node = s("node"),
+        date = s("date"),
+        git = s("git"),
+        shim = kib("host_overhead_shim_kib"),
+        vmm = kib("host_overhead_vmm_kib"),
+        vfsd = kib("host_overhead_virtiofsd_kib"),
+        margin = RUNTIMECLASS_MARGIN_PERCENT,
+        cpu = RUNTIMECLASS_CPU_MILLIS,
+    ))
+}
+
 #[cfg(test)]
 mod tests;

@@ -90,3 +90,30 @@ fn chart_draws_a_png() {
     chart::draw(&summarize(&Sections::default()), &png).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn runtimeclass_from_host_overhead_and_guest_used() {
+    let s = summarize(&sample());
+    let y = runtimeclass(&s).unwrap();
+    // (13568 + 60416) KiB = 72.25 MiB, + 25 % = 90.3 -> 91Mi
+    assert!(y.contains("memory: \"91Mi\""), "{y}");
+    assert!(
+        y.contains(&format!("cpu: \"{RUNTIMECLASS_CPU_MILLIS}m\"")),
+        "{y}"
+    );
+    assert!(
+        y.contains(RUNTIMECLASS_COMMAND),
+        "the command is named beside the values"
+    );
+    assert!(
+        y.contains("host_overhead_kib 13568") && y.contains("guest_used_kib 60416"),
+        "{y}"
+    );
+    assert!(
+        y.contains("handler: kata\n") && y.contains("katacontainers.io/kata-runtime: \"true\"")
+    );
+    assert!(
+        runtimeclass(&summarize(&Sections::default())).is_none(),
+        "nothing estimated"
+    );
+}
