@@ -314,6 +314,31 @@ impl Agent {
         Ok((crate::util::agent_exit_status(r.status), r.oom_killed))
     }
 
+    /// `WaitProcess` bounded by the request timeout: `None` when the process has not
+    /// ended by then (the agent answers a wait only at the exit).
+    pub async fn wait_process_bounded(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<Option<(u32, bool)>, AgentError> {
+        let req = pb::WaitProcessRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        match self
+            .timed("WaitProcess", self.client.wait_process(self.ctx(), &req))
+            .await
+        {
+            Ok(r) => Ok(Some((
+                crate::util::agent_exit_status(r.status),
+                r.oom_killed,
+            ))),
+            Err(AgentError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `ReadStdout` (`stderr == false`) or `ReadStderr`, without a timeout (it waits for
     /// output). An empty result means end of stream.
     pub async fn read_stream(

@@ -19,7 +19,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use crate::{agent::Agent, sandbox::Sandbox};
+use crate::{agent::Agent, exit_watch, sandbox::Sandbox};
 
 /// Buffer between an agent stream and a FIFO copy.
 const PIPE_BUF: usize = 64 * 1024;
@@ -148,6 +148,8 @@ pub struct Process {
     pub guest_pid: AtomicU32,
     status: Mutex<Status>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
+    /// Notified after each signal sent to the process (see [`crate::exit_watch`]).
+    signalled: tokio::sync::Notify,
     io: IoTasks,
 }
 
@@ -169,6 +171,7 @@ impl Process {
             guest_pid: AtomicU32::new(0),
             status: Mutex::new(Status::Created),
             exit_tx: watch::channel(None).0,
+            signalled: tokio::sync::Notify::new(),
             io: IoTasks::default(),
         }
     }
@@ -340,6 +343,31 @@ impl Process {
         }
     }
 
+    /// Records that a signal was sent to the process: its exit is looked for again on a
+    /// fresh connection should the wait's reply not come ([`crate::exit_watch`]).
+    pub fn note_signalled(&self) {
+        self.signalled.notify_one();
+    }
+
+    /// A bounded `WaitProcess` on a new agent connection: the exit if the agent has it.
+    async fn wait_on_fresh_connection(&self) -> Option<(u32, bool)> {
+        const T: Duration = Duration::from_secs(2);
+        let r = async {
+            self.sandbox
+                .fresh_agent(T, T)
+                .await?
+                .wait_process_bounded(&self.id, &self.exec_id)
+                .await
+        };
+        match r.await {
+            Ok(found) => found,
+            Err(e) => {
+                debug!(id = %self.id, exec = %self.exec_id, "second look for the exit: {e}");
+                None
+            }
+        }
+    }
+
     /// Lets go of the shim's hold on the stdin FIFO (CloseIO).
     pub fn close_stdin(&self) {
         self.io.close_input();
@@ -350,10 +378,24 @@ impl Process {
     /// the agent had not reported yet goes with it.
     pub async fn wait_process(&self, pumps: Vec<JoinHandle<()>>, drain: Duration) -> (u32, bool) {
         let agent = &self.sandbox.agent;
+        let first = exit_watch::wait_with_recheck(
+            agent.wait_process(&self.id, &self.exec_id),
+            &self.signalled,
+            &exit_watch::RECHECK_DELAYS,
+            || async { self.wait_on_fresh_connection().await.map(Ok) },
+        );
         let (status, oom_killed) = tokio::select! {
-            r = agent.wait_process(&self.id, &self.exec_id) => match r {
-                Ok(s) => s,
-                Err(e) => {
+            r = first => match r {
+                exit_watch::Found::Reply(Ok(s)) => s,
+                exit_watch::Found::Recheck(Ok(s)) => {
+                    warn!(
+                        id = %self.id, exec = %self.exec_id,
+                        "the exit (status {}) came through a second look after a signal: the WaitProcess reply on the sandbox's agent connection never arrived",
+                        s.0
+                    );
+                    s
+                }
+                exit_watch::Found::Reply(Err(e)) | exit_watch::Found::Recheck(Err(e)) => {
                     warn!(id = %self.id, "WaitProcess failed: {e}");
                     // A broken connection usually means the VM is going away.
                     match tokio::time::timeout(Duration::from_secs(2), self.sandbox.vmm.wait()).await {

@@ -16,6 +16,7 @@ pub mod bundle;
 pub mod config;
 pub mod container;
 pub mod error;
+pub mod exit_watch;
 pub mod forward;
 pub mod host_cgroup;
 pub mod lost;

@@ -53,6 +53,11 @@ impl SandboxPaths {
         }
     }
 
+    /// The VMM's hybrid vsock socket, through which the shim reaches the agent.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.state_dir.join(vmm::VSOCK_SOCKET_FILE)
+    }
+
     /// The sandbox's share (see `crate::share`; made by [`Share::create`]).
     pub fn share(&self) -> Share {
         Share::at(&self.state_dir)
@@ -182,7 +187,7 @@ impl Sandbox {
             }
         }
         if let Some(n) = &net {
-            let uds = sandbox.paths.state_dir.join(vmm::VSOCK_SOCKET_FILE);
+            let uds = sandbox.paths.agent_socket();
             *sandbox.forward.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(crate::forward::start(uds, n.netns.clone()));
         }
@@ -255,7 +260,7 @@ impl Sandbox {
                 mem_mib: h.memory_mib,
                 vcpus: h.vcpus,
                 cid,
-                vsock_uds: Some(paths.state_dir.join(vmm::VSOCK_SOCKET_FILE)),
+                vsock_uds: Some(paths.agent_socket()),
                 jail_id: h.jail_id(cid),
                 console_log: paths.console_log.clone(),
                 console_limits: Some((
@@ -294,7 +299,7 @@ impl Sandbox {
                     paths.state_dir.join(vmm::PID_FILE).display()
                 )));
             }
-            let uds = paths.state_dir.join(vmm::VSOCK_SOCKET_FILE);
+            let uds = paths.agent_socket();
             let ready = agent::wait_ready(
                 &uds,
                 kata_rs_protocol::AGENT_VSOCK_PORT,
@@ -421,6 +426,22 @@ impl Sandbox {
         };
         msg.push_str(&console_tail(&self.paths.console_log));
         msg
+    }
+
+    /// A second, short-lived connection to the agent (beside the one every request of the
+    /// sandbox uses): `connect` bounds the dial, `request` each request.
+    pub async fn fresh_agent(
+        &self,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<agent::Agent, agent::AgentError> {
+        agent::Agent::connect(
+            &self.paths.agent_socket(),
+            kata_rs_protocol::AGENT_VSOCK_PORT,
+            connect,
+            request,
+        )
+        .await
     }
 
     /// The virtiofsd process of the share.

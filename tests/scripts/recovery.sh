@@ -84,7 +84,14 @@ echo "restart-status=$(kata_rs_task_status r2)"
 $T ctr task exec --exec-id x1 r2 sh -c 'echo exec-after-restart; exit 4' < /dev/null
 echo "restart-exec-rc=$?"
 $T ctr task kill -s TERM r2
-kata_rs_wait_status r2 STOPPED 60
+if ! kata_rs_wait_status r2 STOPPED 60; then
+    # Not stopped: what the guest still runs, and what containerd and the shim said about r2.
+    # (ps goes through the same agent connection; the VMM's SIGTERM report says what its
+    # vsock connections were doing.)
+    echo "restart-kill-ps=$($T ctr task ps r2 2>&1 | tr '\n' ' ')"
+    kill -TERM $(kata_rs_pids kata-vmm) 2>/dev/null; sleep 3
+    tail -n 60 "$KATA_RS_CONTAINERD_LOG" | sed 's/^/restart-kill-log| /'
+fi
 echo "restart-kill-status=$(kata_rs_task_status r2)"
 $T ctr task rm r2 > "$W/rm.out" 2>&1
 echo "restart-rm-rc=$?"

@@ -81,7 +81,12 @@ fn vmm_killed_and_containerd_restarted() {
         run.stdout
     );
     assert_eq!(m("restart-exec-rc"), "4");
-    assert_eq!(m("restart-kill-status"), "STOPPED");
+    assert_eq!(
+        m("restart-kill-status"),
+        "STOPPED",
+        "SIGTERM after containerd's restart ends the task (trap: exit 9):\n{}",
+        run.stdout
+    );
     assert_eq!(m("restart-rm-rc"), "0");
     assert!(
         run.prefixed("restart-rm")

@@ -315,7 +315,10 @@ impl TaskService {
             .signal_process(&c.id, &p.exec_id, signal)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                p.note_signalled();
+                Ok(())
+            }
             Err(e) if e.is_not_found() => {
                 Err(ShimError::NotFound("process already finished".into()))
             }
@@ -339,13 +342,7 @@ impl TaskService {
 /// connections (to the shim's log) before SIGKILL follows.
 async fn end_lost_guest(sandbox: Arc<Sandbox>) {
     const PROBE: Duration = Duration::from_secs(3);
-    let uds = sandbox.paths.state_dir.join(crate::vmm::VSOCK_SOCKET_FILE);
-    let probe = async {
-        let a =
-            crate::agent::Agent::connect(&uds, kata_rs_protocol::AGENT_VSOCK_PORT, PROBE, PROBE)
-                .await?;
-        a.check().await
-    };
+    let probe = async { sandbox.fresh_agent(PROBE, PROBE).await?.check().await };
     match probe.await {
         Ok(_) => warn!(
             sandbox = %sandbox.id,
