@@ -295,9 +295,9 @@ mod tests {
                 rlim_max: l.nofile + 1,
             };
             // SAFETY: setrlimit reads `up`.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &up) } == 0
-                && unsafe { libc::geteuid() } != 0
-            {
+            let raised = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &up) } == 0;
+            // SAFETY: geteuid has no arguments and cannot fail.
+            if raised && unsafe { libc::geteuid() } != 0 {
                 return 9;
             }
             0
