@@ -1,0 +1,118 @@
+//! Waiting for the agent of a new VM: `Check` until it answers, the deadline, or the VMM's end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kata_rs_protocol::agent as pb;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{Agent, AgentError};
+
+/// Why the agent of a new VM is not ready.
+#[derive(Debug)]
+pub enum NotReady {
+    /// No answer to `Check` until the deadline; the last error seen.
+    Timeout(Option<AgentError>),
+    /// The VMM process ended first.
+    VmmExited(crate::vmm::VmmExit),
+}
+
+/// Dials guest port `port` through `uds` (the VMM's hybrid vsock socket) and calls `Check`
+/// until it answers, `timeout` passes, or `vmm_exit`
+/// completes (the VMM is gone; it is raced against every try and pause). Each try gets at
+/// most `per_try` (bounded by what is left).
+pub async fn wait_ready(
+    uds: &Path,
+    port: u32,
+    timeout: Duration,
+    per_try: Duration,
+    request_timeout: Duration,
+    vmm_exit: impl std::future::Future<Output = crate::vmm::VmmExit>,
+) -> Result<(Agent, pb::CheckResponse), NotReady> {
+    let deadline = Instant::now() + timeout;
+    let mut last: Option<AgentError> = None;
+    let mut tries = 0u32;
+    tokio::pin!(vmm_exit);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(NotReady::Timeout(last));
+        }
+        let t = per_try.min(left);
+        tries += 1;
+        let attempt = async {
+            let a = Agent::connect(uds, port, t, t).await?;
+            let r = a.check().await?;
+            Ok::<_, AgentError>((
+                Agent {
+                    timeout: request_timeout,
+                    ..a
+                },
+                r,
+            ))
+        };
+        let r = tokio::select! {
+            r = attempt => r,
+            e = &mut vmm_exit => return Err(NotReady::VmmExited(e)),
+        };
+        match r {
+            Ok(ok) => {
+                debug!(uds = %uds.display(), tries, "agent answered Check");
+                return Ok(ok);
+            }
+            Err(e) => {
+                if tries % 20 == 1 {
+                    debug!(uds = %uds.display(), tries, "agent not ready yet: {e}");
+                }
+                // A try cut short by the deadline says less than an earlier real error.
+                if last.is_none() || !matches!(e, AgentError::Timeout { .. }) {
+                    last = Some(e);
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100).min(left)) => {}
+            e = &mut vmm_exit => return Err(NotReady::VmmExited(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nothing listens on this socket: wait_ready gives up at its deadline, and stops at once
+    /// when the VMM is reported gone.
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_ready_times_out_or_sees_vmm_exit() {
+        let t0 = std::time::Instant::now();
+        let none = Path::new("/nonexistent/kata-vmm.vsock");
+        let r = wait_ready(
+            none,
+            1024,
+            Duration::from_millis(500),
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(r, Err(NotReady::Timeout(_))));
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+        let r = wait_ready(
+            none,
+            1024,
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            async { crate::vmm::VmmExit::Code(1) },
+        )
+        .await;
+        assert!(matches!(
+            r,
+            Err(NotReady::VmmExited(crate::vmm::VmmExit::Code(1)))
+        ));
+    }
+}
