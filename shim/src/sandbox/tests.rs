@@ -1,0 +1,89 @@
+//! Unit tests of `sandbox.rs`.
+
+use super::*;
+use crate::config::{ConfigFile, ConfigSource};
+
+fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
+    let mut f = ConfigFile::default();
+    let vmm = dir.join("fake-vmm");
+    std::fs::write(&vmm, format!("#!/bin/sh\n{vmm_body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.hypervisor.path = vmm;
+    f.hypervisor.kernel = dir.join("vmlinux");
+    f.hypervisor.initrd = dir.join("initrd");
+    // A fake virtiofsd: makes its socket file and stays until killed.
+    let fs = dir.join("fake-virtiofsd");
+    std::fs::write(
+        &fs,
+        "#!/bin/sh\nwhile [ \"$1\" != --socket-path ]; do shift; done\n: > \"$2\"\nexec sleep 60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.shared_fs.virtiofsd = fs;
+    f.agent.dial_timeout_secs = dial;
+    f.runtime.state_dir = dir.join("state");
+    f.runtime.console_log_dir = dir.join("console");
+    Config {
+        file: f,
+        source: ConfigSource::Defaults,
+    }
+}
+
+fn paths(c: &Config) -> SandboxPaths {
+    let p = SandboxPaths::new(c, "sb1");
+    std::fs::create_dir_all(&p.state_dir).unwrap();
+    std::fs::create_dir_all(p.console_log.parent().unwrap()).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn vmm_error_is_reported_and_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), "echo 'kata-vmm: error: cannot open /dev/vhost-vsock: No such file or directory' >&2; exit 1", 30);
+    let p = paths(&c);
+    let t0 = std::time::Instant::now();
+    let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert!(e.contains("exited with status 1 before the agent answered: kata-vmm: error: cannot open /dev/vhost-vsock"), "{e}");
+    assert!(!p.state_dir.join(vmm::PID_FILE).exists());
+    assert!(!p.state_dir.join(virtiofsd::PID_FILE).exists());
+    assert!(!p.state_dir.join(virtiofsd::SOCKET_FILE).exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn agent_timeout_kills_vmm_and_shows_console() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fake VMM writes to its console log (the argument after --console-log) and
+    // then hangs, like a guest whose agent never comes up; it records its pid.
+    let body = format!(
+            "while [ $# -gt 0 ]; do [ \"$1\" = --console-log ] && log=$2; shift; done\necho 'Kernel panic - not syncing: no init' > \"$log\"\necho $$ > {}/pid\nexec sleep 60",
+            dir.path().display()
+        );
+    let c = config(dir.path(), &body, 1);
+    let p = paths(&c);
+    let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with("agent in the VM did not answer within 1s"),
+        "{e}"
+    );
+    assert!(e.contains("Kernel panic - not syncing: no init"), "{e}");
+    let pid: i32 = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Killed and reaped: no such process any more.
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    assert!(!p.state_dir.join(vmm::PID_FILE).exists());
+    p.remove(false).unwrap();
+    assert!(!p.state_dir.exists());
+}

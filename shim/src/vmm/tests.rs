@@ -1,0 +1,260 @@
+//! Unit tests of `vmm.rs`.
+
+use super::*;
+
+#[test]
+fn why_line_skips_device_statistics() {
+    let stats = "kata-vmm: virtio-blk: requests=0 read_bytes=0 errors=0 kicks=0";
+    let stopped = "kata-vmm: vCPU 0: guest stopped: triple fault (KVM_EXIT_SHUTDOWN)";
+    let err = "kata-vmm: error: cannot open /dev/kvm: No such file or directory";
+    assert_eq!(why_line([stopped, stats].into_iter()), Some(stopped));
+    assert_eq!(why_line([err, stopped, stats].into_iter()), Some(err));
+    assert_eq!(why_line(["other", stats].into_iter()), Some("other"));
+    assert_eq!(why_line([stats].into_iter()), None);
+    assert_eq!(why_line(std::iter::empty()), None);
+}
+
+fn spec(path: &str) -> VmmSpec {
+    VmmSpec {
+        path: path.into(),
+        kernel: "/k".into(),
+        initrds: vec!["/guest.img".into()],
+        mem_mib: 512,
+        vcpus: 2,
+        cid: 4242,
+        vsock_uds: None,
+        console_log: "/log".into(),
+        console_limits: None,
+        cmdline: String::new(),
+        disks: Vec::new(),
+        fs: None,
+        net: None,
+        jail_id: None,
+    }
+}
+
+/// The VMM's arguments for `s`, as strings.
+fn arg_strings(s: &VmmSpec) -> Vec<String> {
+    s.args()
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect()
+}
+
+#[test]
+fn command_line_matches_design() {
+    let a = arg_strings(&spec("/vmm"));
+    assert_eq!(
+            a.join(" "),
+            "--kernel /k --initrd /guest.img --mem-mib 512 --vcpus 2 --vsock-cid 4242 --console-log /log"
+        );
+    let mut s = spec("/vmm");
+    s.vsock_uds = Some("/s/kata-vmm.vsock".into());
+    let a = arg_strings(&s);
+    assert!(
+        a.join(" ")
+            .contains("--vsock-cid 4242 --console-log /log --vsock-uds /s/kata-vmm.vsock"),
+        "{a:?}"
+    );
+    let mut s = spec("/vmm");
+    s.console_limits = Some((1024, 64));
+    let a = arg_strings(&s);
+    assert!(
+        a.join(" ")
+            .contains("--console-log /log --console-log-max-kib 1024 --console-log-rate-kib 64"),
+        "{a:?}"
+    );
+    let mut s = spec("/vmm");
+    s.fs = Some("/s/virtiofsd.sock".into());
+    let a = s.args();
+    assert_eq!(a[a.len() - 2], "--fs");
+    assert_eq!(a[a.len() - 1], "socket=/s/virtiofsd.sock,tag=kata-rs");
+    let mut s = spec("/vmm");
+    s.cmdline = "quiet debug".into();
+    let a = s.args();
+    assert_eq!(a[a.len() - 2], "--cmdline");
+    assert_eq!(a[a.len() - 1], "quiet debug");
+    s.jail_id = Some(2147486296);
+    let a = arg_strings(&s);
+    assert_eq!(
+        a[a.len() - 4..].join(" "),
+        "--jail-uid 2147486296 --jail-gid 2147486296"
+    );
+}
+
+#[test]
+fn cids_are_in_range() {
+    for _ in 0..1000 {
+        let c = random_cid();
+        assert!((CID_MIN..=CID_MAX).contains(&c));
+    }
+}
+
+#[test]
+fn exit_status_mapping() {
+    assert_eq!(VmmExit::Signal(9).container_exit_status(), 137);
+    assert_eq!(VmmExit::Signal(15).container_exit_status(), 143);
+    assert_eq!(VmmExit::Code(1).container_exit_status(), 255);
+    assert_eq!(VmmExit::Code(0).container_exit_status(), 255);
+    assert_eq!(VmmExit::Signal(200).container_exit_status(), 255);
+    assert_eq!(VmmExit::Terminated.container_exit_status(), 137);
+}
+
+fn script(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("fake-vmm");
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn early_exit_reports_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+        dir.path(),
+        "echo 'some noise' >&2; echo 'kata-vmm: error: /dev/kvm: permission denied' >&2; exit 1",
+    );
+    let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    assert_eq!(vmm.wait().await, VmmExit::Code(1));
+    assert_eq!(
+        vmm.error_line().await.as_deref(),
+        Some("kata-vmm: error: /dev/kvm: permission denied")
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn children_inherit_no_fd_of_the_shim() {
+    // An fd of the shim without O_CLOEXEC (as inherited from containerd, or opened by a
+    // careless library) on a number nothing else uses.
+    // SAFETY: open + dup2 of /dev/null onto fd 77; closed below.
+    let leaked = unsafe {
+        let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        assert!(fd >= 0);
+        let l = libc::dup2(fd, 77);
+        libc::close(fd);
+        l
+    };
+    assert_eq!(leaked, 77);
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(
+            dir.path(),
+            "l=; for f in /proc/$$/fd/*; do l=\"$l ${f##*/}\"; done; echo \"kata-vmm: error: fds:$l \" >&2; exit 1",
+        );
+    let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    assert_eq!(vmm.wait().await, VmmExit::Code(1));
+    let line = vmm.error_line().await.unwrap();
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(77) };
+    assert!(line.starts_with("kata-vmm: error: fds: 0 1 "), "{line}");
+    assert!(
+        !line.contains(" 77 "),
+        "the child inherited the shim's fd 77: {line}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stop_kills_after_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(dir.path(), "exec sleep 30");
+    let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    assert!(vmm.exited().is_none());
+    let e = vmm.stop(Duration::from_millis(100)).await;
+    assert_eq!(e, VmmExit::Signal(9));
+    assert_eq!(vmm.exited(), Some(VmmExit::Signal(9)));
+    // Killing again after reaping is harmless.
+    vmm.kill();
+    assert_eq!(vmm.wait().await, VmmExit::Signal(9));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn terminate_lets_the_vmm_report_then_counts_as_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    // Like kata-vmm: SIGTERM makes it print its report and exit 0.
+    let p = script(
+            dir.path(),
+            "trap 'echo \"kata-vmm: virtio-vsock: report\" >&2; exit 0' TERM; while :; do sleep 0.05; done",
+        );
+    let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = vmm.terminate(Duration::from_secs(10)).await;
+    assert_eq!(e, VmmExit::Terminated);
+    assert_eq!(e.container_exit_status(), 137);
+    let mut done = vmm.stderr_done.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(2), done.wait_for(|d| *d)).await;
+    let lines = vmm.stderr.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l.contains("virtio-vsock: report")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn terminate_kills_a_vmm_that_ignores_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = script(dir.path(), "trap '' TERM; while :; do sleep 0.05; done");
+    let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = vmm.terminate(Duration::from_millis(300)).await;
+    assert_eq!(e, VmmExit::Signal(9));
+    assert_eq!(e.container_exit_status(), 137);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn missing_binary_is_named() {
+    let e = Vmm::spawn(&spec("/nonexistent/kata-vmm"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("/nonexistent/kata-vmm"), "{e}");
+}
+
+fn which_sleep() -> PathBuf {
+    ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("coreutils sleep")
+}
+
+#[test]
+fn leftover_is_only_killed_when_it_is_ours() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    write_pid_file(dir.path(), child.id()).unwrap();
+    // `sleep 30` does not mention the state dir: left alone.
+    assert_eq!(kill_leftover(dir.path(), Duration::from_secs(1)), None);
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A process whose command line names the state dir, like the real VMM's
+    // (`--console-log <state dir>/...`): a copy of sleep run from inside it.
+    let sleep_copy = dir.path().join("sleep");
+    std::fs::copy(which_sleep(), &sleep_copy).unwrap();
+    let mut child = std::process::Command::new(&sleep_copy)
+        .arg("30")
+        .spawn()
+        .unwrap();
+    write_pid_file(dir.path(), child.id()).unwrap();
+    // spawn() returns once the child is inside execve, a moment before the kernel
+    // publishes its new argv in /proc/PID/cmdline: wait for it, as a later delete would.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read(&cmdline).unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        kill_leftover(dir.path(), Duration::from_secs(2)),
+        Some(child.id())
+    );
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(9));
+    assert_eq!(
+        kill_leftover(&dir.path().join("none"), Duration::from_secs(1)),
+        None
+    );
+}
