@@ -172,17 +172,15 @@ impl Agent {
     /// `WaitProcess`, without a timeout (it lasts as long as the process): the exit status
     /// (made safe: 0..=255) and, for an init, whether an unreported OOM kill goes with it.
     pub async fn wait_process(&self, id: &str, exec_id: &str) -> Result<(u32, bool), AgentError> {
-        let req = pb::WaitProcessRequest {
-            container_id: id.to_string(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
         let r = self
             .client
-            .wait_process(ttrpc::context::Context::default(), &req)
+            .wait_process(
+                ttrpc::context::Context::default(),
+                &wait_request(id, exec_id),
+            )
             .await
             .map_err(|e| map_err("WaitProcess", e))?;
-        Ok((crate::util::agent_exit_status(r.status), r.oom_killed))
+        Ok(exit_of(&r))
     }
 
     /// `WaitProcess` bounded by the request timeout: `None` when the process has not
@@ -192,19 +190,12 @@ impl Agent {
         id: &str,
         exec_id: &str,
     ) -> Result<Option<(u32, bool)>, AgentError> {
-        let req = pb::WaitProcessRequest {
-            container_id: id.to_string(),
-            exec_id: exec_id.to_string(),
-            ..Default::default()
-        };
+        let req = wait_request(id, exec_id);
         match self
             .timed("WaitProcess", self.client.wait_process(self.ctx(), &req))
             .await
         {
-            Ok(r) => Ok(Some((
-                crate::util::agent_exit_status(r.status),
-                r.oom_killed,
-            ))),
+            Ok(r) => Ok(Some(exit_of(&r))),
             Err(AgentError::Timeout { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -524,4 +515,18 @@ impl Agent {
         .await?;
         Ok(())
     }
+}
+
+/// The `WaitProcess` request for process `exec_id` of container `id`.
+fn wait_request(id: &str, exec_id: &str) -> pb::WaitProcessRequest {
+    pb::WaitProcessRequest {
+        container_id: id.to_string(),
+        exec_id: exec_id.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A `WaitProcess` reply as (exit status made safe: 0..=255, unreported OOM kill).
+fn exit_of(r: &pb::WaitProcessResponse) -> (u32, bool) {
+    (crate::util::agent_exit_status(r.status), r.oom_killed)
 }
