@@ -119,7 +119,9 @@ pub const GUEST_TRIPLE_FAULT: &str = "guest stopped: triple fault";
 
 /// Why a run is to be tried again on a fresh node, if it is: only for a fault of the emulated
 /// test rig (its node kernel broke, the node VM reset, or a guest triple fault on the emulated
-/// node), and at most `KATA_RS_NODE_RETRIES` times (default 1; 0 turns retries off).
+/// node), and at most `KATA_RS_NODE_RETRIES` times (default 2; 0 turns retries off). Two, not
+/// one: the longest run (cri_churn's 50 microVMs) meets rig faults often enough that CI once
+/// lost two attempts in a row.
 /// With `guest_faults` false, a guest triple fault is left to the test (which counts them per
 /// case, see [`node_run_counting_guest_faults`]).
 fn rig_fault(run: &NodeRun, guest_faults: bool) -> Option<&'static str> {
@@ -163,7 +165,7 @@ fn node_run_retrying(script: &str, args: &[&str], extra: &[&str], guest_faults: 
     let retries: u32 = std::env::var("KATA_RS_NODE_RETRIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+        .unwrap_or(2);
     let mut attempt = 1;
     loop {
         let run = node_run_once(script, args, extra);
