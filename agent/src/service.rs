@@ -8,7 +8,7 @@ use kata_rs_protocol::agent::*;
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::container::{self, Container, CreateOptions, Process};
+use crate::container::{self, Container, ContainerSys, CreateOptions, Process, RealSys};
 use crate::error::{AgentError, Result};
 use crate::plan;
 use crate::reaper::Reaper;
@@ -31,7 +31,8 @@ pub enum ShutdownAction {
 
 /// The agent's state, shared by all connections.
 pub struct Agent {
-    reaper: Arc<Reaper>,
+    /// The system calls of the container model (the real ones, or a test's fake).
+    sys: Arc<dyn ContainerSys>,
     cgroup_root: Option<PathBuf>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     creating: Mutex<HashSet<String>>,
@@ -57,8 +58,18 @@ impl Agent {
         share: Share,
         shutdown: tokio::sync::mpsc::Sender<()>,
     ) -> Self {
+        Self::with_sys(Arc::new(RealSys::new(reaper)), cgroup_root, share, shutdown)
+    }
+
+    /// The agent on the given system calls (tests pass a fake).
+    pub(crate) fn with_sys(
+        sys: Arc<dyn ContainerSys>,
+        cgroup_root: Option<PathBuf>,
+        share: Share,
+        shutdown: tokio::sync::mpsc::Sender<()>,
+    ) -> Self {
         Agent {
-            reaper,
+            sys,
             cgroup_root,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
@@ -161,7 +172,7 @@ impl Agent {
             }
         }
         let res = container::create(
-            &self.reaper,
+            &self.sys,
             CreateOptions {
                 id,
                 plan,
@@ -412,6 +423,79 @@ fn set_realtime(sec: i64, usec: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::fake::FakeSys;
+
+    /// An agent on the fake, its share at /share, its cgroup root at /cg.
+    fn agent(fake: &FakeSys) -> Agent {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let share = Share::Ready {
+            dir: PathBuf::from("/share"),
+        };
+        Agent::with_sys(Arc::new(fake.clone()), Some("/cg".into()), share, tx)
+    }
+
+    fn request(id: &str, sandbox_id: &str) -> CreateContainerRequest {
+        CreateContainerRequest {
+            container_id: id.into(),
+            sandbox_id: sandbox_id.into(),
+            rootfs_path: format!("/share/{id}/rootfs"),
+            oci_spec: crate::plan::test_spec::BASIC.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A failed CreateContainer leaves neither the container nor its id taken, so the
+    /// same id can be created again; a second create of a live id is refused before any
+    /// system call.
+    #[tokio::test]
+    async fn a_failed_create_leaves_no_container_and_frees_its_id() {
+        let fake = FakeSys::default();
+        let agent = agent(&fake);
+        fake.state().fail_spawn = Some(AgentError::internal("handshake: early EOF"));
+        let e = agent.create_container(request("c1", "")).await.unwrap_err();
+        assert_eq!(e.message, "handshake: early EOF");
+        assert_eq!(agent.get("c1").err().unwrap().code, ttrpc::Code::NOT_FOUND);
+        assert!(agent.creating.lock().unwrap().is_empty());
+        assert!(fake.state().cgroups.is_empty(), "{:?}", fake.calls());
+
+        agent.create_container(request("c1", "")).await.unwrap();
+        assert_eq!(agent.get("c1").unwrap().pid(), 100);
+        let before = fake.calls().len();
+        let e = agent.create_container(request("c1", "")).await.unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::ALREADY_EXISTS);
+        assert_eq!(fake.calls().len(), before, "{:?}", fake.calls());
+
+        agent.remove_container("c1").await.unwrap();
+        assert!(fake.state().cgroups.is_empty(), "{:?}", fake.calls());
+        assert_eq!(agent.get("c1").err().unwrap().code, ttrpc::Code::NOT_FOUND);
+    }
+
+    /// A pod member whose sandbox container is not in the guest, or has exited, is refused
+    /// before any system call.
+    #[tokio::test]
+    async fn a_member_of_a_missing_or_dead_sandbox_is_refused_first() {
+        let fake = FakeSys::default();
+        let agent = agent(&fake);
+        let e = agent
+            .create_container(request("c2", "sb"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::FAILED_PRECONDITION);
+        assert!(e.message.contains("\"sb\" is not in this guest"), "{e}");
+        assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+
+        agent.create_container(request("sb", "sb")).await.unwrap();
+        fake.exit(100, 0);
+        let before = fake.calls().len();
+        let e = agent
+            .create_container(request("c2", "sb"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ttrpc::Code::FAILED_PRECONDITION);
+        assert!(e.message.contains("has exited"), "{e}");
+        assert_eq!(fake.calls().len(), before, "{:?}", fake.calls());
+        assert!(agent.creating.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn guest_time_is_validated() {

@@ -1,18 +1,15 @@
 //! CreateContainer's sequence: the pod's namespaces to join, the root file system checked,
 //! the cgroup, the init spawned and set up, the device program attached; undone on failure.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::sys::{ContainerSys, RealSys};
+use super::sys::ContainerSys;
 use super::{Container, Process};
-use crate::cgroup::Cgroup;
 use crate::error::{AgentError, Result};
 use crate::init::INIT_ARG;
 use crate::plan::Plan;
-use crate::reaper::Reaper;
-use crate::spawn::{self, SpawnArgs};
+use crate::spawn::SpawnArgs;
 
 /// Options for [`create`].
 pub struct CreateOptions<'a> {
@@ -31,8 +28,9 @@ pub struct CreateOptions<'a> {
 
 /// Creates a container: cgroup, stdio pipes (or a pty), the init cloned into new
 /// namespaces, and the setup handshake. On failure nothing is left behind (process killed
-/// and reaped, cgroup removed; the mounts lived only in the init's mount namespace).
-pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result<Container> {
+/// and reaped, cgroup removed; the mounts lived only in the init's mount namespace). Every
+/// system call goes through `sys`, which the container keeps.
+pub async fn create(sys: &Arc<dyn ContainerSys>, mut opts: CreateOptions<'_>) -> Result<Container> {
     let id = opts.id.to_string();
     let ns = opts.plan.namespaces;
     let sandbox_ns = |name: &str| -> Result<PathBuf> {
@@ -45,7 +43,7 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
     };
     let pidns = if ns.join_pid {
         let p = sandbox_ns("pid")?;
-        Some(fs::File::open(&p).map_err(|e| {
+        Some(sys.open_ns(&p).map_err(|e| {
             AgentError::precondition(format!(
                 "container {id}: open {} (the pod's sandbox container is gone?): {e}",
                 p.display()
@@ -61,8 +59,8 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
         }
     }
     let rootfs = opts.plan.init.rootfs.clone();
-    match fs::metadata(&rootfs) {
-        Ok(md) if md.is_dir() => {}
+    match sys.is_dir(&rootfs) {
+        Ok(true) => {}
         Ok(_) => {
             return Err(AgentError::invalid(format!(
                 "rootfs_path {rootfs:?} is not a directory"
@@ -73,7 +71,7 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
         }
     }
     let cgroup = match opts.cgroup_root {
-        Some(root) => Some(Cgroup::create(root, &id, &opts.plan.cgroup_writes)?),
+        Some(root) => Some(sys.create_cgroup(root, &id, &opts.plan.cgroup_writes)?),
         None => {
             if !opts.plan.cgroup_writes.is_empty() {
                 return Err(AgentError::internal(
@@ -86,20 +84,17 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
     let res = async {
         let config = serde_json::to_vec(&opts.plan.init)
             .map_err(|e| AgentError::internal(format!("encode init config: {e}")))?;
-        spawn::spawn(
-            reaper,
-            SpawnArgs {
-                id: &id,
-                exec_id: "",
-                mode: INIT_ARG,
-                clone_flags: opts.plan.namespaces.clone_flags(),
-                config,
-                stdin: opts.stdin,
-                terminal: opts.plan.init.process.terminal,
-                cgroup: cgroup.as_ref(),
-                pidns,
-            },
-        )
+        sys.spawn(SpawnArgs {
+            id: &id,
+            exec_id: "",
+            mode: INIT_ARG,
+            clone_flags: opts.plan.namespaces.clone_flags(),
+            config,
+            stdin: opts.stdin,
+            terminal: opts.plan.init.process.terminal,
+            cgroup: cgroup.as_ref(),
+            pidns,
+        })
         .await
     }
     .await;
@@ -109,10 +104,10 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
     let res = match (res, &cgroup) {
         (Ok(parts), Some(cg)) => {
             let prog = &opts.plan.device_program;
-            match crate::devices::attach(prog, cg.path()) {
+            match sys.attach_devices(prog, cg) {
                 Ok(()) => Ok(parts),
                 Err(e) => {
-                    spawn::abort_init(parts.0.pid, &parts.0.exit).await;
+                    sys.abort(parts.0.pid, &parts.0.exit).await;
                     Err(AgentError::internal(format!(
                         "container {id}: linux.resources.devices: {e}"
                     )))
@@ -123,14 +118,20 @@ pub async fn create(reaper: &Arc<Reaper>, mut opts: CreateOptions<'_>) -> Result
     };
     match res {
         Ok((started, sync)) => {
-            let sys: Arc<dyn ContainerSys> = Arc::new(RealSys::new(Arc::clone(reaper)));
-            let init = Process::new(&id, "", started, Arc::clone(&sys));
+            let init = Process::new(&id, "", started, Arc::clone(sys));
             let seccomp = opts.plan.init.process.seccomp.clone();
-            Ok(Container::new(&id, init, cgroup, sync, seccomp, sys))
+            Ok(Container::new(
+                &id,
+                init,
+                cgroup,
+                sync,
+                seccomp,
+                Arc::clone(sys),
+            ))
         }
         Err(e) => {
             if let Some(cg) = &cgroup {
-                if let Err(e2) = cg.remove().await {
+                if let Err(e2) = sys.remove_cgroup(cg).await {
                     tracing::warn!("cleanup after failed create: {e2}");
                 }
             }

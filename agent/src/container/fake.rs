@@ -1,8 +1,12 @@
 //! A fake [`ContainerSys`] for the model's tests: it records every call, hands out pids,
-//! plays the reaper (a SIGKILL'ed process exits with 137) and fails on request.
+//! plays the reaper (a SIGKILL'ed or aborted process exits with 137), keeps the cgroups it
+//! "created" (so a test sees what is left) and fails on request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -11,10 +15,11 @@ use tokio::sync::{watch, Semaphore};
 
 use super::sys::{ContainerSys, ExecRequest};
 use crate::cgroup::Cgroup;
+use crate::devices::BpfInsn;
 use crate::error::{AgentError, Result};
 use crate::plan::ProcessConfig;
 use crate::reaper::ExitInfo;
-use crate::spawn::{Started, Stdio};
+use crate::spawn::{SpawnArgs, Started, Stdio};
 
 /// What the fake saw and what it is told to do.
 #[derive(Default)]
@@ -33,6 +38,18 @@ pub(crate) struct State {
     pub fail_remove: Option<AgentError>,
     /// When set, exec waits for a permit (to hold one exec in flight).
     pub exec_gate: Option<Arc<Semaphore>>,
+    /// The next namespace open fails with this.
+    pub fail_open_ns: Option<io::Error>,
+    /// What `is_dir` answers for the root file system (default: a directory).
+    pub rootfs: Option<io::Result<bool>>,
+    /// The next cgroup creation fails with this.
+    pub fail_create_cgroup: Option<AgentError>,
+    /// The next spawn fails with this (the real spawn has killed and reaped its helper).
+    pub fail_spawn: Option<AgentError>,
+    /// The next device program attach fails with this.
+    pub fail_attach: Option<String>,
+    /// The cgroups created and not removed.
+    pub cgroups: BTreeSet<PathBuf>,
     exits: HashMap<i32, watch::Sender<Option<ExitInfo>>>,
     next_pid: i32,
 }
@@ -81,6 +98,14 @@ impl FakeSys {
         }
     }
 
+    /// Whether `pid` exited (as the reaper saw it).
+    pub fn exited(&self, pid: i32) -> bool {
+        self.state()
+            .exits
+            .get(&pid)
+            .is_some_and(|tx| tx.borrow().is_some())
+    }
+
     fn record(&self, call: String) {
         self.state().calls.push(call);
     }
@@ -88,6 +113,61 @@ impl FakeSys {
 
 #[async_trait]
 impl ContainerSys for FakeSys {
+    fn open_ns(&self, path: &Path) -> io::Result<fs::File> {
+        self.record(format!("open {}", path.display()));
+        match self.state().fail_open_ns.take() {
+            Some(e) => Err(e),
+            None => fs::File::open("/dev/null"),
+        }
+    }
+
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        self.record(format!("is_dir {}", path.display()));
+        self.state().rootfs.take().unwrap_or(Ok(true))
+    }
+
+    fn create_cgroup(&self, root: &Path, id: &str, writes: &[(String, String)]) -> Result<Cgroup> {
+        let path = root.join("kata-rs").join(id);
+        self.record(format!("create {} {writes:?}", path.display()));
+        if let Some(e) = self.state().fail_create_cgroup.take() {
+            return Err(e);
+        }
+        self.state().cgroups.insert(path.clone());
+        Ok(Cgroup::at(path))
+    }
+
+    async fn spawn(&self, a: SpawnArgs<'_>) -> Result<(Started, UnixStream)> {
+        self.record(format!(
+            "spawn {} {:?} {} flags {:#x} pidns {} cgroup {}",
+            a.id,
+            a.exec_id,
+            a.mode,
+            a.clone_flags,
+            a.pidns.is_some(),
+            a.cgroup
+                .map_or("-".into(), |c| c.path().display().to_string()),
+        ));
+        if let Some(e) = self.state().fail_spawn.take() {
+            return Err(e);
+        }
+        let (ours, _theirs) = UnixStream::pair().expect("socketpair");
+        Ok((self.started(), ours))
+    }
+
+    fn attach_devices(&self, prog: &[BpfInsn], cgroup: &Cgroup) -> std::result::Result<(), String> {
+        self.record(format!(
+            "attach {} insns to {}",
+            prog.len(),
+            cgroup.path().display()
+        ));
+        self.state().fail_attach.take().map_or(Ok(()), Err)
+    }
+
+    async fn abort(&self, pid: i32, _exit: &watch::Receiver<Option<ExitInfo>>) {
+        self.record(format!("abort {pid}"));
+        self.exit(pid, 128 + libc::SIGKILL);
+    }
+
     fn kill(&self, pid: i32, sig: Signal) -> nix::Result<()> {
         self.record(format!("kill {pid} {sig}"));
         if let Some(e) = self.state().fail_kill.take() {
@@ -133,6 +213,10 @@ impl ContainerSys for FakeSys {
 
     async fn remove_cgroup(&self, cgroup: &Cgroup) -> Result<()> {
         self.record(format!("remove {}", cgroup.path().display()));
-        self.state().fail_remove.take().map_or(Ok(()), Err)
+        if let Some(e) = self.state().fail_remove.take() {
+            return Err(e);
+        }
+        self.state().cgroups.remove(cgroup.path());
+        Ok(())
     }
 }

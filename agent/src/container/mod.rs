@@ -265,7 +265,10 @@ impl Container {
 }
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod create_tests;

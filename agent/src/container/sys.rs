@@ -1,20 +1,23 @@
-//! The system calls the container model makes once a container exists, behind
-//! [`ContainerSys`] so that the lifecycle (states, exec ids, pause, teardown) is
-//! unit-tested with a fake; [`RealSys`] makes them.
+//! The system calls the container model makes, from CreateContainer's steps to teardown,
+//! behind [`ContainerSys`] so that the lifecycle (create and its rollback, states, exec ids,
+//! pause, teardown) is unit-tested with a fake; [`RealSys`] makes them.
 
 use std::fs;
+use std::io;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use tokio::sync::watch;
 
 use crate::cgroup::Cgroup;
 use crate::error::{AgentError, Result};
 use crate::init::{ExecConfig, EXEC_ARG};
 use crate::plan::ProcessConfig;
-use crate::reaper::Reaper;
+use crate::reaper::{ExitInfo, Reaper};
 use crate::spawn::{self, SpawnArgs, Started};
 
 /// An exec'd process to start in a running container.
@@ -36,6 +39,24 @@ pub struct ExecRequest<'a> {
 /// What the container model asks of the system.
 #[async_trait]
 pub trait ContainerSys: Send + Sync {
+    /// Opens a namespace file (`/proc/<pid>/ns/<name>`) to clone into.
+    fn open_ns(&self, path: &Path) -> io::Result<fs::File>;
+    /// Whether `path` is a directory (following symlinks).
+    fn is_dir(&self, path: &Path) -> io::Result<bool>;
+    /// Creates the container's cgroup `<root>/kata-rs/<id>` with its limits (nothing is
+    /// left on failure).
+    fn create_cgroup(&self, root: &Path, id: &str, writes: &[(String, String)]) -> Result<Cgroup>;
+    /// Starts a helper, set up and waiting for `start` on the returned sync socket (killed
+    /// and reaped on failure).
+    async fn spawn(&self, args: SpawnArgs<'_>) -> Result<(Started, UnixStream)>;
+    /// Attaches the device program to the cgroup.
+    fn attach_devices(
+        &self,
+        prog: &[crate::devices::BpfInsn],
+        cgroup: &Cgroup,
+    ) -> std::result::Result<(), String>;
+    /// Kills a half-created process and waits until the reaper saw it go.
+    async fn abort(&self, pid: i32, exit: &watch::Receiver<Option<ExitInfo>>);
     /// kill(2).
     fn kill(&self, pid: i32, sig: Signal) -> nix::Result<()>;
     /// Releases a created helper (`start` on its sync socket) and waits for its execve.
@@ -63,6 +84,34 @@ impl RealSys {
 
 #[async_trait]
 impl ContainerSys for RealSys {
+    fn open_ns(&self, path: &Path) -> io::Result<fs::File> {
+        fs::File::open(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> io::Result<bool> {
+        fs::metadata(path).map(|m| m.is_dir())
+    }
+
+    fn create_cgroup(&self, root: &Path, id: &str, writes: &[(String, String)]) -> Result<Cgroup> {
+        Cgroup::create(root, id, writes)
+    }
+
+    async fn spawn(&self, args: SpawnArgs<'_>) -> Result<(Started, UnixStream)> {
+        spawn::spawn(&self.reaper, args).await
+    }
+
+    fn attach_devices(
+        &self,
+        prog: &[crate::devices::BpfInsn],
+        cgroup: &Cgroup,
+    ) -> std::result::Result<(), String> {
+        crate::devices::attach(prog, cgroup.path())
+    }
+
+    async fn abort(&self, pid: i32, exit: &watch::Receiver<Option<ExitInfo>>) {
+        spawn::abort_init(pid, exit).await;
+    }
+
     fn kill(&self, pid: i32, sig: Signal) -> nix::Result<()> {
         kill(Pid::from_raw(pid), sig)
     }
@@ -109,9 +158,8 @@ impl ContainerSys for RealSys {
         };
         let config = serde_json::to_vec(&cfg)
             .map_err(|e| AgentError::internal(format!("encode exec config: {e}")))?;
-        let (started, sync) = spawn::spawn(
-            &self.reaper,
-            SpawnArgs {
+        let (started, sync) = self
+            .spawn(SpawnArgs {
                 id,
                 exec_id: req.exec_id,
                 mode: EXEC_ARG,
@@ -121,11 +169,10 @@ impl ContainerSys for RealSys {
                 terminal,
                 cgroup: req.cgroup,
                 pidns,
-            },
-        )
-        .await?;
+            })
+            .await?;
         if let Err(e) = spawn::release(id, sync).await {
-            spawn::abort_init(started.pid, &started.exit).await;
+            self.abort(started.pid, &started.exit).await;
             return Err(e);
         }
         Ok(started)
