@@ -1,61 +1,26 @@
 //! Linux capabilities for the container process: OCI names → bit masks (pure, tested) and
-//! the syscalls that apply the five sets (bounding, effective, permitted, inheritable,
-//! ambient) in runc's order around the switch to the process's uid.
+//! the calls that apply the five sets (bounding, effective, permitted, inheritable,
+//! ambient) in runc's order around the switch to the process's uid. Names, numbers and
+//! the prctl/capset calls are the `caps` crate's.
 
+use std::str::FromStr;
+
+use caps::{CapSet, Capability, CapsHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AgentError, Result};
 
-/// Capability names (without `CAP_`) in bit order: index = capability number.
-pub const NAMES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
+/// The capability named `name` (`CAP_CHOWN`, `chown` and `CHOWN` are accepted; ASCII
+/// case only), as the `caps` crate knows it.
+fn by_name(name: &str) -> Option<Capability> {
+    let n = name.to_ascii_uppercase();
+    let n = n.strip_prefix("CAP_").unwrap_or(&n);
+    Capability::from_str(&format!("CAP_{n}")).ok()
+}
 
 /// The capability number of `name` (`CAP_CHOWN`, `chown` and `CHOWN` are accepted).
 pub fn number(name: &str) -> Option<u32> {
-    let n = name.to_ascii_uppercase();
-    let n = n.strip_prefix("CAP_").unwrap_or(&n);
-    NAMES.iter().position(|c| *c == n).map(|i| i as u32)
+    by_name(name).map(|c| u32::from(c.index()))
 }
 
 /// The five capability sets as bit masks (bit N = capability N).
@@ -116,121 +81,56 @@ pub fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
+/// The capabilities the crate knows and the running kernel has (up to [`last_cap`]).
+fn known() -> impl Iterator<Item = Capability> {
+    let last = last_cap();
+    let mut all: Vec<Capability> = caps::all()
+        .into_iter()
+        .filter(|c| u32::from(c.index()) <= last)
+        .collect();
+    all.sort_by_key(|c| c.index());
+    all.into_iter()
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_V3: u32 = 0x2008_0522;
-
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+/// The known capabilities whose bits are set in `mask`.
+fn set_of(mask: u64) -> CapsHashSet {
+    known().filter(|c| mask & c.bitmask() != 0).collect()
 }
 
 /// Drops every capability not in `bounding` from the bounding set (needs CAP_SETPCAP:
 /// call while still root with full capabilities).
 pub fn drop_bounding(bounding: u64) -> std::result::Result<(), String> {
-    for cap in 0..=last_cap().min(63) {
-        if bounding & (1 << cap) == 0 {
-            // SAFETY: prctl with integer arguments only.
-            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
-                return Err(os_err(&format!(
-                    "drop {} from the bounding set",
-                    cap_name(cap)
-                )));
-            }
-        }
+    for cap in known().filter(|c| bounding & c.bitmask() == 0) {
+        caps::drop(None, CapSet::Bounding, cap)
+            .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
     }
     Ok(())
-}
-
-fn cap_name(cap: u32) -> String {
-    NAMES
-        .get(cap as usize)
-        .map(|n| format!("CAP_{n}"))
-        .unwrap_or_else(|| format!("capability {cap}"))
 }
 
 /// PR_SET_KEEPCAPS: keep the permitted set across the switch to a non-zero uid.
 pub fn keep_caps(on: bool) -> std::result::Result<(), String> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) } != 0 {
-        return Err(os_err("prctl(PR_SET_KEEPCAPS)"));
-    }
-    Ok(())
+    caps::securebits::set_keepcaps(on).map_err(|e| format!("prctl(PR_SET_KEEPCAPS): {e}"))
 }
 
-/// Sets effective, permitted and inheritable (capset), then the ambient set. Bits above
-/// the kernel's last capability are ignored.
+/// Sets inheritable, effective and permitted (in that order, so that each capset keeps
+/// effective within permitted and the permitted set shrinks last, which makes the same
+/// requests succeed or fail as one capset of all three would), then the ambient set.
+/// Capabilities the kernel does not know are ignored.
 pub fn apply(s: &CapSets) -> std::result::Result<(), String> {
-    let known = if last_cap() >= 63 {
-        u64::MAX
-    } else {
-        (1u64 << (last_cap() + 1)) - 1
-    };
-    let (e, p, i) = (
-        s.effective & known,
-        s.permitted & known,
-        s.inheritable & known,
-    );
-    let mut hdr = CapHeader {
-        version: CAP_V3,
-        pid: 0,
-    };
-    let data = [
-        CapData {
-            effective: e as u32,
-            permitted: p as u32,
-            inheritable: i as u32,
-        },
-        CapData {
-            effective: (e >> 32) as u32,
-            permitted: (p >> 32) as u32,
-            inheritable: (i >> 32) as u32,
-        },
-    ];
-    // SAFETY: capset reads a v3 header and two data structs, both valid for the call.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
-        return Err(os_err("capset"));
+    for (set, name, mask) in [
+        (CapSet::Inheritable, "inheritable", s.inheritable),
+        (CapSet::Effective, "effective", s.effective),
+        (CapSet::Permitted, "permitted", s.permitted),
+    ] {
+        caps::set(None, set, &set_of(mask))
+            .map_err(|e| format!("set the {name} capabilities: {e}"))?;
     }
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
-    for cap in 0..=last_cap().min(63) {
-        if s.ambient & known & (1 << cap) != 0 {
-            // SAFETY: prctl with integer arguments only.
-            let r = unsafe {
-                libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                    cap as libc::c_ulong,
-                    0,
-                    0,
-                )
-            };
-            if r != 0 {
-                return Err(os_err(&format!(
-                    "raise ambient {} (it must be permitted and inheritable)",
-                    cap_name(cap)
-                )));
-            }
-        }
+    // Kernels without ambient capabilities refuse the clear; nothing to clear there.
+    let _ = caps::clear(None, CapSet::Ambient);
+    for cap in known().filter(|c| s.ambient & c.bitmask() != 0) {
+        caps::raise(None, CapSet::Ambient, cap).map_err(|e| {
+            format!("raise ambient {cap} (it must be permitted and inheritable): {e}")
+        })?;
     }
     Ok(())
 }
@@ -250,7 +150,39 @@ mod tests {
             (1 << 5) | (1 << 10)
         );
         let e = mask("effective", ["CAP_NOPE"]).unwrap_err();
-        assert!(e.message.contains("effective") && e.message.contains("CAP_NOPE"));
+        assert_eq!(
+            e.message,
+            "process.capabilities.effective: unknown capability \"CAP_NOPE\""
+        );
+        // ASCII case only, one CAP_ prefix.
+        assert_eq!(number("chown"), Some(0));
+        assert_eq!(number("Cap_Kill"), Some(5));
+        assert_eq!(number("CAP_SYS_ADM\u{131}N"), None);
+        assert_eq!(number("CAP_CAP_CHOWN"), None);
+        assert_eq!(number(""), None);
+    }
+
+    /// The numbers are the kernel's (linux/capability.h), 0..=40 with no gap.
+    #[test]
+    fn numbers_are_the_kernels() {
+        for (name, n) in [
+            ("CAP_CHOWN", 0),
+            ("CAP_SETPCAP", 8),
+            ("CAP_NET_RAW", 13),
+            ("CAP_SYS_ADMIN", 21),
+            ("CAP_MKNOD", 27),
+            ("CAP_SETFCAP", 31),
+            ("CAP_MAC_OVERRIDE", 32),
+            ("CAP_AUDIT_READ", 37),
+            ("CAP_PERFMON", 38),
+            ("CAP_BPF", 39),
+            ("CAP_CHECKPOINT_RESTORE", 40),
+        ] {
+            assert_eq!(number(name), Some(n), "{name}");
+        }
+        let mut all: Vec<u32> = caps::all().iter().map(|c| u32::from(c.index())).collect();
+        all.sort();
+        assert_eq!(all, (0..=40).collect::<Vec<_>>());
     }
 
     #[test]
