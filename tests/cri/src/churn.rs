@@ -16,7 +16,11 @@ use k8s_cri::v1::{
     StartContainerRequest, StopPodSandboxRequest,
 };
 
-use super::{call_quiet, connect, container_config, marker, pod_config, word, Args, Res, Runtime};
+use crate::args::Args;
+use crate::config::{container_config, pod_config};
+use crate::markers::{marker, word};
+use crate::Runtime;
+use kata_rs_cri::{call_quiet, connect, Res};
 
 /// The label every churn pod carries (to list what is left of them).
 const LABEL: (&str, &str) = ("kata-rs-churn", "yes");

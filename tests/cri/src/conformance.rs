@@ -19,7 +19,10 @@ use k8s_cri::v1::{
     StopPodSandboxRequest,
 };
 
-use crate::{call, exec, marker, outcome, word, Args, Runtime};
+use crate::args::Args;
+use crate::calls::{call, exec};
+use crate::markers::{marker, outcome, word};
+use crate::Runtime;
 
 /// The length of the long line `logger` writes on stdout (`a`s) and stderr (`b`s).
 pub const LONG_LINE: usize = 40_000;

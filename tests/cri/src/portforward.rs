@@ -12,7 +12,10 @@ use k8s_cri::v1::PortForwardRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{call, exec, marker, Args, Runtime};
+use crate::args::Args;
+use crate::calls::{call, exec};
+use crate::markers::marker;
+use crate::Runtime;
 
 /// How long each target is tried: the kata forwarder follows the guest's ports in about a
 /// second.

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{Mount, MountPropagation};
 
-use crate::{exec, marker, Runtime};
+use crate::calls::exec;
+use crate::markers::marker;
+use crate::Runtime;
 
 /// The modes: the directory (and marker) name, the CRI propagation.
 pub const MODES: [(&str, MountPropagation); 3] = [
