@@ -256,6 +256,31 @@ pub fn install(prog: &[Insn]) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    /// Every name of our table has seccompiler's number (its table is generated from the
+    /// kernel's headers and maintained with the crate; it is not public, so each name goes
+    /// through its JSON compiler and the number is read back from the program).
+    #[test]
+    fn table_is_seccompilers() {
+        use seccompiler::{compile_from_json, TargetArch};
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        for &(name, nr) in SYSCALLS {
+            let json = format!(
+                r#"{{"f": {{"mismatch_action": "allow", "match_action": "trap",
+                          "filter": [{{"syscall": "{name}"}}]}}}}"#
+            );
+            let progs = compile_from_json(json.as_bytes(), TargetArch::x86_64)
+                .unwrap_or_else(|e| panic!("{name}: seccompiler does not know it: {e}"));
+            let compared: Vec<u32> = progs["f"]
+                .iter()
+                .filter(|i| i.code == JEQ_K && i.k != AUDIT_ARCH_X86_64)
+                .map(|i| i.k)
+                .collect();
+            assert_eq!(compared, [nr], "{name}");
+        }
+        assert_eq!(syscall_number("mseal"), Some(462));
+        assert_eq!(syscall_number("fchmodat2"), Some(452));
+    }
+
     /// A tiny classic-BPF interpreter for the instructions `compile` emits.
     fn run(p: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
