@@ -32,7 +32,7 @@ FS_INITRD=${5:+$KATA_RS_PAYLOAD/extra$5}
 FSVMM_VARIANTS=${6:-ours:ours:auto qemu:qemu:auto}
 FSVMM_N=${7:-1}
 FSVMM_SECS=${8:-45}
-# The cri section: the CRI bench client's host path (tests/cri/src/bench.rs, passed with
+# The cri section: the CRI bench client's host path (tests/cri/src/bench/, passed with
 # KATA_RS_NODE_EXTRA) and its pods per runtime.
 CRI_BENCH=${9:+$KATA_RS_PAYLOAD/extra$9}
 CRI_N=${10:-10}
@@ -280,7 +280,7 @@ fi
 
 # ---------------------------------------------------------------- cri: pod start and churn through CRI
 # A second containerd with the CRI plugin (kata_rs_start_cri_containerd, tests/harness/lib.sh:
-# handlers kata and runc, host-network pods). The client (tests/cri/src/bench.rs) runs a
+# handlers kata and runc, host-network pods). The client (tests/cri/src/bench/) runs a
 # warm-up round and CRI_N rounds, one pod per runtime each, alternating the order: pod start
 # (RunPodSandbox → StartContainer answered) and the whole pod (create → removed: the churn),
 # and splits the kata pods' start into phases from the timestamps in containerd's log (the
