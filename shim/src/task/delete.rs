@@ -3,16 +3,18 @@
 
 use std::sync::{atomic::Ordering, Arc};
 
+use async_trait::async_trait;
 use containerd_shim_protos::{api, events::task::TaskDelete, protobuf::MessageField};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::{
+    delete_steps::{teardown_steps, Teardown},
     detached::{detached, Abandoned},
     TaskService,
 };
 use crate::{
     bundle::unmount,
-    container::{Container, Status},
+    container::{Container, ExitInfo, Status},
     error::{ShimError, ShimResult},
     util::timestamp,
 };
@@ -83,7 +85,8 @@ impl TaskService {
     }
 
     /// Removes a created or exited container: from the state, from the guest, its share
-    /// entry, and with the VM's owner the VM, its files and host cgroup.
+    /// entry, and with the VM's owner the VM, its files and host cgroup (the order is
+    /// [`teardown_steps`]'s).
     pub(super) async fn teardown(
         &self,
         c: Arc<Container>,
@@ -95,74 +98,109 @@ impl TaskService {
         } else {
             None
         };
-        let exit = c.init.set_exited(128 + 9);
-        {
-            let mut state = self.inner.state.lock().await;
-            state.containers.remove(&c.id);
-            if c.owns_vm() {
-                state.sandboxes.remove(&c.sandbox.id);
-            }
-        }
-        let execs: Vec<_> = c.execs_lock().drain().map(|(_, e)| e).collect();
-        for e in execs {
-            e.set_exited(128 + 9);
-            e.shutdown_io().await;
-        }
-
-        if c.sandbox.vmm.exited().is_none() {
-            if let Err(e) = c.sandbox.agent.remove_container(&c.id).await {
-                warn!(id = %c.id, "RemoveContainer: {e}");
-            }
-        }
-        c.init.shutdown_io().await;
-        let mut errors = Vec::new();
-        if !c.owns_vm() {
-            // A pod container: out of the pod's share (the sandbox's share goes whole with
-            // its state directory).
-            if let Err(e) = c.sandbox.paths.share().remove_container(&c.id) {
-                errors.push(e);
-            }
-        }
-        if c.owns_vm() {
-            // A single container's or a pod's sandbox container: the VM goes with it
-            // (a pod's containers still in it are then reported exited).
-            let vm_exit = c.sandbox.stop().await;
-            info!(id = %c.id, "VMM {vm_exit}");
-        }
-        if let Some(m) = &c.mounted_rootfs {
-            if let Err(e) = unmount(m) {
-                errors.push(format!("unmount {}: {e}", m.display()));
-            }
-        }
-        if c.owns_vm() {
-            if let Err(e) = c.sandbox.paths.remove(c.sandbox.keep_console()) {
-                errors.push(e);
-            }
-        }
         let pid = c.sandbox.vmm.pid();
-        if by == TeardownBy::Delete {
-            self.inner
-                .publish(Box::new(TaskDelete {
-                    container_id: c.id.clone(),
-                    pid,
-                    exit_status: exit.status,
-                    exited_at: MessageField::some(timestamp(exit.at)),
-                    ..Default::default()
-                }))
-                .await;
-        }
-        if !errors.is_empty() {
-            let msg = errors.join("; ");
-            error!(id = %c.id, "Delete: {msg}");
+        let id = c.id.clone();
+        let done = teardown_steps(
+            &ContainerTeardown { svc: self, c },
+            by == TeardownBy::Delete,
+        )
+        .await;
+        if !done.errors.is_empty() {
+            let msg = done.errors.join("; ");
+            error!(id = %id, "Delete: {msg}");
             return Err(ShimError::Failed(format!(
                 "container deleted, but cleanup failed: {msg}"
             )));
         }
         Ok(api::DeleteResponse {
             pid,
-            exit_status: exit.status,
-            exited_at: MessageField::some(timestamp(exit.at)),
+            exit_status: done.exit.status,
+            exited_at: MessageField::some(timestamp(done.exit.at)),
             ..Default::default()
         })
+    }
+}
+
+/// The real container's teardown steps.
+struct ContainerTeardown<'a> {
+    svc: &'a TaskService,
+    c: Arc<Container>,
+}
+
+#[async_trait]
+impl Teardown for ContainerTeardown<'_> {
+    fn id(&self) -> &str {
+        &self.c.id
+    }
+
+    fn owns_vm(&self) -> bool {
+        self.c.owns_vm()
+    }
+
+    fn vm_running(&self) -> bool {
+        self.c.sandbox.vmm.exited().is_none()
+    }
+
+    async fn forget(&self) -> ExitInfo {
+        let exit = self.c.init.set_exited(128 + 9);
+        let mut state = self.svc.inner.state.lock().await;
+        state.containers.remove(&self.c.id);
+        if self.c.owns_vm() {
+            state.sandboxes.remove(&self.c.sandbox.id);
+        }
+        exit
+    }
+
+    async fn end_execs(&self) {
+        let execs: Vec<_> = self.c.execs_lock().drain().map(|(_, e)| e).collect();
+        for e in execs {
+            e.set_exited(128 + 9);
+            e.shutdown_io().await;
+        }
+    }
+
+    async fn remove_from_guest(&self) -> Result<(), String> {
+        self.c
+            .sandbox
+            .agent
+            .remove_container(&self.c.id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn close_init_io(&self) {
+        self.c.init.shutdown_io().await;
+    }
+
+    fn unshare_from_pod(&self) -> Result<(), String> {
+        self.c.sandbox.paths.share().remove_container(&self.c.id)
+    }
+
+    async fn stop_vm(&self) -> String {
+        self.c.sandbox.stop().await.to_string()
+    }
+
+    fn unmount_rootfs(&self) -> Result<(), String> {
+        match &self.c.mounted_rootfs {
+            Some(m) => unmount(m).map_err(|e| format!("unmount {}: {e}", m.display())),
+            None => Ok(()),
+        }
+    }
+
+    fn remove_sandbox_files(&self) -> Result<(), String> {
+        self.c.sandbox.paths.remove(self.c.sandbox.keep_console())
+    }
+
+    async fn publish_delete(&self, exit: ExitInfo) {
+        self.svc
+            .inner
+            .publish(Box::new(TaskDelete {
+                container_id: self.c.id.clone(),
+                pid: self.c.sandbox.vmm.pid(),
+                exit_status: exit.status,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            }))
+            .await;
     }
 }

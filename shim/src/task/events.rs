@@ -1,5 +1,8 @@
-//! Events to containerd (`/tasks/create`, `/tasks/exit`, ...), all sent through
-//! [`Inner::publish`].
+//! Events to containerd (`/tasks/create`, `/tasks/exit`, ...): every one goes through
+//! [`Inner::publish`], which puts it on the one queue of the `containerd-shim` crate's
+//! `RemotePublisher` (a bounded channel drained in order by one task that forwards to
+//! containerd), so containerd hears them in the order the shim decided them. That order is
+//! `super::exit_report`'s for a process's end and `super::delete_steps`'s for a Delete.
 
 use std::time::SystemTime;
 

@@ -5,9 +5,9 @@
 //! What each RPC does lives by concern: [`create`] (checks, configuration, rollback),
 //! [`create_steps`] (the order of the steps for a new VM or a pod container, and what undoes
 //! each), [`resources`] (the traits those steps use: host, VM, agent) and [`create_host`]
-//! (the steps on the real host), [`delete`] (teardown),
+//! (the steps on the real host), [`delete`] (Delete) and [`delete_steps`] (the order of a teardown),
 //! [`process`] (start, state, wait, kill, exec, stdin, terminal), [`control`] (pause,
-//! resume, update, pids, stats, checkpoint), [`events`] (publishing to containerd),
+//! resume, update, pids, stats, checkpoint), [`events`] (publishing to containerd), [`exit_report`] (the order of a process's end),
 //! [`oom`] (the guest's OOM events), [`detached`] (Create and Delete outlive a dropped
 //! request).
 
@@ -16,8 +16,10 @@ mod create;
 mod create_host;
 mod create_steps;
 mod delete;
+mod delete_steps;
 mod detached;
 mod events;
+mod exit_report;
 mod oom;
 mod process;
 mod resources;

@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use async_trait::async_trait;
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim_protos::{
     api,
@@ -12,7 +13,10 @@ use containerd_shim_protos::{
 };
 use tracing::{debug, info, warn};
 
-use super::TaskService;
+use super::{
+    exit_report::{report_exit, ExitSink, ExitWaiter},
+    Inner, TaskService,
+};
 use crate::{
     container::{Container, Process, Status, MAX_EXECS},
     error::{ShimError, ShimResult},
@@ -262,27 +266,16 @@ impl TaskService {
         tokio::spawn(async move {
             let (status, oom_killed) = p.wait_process(pumps, drain).await;
             if oom_killed {
-                // As runc's shim: the OOM event before the exit it caused.
                 info!(id = %c.id, "OOM kill in the container (reported with its exit)");
-                inner
-                    .publish(Box::new(TaskOOM {
-                        container_id: c.id.clone(),
-                        ..Default::default()
-                    }))
-                    .await;
             }
-            if is_init {
-                // containerd expects the exits of exec processes before the init's: they
-                // die with the container (PID namespace); give their reports a moment.
-                for e in c.running_execs() {
-                    if tokio::time::timeout(drain, e.wait()).await.is_err() {
-                        warn!(id = %c.id, exec = %e.exec_id, "exec still running after the container's exit");
-                    }
-                }
-            }
-            inner.publish_exit(&c.id, &p, pid, status).await;
-            let e = p.set_exited(status);
-            info!(id = %c.id, exec = %p.exec_id, "process exited with status {}", e.status);
+            let sink = ProcessExit {
+                inner: &inner,
+                c: &c,
+                p: &p,
+                pid,
+            };
+            report_exit(&sink, status, oom_killed, is_init, drain).await;
+            info!(id = %c.id, exec = %p.exec_id, "process exited with status {}", p.exit().map_or(status, |e| e.status));
         });
         Ok(pid)
     }
@@ -374,4 +367,48 @@ pub(super) fn any_json<T: serde::de::DeserializeOwned>(
         ))
     })?;
     Ok((v, any.value.clone()))
+}
+
+/// The real sink of a process's exit report: containerd's events and the process's state.
+struct ProcessExit<'a> {
+    inner: &'a Inner,
+    c: &'a Arc<Container>,
+    p: &'a Arc<Process>,
+    pid: u32,
+}
+
+#[async_trait]
+impl ExitSink for ProcessExit<'_> {
+    async fn publish_oom(&self) {
+        self.inner
+            .publish(Box::new(TaskOOM {
+                container_id: self.c.id.clone(),
+                ..Default::default()
+            }))
+            .await;
+    }
+
+    fn running_execs(&self) -> Vec<(String, ExitWaiter)> {
+        self.c
+            .running_execs()
+            .into_iter()
+            .map(|e| {
+                let id = e.exec_id.clone();
+                let waiter: ExitWaiter = Box::pin(async move {
+                    e.wait().await;
+                });
+                (id, waiter)
+            })
+            .collect()
+    }
+
+    async fn publish_exit(&self, status: u32) {
+        self.inner
+            .publish_exit(&self.c.id, self.p, self.pid, status)
+            .await;
+    }
+
+    fn set_exited(&self, status: u32) {
+        self.p.set_exited(status);
+    }
 }
