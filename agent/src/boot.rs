@@ -126,8 +126,12 @@ fn leave_rootfs() -> Result<(), String> {
 /// Makes fds 0-2 the console if the kernel could not open it (no /dev/console in the
 /// initramfs) — after devtmpfs is mounted it exists.
 fn reopen_console() {
-    // SAFETY: fcntl(F_GETFD) only queries the descriptor.
-    let missing = (0..3).any(|fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0);
+    use nix::fcntl::{fcntl, FcntlArg};
+    use std::os::fd::AsFd;
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    let missing = [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()]
+        .into_iter()
+        .any(|fd| fcntl(fd, FcntlArg::F_GETFD).is_err());
     if !missing {
         return;
     }
@@ -136,37 +140,39 @@ fn reopen_console() {
         .write(true)
         .open("/dev/console")
     {
-        use std::os::fd::AsRawFd;
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors of this process.
-            unsafe { libc::dup2(f.as_raw_fd(), fd) };
-        }
+        let _ = nix::unistd::dup2_stdin(&f);
+        let _ = nix::unistd::dup2_stdout(&f);
+        let _ = nix::unistd::dup2_stderr(&f);
     }
 }
 
 /// Sets IFF_UP on `lo` so that containers (which share the guest network) have localhost.
 fn loopback_up() -> Result<(), String> {
-    // SAFETY: plain socket/ioctl calls on a zero-initialised ifreq naming "lo"; the socket
-    // fd is closed before returning.
-    unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            return Err(std::io::Error::last_os_error().to_string());
-        }
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| std::io::Error::from(e).to_string())?;
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS on our socket, with a zero-initialised ifreq naming
+    // "lo" that lives across both calls (nix has no wrapper for these ioctls).
+    let r = unsafe {
         let mut ifr: libc::ifreq = std::mem::zeroed();
         for (i, b) in b"lo\0".iter().enumerate() {
             ifr.ifr_name[i] = *b as libc::c_char;
         }
-        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut ifr);
+        let mut r = libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr);
         if r == 0 {
             ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            r = libc::ioctl(s, libc::SIOCSIFFLAGS as _, &ifr);
+            r = libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr);
         }
-        let err = std::io::Error::last_os_error();
-        libc::close(s);
-        if r != 0 {
-            return Err(err.to_string());
-        }
+        r
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
     }
     Ok(())
 }

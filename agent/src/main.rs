@@ -123,13 +123,22 @@ fn fail(pid1: bool, msg: &str) -> ! {
 /// Opens /dev/null on any of fds 0-2 that is closed, so that pipes created later never
 /// land there (the container spawn relies on it).
 fn ensure_std_fds() {
-    for fd in 0..3 {
-        // SAFETY: fcntl(F_GETFD) only queries; open() returns a fresh descriptor that takes
-        // the lowest free number, which is `fd` itself when it was closed.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) < 0 {
-                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            }
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::os::fd::{AsFd, IntoRawFd};
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    for fd in [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()] {
+        if fcntl(fd, FcntlArg::F_GETFD).is_ok() {
+            continue;
+        }
+        // A fresh descriptor takes the lowest free number, which is `fd` itself; it stays
+        // open for good and, like a standard descriptor, is inherited across exec.
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            let _ = fcntl(&null, FcntlArg::F_SETFD(FdFlag::empty()));
+            let _ = null.into_raw_fd();
         }
     }
 }

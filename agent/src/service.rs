@@ -405,19 +405,13 @@ pub fn validate_time(sec: i64, usec: i64) -> Result<()> {
 fn set_realtime(sec: i64, usec: i64) -> Result<()> {
     // x86_64 (the only guest): time_t and tv_nsec are i64 with glibc and musl alike;
     // the ranges were checked above.
-    let ts = libc::timespec {
-        tv_sec: sec,
-        tv_nsec: usec * 1000,
-    };
-    // SAFETY: `ts` is a valid, initialized timespec on the stack; clock_settime only reads it.
-    let r = unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
-    if r != 0 {
-        return Err(AgentError::internal(format!(
+    let ts = nix::sys::time::TimeSpec::new(sec, usec * 1000);
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(|e| {
+        AgentError::internal(format!(
             "SetGuestDateTime: clock_settime: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+            std::io::Error::from(e)
+        ))
+    })
 }
 
 #[cfg(test)]

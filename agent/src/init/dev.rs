@@ -7,7 +7,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::mount::MsFlags;
+use nix::sys::stat::{mknodat, umask, Mode, SFlag};
+use nix::unistd::{fchownat, Gid, Uid};
 
 use super::rootfs::MountSys;
 use super::InitResult;
@@ -80,7 +84,6 @@ pub(super) fn populate_dev(
 /// directories (0755) resolved and made inside the root, `mknod` with the given type,
 /// numbers and mode (umask 0), then `chown`; a path that already exists is left alone.
 pub(super) fn make_device_nodes(root: BorrowedFd<'_>, nodes: &[DeviceNode]) -> InitResult<()> {
-    use std::os::fd::AsRawFd;
     for n in nodes {
         let shown = n.path.display();
         let (Some(parent), Some(name)) = (n.path.parent(), n.path.file_name()) else {
@@ -91,46 +94,41 @@ pub(super) fn make_device_nodes(root: BorrowedFd<'_>, nodes: &[DeviceNode]) -> I
         let cname = CString::new(name.as_bytes())
             .map_err(|_| format!("device node {shown}: NUL in the name"))?;
         let dev = nix::sys::stat::makedev(n.major, n.minor);
-        // SAFETY: umask only changes this (single-threaded) process's file creation mask;
-        // the old one is put back right after.
-        let old = unsafe { libc::umask(0) };
-        // SAFETY: mknodat on a directory fd we hold and a NUL-terminated name.
-        let r = unsafe {
-            libc::mknodat(
-                dir.fd.as_raw_fd(),
-                cname.as_ptr(),
-                (n.file_type | n.mode) as libc::mode_t,
-                dev,
-            )
-        };
-        let err = std::io::Error::last_os_error();
-        // SAFETY: as above.
-        unsafe { libc::umask(old) };
-        if r != 0 {
-            if err.raw_os_error() == Some(libc::EEXIST) {
+        // The exact mode (the node list's, as runc makes it): umask 0 around the mknod
+        // (this process is single-threaded), the old one put back right after.
+        let old = umask(Mode::empty());
+        let r = mknodat(
+            &dir.fd,
+            cname.as_c_str(),
+            SFlag::from_bits_truncate(n.file_type as libc::mode_t),
+            Mode::from_bits_truncate(n.mode as libc::mode_t),
+            dev,
+        );
+        umask(old);
+        if let Err(err) = r {
+            if err == Errno::EEXIST {
                 continue;
             }
             return Err(format!(
-                "mknod device node {shown} ({}:{}): {err}",
-                n.major, n.minor
+                "mknod device node {shown} ({}:{}): {}",
+                n.major,
+                n.minor,
+                std::io::Error::from(err)
             ));
         }
-        // SAFETY: fchownat on the node just made, not following a symlink.
-        let r = unsafe {
-            libc::fchownat(
-                dir.fd.as_raw_fd(),
-                cname.as_ptr(),
-                n.uid,
-                n.gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 {
+        let r = fchownat(
+            &dir.fd,
+            cname.as_c_str(),
+            Some(Uid::from_raw(n.uid)),
+            Some(Gid::from_raw(n.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        );
+        if let Err(err) = r {
             return Err(format!(
                 "chown device node {shown} to {}:{}: {}",
                 n.uid,
                 n.gid,
-                std::io::Error::last_os_error()
+                std::io::Error::from(err)
             ));
         }
     }

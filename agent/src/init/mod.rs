@@ -23,6 +23,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
+use nix::fcntl::{FcntlArg, FdFlag};
 use serde::{Deserialize, Serialize};
 
 use crate::plan::{InitConfig, ProcessConfig};
@@ -141,9 +142,10 @@ fn main_loop(sync: &UnixStream, exec: bool) -> InitResult<()> {
     }
     drop(reader);
     reset_signals();
-    // SAFETY: plain fcntl on our own fd; marks the sync socket close-on-exec so a
-    // successful execve shows up as EOF on the agent's side.
-    unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // The sync socket close-on-exec: a successful execve shows up as EOF on the agent's
+    // side.
+    nix::fcntl::fcntl(sync, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
+        .map_err(|e| format!("mark the sync socket close-on-exec: {}", e.desc()))?;
     let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
     Err(format!("exec {:?}: {}", argv[0], err.desc()))
 }
@@ -151,13 +153,10 @@ fn main_loop(sync: &UnixStream, exec: bool) -> InitResult<()> {
 /// The agent (Rust's runtime) ignores SIGPIPE and tokio may leave signals blocked: give
 /// the workload default dispositions and an empty signal mask, as a shell would.
 fn reset_signals() {
-    // SAFETY: signal(2) and sigprocmask(2) with valid arguments; single-threaded process.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    }
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+    // SAFETY: installs the default disposition, no handler: nothing runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// Closes every fd >= `from` (leaked agent fds must not reach the workload).

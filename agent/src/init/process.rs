@@ -17,7 +17,7 @@ use crate::plan::ProcessConfig;
 /// session, and returns the master for the agent.
 fn container_pty() -> InitResult<std::os::fd::OwnedFd> {
     use nix::fcntl::OFlag;
-    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+    use std::os::fd::OwnedFd;
     let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .map_err(|e| format!("open /dev/ptmx in the container: {}", e.desc()))?;
     nix::pty::grantpt(&master).map_err(|e| format!("grantpt: {}", e.desc()))?;
@@ -30,15 +30,10 @@ fn container_pty() -> InitResult<std::os::fd::OwnedFd> {
         .open(&name)
         .map_err(|e| format!("open pty slave {name}: {e}"))?;
     nix::unistd::setsid().map_err(|e| format!("setsid: {}", e.desc()))?;
-    for fd in 0..3 {
-        // SAFETY: dup2 onto our own stdio numbers.
-        if unsafe { libc::dup2(slave.as_raw_fd(), fd) } < 0 {
-            return Err(format!(
-                "dup2 pty slave to fd {fd}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
+    let dup_err = |fd: i32| move |e: nix::Error| format!("dup2 pty slave to fd {fd}: {}", e.desc());
+    nix::unistd::dup2_stdin(&slave).map_err(dup_err(0))?;
+    nix::unistd::dup2_stdout(&slave).map_err(dup_err(1))?;
+    nix::unistd::dup2_stderr(&slave).map_err(dup_err(2))?;
     drop(slave);
     // SAFETY: ioctl on our stdin (the pty slave) with an integer argument.
     if unsafe { libc::ioctl(0, libc::TIOCSCTTY as _, 0) } != 0 {
@@ -47,8 +42,32 @@ fn container_pty() -> InitResult<std::os::fd::OwnedFd> {
             std::io::Error::last_os_error()
         ));
     }
-    // SAFETY: the PtyMaster's fd is ours; ownership moves into the OwnedFd.
-    Ok(unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) })
+    Ok(OwnedFd::from(master))
+}
+
+/// nix's name of an `RLIMIT_*` number (the plan carries the kernel's numbers).
+fn rlimit_resource(n: u32) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    [
+        R::RLIMIT_CPU,
+        R::RLIMIT_FSIZE,
+        R::RLIMIT_DATA,
+        R::RLIMIT_STACK,
+        R::RLIMIT_CORE,
+        R::RLIMIT_RSS,
+        R::RLIMIT_NPROC,
+        R::RLIMIT_NOFILE,
+        R::RLIMIT_MEMLOCK,
+        R::RLIMIT_AS,
+        R::RLIMIT_LOCKS,
+        R::RLIMIT_SIGPENDING,
+        R::RLIMIT_MSGQUEUE,
+        R::RLIMIT_NICE,
+        R::RLIMIT_RTPRIO,
+        R::RLIMIT_RTTIME,
+    ]
+    .into_iter()
+    .find(|r| *r as u32 == n)
 }
 
 fn cstr(s: &str) -> InitResult<CString> {
@@ -69,17 +88,10 @@ pub(super) fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
             .map_err(|e| format!("set oom_score_adj {adj}: {e}"))?;
     }
     for &(res, soft, hard) in &cfg.rlimits {
-        let lim = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: setrlimit reads a valid rlimit struct.
-        if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
-            return Err(format!(
-                "setrlimit {res}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        let resource =
+            rlimit_resource(res).ok_or_else(|| format!("setrlimit {res}: unknown resource"))?;
+        nix::sys::resource::setrlimit(resource, soft, hard)
+            .map_err(|e| format!("setrlimit {res}: {}", e.desc()))?;
     }
     chdir(cfg.cwd.as_path()).map_err(|e| {
         format!(
@@ -132,12 +144,8 @@ pub(super) fn prepare_process(cfg: &ProcessConfig) -> InitResult<Prepared> {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     if cfg.no_new_privileges {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "set no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
+        if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+            return Err(format!("set no_new_privs: {}", e.desc()));
         }
         if let Some(prog) = &cfg.seccomp {
             crate::seccomp::install(prog)?;
