@@ -6,8 +6,8 @@
 //! Wire format: newline-delimited JSON over a Unix stream socket. Each message is one line
 //! of UTF-8 JSON ending in `\n`, at most [`MAX_MESSAGE`] bytes with the newline; blank lines
 //! are ignored. A request is an object with exactly one key, the command, whose value is an
-//! object of arguments (none today): `{"pause":{}}`. Every request gets exactly one
-//! response line, in order: `{"ok":REPLY}` or `{"error":"MESSAGE"}`.
+//! object of arguments: `{"pause":{}}`, `{"snapshot":{"dir":"/x"}}`. Every request gets
+//! exactly one response line, in order: `{"ok":REPLY}` or `{"error":"MESSAGE"}`.
 //!
 //! | request | reply |
 //! | --- | --- |
@@ -15,6 +15,7 @@
 //! | `{"pause":{}}` | `{"ok":{"state":"paused"}}` once every vCPU is out of `KVM_RUN` |
 //! | `{"resume":{}}` | `{"ok":{"state":"running"}}` |
 //! | `{"state":{}}` | `{"ok":{"state":"running"}}` or `{"ok":{"state":"paused"}}` |
+//! | `{"snapshot":{"dir":"DIR"}}` | `{"ok":{"snapshot":"DIR (...)"}}` once the paused VM's memory and state files are in DIR (under the VMM's `--snapshot-root`) |
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_MESSAGE: usize = 4096;
 
 /// The commands, as spelled on the wire.
-pub const COMMANDS: [&str; 4] = ["ping", "pause", "resume", "state"];
+pub const COMMANDS: [&str; 5] = ["ping", "pause", "resume", "state", "snapshot"];
 
 /// A control request. Each variant is a struct variant (no arguments yet) so that its wire
 /// form is `{"name":{}}` and arguments can be added later without a new syntax.
@@ -42,6 +43,12 @@ pub enum Request {
     Resume {},
     /// Report whether the vCPUs run or are paused.
     State {},
+    /// Save the paused VM into `dir` (guest memory and the state file); refused unless the VM
+    /// is paused, `dir` is under the VMM's `--snapshot-root`, and every device can be saved.
+    Snapshot {
+        /// Absolute path of the snapshot directory (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Whether the guest's vCPUs run.
@@ -62,6 +69,8 @@ pub enum Reply {
     Pong,
     /// The VM's state after the request (`pause`, `resume`, `state`).
     State(VmState),
+    /// A snapshot was written: where, and what it took.
+    Snapshot(String),
 }
 
 /// One response line: `{"ok":REPLY}` or `{"error":"MESSAGE"}`.
@@ -81,13 +90,15 @@ impl Response {
     }
 }
 
-/// Human form, one line: `ok pong`, `ok running`, `ok paused`, `error MESSAGE`.
+/// Human form, one line: `ok pong`, `ok running`, `ok paused`, `ok snapshot DIR ...`,
+/// `error MESSAGE`.
 impl std::fmt::Display for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Response::Ok(Reply::Pong) => f.write_str("ok pong"),
             Response::Ok(Reply::State(VmState::Running)) => f.write_str("ok running"),
             Response::Ok(Reply::State(VmState::Paused)) => f.write_str("ok paused"),
+            Response::Ok(Reply::Snapshot(s)) => write!(f, "ok snapshot {s}"),
             Response::Error(e) => write!(f, "error {e}"),
         }
     }
@@ -207,6 +218,12 @@ mod tests {
             (Request::Pause {}, "pause"),
             (Request::Resume {}, "resume"),
             (Request::State {}, "state"),
+            (
+                Request::Snapshot {
+                    dir: "/run/s".into(),
+                },
+                "snapshot",
+            ),
         ] {
             let line = encode(&req);
             assert!(line.contains(name) && COMMANDS.contains(&name), "{line}");
@@ -216,6 +233,13 @@ mod tests {
         assert_eq!(parse_response(encode(&r).as_bytes()), Ok(r.clone()));
         assert_eq!(r.to_string(), "ok running");
         assert_eq!(Response::Error("boom".into()).to_string(), "error boom");
+        assert_eq!(
+            encode(&Request::Snapshot { dir: "/s".into() }),
+            "{\"snapshot\":{\"dir\":\"/s\"}}\n"
+        );
+        let r = Response::Ok(Reply::Snapshot("/s (1 ms)".into()));
+        assert_eq!(encode(&r), "{\"ok\":{\"snapshot\":\"/s (1 ms)\"}}\n");
+        assert_eq!(r.to_string(), "ok snapshot /s (1 ms)");
     }
 
     #[test]
@@ -228,7 +252,9 @@ mod tests {
         assert!(err(b"{}").contains("one key"));
         let e = err(b"{\"PAUSE\":{}}");
         assert!(e.starts_with("unknown command \"PAUSE\""), "{e}");
-        assert!(e.contains("ping, pause, resume, state"), "{e}");
+        assert!(e.contains("ping, pause, resume, state, snapshot"), "{e}");
+        let e = err(b"{\"snapshot\":{}}");
+        assert!(e.starts_with("bad arguments to \"snapshot\""), "{e}");
         let e = err(format!("{{\"{}\":{{}}}}", "x".repeat(1000)).as_bytes());
         assert!(e.len() < 200, "the echoed name is cut: {e}");
         let e = err(b"{\"pause\":{\"now\":true}}");

@@ -8,8 +8,10 @@
 //! vmm_api --json SOCKET ...   the same, printing each response line as JSON
 //! ```
 //!
+//! `snapshot DIR` takes the next argument as its directory (`{"snapshot":{"dir":"DIR"}}`).
 //! A command the API does not know is sent all the same (as `{"COMMAND":{}}`), so that the
-//! VMM's error reply can be seen. Each reply is awaited at most 10 s.
+//! VMM's error reply can be seen. Each reply is awaited at most 120 s (a snapshot writes all
+//! of guest RAM; an emulated node is slow).
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,13 +39,21 @@ fn main() {
         std::process::exit(2);
     }
     let mut client =
-        Client::connect(Path::new(&args[0]), Duration::from_secs(10)).unwrap_or_else(|e| {
+        Client::connect(Path::new(&args[0]), Duration::from_secs(120)).unwrap_or_else(|e| {
             eprintln!("vmm_api: connect {e}");
             std::process::exit(1);
         });
     let mut ok = true;
-    for cmd in &args[1..] {
+    let mut cmds = args[1..].iter();
+    while let Some(cmd) = cmds.next() {
         let reply = match request(cmd) {
+            None if cmd == "snapshot" => {
+                let Some(dir) = cmds.next() else {
+                    eprintln!("vmm_api: snapshot needs a directory");
+                    std::process::exit(2);
+                };
+                client.call(&Request::Snapshot { dir: dir.into() })
+            }
             Some(req) => client.call(&req),
             // Not a typed request: sent raw, for the VMM's "unknown command" reply.
             None => client.call_raw(&format!("{{{}:{{}}}}", encode(cmd).trim_end())),

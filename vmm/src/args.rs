@@ -107,6 +107,16 @@ pub struct Args {
         value_parser = parse_fs
     )]
     pub fs: Option<FsConfig>,
+    /// Directory (absolute, existing) under which the control request `snapshot` may write
+    /// snapshots; opened before the jail. Without it `snapshot` is refused.
+    #[arg(long, value_name = "DIR")]
+    pub snapshot_root: Option<PathBuf>,
+    /// Start from the snapshot in DIR instead of booting: guest memory mapped copy-on-write
+    /// from DIR/memory, vCPU, VM and device state from DIR/state. The other arguments must
+    /// describe the VM the snapshot was taken of (same kernel, initrds, memory, vCPUs and
+    /// devices); what differs is named and refused.
+    #[arg(long, value_name = "DIR")]
+    pub restore: Option<PathBuf>,
 }
 
 /// A validated VM configuration.
@@ -146,6 +156,10 @@ pub struct VmConfig {
     pub vsock_uds: Option<PathBuf>,
     /// The virtio-fs device, if any.
     pub fs: Option<FsConfig>,
+    /// `--snapshot-root`.
+    pub snapshot_root: Option<PathBuf>,
+    /// `--restore`: the snapshot directory to start from.
+    pub restore: Option<PathBuf>,
 }
 
 /// A command line value that cannot be used.
@@ -253,6 +267,8 @@ impl Args {
             api_sock: self.api_sock,
             vsock_uds: self.vsock_uds,
             fs: self.fs,
+            snapshot_root: self.snapshot_root,
+            restore: self.restore,
         })
     }
 }

@@ -2,21 +2,28 @@
 //! attached, the process jailed and limited, the vCPU threads running under their seccomp
 //! filters and the main thread's filter installed). [`Vmm::run`] then serves it to the end.
 //!
+//! With `--restore DIR` the same steps build the VM from a snapshot instead of booting it:
+//! the state file is read and checked against the configuration first, guest RAM is mapped
+//! copy-on-write from the memory file, the kernel is not loaded, the VM's KVM state is
+//! restored before the devices (whose restore may signal irqfds), each virtio-mmio transport
+//! and COM1 get their saved state, and the vCPUs are created from theirs.
+//!
 //! The order of the steps is part of the contract: cheap user errors first (console log,
 //! control socket, `/dev/kvm`, virtio-fs backend, then the kernel and initrd before any
 //! device), every path opened before the jail, rlimits before the jail leaves root, the jail
 //! before the vCPU threads start, the main thread's filter last.
 
 use std::fs::OpenOptions;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::api::ApiServer;
 use crate::args::VmConfig;
-use crate::device_manager::{DeviceManager, ServedBy};
+use crate::device_manager::{lock_transport, DeviceManager, ServedBy};
 use crate::devices::console_log::ConsoleLog;
 use crate::devices::serial::ConsoleOut;
 use crate::devices::virtio::block::{BlkDevice, Disk};
@@ -27,13 +34,15 @@ use crate::devices::virtio::rng::RngDevice;
 use crate::devices::virtio::vsock::{self as hvsock, HvsockDevice};
 use crate::devices::virtio::worker::QueueWorker;
 use crate::devices::virtio::VirtioDevice;
-use crate::event_loop::EventLoop;
+use crate::event_loop::{Control, EventLoop};
 use crate::jail::limits;
 use crate::layout::EBDA_START;
 use crate::pause::{self, Pauser};
 use crate::seccomp::{self, ThreadClass};
+use crate::snapshot::take::{SnapshotRoot, Snapshotter};
+use crate::snapshot::{self, ConfigFingerprint};
 use crate::vmm::{block_signals, ExitState, Vmm};
-use crate::vstate::{memory, vcpu, vm::Vm};
+use crate::vstate::{memory, vcpu, vcpu_state, vm::Vm, vm_state};
 use crate::{boot, debug, jail, mptable};
 
 /// Boots the VM described by `cfg` up to the point where the guest runs and only the main
@@ -61,7 +70,40 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         None => None,
     };
 
-    let vm = Vm::new()?;
+    // The configuration a snapshot is tagged with: the files' metadata is read here, before
+    // the jail hides them.
+    let fingerprint = if cfg.snapshot_root.is_some() || cfg.restore.is_some() {
+        Some(
+            ConfigFingerprint::of(&cfg.kernel, &cfg.initrds, cfg.mem_bytes >> 20, cfg.vcpus)
+                .context(
+                    "reading the kernel's and initrds' metadata for the snapshot fingerprint",
+                )?,
+        )
+    } else {
+        None
+    };
+    let snapshot_root = match &cfg.snapshot_root {
+        Some(p) => Some(
+            SnapshotRoot::open(p).with_context(|| format!("--snapshot-root {}", p.display()))?,
+        ),
+        None => None,
+    };
+    // --restore: the state file first (the most likely user error: another configuration).
+    let restore = match (&cfg.restore, &fingerprint) {
+        (Some(dir), Some(fp)) => {
+            if cfg.fs.is_some() {
+                bail!("--restore with --fs: snapshots of virtio-fs are not supported yet");
+            }
+            let state = snapshot::load(&dir.join(snapshot::STATE_FILE), fp)?;
+            let mem_path = dir.join(snapshot::MEMORY_FILE);
+            let mem_file = std::fs::File::open(&mem_path)
+                .with_context(|| format!("snapshot memory file {}", mem_path.display()))?;
+            Some((state, mem_file))
+        }
+        _ => None,
+    };
+
+    let vm = Arc::new(Vm::new()?);
 
     // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
     // fast, before any guest memory exists).
@@ -72,9 +114,23 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
 
     // With --fs guest RAM is a shared mapping of sealed memfds the backend maps too (see
     // "Memory map" in vmm/README.md); otherwise anonymous private memory.
-    let mem = memory::create(cfg.mem_bytes, cfg.fs.is_some())?;
+    let mem = match &restore {
+        Some((state, file)) => {
+            let dir = cfg.restore.as_deref().unwrap_or(std::path::Path::new(""));
+            snapshot::memory::restore(file, &state.memory, cfg.mem_bytes).map_err(|e| {
+                anyhow!(
+                    "snapshot {}: {e}",
+                    dir.join(snapshot::MEMORY_FILE).display()
+                )
+            })?
+        }
+        None => memory::create(cfg.mem_bytes, cfg.fs.is_some())?,
+    };
     memory::register(&vm.fd, &mem)?;
     vm.setup_platform()?;
+    if let Some((state, _)) = &restore {
+        vm_state::restore(&vm.fd, &state.vm).context("restoring the VM's KVM state")?;
+    }
 
     // Boot payload first: a bad kernel or initrd is the most likely user error.
     // virtio-mmio slots: 0 = vsock, then the VMM's own devices, virtio-fs last.
@@ -87,16 +143,22 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             + usize::from(cfg.fs.is_some()),
     );
     let cmdline = dm.kernel_cmdline(&cfg.extra_cmdline)?;
-    let bi = boot::load(&mem, &cfg.kernel, &cfg.initrds, &cmdline)?;
-    mem.write_slice(
-        &mptable::build(EBDA_START as u32, cfg.vcpus),
-        GuestAddress(EBDA_START),
-    )
-    .context("writing the MP table")?;
-    debug!(
-        "kernel ({:?}) entry {:#x}, initrd {:#x}+{:#x}, cmdline: {cmdline}",
-        bi.protocol, bi.entry.0, bi.initrd_addr.0, bi.initrd_size
-    );
+    // A restored guest's memory has its kernel, initrd and boot tables already.
+    let bi = if restore.is_none() {
+        let bi = boot::load(&mem, &cfg.kernel, &cfg.initrds, &cmdline)?;
+        mem.write_slice(
+            &mptable::build(EBDA_START as u32, cfg.vcpus),
+            GuestAddress(EBDA_START),
+        )
+        .context("writing the MP table")?;
+        debug!(
+            "kernel ({:?}) entry {:#x}, initrd {:#x}+{:#x}, cmdline: {cmdline}",
+            bi.protocol, bi.entry.0, bi.initrd_addr.0, bi.initrd_size
+        );
+        Some(bi)
+    } else {
+        None
+    };
 
     // Exit plumbing.
     let exit = ExitState::new()?;
@@ -111,7 +173,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         .virtio_console
         .then(|| ConsoleOut::new(console_log.clone(), on_panic(exit.clone())));
     let out = ConsoleOut::new(console_log.clone(), on_panic(exit.clone()));
-    dm.attach_serial(&vm.fd, out)?;
+    dm.attach_serial(&vm.fd, out, restore.as_ref().map(|(s, _)| &s.serial))?;
 
     // vsock (slot 0): served by the VMM itself, its host side a Unix socket (hybrid vsock,
     // see devices/virtio/vsock), bound here, before the jail; no /dev/vhost-vsock.
@@ -179,7 +241,44 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         dm.attach_vhost_user(dev, &mem, watch)?;
     }
 
-    let vcpus = vcpu::create(&vm, cfg.vcpus, &bi)?;
+    if let Some((state, _)) = &restore {
+        let slots = dm.transports();
+        if state.devices.len() != slots.len() {
+            bail!(
+                "snapshot: {} virtio devices in the snapshot, {} configured (the device \
+                 arguments must be the snapshot's)",
+                state.devices.len(),
+                slots.len()
+            );
+        }
+        for (i, (t, saved)) in slots.iter().zip(&state.devices).enumerate() {
+            lock_transport(t)
+                .restore_state(saved)
+                .map_err(|e| anyhow!("snapshot: virtio-mmio slot {i}: {e}"))?;
+        }
+    }
+
+    let vcpus = match (&restore, &bi) {
+        (Some((state, _)), _) => vcpu::create_restored(&vm, &state.vcpus)?,
+        (None, Some(bi)) => vcpu::create(&vm, cfg.vcpus, bi)?,
+        (None, None) => bail!("no boot information"),
+    };
+    let vcpus: Vec<Arc<Mutex<VcpuFd>>> =
+        vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect();
+    // What a snapshot reads: the MSR list from /dev/kvm now (no such ioctl after the filter).
+    let snapshotter = match (snapshot_root, fingerprint) {
+        (Some(root), Some(fingerprint)) => Some(Snapshotter {
+            vm: vm.clone(),
+            vcpus: vcpus.clone(),
+            msr_indices: vcpu_state::msrs_to_save(&vm.kvm).context("snapshot: MSR list")?,
+            mem: mem.clone(),
+            devices: dm.transports().to_vec(),
+            serial: dm.serial().context("no serial console attached")?,
+            fingerprint,
+            root,
+        }),
+        _ => None,
+    };
 
     // Compiled up front so that a filter error is a plain startup error (exit 1).
     let vcpu_class = ThreadClass::Vcpu {
@@ -190,6 +289,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             Some(seccomp::filter(ThreadClass::Main {
                 api: api.is_some(),
                 vsock_uds: cfg.vsock_uds.is_some(),
+                snapshot: snapshotter.is_some() && api.is_some(),
             })?),
             Some(seccomp::filter(vcpu_class)?),
         )
@@ -220,8 +320,11 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         sigfd,
         sources.devices,
         sources.vhost_user_watch,
-        api,
-        pauser.clone(),
+        api.map(|server| Control {
+            server,
+            pauser: pauser.clone(),
+            snapshotter,
+        }),
         console_log.clone(),
     )?;
     // Everything is open: bound what the process can still open, create and write (see
@@ -242,10 +345,21 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             crate::api::MAX_CLIENTS as u64 + 1
         } else {
             0
+        } + if cfg.snapshot_root.is_some() {
+            // A snapshot's directories and files, open one path at a time.
+            8
+        } else {
+            0
         },
         vcpus: cfg.vcpus,
         io_threads: workers.len() as u64,
-        largest_file: cfg.console_limits.max_file_size().max(largest_disk),
+        largest_file: cfg.console_limits.max_file_size().max(largest_disk).max(
+            if cfg.snapshot_root.is_some() {
+                cfg.mem_bytes
+            } else {
+                0
+            },
+        ),
         jail_uid: cfg.jail.filter(|_| euid == 0).map(|j| j.uid),
     };
     let lim = limits::compute(&needs);
@@ -288,6 +402,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             ThreadClass::Main {
                 api: false,
                 vsock_uds: false,
+                snapshot: false,
             },
             f,
         )?;
@@ -296,7 +411,15 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             seccomp::forbidden_syscall();
         }
     }
-    debug!("VM set up in {:?}", t0.elapsed());
+    debug!(
+        "VM {} in {:?}",
+        if cfg.restore.is_some() {
+            "restored"
+        } else {
+            "set up"
+        },
+        t0.elapsed()
+    );
     Ok(Vmm {
         events,
         console_log,

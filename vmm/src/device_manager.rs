@@ -18,7 +18,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::cmdline::{self, CmdlineError, MmioDeviceArg};
-use crate::devices::serial::{ConsoleOut, ConsoleSerial};
+use crate::devices::serial::{ConsoleOut, ConsoleSerial, SerialSnapshot};
 use crate::devices::virtio::transport::reg;
 use crate::devices::virtio::worker::{QueueEvent, ServedDevice};
 use crate::devices::virtio::{MmioTransport, VirtioDevice, VIRTIO_RING_F_EVENT_IDX};
@@ -112,13 +112,33 @@ impl DeviceManager {
         cmdline::build(&args, extra)
     }
 
-    /// COM1 on IRQ 4 through a KVM irqfd, its output to `out`.
-    pub fn attach_serial(&mut self, vm: &VmFd, out: ConsoleOut) -> Result<()> {
+    /// COM1 on IRQ 4 through a KVM irqfd, its output to `out`; in the state a snapshot saved
+    /// when `restore` is given.
+    pub fn attach_serial(
+        &mut self,
+        vm: &VmFd,
+        out: ConsoleOut,
+        restore: Option<&SerialSnapshot>,
+    ) -> Result<()> {
         let irq = EventFd::new(EFD_NONBLOCK).context("eventfd")?;
         vm.register_irqfd(&irq, SERIAL_IRQ)
             .map_err(|e| anyhow!("KVM_IRQFD (serial): {e}"))?;
-        self.serial = Some(Arc::new(Mutex::new(ConsoleSerial::new(irq, out))));
+        let serial = match restore {
+            Some(s) => ConsoleSerial::restore(irq, out, s).map_err(|e| anyhow!(e))?,
+            None => ConsoleSerial::new(irq, out),
+        };
+        self.serial = Some(Arc::new(Mutex::new(serial)));
         Ok(())
+    }
+
+    /// COM1, once attached.
+    pub fn serial(&self) -> Option<Arc<Mutex<ConsoleSerial>>> {
+        self.serial.clone()
+    }
+
+    /// Every attached virtio-mmio transport, in slot order.
+    pub fn transports(&self) -> &[SharedTransport] {
+        &self.virtio
     }
 
     /// The next allocated slot without a device.

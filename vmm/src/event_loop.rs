@@ -94,6 +94,16 @@ impl MutEventSubscriber for VhostUserWatch {
     }
 }
 
+/// What the control socket's requests act on.
+pub struct Control {
+    /// The listening socket.
+    pub server: ApiServer,
+    /// Pause and resume of the vCPUs.
+    pub pauser: Arc<Pauser>,
+    /// What `snapshot` needs (with `--snapshot-root`).
+    pub snapshotter: Option<crate::snapshot::take::Snapshotter>,
+}
+
 /// The main thread's event manager and the subscribers it must reach between wake-ups.
 pub struct EventLoop {
     manager: EventManager<Subscriber>,
@@ -106,14 +116,13 @@ pub struct EventLoop {
 
 impl EventLoop {
     /// Creates the epoll and registers every source: `exit` and `sigfd`, `devices`, the
-    /// vhost-user socket `fs_watch`, the control socket `api` (answered with `pauser`).
+    /// vhost-user socket `fs_watch`, the control socket `api`.
     pub fn new(
         exit: Arc<ExitState>,
         sigfd: RawFd,
         devices: Vec<ServedDevice>,
         fs_watch: Option<RawFd>,
-        api: Option<ApiServer>,
-        pauser: Arc<Pauser>,
+        api: Option<Control>,
         console_log: SharedLog,
     ) -> Result<EventLoop> {
         let mut manager: EventManager<Subscriber> =
@@ -130,8 +139,13 @@ impl EventLoop {
         if let Some(fd) = fs_watch {
             manager.add_subscriber(Arc::new(Mutex::new(VhostUserWatch { fd })));
         }
-        if let Some(server) = api {
-            let handler = move |req| api_command(req, &pauser);
+        if let Some(Control {
+            server,
+            pauser,
+            snapshotter,
+        }) = api
+        {
+            let handler = move |req| api_command(req, &pauser, snapshotter.as_ref());
             manager.add_subscriber(Arc::new(Mutex::new(ApiSubscriber::new(server, handler))));
         }
         Ok(EventLoop {

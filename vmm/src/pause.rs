@@ -131,6 +131,13 @@ impl Pauser {
         }
     }
 
+    /// Whether the VM is paused and every vCPU thread is parked (outside `KVM_RUN`, not
+    /// touching its vCPU): what a snapshot needs.
+    pub fn all_parked(&self) -> bool {
+        let s = self.lock();
+        s.paused && s.parked >= self.vcpus
+    }
+
     /// Lets the vCPUs run again.
     pub fn resume(&self) {
         let mut s = self.lock();

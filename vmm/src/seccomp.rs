@@ -41,6 +41,10 @@ pub enum ThreadClass {
         api: bool,
         /// The vsock device has a host socket (`--vsock-uds`): accept4.
         vsock_uds: bool,
+        /// The control request `snapshot` can run (`--snapshot-root` with `--api-sock`): the
+        /// KVM state reads of the VM and its vCPUs ([`snapshot_ioctls`]), and creating,
+        /// writing, syncing and renaming files below the snapshot root's directory fd.
+        snapshot: bool,
     },
     /// A virtio-blk queue worker thread (`blkN`, one per `--disk`): waits on its queue
     /// eventfds (an epoll of its own) and serves the requests (pread/pwrite/fdatasync on the disk file).
@@ -65,9 +69,52 @@ impl ThreadClass {
 }
 
 mod kvm {
-    vmm_sys_util::ioctl_io_nr!(KVM_RUN, kvm_bindings::KVMIO, 0x80);
+    use kvm_bindings::*;
+    use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
+    ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+    // The reads of a snapshot (vstate::vm_state::capture, vcpu_state::capture), as
+    // kvm-ioctls defines them.
+    ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
+    ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
+    ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
+    ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
+    ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+    ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
+    ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_lapic_state);
+    ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_cpuid2);
+    ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
+    ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_debugregs);
+    ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_xsave);
+    ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
+    ioctl_io_nr!(KVM_GET_TSC_KHZ, KVMIO, 0xa3);
 }
 use kvm::KVM_RUN;
+
+/// ioctl requests the main thread may issue when it can take snapshots: reads only (the VM's
+/// clock, irqchip, PIT; each parked vCPU's registers, MSRs, LAPIC, events, CPUID, TSC rate;
+/// capability checks). Nothing that changes the VM.
+pub fn snapshot_ioctls() -> Vec<u64> {
+    use kvm::*;
+    vec![
+        KVM_CHECK_EXTENSION(),
+        KVM_GET_IRQCHIP(),
+        KVM_GET_CLOCK(),
+        KVM_GET_PIT2(),
+        KVM_GET_REGS(),
+        KVM_GET_SREGS(),
+        KVM_GET_MSRS(),
+        KVM_GET_LAPIC(),
+        KVM_GET_CPUID2(),
+        KVM_GET_MP_STATE(),
+        KVM_GET_VCPU_EVENTS(),
+        KVM_GET_DEBUGREGS(),
+        KVM_GET_XSAVE(),
+        KVM_GET_XCRS(),
+        KVM_GET_TSC_KHZ(),
+    ]
+}
 
 /// ioctl requests a vCPU thread may issue after its filter is in: `KVM_RUN` only (the
 /// vsock device is the VMM's own now; no vhost-vsock calls on DRIVER_OK).
@@ -137,7 +184,11 @@ fn common() -> Result<Rules, seccompiler::BackendError> {
 fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
     let mut r = common()?;
     match class {
-        ThreadClass::Main { api, vsock_uds } => {
+        ThreadClass::Main {
+            api,
+            vsock_uds,
+            snapshot,
+        } => {
             // The event loop's epoll (event-manager: wait, and register control socket
             // connections and device backend fds as they come and go) on the signalfd,
             // eventfds and backends; read them, fill virtio-rng buffers; the vsock device's
@@ -154,6 +205,23 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
             ]));
             if api || vsock_uds {
                 r.extend(allow(&[libc::SYS_accept4]));
+            }
+            if snapshot {
+                // Paths only relative to the snapshot root's fd (the jail has no other); the
+                // snapshot's files: create, size, write (pwrite64 is common), sync, rename.
+                r.extend(allow(&[
+                    libc::SYS_openat,
+                    libc::SYS_mkdirat,
+                    libc::SYS_unlinkat,
+                    libc::SYS_renameat,
+                    libc::SYS_ftruncate,
+                    libc::SYS_fsync,
+                ]));
+                let ioctls = snapshot_ioctls()
+                    .into_iter()
+                    .map(|req| SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, req)?]))
+                    .collect::<Result<Vec<_>, _>>()?;
+                r.push((libc::SYS_ioctl, ioctls));
             }
             if api {
                 let pid = u64::from(std::process::id());
@@ -232,21 +300,29 @@ mod tests {
     const VCPU: ThreadClass = ThreadClass::Vcpu { vhost_user: false };
     const VCPU_FS: ThreadClass = ThreadClass::Vcpu { vhost_user: true };
 
-    const CLASSES: [ThreadClass; 6] = [
+    const CLASSES: [ThreadClass; 7] = [
         ThreadClass::Main {
             api: false,
             vsock_uds: false,
+            snapshot: false,
         },
         ThreadClass::BlockIo,
         ThreadClass::Main {
             api: true,
             vsock_uds: false,
+            snapshot: false,
         },
         VCPU,
         VCPU_FS,
         ThreadClass::Main {
             api: false,
             vsock_uds: true,
+            snapshot: false,
+        },
+        ThreadClass::Main {
+            api: true,
+            vsock_uds: true,
+            snapshot: true,
         },
     ];
 

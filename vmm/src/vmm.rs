@@ -154,7 +154,7 @@ pub struct Vmm {
     /// The VMM's own devices, in slot order (for their exit summaries).
     pub(crate) own: Vec<SharedTransport>,
     /// Kept open to the end: closing the VM fd would release its irqfds.
-    pub(crate) _vm: Vm,
+    pub(crate) _vm: Arc<Vm>,
     /// Guest RAM (the devices hold it too).
     pub(crate) _mem: Arc<GuestMemoryMmap>,
     /// The vCPU and queue worker threads (never joined: the process exits with the VM).
@@ -188,8 +188,13 @@ pub fn run(cfg: &VmConfig) -> Result<Exit> {
 /// How long a `pause` command waits for every vCPU to leave `KVM_RUN`.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs one control request; its response.
-pub(crate) fn api_command(req: Request, pauser: &Pauser) -> Response {
+/// Runs one control request; its response. `snap`: what a `snapshot` needs (None without
+/// `--snapshot-root`).
+pub(crate) fn api_command(
+    req: Request,
+    pauser: &Pauser,
+    snap: Option<&crate::snapshot::take::Snapshotter>,
+) -> Response {
     let state = |p: &Pauser| {
         Reply::State(if p.is_paused() {
             VmState::Paused
@@ -212,6 +217,23 @@ pub(crate) fn api_command(req: Request, pauser: &Pauser) -> Response {
             Response::Ok(Reply::State(VmState::Running))
         }
         Request::State {} => Response::Ok(state(pauser)),
+        Request::Snapshot { dir } => {
+            let Some(snap) = snap else {
+                return Response::Error(
+                    "snapshot: this VMM was started without --snapshot-root".into(),
+                );
+            };
+            if !pauser.all_parked() {
+                return Response::Error("snapshot: the VM must be paused first (pause)".into());
+            }
+            match snap.take(&dir) {
+                Ok(what) => {
+                    debug!("snapshot: {what}");
+                    Response::Ok(Reply::Snapshot(what))
+                }
+                Err(e) => Response::Error(format!("snapshot: {e}")),
+            }
+        }
     }
 }
 

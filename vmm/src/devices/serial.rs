@@ -6,6 +6,8 @@ use std::io::{self, Write};
 
 use super::console_log::SharedLog;
 
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -96,6 +98,24 @@ impl ConsoleSerial {
         }
     }
 
+    /// A 16550 in the state a snapshot saved (`state` is untrusted: vm-superio refuses an
+    /// input FIFO longer than the chip's).
+    pub fn restore(irq: EventFd, out: ConsoleOut, state: &SerialSnapshot) -> Result<Self, String> {
+        let inner = Serial::from_state(
+            &state.clone().into(),
+            IrqTrigger(irq),
+            vm_superio::serial::NoEvents,
+            out,
+        )
+        .map_err(|e| format!("serial: {e:?}"))?;
+        Ok(ConsoleSerial { inner })
+    }
+
+    /// The registers and the input FIFO, for a snapshot.
+    pub fn save(&self) -> SerialSnapshot {
+        self.inner.state().into()
+    }
+
     /// Register read at `offset` (0..8).
     pub fn read(&mut self, offset: u8) -> u8 {
         self.inner.read(offset)
@@ -105,6 +125,60 @@ impl ConsoleSerial {
     pub fn write(&mut self, offset: u8, value: u8) {
         // Errors are only irqfd write failures; the guest will poll LSR anyway.
         let _ = self.inner.write(offset, value);
+    }
+}
+
+/// COM1's registers in a snapshot (vm-superio's `SerialState`, which has no serde).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    /// Divisor latch, low and high byte.
+    pub baud_divisor: [u8; 2],
+    /// Interrupt enable, interrupt identification, line control, line status, modem control,
+    /// modem status, scratch.
+    pub regs: [u8; 7],
+    /// Bytes in the receive FIFO.
+    pub in_buffer: Vec<u8>,
+}
+
+impl Default for SerialSnapshot {
+    fn default() -> Self {
+        SerialState::default().into()
+    }
+}
+
+impl From<SerialState> for SerialSnapshot {
+    fn from(s: SerialState) -> Self {
+        SerialSnapshot {
+            baud_divisor: [s.baud_divisor_low, s.baud_divisor_high],
+            regs: [
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
+        }
+    }
+}
+
+impl From<SerialSnapshot> for SerialState {
+    fn from(s: SerialSnapshot) -> Self {
+        let [ie, iid, lc, ls, mc, ms, scratch] = s.regs;
+        SerialState {
+            baud_divisor_low: s.baud_divisor[0],
+            baud_divisor_high: s.baud_divisor[1],
+            interrupt_enable: ie,
+            interrupt_identification: iid,
+            line_control: lc,
+            line_status: ls,
+            modem_control: mc,
+            modem_status: ms,
+            scratch,
+            in_buffer: s.in_buffer,
+        }
     }
 }
 

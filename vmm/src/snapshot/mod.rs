@@ -1,33 +1,52 @@
-//! Snapshot state files (groundwork for snapshot/restore, issue 14 part 2; not wired into the
-//! control API yet): the KVM state of the VM and of every vCPU, tagged with the configuration
-//! it belongs to, in a versioned file that `load` refuses when it is truncated, corrupt, of
-//! another version or of another configuration. Guest memory and device state are not in it
-//! yet. Layout: `format.rs` (header), `fingerprint.rs` (configuration), vmm/README.md
-//! ("Snapshot format").
+//! Snapshots (issue 14 part 2): a directory with the state file [`STATE_FILE`] (the KVM state
+//! of the VM and of every vCPU, each virtio-mmio transport and its device, COM1, where guest
+//! RAM lies in the memory file; tagged with the configuration it belongs to, versioned, refused
+//! by `load` when truncated, corrupt, of another version or of another configuration) and the
+//! memory file [`MEMORY_FILE`] (guest RAM, sparse). Layout: `format.rs` (header),
+//! `fingerprint.rs` (configuration), `memory.rs` (guest RAM), `take.rs` (taking one from a
+//! paused VM), vmm/README.md ("Snapshots").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::serial::SerialSnapshot;
+use crate::devices::virtio::transport::persist::TransportState;
 use crate::vstate::vcpu_state::VcpuState;
 use crate::vstate::vm_state::VmState;
 
 pub mod fingerprint;
 pub mod format;
+pub mod memory;
+pub mod take;
 #[cfg(test)]
 mod tests;
 
 pub use fingerprint::{ConfigFingerprint, Difference, FileId};
 pub use format::{FormatError, FORMAT_VERSION};
 
-/// The state a snapshot restores: the VM's, then each vCPU's in id order.
+/// The state file in a snapshot directory.
+pub const STATE_FILE: &str = "state";
+/// The memory file in a snapshot directory.
+pub const MEMORY_FILE: &str = "memory";
+/// Largest state file `load` reads (a real one is a few hundred KiB of JSON).
+pub const MAX_STATE_FILE: u64 = 16 << 20;
+
+/// The state a snapshot restores: the VM's, each vCPU's in id order, the devices', and where
+/// guest RAM is in the memory file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SnapshotState {
     /// kvmclock, irqchip, PIT.
     pub vm: VmState,
     /// One entry per vCPU, index = vCPU id.
     pub vcpus: Vec<VcpuState>,
+    /// Guest RAM regions in the memory file.
+    pub memory: Vec<memory::MemoryRegionState>,
+    /// Every virtio-mmio slot, in slot order.
+    pub devices: Vec<TransportState>,
+    /// COM1.
+    pub serial: SerialSnapshot,
 }
 
 /// The JSON payload: the configuration first, then the state.
@@ -77,17 +96,13 @@ pub fn save(
     state: &SnapshotState,
 ) -> Result<(), SnapshotError> {
     let io = |e| SnapshotError::Io(path.to_path_buf(), e);
-    let payload = serde_json::to_vec(&Payload {
-        fingerprint: fingerprint.clone(),
-        state,
-    })
-    .map_err(|e| io(e.into()))?;
+    let bytes = encode(fingerprint, state).map_err(io)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&format::encode(&payload))?;
+        f.write_all(&bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
@@ -97,11 +112,30 @@ pub fn save(
     })
 }
 
+/// The whole state file (header and payload) of `state` of a VM configured as `fingerprint`.
+pub fn encode(fingerprint: &ConfigFingerprint, state: &SnapshotState) -> std::io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(&Payload {
+        fingerprint: fingerprint.clone(),
+        state,
+    })?;
+    Ok(format::encode(&payload))
+}
+
 /// Reads the snapshot state at `path` for a VM configured as `current`. Refuses, naming the
-/// reason, a file that is not a snapshot, truncated, corrupt, of another format version, or
-/// taken with another configuration (every difference listed).
+/// reason, a file that is not a snapshot, too large, truncated, corrupt, of another format
+/// version, or taken with another configuration (every difference listed).
 pub fn load(path: &Path, current: &ConfigFingerprint) -> Result<SnapshotState, SnapshotError> {
-    let bytes = std::fs::read(path).map_err(|e| SnapshotError::Io(path.to_path_buf(), e))?;
+    let io = |e| SnapshotError::Io(path.to_path_buf(), e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    if len > MAX_STATE_FILE {
+        return Err(io(std::io::Error::other(format!(
+            "{len} bytes, more than a state file has (at most {MAX_STATE_FILE})"
+        ))));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_STATE_FILE + 1), &mut bytes)
+        .map_err(io)?;
     let format = |source| SnapshotError::Format {
         path: path.to_path_buf(),
         source,

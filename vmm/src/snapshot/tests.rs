@@ -292,3 +292,74 @@ fn mtime_before_the_epoch() {
         .unwrap();
     assert!(!id.same_content(&FileId::of(&p).unwrap()));
 }
+
+/// Guest RAM through a memory file: zero pages are holes, the mapping is copy-on-write
+/// (writes of the restored VM never reach the file), and a layout or length that does not fit
+/// is refused, naming it.
+#[test]
+fn memory_file_round_trip_and_refusals() {
+    use vm_memory::{Bytes, GuestAddress};
+    let dir = Scratch::new("memory");
+    let mem_bytes = 64 << 20;
+    let mem = crate::vstate::memory::create(mem_bytes, false).unwrap();
+    mem.write_slice(b"hello", GuestAddress(0x1000)).unwrap();
+    mem.write_slice(b"world", GuestAddress((32 << 20) + 7))
+        .unwrap();
+    let path = dir.0.join(MEMORY_FILE);
+    let f = std::fs::File::create(&path).unwrap();
+    let regions = memory::save(&mem, &f).unwrap();
+    assert_eq!(
+        regions,
+        vec![memory::MemoryRegionState {
+            guest_addr: 0,
+            size: mem_bytes,
+            file_offset: 0
+        }]
+    );
+    let md = std::fs::metadata(&path).unwrap();
+    assert_eq!(md.len(), mem_bytes);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        md.blocks() * 512 < 1 << 20,
+        "two pages written, the rest holes"
+    );
+
+    let f = std::fs::File::open(&path).unwrap();
+    let restored = memory::restore(&f, &regions, mem_bytes).unwrap();
+    let mut b = [0u8; 5];
+    restored.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
+    assert_eq!(&b, b"hello");
+    restored
+        .read_slice(&mut b, GuestAddress((32 << 20) + 7))
+        .unwrap();
+    assert_eq!(&b, b"world");
+    restored
+        .write_slice(b"HELLO", GuestAddress(0x1000))
+        .unwrap();
+    let again = memory::restore(&f, &regions, mem_bytes).unwrap();
+    again.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
+    assert_eq!(&b, b"hello", "MAP_PRIVATE: the file is unchanged");
+
+    let e = memory::restore(&f, &regions, 128 << 20).unwrap_err();
+    assert!(e.contains("guest RAM regions are 0x4000000@0x0"), "{e}");
+    let mut moved = regions.clone();
+    moved[0].file_offset = 4096;
+    let e = memory::restore(&f, &moved, mem_bytes).unwrap_err();
+    assert!(e.contains("file offset 0x1000"), "{e}");
+    let cut = dir.0.join("cut");
+    std::fs::write(&cut, [1u8; 4096]).unwrap();
+    let e = memory::restore(&std::fs::File::open(&cut).unwrap(), &regions, mem_bytes).unwrap_err();
+    assert!(e.contains("memory file is 4096 bytes"), "{e}");
+}
+
+/// A state file larger than any real one is refused before it is read.
+#[test]
+fn oversized_state_file_is_refused() {
+    let dir = Scratch::new("oversized");
+    let fp = config(&dir, 1);
+    let p = dir.0.join("state");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(MAX_STATE_FILE + 1).unwrap();
+    let e = load(&p, &fp).unwrap_err().to_string();
+    assert!(e.contains("more than a state file has"), "{e}");
+}

@@ -51,6 +51,7 @@ fn kvm_state_survives_a_state_file() {
     let saved = SnapshotState {
         vm: vm_state::capture(&a.fd).unwrap(),
         vcpus: vec![vcpu_state::capture(&a.fd, &vcpu_a, &indices).unwrap()],
+        ..Default::default()
     };
     assert!(!saved.vcpus[0].msrs.is_empty());
 

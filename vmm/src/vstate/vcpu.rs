@@ -1,7 +1,7 @@
 //! vCPUs: creation and register/CPUID setup (see `cpu.rs`) on the VM's thread, and the run
 //! loop of each vCPU thread.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -35,12 +35,28 @@ pub fn create(vm: &Vm, count: u8, bi: &BootInfo) -> Result<Vec<VcpuFd>> {
     Ok(vcpus)
 }
 
+/// Creates one vCPU per saved state and restores it (CPUID, registers, LAPIC, MSRs, ...: see
+/// [`super::vcpu_state::restore`]); the VM's own state must be restored already or next.
+pub fn create_restored(vm: &Vm, states: &[super::vcpu_state::VcpuState]) -> Result<Vec<VcpuFd>> {
+    let mut vcpus = Vec::new();
+    for (id, st) in states.iter().enumerate() {
+        let vcpu = vm
+            .fd
+            .create_vcpu(id as u64)
+            .map_err(|e| anyhow!("KVM_CREATE_VCPU {id}: {e}"))?;
+        super::vcpu_state::restore(&vm.fd, &vcpu, st)
+            .map_err(|e| anyhow!("restoring vCPU {id}: {e}"))?;
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
+}
+
 /// The body of vCPU thread `id`: installs the thread's seccomp filter, then runs the vCPU,
 /// dispatching port and MMIO exits to `devices`, until the guest stops or an error; the
 /// reason goes to `exit`.
 pub fn vcpu_loop(
     id: u8,
-    mut vcpu: VcpuFd,
+    vcpu: Arc<Mutex<VcpuFd>>,
     devices: Devices,
     exit: Arc<ExitState>,
     filter: Option<(ThreadClass, seccompiler::BpfProgram)>,
@@ -56,6 +72,9 @@ pub fn vcpu_loop(
     }
     loop {
         pauser.park_while_paused();
+        // Held while the vCPU runs and its exit is handled; free while the thread is parked,
+        // when the main thread may read the vCPU's state for a snapshot.
+        let mut vcpu = vcpu.lock().unwrap_or_else(|p| p.into_inner());
         let stop = match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => {
                 devices.pio_read(port, data);

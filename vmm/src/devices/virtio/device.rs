@@ -55,6 +55,29 @@ pub trait VirtioDevice: Send {
     fn rekick_queues(&mut self) -> u32 {
         0
     }
+    /// Whether a snapshot may save this device: Ok for the devices whose whole state is the
+    /// transport's plus [`VirtioDevice::queue_positions`]; the message says why not.
+    fn snapshot_supported(&self) -> Result<(), String> {
+        Err(format!(
+            "snapshots of virtio device type {} are not supported yet",
+            self.device_type()
+        ))
+    }
+    /// Where each running queue stands, `(next_avail, next_used)` by queue index (None: the
+    /// device does not run that queue). Saved in a snapshot; empty while not active.
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        Vec::new()
+    }
+    /// After a restore's [`VirtioDevice::activate`]: puts the running queues where the
+    /// snapshot left them (entries for queues the device does not run are ignored).
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        let _ = positions;
+    }
+    /// Once the device is restored and active: what it tells the guest about the restore
+    /// (vsock: the transport reset event). True: used buffers were returned, interrupt.
+    fn after_restore(&mut self) -> bool {
+        false
+    }
 }
 
 impl VirtioDevice for Box<dyn VirtioDevice> {
@@ -96,5 +119,32 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     }
     fn rekick_queues(&mut self) -> u32 {
         (**self).rekick_queues()
+    }
+    fn snapshot_supported(&self) -> Result<(), String> {
+        (**self).snapshot_supported()
+    }
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        (**self).queue_positions()
+    }
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        (**self).set_queue_positions(positions)
+    }
+    fn after_restore(&mut self) -> bool {
+        (**self).after_restore()
+    }
+}
+
+/// `(next_avail, next_used)` of a running queue (see [`VirtioDevice::queue_positions`]).
+pub fn position(q: Option<&virtio_queue::Queue>) -> Option<(u16, u16)> {
+    use virtio_queue::QueueT;
+    q.map(|q| (q.next_avail(), q.next_used()))
+}
+
+/// Puts a running queue at `p` (see [`VirtioDevice::set_queue_positions`]).
+pub fn set_position(q: Option<&mut virtio_queue::Queue>, p: Option<&Option<(u16, u16)>>) {
+    use virtio_queue::QueueT;
+    if let (Some(q), Some(Some((avail, used)))) = (q, p) {
+        q.set_next_avail(*avail);
+        q.set_next_used(*used);
     }
 }

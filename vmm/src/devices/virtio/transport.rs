@@ -539,5 +539,6 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 }
 
+pub mod persist;
 #[cfg(test)]
 mod tests;

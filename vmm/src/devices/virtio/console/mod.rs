@@ -177,6 +177,21 @@ impl<W: Write + Send> VirtioDevice for ConsoleDevice<W> {
         std::mem::take(&mut self.rekick)
     }
 
+    fn snapshot_supported(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        vec![
+            None,
+            crate::devices::virtio::device::position(self.tx.as_ref()),
+        ]
+    }
+
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        crate::devices::virtio::device::set_position(self.tx.as_mut(), positions.get(TX_QUEUE));
+    }
+
     fn exit_report(&self) -> Option<String> {
         Some(format!(
             "virtio-console: tx_bytes={} bad_chains={}",

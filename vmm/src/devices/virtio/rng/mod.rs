@@ -176,6 +176,20 @@ impl VirtioDevice for RngDevice {
         std::mem::take(&mut self.rekick)
     }
 
+    fn snapshot_supported(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        vec![crate::devices::virtio::device::position(
+            self.queue.as_ref(),
+        )]
+    }
+
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        crate::devices::virtio::device::set_position(self.queue.as_mut(), positions.first());
+    }
+
     fn exit_report(&self) -> Option<String> {
         Some(format!(
             "virtio-rng: requests={} bytes={}",

@@ -9,8 +9,8 @@
 //! so no other host process (any user, any container) can reach it with AF_VSOCK; only who can
 //! open PATH (its owner, root) can.
 //!
-//! Queues: 0 rx (host -> guest packets), 1 tx (guest -> host), 2 event (never used: no
-//! migration). Served on the main thread like virtio-net: the tx and rx kicks (ioeventfds),
+//! Queues: 0 rx (host -> guest packets), 1 tx (guest -> host), 2 event (used once, after a
+//! snapshot restore: `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, see [`HvsockDevice::after_restore`]). Served on the main thread like virtio-net: the tx and rx kicks (ioeventfds),
 //! and the [`Muxer`]'s epoll fd, which the event loop polls as this device's backend fd. The
 //! protocol (handshake, connection states, credit) is [`muxer`]; the header is [`packet`].
 //! Guest-initiated connections are refused with RST.
@@ -40,6 +40,11 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const RX_QUEUE: usize = 0;
 /// Transmit queue index.
 pub const TX_QUEUE: usize = 1;
+/// Event queue index.
+pub const EVENT_QUEUE: usize = 2;
+/// `struct virtio_vsock_event` id: the transport was reset (every connection is gone; the
+/// guest also reads the CID again).
+pub const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
 /// Feature bits offered: virtio 1.x only (no seqpacket, no event-idx for now).
 pub const FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
 
@@ -95,6 +100,8 @@ pub struct VsockStats {
 struct Queues {
     rx: Queue,
     tx: Queue,
+    /// The event queue, when the driver made it ready (Linux does).
+    event: Option<Queue>,
 }
 
 /// The virtio-vsock device.
@@ -254,6 +261,10 @@ impl VirtioDevice for HvsockDevice {
         self.queues = Some(Queues {
             rx: build(RX_QUEUE)?,
             tx: build(TX_QUEUE)?,
+            event: match queues.get(EVENT_QUEUE) {
+                Some(q) if q.ready => Some(q.build_queue(&*self.mem, features)?),
+                _ => None,
+            },
         });
         Ok(())
     }
@@ -287,6 +298,62 @@ impl VirtioDevice for HvsockDevice {
 
     fn rekick_queues(&mut self) -> u32 {
         std::mem::take(&mut self.rekick)
+    }
+
+    fn snapshot_supported(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        use crate::devices::virtio::device::position;
+        match &self.queues {
+            Some(q) => vec![
+                position(Some(&q.rx)),
+                position(Some(&q.tx)),
+                position(q.event.as_ref()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        use crate::devices::virtio::device::set_position;
+        if let Some(q) = &mut self.queues {
+            set_position(Some(&mut q.rx), positions.get(RX_QUEUE));
+            set_position(Some(&mut q.tx), positions.get(TX_QUEUE));
+            set_position(q.event.as_mut(), positions.get(EVENT_QUEUE));
+        }
+    }
+
+    /// The host side of every connection the snapshot had is gone (a restored VMM starts with
+    /// a fresh muxer), so the guest is told as Firecracker tells it: one
+    /// `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET` in its event queue. Linux then resets every
+    /// connected socket (listeners stay) and reads the CID again.
+    fn after_restore(&mut self) -> bool {
+        let Some(q) = self.queues.as_mut().and_then(|q| q.event.as_mut()) else {
+            eprintln!("kata-vmm: warning: virtio-vsock: no event queue for the transport reset");
+            return false;
+        };
+        let mem = &*self.mem;
+        let Some(chain) = q.pop_descriptor_chain(mem) else {
+            eprintln!("kata-vmm: warning: virtio-vsock: no event buffer for the transport reset");
+            return false;
+        };
+        let head = chain.head_index();
+        let event = VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.to_le_bytes();
+        let len = match checked_chain(mem, chain, true) {
+            Some((descs, cap)) if cap >= event.len() && scatter(mem, &descs, &[&event]) => {
+                event.len() as u32
+            }
+            _ => {
+                self.stats.bad_chains += 1;
+                0
+            }
+        };
+        if q.add_used(mem, head, len).is_err() {
+            return false;
+        }
+        q.needs_notification(mem).unwrap_or(true)
     }
 
     fn exit_report(&self) -> Option<String> {

@@ -600,6 +600,7 @@ mod device {
         d.queues = Some(Queues {
             rx: rx.create_queue().unwrap(),
             tx: tx.create_queue().unwrap(),
+            event: None,
         });
         let h = guest_hdr(1024, 3000, op::REQUEST, 0, 4096, 0);
         m.write_slice(&h.encode(), GuestAddress(BUF)).unwrap();
@@ -617,6 +618,44 @@ mod device {
         assert_eq!(d.muxer().stats.guest_requests, 1);
     }
 
+    /// After a restore the guest gets one TRANSPORT_RESET event (id 0, 4 bytes) in its event
+    /// queue, and the saved queue positions are where the restored queues continue.
+    #[test]
+    fn restore_sends_transport_reset_and_keeps_positions() {
+        const EVQ: u64 = 0x4000;
+        let m: &'static GuestMemoryMmap = Box::leak(Box::new(
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
+        ));
+        let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
+        let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
+        let ev = MockSplitQueue::create(m, GuestAddress(EVQ), QSIZE);
+        let mut d = HvsockDevice::new(CID, None, Arc::new(m.clone())).unwrap();
+        assert!(d.queue_positions().is_empty(), "not active");
+        d.queues = Some(Queues {
+            rx: rx.create_queue().unwrap(),
+            tx: tx.create_queue().unwrap(),
+            event: Some(ev.create_queue().unwrap()),
+        });
+        m.write_slice(&[0xffu8; 8], GuestAddress(BUF)).unwrap();
+        add_chain(&ev, 0, &[(BUF, 8, 2)]);
+        assert!(d.after_restore(), "interrupt for the event");
+        let mut b = [0u8; 8];
+        m.read_slice(&mut b, GuestAddress(BUF)).unwrap();
+        assert_eq!(b, [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(ev.used().idx().load(), 1);
+        assert_eq!(
+            d.queue_positions(),
+            vec![Some((0, 0)), Some((0, 0)), Some((1, 1))]
+        );
+        d.set_queue_positions(&[Some((7, 5)), None, Some((2, 2))]);
+        assert_eq!(
+            d.queue_positions(),
+            vec![Some((7, 5)), Some((0, 0)), Some((2, 2))]
+        );
+        // No buffer left: a warning, no interrupt, no panic.
+        assert!(!d.after_restore());
+    }
+
     #[test]
     fn random_chains_never_panic() {
         let m: &'static GuestMemoryMmap = Box::leak(Box::new(
@@ -630,6 +669,7 @@ mod device {
             d.queues = Some(Queues {
                 rx: rx.create_queue().unwrap(),
                 tx: tx.create_queue().unwrap(),
+                event: None,
             });
             let mut at = 0u16;
             while at + 3 < QSIZE {
@@ -677,6 +717,7 @@ fn muxer_runs_under_the_main_seccomp_filter() {
     let prog = filter(ThreadClass::Main {
         api: false,
         vsock_uds: true,
+        snapshot: false,
     })
     .unwrap();
     let mut r = rig();

@@ -1,0 +1,136 @@
+//! Guest RAM in a snapshot: written to the snapshot's memory file region after region (each
+//! at the file offset the state file records), pages of zeros left as holes (a sparse file);
+//! on restore each region is mapped from that file copy-on-write (`MAP_PRIVATE`), so every VM
+//! restored from one snapshot shares the page cache's copy of each page it has not written.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use vm_memory::mmap::MmapRegion;
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, GuestRegionMmap,
+};
+
+use crate::layout;
+
+/// The page size holes are made of.
+pub const PAGE: usize = 4096;
+/// How much guest RAM is copied out per step.
+const CHUNK: usize = 1 << 20;
+
+/// One guest RAM region in the memory file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryRegionState {
+    /// Guest physical start.
+    pub guest_addr: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where it starts in the memory file.
+    pub file_offset: u64,
+}
+
+/// Writes guest RAM into `file` (emptied first) and returns where each region went. Every
+/// vCPU must be paused and no device thread may write guest RAM meanwhile.
+pub fn save(mem: &GuestMemoryMmap, file: &File) -> io::Result<Vec<MemoryRegionState>> {
+    file.set_len(0)?;
+    let mut regions = Vec::new();
+    let mut file_offset = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    for r in mem.iter() {
+        let size = r.len();
+        let mut done = 0u64;
+        while done < size {
+            let n = (size - done).min(CHUNK as u64) as usize;
+            mem.read_slice(&mut buf[..n], r.start_addr().unchecked_add(done))
+                .map_err(|e| io::Error::other(format!("reading guest RAM: {e}")))?;
+            for (i, page) in buf[..n].chunks(PAGE).enumerate() {
+                if page.iter().any(|b| *b != 0) {
+                    file.write_all_at(page, file_offset + done + (i * PAGE) as u64)?;
+                }
+            }
+            done += n as u64;
+        }
+        regions.push(MemoryRegionState {
+            guest_addr: r.start_addr().0,
+            size,
+            file_offset,
+        });
+        file_offset += size;
+    }
+    // The holes at the end count too: the file is as long as guest RAM.
+    file.set_len(file_offset)?;
+    file.sync_all()?;
+    Ok(regions)
+}
+
+/// Guest RAM of a VM with `mem_bytes` of memory, mapped copy-on-write from `file` as
+/// `regions` (from the state file: untrusted) says. Refused unless the regions are exactly
+/// this configuration's RAM layout, laid out back to back from offset 0, and the file holds
+/// all of them (a shorter file would make the guest's access past its end a SIGBUS).
+pub fn restore(
+    file: &File,
+    regions: &[MemoryRegionState],
+    mem_bytes: u64,
+) -> Result<Arc<GuestMemoryMmap>, String> {
+    let expected = layout::ram_ranges(mem_bytes);
+    let shown = |v: &[(u64, u64)]| {
+        v.iter()
+            .map(|(a, s)| format!("{s:#x}@{a:#x}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let want: Vec<(u64, u64)> = expected.iter().map(|(a, s)| (a.0, *s as u64)).collect();
+    let have: Vec<(u64, u64)> = regions.iter().map(|r| (r.guest_addr, r.size)).collect();
+    if want != have {
+        return Err(format!(
+            "the snapshot's guest RAM regions are {}, this configuration's {}",
+            shown(&have),
+            shown(&want)
+        ));
+    }
+    let mut next = 0u64;
+    for r in regions {
+        if r.file_offset != next {
+            return Err(format!(
+                "memory region at {:#x}: file offset {:#x}, expected {next:#x}",
+                r.guest_addr, r.file_offset
+            ));
+        }
+        next = next
+            .checked_add(r.size)
+            .ok_or("memory file offsets overflow")?;
+    }
+    let len = file
+        .metadata()
+        .map_err(|e| format!("memory file: {e}"))?
+        .len();
+    if len != next {
+        return Err(format!(
+            "memory file is {len} bytes, the snapshot's guest RAM {next}: truncated or not \
+             this snapshot's"
+        ));
+    }
+    let mut mapped = Vec::new();
+    for r in regions {
+        let f = file.try_clone().map_err(|e| format!("memory file: {e}"))?;
+        let size = usize::try_from(r.size).map_err(|_| "memory region too large")?;
+        let region = MmapRegion::<()>::build(
+            Some(FileOffset::new(f, r.file_offset)),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_NORESERVE | libc::MAP_PRIVATE,
+        )
+        .map_err(|e| format!("mapping guest RAM at {:#x}: {e}", r.guest_addr))?;
+        mapped.push(
+            GuestRegionMmap::new(region, GuestAddress(r.guest_addr))
+                .ok_or_else(|| format!("memory region at {:#x} overflows", r.guest_addr))?,
+        );
+    }
+    GuestMemoryMmap::from_regions(mapped)
+        .map(Arc::new)
+        .map_err(|e| format!("guest RAM: {e}"))
+}
