@@ -46,9 +46,12 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The `#[ignore = "needs ..."]` unit tests (root, namespaces, a tap, /dev/kvm, the guest
+# kernel) run in scripts/unit-privileged.sh, which fails if what they need is missing.
 unit:
 	$(CARGO) test --workspace --exclude kata-rs-tests --no-fail-fast
 	$(CARGO) test -p kata-rs-tests --lib
+	CARGO=$(CARGO) bash scripts/unit-privileged.sh
 
 # One test binary after the other, one node at a time (each node is a VM or a containerd);
 # --no-fail-fast: every part reports, not only the first failing one. No backtraces: an

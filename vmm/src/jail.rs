@@ -394,12 +394,9 @@ mod tests {
     /// killed. Process tree: test -> C (subreaper) -> A -> B (jailed); A exits once B is
     /// jailed; C reaps B and expects SIGKILL. Root only, like `jail_in_a_child`.
     #[test]
+    #[ignore = "needs root and mount namespaces: `make unit` runs it (scripts/unit-privileged.sh)"]
     fn parent_death_kills_the_jailed_process() {
-        // SAFETY: geteuid has no side effects.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("parent_death_kills_the_jailed_process: skipped (not root)");
-            return;
-        }
+        require_root("parent_death_kills_the_jailed_process");
         let dir = std::env::temp_dir().join(format!("kata-vmm-pdeath-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mp = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
@@ -458,20 +455,16 @@ mod tests {
         assert!(libc::WIFEXITED(status), "status {status:#x}");
         match libc::WEXITSTATUS(status) {
             0 => {}
-            12 => eprintln!("parent_death_kills_the_jailed_process: skipped (no mount namespace)"),
+            12 => panic!("this host refuses a new mount namespace: the jail cannot work here"),
             code => panic!("check {code} failed"),
         }
     }
 
-    /// Root only (skipped otherwise, and where the host forbids new mount namespaces): a
-    /// forked child enters the jail and checks what it can still see and do.
+    /// Root only: a forked child enters the jail and checks what it can still see and do.
     #[test]
+    #[ignore = "needs root and mount namespaces: `make unit` runs it (scripts/unit-privileged.sh)"]
     fn jail_in_a_child() {
-        // SAFETY: geteuid has no side effects.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("jail_in_a_child: skipped (not root)");
-            return;
-        }
+        require_root("jail_in_a_child");
         // Stack the tmpfs on a private scratch directory (not /dev: it changes nothing outside
         // the child's namespace either, but this keeps the test independent of /dev).
         let dir = std::env::temp_dir().join(format!("kata-vmm-jail-test-{}", std::process::id()));
@@ -492,10 +485,17 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(libc::WIFEXITED(status), "child status {status:#x}");
         let code = libc::WEXITSTATUS(status);
-        if code == 12 {
-            eprintln!("jail_in_a_child: skipped (this host refuses a new mount namespace)");
-            return;
-        }
+        assert_ne!(
+            code, 12,
+            "this host refuses a new mount namespace: the jail cannot work here"
+        );
         assert_eq!(code, 0, "jail check {code} failed (see child_checks)");
+    }
+
+    /// Fails test `name`, run on purpose (it is `#[ignore]`d), when not root.
+    fn require_root(name: &str) {
+        // SAFETY: geteuid has no side effects.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "{name} needs root (run by `make unit` as root)");
     }
 }

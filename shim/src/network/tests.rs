@@ -109,7 +109,7 @@ async fn missing_netns_is_a_clear_error() {
 /// kata-rs-shim network::tests::setup_and_teardown_in_a_real_netns -- --ignored` with an
 /// `eth0` (veth, IPv4 address, default route) in that namespace.
 #[tokio::test(flavor = "current_thread")]
-#[ignore]
+#[ignore = "needs root and a prepared pod netns: `make unit` runs it (scripts/unit-privileged.sh)"]
 async fn setup_and_teardown_in_a_real_netns() {
     let ns = PathBuf::from(std::env::var("KATA_RS_NETNS_TEST").unwrap());
     let n = PodNetwork::setup(&ns).await.unwrap();
