@@ -359,7 +359,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Fuzz (see `src/fuzz.rs`): arbitrary bytes in arbitrary pieces from a client, some of
+    /// Fuzz (see `src/fuzz/`): arbitrary bytes in arbitrary pieces from a client, some of
     /// them valid requests. Never a panic; every response is one well-formed line; each
     /// request run has its response.
     #[test]
