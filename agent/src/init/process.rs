@@ -200,6 +200,34 @@ pub fn lookup_executable(name: &str, path_env: &str) -> InitResult<PathBuf> {
 mod tests {
     use super::*;
 
+    /// Every resource the plan can carry (the kernel's RLIMIT_* numbers) has nix's name.
+    #[test]
+    #[allow(clippy::unnecessary_cast)] // RLIMIT_* are u32 on glibc, i32 on musl
+    fn every_planned_rlimit_has_a_resource() {
+        use nix::sys::resource::Resource as R;
+        for (n, r) in [
+            (libc::RLIMIT_CPU, R::RLIMIT_CPU),
+            (libc::RLIMIT_FSIZE, R::RLIMIT_FSIZE),
+            (libc::RLIMIT_DATA, R::RLIMIT_DATA),
+            (libc::RLIMIT_STACK, R::RLIMIT_STACK),
+            (libc::RLIMIT_CORE, R::RLIMIT_CORE),
+            (libc::RLIMIT_RSS, R::RLIMIT_RSS),
+            (libc::RLIMIT_NPROC, R::RLIMIT_NPROC),
+            (libc::RLIMIT_NOFILE, R::RLIMIT_NOFILE),
+            (libc::RLIMIT_MEMLOCK, R::RLIMIT_MEMLOCK),
+            (libc::RLIMIT_AS, R::RLIMIT_AS),
+            (libc::RLIMIT_LOCKS, R::RLIMIT_LOCKS),
+            (libc::RLIMIT_SIGPENDING, R::RLIMIT_SIGPENDING),
+            (libc::RLIMIT_MSGQUEUE, R::RLIMIT_MSGQUEUE),
+            (libc::RLIMIT_NICE, R::RLIMIT_NICE),
+            (libc::RLIMIT_RTPRIO, R::RLIMIT_RTPRIO),
+            (libc::RLIMIT_RTTIME, R::RLIMIT_RTTIME),
+        ] {
+            assert_eq!(rlimit_resource(n as u32), Some(r), "{n}");
+        }
+        assert_eq!(rlimit_resource(99), None);
+    }
+
     #[test]
     fn lookup() {
         let dir = tempfile::tempdir().unwrap();
