@@ -63,12 +63,13 @@ pub enum SnapshotError {
     #[error("snapshot {0}: {1}")]
     Io(PathBuf, std::io::Error),
     /// The file is not one this build reads (truncated, corrupt, other version).
-    #[error("snapshot {path}: {source}")]
+    #[error("snapshot {path}: {reason}")]
     Format {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        source: FormatError,
+        /// What is wrong with it (not a `source`: the message already says it, and anyhow's
+        /// chain would say it twice).
+        reason: FormatError,
     },
     /// The snapshot was taken with another configuration.
     #[error("snapshot {path} was taken with another configuration: {}", join(.differences))]
@@ -136,9 +137,9 @@ pub fn load(path: &Path, current: &ConfigFingerprint) -> Result<SnapshotState, S
     let mut bytes = Vec::with_capacity(len as usize);
     std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_STATE_FILE + 1), &mut bytes)
         .map_err(io)?;
-    let format = |source| SnapshotError::Format {
+    let format = |reason| SnapshotError::Format {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     let payload = format::decode(&bytes).map_err(format)?;
     let p: Payload<SnapshotState> =

@@ -65,7 +65,7 @@ fn format_error(r: Result<SnapshotState, SnapshotError>) -> (FormatError, String
         Err(e @ SnapshotError::Format { .. }) => {
             let msg = e.to_string();
             match e {
-                SnapshotError::Format { source, .. } => (source, msg),
+                SnapshotError::Format { reason, .. } => (reason, msg),
                 _ => unreachable!(),
             }
         }
