@@ -24,6 +24,7 @@ pub mod event_loop;
 mod fuzz;
 pub mod jail;
 pub mod layout;
+pub mod logging;
 pub mod mptable;
 pub mod pause;
 pub mod seccomp;
@@ -31,12 +32,5 @@ pub mod snapshot;
 pub mod vmm;
 pub mod vstate;
 
-/// Prints a debug line on stderr when `KATA_VMM_DEBUG` is set in the environment.
-#[macro_export]
-macro_rules! debug {
-    ($($arg:tt)*) => {
-        if std::env::var_os("KATA_VMM_DEBUG").is_some() {
-            eprintln!("kata-vmm: debug: {}", format_args!($($arg)*));
-        }
-    };
-}
+/// A debug line (`tracing::debug!`, shown when `KATA_VMM_DEBUG` is set; see [`logging`]).
+pub use tracing::debug;

@@ -7,11 +7,12 @@ use kata_rs_vmm::args::Args;
 use kata_rs_vmm::vmm::{self, Exit};
 
 fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("kata-vmm: error: {msg}");
+    tracing::error!("{msg}");
     std::process::exit(1);
 }
 
 fn main() {
+    kata_rs_vmm::logging::init();
     // First of all: the VMM is given no fd but stdin/stdout/stderr (its command line names
     // paths), so whatever else a parent leaked must not reach the guest-facing process.
     if let Err(e) = kata_rs_vmm::jail::limits::close_inherited_fds() {
@@ -46,8 +47,8 @@ fn main() {
         Err(e) => fail(format!("{e:#}")),
     };
     match &exit {
-        Exit::Error(msg) => eprintln!("kata-vmm: error: {msg}"),
-        Exit::Panic => eprintln!("kata-vmm: error: guest kernel panicked"),
+        Exit::Error(msg) => tracing::error!("{msg}"),
+        Exit::Panic => tracing::error!("guest kernel panicked"),
         _ => {}
     }
     std::process::exit(exit.code());
