@@ -1,18 +1,42 @@
 # The VMM's control socket (--api-sock): boot the agent guest with 2 vCPUs, then over the
 # socket: ping; pause (the agent must not answer while paused, the vCPU threads sleep in
 # the kernel's futex wait instead of KVM_RUN); resume (the agent answers again); shut down.
+# Then snapshot/restore (issue 14): pause, snapshot into a directory under --snapshot-root,
+# stop the VMM, start a new kata-vmm with --restore from it: the restored guest's agent answers
+# over the hybrid vsock socket; its time to answer against the cold boot's; a snapshot for
+# another configuration, one whose memory file is cut short and one of another format
+# version are refused with errors naming what differs.
 # $1: the vmm_api client (vmm/examples/vmm_api.rs, given through KATA_RS_NODE_EXTRA).
 # Markers are checked by tests/tests/vmm.rs.
 API="$KATA_RS_PAYLOAD/extra$1"
 CID=44
 LOG=$KATA_RS_WORK/vmm-api-console.log
 SOCK=$KATA_RS_WORK/vmm-api.sock
+VSOCK=$KATA_RS_WORK/vmm-api.vsock
+# Snapshots go below this directory; the jailed VMM (uid/gid 65534) writes there.
+SNAPROOT=$KATA_RS_WORK/snapshots
+mkdir -p "$SNAPROOT" && chown 65534:65534 "$SNAPROOT"
+# The VM's configuration: the same for the cold boot and the restore.
+VM_ARGS="--kernel $KATA_RS_SHARE/vmlinux --initrd $KATA_RS_SHARE/kata-rs-initrd.img --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds $VSOCK --api-sock $SOCK --snapshot-root $SNAPROOT"
+# Milliseconds of uptime (10 ms resolution).
+ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+# first_check SECS [UDS]: polls the agent (CONNECT 1024 over the hybrid vsock socket UDS,
+# default $VSOCK, then its Check RPC) until it answers; 0 when it did within SECS.
+first_check() {
+    _end=$(kata_rs_deadline "$1")
+    while kata_rs_before "$_end"; do
+        timeout 10 kata-agent-ctl --uds "${2:-$VSOCK}" check > /dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    return 1
+}
 : > "$LOG"
-kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" --initrd "$KATA_RS_SHARE/kata-rs-initrd.img" \
-    --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds "$KATA_RS_WORK/vmm-api.vsock" --console-log "$LOG" --api-sock "$SOCK" \
-    > "$KATA_RS_WORK/vmm-api.out" 2>&1 &
+T0=$(ms)
+kata-vmm $VM_ARGS --console-log "$LOG" > "$KATA_RS_WORK/vmm-api.out" 2>&1 &
 VPID=$!
 if kata_rs_wait_for "$LOG" 'kata-rs-agent: ready' 180; then echo "agent-ready=yes"; else echo "agent-ready=no"; fi
+first_check 60; echo "cold-check-rc=$?"
+echo "cold-boot-ms=$(( $(ms) - T0 ))"
 echo "sock-mode=$(ls -l "$SOCK" | cut -c1-10)"
 # api NAME COMMAND...: NAME=the replies, spaces as _ (ok_pong), and NAME-rc=the client's status.
 api() {
@@ -41,13 +65,86 @@ timeout 120 kata-agent-ctl --uds "$KATA_RS_WORK/vmm-api.vsock" check
 echo "resumed-check-rc=$?"
 api api-bad frobnicate
 
+echo "== snapshot"
+SNAP=$SNAPROOT/s1
+api api-snap-running snapshot "$SNAP"
+api api-snap-pause pause
+api api-snap snapshot "$SNAP"
+api api-snap-outside snapshot /tmp/elsewhere
+ls -ls "$SNAP" | sed 's/^/snapshot-files| /'
+echo "snap-memory-bytes=$(stat -c %s "$SNAP/memory")"
+echo "snap-memory-disk-kib=$(du -k "$SNAP/memory" | cut -f1)"
+kill -TERM $VPID
+kata_rs_wait_exit $VPID 60 snap-vmm-rc
+sed 's/^/vmm-stderr| /' "$KATA_RS_WORK/vmm-api.out"
+rm -f "$SOCK"
+
+echo "== refusals"
+# refused NAME ARGS...: a kata-vmm that must not start; NAME-rc and its error line (spaces
+# as _).
+refused() {
+    _n=$1; shift
+    timeout 60 kata-vmm "$@" --console-log "$KATA_RS_WORK/refused.log" > "$KATA_RS_WORK/refused.out" 2>&1
+    echo "$_n-rc=$?"
+    echo "$_n-error=$(grep 'kata-vmm: error' "$KATA_RS_WORK/refused.out" | head -n 1 | tr ' ' _)"
+}
+refused restore-mem $(echo "$VM_ARGS" | sed 's/--mem-mib 256/--mem-mib 320/') --restore "$SNAP"
+mkdir -p "$SNAPROOT/cut" "$SNAPROOT/v9"
+cp "$SNAP/state" "$SNAPROOT/cut/state"
+head -c 1048576 "$SNAP/memory" > "$SNAPROOT/cut/memory"
+refused restore-cut $VM_ARGS --restore "$SNAPROOT/cut"
+cp "$SNAP/state" "$SNAPROOT/v9/state"
+printf '\011' | dd of="$SNAPROOT/v9/state" bs=1 seek=8 conv=notrunc 2>/dev/null
+refused restore-version $VM_ARGS --restore "$SNAPROOT/v9"
+head -c 100 "$SNAP/state" > "$SNAPROOT/v9/state"
+refused restore-truncated $VM_ARGS --restore "$SNAPROOT/v9"
+rm -rf "$SNAPROOT/cut" "$SNAPROOT/v9"
+
+echo "== restore"
+RLOG=$KATA_RS_WORK/vmm-api-restored.log
+T0=$(ms)
+KATA_VMM_DEBUG=1 kata-vmm $VM_ARGS --console-log "$RLOG" --restore "$SNAP" > "$KATA_RS_WORK/vmm-api-restored.out" 2>&1 &
+VPID=$!
+first_check 120; echo "restored-check-rc=$?"
+echo "restore-ms=$(( $(ms) - T0 ))"
+# The VMM's own part (state file to running vCPUs), and what one check of a running agent
+# costs (process start, handshake, RPC): the rest of restore-ms.
+echo "restore-vmm=$(grep -o 'VM restored in [^ ]*' "$KATA_RS_WORK/vmm-api-restored.out" | cut -d' ' -f4)"
+api api-restored state
+# Not the first connection only: the muxer of the restored VMM serves new ones as before.
+T0=$(ms)
+timeout 120 kata-agent-ctl --uds "$VSOCK" check; echo "restored-check2-rc=$?"
+echo "warm-check-ms=$(( $(ms) - T0 ))"
+# The restored VM can be paused and saved again (a template of a template).
+api api-resnap pause snapshot "$SNAPROOT/s2" resume
+grep -c . "$RLOG" | sed 's/^/restored-console-lines=/'
+tail -n 5 "$RLOG" | sed 's/^/restored-console| /'
+
+echo "== second restore"
+# A second VM from the same snapshot at once: guest RAM of both is the memory file mapped
+# MAP_PRIVATE, so the pages neither wrote are one page-cache copy: each process's Pss (its
+# share) is well below its Rss.
+V2SOCK=$KATA_RS_WORK/vmm-api2.vsock
+kata-vmm $(echo "$VM_ARGS" | sed "s|$VSOCK|$V2SOCK|; s|$SOCK|$KATA_RS_WORK/vmm-api2.sock|") \
+    --console-log "$KATA_RS_WORK/vmm-api2.log" --restore "$SNAP" > "$KATA_RS_WORK/vmm-api2.out" 2>&1 &
+VPID2=$!
+first_check 120 "$V2SOCK"; echo "second-check-rc=$?"
+# rss_pss PID: "RSS PSS" in KiB.
+rss_pss() { awk '/^Rss:/ { r = $2 } /^Pss:/ { p = $2 } END { print r, p }' "/proc/$1/smaps_rollup"; }
+set -- $(rss_pss $VPID); echo "restored1-rss-kib=$1"; echo "restored1-pss-kib=$2"
+set -- $(rss_pss $VPID2); echo "restored2-rss-kib=$1"; echo "restored2-pss-kib=$2"
+timeout 120 kata-agent-ctl --uds "$V2SOCK" shutdown; echo "second-shutdown-rc=$?"
+kata_rs_wait_exit $VPID2 60 second-vmm-rc
+rm -f "$KATA_RS_WORK/vmm-api2.sock"
+
 echo "== end"
-timeout 120 kata-agent-ctl --uds "$KATA_RS_WORK/vmm-api.vsock" shutdown
+timeout 120 kata-agent-ctl --uds "$VSOCK" shutdown
 echo "shutdown-rc=$?"
 kata_rs_wait_exit $VPID 60 vmm-rc
+grep -v 'debug: limits' "$KATA_RS_WORK/vmm-api-restored.out" | sed 's/^/restored-stderr| /'
+rm -rf "$SNAPROOT"
 # The jailed VMM cannot unlink its socket: the caller does.
 [ -S "$SOCK" ] && echo "sock-left=yes" && rm -f "$SOCK"
-sed 's/^/vmm-stderr| /' "$KATA_RS_WORK/vmm-api.out"
 tail -n 5 "$LOG" | sed 's/^/console| /'
 kata_rs_leftovers
 echo "leftovers-rc=$?"

@@ -303,10 +303,80 @@ fn vmm_control_socket_pauses_and_resumes() {
         .expect_marker("api-bad")
         .starts_with("error_unknown_command"));
     assert_eq!(run.expect_marker("api-bad-rc"), "1");
+    assert_eq!(run.expect_marker("cold-check-rc"), "0");
+
+    // Snapshot and restore (issue 14).
+    assert!(
+        run.expect_marker("api-snap-running")
+            .contains("must_be_paused"),
+        "a running VM must not be saved"
+    );
+    assert_eq!(run.expect_marker("api-snap-pause"), "ok_paused");
+    assert!(
+        run.expect_marker("api-snap").starts_with("ok_snapshot"),
+        "snapshot: {}",
+        run.expect_marker("api-snap")
+    );
+    assert!(run
+        .expect_marker("api-snap-outside")
+        .contains("not_under_the_snapshot_root"));
+    let mem: u64 = run.expect_marker("snap-memory-bytes").parse().unwrap();
+    assert_eq!(mem, 256 << 20, "the memory file is as large as guest RAM");
+    let on_disk: u64 = run.expect_marker("snap-memory-disk-kib").parse().unwrap();
+    assert!(
+        on_disk < 256 << 10,
+        "zero pages are holes: {on_disk} KiB on disk"
+    );
+    assert_eq!(run.expect_marker("snap-vmm-rc"), "0");
+    for (name, names) in [
+        ("restore-mem", "memory: snapshot 256 MiB, now 320 MiB"),
+        ("restore-cut", "memory file is 1048576 bytes"),
+        ("restore-version", "format version 9"),
+        ("restore-truncated", "truncated"),
+    ] {
+        assert_eq!(run.expect_marker(&format!("{name}-rc")), "1", "{name}");
+        let err = run.expect_marker(&format!("{name}-error"));
+        assert!(err.contains(&names.replace(' ', "_")), "{name}: {err}");
+    }
+    assert_eq!(
+        run.expect_marker("restored-check-rc"),
+        "0",
+        "the restored guest's agent must answer"
+    );
+    assert_eq!(run.expect_marker("api-restored"), "ok_running");
+    assert_eq!(run.expect_marker("restored-check2-rc"), "0");
+    assert!(
+        run.expect_marker("api-resnap").contains("ok_snapshot"),
+        "a restored VM can be saved again: {}",
+        run.expect_marker("api-resnap")
+    );
+    assert_eq!(run.expect_marker("second-check-rc"), "0");
+    assert_eq!(run.expect_marker("second-shutdown-rc"), "0");
+    assert_eq!(run.expect_marker("second-vmm-rc"), "0");
+    let kib = |k: &str| -> f64 { run.expect_marker(k).parse().unwrap() };
+    for vm in ["restored1", "restored2"] {
+        let (rss, pss) = (kib(&format!("{vm}-rss-kib")), kib(&format!("{vm}-pss-kib")));
+        println!("{vm}: rss {rss} KiB, pss {pss} KiB");
+        assert!(
+            pss < rss,
+            "{vm}: guest RAM from one snapshot must be shared (pss {pss} of rss {rss} KiB)"
+        );
+    }
     assert_eq!(run.expect_marker("shutdown-rc"), "0");
     assert_eq!(run.expect_marker("vmm-rc"), "0");
     assert_eq!(run.expect_marker("sock-left"), "yes");
     assert_eq!(run.expect_marker("leftovers-rc"), "0");
+    let cold: f64 = run.expect_marker("cold-boot-ms").parse().unwrap();
+    let restore: f64 = run.expect_marker("restore-ms").parse().unwrap();
+    println!(
+        "agent answering on a {} node: cold boot {cold} ms, restore from a snapshot {restore} ms \
+         (kata-vmm's part {}, one check of a running agent {} ms), ratio_restore_boot {:.3}",
+        run.node_kind(),
+        run.expect_marker("restore-vmm"),
+        run.expect_marker("warm-check-ms"),
+        restore / cold
+    );
+    assert!(restore < cold, "a restore must beat a cold boot");
 }
 
 /// `--net tap=NAME,mac=MAC` (virtio-net on a tap): kata-vmm creates the tap before its jail
