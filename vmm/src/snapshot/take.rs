@@ -209,3 +209,45 @@ impl Snapshotter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshot directories are reached from the root's fd only: below it (created 0700),
+    /// never outside it, never through `..` or a symlink.
+    #[test]
+    fn snapshot_dirs_stay_below_the_root() {
+        let base = std::env::temp_dir().join(format!("kata-vmm-snaproot-{}", std::process::id()));
+        let root_path = base.join("root");
+        std::fs::create_dir_all(&root_path).unwrap();
+        assert!(SnapshotRoot::open(Path::new("relative")).is_err());
+        let root = SnapshotRoot::open(&root_path).unwrap();
+
+        let fd = root.dir(&root_path.join("a/b")).unwrap();
+        let f = create_file(&fd, "x").unwrap();
+        drop(f);
+        assert!(root_path.join("a/b/x").is_file());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(root_path.join("a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        root.dir(&root_path).unwrap();
+
+        let e = root.dir(&base.join("elsewhere")).unwrap_err();
+        assert!(e.contains("is not under the snapshot root"), "{e}");
+        let e = root.dir(&root_path.join("a/../../escape")).unwrap_err();
+        assert!(e.contains("only plain names"), "{e}");
+        assert!(!base.join("escape").exists());
+        std::os::unix::fs::symlink(&base, root_path.join("link")).unwrap();
+        let e = root.dir(&root_path.join("link/inside")).unwrap_err();
+        assert!(e.contains("link/inside"), "{e}");
+        assert!(
+            !base.join("inside").exists(),
+            "no directory made through the link"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
