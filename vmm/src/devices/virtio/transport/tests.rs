@@ -621,24 +621,28 @@ fn hostile_transport_states_never_panic() {
     let mut vsock_restored = 0;
     for _ in 0..2000 {
         let q = |n: &mut dyn FnMut() -> u64| persist::QueueState {
-            size: if n() % 4 != 0 {
+            size: if !n().is_multiple_of(4) {
                 1 << (n() % 9)
             } else {
                 n() as u16
             },
-            ready: n() % 8 != 0,
-            desc: n() % (2 << 20) & !0xf,
-            avail: n() % (2 << 20) & !0x1,
-            used: if n() % 8 == 0 {
+            ready: !n().is_multiple_of(8),
+            desc: (n() % (2 << 20)) & !0xf,
+            avail: (n() % (2 << 20)) & !0x1,
+            used: if n().is_multiple_of(8) {
                 n()
             } else {
-                n() % (2 << 20) & !0x3
+                (n() % (2 << 20)) & !0x3
             },
-            position: (n() % 2 == 0).then(|| (n() as u16, n() as u16)),
+            position: (n().is_multiple_of(2)).then(|| (n() as u16, n() as u16)),
         };
         let s = persist::TransportState {
-            device_type: if next() % 8 == 0 { next() as u32 } else { 19 },
-            status: if next() % 2 == 0 {
+            device_type: if next().is_multiple_of(8) {
+                next() as u32
+            } else {
+                19
+            },
+            status: if next().is_multiple_of(2) {
                 ALL_OK
             } else {
                 next() as u32
@@ -653,8 +657,12 @@ fn hostile_transport_states_never_panic() {
             queue_sel: next() as u32,
             interrupt_status: next() as u32 & 3,
             config_generation: next() as u32,
-            active: next() % 4 != 0,
-            queues: (0..(if next() % 8 == 0 { next() % 5 } else { 3 }))
+            active: !next().is_multiple_of(4),
+            queues: (0..(if next().is_multiple_of(8) {
+                next() % 5
+            } else {
+                3
+            }))
                 .map(|_| q(&mut next))
                 .collect(),
         };
