@@ -120,7 +120,7 @@ impl<H: FnMut(Request) -> Response> MutEventSubscriber for ApiSubscriber<H> {
         // Failing this (ENOMEM) leaves a socket that nobody answers: connecting clients
         // time out, the VM runs on.
         if let Err(e) = ops.add(Events::new(&self.server.listener, EventSet::IN)) {
-            eprintln!("kata-vmm: warning: control socket: cannot watch the listener: {e}");
+            tracing::warn!("control socket: cannot watch the listener: {e}");
         }
     }
 

@@ -43,7 +43,8 @@ use crate::snapshot::take::{SnapshotRoot, Snapshotter};
 use crate::snapshot::{self, ConfigFingerprint};
 use crate::vmm::{block_signals, ExitState, Vmm};
 use crate::vstate::{memory, vcpu, vcpu_state, vm::Vm, vm_state};
-use crate::{boot, debug, jail, mptable};
+use crate::{boot, jail, mptable};
+use tracing::debug;
 
 /// Boots the VM described by `cfg` up to the point where the guest runs and only the main
 /// thread's event loop is left (see the module documentation).

@@ -14,11 +14,11 @@ use event_manager::{
 };
 
 use crate::api::{ApiServer, ApiSubscriber};
-use crate::debug;
 use crate::devices::console_log::{SharedLog, FLUSH_INTERVAL};
 use crate::devices::virtio::worker::{DeviceSubscriber, ServedDevice};
 use crate::pause::Pauser;
 use crate::vmm::{api_command, Exit, ExitState};
+use tracing::debug;
 
 /// What the event manager holds: any subscriber, shared with the loop where it needs to
 /// reach one (the devices, for [`DeviceSubscriber::refresh_backend`]).
@@ -80,13 +80,13 @@ struct VhostUserWatch {
 impl MutEventSubscriber for VhostUserWatch {
     fn init(&mut self, ops: &mut EventOps) {
         if let Err(e) = ops.add(Events::empty_raw(self.fd)) {
-            eprintln!("kata-vmm: warning: virtio-fs: cannot watch the vhost-user socket: {e}");
+            tracing::warn!("virtio-fs: cannot watch the vhost-user socket: {e}");
         }
     }
 
     fn process(&mut self, _events: Events, ops: &mut EventOps) {
-        eprintln!(
-            "kata-vmm: warning: virtio-fs: the vhost-user backend closed its socket \
+        tracing::warn!(
+            "virtio-fs: the vhost-user backend closed its socket \
              (virtiofsd gone?); the guest's virtio-fs requests are no longer served"
         );
         // Once: a hung-up socket stays ready forever.

@@ -31,6 +31,3 @@ pub mod seccomp;
 pub mod snapshot;
 pub mod vmm;
 pub mod vstate;
-
-/// A debug line (`tracing::debug!`, shown when `KATA_VMM_DEBUG` is set; see [`logging`]).
-pub use tracing::debug;

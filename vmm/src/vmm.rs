@@ -14,13 +14,13 @@ use kata_rs_protocol::control::{Reply, VmState};
 
 use crate::api::{Request, Response};
 use crate::args::VmConfig;
-use crate::debug;
 use crate::device_manager::lock_transport;
 use crate::devices::console_log::SharedLog;
 use crate::devices::SharedTransport;
 use crate::event_loop::EventLoop;
 use crate::pause::Pauser;
 use crate::vstate::vm::Vm;
+use tracing::debug;
 
 /// How the VM ended; [`Exit::code`] maps it to the process exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +75,8 @@ impl ExitState {
     pub(crate) fn console_panic_marker(&self) {
         *self.panic_seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if !self.panic_told.swap(true, Ordering::SeqCst) {
-            eprintln!(
-                "kata-vmm: the guest console printed \"Kernel panic\" (guest output, not \
+            tracing::info!(
+                "the guest console printed \"Kernel panic\" (guest output, not \
                  trusted: it only labels a guest stop that follows within {}s)",
                 PANIC_WINDOW.as_secs()
             );
@@ -169,11 +169,11 @@ impl Vmm {
         {
             let mut log = self.console_log.lock().unwrap_or_else(|p| p.into_inner());
             log.flush_tail();
-            eprintln!("kata-vmm: {}", log.report());
+            tracing::info!("{}", log.report());
         }
         for d in &self.own {
             if let Some(report) = lock_transport(d).exit_report() {
-                eprintln!("kata-vmm: {report}");
+                tracing::info!("{report}");
             }
         }
         ended

@@ -9,11 +9,12 @@ use kvm_ioctls::{Cap, VcpuExit, VcpuFd};
 
 use super::vm::Vm;
 use crate::boot::BootInfo;
+use crate::cpu;
 use crate::devices::{Action, Devices};
 use crate::pause::Pauser;
 use crate::seccomp::{self, ThreadClass};
 use crate::vmm::{Exit, ExitState};
-use crate::{cpu, debug};
+use tracing::debug;
 
 /// Creates `count` vCPUs and sets each up for the boot described by `bi` (CPUID from
 /// `KVM_GET_SUPPORTED_CPUID`, LAPIC, the boot vCPU's registers).
@@ -98,15 +99,15 @@ pub fn vcpu_loop(
             // Not the guest's orderly reset (that is the i8042 write above): say which, so
             // a guest that dies before its agent answers is not a mystery.
             Ok(VcpuExit::Shutdown) => {
-                eprintln!("kata-vmm: vCPU {id}: guest stopped: triple fault (KVM_EXIT_SHUTDOWN)");
+                tracing::info!("vCPU {id}: guest stopped: triple fault (KVM_EXIT_SHUTDOWN)");
                 Some(Exit::GuestStopped)
             }
             Ok(VcpuExit::Hlt) => {
-                eprintln!("kata-vmm: vCPU {id}: guest stopped: halted (KVM_EXIT_HLT)");
+                tracing::info!("vCPU {id}: guest stopped: halted (KVM_EXIT_HLT)");
                 Some(Exit::GuestStopped)
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
-                eprintln!("kata-vmm: vCPU {id}: guest stopped: KVM system event {kind}");
+                tracing::info!("vCPU {id}: guest stopped: KVM system event {kind}");
                 Some(Exit::GuestStopped)
             }
             Ok(VcpuExit::FailEntry(reason, cpu)) => Some(Exit::Error(format!(

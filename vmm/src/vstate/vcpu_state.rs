@@ -97,7 +97,7 @@ pub fn get_msrs(vcpu: &VcpuFd, indices: &[u32]) -> Result<Vec<kvm_msr_entry>, St
             .map_err(StateError::kvm("KVM_GET_MSRS"))?;
         out.extend_from_slice(&msrs.as_slice()[..n.min(chunk.len())]);
         let consumed = if n < chunk.len() {
-            crate::debug!("snapshot: MSR {:#x} is not readable, left out", chunk[n]);
+            tracing::debug!("snapshot: MSR {:#x} is not readable, left out", chunk[n]);
             n + 1
         } else {
             n

@@ -509,8 +509,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 self.stats.event_idx = event_idx(self.driver_features);
             }
             Err(e) => {
-                eprintln!(
-                    "kata-vmm: warning: virtio device {} not started: {e}",
+                tracing::warn!(
+                    "virtio device {} not started: {e}",
                     self.device.device_type()
                 );
                 self.status |= status::DEVICE_NEEDS_RESET;

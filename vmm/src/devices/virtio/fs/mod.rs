@@ -380,7 +380,7 @@ impl VirtioDevice for FsDevice {
         }
         self.start(features, queues).map_err(|e| {
             let msg = format!("{e} (backend {})", self.backend.socket.display());
-            eprintln!("kata-vmm: warning: {msg}");
+            tracing::warn!("{msg}");
             msg
         })
     }
@@ -393,7 +393,7 @@ impl VirtioDevice for FsDevice {
         if self.started {
             self.started = false;
             if let Err(e) = self.stop() {
-                eprintln!("kata-vmm: warning: stopping the virtio-fs backend: {e}");
+                tracing::warn!("stopping the virtio-fs backend: {e}");
             }
         }
     }

@@ -30,9 +30,7 @@ impl<T: TapIo> NetDevice<T> {
     fn tap_failure(&mut self, failed: bool) {
         if failed && !self.tap_failed {
             self.tap_failed = true;
-            eprintln!(
-                "kata-vmm: warning: virtio-net: the tap device failed; the guest's network is down"
-            );
+            tracing::warn!("virtio-net: the tap device failed; the guest's network is down");
         }
     }
 

@@ -331,12 +331,12 @@ impl VirtioDevice for HvsockDevice {
     /// connected socket (listeners stay) and reads the CID again.
     fn after_restore(&mut self) -> bool {
         let Some(q) = self.queues.as_mut().and_then(|q| q.event.as_mut()) else {
-            eprintln!("kata-vmm: warning: virtio-vsock: no event queue for the transport reset");
+            tracing::warn!("virtio-vsock: no event queue for the transport reset");
             return false;
         };
         let mem = &*self.mem;
         let Some(chain) = q.pop_descriptor_chain(mem) else {
-            eprintln!("kata-vmm: warning: virtio-vsock: no event buffer for the transport reset");
+            tracing::warn!("virtio-vsock: no event buffer for the transport reset");
             return false;
         };
         let head = chain.head_index();
