@@ -22,22 +22,29 @@ timeout -k 30 2400 "$CRI" --socket "$KATA_RS_CRI_SOCKET" --handler kata --image 
 rc=$?
 echo "churn-rc=$rc"
 cat "$W/churn.out"
+# Every line containerd and the shims logged about pod sandbox $1 (and the containers CRI logs
+# next to it), prefixed with $2: the shim's errors name what became of the VM.
+pod_lines() {
+    sb=$1 tag=$2-${1%"${1#????????????}"}
+    ids=$(grep "$sb" "$KATA_RS_CRI_LOG" | grep -o '[0-9a-f]\{64\}' | sort -u | tr '\n' '|' | sed 's/|$//')
+    grep -E "$ids" "$KATA_RS_CRI_LOG" | grep -v 'msg="loading plugin' | tail -n 80 | cut -c1-700 \
+        | sed "s/^/$tag| /"
+    # Its VMM's own lines (stderr, logged by pid: the device reports of a lost guest).
+    vpid=$(grep "$sb" "$KATA_RS_CRI_LOG" | sed -n 's/.*msg="agent .* ready .* pid=\([0-9]*\).*/\1/p' | head -n 1)
+    [ -n "$vpid" ] && grep -E "pid=$vpid( |$)" "$KATA_RS_CRI_LOG" | grep 'stderr' | tail -n 20 | cut -c1-3000 \
+        | sed "s/^/$tag-vmm| /"
+}
 if [ $rc -ne 0 ]; then
-    # What the shims said about the failed pods (the shim's errors name what became of the VM).
     grep -E 'level=(warning|error)' "$KATA_RS_CRI_LOG" | grep -v 'cleaning up after shim disconnected' \
         | tail -n 30 | cut -c1-1500 | sed 's/^/churn-warn| /'
-    # Every line containerd and the shims logged about each failed pod: its sandbox id, and
-    # the ids of its containers as CRI logs them next to it.
     for sb in $(sed -n 's/^churn| pod [0-9]*: FAILED .*sandbox \([0-9a-f]\{64\}\).*/\1/p' "$W/churn.out"); do
-        ids=$(grep "$sb" "$KATA_RS_CRI_LOG" | grep -o '[0-9a-f]\{64\}' | sort -u | tr '\n' '|' | sed 's/|$//')
-        grep -E "$ids" "$KATA_RS_CRI_LOG" | grep -v 'msg="loading plugin' | tail -n 80 | cut -c1-700 \
-            | sed "s/^/failed-pod-${sb%"${sb#????????????}"}| /"
-        # Its VMM's own lines (stderr, logged by pid: the device reports of a lost guest).
-        vpid=$(grep "$sb" "$KATA_RS_CRI_LOG" | sed -n 's/.*msg="agent .* ready .* pid=\([0-9]*\).*/\1/p' | head -n 1)
-        [ -n "$vpid" ] && grep -E "pid=$vpid( |$)" "$KATA_RS_CRI_LOG" | grep 'stderr' | tail -n 20 | cut -c1-3000 \
-            | sed "s/^/failed-vmm-${sb%"${sb#????????????}"}| /"
+        pod_lines "$sb" failed-pod
     done
 fi
+# A pod that succeeded only after a long wait (its steps' times are in its SLOW line).
+for sb in $(sed -n 's/^churn| pod [0-9]*: SLOW, sandbox \([0-9a-f]\{64\}\).*/\1/p' "$W/churn.out"); do
+    pod_lines "$sb" slow-pod
+done
 
 echo "== after"
 echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"

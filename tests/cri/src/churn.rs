@@ -2,7 +2,8 @@
 //! kubelet does it: RunPodSandbox, CreateContainer + StartContainer (a sleeping container),
 //! ExecSync `echo` in it (the pod really works), StopPodSandbox, RemovePodSandbox. Prints a
 //! `churn| ` line per pod, then `churn-ok`, `churn-failed`, `churn-median-seconds`,
-//! `churn-max-seconds` and what CRI still lists of these pods and their containers
+//! `churn-max-seconds` (a pod slower than a minute also gets a `SLOW` line with each step's time)
+//! and what CRI still lists of these pods and their containers
 //! (`churn-pods-left`; `churn-containers-left` counts every container CRI lists). A failed step still stops and removes the
 //! pod. The node's leftovers are the script's to count.
 
@@ -25,9 +26,40 @@ use kata_rs_cri::{call_quiet, connect, Res};
 /// The label every churn pod carries (to list what is left of them).
 const LABEL: (&str, &str) = ("kata-rs-churn", "yes");
 
+/// A pod slower than this prints how long each of its steps took, with its sandbox id (the
+/// script then prints what containerd and the shim logged about it): a pod that succeeds
+/// only after a long wait is a bug in hiding.
+const SLOW_POD_SECS: f64 = 60.0;
+
+/// How long each step of a pod took, in order, and the pod's sandbox id once it has one.
+#[derive(Default)]
+struct Steps {
+    sandbox: String,
+    took: Vec<(&'static str, f64)>,
+}
+
+impl Steps {
+    /// Runs step `name`, noting how long it took.
+    async fn time<T>(&mut self, name: &'static str, f: impl std::future::Future<Output = T>) -> T {
+        let t0 = Instant::now();
+        let r = f.await;
+        self.took.push((name, t0.elapsed().as_secs_f64()));
+        r
+    }
+
+    /// `RunPodSandbox 3.1 s, CreateContainer 0.4 s, ...`.
+    fn summary(&self) -> String {
+        self.took
+            .iter()
+            .map(|(n, s)| format!("{n} {s:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// One pod's life; the error names the step that failed. Stop and remove always run once
 /// the pod exists.
-async fn one_pod(rt: &mut Runtime, a: &Args, i: u32) -> Res<()> {
+async fn one_pod(rt: &mut Runtime, a: &Args, i: u32, steps: &mut Steps) -> Res<()> {
     let t = a.timeout;
     let mut cfg = pod_config(a);
     if let Some(m) = cfg.metadata.as_mut() {
@@ -35,48 +67,65 @@ async fn one_pod(rt: &mut Runtime, a: &Args, i: u32) -> Res<()> {
         m.uid = format!("kata-rs-churn-{}-{i}", std::process::id());
     }
     cfg.labels.insert(LABEL.0.into(), LABEL.1.into());
-    let pod = call_quiet(
-        t,
-        rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: a.handler.clone(),
-        }),
-    )
-    .await
-    .map_err(|e| format!("RunPodSandbox: {e}"))?
-    .pod_sandbox_id;
+    let pod = steps
+        .time(
+            "RunPodSandbox",
+            call_quiet(
+                t,
+                rt.run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(cfg.clone()),
+                    runtime_handler: a.handler.clone(),
+                }),
+            ),
+        )
+        .await
+        .map_err(|e| format!("RunPodSandbox: {e}"))?
+        .pod_sandbox_id;
+    steps.sandbox = pod.clone();
 
     let body = async {
         let script = "echo started; exec sleep 1000000".to_string();
-        let id = call_quiet(
-            t,
-            rt.create_container(CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(container_config(a, "sleeper", script)),
-                sandbox_config: Some(cfg.clone()),
-            }),
-        )
-        .await
-        .map_err(|e| format!("CreateContainer: {e}"))?
-        .container_id;
-        call_quiet(
-            t,
-            rt.start_container(StartContainerRequest {
-                container_id: id.clone(),
-            }),
-        )
-        .await
-        .map_err(|e| format!("StartContainer: {e}"))?;
-        let r = call_quiet(
-            t,
-            rt.exec_sync(ExecSyncRequest {
-                container_id: id,
-                cmd: vec!["echo".into(), format!("pod-{i}")],
-                timeout: t as i64,
-            }),
-        )
-        .await
-        .map_err(|e| format!("ExecSync: {e}"))?;
+        let id = steps
+            .time(
+                "CreateContainer",
+                call_quiet(
+                    t,
+                    rt.create_container(CreateContainerRequest {
+                        pod_sandbox_id: pod.clone(),
+                        config: Some(container_config(a, "sleeper", script)),
+                        sandbox_config: Some(cfg.clone()),
+                    }),
+                ),
+            )
+            .await
+            .map_err(|e| format!("CreateContainer: {e}"))?
+            .container_id;
+        steps
+            .time(
+                "StartContainer",
+                call_quiet(
+                    t,
+                    rt.start_container(StartContainerRequest {
+                        container_id: id.clone(),
+                    }),
+                ),
+            )
+            .await
+            .map_err(|e| format!("StartContainer: {e}"))?;
+        let r = steps
+            .time(
+                "ExecSync",
+                call_quiet(
+                    t,
+                    rt.exec_sync(ExecSyncRequest {
+                        container_id: id,
+                        cmd: vec!["echo".into(), format!("pod-{i}")],
+                        timeout: t as i64,
+                    }),
+                ),
+            )
+            .await
+            .map_err(|e| format!("ExecSync: {e}"))?;
         let out = String::from_utf8_lossy(&r.stdout).trim().to_string();
         if r.exit_code != 0 || out != format!("pod-{i}") {
             return Err(format!(
@@ -88,22 +137,30 @@ async fn one_pod(rt: &mut Runtime, a: &Args, i: u32) -> Res<()> {
     }
     .await;
 
-    let stop = call_quiet(
-        t,
-        rt.stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        }),
-    )
-    .await
-    .map_err(|e| format!("StopPodSandbox: {e}"));
-    let remove = call_quiet(
-        t,
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        }),
-    )
-    .await
-    .map_err(|e| format!("RemovePodSandbox: {e}"));
+    let stop = steps
+        .time(
+            "StopPodSandbox",
+            call_quiet(
+                t,
+                rt.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+            ),
+        )
+        .await
+        .map_err(|e| format!("StopPodSandbox: {e}"));
+    let remove = steps
+        .time(
+            "RemovePodSandbox",
+            call_quiet(
+                t,
+                rt.remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+            ),
+        )
+        .await
+        .map_err(|e| format!("RemovePodSandbox: {e}"));
     // The sandbox id leads the error: the script looks the pod up in containerd's log.
     body.and(stop)
         .and(remove)
@@ -117,11 +174,19 @@ async fn worker(rt: &mut Runtime, a: &Args, w: u32, p: u32, n: u32) -> Vec<(u32,
     let mut i = w;
     while i < n {
         let t0 = Instant::now();
-        let r = one_pod(rt, a, i).await;
+        let mut steps = Steps::default();
+        let r = one_pod(rt, a, i, &mut steps).await;
         let secs = t0.elapsed().as_secs_f64();
         match &r {
             Ok(()) => println!("churn| pod {i}: ok in {secs:.1} s"),
             Err(e) => println!("churn| pod {i}: FAILED after {secs:.1} s: {e}"),
+        }
+        if secs > SLOW_POD_SECS && !steps.sandbox.is_empty() {
+            println!(
+                "churn| pod {i}: SLOW, sandbox {}: {}",
+                steps.sandbox,
+                steps.summary()
+            );
         }
         done.push((i, secs, r));
         i += p;
