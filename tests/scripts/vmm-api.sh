@@ -16,8 +16,11 @@ VSOCK=$KATA_RS_WORK/vmm-api.vsock
 # Snapshots go below this directory; the jailed VMM (uid/gid 65534) writes there.
 SNAPROOT=$KATA_RS_WORK/snapshots
 mkdir -p "$SNAPROOT" && chown 65534:65534 "$SNAPROOT"
-# The VM's configuration: the same for the cold boot and the restore.
-VM_ARGS="--kernel $KATA_RS_SHARE/vmlinux --initrd $KATA_RS_SHARE/kata-rs-initrd.img --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds $VSOCK --api-sock $SOCK --snapshot-root $SNAPROOT"
+# The VM's configuration: the same for the cold boot and the restore; a small read-only disk
+# so that a virtio-blk device (its queue, served by its own thread) is in the snapshot too.
+DISK=$KATA_RS_WORK/vmm-api-disk.img
+dd if=/dev/zero of="$DISK" bs=1M count=4 2>/dev/null
+VM_ARGS="--kernel $KATA_RS_SHARE/vmlinux --initrd $KATA_RS_SHARE/kata-rs-initrd.img --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds $VSOCK --api-sock $SOCK --snapshot-root $SNAPROOT --disk $DISK,ro"
 # Milliseconds of uptime (10 ms resolution).
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 # first_check SECS [UDS]: polls the agent (CONNECT 1024 over the hybrid vsock socket UDS,
@@ -142,7 +145,7 @@ timeout 120 kata-agent-ctl --uds "$VSOCK" shutdown
 echo "shutdown-rc=$?"
 kata_rs_wait_exit $VPID 60 vmm-rc
 grep -v 'debug: limits' "$KATA_RS_WORK/vmm-api-restored.out" | sed 's/^/restored-stderr| /'
-rm -rf "$SNAPROOT"
+rm -rf "$SNAPROOT" "$DISK"
 # The jailed VMM cannot unlink its socket: the caller does.
 [ -S "$SOCK" ] && echo "sock-left=yes" && rm -f "$SOCK"
 tail -n 5 "$LOG" | sed 's/^/console| /'

@@ -164,11 +164,14 @@ impl Snapshotter {
                     .map_err(|e| format!("vCPU {i}: {e}"))?,
             );
         }
+        // Every transport stays locked until guest RAM is saved: a queue worker thread
+        // (virtio-blk's `blkN`, which serves kicks and its own re-kicks under this lock) then
+        // cannot complete a request between the device state and the memory it refers to.
+        let locked: Vec<_> = self.devices.iter().map(lock_transport).collect();
         let mut devices = Vec::new();
-        for (i, t) in self.devices.iter().enumerate() {
+        for (i, t) in locked.iter().enumerate() {
             devices.push(
-                lock_transport(t)
-                    .save_state()
+                t.save_state()
                     .map_err(|e| format!("virtio-mmio slot {i}: {e}"))?,
             );
         }
@@ -195,7 +198,9 @@ impl Snapshotter {
             rename(&d, &tmp_state, STATE_FILE)?;
             Ok(bytes.len())
         };
-        match write() {
+        let written = write();
+        drop(locked);
+        match written {
             Ok(n) => Ok(format!(
                 "{} (state {n} bytes, {} ms)",
                 dir.display(),

@@ -79,6 +79,24 @@ impl VirtioDevice for BlkDevice {
         self.queue = None;
     }
 
+    /// The disk file itself is not in a snapshot: a restore opens the `--disk` path given to
+    /// it, whose content is the caller's business (a read-only disk, or a copy taken with the
+    /// snapshot). In-flight requests cannot be: the `blkN` thread serves a kick under the
+    /// transport's lock, which a snapshot holds until guest RAM is saved.
+    fn snapshot_supported(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        vec![crate::devices::virtio::device::position(
+            self.queue.as_ref(),
+        )]
+    }
+
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        crate::devices::virtio::device::set_position(self.queue.as_mut(), positions.first());
+    }
+
     fn process_queue(&mut self, index: usize) -> bool {
         match (&mut self.queue, index) {
             (Some(q), 0) => {
