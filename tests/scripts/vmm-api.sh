@@ -17,10 +17,12 @@ VSOCK=$KATA_RS_WORK/vmm-api.vsock
 SNAPROOT=$KATA_RS_WORK/snapshots
 mkdir -p "$SNAPROOT" && chown 65534:65534 "$SNAPROOT"
 # The VM's configuration: the same for the cold boot and the restore; a small read-only disk
-# so that a virtio-blk device (its queue, served by its own thread) is in the snapshot too.
+# and a network card on a tap the VMM creates, so that a virtio-blk device (its queue,
+# served by its own thread) and a virtio-net device (the guest's driver brings it up; the
+# agent image leaves eth0 unconfigured) are in the snapshot too.
 DISK=$KATA_RS_WORK/vmm-api-disk.img
 dd if=/dev/zero of="$DISK" bs=1M count=4 2>/dev/null
-VM_ARGS="--kernel $KATA_RS_SHARE/vmlinux --initrd $KATA_RS_SHARE/kata-rs-initrd.img --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds $VSOCK --api-sock $SOCK --snapshot-root $SNAPROOT --disk $DISK,ro"
+VM_ARGS="--kernel $KATA_RS_SHARE/vmlinux --initrd $KATA_RS_SHARE/kata-rs-initrd.img --mem-mib 256 --vcpus 2 --vsock-cid $CID --vsock-uds $VSOCK --api-sock $SOCK --snapshot-root $SNAPROOT --disk $DISK,ro --net tap=ktsnap0"
 # Milliseconds of uptime (10 ms resolution).
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 # first_check SECS [UDS]: polls the agent (CONNECT 1024 over the hybrid vsock socket UDS,
@@ -128,7 +130,7 @@ echo "== second restore"
 # MAP_PRIVATE, so the pages neither wrote are one page-cache copy: each process's Pss (its
 # share) is well below its Rss.
 V2SOCK=$KATA_RS_WORK/vmm-api2.vsock
-kata-vmm $(echo "$VM_ARGS" | sed "s|$VSOCK|$V2SOCK|; s|$SOCK|$KATA_RS_WORK/vmm-api2.sock|") \
+kata-vmm $(echo "$VM_ARGS" | sed "s|$VSOCK|$V2SOCK|; s|$SOCK|$KATA_RS_WORK/vmm-api2.sock|; s|ktsnap0|ktsnap1|") \
     --console-log "$KATA_RS_WORK/vmm-api2.log" --restore "$SNAP" > "$KATA_RS_WORK/vmm-api2.out" 2>&1 &
 VPID2=$!
 first_check 120 "$V2SOCK"; echo "second-check-rc=$?"

@@ -350,14 +350,16 @@ fn vmm_control_socket_pauses_and_resumes() {
         "a restored VM can be saved again: {}",
         run.expect_marker("api-resnap")
     );
-    // The restored VM had the virtio-blk device of the saved one, active (its driver had
-    // negotiated; the restore re-activated it from the snapshot, no new probe).
-    let blk = run
-        .prefixed("restored-stderr")
-        .into_iter()
-        .find(|l| l.starts_with("kata-vmm: virtio-blk"))
-        .unwrap_or_else(|| panic!("no virtio-blk summary of the restored VMM:\n{}", run.stdout));
-    assert!(blk.contains("event_idx=1"), "{blk}");
+    // The restored VM had the virtio-blk and virtio-net devices of the saved one, active (their
+    // drivers had negotiated; the restore re-activated them from the snapshot, no new probe).
+    for dev in ["virtio-blk", "virtio-net"] {
+        let summary = run
+            .prefixed("restored-stderr")
+            .into_iter()
+            .find(|l| l.starts_with(&format!("kata-vmm: {dev}")))
+            .unwrap_or_else(|| panic!("no {dev} summary of the restored VMM:\n{}", run.stdout));
+        assert!(summary.contains("event_idx=1"), "{summary}");
+    }
     assert_eq!(run.expect_marker("second-check-rc"), "0");
     assert_eq!(run.expect_marker("second-shutdown-rc"), "0");
     assert_eq!(run.expect_marker("second-vmm-rc"), "0");

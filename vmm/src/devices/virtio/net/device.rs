@@ -111,6 +111,25 @@ impl<T: TapIo> VirtioDevice for NetDevice<T> {
         self.queues.as_mut().map_or(0, NetQueues::take_rekick)
     }
 
+    /// The tap is the `--net` one given to the restored VMM (opened, or created, by name);
+    /// the guest keeps the MAC its driver read at boot. A frame held for a missing RX buffer
+    /// is not saved (lost, as on a wire).
+    fn snapshot_supported(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
+        self.queues
+            .as_ref()
+            .map_or(Vec::new(), |q| q.positions().to_vec())
+    }
+
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        if let Some(q) = &mut self.queues {
+            q.set_positions(positions);
+        }
+    }
+
     fn backend_poll(&self) -> Option<(RawFd, i16)> {
         let q = self.queues.as_ref()?;
         let ev = if self.tap_failed { 0 } else { q.poll_events() };

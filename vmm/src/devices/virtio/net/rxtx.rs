@@ -67,6 +67,20 @@ impl NetQueues {
         ev
     }
 
+    /// The queues' `(next_avail, next_used)`, RX then TX (for a snapshot; a frame waiting
+    /// for an RX buffer is not saved: the restored VM has lost it, as a wire loses one).
+    pub fn positions(&self) -> [Option<(u16, u16)>; 2] {
+        use crate::devices::virtio::device::position;
+        [position(Some(&self.rx)), position(Some(&self.tx))]
+    }
+
+    /// Puts the queues where a snapshot left them (RX, TX).
+    pub fn set_positions(&mut self, p: &[Option<(u16, u16)>]) {
+        use crate::devices::virtio::device::set_position;
+        set_position(Some(&mut self.rx), p.get(RX_QUEUE));
+        set_position(Some(&mut self.tx), p.get(TX_QUEUE));
+    }
+
     /// Whether a frame read from the tap waits for an RX buffer.
     pub fn rx_pending(&self) -> bool {
         self.rx_pending.is_some()

@@ -536,6 +536,12 @@ fn device_through_its_trait() {
     txq.add_desc_chains(&[raw], 0).unwrap();
     assert!(dev.process_queue(TX_QUEUE));
     assert_eq!(tap.st().sent.len(), 1);
+    // Snapshot state: where each queue stands, and a restore putting them back.
+    assert!(dev.snapshot_supported().is_ok());
+    assert_eq!(dev.queue_positions(), vec![Some((1, 1)), Some((1, 1))]);
+    dev.set_queue_positions(&[Some((5, 4)), None]);
+    assert_eq!(dev.queue_positions(), vec![Some((5, 4)), Some((1, 1))]);
+    dev.set_queue_positions(&[Some((1, 1))]);
     assert!(!dev.process_queue(7), "no such queue");
     // The exit summary, also through the boxed trait object the VMM holds.
     let boxed: &dyn VirtioDevice = &dev;
