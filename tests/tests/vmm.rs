@@ -360,6 +360,26 @@ fn vmm_control_socket_pauses_and_resumes() {
             .unwrap_or_else(|| panic!("no {dev} summary of the restored VMM:\n{}", run.stdout));
         assert!(summary.contains("event_idx=1"), "{summary}");
     }
+    // The guest took the vsock TRANSPORT_RESET event and gave the buffer back: a kick of
+    // the event queue (queue 2) in the restored VMM's counters.
+    let conns = run
+        .prefixed("restored-stderr")
+        .into_iter()
+        .find(|l| l.starts_with("kata-vmm: vsock-conns:"))
+        .unwrap_or_else(|| panic!("no vsock summary of the restored VMM:\n{}", run.stdout));
+    let kicks = conns
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("queue_kicks="))
+        .unwrap_or_else(|| panic!("no queue_kicks in {conns}"));
+    let event_kicks: u64 = kicks
+        .split(',')
+        .nth(2)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        event_kicks >= 1,
+        "event queue kicks of the restored VMM: {conns}"
+    );
     assert_eq!(run.expect_marker("second-check-rc"), "0");
     assert_eq!(run.expect_marker("second-shutdown-rc"), "0");
     assert_eq!(run.expect_marker("second-vmm-rc"), "0");

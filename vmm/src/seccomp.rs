@@ -459,6 +459,34 @@ mod tests {
         }
     }
 
+    /// Only a main thread that can take snapshots may open, create or rename files (below the
+    /// snapshot root's fd) and read KVM state; the others die of SIGSYS.
+    #[test]
+    fn snapshot_syscalls_only_with_snapshot() {
+        const SNAP: ThreadClass = CLASSES[6];
+        assert!(matches!(SNAP, ThreadClass::Main { snapshot: true, .. }));
+        fn openat() {
+            // SAFETY: openat of a NUL-terminated path that does not exist: ENOENT.
+            unsafe { libc::openat(libc::AT_FDCWD, c"/nonexistent/kata-vmm".as_ptr(), 0) };
+        }
+        fn get_regs() {
+            // SAFETY: KVM_GET_REGS on fd -1 is rejected by the kernel (EBADF) before any
+            // pointer is read; `regs` is a valid buffer anyway.
+            unsafe {
+                let mut regs = kvm_bindings::kvm_regs::default();
+                libc::ioctl(-1, kvm::KVM_GET_REGS() as _, &mut regs);
+            }
+        }
+        for f in [openat as fn(), get_regs] {
+            let st = in_child(SNAP, f);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+            for class in [MAIN, MAIN_API, BLK] {
+                let st = in_child(class, f);
+                assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+            }
+        }
+    }
+
     #[test]
     fn forbidden_syscall_kills_with_sigsys() {
         for class in CLASSES {
