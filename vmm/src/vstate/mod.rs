@@ -25,6 +25,14 @@ pub enum StateError {
     /// KVM did not take one of the saved MSRs.
     #[error("KVM_SET_MSRS refused MSR {0:#x}")]
     MsrRefused(u32),
+    /// A saved irqchip state is not for the chip it is restored into.
+    #[error("irqchip state for chip {found} where chip {expected} belongs")]
+    ChipId {
+        /// The chip id the entry is restored as.
+        expected: u32,
+        /// The chip id the state carries.
+        found: u32,
+    },
     /// A KVM list (MSRs, CPUID entries) has more entries than KVM takes.
     #[error("too many entries for a KVM list: {0}")]
     Fam(String),

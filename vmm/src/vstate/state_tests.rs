@@ -99,6 +99,18 @@ fn tsc_deadline_is_restored_last() {
     assert_eq!(order, vec![0x10, 0x174, 0x6e1, 0x6e0]);
 }
 
+/// A snapshot whose irqchip entries name the wrong chips is refused before KVM sees them.
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn kvm_state_refuses_swapped_irqchips() {
+    let (a, _v) = vm_with_vcpu();
+    let mut st = vm_state::capture(&a.fd).unwrap();
+    std::mem::swap(&mut st.pic_master, &mut st.ioapic);
+    let (b, _w) = vm_with_vcpu();
+    let e = vm_state::restore(&b.fd, &st).unwrap_err().to_string();
+    assert_eq!(e, "irqchip state for chip 2 where chip 0 belongs");
+}
+
 #[test]
 fn clock_is_set_without_flags() {
     let saved = kvm_bindings::kvm_clock_data {

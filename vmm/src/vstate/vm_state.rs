@@ -62,7 +62,19 @@ pub fn clock_to_set(saved: &kvm_clock_data) -> kvm_clock_data {
 pub fn restore(vm: &VmFd, state: &VmState) -> Result<(), StateError> {
     let k = StateError::kvm;
     vm.set_pit2(&state.pit).map_err(k("KVM_SET_PIT2"))?;
-    for chip in [&state.pic_master, &state.pic_slave, &state.ioapic] {
+    // The chip ids come from the snapshot too: each entry must be the chip it names, or a
+    // file could load, say, PIC state into the IOAPIC.
+    for (chip, id) in [
+        (&state.pic_master, KVM_IRQCHIP_PIC_MASTER),
+        (&state.pic_slave, KVM_IRQCHIP_PIC_SLAVE),
+        (&state.ioapic, KVM_IRQCHIP_IOAPIC),
+    ] {
+        if chip.chip_id != id {
+            return Err(StateError::ChipId {
+                expected: id,
+                found: chip.chip_id,
+            });
+        }
         vm.set_irqchip(chip).map_err(k("KVM_SET_IRQCHIP"))?;
     }
     vm.set_clock(&clock_to_set(&state.clock))
