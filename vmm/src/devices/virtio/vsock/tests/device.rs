@@ -1,0 +1,154 @@
+//! The device: its queues against hostile chains.
+
+use super::*;
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+
+const RXQ: u64 = 0;
+const TXQ: u64 = 0x8000;
+const BUF: u64 = 0x10_0000;
+const QSIZE: u16 = 16;
+
+fn add_chain(mq: &MockSplitQueue<GuestMemoryMmap>, at: u16, descs: &[(u64, u32, u16)]) {
+    let raw: Vec<RawDescriptor> = descs
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, l, f))| {
+            let last = i + 1 == descs.len();
+            let flags = if last { f } else { f | 1 };
+            RawDescriptor::from(SplitDescriptor::new(a, l, flags, at + i as u16 + 1))
+        })
+        .collect();
+    mq.add_desc_chains(&raw, at).unwrap();
+}
+
+#[test]
+fn config_space_is_le64_cid() {
+    let mut b = [0u8; 8];
+    read_cid_config(0x1_0000_0003, 0, &mut b);
+    assert_eq!(u64::from_le_bytes(b), 0x1_0000_0003);
+    let mut past = [0xaau8; 4];
+    read_cid_config(3, 6, &mut past);
+    assert_eq!(past, [0, 0, 0, 0]);
+    read_cid_config(3, u64::MAX, &mut past);
+    assert_eq!(past, [0, 0, 0, 0]);
+}
+
+#[test]
+fn guest_request_through_the_queues_gets_rst() {
+    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
+    ));
+    let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
+    let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
+    let mut d = HvsockDevice::new(CID, None, Arc::new(m.clone())).unwrap();
+    d.queues = Some(Queues {
+        rx: rx.create_queue().unwrap(),
+        tx: tx.create_queue().unwrap(),
+        event: None,
+    });
+    let h = guest_hdr(1024, 3000, op::REQUEST, 0, 4096, 0);
+    m.write_slice(&h.encode(), GuestAddress(BUF)).unwrap();
+    add_chain(&tx, 0, &[(BUF, HDR_LEN as u32, 0)]);
+    add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
+    assert!(d.process_queue(TX_QUEUE), "interrupt for used buffers");
+    let mut b = [0u8; HDR_LEN];
+    m.read_slice(&mut b, GuestAddress(BUF + 0x1000)).unwrap();
+    let r = Header::parse(&b);
+    assert_eq!(
+        (r.op, r.dst_port, r.src_port, r.dst_cid),
+        (op::RST, 3000, 1024, CID)
+    );
+    assert_eq!(d.stats.rx_pkts, 1);
+    assert_eq!(d.muxer().stats.guest_requests, 1);
+}
+
+/// After a restore the guest gets one TRANSPORT_RESET event (id 0, 4 bytes) in its event
+/// queue, and the saved queue positions are where the restored queues continue.
+#[test]
+fn restore_sends_transport_reset_and_keeps_positions() {
+    const EVQ: u64 = 0x4000;
+    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
+    ));
+    let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
+    let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
+    let ev = MockSplitQueue::create(m, GuestAddress(EVQ), QSIZE);
+    let mut d = HvsockDevice::new(CID, None, Arc::new(m.clone())).unwrap();
+    assert!(d.queue_positions().is_empty(), "not active");
+    d.queues = Some(Queues {
+        rx: rx.create_queue().unwrap(),
+        tx: tx.create_queue().unwrap(),
+        event: Some(ev.create_queue().unwrap()),
+    });
+    m.write_slice(&[0xffu8; 8], GuestAddress(BUF)).unwrap();
+    add_chain(&ev, 0, &[(BUF, 8, 2)]);
+    assert!(d.after_restore(), "interrupt for the event");
+    let mut b = [0u8; 8];
+    m.read_slice(&mut b, GuestAddress(BUF)).unwrap();
+    assert_eq!(b, [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(ev.used().idx().load(), 1);
+    assert_eq!(
+        d.queue_positions(),
+        vec![Some((0, 0)), Some((0, 0)), Some((1, 1))]
+    );
+    d.set_queue_positions(&[Some((7, 5)), None, Some((2, 2))]);
+    assert_eq!(
+        d.queue_positions(),
+        vec![Some((7, 5)), Some((0, 0)), Some((2, 2))]
+    );
+    // No buffer left: a warning, no interrupt, no panic.
+    assert!(!d.after_restore());
+}
+
+#[test]
+fn random_chains_never_panic() {
+    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
+    ));
+    let mut rng = Rng(42);
+    for _ in 0..40 {
+        let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
+        let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
+        let mut d = HvsockDevice::new(CID, None, Arc::new(m.clone())).unwrap();
+        d.queues = Some(Queues {
+            rx: rx.create_queue().unwrap(),
+            tx: tx.create_queue().unwrap(),
+            event: None,
+        });
+        let mut at = 0u16;
+        while at + 3 < QSIZE {
+            let n = 1 + (rng.next() % 3) as usize;
+            let descs: Vec<(u64, u32, u16)> = (0..n)
+                .map(|_| {
+                    let addr = rng.pick(&[BUF, BUF + 40, (2 << 20) - 8, u64::MAX - 4]);
+                    let len = rng.pick(&[0, 1, 43, 44, 45, 4096, 70_000, u32::MAX]);
+                    (addr, len, rng.pick(&[0, 2, 4]))
+                })
+                .collect();
+            // Plausible headers at BUF now and then.
+            let mut h = guest_hdr(
+                rng.next() as u32,
+                rng.next() as u32,
+                rng.pick(&[1, 3, 5, 7, 9]),
+                rng.pick(&[0, 1, 4096]),
+                4096,
+                0,
+            );
+            if rng.next().is_multiple_of(4) {
+                h.src_cid = rng.next();
+            }
+            m.write_slice(&h.encode(), GuestAddress(BUF)).unwrap();
+            add_chain(&tx, at, &descs);
+            add_chain(&rx, at, &descs);
+            at += n as u16;
+        }
+        for q in [TX_QUEUE, RX_QUEUE, 2, usize::MAX] {
+            let _ = d.process_queue(q);
+        }
+        let _ = d.process_backend(libc::POLLIN);
+        let _ = d.rekick_queues();
+        d.reset();
+        assert!(d.exit_report().unwrap().starts_with("virtio-vsock: "));
+    }
+}
