@@ -205,10 +205,50 @@ impl FsBackend {
     }
 }
 
-/// Connects to the backend at `path` (before the jail) and makes the handshake.
+/// How long the handshake with the backend may take: a virtiofsd that accepted but never
+/// answers must not hold the VMM in its setup (before its vsock socket exists) until the
+/// shim gives up on the agent.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Connects to the backend at `path` (before the jail) and makes the handshake, within
+/// [`HANDSHAKE_TIMEOUT`].
 pub fn connect(path: &Path) -> Result<FsBackend, FsError> {
     let sock = UnixStream::connect(path).map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
-    from_stream(sock, path)
+    within(HANDSHAKE_TIMEOUT, sock, path)
+}
+
+/// The handshake of [`from_stream`], ended after `limit`: a socket timeout cannot bound it
+/// (the vhost crate retries a read that timed out), so a watchdog thread shuts the socket
+/// down at the deadline, and the blocked read sees the end of the stream.
+fn within(limit: std::time::Duration, sock: UnixStream, path: &Path) -> Result<FsBackend, FsError> {
+    let guard = sock
+        .try_clone()
+        .map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::Builder::new()
+        .name("vhost-handshake".into())
+        .spawn(move || {
+            let expired = matches!(
+                finished.recv_timeout(limit),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            if expired {
+                let _ = guard.shutdown(std::net::Shutdown::Both);
+            }
+            expired
+        })
+        .map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
+    let r = from_stream(sock, path);
+    let _ = done.send(());
+    let expired = watchdog.join().unwrap_or(false);
+    match r {
+        Err(e) if expired => Err(FsError::Backend(format!(
+            "at {} did not finish the vhost-user handshake within {}s ({e})",
+            path.display(),
+            limit.as_secs_f64()
+        ))),
+        r => r,
+    }
 }
 
 /// The handshake of [`connect`] on an already connected socket (`path` names it in errors).

@@ -319,6 +319,32 @@ fn handshake_and_activation_send_the_vhost_user_setup() {
 }
 
 #[test]
+fn a_backend_that_accepts_and_never_answers_is_an_error_after_the_bound() {
+    // A listener that accepts (the kernel does, from its backlog) and never reads: the
+    // handshake ends with a timeout error naming the request, not a VMM stuck in setup.
+    let dir = std::env::temp_dir().join(format!("kata-vmm-fs-silent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let sock = UnixStream::connect(&path).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = within(std::time::Duration::from_millis(300), sock, &path)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("did not finish the vhost-user handshake within 0.3s"),
+        "{e}"
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_backend_that_hangs_up_is_an_error_not_a_hang() {
     // Closed before the handshake.
     let (a, b) = UnixStream::pair().unwrap();
