@@ -349,6 +349,9 @@ impl Sandbox {
                     )));
                 }
                 Err(NotReady::Timeout(last)) => {
+                    // Where the VMM is stuck, read before it is killed (a VMM that never bound
+                    // its vsock socket is still in its setup).
+                    let threads = vmm.thread_states();
                     let exit = vmm.kill_and_wait().await;
                     let _ = std::fs::remove_file(paths.state_dir.join(vmm::PID_FILE));
                     info!(sandbox = id, "VMM killed after the agent timeout ({exit})");
@@ -360,6 +363,11 @@ impl Sandbox {
                     );
                     if let Some(e) = last {
                         msg.push_str(&format!("; last error: {e}"));
+                    }
+                    if !threads.is_empty() {
+                        msg.push_str(&format!(
+                            "; kata-vmm was still running (threads: {threads})"
+                        ));
                     }
                     msg.push_str(&console_tail(&paths.console_log));
                     return Err(StartError(msg));

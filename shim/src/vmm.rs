@@ -385,6 +385,12 @@ impl Vmm {
         self.pid
     }
 
+    /// What each of the running VMM's threads is doing, for an error about a VMM that never
+    /// got ready: see [`thread_states`].
+    pub fn thread_states(&self) -> String {
+        thread_states(self.pid)
+    }
+
     /// How the VMM ended, if it has (and has been reaped).
     pub fn exited(&self) -> Option<VmmExit> {
         *self.exit.borrow()
@@ -535,3 +541,33 @@ pub fn why_line<'a>(lines: impl DoubleEndedIterator<Item = &'a str> + Clone) -> 
 
 #[cfg(test)]
 mod tests;
+
+/// Most threads [`thread_states`] names.
+const MAX_THREADS_SHOWN: usize = 16;
+
+/// `name state wait-channel` of each thread of process `pid`, from `/proc/PID/task` (e.g.
+/// `kata-vmm S unix_stream_read_generic, fc_vcpu0 R 0`): where a VMM that never got ready
+/// is stuck. At most [`MAX_THREADS_SHOWN`] threads; empty when the process is gone.
+pub fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for t in tasks.flatten().take(MAX_THREADS_SHOWN) {
+        let read = |f: &str| {
+            std::fs::read_to_string(t.path().join(f))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        // /proc/PID/task/TID/stat: "TID (COMM) STATE ..."; COMM may hold spaces or ')'.
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_string();
+        let line = format!("{} {state} {}", read("comm"), read("wchan"));
+        out.push(crate::util::sanitize(&line, 80));
+    }
+    out.join(", ")
+}

@@ -258,3 +258,17 @@ fn leftover_is_only_killed_when_it_is_ours() {
         None
     );
 }
+
+#[test]
+fn thread_states_name_each_thread_and_where_it_waits() {
+    let t = std::thread::Builder::new()
+        .name("sleeper-x".into())
+        .spawn(|| std::thread::sleep(Duration::from_secs(2)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let s = thread_states(std::process::id());
+    assert!(s.contains("sleeper-x S "), "{s}");
+    assert!(s.split(", ").count() >= 2, "{s}");
+    t.join().unwrap();
+    assert_eq!(thread_states(u32::MAX), "", "a process that is gone");
+}
