@@ -37,7 +37,9 @@ pod_lines() {
 if [ $rc -ne 0 ]; then
     grep -E 'level=(warning|error)' "$KATA_RS_CRI_LOG" | grep -v 'cleaning up after shim disconnected' \
         | tail -n 30 | cut -c1-1500 | sed 's/^/churn-warn| /'
-    for sb in $(sed -n 's/^churn| pod [0-9]*: FAILED .*sandbox \([0-9a-f]\{64\}\).*/\1/p' "$W/churn.out"); do
+    # The pod's sandbox id: named in the error ("sandbox ID: ..."), or, for a RunPodSandbox
+    # that failed, in the paths the shim's error quotes (/run/kata-rs/sandboxes/ID/...).
+    for sb in $(grep '^churn| pod [0-9]*: FAILED ' "$W/churn.out" | grep -o '[0-9a-f]\{64\}' | sort -u); do
         pod_lines "$sb" failed-pod
     done
 fi
