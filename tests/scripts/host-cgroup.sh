@@ -32,7 +32,10 @@ procs_in() {
         echo "$_p:$(cat "/proc/$_p/comm" 2>/dev/null):$(awk '/^State:/ { print $2 }' "/proc/$_p/status" 2>/dev/null)"
     done | tr '\n' ' '
 }
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+# Anonymous + shared memory (guest RAM is a memfd with --fs) that the process itself made and
+# its cgroup is charged for; not its file-backed pages (its binary's text may be charged to the
+# cgroup of whichever process read it first, so VmRSS can exceed the pod's memory.current).
+rss_kib() { awk '/^(RssAnon|RssShmem):/ { s += $2 } END { print s + 0 }' "/proc/$1/status" 2>/dev/null; }
 gone() { [ -d "$CG$1" ] && echo present || echo gone; }
 t0=$(kata_rs_uptime)
 

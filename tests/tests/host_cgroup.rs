@@ -56,9 +56,10 @@ fn sandbox_host_processes_live_in_the_pod_cgroup() {
     let pod = num("pod-memory-kib");
     let vmm = num("vmm-rss-kib");
     let fsd = num("virtiofsd-rss-kib");
-    // RSS counts shared pages of the guest RAM in both processes; the cgroup counts each
-    // page once, so the pod holds at least the larger of the two, and the VMM's is no
-    // small figure (guest RAM the host backs).
+    // The RSS figures are anonymous + shared memory (not file-backed pages, which may be
+    // charged to another cgroup); they count the shared guest RAM in both processes, the
+    // cgroup counts each page once, so the pod holds at least the larger of the two, and the
+    // VMM's is no small figure (guest RAM the host backs).
     assert!(
         vmm > 16 * 1024 && pod >= vmm.max(fsd),
         "the pod cgroup must account the VMM's memory: pod {pod} KiB, VMM RSS {vmm} KiB, \
