@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::devices::console_log::LogLimits;
 use crate::devices::virtio::block::{parse_disk, DiskConfig, MAX_DISKS};
 use crate::devices::virtio::fs::{parse_fs, FsConfig};
 use crate::devices::virtio::net::{parse_net, NetConfig, MAX_NETS};
 use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
-use crate::layout::{MAX_MEM_MIB, MIN_MEM_MIB};
+use crate::layout::{MAX_MEM_MIB, MAX_VIRTIO_SLOTS, MIN_MEM_MIB};
 
 /// Most vCPUs we start: the guest kernel is built with `CONFIG_NR_CPUS=64`.
 pub const MAX_VCPUS: u8 = 64;
@@ -111,13 +111,48 @@ pub struct Args {
     /// snapshots; opened before the jail. Without it `snapshot` is refused.
     #[arg(long, value_name = "DIR")]
     pub snapshot_root: Option<PathBuf>,
-    /// Start from the snapshot in DIR instead of booting: guest memory mapped copy-on-write
-    /// from DIR/memory, vCPU, VM and device state from DIR/state. The other arguments must
+    /// Start from the snapshot in DIR instead of booting: guest memory from DIR/memory (see
+    /// --restore-memory), vCPU, VM and device state from DIR/state. The other arguments must
     /// describe the VM the snapshot was taken of (same kernel, initrds, memory, vCPUs and
-    /// devices); what differs is named and refused.
+    /// devices); what differs is named and refused. --fs, and --net/--disk beyond the
+    /// snapshot's own, go into its placeholder slots (fs, nets, disks, in argument order).
     #[arg(long, value_name = "DIR")]
     pub restore: Option<PathBuf>,
+    /// Cold boot only: this many empty virtio-mmio slots (DeviceID 0) after all devices,
+    /// kept in snapshots, for devices a restore adds (0..=8).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub placeholder_slots: u64,
+    /// With --restore: `map` maps guest RAM copy-on-write from DIR/memory; `copy` copies the
+    /// memory file's data extents into a new memfd (shared guest RAM, as a vhost-user
+    /// backend needs); `auto`: `copy` with --fs, else `map`.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = RestoreMemoryArg::Auto)]
+    pub restore_memory: RestoreMemoryArg,
 }
+
+/// `--restore-memory` as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestoreMemoryArg {
+    /// `MAP_PRIVATE` of the memory file.
+    Map,
+    /// A memfd with the memory file's data extents copied in.
+    Copy,
+    /// `copy` with `--fs`, else `map`.
+    Auto,
+}
+
+/// How a restore gets guest RAM (`--restore-memory`, `auto` resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreMemory {
+    /// Guest RAM mapped copy-on-write (`MAP_PRIVATE`) from the memory file: shared page
+    /// cache between VMs restored from one snapshot.
+    Map,
+    /// Guest RAM in memfds (shared mappings) into which the memory file's data extents are
+    /// copied: what a vhost-user backend can map.
+    Copy,
+}
+
+/// Most `--placeholder-slots`.
+pub const MAX_PLACEHOLDER_SLOTS: u64 = 8;
 
 /// A validated VM configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +195,10 @@ pub struct VmConfig {
     pub snapshot_root: Option<PathBuf>,
     /// `--restore`: the snapshot directory to start from.
     pub restore: Option<PathBuf>,
+    /// `--placeholder-slots` (cold boot).
+    pub placeholder_slots: usize,
+    /// `--restore-memory`, resolved (meaningful with `restore` only).
+    pub restore_memory: RestoreMemory,
 }
 
 /// A command line value that cannot be used.
@@ -186,6 +225,35 @@ pub enum ArgError {
     /// More `--net` than virtio-mmio slots we give to network cards.
     #[error("too many --net ({0}, at most {MAX_NETS})")]
     TooManyNets(usize),
+    /// `--placeholder-slots` is too large.
+    #[error("--placeholder-slots {0} is out of range (0..={MAX_PLACEHOLDER_SLOTS})")]
+    PlaceholderSlots(u64),
+    /// `--placeholder-slots` with `--restore`.
+    #[error(
+        "--placeholder-slots {0} with --restore: a restored VM has the snapshot's placeholder slots"
+    )]
+    PlaceholdersAtRestore(u64),
+    /// More virtio-mmio slots than IRQs for them.
+    #[error(
+        "{slots} virtio-mmio slots ({devices} devices and {placeholders} --placeholder-slots), \
+         at most {MAX_VIRTIO_SLOTS}"
+    )]
+    TooManySlots {
+        /// All slots.
+        slots: usize,
+        /// Slots with a device.
+        devices: usize,
+        /// `--placeholder-slots`.
+        placeholders: usize,
+    },
+    /// `--restore-memory` without `--restore`.
+    #[error("--restore-memory is for --restore only")]
+    RestoreMemoryWithoutRestore,
+    /// `--restore-memory map` with `--fs`.
+    #[error(
+        "--restore-memory map with --fs: the vhost-user backend needs shared guest RAM (copy)"
+    )]
+    MapWithFs,
     /// `--console-log-max-kib` is outside the supported range.
     #[error("--console-log-max-kib {0} is out of range ({MIN_CONSOLE_LOG_MAX_KIB}..={MAX_CONSOLE_LOG_MAX_KIB})")]
     ConsoleLogMax(u64),
@@ -243,6 +311,36 @@ impl Args {
                 return Err(ArgError::JailId(what, id));
             }
         }
+        if self.placeholder_slots > MAX_PLACEHOLDER_SLOTS {
+            return Err(ArgError::PlaceholderSlots(self.placeholder_slots));
+        }
+        let placeholders = self.placeholder_slots as usize;
+        let restore_memory = match (self.restore.is_some(), self.restore_memory) {
+            (false, RestoreMemoryArg::Auto) => RestoreMemory::Map,
+            (false, _) => return Err(ArgError::RestoreMemoryWithoutRestore),
+            (true, _) if placeholders > 0 => {
+                return Err(ArgError::PlaceholdersAtRestore(self.placeholder_slots))
+            }
+            (true, RestoreMemoryArg::Map) if self.fs.is_some() => return Err(ArgError::MapWithFs),
+            (true, RestoreMemoryArg::Map) => RestoreMemory::Map,
+            (true, RestoreMemoryArg::Copy) => RestoreMemory::Copy,
+            (true, RestoreMemoryArg::Auto) if self.fs.is_some() => RestoreMemory::Copy,
+            (true, RestoreMemoryArg::Auto) => RestoreMemory::Map,
+        };
+        // At a restore the snapshot's slot count is checked instead (slots::restore).
+        let devices = 1
+            + usize::from(!self.no_rng)
+            + self.disks.len()
+            + self.nets.len()
+            + usize::from(self.virtio_console)
+            + usize::from(self.fs.is_some());
+        if self.restore.is_none() && devices + placeholders > MAX_VIRTIO_SLOTS {
+            return Err(ArgError::TooManySlots {
+                slots: devices + placeholders,
+                devices,
+                placeholders,
+            });
+        }
         Ok(VmConfig {
             kernel: self.kernel,
             initrds: self.initrds,
@@ -269,287 +367,11 @@ impl Args {
             fs: self.fs,
             snapshot_root: self.snapshot_root,
             restore: self.restore,
+            placeholder_slots: placeholders,
+            restore_memory,
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
-        let mut argv = vec![
-            "kata-vmm",
-            "--kernel",
-            "vmlinux",
-            "--initrd",
-            "a.cpio",
-            "--console-log",
-            "c.log",
-        ];
-        argv.extend_from_slice(extra);
-        Args::try_parse_from(argv)
-    }
-
-    fn ok_args() -> Vec<&'static str> {
-        vec!["--mem-mib", "256", "--vcpus", "2", "--vsock-cid", "3"]
-    }
-
-    #[test]
-    fn parses_the_design_command_line() {
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--initrd", "b.cpio", "--cmdline", "-x foo=bar"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(
-            cfg.initrds,
-            vec![PathBuf::from("a.cpio"), PathBuf::from("b.cpio")]
-        );
-        assert_eq!(cfg.mem_bytes, 256 << 20);
-        assert_eq!(cfg.vcpus, 2);
-        assert_eq!(cfg.vsock_cid, 3);
-        assert_eq!(cfg.extra_cmdline, "-x foo=bar");
-        assert!(cfg.seccomp && cfg.rng);
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--no-seccomp", "--no-rng"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert!(!cfg.seccomp && !cfg.rng);
-        assert!(!cfg.virtio_console);
-        let mut extra = ok_args();
-        extra.push("--virtio-console");
-        assert!(parse(&extra).unwrap().validate().unwrap().virtio_console);
-        assert!(cfg.disks.is_empty());
-        assert_eq!(cfg.jail, Some(JailConfig::default()));
-        assert_eq!(cfg.api_sock, None);
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--api-sock", "/run/x.sock"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(cfg.api_sock, Some(PathBuf::from("/run/x.sock")));
-        assert_eq!(cfg.vsock_uds, None);
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--vsock-uds", "/run/v.sock"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(cfg.vsock_uds, Some(PathBuf::from("/run/v.sock")));
-    }
-
-    #[test]
-    fn jail_ids() {
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--jail-uid", "1000", "--jail-gid", "100"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(
-            cfg.jail,
-            Some(JailConfig {
-                uid: 1000,
-                gid: 100
-            })
-        );
-        let mut extra = ok_args();
-        extra.push("--no-jail");
-        assert_eq!(parse(&extra).unwrap().validate().unwrap().jail, None);
-        for (flag, bad) in [("--jail-uid", "0"), ("--jail-gid", "4294967295")] {
-            let mut extra = ok_args();
-            extra.extend_from_slice(&[flag, bad]);
-            let e = parse(&extra).unwrap().validate().unwrap_err();
-            assert!(matches!(e, ArgError::JailId(..)), "{e}");
-        }
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--jail-uid", "-1"]);
-        assert!(parse(&extra).is_err());
-    }
-
-    #[test]
-    fn disks() {
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--disk", "a.img", "--disk", "/b,c.img,ro"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(
-            cfg.disks,
-            vec![
-                DiskConfig {
-                    path: "a.img".into(),
-                    read_only: false
-                },
-                DiskConfig {
-                    path: "/b,c.img".into(),
-                    read_only: true
-                }
-            ]
-        );
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--disk", "a.img,rox"]);
-        assert!(parse(&extra).is_err());
-        let mut extra = ok_args();
-        for _ in 0..=MAX_DISKS {
-            extra.extend_from_slice(&["--disk", "d"]);
-        }
-        assert_eq!(
-            parse(&extra).unwrap().validate(),
-            Err(ArgError::TooManyDisks(MAX_DISKS + 1))
-        );
-    }
-
-    #[test]
-    fn nets() {
-        let mut extra = ok_args();
-        extra.extend_from_slice(&[
-            "--net",
-            "tap=tap0",
-            "--net",
-            "tap=kata-1,mac=02:00:00:aa:bb:cc",
-        ]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(
-            cfg.nets,
-            vec![
-                NetConfig {
-                    tap: "tap0".into(),
-                    mac: None
-                },
-                NetConfig {
-                    tap: "kata-1".into(),
-                    mac: Some([2, 0, 0, 0xaa, 0xbb, 0xcc])
-                }
-            ]
-        );
-        for bad in [
-            "tap0",
-            "tap=",
-            "tap=a/b",
-            "tap=waytoolongtapname",
-            "tap=t,mac=01:00:00:00:00:01",
-            "tap=t,mac=00:00:00:00:00:00",
-            "tap=t,mac=02:00:00:00:00",
-            "tap=t,mac=02:00:00:00:00:zz",
-            "tap=t,tap=u",
-            "mac=02:00:00:00:00:01",
-            "tap=t,vhost=on",
-        ] {
-            let mut extra = ok_args();
-            extra.extend_from_slice(&["--net", bad]);
-            assert!(parse(&extra).is_err(), "{bad}");
-        }
-        let mut extra = ok_args();
-        for _ in 0..=MAX_NETS {
-            extra.extend_from_slice(&["--net", "tap=t"]);
-        }
-        assert_eq!(
-            parse(&extra).unwrap().validate(),
-            Err(ArgError::TooManyNets(MAX_NETS + 1))
-        );
-    }
-
-    #[test]
-    fn fs() {
-        let cfg = parse(&ok_args()).unwrap().validate().unwrap();
-        assert_eq!(cfg.fs, None);
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--fs", "socket=/run/vfs.sock,tag=kataShared"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(
-            cfg.fs,
-            Some(FsConfig {
-                socket: "/run/vfs.sock".into(),
-                tag: "kataShared".into(),
-                queue_size: crate::devices::virtio::fs::DEFAULT_QUEUE_SIZE,
-            })
-        );
-        // At most one --fs; a bad value is a parse error.
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--fs", "socket=a,tag=a", "--fs", "socket=b,tag=b"]);
-        assert!(parse(&extra).is_err());
-        for bad in [
-            "socket=a",
-            "tag=a",
-            "socket=a,tag=a,b",
-            "socket=a,tag=a,queue-size=3",
-        ] {
-            let mut extra = ok_args();
-            extra.extend_from_slice(&["--fs", bad]);
-            assert!(parse(&extra).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn initrd_is_required() {
-        let r = Args::try_parse_from([
-            "kata-vmm",
-            "--kernel",
-            "k",
-            "--mem-mib",
-            "64",
-            "--vcpus",
-            "1",
-            "--vsock-cid",
-            "3",
-            "--console-log",
-            "c",
-        ]);
-        assert!(r.is_err());
-    }
-
-    #[test]
-    fn rejects_bad_memory() {
-        for bad in ["0", "63", "65537"] {
-            let a = parse(&["--mem-mib", bad, "--vcpus", "1", "--vsock-cid", "3"]).unwrap();
-            assert!(matches!(a.validate(), Err(ArgError::MemSize(_))), "{bad}");
-        }
-        assert!(parse(&["--mem-mib", "-5", "--vcpus", "1", "--vsock-cid", "3"]).is_err());
-        assert!(parse(&["--mem-mib", "lots", "--vcpus", "1", "--vsock-cid", "3"]).is_err());
-        let a = parse(&["--mem-mib", "65536", "--vcpus", "1", "--vsock-cid", "3"]).unwrap();
-        assert!(a.validate().is_ok());
-    }
-
-    #[test]
-    fn rejects_bad_vcpus() {
-        for bad in ["0", "65", "100000"] {
-            let a = parse(&["--mem-mib", "128", "--vcpus", bad, "--vsock-cid", "3"]).unwrap();
-            assert_eq!(a.validate(), Err(ArgError::Vcpus(bad.parse().unwrap())));
-        }
-    }
-
-    #[test]
-    fn rejects_reserved_cids() {
-        for bad in ["0", "1", "2", "4294967295", "4294967296"] {
-            let a = parse(&["--mem-mib", "128", "--vcpus", "1", "--vsock-cid", bad]).unwrap();
-            assert!(matches!(a.validate(), Err(ArgError::Cid(_))), "{bad}");
-        }
-        let msg = ArgError::Cid(2).to_string();
-        assert!(msg.contains("--vsock-cid 2"), "{msg}");
-    }
-
-    #[test]
-    fn rejects_control_characters_in_cmdline() {
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--cmdline", "a\nb"]);
-        assert_eq!(
-            parse(&extra).unwrap().validate(),
-            Err(ArgError::CmdlineChars)
-        );
-    }
-
-    #[test]
-    fn console_log_limits() {
-        let cfg = parse(&ok_args()).unwrap().validate().unwrap();
-        assert_eq!(cfg.console_limits.max_bytes, 1024 * 1024);
-        assert_eq!(cfg.console_limits.rate_bytes_per_sec, 64 * 1024);
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--console-log-max-kib", "64", "--console-log-rate-kib", "0"]);
-        let cfg = parse(&extra).unwrap().validate().unwrap();
-        assert_eq!(cfg.console_limits.max_bytes, 64 * 1024);
-        assert_eq!(cfg.console_limits.rate_bytes_per_sec, 0);
-        for bad in ["0", "15", "65537"] {
-            let mut extra = ok_args();
-            extra.extend_from_slice(&["--console-log-max-kib", bad]);
-            assert_eq!(
-                parse(&extra).unwrap().validate(),
-                Err(ArgError::ConsoleLogMax(bad.parse().unwrap()))
-            );
-        }
-        let mut extra = ok_args();
-        extra.extend_from_slice(&["--console-log-rate-kib", "1048577"]);
-        assert_eq!(
-            parse(&extra).unwrap().validate(),
-            Err(ArgError::ConsoleLogRate(1048577))
-        );
-    }
-}
+mod tests;

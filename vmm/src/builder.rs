@@ -22,18 +22,13 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::api::ApiServer;
-use crate::args::VmConfig;
-use crate::device_manager::{lock_transport, DeviceManager, ServedBy};
+use crate::args::{RestoreMemory, VmConfig};
+use crate::device_manager::{lock_transport, DeviceManager};
 use crate::devices::console_log::ConsoleLog;
 use crate::devices::serial::ConsoleOut;
-use crate::devices::virtio::block::{BlkDevice, Disk};
-use crate::devices::virtio::console::ConsoleDevice;
-use crate::devices::virtio::fs::{self as vfs, FsDevice};
-use crate::devices::virtio::net::{NetDevice, Tap};
-use crate::devices::virtio::rng::RngDevice;
-use crate::devices::virtio::vsock::{self as hvsock, HvsockDevice};
+use crate::devices::virtio::fs as vfs;
+use crate::devices::virtio::vsock as hvsock;
 use crate::devices::virtio::worker::QueueWorker;
-use crate::devices::virtio::VirtioDevice;
 use crate::event_loop::{Control, EventLoop};
 use crate::jail::limits;
 use crate::layout::EBDA_START;
@@ -43,8 +38,10 @@ use crate::snapshot::take::{SnapshotRoot, Snapshotter};
 use crate::snapshot::{self, ConfigFingerprint};
 use crate::vmm::{block_signals, ExitState, Vmm};
 use crate::vstate::{memory, vcpu, vcpu_state, vm::Vm, vm_state};
-use crate::{boot, jail, mptable};
+use crate::{boot, jail, mptable, slots};
 use tracing::debug;
+
+mod attach;
 
 /// Boots the VM described by `cfg` up to the point where the guest runs and only the main
 /// thread's event loop is left (see the module documentation).
@@ -92,9 +89,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // --restore: the state file first (the most likely user error: another configuration).
     let restore = match (&cfg.restore, &fingerprint) {
         (Some(dir), Some(fp)) => {
-            if cfg.fs.is_some() {
-                bail!("--restore with --fs: snapshots of virtio-fs are not supported yet");
-            }
             let state = snapshot::load(&dir.join(snapshot::STATE_FILE), fp)?;
             let mem_path = dir.join(snapshot::MEMORY_FILE);
             let mem_file = std::fs::File::open(&mem_path)
@@ -102,6 +96,15 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             Some((state, mem_file))
         }
         _ => None,
+    };
+    // Which device goes into which virtio-mmio slot: at a restore the snapshot's order, the
+    // per-sandbox devices in its placeholder slots (a virtio-fs device is only ever there).
+    let plan = match &restore {
+        Some((state, _)) => {
+            let saved: Vec<u32> = state.devices.iter().map(|d| d.device_type).collect();
+            slots::restore(cfg, &saved).map_err(|e| anyhow!("snapshot: {e}"))?
+        }
+        None => slots::cold_boot(cfg),
     };
 
     let vm = Arc::new(Vm::new()?);
@@ -114,16 +117,33 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
 
     // With --fs guest RAM is a shared mapping of sealed memfds the backend maps too (see
-    // "Memory map" in vmm/README.md); otherwise anonymous private memory.
+    // "Memory map" in vmm/README.md); otherwise anonymous private memory. A restore maps the
+    // memory file copy-on-write or copies it into such memfds (--restore-memory).
     let mem = match &restore {
         Some((state, file)) => {
             let dir = cfg.restore.as_deref().unwrap_or(std::path::Path::new(""));
-            snapshot::memory::restore(file, &state.memory, cfg.mem_bytes).map_err(|e| {
+            let named = |e| {
                 anyhow!(
                     "snapshot {}: {e}",
                     dir.join(snapshot::MEMORY_FILE).display()
                 )
-            })?
+            };
+            match cfg.restore_memory {
+                RestoreMemory::Map => {
+                    snapshot::memory::restore(file, &state.memory, cfg.mem_bytes).map_err(named)?
+                }
+                RestoreMemory::Copy => {
+                    let t = Instant::now();
+                    let (mem, copied) =
+                        snapshot::memory::restore_copy(file, &state.memory, cfg.mem_bytes)
+                            .map_err(named)?;
+                    debug!(
+                        "guest RAM copied into memfds: {copied} bytes of data extents in {:?}",
+                        t.elapsed()
+                    );
+                    mem
+                }
+            }
         }
         None => memory::create(cfg.mem_bytes, cfg.fs.is_some())?,
     };
@@ -134,15 +154,10 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     }
 
     // Boot payload first: a bad kernel or initrd is the most likely user error.
-    // virtio-mmio slots: 0 = vsock, then the VMM's own devices, virtio-fs last.
+    // virtio-mmio slots as planned (cold boot: 0 = vsock, then the VMM's own devices,
+    // virtio-fs, the placeholders last).
     let mut dm = DeviceManager::new();
-    dm.allocate_mmio_slots(
-        1 + usize::from(cfg.rng)
-            + cfg.disks.len()
-            + cfg.nets.len()
-            + usize::from(cfg.virtio_console)
-            + usize::from(cfg.fs.is_some()),
-    );
+    dm.allocate_mmio_slots(plan.len());
     let cmdline = dm.kernel_cmdline(&cfg.extra_cmdline)?;
     // A restored guest's memory has its kernel, initrd and boot tables already.
     let bi = if restore.is_none() {
@@ -176,83 +191,37 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     let out = ConsoleOut::new(console_log.clone(), on_panic(exit.clone()));
     dm.attach_serial(&vm.fd, out, restore.as_ref().map(|(s, _)| &s.serial))?;
 
-    // vsock (slot 0): served by the VMM itself, its host side a Unix socket (hybrid vsock,
-    // see devices/virtio/vsock), bound here, before the jail; no /dev/vhost-vsock.
+    // vsock: served by the VMM itself, its host side a Unix socket (hybrid vsock, see
+    // devices/virtio/vsock), bound here, before the jail; no /dev/vhost-vsock.
     let vsock_uds = match &cfg.vsock_uds {
         Some(p) => Some(hvsock::bind(p).context("cannot create the vsock socket")?),
         None => None,
     };
-    let vsock: Box<dyn VirtioDevice> =
-        Box::new(HvsockDevice::new(cfg.vsock_cid, vsock_uds, mem.clone()).context("virtio-vsock")?);
-    dm.attach_virtio(&vm.fd, vsock, &mem, ServedBy::MainLoop)
-        .context("virtio-vsock")?;
-    if cfg.rng {
-        let rng: Box<dyn VirtioDevice> = Box::new(RngDevice::new(mem.clone()));
-        dm.attach_virtio(&vm.fd, rng, &mem, ServedBy::MainLoop)
-            .context("virtio-rng")?;
+    let mut devs = attach::Devices {
+        vsock_uds,
+        fs_backend,
+        hvc_out,
+        largest_disk: 0,
+    };
+    for (i, slot) in plan.iter().enumerate() {
+        attach::slot(&mut dm, &vm.fd, cfg, &mem, slot.device, &mut devs)
+            .with_context(|| format!("virtio-mmio slot {i}"))?;
     }
-    let mut largest_disk = 0u64;
-    for (i, d) in cfg.disks.iter().enumerate() {
-        let disk = Disk::open(d, &format!("kata-rs-disk{i}")).map_err(|e| anyhow!(e))?;
-        largest_disk = largest_disk.max(disk.sectors().saturating_mul(512));
-        debug!(
-            "disk {i}: {} ({} sectors{})",
-            d.path.display(),
-            disk.sectors(),
-            if d.read_only { ", read-only" } else { "" }
-        );
-        let blk: Box<dyn VirtioDevice> = Box::new(BlkDevice::new(disk, mem.clone()));
-        dm.attach_virtio(&vm.fd, blk, &mem, ServedBy::OwnThread(format!("blk{i}")))
-            .with_context(|| format!("virtio-blk {}", d.path.display()))?;
-    }
-    // Taps are opened (or created) here, in the host's network namespace, before the jail
-    // moves the process into a new one; the fd keeps working there.
-    for (i, n) in cfg.nets.iter().enumerate() {
-        let tap = Tap::open(&n.tap).map_err(|e| anyhow!(e))?;
-        let mac = n
-            .mac
-            .unwrap_or_else(crate::devices::virtio::net::random_mac);
-        debug!(
-            "net {i}: tap {} mac {}",
-            tap.name(),
-            mac.map(|b| format!("{b:02x}")).join(":")
-        );
-        let net: Box<dyn VirtioDevice> = Box::new(NetDevice::new(tap, mac, mem.clone()));
-        dm.attach_virtio(&vm.fd, net, &mem, ServedBy::MainLoop)
-            .with_context(|| format!("virtio-net {}", n.tap))?;
-    }
-    if let Some(out) = hvc_out {
-        let hvc: Box<dyn VirtioDevice> = Box::new(ConsoleDevice::new(out, mem.clone()));
-        dm.attach_virtio(&vm.fd, hvc, &mem, ServedBy::MainLoop)
-            .context("virtio-console")?;
-    }
-    // virtio-fs: the last slot; vhost-style wiring (kicks and call go to the backend, not
-    // through the VMM).
-    if let (Some(f), Some(backend)) = (&cfg.fs, fs_backend) {
-        let (kicks, call) = dm.vhost_user_eventfds(&vm.fd, vfs::NUM_QUEUES, "virtio-fs")?;
-        debug!(
-            "fs: tag {} socket {} backend features {:#x}",
-            f.tag,
-            f.socket.display(),
-            backend.features()
-        );
-        let watch = backend.raw_fd();
-        let dev: Box<dyn VirtioDevice> =
-            Box::new(FsDevice::new(f, backend, mem.clone(), kicks, call));
-        dm.attach_vhost_user(dev, &mem, watch)?;
-    }
+    let largest_disk = devs.largest_disk;
 
     if let Some((state, _)) = &restore {
-        let slots = dm.transports();
-        if state.devices.len() != slots.len() {
-            bail!(
-                "snapshot: {} virtio devices in the snapshot, {} configured (the device \
-                 arguments must be the snapshot's)",
-                state.devices.len(),
-                slots.len()
-            );
-        }
-        for (i, (t, saved)) in slots.iter().zip(&state.devices).enumerate() {
+        let transports = dm.transports();
+        for (i, ((t, saved), slot)) in transports.iter().zip(&state.devices).zip(&plan).enumerate()
+        {
+            if slot.fills_placeholder {
+                // A new device in a placeholder slot starts reset; the guest probes it when
+                // the slot is bound again.
+                debug!(
+                    "virtio-mmio slot {i}: placeholder filled with {:?}",
+                    slot.device
+                );
+                continue;
+            }
             lock_transport(t)
                 .restore_state(saved)
                 .map_err(|e| anyhow!("snapshot: virtio-mmio slot {i}: {e}"))?;

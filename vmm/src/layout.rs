@@ -145,6 +145,12 @@ pub fn virtio_mmio_addr(index: usize) -> u64 {
     VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE
 }
 
+/// Highest IRQ a virtio-mmio slot may have: the IOAPIC's last pin (24 pins, see mptable.rs).
+pub const MAX_VIRTIO_IRQ: u32 = 23;
+
+/// Most virtio-mmio slots a VM can have (IRQs [`VIRTIO_IRQ_BASE`]..=[`MAX_VIRTIO_IRQ`]).
+pub const MAX_VIRTIO_SLOTS: usize = (MAX_VIRTIO_IRQ - VIRTIO_IRQ_BASE + 1) as usize;
+
 /// IRQ (GSI) of virtio-mmio device number `index`.
 pub fn virtio_irq(index: usize) -> u32 {
     VIRTIO_IRQ_BASE + index as u32

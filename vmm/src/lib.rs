@@ -28,6 +28,7 @@ pub mod logging;
 pub mod mptable;
 pub mod pause;
 pub mod seccomp;
+pub mod slots;
 pub mod snapshot;
 pub mod vmm;
 pub mod vstate;

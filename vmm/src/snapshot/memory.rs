@@ -1,7 +1,9 @@
 //! Guest RAM in a snapshot: written to the snapshot's memory file region after region (each
 //! at the file offset the state file records), pages of zeros left as holes (a sparse file);
 //! on restore each region is mapped from that file copy-on-write (`MAP_PRIVATE`), so every VM
-//! restored from one snapshot shares the page cache's copy of each page it has not written.
+//! restored from one snapshot shares the page cache's copy of each page it has not written
+//! ([`restore`]), or copied into memfds, data extents only ([`restore_copy`]: guest RAM a
+//! vhost-user backend can map shared).
 
 use std::fs::File;
 use std::io;
@@ -76,6 +78,128 @@ pub fn restore(
     regions: &[MemoryRegionState],
     mem_bytes: u64,
 ) -> Result<Arc<GuestMemoryMmap>, String> {
+    check(file, regions, mem_bytes)?;
+    let mut mapped = Vec::new();
+    for r in regions {
+        let f = file.try_clone().map_err(|e| format!("memory file: {e}"))?;
+        let size = usize::try_from(r.size).map_err(|_| "memory region too large")?;
+        let region = MmapRegion::<()>::build(
+            Some(FileOffset::new(f, r.file_offset)),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_NORESERVE | libc::MAP_PRIVATE,
+        )
+        .map_err(|e| format!("mapping guest RAM at {:#x}: {e}", r.guest_addr))?;
+        mapped.push(
+            GuestRegionMmap::new(region, GuestAddress(r.guest_addr))
+                .ok_or_else(|| format!("memory region at {:#x} overflows", r.guest_addr))?,
+        );
+    }
+    GuestMemoryMmap::from_regions(mapped)
+        .map(Arc::new)
+        .map_err(|e| format!("guest RAM: {e}"))
+}
+
+/// Guest RAM of a VM with `mem_bytes` of memory in new memfds (shared mappings, as at a cold
+/// boot with virtio-fs), into which the data extents of `file` (`SEEK_DATA`/`SEEK_HOLE`) are
+/// copied; holes stay unallocated zero pages. The same checks as [`restore`]. Returns the
+/// memory and the bytes copied.
+pub fn restore_copy(
+    file: &File,
+    regions: &[MemoryRegionState],
+    mem_bytes: u64,
+) -> Result<(Arc<GuestMemoryMmap>, u64), String> {
+    check(file, regions, mem_bytes)?;
+    let mem = crate::devices::virtio::fs::shared_guest_memory(&layout::ram_ranges(mem_bytes))
+        .map_err(|e| format!("{e:#}"))?;
+    let mut copied = 0u64;
+    for (r, m) in regions.iter().zip(mem.iter()) {
+        let start = r.file_offset;
+        let end = start + r.size;
+        let mut pos = start;
+        while pos < end {
+            let Some(data) = seek(file, pos, libc::SEEK_DATA)? else {
+                break;
+            };
+            if data >= end {
+                break;
+            }
+            let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+            // SAFETY: `m` is a live mapping of `r.size` bytes that nothing else uses yet (no
+            // vCPU, no device); `data..hole` lies inside `start..end`, so the destination
+            // `data - start .. hole - start` lies inside the mapping.
+            unsafe {
+                read_into(
+                    file,
+                    data,
+                    m.as_ptr().add((data - start) as usize),
+                    hole - data,
+                )
+            }
+            .map_err(|e| format!("copying the memory file at {data:#x}: {e}"))?;
+            copied += hole - data;
+            pos = hole;
+        }
+    }
+    Ok((Arc::new(mem), copied))
+}
+
+/// `lseek(fd, pos, whence)` for `SEEK_DATA`/`SEEK_HOLE`; None at `ENXIO` (no data after `pos`).
+fn seek(file: &File, pos: u64, whence: libc::c_int) -> Result<Option<u64>, String> {
+    use std::os::fd::AsRawFd;
+    let off = libc::off_t::try_from(pos).map_err(|_| "memory file offset too large")?;
+    // SAFETY: lseek on a valid fd has no memory effects.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(format!("memory file: lseek: {e}"));
+    }
+    Ok(Some(r as u64))
+}
+
+/// Reads `len` bytes of `file` at `offset` into `dst`.
+///
+/// # Safety
+/// `dst..dst + len` must be writable memory nothing else reads or writes meanwhile.
+unsafe fn read_into(
+    file: &File,
+    mut offset: u64,
+    mut dst: *mut u8,
+    mut len: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while len > 0 {
+        let n = len.min(CHUNK as u64 * 16) as usize;
+        // SAFETY: the caller guarantees `dst..dst + len` is ours to write; n <= len.
+        let r = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), n, offset as libc::off_t) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the memory file ended early",
+            ));
+        }
+        let r = r as u64;
+        offset += r;
+        len -= r;
+        // SAFETY: r <= n <= the bytes left in the caller's range.
+        dst = unsafe { dst.add(r as usize) };
+    }
+    Ok(())
+}
+
+/// The checks [`restore`] and [`restore_copy`] make: the regions are this configuration's RAM
+/// layout, back to back from offset 0, and the file holds all of them.
+fn check(file: &File, regions: &[MemoryRegionState], mem_bytes: u64) -> Result<(), String> {
     let expected = layout::ram_ranges(mem_bytes);
     let shown = |v: &[(u64, u64)]| {
         v.iter()
@@ -114,23 +238,5 @@ pub fn restore(
              this snapshot's"
         ));
     }
-    let mut mapped = Vec::new();
-    for r in regions {
-        let f = file.try_clone().map_err(|e| format!("memory file: {e}"))?;
-        let size = usize::try_from(r.size).map_err(|_| "memory region too large")?;
-        let region = MmapRegion::<()>::build(
-            Some(FileOffset::new(f, r.file_offset)),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_NORESERVE | libc::MAP_PRIVATE,
-        )
-        .map_err(|e| format!("mapping guest RAM at {:#x}: {e}", r.guest_addr))?;
-        mapped.push(
-            GuestRegionMmap::new(region, GuestAddress(r.guest_addr))
-                .ok_or_else(|| format!("memory region at {:#x} overflows", r.guest_addr))?,
-        );
-    }
-    GuestMemoryMmap::from_regions(mapped)
-        .map(Arc::new)
-        .map_err(|e| format!("guest RAM: {e}"))
+    Ok(())
 }

@@ -363,3 +363,86 @@ fn oversized_state_file_is_refused() {
     let e = load(&p, &fp).unwrap_err().to_string();
     assert!(e.contains("more than a state file has"), "{e}");
 }
+
+/// Placeholder slots (device type 0) are saved like any slot and come back as such; a state
+/// file of the format before them (version 2) is refused, naming both versions.
+#[test]
+fn placeholder_slots_in_the_state_file() {
+    use crate::devices::virtio::transport::persist::TransportState;
+    let dir = Scratch::new("placeholders");
+    let fp = config(&dir, 1);
+    let mut s = state(1);
+    s.devices = vec![
+        TransportState {
+            device_type: 19,
+            status: 15,
+            active: true,
+            ..Default::default()
+        },
+        TransportState::default(),
+        TransportState::default(),
+    ];
+    let path = dir.0.join("state");
+    save(&path, &fp, &s).unwrap();
+    let back = load(&path, &fp).unwrap();
+    let types: Vec<u32> = back.devices.iter().map(|d| d.device_type).collect();
+    assert_eq!(types, [19, 0, 0]);
+    assert_eq!(back.devices[1], TransportState::default());
+    assert_eq!(FORMAT_VERSION, 3, "placeholder slots came with version 3");
+    let mut old = std::fs::read(&path).unwrap();
+    old[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let (_, msg) = format_error(load(&dir.file("v2", &old), &fp));
+    assert!(
+        msg.contains("format version 2, this kata-vmm reads version 3 only"),
+        "{msg}"
+    );
+}
+
+/// `--restore-memory copy`: the memory file's data extents land in memfd-backed guest RAM,
+/// its holes are zero there and are not copied.
+#[test]
+fn memory_copy_of_data_extents() {
+    use std::os::unix::fs::FileExt;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+    let dir = Scratch::new("memcopy");
+    let mem_bytes: u64 = 64 << 20;
+    let path = dir.0.join(MEMORY_FILE);
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(mem_bytes).unwrap();
+    let pieces: [(u64, &[u8]); 3] = [
+        (0, b"first page"),
+        (5 << 20, &[0xa5; 3 * memory::PAGE]),
+        (mem_bytes - 4, b"tail"),
+    ];
+    for (at, bytes) in pieces {
+        f.write_all_at(bytes, at).unwrap();
+    }
+    let regions = vec![memory::MemoryRegionState {
+        guest_addr: 0,
+        size: mem_bytes,
+        file_offset: 0,
+    }];
+    let f = std::fs::File::open(&path).unwrap();
+    let (mem, copied) = memory::restore_copy(&f, &regions, mem_bytes).unwrap();
+    for (at, bytes) in pieces {
+        let mut b = vec![0u8; bytes.len()];
+        mem.read_slice(&mut b, GuestAddress(at)).unwrap();
+        assert_eq!(b, bytes, "at {at:#x}");
+    }
+    for hole in [memory::PAGE as u64, 1 << 20, (5 << 20) + 3 * 4096, 60 << 20] {
+        let mut b = [0xffu8; 64];
+        mem.read_slice(&mut b, GuestAddress(hole)).unwrap();
+        assert_eq!(b, [0u8; 64], "hole at {hole:#x}");
+    }
+    assert!(
+        (5 * 4096..1 << 20).contains(&copied),
+        "only the data extents are copied: {copied} bytes"
+    );
+    assert!(
+        mem.iter().all(|r| r.file_offset().is_some()),
+        "memfd-backed guest RAM"
+    );
+    // Refused as for a mapping: a memory file of another size.
+    let e = memory::restore_copy(&f, &regions, 128 << 20).unwrap_err();
+    assert!(e.contains("guest RAM regions are 0x4000000@0x0"), "{e}");
+}

@@ -1,7 +1,8 @@
 //! Virtio over MMIO: the transport (`transport`: register file, status state machine), the
 //! queue helpers (`queue`: queue validation, the event-idx serving loop, descriptor chain
 //! checks), the device trait (`device`) and one module per device: `block`, `net`, `rng`,
-//! `console`, `vsock` (hybrid vsock served by the VMM) and `fs` (vhost-user frontend);
+//! `console`, `vsock` (hybrid vsock served by the VMM), `fs` (vhost-user frontend) and
+//! `placeholder` (an empty slot, `DeviceID` 0);
 //! `worker`: queue notifications and the threads that serve a device's queues on their own.
 
 pub mod block;
@@ -9,6 +10,7 @@ pub mod console;
 pub mod device;
 pub mod fs;
 pub mod net;
+pub mod placeholder;
 pub mod queue;
 pub mod rng;
 pub mod transport;
