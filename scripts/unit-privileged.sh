@@ -32,6 +32,9 @@ say "shim: tap + tc redirects set up and removed in a real pod network namespace
 KATA_RS_NETNS_TEST=/run/netns/$NS "$CARGO" test -p kata-rs-shim --lib -- --ignored --exact \
     network::tests::setup_and_teardown_in_a_real_netns
 
+say "agent: AfterRestore's entropy ioctls on this host's random device, sethostname in a new UTS namespace"
+"$CARGO" test -p kata-rs-agent --lib -- --ignored restore::sys::tests::
+
 say "agent: an interface, routes and neighbours configured as PID 1 of a new network namespace"
 bin=$("$CARGO" test -p kata-rs-agent --lib --no-run 2>&1 \
     | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p' | tail -1)

@@ -4,7 +4,8 @@
 //! Modules: [`boot`] (PID 1 setup), [`service`] (the API), [`plan`] (OCI spec → plan),
 //! [`container`] (the container model and CreateContainer), [`spawn`] (starting the helper
 //! process), [`init`] (the single-threaded container init and exec helper), [`share`] (the
-//! sandbox's virtio-fs share), [`rootpath`] (paths resolved inside a root), [`cgroup`],
+//! sandbox's virtio-fs share), [`restore`] (AfterRestore: a VM restored from a template becomes
+//! the sandbox's), [`rootpath`] (paths resolved inside a root), [`cgroup`],
 //! [`netstats`], [`reaper`] (the one SIGCHLD reaper), [`error`]; agent/README.md lists all.
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod network;
 pub mod plan;
 pub mod pty;
 pub mod reaper;
+pub mod restore;
 pub mod rootpath;
 pub mod seccomp;
 pub mod service;

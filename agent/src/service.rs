@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kata_rs_protocol::agent::*;
 use nix::sys::signal::Signal;
@@ -12,6 +12,7 @@ use crate::container::{self, Container, ContainerSys, CreateOptions, Process, Re
 use crate::error::{AgentError, Result};
 use crate::plan;
 use crate::reaper::Reaper;
+use crate::restore::{self, RealRestoreSys, RestoreSys};
 use crate::share::Share;
 
 mod rpc;
@@ -36,8 +37,17 @@ pub struct Agent {
     cgroup_root: Option<PathBuf>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     creating: Mutex<HashSet<String>>,
-    /// The sandbox share (containers' root file systems and bind-mount sources).
-    share: Share,
+    /// The sandbox share (containers' root file systems and bind-mount sources): as found
+    /// at boot, then as AfterRestore mounted it.
+    share: Arc<RwLock<Share>>,
+    /// Where AfterRestore mounts the share.
+    share_dir: PathBuf,
+    /// AfterRestore's system calls (the real ones, or a test's fake).
+    restore_sys: Arc<dyn RestoreSys + Send + Sync>,
+    /// Whether AfterRestore may act: only as the guest's init (PID 1).
+    guest_init: bool,
+    /// One AfterRestore at a time.
+    restoring: tokio::sync::Mutex<()>,
     /// oom_kill counts already reported by GetOomEvent.
     oom_seen: Mutex<HashMap<String, u64>>,
     shutdown: tokio::sync::mpsc::Sender<()>,
@@ -68,12 +78,20 @@ impl Agent {
         share: Share,
         shutdown: tokio::sync::mpsc::Sender<()>,
     ) -> Self {
+        let share_dir = match &share {
+            Share::Ready { dir } | Share::Failed { dir, .. } => dir.clone(),
+            Share::Absent => PathBuf::from(crate::share::GUEST_SHARE_DIR),
+        };
         Agent {
             sys,
             cgroup_root,
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
-            share,
+            share: Arc::new(RwLock::new(share)),
+            share_dir,
+            restore_sys: Arc::new(RealRestoreSys::default()),
+            guest_init: std::process::id() == 1,
+            restoring: tokio::sync::Mutex::new(()),
             oom_seen: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -89,6 +107,36 @@ impl Agent {
             ));
         }
         set_realtime(sec, usec)
+    }
+
+    /// AfterRestore (`crate::restore`): validates the request, then, only as the guest's
+    /// init (PID 1; development mode never touches the host's entropy, hostname, sysfs or
+    /// mounts), runs its steps, one call at a time, off the async workers. Returns the devices
+    /// probe_devices bound.
+    pub async fn after_restore(&self, req: AfterRestoreRequest) -> Result<Vec<String>> {
+        restore::validate(&req)?;
+        if !self.guest_init {
+            return Err(AgentError::precondition(
+                "AfterRestore: the agent is not the guest's init (PID 1); nothing is changed",
+            ));
+        }
+        let _one = self.restoring.lock().await;
+        let sys = self.restore_sys.clone();
+        let share = self.share.clone();
+        let dir = self.share_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            restore::run(&*sys, &req, &share, &dir, restore::PROBE_TIMEOUT)
+        })
+        .await
+        .map_err(|e| AgentError::internal(format!("AfterRestore: {e}")))?
+    }
+
+    /// The agent with AfterRestore on `sys`, acting as if it were the guest's init.
+    #[cfg(test)]
+    pub(crate) fn with_restore_sys(mut self, sys: Arc<dyn RestoreSys + Send + Sync>) -> Self {
+        self.restore_sys = sys;
+        self.guest_init = true;
+        self
     }
 
     fn get(&self, id: &str) -> Result<Arc<Container>> {
@@ -117,7 +165,11 @@ impl Agent {
         let spec = plan::parse_spec(&req.oci_spec)?;
         // The root file system and the bind sources come only through the sandbox share:
         // `<share>/<id>/rootfs` exactly, sources under `<share>/<id>/`.
-        let dir = self.share.container_dir(id)?;
+        let dir = self
+            .share
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .container_dir(id)?;
         let rootfs = dir.join(kata_rs_protocol::guest::ROOTFS_DIR);
         if req.rootfs_path.as_bytes() != rootfs.as_os_str().as_encoded_bytes() {
             return Err(AgentError::invalid(format!(

@@ -106,7 +106,9 @@ fn report(s: &Share) {
     }
 }
 
-fn mount_virtiofs(tag: &str, dir: &Path) -> std::result::Result<(), String> {
+/// `mount -t virtiofs <tag> <dir>` (nosuid, nodev), creating `dir`: the boot-time mount, and
+/// AfterRestore's (`crate::restore`). The error is the failed step and its errno text.
+pub fn mount_virtiofs(tag: &str, dir: &Path) -> std::result::Result<(), String> {
     use nix::mount::{mount, MsFlags};
     if tag.is_empty() {
         return Err(format!("{SHARE_CMDLINE_PARAM}= names no tag"));

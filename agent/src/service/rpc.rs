@@ -275,6 +275,21 @@ impl AgentService for Service {
         Ok(empty())
     }
 
+    async fn after_restore(
+        &self,
+        _ctx: &TtrpcContext,
+        req: AfterRestoreRequest,
+    ) -> ttrpc::Result<AfterRestoreResponse> {
+        let probed = self.0.after_restore(req).await.map_err(|e| {
+            tracing::warn!("{e}");
+            e
+        })?;
+        tracing::debug!(?probed, "AfterRestore done");
+        let mut r = AfterRestoreResponse::new();
+        r.probed = probed;
+        Ok(r)
+    }
+
     async fn shutdown(&self, _ctx: &TtrpcContext, _: Empty) -> ttrpc::Result<Empty> {
         self.0.kill_all().await;
         let _ = self.0.shutdown.try_send(());
