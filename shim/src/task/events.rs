@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use containerd_shim::{event::Event, Context};
 use containerd_shim_protos::{
-    events::task::TaskExit,
+    events::task::{TaskExit, TaskOOM},
     protobuf::{MessageDyn, MessageField},
 };
 use tracing::{debug, error};
@@ -33,6 +33,16 @@ impl Inner {
         {
             error!("publish {topic}: {e}");
         }
+    }
+
+    /// `/tasks/oom` for container `container_id` (from the guest's OOM watcher, or with the
+    /// exit of a process the guest says was OOM-killed).
+    pub(super) async fn publish_oom(&self, container_id: &str) {
+        self.publish(Box::new(TaskOOM {
+            container_id: container_id.to_string(),
+            ..Default::default()
+        }))
+        .await;
     }
 
     /// `/tasks/exit` for process `p` of container `container_id`, exited now.

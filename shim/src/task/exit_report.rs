@@ -16,6 +16,8 @@ pub(super) type ExitWaiter = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Where a process's end is reported.
 #[async_trait]
 pub(super) trait ExitSink: Send + Sync {
+    /// The id of the container the process belongs to (for the log).
+    fn container_id(&self) -> &str;
     /// Publishes `/tasks/oom` for the container.
     async fn publish_oom(&self);
     /// The container's exec processes still running, by exec id.
@@ -42,7 +44,7 @@ pub(super) async fn report_exit<S: ExitSink>(
     if is_init {
         for (exec, exited) in sink.running_execs() {
             if tokio::time::timeout(drain, exited).await.is_err() {
-                warn!(exec = %exec, "exec still running after the container's exit");
+                warn!(id = %sink.container_id(), exec = %exec, "exec still running after the container's exit");
             }
         }
     }

@@ -3,7 +3,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use containerd_shim_protos::events::task::TaskOOM;
 use tracing::{debug, info, warn};
 
 use super::TaskService;
@@ -28,12 +27,7 @@ impl TaskService {
                         let known = inner.state.lock().await.containers.contains_key(&id);
                         if known {
                             info!(id = %id, "OOM kill in the container");
-                            inner
-                                .publish(Box::new(TaskOOM {
-                                    container_id: id,
-                                    ..Default::default()
-                                }))
-                                .await;
+                            inner.publish_oom(&id).await;
                         } else if let Some(left_out) = unknown.admit(std::time::Instant::now()) {
                             warn!(
                                 sandbox = %sandbox.id,

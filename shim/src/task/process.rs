@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use containerd_shim::asynchronous::io::Stdio;
 use containerd_shim_protos::{
     api,
-    events::task::{TaskExecAdded, TaskExecStarted, TaskOOM, TaskStart},
+    events::task::{TaskExecAdded, TaskExecStarted, TaskStart},
     protobuf::{EnumOrUnknown, MessageField},
 };
 use tracing::{debug, info, warn};
@@ -379,13 +379,12 @@ struct ProcessExit<'a> {
 
 #[async_trait]
 impl ExitSink for ProcessExit<'_> {
+    fn container_id(&self) -> &str {
+        &self.c.id
+    }
+
     async fn publish_oom(&self) {
-        self.inner
-            .publish(Box::new(TaskOOM {
-                container_id: self.c.id.clone(),
-                ..Default::default()
-            }))
-            .await;
+        self.inner.publish_oom(&self.c.id).await;
     }
 
     fn running_execs(&self) -> Vec<(String, ExitWaiter)> {

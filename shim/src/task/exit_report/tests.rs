@@ -34,6 +34,10 @@ impl Fake {
 
 #[async_trait]
 impl ExitSink for Fake {
+    fn container_id(&self) -> &str {
+        "c1"
+    }
+
     async fn publish_oom(&self) {
         self.log.lock().unwrap().push("oom".into());
     }
