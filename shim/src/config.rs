@@ -13,6 +13,9 @@ use std::{
 
 use serde::Deserialize;
 
+mod factory;
+pub use factory::{FactoryConfig, DEFAULT_TEMPLATE_DIR, MAX_TEMPLATE_DIR_LEN};
+
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "KATA_RS_CONFIG";
 /// Who named the file when it came from [`CONFIG_ENV`] (error messages).
@@ -274,6 +277,8 @@ pub struct ConfigFile {
     pub shared_fs: SharedFsConfig,
     /// `[cgroup]`
     pub cgroup: CgroupConfig,
+    /// `[factory]` (VM templates)
+    pub factory: FactoryConfig,
 }
 
 /// The loaded configuration and where it came from.
@@ -490,6 +495,9 @@ impl Config {
                     cg.parent
                 ),
             ));
+        }
+        if let Err((key, what)) = self.file.factory.check() {
+            return Err(self.invalid(key, what));
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod container;
 pub mod error;
 pub mod exit_watch;
+pub mod factory;
 pub mod forward;
 pub mod host_cgroup;
 pub mod lost;

@@ -3,10 +3,7 @@
 //! VM. Containers live in a sandbox: a single container is its own sandbox (sandbox id =
 //! container id), a pod's containers share the pod sandbox's.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use tracing::{info, warn};
 
@@ -18,9 +15,14 @@ use crate::{
     host_cgroup::SandboxCgroup,
     network::PodNetwork,
     share::Share,
-    util::file_tail,
-    virtiofsd::{self, Virtiofsd, VirtiofsdSpec},
+    virtiofsd::{self, Virtiofsd},
     vmm::{self, Vmm, VmmExit, VmmSpec},
+};
+
+mod launch;
+use launch::console_tail;
+pub use launch::{
+    create_console_dir, create_console_log, launch, start_virtiofsd, vmm_exit_message,
 };
 
 /// How long a stopped sandbox waits for its virtiofsd to leave by itself (it does when the
@@ -158,7 +160,7 @@ impl Sandbox {
         cgroup: Option<Arc<SandboxCgroup>>,
     ) -> Result<Sandbox, StartError> {
         let r = Self::boot(config, id, paths, is_pod, net.as_ref(), cgroup).await;
-        let sandbox = match r {
+        let (sandbox, net_done) = match r {
             Ok(s) => s,
             Err(e) => {
                 if let Some(n) = &net {
@@ -172,7 +174,7 @@ impl Sandbox {
                 return Err(e);
             }
         };
-        if let Some(n) = &net {
+        if let Some(n) = net.as_ref().filter(|_| !net_done) {
             if let Err(e) = n.configure_guest(&sandbox.agent).await {
                 let exit = sandbox.kill().await;
                 info!(
@@ -195,6 +197,9 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// The VM and its virtiofsd: restored from a template when `[factory]` has one for this
+    /// configuration (the guest's network is then configured already: `true`), else booted
+    /// (`crate::factory::start_sandbox` decides and falls back).
     async fn boot(
         config: &Config,
         id: &str,
@@ -202,30 +207,81 @@ impl Sandbox {
         is_pod: bool,
         net: Option<&PodNetwork>,
         cgroup: Option<Arc<SandboxCgroup>>,
-    ) -> Result<Sandbox, StartError> {
-        let fs = start_virtiofsd(config, &paths).await?;
-        let r = Self::boot_vm(config, id, paths.clone(), is_pod, net, &fs).await;
-        match r {
-            Ok(v) => Ok(Sandbox {
-                id: v.id,
-                paths: v.paths,
-                cid: v.cid,
-                vmm: v.vmm,
-                agent: v.agent,
-                is_pod: v.is_pod,
-                fs,
-                network: v.network,
-                forward: std::sync::Mutex::new(None),
-                cgroup,
-                config: v.config,
-            }),
+    ) -> Result<(Sandbox, bool), StartError> {
+        let origin = cgroup.as_ref().map(|c| c.shim_origin.clone());
+        let (fs, v, net_done) = crate::factory::start_sandbox(
+            config,
+            id,
+            |dir| Self::boot_restored(config, id, &paths, is_pod, net, dir),
+            || Self::boot_cold(config, id, &paths, is_pod, net),
+            |config, key| crate::factory::make_in_background(config, key, origin),
+        )
+        .await?;
+        let sandbox = Sandbox {
+            id: v.id,
+            paths: v.paths,
+            cid: v.cid,
+            vmm: v.vmm,
+            agent: v.agent,
+            is_pod: v.is_pod,
+            fs,
+            network: v.network,
+            forward: std::sync::Mutex::new(None),
+            cgroup,
+            config: v.config,
+        };
+        Ok((sandbox, net_done))
+    }
+
+    async fn boot_cold(
+        config: &Config,
+        id: &str,
+        paths: &SandboxPaths,
+        is_pod: bool,
+        net: Option<&PodNetwork>,
+    ) -> Result<(Virtiofsd, SandboxVm, bool), StartError> {
+        let fs = start_virtiofsd(config, paths).await?;
+        match Self::boot_vm(config, id, paths.clone(), is_pod, net, &fs).await {
+            Ok(v) => Ok((fs, v, false)),
             Err(e) => {
-                let exit = fs.kill().await;
-                let _ = std::fs::remove_file(paths.state_dir.join(virtiofsd::PID_FILE));
+                stop_virtiofsd(&fs, paths, id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_restored(
+        config: &Config,
+        id: &str,
+        paths: &SandboxPaths,
+        is_pod: bool,
+        net: Option<&PodNetwork>,
+        template: std::path::PathBuf,
+    ) -> Result<(Virtiofsd, SandboxVm, bool), String> {
+        let fs = start_virtiofsd(config, paths).await.map_err(|e| e.0)?;
+        match crate::factory::restore(config, paths, net, &fs.socket, &template).await {
+            Ok(r) => {
                 info!(
                     sandbox = id,
-                    "virtiofsd {exit} after the VM failed to start"
+                    cid = r.cid,
+                    pid = r.vmm.pid(),
+                    "VM restored from {}",
+                    template.display()
                 );
+                let vm = SandboxVm {
+                    id: id.to_string(),
+                    paths: paths.clone(),
+                    cid: r.cid,
+                    vmm: r.vmm,
+                    agent: r.agent,
+                    is_pod,
+                    network: std::sync::Mutex::new(None),
+                    config: config.clone(),
+                };
+                Ok((fs, vm, true))
+            }
+            Err(e) => {
+                stop_virtiofsd(&fs, paths, id).await;
                 Err(e)
             }
         }
@@ -271,34 +327,12 @@ impl Sandbox {
                 disks: Vec::new(),
                 fs: Some(fs.socket.clone()),
                 net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
+                placeholder_slots: 0,
+                api_sock: None,
+                snapshot_root: None,
+                restore: None,
             };
-            // The agent is reached through the VMM's socket in the state directory: only
-            // root may enter it (the socket itself is 0600 too).
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| {
-                        StartError(format!("chmod 0700 {}: {e}", paths.state_dir.display()))
-                    })?;
-            }
-            // A fresh console log for every boot, so its tail is this boot's: made here,
-            // 0600 and exclusively (never through a symlink or into a file someone placed
-            // there), then opened by kata-vmm (O_NOFOLLOW).
-            let _ = std::fs::remove_file(&paths.console_log);
-            create_console_log(&paths.console_log).map_err(|e| {
-                StartError(format!(
-                    "cannot create the console log {}: {e}",
-                    paths.console_log.display()
-                ))
-            })?;
-            let vmm = Vmm::spawn(&spec).map_err(|e| StartError(e.to_string()))?;
-            if let Err(e) = vmm::write_pid_file(&paths.state_dir, vmm.pid()) {
-                vmm.kill_and_wait().await;
-                return Err(StartError(format!(
-                    "cannot write {}: {e}",
-                    paths.state_dir.join(vmm::PID_FILE).display()
-                )));
-            }
+            let vmm = launch(&spec, &paths).await?;
             let uds = paths.agent_socket();
             let ready = agent::wait_ready(
                 &uds,
@@ -488,6 +522,16 @@ impl Sandbox {
     }
 }
 
+/// Kills a virtiofsd whose VM did not start and removes its pid file.
+async fn stop_virtiofsd(fs: &Virtiofsd, paths: &SandboxPaths, id: &str) {
+    let exit = fs.kill().await;
+    let _ = std::fs::remove_file(paths.state_dir.join(virtiofsd::PID_FILE));
+    info!(
+        sandbox = id,
+        "virtiofsd {exit} after the VM failed to start"
+    );
+}
+
 /// A booted VM: the fields of a [`Sandbox`] but its virtiofsd.
 struct SandboxVm {
     id: String,
@@ -498,89 +542,6 @@ struct SandboxVm {
     is_pod: bool,
     network: std::sync::Mutex<Option<PodNetwork>>,
     config: Config,
-}
-
-/// Starts the sandbox's virtiofsd on its share and records its pid.
-async fn start_virtiofsd(config: &Config, paths: &SandboxPaths) -> Result<Virtiofsd, StartError> {
-    let c = &config.file.shared_fs;
-    let spec = VirtiofsdSpec {
-        path: c.virtiofsd.clone(),
-        shared_dir: paths.share().exported(),
-        socket: paths.state_dir.join(virtiofsd::SOCKET_FILE),
-        cache: c.cache.clone(),
-    };
-    let fs = Virtiofsd::start(&spec, Duration::from_secs(c.start_timeout_secs))
-        .await
-        .map_err(StartError)?;
-    if let Err(e) = crate::util::write_private(
-        &paths.state_dir.join(virtiofsd::PID_FILE),
-        format!("{}\n", fs.process.pid()).as_bytes(),
-    ) {
-        fs.kill().await;
-        return Err(StartError(format!(
-            "cannot write {}: {e}",
-            paths.state_dir.join(virtiofsd::PID_FILE).display()
-        )));
-    }
-    Ok(fs)
-}
-
-/// Creates an empty console log: mode 0600, `O_CREAT|O_EXCL|O_NOFOLLOW`.
-pub fn create_console_log(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map(drop)
-}
-
-/// Makes the console log directory (and its parents) and sets it to 0700: console logs are
-/// guest output, for root only.
-pub fn create_console_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let m = std::fs::symlink_metadata(dir)?;
-    if !m.is_dir() {
-        return Err(std::io::Error::other("not a directory"));
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-fn console_tail(path: &Path) -> String {
-    let tail = file_tail(path, 15);
-    if tail.is_empty() {
-        format!("; the guest console log {} is empty", path.display())
-    } else {
-        format!(
-            "; last lines of the guest console ({}):\n{tail}",
-            path.display()
-        )
-    }
-}
-
-/// The message for a VMM that exited before its agent answered.
-pub fn vmm_exit_message(
-    vmm: &Path,
-    exit: VmmExit,
-    error_line: Option<&str>,
-    console_log: &Path,
-) -> String {
-    let mut msg = format!("VMM {} {exit} before the agent answered", vmm.display());
-    match error_line {
-        Some(l) => msg.push_str(&format!(": {l}")),
-        None => msg.push_str(" (it printed nothing on stderr)"),
-    }
-    // A panic (2), a guest that stopped by itself (0) or a silent VMM: the console says why.
-    if matches!(exit, VmmExit::Code(0) | VmmExit::Code(2)) || error_line.is_none() {
-        msg.push_str(&console_tail(console_log));
-    }
-    msg
 }
 
 #[cfg(test)]

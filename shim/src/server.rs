@@ -122,6 +122,9 @@ pub async fn serve(flags: Flags) -> anyhow::Result<()> {
     if let Err(e) = std::fs::remove_file(&path) {
         warn!("remove {path}: {e}");
     }
+    // A template this shim is still making ([factory]) is finished (bounded) rather than
+    // killed with the shim.
+    crate::factory::wait_pending(std::time::Duration::from_secs(180)).await;
     Ok(())
 }
 

@@ -66,6 +66,16 @@ pub struct VmmSpec {
     /// Pod networking: the `--net` value (`tap=NAME,mac=MAC`) and the network namespace the
     /// VMM is started in (where that tap lives).
     pub net: Option<(String, PathBuf)>,
+    /// VM templates (`crate::factory`): empty virtio-mmio slots after the other devices
+    /// (`--placeholder-slots`), which a restore fills with the sandbox's devices; 0: none.
+    pub placeholder_slots: u8,
+    /// The control socket (`--api-sock`): pause and snapshot of a template VM.
+    pub api_sock: Option<PathBuf>,
+    /// Where the control request `snapshot` may write (`--snapshot-root`).
+    pub snapshot_root: Option<PathBuf>,
+    /// Start from this template instead of booting (`--restore`); the other fields describe
+    /// the VM as for a boot, with the sandbox's own devices.
+    pub restore: Option<PathBuf>,
 }
 
 impl VmmSpec {
@@ -123,6 +133,20 @@ impl VmmSpec {
         if let Some(socket) = &self.fs {
             a.push("--fs".into());
             a.push(crate::virtiofsd::vmm_fs_arg(socket));
+        }
+        if self.placeholder_slots > 0 {
+            a.push("--placeholder-slots".into());
+            a.push(self.placeholder_slots.to_string().into());
+        }
+        for (flag, v) in [
+            ("--api-sock", &self.api_sock),
+            ("--snapshot-root", &self.snapshot_root),
+            ("--restore", &self.restore),
+        ] {
+            if let Some(p) = v {
+                a.push(flag.into());
+                a.push(p.clone().into());
+            }
         }
         a
     }

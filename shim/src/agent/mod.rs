@@ -28,6 +28,8 @@ pub const READ_CHUNK: u32 = 32 * 1024;
 pub const MAX_PIDS: usize = 65_536;
 /// Most memory.stat entries accepted from one StatsContainer.
 pub const MAX_MEMORY_STAT_KEYS: usize = 256;
+/// Most device names accepted from one AfterRestore.
+pub const MAX_PROBED: usize = 64;
 
 /// A connection to one VM's agent.
 #[derive(Clone)]
@@ -504,6 +506,36 @@ impl Agent {
             Ok(()) => tracing::info!(sandbox, "guest clock set to the host's ({when})"),
             Err(e) => tracing::warn!(sandbox, "cannot set the guest clock ({when}): {e}"),
         }
+    }
+
+    /// `AfterRestore` (a VM restored from a template becomes this sandbox's): `entropy` for
+    /// the guest's pool, its new `hostname` (empty: left as it is), the virtio-fs `share_tag`
+    /// to mount (empty: none), and whether to probe the filled placeholder slots. Returns the
+    /// platform devices the agent bound (at most [`MAX_PROBED`], each name cleaned).
+    pub async fn after_restore(
+        &self,
+        entropy: Vec<u8>,
+        hostname: &str,
+        share_tag: &str,
+        probe_devices: bool,
+    ) -> Result<Vec<String>, AgentError> {
+        let req = pb::AfterRestoreRequest {
+            entropy,
+            hostname: hostname.to_string(),
+            share_tag: share_tag.to_string(),
+            probe_devices,
+            ..Default::default()
+        };
+        let r = self
+            .timed("AfterRestore", self.client.after_restore(self.ctx(), &req))
+            .await?;
+        if r.probed.len() > MAX_PROBED {
+            return Err(AgentError::BadReply {
+                method: "AfterRestore",
+                message: format!("{} probed devices (at most {MAX_PROBED})", r.probed.len()),
+            });
+        }
+        Ok(r.probed.iter().map(|d| sanitize(d, 64)).collect())
     }
 
     /// `Shutdown`: the guest reboots, which ends the VMM.

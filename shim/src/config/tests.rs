@@ -295,3 +295,53 @@ fn validate_rejects_non_executable_vmm_and_bad_ranges() {
         .to_string()
         .contains("is not executable"));
 }
+
+#[test]
+fn factory_is_off_by_default_and_read() {
+    let c = Config::parse("", src()).unwrap();
+    assert!(!c.file.factory.template);
+    assert_eq!(
+        c.file.factory.template_dir,
+        PathBuf::from("/var/lib/kata-rs/templates")
+    );
+    let c = Config::parse(
+        "[factory]\ntemplate = true\ntemplate_dir = \"/srv/tpl\"\n",
+        src(),
+    )
+    .unwrap();
+    assert!(c.file.factory.template);
+    assert_eq!(c.file.factory.template_dir, PathBuf::from("/srv/tpl"));
+    let e = Config::parse("[factory]\ntemplates = true\n", src())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `templates`"), "{e}");
+    assert!(e.contains("template_dir"), "the known keys are listed: {e}");
+    let e = Config::parse("[factory]\ntemplate = \"yes\"\n", src())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("template"), "{e}");
+}
+
+#[test]
+fn validate_refuses_a_bad_template_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("/{}", "t".repeat(MAX_TEMPLATE_DIR_LEN));
+    for bad in ["templates", "/a/../b", long.as_str()] {
+        let text = format!(
+            "{}\n[factory]\ntemplate = true\ntemplate_dir = {bad:?}\n",
+            with_files(dir.path())
+        );
+        let e = Config::parse(&text, src())
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("factory.template_dir"), "{bad}: {e}");
+        assert!(e.contains("test.toml"), "{bad}: {e}");
+    }
+    let text = format!(
+        "{}\n[factory]\ntemplate = true\ntemplate_dir = \"/srv/kata/tpl\"\n",
+        with_files(dir.path())
+    );
+    Config::parse(&text, src()).unwrap().validate().unwrap();
+}

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{ConfigFile, ConfigSource};
+use std::path::Path;
 
 fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
     let mut f = ConfigFile::default();

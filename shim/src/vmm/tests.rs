@@ -30,7 +30,36 @@ fn spec(path: &str) -> VmmSpec {
         fs: None,
         net: None,
         jail_id: None,
+        placeholder_slots: 0,
+        api_sock: None,
+        snapshot_root: None,
+        restore: None,
     }
+}
+
+#[test]
+fn template_and_restore_arguments() {
+    let mut s = spec("/vmm");
+    s.placeholder_slots = 4;
+    s.api_sock = Some("/t/.work-k/api.sock".into());
+    s.snapshot_root = Some("/t/.work-k/snap".into());
+    let a = arg_strings(&s).join(" ");
+    assert!(
+        a.ends_with(
+            "--placeholder-slots 4 --api-sock /t/.work-k/api.sock --snapshot-root /t/.work-k/snap"
+        ),
+        "{a}"
+    );
+    assert!(!a.contains("--restore"), "{a}");
+    let mut s = spec("/vmm");
+    s.restore = Some("/t/k".into());
+    s.fs = Some("/s/virtiofsd.sock".into());
+    let a = arg_strings(&s).join(" ");
+    assert!(
+        a.ends_with("--fs socket=/s/virtiofsd.sock,tag=kata-rs --restore /t/k"),
+        "{a}"
+    );
+    assert!(!a.contains("--placeholder-slots"), "{a}");
 }
 
 /// The VMM's arguments for `s`, as strings.

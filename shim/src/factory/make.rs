@@ -1,0 +1,204 @@
+//! Making a template: a VM of the sandbox's configuration booted without per-sandbox
+//! devices (no share, no network, no disk) but with [`PLACEHOLDER_SLOTS`] empty slots for
+//! them, paused and saved once its agent answers `Check`, then stopped. Its files live in
+//! `<template_dir>/.work-<key>/` (removed on every outcome); the snapshot is published by a
+//! rename. The VMM is the shim's child (PR_SET_PDEATHSIG): it dies with the shim.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kata_rs_protocol::control::{Client, Reply, Request, Response, VmState};
+
+use super::{key::TemplateKey, store, PLACEHOLDER_SLOTS};
+use crate::config::Config;
+use crate::host_cgroup::HostCgroup;
+use crate::vmm::{self, Vmm, VmmSpec};
+
+/// How long the control requests (pause, snapshot) may take each.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Beyond the agent's dial timeout, how long saving the template VM may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What became of one attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Made {
+    /// The template is at this path; the time it took.
+    Made(std::path::PathBuf, Duration),
+    /// Another shim holds the key's lock, or the template exists already.
+    Skipped(&'static str),
+}
+
+/// Makes `key`'s template under `config`'s `factory.template_dir`, unless another shim is
+/// making it or it exists. Leaves nothing but the published template behind; an error says
+/// which step failed.
+pub async fn make(
+    config: &Config,
+    key: &TemplateKey,
+    cgroup: Option<&HostCgroup>,
+) -> Result<Made, String> {
+    let t0 = Instant::now();
+    let root = config.file.factory.template_dir.clone();
+    store::ensure_root(&root).map_err(|e| format!("template directory: {e}"))?;
+    let Some(lock) =
+        store::try_lock(&root, &key.name).map_err(|e| format!("lock of {key}: {e}"))?
+    else {
+        return Ok(Made::Skipped("another shim is making it"));
+    };
+    if store::find(&root, key).ok().flatten().is_some() {
+        return Ok(Made::Skipped("it exists"));
+    }
+    let work = store::work_dir(&root, key);
+    // A work directory left by a shim that died while making this key (we hold its lock).
+    let _ = store::remove_entry(&root, &format!(".work-{}", key.name));
+    let r = make_in(config, key, &work, cgroup).await;
+    let _ = std::fs::remove_dir_all(&work);
+    drop(lock);
+    let dir = r?;
+    for gone in store::remove_stale(&root, key) {
+        tracing::info!("template {gone} removed (stale)");
+    }
+    Ok(Made::Made(dir, t0.elapsed()))
+}
+
+async fn make_in(
+    config: &Config,
+    key: &TemplateKey,
+    work: &Path,
+    cgroup: Option<&HostCgroup>,
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let h = &config.file.hypervisor;
+    let snap = work.join("snap");
+    let mkdir = |d: &Path| {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(d)
+            .map_err(|e| format!("create {}: {e}", d.display()))
+    };
+    mkdir(work)?;
+    mkdir(&snap)?;
+    let console = work.join("console.log");
+    crate::sandbox::create_console_log(&console)
+        .map_err(|e| format!("create {}: {e}", console.display()))?;
+    let cid = vmm::random_cid();
+    let jail_id = h.jail_id(cid);
+    // The jailed VMM writes the snapshot as its own id.
+    if let Some(id) = jail_id {
+        std::os::unix::fs::lchown(&snap, Some(id), Some(id))
+            .map_err(|e| format!("chown {}: {e}", snap.display()))?;
+    }
+    let api = work.join("api.sock");
+    let uds = work.join(vmm::VSOCK_SOCKET_FILE);
+    let spec = VmmSpec {
+        path: h.path.clone(),
+        kernel: h.kernel.clone(),
+        initrds: vec![h.initrd.clone()],
+        mem_mib: h.memory_mib,
+        vcpus: h.vcpus,
+        cid,
+        vsock_uds: Some(uds.clone()),
+        jail_id,
+        console_log: console.clone(),
+        console_limits: Some((
+            config.file.runtime.console_log_max_kib,
+            config.file.runtime.console_log_rate_kib,
+        )),
+        // No `kata_rs.share=`: the share is mounted by AfterRestore.
+        cmdline: h.kernel_params.trim().to_string(),
+        disks: Vec::new(),
+        fs: None,
+        net: None,
+        placeholder_slots: PLACEHOLDER_SLOTS,
+        api_sock: Some(api.clone()),
+        snapshot_root: Some(snap.clone()),
+        restore: None,
+    };
+    let vm = Vmm::spawn(&spec).map_err(|e| e.to_string())?;
+    let saved = match cgroup.map(|c| c.enter(vm.pid())).transpose() {
+        Err(e) => Ok(Err(format!("the template VM's cgroup: {e}"))),
+        Ok(_) => {
+            tokio::time::timeout(
+                config.dial_timeout() + SAVE_TIMEOUT,
+                save(config, &vm, &uds, &api, &snap),
+            )
+            .await
+        }
+    };
+    let exit = vm.kill_and_wait().await;
+    match saved {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let why = vm.error_line().await;
+            return Err(match why {
+                Some(l) => format!("{e} (template VMM {exit}: {l})"),
+                None => e,
+            });
+        }
+        Err(_) => {
+            return Err(format!(
+                "the template VM was not saved within {:?}",
+                config.dial_timeout() + SAVE_TIMEOUT
+            ))
+        }
+    }
+    store::publish(&config.file.factory.template_dir, key, &snap)
+        .map_err(|e| format!("publishing the template: {e}"))
+}
+
+/// Waits for the template VM's agent, then pauses and saves the VM into `snap`.
+async fn save(
+    config: &Config,
+    vm: &Vmm,
+    uds: &Path,
+    api: &Path,
+    snap: &Path,
+) -> Result<(), String> {
+    let ready = crate::agent::wait_ready(
+        uds,
+        kata_rs_protocol::AGENT_VSOCK_PORT,
+        config.dial_timeout(),
+        Duration::from_secs(2),
+        config.request_timeout(),
+        vm.wait(),
+    )
+    .await;
+    match ready {
+        Ok((agent, _)) => drop(agent),
+        Err(crate::agent::NotReady::VmmExited(e)) => {
+            return Err(format!("the template VMM {e} before its agent answered"))
+        }
+        Err(crate::agent::NotReady::Timeout(last)) => {
+            return Err(format!(
+                "the template VM's agent did not answer within {:?}{}",
+                config.dial_timeout(),
+                last.map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ))
+        }
+    }
+    // The Check connection closes before the VM is saved (a restore resets vsock anyway).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let api = api.to_path_buf();
+    let dir = snap.to_path_buf();
+    tokio::task::spawn_blocking(move || control(&api, &dir))
+        .await
+        .map_err(|e| format!("control requests: {e}"))?
+}
+
+/// `pause`, then `snapshot {dir}` over the VMM's control socket.
+fn control(api: &Path, dir: &Path) -> Result<(), String> {
+    let mut c =
+        Client::connect(api, CONTROL_TIMEOUT).map_err(|e| format!("control socket: {e}"))?;
+    match c.call(&Request::Pause {}) {
+        Ok(Response::Ok(Reply::State(VmState::Paused))) => {}
+        Ok(r) => return Err(format!("pause: {r}")),
+        Err(e) => return Err(format!("pause: {e}")),
+    }
+    match c.call(&Request::Snapshot {
+        dir: dir.to_path_buf(),
+    }) {
+        Ok(Response::Ok(Reply::Snapshot(_))) => Ok(()),
+        Ok(r) => Err(format!("snapshot: {r}")),
+        Err(e) => Err(format!("snapshot: {e}")),
+    }
+}

@@ -1,0 +1,164 @@
+//! Starting a sandbox's VM from a template: `kata-vmm --restore DIR` with the sandbox's own
+//! devices (its share's virtiofsd, its tap) in the template's placeholder slots, launched as
+//! a cold boot is (`crate::sandbox::launch`: state directory, console log, jail, pid file,
+//! the pod's network namespace); then, once the agent answers, `AfterRestore` (fresh
+//! entropy, the filled slots probed, the share mounted), the guest clock, and the pod
+//! network's RPCs.
+
+use std::path::Path;
+
+use crate::agent::{self, Agent, NotReady};
+use crate::config::Config;
+use crate::network::PodNetwork;
+use crate::sandbox::SandboxPaths;
+use crate::vmm::{self, Vmm, VmmSpec};
+
+/// The restored VM's control socket in the sandbox's state directory.
+pub const API_SOCKET_FILE: &str = "kata-vmm-api.sock";
+/// Bytes of the host's randomness given to each restored guest.
+pub const ENTROPY_BYTES: usize = 64;
+
+/// A VM restored from a template, its agent ready and told it is this sandbox's.
+pub struct Restored {
+    /// The VMM.
+    pub vmm: Vmm,
+    /// The agent connection.
+    pub agent: Agent,
+    /// The guest's vsock CID.
+    pub cid: u32,
+}
+
+/// Restores `template` as sandbox `id`'s VM (see the module). On failure the VMM is killed
+/// and reaped and its pid file removed; the error names the step (and quotes the VMM's
+/// error line when it ended).
+pub async fn restore(
+    config: &Config,
+    paths: &SandboxPaths,
+    net: Option<&PodNetwork>,
+    fs_socket: &Path,
+    template: &Path,
+) -> Result<Restored, String> {
+    let h = &config.file.hypervisor;
+    let cid = vmm::random_cid();
+    let spec = VmmSpec {
+        path: h.path.clone(),
+        kernel: h.kernel.clone(),
+        initrds: vec![h.initrd.clone()],
+        mem_mib: h.memory_mib,
+        vcpus: h.vcpus,
+        cid,
+        vsock_uds: Some(paths.agent_socket()),
+        jail_id: h.jail_id(cid),
+        console_log: paths.console_log.clone(),
+        console_limits: Some((
+            config.file.runtime.console_log_max_kib,
+            config.file.runtime.console_log_rate_kib,
+        )),
+        cmdline: h.kernel_params.trim().to_string(),
+        disks: Vec::new(),
+        fs: Some(fs_socket.to_path_buf()),
+        net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
+        // The snapshot's placeholder slots come with it (kata-vmm refuses the flag here).
+        placeholder_slots: 0,
+        api_sock: Some(paths.state_dir.join(API_SOCKET_FILE)),
+        snapshot_root: None,
+        restore: Some(template.to_path_buf()),
+    };
+    let vm = crate::sandbox::launch(&spec, paths)
+        .await
+        .map_err(|e| e.0)?;
+    let devices = 1 + usize::from(net.is_some());
+    match after_restore(config, &vm, paths, net, devices).await {
+        Ok(agent) => Ok(Restored {
+            vmm: vm,
+            agent,
+            cid,
+        }),
+        Err(e) => {
+            let ended = vm.exited().is_some();
+            vm.kill_and_wait().await;
+            let _ = std::fs::remove_file(paths.state_dir.join(vmm::PID_FILE));
+            let _ = std::fs::remove_file(paths.state_dir.join(API_SOCKET_FILE));
+            // A VMM that ended by itself said why on stderr (e.g. a refused snapshot).
+            Err(match vm.error_line().await.filter(|_| ended) {
+                Some(l) => format!("{e}: {l}"),
+                None => e,
+            })
+        }
+    }
+}
+
+/// The agent of the restored VM, once it answers and has done `AfterRestore` (expecting
+/// `devices` slots probed), the clock and the network.
+async fn after_restore(
+    config: &Config,
+    vm: &Vmm,
+    paths: &SandboxPaths,
+    net: Option<&PodNetwork>,
+    devices: usize,
+) -> Result<Agent, String> {
+    let ready = agent::wait_ready(
+        &paths.agent_socket(),
+        kata_rs_protocol::AGENT_VSOCK_PORT,
+        config.dial_timeout(),
+        std::time::Duration::from_secs(2),
+        config.request_timeout(),
+        vm.wait(),
+    )
+    .await;
+    let agent = match ready {
+        Ok((a, _)) => a,
+        Err(NotReady::VmmExited(e)) => {
+            return Err(format!("the restored VMM {e} before its agent answered"))
+        }
+        Err(NotReady::Timeout(last)) => {
+            return Err(format!(
+                "the restored VM's agent did not answer within {:?}{}",
+                config.dial_timeout(),
+                last.map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            ))
+        }
+    };
+    let entropy = random_bytes(ENTROPY_BYTES)?;
+    // The VM's own hostname stays the kernel's default, as after a cold boot (containers get
+    // theirs from their spec).
+    let probed = agent
+        .after_restore(entropy, "", kata_rs_protocol::guest::SHARE_TAG, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    if probed.len() < devices {
+        return Err(format!(
+            "AfterRestore bound {} device(s) ({}), the sandbox has {devices}",
+            probed.len(),
+            probed.join(", ")
+        ));
+    }
+    agent
+        .set_guest_date_time()
+        .await
+        .map_err(|e| format!("the guest clock: {e}"))?;
+    if let Some(n) = net {
+        n.configure_guest(&agent).await?;
+    }
+    Ok(agent)
+}
+
+/// `n` bytes from the kernel's random source (`getrandom(2)`).
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
+    let mut b = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`, which we own.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), n - got, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("getrandom: {e}"));
+        }
+        got += r as usize;
+    }
+    Ok(b)
+}
