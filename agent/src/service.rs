@@ -46,8 +46,9 @@ pub struct Agent {
     restore_sys: Arc<dyn RestoreSys + Send + Sync>,
     /// Whether AfterRestore may act: only as the guest's init (PID 1).
     guest_init: bool,
-    /// One AfterRestore at a time.
-    restoring: tokio::sync::Mutex<()>,
+    /// One AfterRestore at a time (held by its blocking task, which outlives a cancelled
+    /// request).
+    restoring: Arc<tokio::sync::Mutex<()>>,
     /// oom_kill counts already reported by GetOomEvent.
     oom_seen: Mutex<HashMap<String, u64>>,
     shutdown: tokio::sync::mpsc::Sender<()>,
@@ -91,7 +92,7 @@ impl Agent {
             share_dir,
             restore_sys: Arc::new(RealRestoreSys::default()),
             guest_init: std::process::id() == 1,
-            restoring: tokio::sync::Mutex::new(()),
+            restoring: Arc::new(tokio::sync::Mutex::new(())),
             oom_seen: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -120,11 +121,12 @@ impl Agent {
                 "AfterRestore: the agent is not the guest's init (PID 1); nothing is changed",
             ));
         }
-        let _one = self.restoring.lock().await;
+        let one = self.restoring.clone().lock_owned().await;
         let sys = self.restore_sys.clone();
         let share = self.share.clone();
         let dir = self.share_dir.clone();
         tokio::task::spawn_blocking(move || {
+            let _one = one;
             restore::run(&*sys, &req, &share, &dir, restore::PROBE_TIMEOUT)
         })
         .await
