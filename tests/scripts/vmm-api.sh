@@ -5,10 +5,14 @@
 # stop the VMM, start a new kata-vmm with --restore from it: the restored guest's agent answers
 # over the hybrid vsock socket; its time to answer against the cold boot's; a snapshot for
 # another configuration, one whose memory file is cut short and one of another format
-# version are refused with errors naming what differs.
-# $1: the vmm_api client (vmm/examples/vmm_api.rs, given through KATA_RS_NODE_EXTRA).
-# Markers are checked by tests/tests/vmm.rs.
+# version are refused with errors naming what differs. Templates (issue 14): the cold boot has
+# two placeholder slots (DeviceID 0); the restore puts a second tap card into one of them
+# (reset, unprobed); a third VMM restores with --fs into one, its guest RAM copied into memfds
+# (--restore-memory auto = copy with --fs), virtiofsd answering the vhost-user handshake.
+# $1: the vmm_api client (vmm/examples/vmm_api.rs), $2: virtiofsd (both given through
+# KATA_RS_NODE_EXTRA). Markers are checked by tests/tests/vmm.rs.
 API="$KATA_RS_PAYLOAD/extra$1"
+VFSD="$KATA_RS_PAYLOAD/extra$2"
 CID=44
 LOG=$KATA_RS_WORK/vmm-api-console.log
 SOCK=$KATA_RS_WORK/vmm-api.sock
@@ -37,7 +41,7 @@ first_check() {
 }
 : > "$LOG"
 T0=$(ms)
-kata-vmm $VM_ARGS --console-log "$LOG" > "$KATA_RS_WORK/vmm-api.out" 2>&1 &
+kata-vmm $VM_ARGS --placeholder-slots 2 --console-log "$LOG" > "$KATA_RS_WORK/vmm-api.out" 2>&1 &
 VPID=$!
 if kata_rs_wait_for "$LOG" 'kata-rs-agent: ready' 180; then echo "agent-ready=yes"; else echo "agent-ready=no"; fi
 first_check 60; echo "cold-check-rc=$?"
@@ -108,13 +112,16 @@ rm -rf "$SNAPROOT/cut" "$SNAPROOT/v9"
 echo "== restore"
 RLOG=$KATA_RS_WORK/vmm-api-restored.log
 T0=$(ms)
-KATA_VMM_DEBUG=1 kata-vmm $VM_ARGS --console-log "$RLOG" --restore "$SNAP" > "$KATA_RS_WORK/vmm-api-restored.out" 2>&1 &
+# A second card on a new tap goes into the snapshot's first placeholder slot.
+KATA_VMM_DEBUG=1 kata-vmm $VM_ARGS --net tap=ktfill0 --console-log "$RLOG" --restore "$SNAP" > "$KATA_RS_WORK/vmm-api-restored.out" 2>&1 &
 VPID=$!
 first_check 120; echo "restored-check-rc=$?"
 echo "restore-ms=$(( $(ms) - T0 ))"
 # The VMM's own part (state file to running vCPUs), and what one check of a running agent
 # costs (process start, handshake, RPC): the rest of restore-ms.
 echo "restore-vmm=$(grep -o 'VM restored in [^ ]*' "$KATA_RS_WORK/vmm-api-restored.out" | cut -d' ' -f4)"
+# DeviceID/Status of each slot as the guest reads them (KATA_VMM_DEBUG line).
+echo "restored-slots=$(sed -n 's/.*virtio-mmio slots (DeviceID\/Status): //p' "$KATA_RS_WORK/vmm-api-restored.out" | tr ' ' ,)"
 api api-restored state
 # Not the first connection only: the muxer of the restored VMM serves new ones as before.
 T0=$(ms)
@@ -141,6 +148,43 @@ set -- $(rss_pss $VPID2); echo "restored2-rss-kib=$1"; echo "restored2-pss-kib=$
 timeout 120 kata-agent-ctl --uds "$V2SOCK" shutdown; echo "second-shutdown-rc=$?"
 kata_rs_wait_exit $VPID2 60 second-vmm-rc
 rm -f "$KATA_RS_WORK/vmm-api2.sock"
+
+echo "== restore with --fs (memory copied)"
+# virtiofsd serves a fresh share; the VMM restores with --fs into a placeholder slot, guest
+# RAM in memfds the backend can map (the handshake is made before the jail, as at a boot).
+# From s2, the snapshot of the restored VM (a template of a template: its second card, never
+# probed, is now one of its own devices, so the share goes into its last placeholder). Not
+# from s1: the node's work directory is a tmpfs, where the map restores' read faults (and
+# saving s2 reads all guest RAM) filled s1's memory file's holes with pages.
+S2=$SNAPROOT/s2
+echo "s2-memory-disk-kib=$(du -k "$S2/memory" | cut -f1)"
+FSW=$KATA_RS_WORK/vmm-api-fs; mkdir -p "$FSW/shared"
+"$VFSD" --socket-path="$FSW/vfsd.sock" --shared-dir="$FSW/shared" --sandbox=namespace \
+    --cache=auto > "$FSW/vfsd.log" 2>&1 &
+FPID=$!
+i=0; while [ $i -lt 300 ] && [ ! -S "$FSW/vfsd.sock" ]; do sleep 0.1; i=$((i + 1)); done
+V3SOCK=$KATA_RS_WORK/vmm-api3.vsock
+T0=$(ms)
+KATA_VMM_DEBUG=1 kata-vmm $(echo "$VM_ARGS" | sed "s|$VSOCK|$V3SOCK|; s|$SOCK|$KATA_RS_WORK/vmm-api3.sock|; s|ktsnap0|ktsnap2|") \
+    --net tap=ktfill2 --fs "socket=$FSW/vfsd.sock,tag=kataShared" \
+    --console-log "$KATA_RS_WORK/vmm-api3.log" --restore "$S2" > "$FSW/vmm.out" 2>&1 &
+VPID3=$!
+first_check 120 "$V3SOCK"; echo "copy-check-rc=$?"
+echo "restore-copy-ms=$(( $(ms) - T0 ))"
+echo "restore-copy-vmm=$(grep -o 'VM restored in [^ ]*' "$FSW/vmm.out" | cut -d' ' -f4)"
+echo "copy-bytes=$(sed -n 's/.*guest RAM copied into memfds: \([0-9]*\) bytes.*/\1/p' "$FSW/vmm.out")"
+echo "copy-slots=$(sed -n 's/.*virtio-mmio slots (DeviceID\/Status): //p' "$FSW/vmm.out" | tr ' ' ,)"
+echo "copy-fs-handshake=$(grep -c 'debug: fs: tag kataShared' "$FSW/vmm.out")"
+# Guest RAM: the memfds' shared mappings (what SET_MEM_TABLE passes), no mapping of the
+# snapshot's memory file.
+echo "copy-memfd-maps=$(grep -c 'memfd:kata-vmm-ram' /proc/$VPID3/maps)"
+echo "copy-file-maps=$(grep -c "$S2/memory" /proc/$VPID3/maps)"
+set -- $(rss_pss $VPID3); echo "copied-rss-kib=$1"
+timeout 120 kata-agent-ctl --uds "$V3SOCK" shutdown; echo "copy-shutdown-rc=$?"
+kata_rs_wait_exit $VPID3 60 copy-vmm-rc
+grep -v 'debug: limits' "$FSW/vmm.out" | sed 's/^/copy-stderr| /'
+kill $FPID 2>/dev/null; wait $FPID 2>/dev/null
+rm -rf "$FSW" "$KATA_RS_WORK/vmm-api3.sock" "$V3SOCK"
 
 echo "== end"
 timeout 120 kata-agent-ctl --uds "$VSOCK" shutdown

@@ -228,6 +228,15 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         }
     }
 
+    // What the guest will read in each slot (DeviceID and Status registers): a filled
+    // placeholder shows its device, reset.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        debug!(
+            "virtio-mmio slots (DeviceID/Status): {}",
+            slot_registers(&dm)
+        );
+    }
+
     let vcpus = match (&restore, &bi) {
         (Some((state, _)), _) => vcpu::create_restored(&vm, &state.vcpus)?,
         (None, Some(bi)) => vcpu::create(&vm, cfg.vcpus, bi)?,
@@ -398,4 +407,20 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         _mem: mem,
         _threads: threads,
     })
+}
+
+/// `slot:DeviceID/Status` of every slot, read through the transports' register windows.
+fn slot_registers(dm: &DeviceManager) -> String {
+    use crate::devices::virtio::transport::reg;
+    let read = |t: &crate::devices::SharedTransport, offset| {
+        let mut b = [0u8; 4];
+        lock_transport(t).read(offset, &mut b);
+        u32::from_le_bytes(b)
+    };
+    dm.transports()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{i}:{}/{}", read(t, reg::DEVICE_ID), read(t, reg::STATUS)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

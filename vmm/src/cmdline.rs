@@ -6,10 +6,12 @@ use vm_memory::GuestAddress;
 use crate::layout::CMDLINE_MAX_SIZE;
 
 /// The VMM's fixed kernel arguments: serial console, keyboard-controller reset (which the VMM
-/// turns into its own exit), reset one second after a panic, no PCI/ACPI probing, a single
-/// 8250 port, and no i8042 probing beyond what `reboot=k` needs.
-pub const BASE_CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=k panic=1 pci=off \
-nomodules i8042.noaux i8042.nomux i8042.dumbkbd quiet";
+/// turns into its own exit), a kernel oops made a panic and a reset one second after a panic
+/// (an oopsed guest kernel may hold locks forever, e.g. a dead virtio-fs completion worker
+/// stops every file request: ending the VM at once beats a guest that hangs), no PCI/ACPI
+/// probing, a single 8250 port, and no i8042 probing beyond what `reboot=k` needs.
+pub const BASE_CMDLINE: &str = "console=ttyS0 8250.nr_uarts=1 reboot=k panic=1 oops=panic \
+pci=off nomodules i8042.noaux i8042.nomux i8042.dumbkbd quiet";
 
 /// A virtio-mmio device as the guest kernel learns it from the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +115,7 @@ mod tests {
             )
         );
         assert!(s.starts_with("console=ttyS0 "));
-        assert!(s.contains("reboot=k") && s.contains("panic=1"));
+        assert!(s.contains("reboot=k") && s.contains("panic=1") && s.contains("oops=panic"));
     }
 
     #[test]
