@@ -9,10 +9,13 @@
 # two placeholder slots (DeviceID 0); the restore puts a second tap card into one of them
 # (reset, unprobed); a third VMM restores with --fs into one, its guest RAM copied into memfds
 # (--restore-memory auto = copy with --fs), virtiofsd answering the vhost-user handshake.
-# $1: the vmm_api client (vmm/examples/vmm_api.rs), $2: virtiofsd (both given through
-# KATA_RS_NODE_EXTRA). Markers are checked by tests/tests/vmm.rs.
+# The agent's AfterRestore (agent/examples/after-restore.rs) then binds the filled slot again
+# and the guest's virtio-net driver probes the card there.
+# $1: the vmm_api client (vmm/examples/vmm_api.rs), $2: virtiofsd, $3: the after-restore
+# client (all given through KATA_RS_NODE_EXTRA). Markers are checked by tests/tests/vmm.rs.
 API="$KATA_RS_PAYLOAD/extra$1"
 VFSD="$KATA_RS_PAYLOAD/extra$2"
+AFTER="$KATA_RS_PAYLOAD/extra$3"
 CID=44
 LOG=$KATA_RS_WORK/vmm-api-console.log
 SOCK=$KATA_RS_WORK/vmm-api.sock
@@ -123,6 +126,9 @@ echo "restore-vmm=$(grep -o 'VM restored in [^ ]*' "$KATA_RS_WORK/vmm-api-restor
 # DeviceID/Status of each slot as the guest reads them (KATA_VMM_DEBUG line).
 echo "restored-slots=$(sed -n 's/.*virtio-mmio slots (DeviceID\/Status): //p' "$KATA_RS_WORK/vmm-api-restored.out" | tr ' ' ,)"
 api api-restored state
+# The agent rebinds every unbound virtio-mmio platform device: slot 4 (the new card) gets the
+# virtio-net driver, slot 5 (still DeviceID 0) stays unbound.
+echo "after-restore=$(timeout 60 "$AFTER" "$VSOCK" --hostname restored1 2>&1 | tr ' ' _)"
 # Not the first connection only: the muxer of the restored VMM serves new ones as before.
 T0=$(ms)
 timeout 120 kata-agent-ctl --uds "$VSOCK" check; echo "restored-check2-rc=$?"
@@ -179,6 +185,9 @@ echo "copy-fs-handshake=$(grep -c 'debug: fs: tag kataShared' "$FSW/vmm.out")"
 # snapshot's memory file.
 echo "copy-memfd-maps=$(grep -c 'memfd:kata-vmm-ram' /proc/$VPID3/maps)"
 echo "copy-file-maps=$(grep -c "$S2/memory" /proc/$VPID3/maps)"
+# AfterRestore binds slot 5: the guest's virtio-fs driver starts the device (the memfds go to
+# virtiofsd with SET_MEM_TABLE), and the agent mounts the share through it.
+echo "copy-after-restore=$(timeout 60 "$AFTER" "$V3SOCK" --hostname restored3 --share-tag kataShared 2>&1 | tr ' ' _)"
 set -- $(rss_pss $VPID3); echo "copied-rss-kib=$1"
 timeout 120 kata-agent-ctl --uds "$V3SOCK" shutdown; echo "copy-shutdown-rc=$?"
 kata_rs_wait_exit $VPID3 60 copy-vmm-rc

@@ -283,7 +283,24 @@ fn vmm_control_socket_pauses_and_resumes() {
         "prerequisite missing: target/release/virtiofsd (scripts/build-virtiofsd.sh)"
     );
     let vfsd = vfsd.to_str().expect("UTF-8 path").to_owned();
-    let run = node_run_with_extra("vmm-api.sh", &[&client, &vfsd], &[&client, &vfsd]);
+    // The agent's AfterRestore client, to bind a filled placeholder slot again.
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kata-rs-agent",
+            "--example",
+            "after-restore",
+        ])
+        .current_dir(repo_root())
+        .status()
+        .expect("cannot run cargo");
+    assert!(built.success(), "building the after-restore example failed");
+    let after = repo_root().join("target/release/examples/after-restore");
+    let after = after.to_str().expect("UTF-8 path").to_owned();
+    let extra = [client.as_str(), vfsd.as_str(), after.as_str()];
+    let run = node_run_with_extra("vmm-api.sh", &extra, &extra);
     run.assert_success();
     assert_eq!(run.expect_marker("agent-ready"), "yes");
     assert_eq!(run.expect_marker("sock-mode"), "srw-------");
@@ -419,12 +436,14 @@ fn vmm_control_socket_pauses_and_resumes() {
 
 /// Templates (issue 14): the cold boot had two placeholder slots (4 and 5, DeviceID 0; the
 /// guest's agent came up as without them); the restore with a second `--net` put that card
-/// into slot 4, reset (DeviceID 1, Status 0: the guest probes it when the slot is bound
-/// again), slot 5 stays a placeholder; the card is the restored VMM's own device (its exit
-/// summary, nothing negotiated yet). A third VMM restored with `--fs` from the snapshot of the
-/// restored VM (its second card now its own, in slot 4): guest RAM copied into memfds (only
+/// into slot 4, reset (DeviceID 1, Status 0), slot 5 stays a placeholder; the agent's
+/// AfterRestore binds slot 4 again (`probed=virtio-mmio.4`) and the guest's virtio-net driver
+/// negotiates with the card (its exit summary: `event_idx=1`). A third VMM restored with
+/// `--fs` from the snapshot of the restored VM (its second card now its own and active, in
+/// slot 4): guest RAM copied into memfds (only
 /// the memory file's data extents), no mapping of the memory file, virtio-fs in slot 5 after
-/// the vhost-user handshake with virtiofsd, the agent answers.
+/// the vhost-user handshake with virtiofsd, the agent answers; its AfterRestore binds slot 5
+/// and mounts the share (virtiofsd maps the memfds).
 fn assert_placeholder_slots(run: &NodeRun) {
     // vsock, rng, the snapshot's disk and card (active), the filled slot, the empty one.
     assert_eq!(
@@ -437,13 +456,24 @@ fn assert_placeholder_slots(run: &NodeRun) {
         .filter(|l| l.starts_with("kata-vmm: virtio-net"))
         .collect();
     assert_eq!(nets.len(), 2, "both cards' summaries: {nets:?}");
-    assert!(nets[1].contains(" event_idx=0 kicks=0 "), "{}", nets[1]);
+    assert_eq!(run.expect_marker("after-restore"), "probed=virtio-mmio.4");
+    assert!(
+        nets[1].contains(" event_idx=1 "),
+        "the guest's driver negotiated with the card in slot 4: {}",
+        nets[1]
+    );
     assert_eq!(run.expect_marker("copy-check-rc"), "0");
     assert_eq!(
         run.expect_marker("copy-slots"),
-        "0:19/15,1:4/15,2:2/15,3:1/15,4:1/0,5:26/0"
+        "0:19/15,1:4/15,2:2/15,3:1/15,4:1/15,5:26/0"
     );
     assert_eq!(run.expect_marker("copy-fs-handshake"), "1");
+    // The guest's virtio-fs driver started the device in slot 5 (guest RAM went to virtiofsd
+    // as the memfds) and the agent mounted the share through it.
+    assert_eq!(
+        run.expect_marker("copy-after-restore"),
+        "probed=virtio-mmio.5"
+    );
     assert_eq!(run.expect_marker("copy-memfd-maps"), "1");
     assert_eq!(run.expect_marker("copy-file-maps"), "0");
     let copied: u64 = run.expect_marker("copy-bytes").parse().unwrap();
