@@ -48,6 +48,14 @@ for sb in $(sed -n 's/^churn| pod [0-9]*: SLOW, sandbox \([0-9a-f]\{64\}\).*/\1/
     pod_lines "$sb" slow-pod
 done
 
+# A VM whose guest kernel panicked (an oops is a panic: vmm/README "Kernel command line"): the
+# pod still goes, its containers reported exited; the console's last lines say why.
+panics=$(grep 'the guest stopped itself right after' "$KATA_RS_CRI_LOG" | grep -o 'id=[0-9a-f]\{64\}' | cut -c4- | sort -u)
+echo "churn-guest-panics=$(echo "$panics" | grep -c .)"
+for sb in $panics; do
+    pod_lines "$sb" panic-pod
+done
+
 echo "== after"
 echo "cri-kata-agent-ready=$(grep -c 'msg="agent .* ready (guest kernel' "$KATA_RS_CRI_LOG")"
 echo "cri-tasks=$(ctr --address "$KATA_RS_CRI_SOCKET" -n k8s.io task ls -q | wc -l)"

@@ -107,6 +107,8 @@ sleep 8
 echo "status-after=$(kata_rs_task_status $ID)"
 echo "vmm-alive=$(kill -0 $PID 2>/dev/null && echo yes || echo no)"
 echo "exec-after=$($T ctr task exec --exec-id alive $ID sh -c 'echo alive' 2>&1)"
+# A real guest kernel oops (not console text) ends the VM at once: panic_on_oops is on.
+echo "guest-panic-on-oops=$($T ctr task exec --exec-id oops $ID cat /proc/sys/kernel/panic_on_oops 2>&1)"
 # The tail is written at most a second after the guest went quiet.
 sleep 2
 echo "console-log-size=$(stat -c %s $LOG 2>/dev/null)"

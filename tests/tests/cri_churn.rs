@@ -9,7 +9,8 @@ use kata_rs_tests::{
     GUEST_TRIPLE_FAULT,
 };
 
-/// Pods created and removed, and how many at a time.
+/// Pods created and removed, and how many at a time. `KATA_RS_CHURN_PODS=N` runs a longer
+/// soak with the same checks (the known-gap allowance below stays per 50 pods).
 const PODS: u32 = 50;
 const PARALLEL: u32 = 2;
 
@@ -33,9 +34,10 @@ fn fifty_cri_pods_created_and_removed_leave_nothing() {
     require_kata_artifacts();
     let client = build_cri_tools().client;
     let path = client.to_str().expect("UTF-8 path");
+    let pods = pods();
     let run = node_run_counting_guest_faults(
         "cri-churn.sh",
-        &[path, &PODS.to_string(), &PARALLEL.to_string()],
+        &[path, &pods.to_string(), &PARALLEL.to_string()],
         &[path],
     );
     run.assert_success();
@@ -71,14 +73,15 @@ fn fifty_cri_pods_created_and_removed_leave_nothing() {
     );
     if let (Some(ok), Some(all_failed)) = (c.num("churn-ok"), failed) {
         c.check(
-            ok + all_failed == u64::from(PODS),
-            format!("every pod was tried: {ok} ok + {all_failed} failed of {PODS}"),
+            ok + all_failed == u64::from(pods),
+            format!("every pod was tried: {ok} ok + {all_failed} failed of {pods}"),
         );
         // A guest triple fault of the emulated rig is counted apart. (Two failures of session
         // 9 were explained since: the "early eof" was such a triple fault, and a
         // StopPodSandbox that waited 300 s for a lost exit reply is what the shim's exit
         // recheck, shim/src/exit_watch.rs, now ends.)
         let failed = all_failed.saturating_sub(rig_faulted);
+        let known_failed = KNOWN_FAILED_PODS * u64::from(pods.div_ceil(PODS));
         let report = format!(
             "{}\n{}",
             failed_lines.join("\n"),
@@ -89,22 +92,38 @@ fn fifty_cri_pods_created_and_removed_leave_nothing() {
                 .join("\n")
         );
         c.check(
-            failed <= KNOWN_FAILED_PODS,
+            failed <= known_failed,
             format!(
                 "pods that failed a step: {failed}, more than the known gap's \
-                 {KNOWN_FAILED_PODS}:\n{report}"
+                 {known_failed}:\n{report}"
             ),
         );
         if failed > 0 {
-            eprintln!("cri_churn: KNOWN GAP, not asserted: {failed} of {PODS} pods failed a step:\n{report}");
+            eprintln!("cri_churn: KNOWN GAP, not asserted: {failed} of {pods} pods failed a step:\n{report}");
         } else if rig_faulted == 0 {
             c.eq("churn-rc", "0", "the CRI client");
         }
     }
+    // A guest kernel oops (seen: a use-after-free in the virtio-fs client of Debian's 6.1
+    // kernel as a container is killed, about once in 150 pods on the emulated node) panics
+    // the guest (oops=panic) and its VM ends at once: the pod still goes cleanly, so it is
+    // reported here, loudly, rather than failed.
+    if let Some(panics) = c.num("churn-guest-panics").filter(|&n| n > 0) {
+        let lines: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("panic-pod-"))
+            .collect();
+        eprintln!(
+            "cri_churn: GUEST KERNEL PANIC in {panics} pod(s) (a known guest kernel bug, not \
+             asserted):\n{}",
+            lines.join("\n")
+        );
+    }
     if let Some(ready) = c.num("cri-kata-agent-ready") {
         c.check(
-            ready + failed.unwrap_or(0) >= u64::from(PODS),
-            format!("every pod had its own VM whose agent answered: {ready} of {PODS}"),
+            ready + failed.unwrap_or(0) >= u64::from(pods),
+            format!("every pod had its own VM whose agent answered: {ready} of {pods}"),
         );
     }
     c.eq("churn-pods-left", "0", "pods CRI still lists");
@@ -122,4 +141,16 @@ fn fifty_cri_pods_created_and_removed_leave_nothing() {
     );
     c.eq("leftovers-rc", "0", "kata-rs leftovers on the node");
     c.finish("fifty_cri_pods_created_and_removed_leave_nothing");
+}
+
+/// How many pods this run churns: `KATA_RS_CHURN_PODS` (a soak), else [`PODS`].
+fn pods() -> u32 {
+    match std::env::var("KATA_RS_CHURN_PODS") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=2000).contains(n))
+            .unwrap_or_else(|| panic!("KATA_RS_CHURN_PODS={v:?}: expected a number 1..=2000")),
+        Err(_) => PODS,
+    }
 }

@@ -121,6 +121,14 @@ fn hostile_console_flood_and_vmm_limits() {
         "the container after the fake panic lines",
     );
     c.eq("vmm-alive", "yes", "the VMM after the fake panic lines");
+    // A real oops leaves the guest kernel holding locks (a virtio-fs completion worker that
+    // dies stops every file request): the guest panics and its VM ends within a second, and
+    // the shim reports its containers exited, instead of waiting out the agent's timeout.
+    c.eq(
+        "guest-panic-on-oops",
+        "1",
+        "the guest kernel's panic_on_oops (oops=panic on its command line)",
+    );
     c.eq("exec-after", "alive", "ctr task exec after the flood");
     if let Some(size) = c.num("console-log-size") {
         c.check(
