@@ -24,7 +24,7 @@ N=${1:-5}
 # SECTIONS: which parts run (default all): vmm containers io image fsvmm. BIG_TAR, FILES_TAR: host
 # paths of the 200 MiB-layer image archive and the 10k-files tar (run.sh passes both with
 # KATA_RS_NODE_EXTRA; they are at $KATA_RS_PAYLOAD/extra/PATH here).
-SECTIONS=${2:-vmm containers cri io image fsvmm}
+SECTIONS=${2:-vmm containers cri io image fsvmm template}
 BIG_TAR=${3:+$KATA_RS_PAYLOAD/extra$3}
 FILES_TAR=${4:+$KATA_RS_PAYLOAD/extra$4}
 # Section 5's arguments (read here: the sections before it reuse the positional parameters).
@@ -45,6 +45,10 @@ UNTAR_SECS=${13:-240}
 # run.sh makes it) and of the CNI plugins (Debian containernetworking-plugins).
 IPERF_DIR=${14:+$KATA_RS_PAYLOAD/extra${14}}
 CNI_DIR=${15:+$KATA_RS_PAYLOAD/extra${15}}
+# template: the control socket client's host path (vmm/examples/vmm_api.rs, passed with
+# KATA_RS_NODE_EXTRA) and whether the shim factory's ctr runs are measured (1, default).
+VMM_API=${16:+$KATA_RS_PAYLOAD/extra${16}}
+TEMPLATE_CTR=${17:-1}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
@@ -656,4 +660,173 @@ if want fsvmm && [ $fs_ok = yes ]; then
     done
     fsvmm_emit true
     rm -rf "$FSW"
+fi
+# ---------------------------------------------------------------- template: cold boot vs restore from a snapshot
+# Issue 14's targets at the VMM level. The agent guest of section 1 (1 vCPU, MEM MiB, console
+# + hybrid vsock + rng). A template VM boots as the shim's factory makes one (the same
+# configuration, --placeholder-slots 4, a control socket, --snapshot-root), and once its
+# agent answers it is paused and saved twice (one snapshot for the map restores, one for the
+# copy restores: the node's work directory is a tmpfs, where a map restore's read faults fill
+# the memory file's holes, which would make later copies bigger). Then, per round (a warm-up
+# + N, the order rotating): a cold boot (section 1's command line; until the console says
+# 'kata-rs-agent: ready', then until kata-agent-ctl check answers, as section 1's check),
+# `--restore S --restore-memory map` and `--restore S --restore-memory copy` (until the
+# first check answers: a restored guest prints nothing); time from just before kata-vmm is
+# spawned. Memory: T_MEMN (3) VMs of each kind at once, idle, each with its agent answering,
+# 2 s after the last answered: the PSS of each kata-vmm (smaps_rollup, guest RAM included:
+# the map restores share the snapshot's page cache pages, PSS splits them), mean per VM.
+# With the shim's [factory] (TEMPLATE_CTR=1, default): ctr run --rm ... true with template =
+# true (after a warm-up that makes the template) against the same with template = false.
+if want template; then
+    TW=$W/template TSNAPS=$W/template/snaps
+    rm -rf "$TW"; mkdir -p "$TSNAPS"; chown 65534:65534 "$TSNAPS"
+    TARGS="--kernel $KERNEL --initrd $INITRD --mem-mib $MEM --vcpus 1 --vsock-cid 60"
+    # tstart KIND ID: starts one kata-vmm in the background (KIND cold|map|copy|template),
+    # sets TPID and T0 (its start, /proc/uptime).
+    tstart() {
+        : > "$TW/c-$2.log"; rm -f "$TW/v-$2.sock" "$TW/a-$2.sock"
+        case $1 in
+            cold) set -- "$1" "$2" ;;
+            map|copy) set -- "$1" "$2" --restore "$TSNAPS/$1" --restore-memory "$1" ;;
+            template) set -- "$1" "$2" --placeholder-slots 4 --api-sock "$TW/a-$2.sock" --snapshot-root "$TSNAPS" ;;
+        esac
+        _k=$1 _i=$2; shift 2
+        T0=$(now)
+        kata-vmm $TARGS --vsock-uds "$TW/v-$_i.sock" --console-log "$TW/c-$_i.log" "$@" > "$TW/vmm-$_i.out" 2>&1 &
+        TPID=$!
+    }
+    # twait KIND ID PID T0: ms from T0 to the agent's first answer, or null.
+    twait() {
+        _i=0
+        if [ "$1" = cold ] || [ "$1" = template ]; then
+            while kill -0 "$3" 2>/dev/null && [ $_i -lt $MAXPOLL ]; do
+                grep -q 'kata-rs-agent: ready' "$TW/c-$2.log" && break
+                sleep $POLL; _i=$((_i + 1))
+            done
+        fi
+        _i=0
+        while kill -0 "$3" 2>/dev/null && [ $_i -lt 1200 ]; do
+            if kata-agent-ctl --uds "$TW/v-$2.sock" --timeout-secs 10 check > /dev/null 2>&1; then ms "$4" "$(now)"; return; fi
+            sleep $POLL; _i=$((_i + 1))
+        done
+        say "template: $1 VM $2 never answered; its stderr and last console lines:"
+        sed 's/^/  vmm| /' "$TW/vmm-$2.out" >&2; tail -n 15 "$TW/c-$2.log" | sed 's/^/  console| /' >&2
+        echo null
+    }
+    # tstop ID PID: the agent's shutdown (its reboot ends kata-vmm), else SIGKILL.
+    tstop() {
+        kata-agent-ctl --uds "$TW/v-$1.sock" --timeout-secs 20 shutdown > /dev/null 2>&1
+        _i=0; while kill -0 "$2" 2>/dev/null && [ $_i -lt 300 ]; do sleep 0.1; _i=$((_i + 1)); done
+        kill -KILL "$2" 2>/dev/null; wait "$2" 2>/dev/null
+        rm -f "$TW/v-$1.sock" "$TW/a-$1.sock"
+    }
+    TPL_OK=no
+    tstart template tpl; tp=$TPID
+    tms=$(twait template tpl $tp "$T0")
+    if [ "$tms" != null ] && "$VMM_API" "$TW/a-tpl.sock" pause snapshot "$TSNAPS/map" snapshot "$TSNAPS/copy" > "$TW/api.out" 2>&1; then
+        TPL_OK=yes
+        say "template: VM answered after $tms ms; snapshots: memory $(du -k "$TSNAPS/map/memory" | cut -f1) KiB on disk of $(($(stat -c %s "$TSNAPS/map/memory") / 1024)) KiB"
+    else
+        say "template: no snapshot (template VM answered: $tms ms; control socket client: ${VMM_API:-none}):"; sed 's/^/  api| /' "$TW/api.out" >&2 2>/dev/null
+    fi
+    kill -KILL $tp 2>/dev/null; wait $tp 2>/dev/null; rm -f "$TW/v-tpl.sock" "$TW/a-tpl.sock"
+fi
+if want template && [ $TPL_OK = yes ]; then
+    TS_cold= TS_map= TS_copy= TFAIL=0
+    i=0
+    while [ $i -le "$N" ]; do
+        case $((i % 3)) in 0) order="cold map copy" ;; 1) order="map copy cold" ;; *) order="copy cold map" ;; esac
+        for k in $order; do
+            tstart $k $k$i; p=$TPID
+            v=$(twait $k $k$i $p "$T0")
+            tstop $k$i $p
+            tag=run$i; [ $i = 0 ] && tag=warm-up
+            say "$tag template $k: agent answers after $v ms"
+            [ "$v" = null ] && { TFAIL=$((TFAIL + 1)); continue; }
+            [ $i = 0 ] && continue
+            eval "TS_$k=\"\$TS_$k $v\""
+        done
+        i=$((i + 1))
+    done
+    # Memory: T_MEMN VMs of one kind at once, each answering, then their PSS.
+    T_MEMN=3
+    for k in cold map copy; do
+        pids= j=1 ok=yes
+        while [ $j -le $T_MEMN ]; do
+            tstart $k m$k$j; pids="$pids $TPID"
+            [ "$(twait $k m$k$j $TPID "$T0")" = null ] && ok=no
+            j=$((j + 1))
+        done
+        sleep 2
+        tot=0 rss=0 all=
+        for p in $pids; do
+            set -- $(mem $p); tot=$((tot + $2)); rss=$((rss + $1)); all="$all $2"
+        done
+        if [ $ok = yes ]; then eval "TM_$k=$((tot / T_MEMN)) TR_$k=$((rss / T_MEMN)) TMS_$k=\"$all\""
+        else eval "TM_$k=null TR_$k=null TMS_$k="; TFAIL=$((TFAIL + 1)); fi
+        say "template: $T_MEMN $k VMs at once: PSS per VM $(eval echo \$TM_$k) KiB (each:$all), RSS per VM $(eval echo \$TR_$k) KiB"
+        j=1; for p in $pids; do tstop m$k$j $p; j=$((j + 1)); done
+    done
+    tc=$(median $TS_cold) tm=$(median $TS_map) tcp=$(median $TS_copy)
+    echo "BENCH-JSON template {\"node\":\"$KATA_RS_NODE_KIND\",\"n\":$N,\"mem_mib\":$MEM,\"criterion\":\"kata-vmm spawned to the agent's first answer (kata-agent-ctl check)\"," \
+        "\"start_ms_cold\":$tc,\"start_ms_map\":$tm,\"start_ms_copy\":$tcp," \
+        "\"ratio_start_map\":$(ratio "$tm" "$tc"),\"ratio_start_copy\":$(ratio "$tcp" "$tc")," \
+        "\"samples_start_ms_cold\":[$(list $TS_cold)],\"samples_start_ms_map\":[$(list $TS_map)],\"samples_start_ms_copy\":[$(list $TS_copy)]," \
+        "\"mem_vms\":$T_MEMN,\"pss_kib_cold\":$TM_cold,\"pss_kib_map\":$TM_map,\"pss_kib_copy\":$TM_copy," \
+        "\"rss_kib_cold\":$TR_cold,\"rss_kib_map\":$TR_map,\"rss_kib_copy\":$TR_copy," \
+        "\"ratio_memory_map\":$(ratio "$TM_map" "$TM_cold"),\"ratio_memory_copy\":$(ratio "$TM_copy" "$TM_cold")," \
+        "\"samples_pss_kib_cold\":[$(list $TMS_cold)],\"samples_pss_kib_map\":[$(list $TMS_map)],\"samples_pss_kib_copy\":[$(list $TMS_copy)]," \
+        "\"snapshot_memory_disk_kib\":$(du -k "$TSNAPS/map/memory" | cut -f1),\"failed\":$TFAIL}"
+fi
+# The shim's template factory through containerd: ctr run --rm IMAGE true with a configuration
+# with [factory] template = true against the node's own (templates off), one warm-up each (the
+# template one boots cold and makes the template; its shim waits for it before exiting), then
+# N each, alternating. The runs count as template starts only when containerd's log (where
+# the shim's lines land) says "sandbox started from template" once per run.
+if want template && [ "$TEMPLATE_CTR" = 1 ]; then
+    TCONF=/etc/kata-rs/bench-template.toml TDIR=/var/lib/kata-rs/bench-templates
+    rm -rf "$TDIR"
+    { kata_rs_config; printf '[factory]\ntemplate = true\ntemplate_dir = "%s"\n' "$TDIR"; } > "$TCONF"
+    # tctr MODE ID: wall ms of ctr run --rm (MODE tpl: with TCONF), or null.
+    tctr() {
+        _a=; [ "$1" = tpl ] && _a="--runtime-config-path $TCONF"
+        _t=$(now)
+        if timeout 400 ctr run --rm --runtime io.containerd.kata.v2 $_a "$IMG" "$2" true > "$W/ctr-$2.out" 2>&1; then
+            ms "$_t" "$(now)"
+        else
+            say "template: ctr run ($1) failed:"; sed 's/^/  ctr| /' "$W/ctr-$2.out" >&2; echo null
+        fi
+    }
+    from_tpl() { _c=$(grep -c 'sandbox started from template' "$KATA_RS_CONTAINERD_LOG" 2>/dev/null); echo "${_c:-0}"; }
+    TC_tpl= TC_cold= TCFAIL=0
+    i=0
+    while [ $i -le "$N" ]; do
+        if [ $((i % 2)) = 0 ]; then order="tpl cold"; else order="cold tpl"; fi
+        for k in $order; do
+            f0=$(from_tpl)
+            v=$(tctr $k bench-tpl-$k-$i)
+            tag=run$i; [ $i = 0 ] && tag=warm-up
+            f1=$(from_tpl)
+            say "$tag template ctr run --rm ($k): $v ms$([ $k = tpl ] && echo ", from a template: $((f1 - f0))")"
+            [ "$v" = null ] && { TCFAIL=$((TCFAIL + 1)); continue; }
+            [ $i = 0 ] && continue
+            if [ $k = tpl ]; then
+                TC_tpl="$TC_tpl $v"; [ $((f1 - f0)) = 1 ] && TC_FROM=$((${TC_FROM:-0} + 1))
+            else TC_cold="$TC_cold $v"; fi
+        done
+        if [ $i = 0 ]; then
+            # the warm-up's shim waited for its template; a few seconds more at most
+            j=0; while [ $j -lt 60 ] && ! ls "$TDIR" 2>/dev/null | grep -qE '^[0-9a-f]{16}-'; do sleep 1; j=$((j + 1)); done
+            say "template: shim templates: $(ls "$TDIR" 2>/dev/null | tr '\n' ' ')"
+        fi
+        i=$((i + 1))
+    done
+    grep -E 'template|cold boot' "$KATA_RS_CONTAINERD_LOG" | grep -E 'level=(warning|error)' | tail -n 5 | cut -c1-400 | sed 's/^/  shim-log| /' >&2
+    ctt=$(median $TC_tpl) ctc=$(median $TC_cold)
+    # A ratio only when every timed template run started from the template.
+    csr=null; [ "${TC_FROM:-0}" = "$N" ] && csr=$(ratio "$ctt" "$ctc")
+    echo "BENCH-JSON template_ctr {\"n\":$N,\"command\":\"ctr run --rm --runtime io.containerd.kata.v2 [--runtime-config-path template=true] IMAGE ID true\"," \
+        "\"start_ms_template\":$ctt,\"start_ms_cold\":$ctc,\"ratio\":$csr,\"from_template\":${TC_FROM:-0},\"failed_runs\":$TCFAIL," \
+        "\"samples_ms_template\":[$(list $TC_tpl)],\"samples_ms_cold\":[$(list $TC_cold)]}"
+    rm -rf "$TDIR" "$TCONF"
 fi

@@ -24,10 +24,10 @@ QEMU_DATA=/usr/share/qemu
 [[ -e $QEMU_DATA/bios-microvm.bin ]] || die "$QEMU_DATA/bios-microvm.bin missing (qemu-system-data)"
 
 mkdir -p "$OUT"
-rm -f "$OUT"/{vmm,containers,cri,io,fs-vmm,summary}.json "$OUT"/summary.png   # (a section that does not run leaves no stale result)
+rm -f "$OUT"/{vmm,containers,cri,io,fs-vmm,template,summary}.json "$OUT"/summary.png   # (a section that does not run leaves no stale result)
 RAW=$OUT/node-run.stdout ERR=$OUT/node-run.stderr
-# BENCH_SECTIONS: which parts run (default all): vmm containers cri io image fsvmm.
-SECTIONS=${BENCH_SECTIONS:-vmm containers cri io image fsvmm}
+# BENCH_SECTIONS: which parts run (default all): vmm containers cri io image fsvmm template.
+SECTIONS=${BENCH_SECTIONS:-vmm containers cri io image fsvmm template}
 # cri: pods per runtime (BENCH_CRI_N, default 10; plus a warm-up pod each) and the client.
 CRI_N=${BENCH_CRI_N:-10}
 # density: idle pods per runtime started and left running at most (BENCH_DENSITY_CAP, default 5:
@@ -57,6 +57,13 @@ CRI_BENCH=$TOP/target/release/kata-rs-cri-bench
 if [[ " $SECTIONS " == *" cri "* ]]; then
     (cd "$TOP" && cargo build -q --release -p kata-rs-cri --bin kata-rs-cri-bench) || die "building the CRI bench client failed"
 fi
+# template: the control socket client that pauses and snapshots the template VM.
+VMM_API=$TOP/target/release/examples/vmm_api
+if [[ " $SECTIONS " == *" template "* ]]; then
+    (cd "$TOP" && cargo build -q --release -p kata-rs-vmm --example vmm_api) || die "building the vmm_api example failed"
+fi
+# BENCH_TEMPLATE_CTR=0: the template section without its ctr runs through the shim's factory.
+TEMPLATE_CTR=${BENCH_TEMPLATE_CTR:-1}
 # The summary's tool, built before the node runs (a first build takes minutes on 2 cores).
 (cd "$TOP" && cargo build -q --release -p kata-rs-bench-report) || die "building benches/report failed"
 # fsvmm (benches/README.md section 5): rounds (BENCH_FSVMM_N, default 1: ~5 min emulated), the
@@ -93,9 +100,9 @@ BUDGET=${BENCH_BUDGET_SECS:-1500}
 # 400 MiB) and the 256 MiB read file live in the emulated node's RAM beside two microVMs.
 node_run() {
     local r=0
-    KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH${IPERF_DIR:+:$IPERF_DIR:$CNI_DIR}" "$TOP/tests/node-run" --timeout "$2" --mem 3G \
+    KATA_RS_NODE_EXTRA="$QEMU:$QEMU_DATA:$BIG:$FILES:$FSINITRD:$CRI_BENCH:$VMM_API${IPERF_DIR:+:$IPERF_DIR:$CNI_DIR}" "$TOP/tests/node-run" --timeout "$2" --mem 3G \
         "$HERE/node-bench.sh" "$N" "$1" "$BIG" "$FILES" "$FSINITRD" "$FSVMM_VARIANTS" "$FSVMM_N" "$FSVMM_SECS" \
-        "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" "$IO_N" "$IO_UNTAR_SECS" "$IPERF_DIR" "${IPERF_DIR:+$CNI_DIR}" \
+        "$CRI_BENCH" "$CRI_N" "$CRI_DENSITY" "$IO_N" "$IO_UNTAR_SECS" "$IPERF_DIR" "${IPERF_DIR:+$CNI_DIR}" "$VMM_API" "$TEMPLATE_CTR" \
         >> "$RAW" 2> >(tee -a "$ERR" >&2) || r=$?
     wait    # (the tee)
     return $r
@@ -157,6 +164,11 @@ fi
 fsv=$(sed -n 's/^BENCH-JSON fsvmm //p' "$RAW" | tail -n1)   # (one line per finished VM, the last counts)
 if [[ -n $fsv ]]; then meta <<<"$fsv" > "$OUT/fs-vmm.json"
 elif [[ " $SECTIONS " == *" fsvmm "* ]]; then echo "bench: no fsvmm result (see $ERR)" >&2; fi
+
+tpl=$(sed -n 's/^BENCH-JSON template //p' "$RAW" | tail -n1)
+tctr=$(sed -n 's/^BENCH-JSON template_ctr //p' "$RAW" | tail -n1)
+if [[ -n $tpl ]]; then jq --argjson c "${tctr:-null}" '. + {ctr: $c}' <<<"$tpl" | meta > "$OUT/template.json"
+elif [[ " $SECTIONS " == *" template "* ]]; then echo "bench: no template result (see $ERR)" >&2; fi
 
 # ---------------------------------------------------------------- table
 v() { jq -r "$2 // \"-\"" "$OUT/$1.json" 2>/dev/null || echo -; }
@@ -232,14 +244,28 @@ if [[ -f $OUT/fs-vmm.json ]]; then
     [[ $(v fs-vmm .complete) == true ]] || echo "(fsvmm partial: the node stopped before every VM ran; the samples are those that finished)"
     echo
 fi
+if [[ -f $OUT/template.json ]]; then
+    row "VM templates: kata-vmm (N=$(v template .n), median)" "cold boot" "restored" "ratio"
+    row "----------------------------------------------" "--------------" "--------------" "--------"
+    row "start -> agent answers, --restore-memory map" "$(v template .start_ms_cold) ms" "$(v template .start_ms_map) ms" "$(v template .ratio_start_map)"
+    row "start -> agent answers, --restore-memory copy" "$(v template .start_ms_cold) ms" "$(v template .start_ms_copy) ms" "$(v template .ratio_start_copy)"
+    row "PSS per VM, $(v template .mem_vms) idle VMs at once, map" "$(mib "$(v template .pss_kib_cold)")" "$(mib "$(v template .pss_kib_map)")" "$(v template .ratio_memory_map)"
+    row "PSS per VM, $(v template .mem_vms) idle VMs at once, copy" "$(mib "$(v template .pss_kib_cold)")" "$(mib "$(v template .pss_kib_copy)")" "$(v template .ratio_memory_copy)"
+    if [[ $(v template .ctr) != - ]]; then
+        row "ctr run --rm true, [factory] template" "$(v template .ctr.start_ms_cold) ms" "$(v template .ctr.start_ms_template) ms" "$(v template .ctr.ratio)"
+    fi
+    echo "samples (ms): cold $(v template '.samples_start_ms_cold|tostring'), map $(v template '.samples_start_ms_map|tostring'), copy $(v template '.samples_start_ms_copy|tostring')$(
+        [[ $(v template .ctr) != - ]] && echo "; ctr cold $(v template '.ctr.samples_ms_cold|tostring'), template $(v template '.ctr.samples_ms_template|tostring') ($(v template .ctr.from_template) from the template)")"
+    echo
+fi
 # The summary (issue 15): target/bench/summary.{json,png} and its table (benches/report).
 (cd "$TOP" && cargo run -q --release -p kata-rs-bench-report -- "$OUT") || die "benches/report failed"
-echo "failed: $(v vmm .failed_boots) boots, $(v containers .failed_runs) container runs, $(v io .failed_runs) io rounds, $(v io .image.failed_runs) image runs; JSON: target/bench/{vmm,containers,io,fs-vmm}.json"
+echo "failed: $(v vmm .failed_boots) boots, $(v containers .failed_runs) container runs, $(v io .failed_runs) io rounds, $(v io .image.failed_runs) image runs; JSON: target/bench/{vmm,containers,io,fs-vmm,template}.json"
 ((rc == 0)) || die "node-run exited $rc: the results above are partial"
 # Something that did not run fails the bench (a number never does): a section without a result,
 # or, when every section the summary comes from ran, a summary key left null.
 [[ -z $todo ]] || die "no result from: $todo"
 missing=$(jq -r '.missing // [] | join(" ")' "$OUT/summary.json")
-all=1; for s in vmm containers cri io; do [[ " $SECTIONS " == *" $s "* ]] || all=; done
+all=1; for s in vmm containers cri io template; do [[ " $SECTIONS " == *" $s "* ]] || all=; done
 [[ -z $all || -z $missing ]] || die "not measured in this run: $missing"
 echo "bench: done in $(((SECONDS - T_BENCH) / 60)) min $(((SECONDS - T_BENCH) % 60)) s"

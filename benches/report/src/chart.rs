@@ -12,7 +12,7 @@ use std::path::Path;
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 const W: i32 = 1200;
-const H: i32 = 640;
+const H: i32 = 720;
 
 /// The chart's ratio rows: key, label, and whether lower is better (a time) or higher (a
 /// throughput).
@@ -25,6 +25,8 @@ const RATIOS: &[(&str, &str, bool)] = &[
     ("ratio_io_read", "read 256 MiB (kata / runc)", false),
     ("ratio_io_untar", "untar 10k files (kata / runc)", false),
     ("ratio_iperf3", "iperf3 (kata / runc)", false),
+    ("ratio_template_start", "VM start, template / cold", true),
+    ("ratio_template_memory", "VM PSS, template / cold", true),
 ];
 
 const PHASE_COLORS: [RGBColor; 8] = [
@@ -95,7 +97,7 @@ pub fn draw(sum: &Value, out: &Path) -> Result<(), String> {
         .ceil();
     let px = |r: f64| x0 + ((r / max) * (x1 - x0) as f64) as i32;
     text(
-        "ratios (time: lower is better; throughput: higher is better)",
+        "ratios (time, memory: lower is better; throughput: higher is better)",
         x0,
         y0 - 18,
         15,
@@ -125,7 +127,11 @@ pub fn draw(sum: &Value, out: &Path) -> Result<(), String> {
                     c.filled(),
                 ))
                 .map_err(err)?;
-                let dir = if *lower { "time" } else { "thrpt" };
+                let dir = match (*lower, *k) {
+                    (true, "ratio_template_memory") => "memory",
+                    (true, _) => "time",
+                    (false, _) => "thrpt",
+                };
                 text(&format!("{r:.2} ({dir})"), px(r) + 6, y + 8, 15, &BLACK).map_err(err)?;
             }
             None => text(

@@ -1,5 +1,5 @@
 //! `make bench`'s summary (issue 15): reads the section results `benches/run.sh` wrote to
-//! `target/bench/` (`vmm.json`, `containers.json`, `cri.json`, `io.json`), flattens them into
+//! `target/bench/` (`vmm.json`, `containers.json`, `cri.json`, `io.json`, `template.json`), flattens them into
 //! the keys users compare runtimes on (`summary.json`), prints them as a table and draws
 //! `summary.png` ([`chart`]). A key whose section did not run (or did not measure it) is
 //! `null` and listed in `missing`: nothing here is estimated or made up.
@@ -20,10 +20,13 @@ pub struct Sections {
     pub cri: Value,
     /// `io.json`: sections 3 and 4, read/untar in the container, image size.
     pub io: Value,
+    /// `template.json`: VM templates, kata-vmm cold boot against `--restore` (and `ctr`: the
+    /// shim's template factory through containerd).
+    pub template: Value,
 }
 
 impl Sections {
-    /// Reads `DIR/{vmm,containers,cri,io}.json`; a missing or broken file is `Null`
+    /// Reads `DIR/{vmm,containers,cri,io,template}.json`; a missing or broken file is `Null`
     /// (a warning on stderr for a broken one).
     pub fn load(dir: &Path) -> Sections {
         let read = |name: &str| -> Value {
@@ -41,6 +44,7 @@ impl Sections {
             containers: read("containers"),
             cri: read("cri"),
             io: read("io"),
+            template: read("template"),
         }
     }
 }
@@ -142,7 +146,92 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("iperf3_mbit_s_kata", "iperf3 kata pod to kata pod, Mbit/s"),
     ("iperf3_mbit_s_runc", "iperf3 runc pod to runc pod, Mbit/s"),
+    (
+        "ratio_template_start",
+        "kata-vmm to agent answer, restored (map) / cold boot",
+    ),
+    (
+        "template_start_ms_cold",
+        "kata-vmm cold boot to agent answer, ms",
+    ),
+    (
+        "template_start_ms_map",
+        "kata-vmm --restore (map) to agent answer, ms",
+    ),
+    (
+        "ratio_template_start_copy",
+        "kata-vmm to agent answer, restored (copy) / cold",
+    ),
+    (
+        "template_start_ms_copy",
+        "kata-vmm --restore (copy) to agent answer, ms",
+    ),
+    (
+        "ratio_template_memory",
+        "kata-vmm PSS per idle VM, restored (map) / cold",
+    ),
+    (
+        "template_pss_kib_cold",
+        "kata-vmm PSS per idle VM, cold boot, KiB",
+    ),
+    (
+        "template_pss_kib_map",
+        "kata-vmm PSS per idle VM, restored (map), KiB",
+    ),
+    (
+        "ratio_template_memory_copy",
+        "kata-vmm PSS per idle VM, restored (copy) / cold",
+    ),
+    (
+        "template_pss_kib_copy",
+        "kata-vmm PSS per idle VM, restored (copy), KiB",
+    ),
+    (
+        "ratio_template_sandbox_start",
+        "ctr run --rm true, [factory] template / cold",
+    ),
 ];
+
+/// The template section's keys of `summary.json` (a subset of [`KEYS`]): `template.json`'s
+/// medians and means, the ratios recomputed from them. The shim factory's ratio is there only
+/// when every timed `ctr run` of the template configuration started from the template
+/// (`ctr.from_template` = `ctr.n`): a run that fell back to a cold boot is no template start.
+pub fn template_keys(t: &Value) -> Vec<(&'static str, Option<f64>)> {
+    let (cold, map, copy) = (
+        num(t, "start_ms_cold"),
+        num(t, "start_ms_map"),
+        num(t, "start_ms_copy"),
+    );
+    let (pcold, pmap, pcopy) = (
+        num(t, "pss_kib_cold"),
+        num(t, "pss_kib_map"),
+        num(t, "pss_kib_copy"),
+    );
+    let all_from_template = matches!(
+        (num(t, "ctr.from_template"), num(t, "ctr.n")),
+        (Some(f), Some(n)) if n > 0.0 && f == n
+    );
+    let sandbox = if all_from_template {
+        ratio(num(t, "ctr.start_ms_template"), num(t, "ctr.start_ms_cold"))
+    } else {
+        None
+    };
+    vec![
+        ("ratio_template_start", ratio(map, cold)),
+        ("template_start_ms_cold", cold),
+        ("template_start_ms_map", map),
+        ("ratio_template_start_copy", ratio(copy, cold)),
+        ("template_start_ms_copy", copy),
+        ("ratio_template_memory", ratio(pmap, pcold)),
+        ("template_pss_kib_cold", pcold),
+        ("template_pss_kib_map", pmap),
+        ("ratio_template_memory_copy", ratio(pcopy, pcold)),
+        ("template_pss_kib_copy", pcopy),
+        ("ratio_template_sandbox_start", sandbox),
+        ("template_sandbox_start_ms", num(t, "ctr.start_ms_template")),
+        ("template_sandbox_cold_ms", num(t, "ctr.start_ms_cold")),
+    ]
+}
 
 /// Flattens the sections into `summary.json`'s object: every key of [`KEYS`] (a number or
 /// `null`), the host-overhead parts, `profile` (the start-time phases, `[{phase, ms}]`),
@@ -238,6 +327,10 @@ pub fn summarize(s: &Sections) -> Value {
     put("iperf3_mbit_s_kata", ik);
     put("iperf3_mbit_s_runc", ir);
 
+    for (k, x) in template_keys(&s.template) {
+        put(k, x);
+    }
+
     let profile = r
         .get("profile")
         .and_then(Value::as_array)
@@ -261,7 +354,7 @@ pub fn summarize(s: &Sections) -> Value {
         .map(|(k, _)| json!(k))
         .collect();
     m.insert("missing".into(), Value::Array(missing));
-    let meta = [v, c, r, io];
+    let meta = [v, c, r, io, &s.template];
     for k in ["node", "date", "git"] {
         let x = meta.iter().find_map(|s| s.get(k).filter(|x| x.is_string()));
         m.insert(k.into(), x.cloned().unwrap_or(Value::Null));
@@ -283,16 +376,16 @@ pub fn table(sum: &Value) -> String {
         sum["git"].as_str().unwrap_or("?")
     ));
     out.push_str(&format!(
-        "| {:<52} | {:<26} | {:>10} |\n",
+        "| {:<52} | {:<28} | {:>10} |\n",
         "", "key", "value"
     ));
-    out.push_str(&format!("| {:-<52} | {:-<26} | {:->10} |\n", "", "", ""));
+    out.push_str(&format!("| {:-<52} | {:-<28} | {:->10} |\n", "", "", ""));
     for (k, what) in KEYS {
         let v = match &sum[*k] {
             Value::Null => "-".to_string(),
             x => x.to_string(),
         };
-        out.push_str(&format!("| {what:<52} | {k:<26} | {v:>10} |\n"));
+        out.push_str(&format!("| {what:<52} | {k:<28} | {v:>10} |\n"));
     }
     if let Some(p) = sum["profile"].as_array().filter(|p| !p.is_empty()) {
         out.push_str(&format!(

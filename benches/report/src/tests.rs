@@ -8,6 +8,7 @@ fn sample() -> Sections {
         containers: p(include_str!("../testdata/containers.json")),
         cri: p(include_str!("../testdata/cri.json")),
         io: p(include_str!("../testdata/io.json")),
+        template: p(include_str!("../testdata/template.json")),
     }
 }
 
@@ -116,4 +117,59 @@ fn runtimeclass_from_host_overhead_and_guest_used() {
         runtimeclass(&summarize(&Sections::default())).is_none(),
         "nothing estimated"
     );
+}
+
+#[test]
+fn template_ratios_from_the_medians_and_means() {
+    let s = summarize(&sample());
+    assert_eq!(s["ratio_template_start"], json!(0.125));
+    assert_eq!(s["template_start_ms_cold"], json!(4000));
+    assert_eq!(s["template_start_ms_map"], json!(500));
+    assert_eq!(s["ratio_template_start_copy"], json!(0.25));
+    assert_eq!(s["ratio_template_memory"], json!(0.5));
+    assert_eq!(s["ratio_template_memory_copy"], json!(1.05));
+    assert_eq!(s["template_pss_kib_copy"], json!(54600));
+    assert_eq!(s["ratio_template_sandbox_start"], json!(0.5));
+    assert_eq!(s["template_sandbox_start_ms"], json!(6000));
+    let t = table(&s);
+    assert!(
+        t.contains("| ratio_template_memory        |        0.5 |"),
+        "{t}"
+    );
+}
+
+#[test]
+fn template_sandbox_ratio_only_when_every_run_used_the_template() {
+    let mut x = sample();
+    x.template["ctr"]["from_template"] = json!(1);
+    let s = summarize(&x);
+    assert!(s["ratio_template_sandbox_start"].is_null());
+    assert!(s["missing"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("ratio_template_sandbox_start")));
+    // the times are still shown, the VMM-level ratios unaffected
+    assert_eq!(s["template_sandbox_start_ms"], json!(6000));
+    assert_eq!(s["ratio_template_start"], json!(0.125));
+    x.template["ctr"] = Value::Null;
+    let s = summarize(&x);
+    assert!(s["ratio_template_sandbox_start"].is_null());
+    assert_eq!(s["ratio_template_memory"], json!(0.5));
+}
+
+#[test]
+fn template_section_missing_leaves_its_keys_null() {
+    let mut x = sample();
+    x.template = Value::Null;
+    let s = summarize(&x);
+    let missing = s["missing"].as_array().unwrap();
+    for k in [
+        "ratio_template_start",
+        "ratio_template_memory",
+        "template_pss_kib_map",
+    ] {
+        assert!(s[k].is_null(), "{k}");
+        assert!(missing.contains(&json!(k)), "{k}");
+    }
+    assert!(!missing.contains(&json!("ratio_boot")));
 }
