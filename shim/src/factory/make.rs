@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::host_cgroup::HostCgroup;
 use crate::vmm::{self, Vmm, VmmSpec};
 
+/// How long the template VM runs on after its agent answered, before it is paused: the
+/// Check connection ends in the guest too.
+const SETTLE: Duration = Duration::from_millis(1000);
 /// How long the control requests (pause, snapshot) may take each.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Beyond the agent's dial timeout, how long saving the template VM may take.
@@ -141,6 +144,8 @@ async fn make_in(
             ))
         }
     }
+    crate::util::write_private(&snap.join(store::CID_FILE), format!("{cid}\n").as_bytes())
+        .map_err(|e| format!("recording the template VM's CID: {e}"))?;
     store::publish(&config.file.factory.template_dir, key, &snap)
         .map_err(|e| format!("publishing the template: {e}"))
 }
@@ -177,7 +182,7 @@ async fn save(
         }
     }
     // The Check connection closes before the VM is saved (a restore resets vsock anyway).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(SETTLE).await;
     let api = api.to_path_buf();
     let dir = snap.to_path_buf();
     tokio::task::spawn_blocking(move || control(&api, &dir))

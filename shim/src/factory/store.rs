@@ -16,6 +16,10 @@ use super::key::TemplateKey;
 pub const STATE_FILE: &str = "state";
 /// The snapshot's guest memory file in a template directory.
 pub const MEMORY_FILE: &str = "memory";
+/// The template VM's vsock CID (decimal), which its restores keep: a guest restored with
+/// another CID drops the host's packets until it has handled the CID change (~2 s on the
+/// emulated node), so its agent answers late.
+pub const CID_FILE: &str = "cid";
 /// Most templates kept for one boot identity (sandboxes of different sizes); the oldest
 /// goes when a new one is made.
 pub const MAX_TEMPLATES: usize = 4;
@@ -68,7 +72,7 @@ pub fn find(root: &Path, key: &TemplateKey) -> Result<Option<PathBuf>, String> {
             dir.display()
         ));
     }
-    for f in [STATE_FILE, MEMORY_FILE] {
+    for f in [STATE_FILE, MEMORY_FILE, CID_FILE] {
         let p = dir.join(f);
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() && m.uid() == euid() && m.len() > 0 => {}
@@ -148,6 +152,25 @@ fn remove_path(p: &Path) -> io::Result<()> {
     }
 }
 
+/// The template VM's CID recorded in template `dir` ([`CID_FILE`]), checked to be in the
+/// shim's CID range.
+pub fn read_cid(dir: &Path) -> Result<u32, String> {
+    use std::io::Read;
+    let p = dir.join(CID_FILE);
+    let mut text = String::new();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .and_then(|f| f.take(32).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|c| (crate::vmm::CID_MIN..=crate::vmm::CID_MAX).contains(c))
+        .ok_or_else(|| format!("{}: not a vsock CID: {:?}", p.display(), text.trim()))
+}
+
 /// Publishes the finished snapshot in `snap` (written by the jailed template VMM, which
 /// has ended) as `key`'s template: every file must be a regular file; they become the
 /// shim's (0600), the directory 0700, then one `rename` to `<root>/<key>`.
@@ -171,7 +194,7 @@ pub fn publish(root: &Path, key: &TemplateKey, snap: &Path) -> io::Result<PathBu
             .open(e.path())?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     }
-    for f in [STATE_FILE, MEMORY_FILE] {
+    for f in [STATE_FILE, MEMORY_FILE, CID_FILE] {
         if !names.iter().any(|n| n == f) {
             return Err(io::Error::other(format!(
                 "the snapshot in {} has no {f} file",

@@ -57,6 +57,7 @@ fn fake_template(root: &Path, k: &TemplateKey) -> PathBuf {
     std::fs::create_dir(&snap).unwrap();
     std::fs::write(snap.join(STATE_FILE), b"KATAVMSS...").unwrap();
     std::fs::write(snap.join(MEMORY_FILE), vec![0u8; 4096]).unwrap();
+    std::fs::write(snap.join(CID_FILE), "4242\n").unwrap();
     store::publish(root, k, &snap).unwrap()
 }
 
@@ -278,6 +279,18 @@ fn find_refuses_what_is_not_a_whole_private_template() {
     assert!(find(&root, &k).unwrap_err().contains("state"));
     std::fs::remove_file(t.join(STATE_FILE)).unwrap();
     assert!(find(&root, &k).unwrap_err().contains("state"));
+    std::fs::write(t.join(STATE_FILE), b"s").unwrap();
+    assert!(find(&root, &k).is_ok());
+    // The template VM's CID: what a restore keeps; anything else is refused.
+    for bad in ["", "12", "abc", "99999999999"] {
+        std::fs::write(t.join(CID_FILE), bad).unwrap();
+        assert!(
+            read_cid(&t).unwrap_err().contains("not a vsock CID"),
+            "{bad}"
+        );
+    }
+    std::fs::write(t.join(CID_FILE), "1000\n").unwrap();
+    assert_eq!(read_cid(&t), Ok(1000));
 }
 
 #[test]
@@ -290,6 +303,7 @@ fn publish_is_one_rename_of_a_checked_snapshot() {
     let snap = root.join("snap");
     std::fs::create_dir(&snap).unwrap();
     std::fs::write(snap.join(MEMORY_FILE), b"m").unwrap();
+    std::fs::write(snap.join(CID_FILE), b"4242").unwrap();
     let e = store::publish(&root, &k, &snap).unwrap_err().to_string();
     assert!(e.contains("no state file"), "{e}");
     assert!(!root.join(&k.name).exists());
@@ -309,7 +323,8 @@ fn publish_is_one_rename_of_a_checked_snapshot() {
     assert_eq!(t, root.join(&k.name));
     assert!(!snap.exists(), "moved, not copied");
     assert_eq!(std::fs::metadata(&t).unwrap().mode() & 0o777, 0o700);
-    for f in [STATE_FILE, MEMORY_FILE] {
+    assert_eq!(read_cid(&t), Ok(4242));
+    for f in [STATE_FILE, MEMORY_FILE, CID_FILE] {
         let m = std::fs::metadata(t.join(f)).unwrap();
         assert_eq!(m.mode() & 0o777, 0o600, "{f}");
         assert_eq!(m.uid(), nix::unistd::geteuid().as_raw(), "{f}");
@@ -320,6 +335,7 @@ fn publish_is_one_rename_of_a_checked_snapshot() {
     std::fs::create_dir(&snap2).unwrap();
     std::fs::write(snap2.join(STATE_FILE), b"2").unwrap();
     std::fs::write(snap2.join(MEMORY_FILE), b"2").unwrap();
+    std::fs::write(snap2.join(CID_FILE), b"4242").unwrap();
     assert!(store::publish(&root, &k, &snap2).is_err());
     assert_eq!(std::fs::read(t.join(STATE_FILE)).unwrap(), b"s");
 }

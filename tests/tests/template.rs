@@ -1,0 +1,114 @@
+//! VM templates through ctr (tests/scripts/template.sh, one node boot), with a shim
+//! configuration that has `[factory] template = true`: the first sandbox boots cold and a
+//! template of its VM appears (0700, a state and a memory file); the next two sandboxes
+//! start from it (the shim's log says so) and run their containers with the right output,
+//! and their guests draw different random numbers (AfterRestore's entropy); a truncated
+//! template state file is refused, that sandbox still starts (cold), a new template is made
+//! and the next sandbox starts from it; nothing is left. Cold vs template start times are
+//! printed, not asserted.
+use kata_rs_tests::{node_run, require_kata_artifacts};
+
+/// The `N` of each `sandbox started ... in N ms` line (`start|`) whose text contains `what`.
+fn start_ms(lines: &[&str], what: &str) -> Vec<u64> {
+    lines
+        .iter()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.rsplit(" in ").next()?.strip_suffix(" ms")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn sandboxes_start_from_a_template() {
+    require_kata_artifacts();
+    let run = node_run("template.sh", &[]);
+    run.assert_success();
+    let out = &run.stdout;
+    let m = |k: &str| run.expect_marker(k).to_string();
+
+    // Cold boot, then a template of that configuration.
+    assert_eq!(m("t1-rc"), "0", "{out}");
+    assert_eq!(m("template-made-rc"), "0", "no template appeared:\n{out}");
+    let key = m("template-key");
+    assert!(!key.is_empty(), "{out}");
+    assert_eq!(m("template-dir-mode"), "700", "{out}");
+    let files = m("template-files");
+    assert!(
+        files.contains("memory") && files.contains("state"),
+        "the template holds the snapshot: {files}\n{out}"
+    );
+
+    // Two sandboxes from the template, each with its container's output.
+    for id in ["t2", "t3"] {
+        assert_eq!(m(&format!("{id}-rc")), "0", "{id}:\n{out}");
+        assert_eq!(m(&format!("{id}-hello")), format!("hi-from-{id}"), "{out}");
+    }
+    assert_eq!(
+        m("template-starts"),
+        "2",
+        "t2 and t3 from the template:\n{out}"
+    );
+    assert_eq!(m("cold-starts"), "1", "only t1 booted cold:\n{out}");
+    // Two clones of one template draw different random numbers.
+    for what in ["uuid", "urandom"] {
+        let (a, b) = (m(&format!("t2-{what}")), m(&format!("t3-{what}")));
+        assert!(a.len() >= 32, "{what}: {a:?}\n{out}");
+        assert_ne!(a, b, "{what} of two sandboxes from one template:\n{out}");
+    }
+
+    // A truncated state file: refused, removed, the sandbox still starts (cold), and a new
+    // template is made, which the next sandbox starts from.
+    assert_eq!(m("truncated-size"), "100", "{out}");
+    assert_eq!(m("t4-rc"), "0", "{out}");
+    assert_eq!(m("t4-status"), "RUNNING", "{out}");
+    assert_eq!(m("refused"), "1", "the shim warns and removes it:\n{out}");
+    let refused = run.prefixed("refused-log").join("\n");
+    assert!(
+        refused.contains("truncated") || refused.contains("state"),
+        "the warning names the cause: {refused}\n{out}"
+    );
+    assert_eq!(m("cold-starts-after"), "2", "t4 booted cold:\n{out}");
+    assert_eq!(m("template-remade-rc"), "0", "no new template:\n{out}");
+    let size: u64 = m("template-remade-size").parse().unwrap_or(0);
+    assert!(size > 4096, "a whole new state file: {size}\n{out}");
+    assert_eq!(m("t5-rc"), "0", "{out}");
+    assert_eq!(m("t5-hello"), "hi-from-t5", "{out}");
+    assert_eq!(
+        m("template-starts-after"),
+        "3",
+        "t5 from the new template:\n{out}"
+    );
+
+    // Nothing left: no process, mount, state; in the template directory only the template
+    // and its lock file (no work directory of a template VM, nothing being removed).
+    let mut dir: Vec<&str> = run
+        .expect_marker("template-dir")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .collect();
+    dir.sort();
+    let lock = format!(".lock-{key}");
+    assert_eq!(dir, vec![lock.as_str(), key.as_str()], "{out}");
+    assert_eq!(m("containers"), "0", "{out}");
+    assert_eq!(m("leftovers-rc"), "0", "{out}");
+
+    let starts = run.prefixed("start");
+    let cold = start_ms(&starts, "cold boot");
+    let warm = start_ms(&starts, "from template");
+    println!(
+        "sandbox start on a {} node (shim log, ms): cold boot {cold:?}, from template {warm:?}",
+        run.node_kind()
+    );
+    if let (Some(c), false) = (cold.first(), warm.is_empty()) {
+        let avg = warm.iter().sum::<u64>() as f64 / warm.len() as f64;
+        println!(
+            "ratio_template_start = {:.3} (template {avg:.0} ms / cold {c} ms)",
+            avg / *c as f64
+        );
+    }
+    for id in ["t1", "t2", "t3", "t4", "t5"] {
+        println!("{id}: ctr run {} s", m(&format!("{id}-seconds")));
+    }
+    for l in run.prefixed("made") {
+        println!("{l}");
+    }
+}
