@@ -4,7 +4,8 @@
 //! start from it (the shim's log says so) and run their containers with the right output,
 //! and their guests draw different random numbers (AfterRestore's entropy); a truncated
 //! template state file is refused, that sandbox still starts (cold), a new template is made
-//! and the next sandbox starts from it; nothing is left. Cold vs template start times are
+//! and the next sandbox starts from it; a pod sandbox in a network namespace starts from it
+//! with the pod's address; nothing is left. Cold vs template start times are
 //! printed, not asserted.
 use kata_rs_tests::{node_run, require_kata_artifacts};
 
@@ -76,6 +77,17 @@ fn sandboxes_start_from_a_template() {
         m("template-starts-after"),
         "3",
         "t5 from the new template:\n{out}"
+    );
+
+    // A pod sandbox with a network namespace from the template: its tap is probed in a
+    // placeholder slot and the guest gets the pod's address.
+    assert_eq!(m("netns"), "ok", "{out}");
+    assert_eq!(m("t6-rc"), "0", "{out}");
+    assert_eq!(m("t6-addr"), "10.99.0.2/24", "{out}");
+    assert_eq!(
+        m("template-starts-net"),
+        "4",
+        "t6 from the template:\n{out}"
     );
 
     // Nothing left: no process, mount, state; in the template directory only the template
