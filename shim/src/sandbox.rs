@@ -296,7 +296,6 @@ impl Sandbox {
         fs: &Virtiofsd,
     ) -> Result<SandboxVm, StartError> {
         let h = &config.file.hypervisor;
-        let initrds = vec![h.initrd.clone()];
         let cmdline = format!(
             "{} {}={}",
             h.kernel_params,
@@ -310,27 +309,16 @@ impl Sandbox {
             tries += 1;
             let cid = vmm::random_cid();
             let spec = VmmSpec {
-                path: h.path.clone(),
-                kernel: h.kernel.clone(),
-                initrds: initrds.clone(),
-                mem_mib: h.memory_mib,
-                vcpus: h.vcpus,
-                cid,
-                vsock_uds: Some(paths.agent_socket()),
                 jail_id: h.jail_id(cid),
-                console_log: paths.console_log.clone(),
-                console_limits: Some((
-                    config.file.runtime.console_log_max_kib,
-                    config.file.runtime.console_log_rate_kib,
-                )),
-                cmdline: cmdline.clone(),
-                disks: Vec::new(),
                 fs: Some(fs.socket.clone()),
                 net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
-                placeholder_slots: 0,
-                api_sock: None,
-                snapshot_root: None,
-                restore: None,
+                ..VmmSpec::for_config(
+                    config,
+                    cid,
+                    paths.agent_socket(),
+                    paths.console_log.clone(),
+                    cmdline.clone(),
+                )
             };
             let vmm = launch(&spec, &paths).await?;
             let uds = paths.agent_socket();

@@ -79,6 +79,43 @@ pub struct VmmSpec {
 }
 
 impl VmmSpec {
+    /// The VM the configuration describes (kata-vmm, kernel, guest image, memory, vCPUs,
+    /// console limits) with guest CID `cid`, vsock socket `vsock_uds`, console log `console_log`
+    /// and kernel command line `cmdline`; no devices beyond vsock, rng and the console, and no
+    /// jail id, control socket, snapshot or restore: each caller adds what it needs.
+    pub fn for_config(
+        config: &crate::config::Config,
+        cid: u32,
+        vsock_uds: PathBuf,
+        console_log: PathBuf,
+        cmdline: String,
+    ) -> Self {
+        let h = &config.file.hypervisor;
+        VmmSpec {
+            path: h.path.clone(),
+            kernel: h.kernel.clone(),
+            initrds: vec![h.initrd.clone()],
+            mem_mib: h.memory_mib,
+            vcpus: h.vcpus,
+            cid,
+            vsock_uds: Some(vsock_uds),
+            console_log,
+            console_limits: Some((
+                config.file.runtime.console_log_max_kib,
+                config.file.runtime.console_log_rate_kib,
+            )),
+            cmdline,
+            disks: Vec::new(),
+            fs: None,
+            jail_id: None,
+            net: None,
+            placeholder_slots: 0,
+            api_sock: None,
+            snapshot_root: None,
+            restore: None,
+        }
+    }
+
     /// The arguments after the program name, as docs/design.md specifies them.
     pub fn args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec!["--kernel".into(), self.kernel.clone().into()];

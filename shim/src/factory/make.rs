@@ -93,28 +93,18 @@ async fn make_in(
     let api = work.join("api.sock");
     let uds = work.join(vmm::VSOCK_SOCKET_FILE);
     let spec = VmmSpec {
-        path: h.path.clone(),
-        kernel: h.kernel.clone(),
-        initrds: vec![h.initrd.clone()],
-        mem_mib: h.memory_mib,
-        vcpus: h.vcpus,
-        cid,
-        vsock_uds: Some(uds.clone()),
         jail_id,
-        console_log: console.clone(),
-        console_limits: Some((
-            config.file.runtime.console_log_max_kib,
-            config.file.runtime.console_log_rate_kib,
-        )),
-        // No `kata_rs.share=`: the share is mounted by AfterRestore.
-        cmdline: h.kernel_params.trim().to_string(),
-        disks: Vec::new(),
-        fs: None,
-        net: None,
         placeholder_slots: PLACEHOLDER_SLOTS,
         api_sock: Some(api.clone()),
         snapshot_root: Some(snap.clone()),
-        restore: None,
+        // No `kata_rs.share=`: the share is mounted by AfterRestore.
+        ..VmmSpec::for_config(
+            config,
+            cid,
+            uds.clone(),
+            console.clone(),
+            h.kernel_params.trim().to_string(),
+        )
     };
     let vm = Vmm::spawn(&spec).map_err(|e| e.to_string())?;
     let saved = match cgroup.map(|c| c.enter(vm.pid())).transpose() {

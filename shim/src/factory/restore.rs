@@ -44,28 +44,19 @@ pub async fn restore(
     // an id of its own, from a random draw as a cold boot's CID is.
     let cid = super::store::read_cid(template)?;
     let spec = VmmSpec {
-        path: h.path.clone(),
-        kernel: h.kernel.clone(),
-        initrds: vec![h.initrd.clone()],
-        mem_mib: h.memory_mib,
-        vcpus: h.vcpus,
-        cid,
-        vsock_uds: Some(paths.agent_socket()),
         jail_id: h.jail_id(vmm::random_cid()),
-        console_log: paths.console_log.clone(),
-        console_limits: Some((
-            config.file.runtime.console_log_max_kib,
-            config.file.runtime.console_log_rate_kib,
-        )),
-        cmdline: h.kernel_params.trim().to_string(),
-        disks: Vec::new(),
         fs: Some(fs_socket.to_path_buf()),
         net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
         // The snapshot's placeholder slots come with it (kata-vmm refuses the flag here).
-        placeholder_slots: 0,
         api_sock: Some(paths.state_dir.join(API_SOCKET_FILE)),
-        snapshot_root: None,
         restore: Some(template.to_path_buf()),
+        ..VmmSpec::for_config(
+            config,
+            cid,
+            paths.agent_socket(),
+            paths.console_log.clone(),
+            h.kernel_params.trim().to_string(),
+        )
     };
     let vm = crate::sandbox::launch(&spec, paths)
         .await

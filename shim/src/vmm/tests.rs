@@ -301,3 +301,47 @@ fn thread_states_name_each_thread_and_where_it_waits() {
     t.join().unwrap();
     assert_eq!(thread_states(u32::MAX), "", "a process that is gone");
 }
+
+#[test]
+fn spec_for_config_takes_the_configured_vm_and_no_devices() {
+    let config = crate::config::Config::parse(
+        "[hypervisor]\nmemory_mib = 384\nvcpus = 2\n[runtime]\nconsole_log_max_kib = 96\n",
+        crate::config::ConfigSource::Defaults,
+    )
+    .unwrap();
+    let h = &config.file.hypervisor;
+    let s = VmmSpec::for_config(
+        &config,
+        4242,
+        PathBuf::from("/s/kata-vmm.vsock"),
+        PathBuf::from("/log/c.log"),
+        "quiet".into(),
+    );
+    assert_eq!(
+        (s.mem_mib, s.vcpus, s.cid),
+        (384, 2, 4242),
+        "the configured memory and vCPUs, the given CID"
+    );
+    assert_eq!(s.path, h.path);
+    assert_eq!(s.kernel, h.kernel);
+    assert_eq!(s.initrds, vec![h.initrd.clone()]);
+    assert_eq!(s.console_limits.map(|l| l.0), Some(96));
+    assert_eq!(s.vsock_uds.as_deref(), Some(Path::new("/s/kata-vmm.vsock")));
+    let args: Vec<String> = s
+        .args()
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    for flag in [
+        "--fs",
+        "--net",
+        "--disk",
+        "--restore",
+        "--api-sock",
+        "--snapshot-root",
+        "--placeholder-slots",
+        "--jail-uid",
+    ] {
+        assert!(!args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+}
