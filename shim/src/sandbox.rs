@@ -386,6 +386,12 @@ impl Sandbox {
                     if let Some(e) = last {
                         msg.push_str(&format!("; last error: {e}"));
                     }
+                    msg.push_str(if uds.exists() {
+                        "; kata-vmm's vsock socket exists (its setup was done; the guest never \
+                         accepted the connection)"
+                    } else {
+                        "; kata-vmm never created its vsock socket (still in its setup)"
+                    });
                     if !threads.is_empty() {
                         msg.push_str(&format!(
                             "; kata-vmm was still running (threads: {threads})"

@@ -15,12 +15,13 @@ const PODS: u32 = 50;
 const PARALLEL: u32 = 2;
 
 /// A known gap, not asserted yet: failed pods up to this many are reported (loudly) but do
-/// not fail the test; more do, and leftovers always do. Seen once in about 150 pods (CI on
-/// ff28195, pod 29): RunPodSandbox failed after 120 s because kata-vmm never bound its vsock
-/// socket (still in its setup; the guest console log empty). The cause is not known: since
-/// then a virtio-fs backend that never answers the vhost-user handshake ends the VMM after
-/// 30 s with an error naming it, and the shim's timeout error names where each VMM thread
-/// waits, so the next occurrence says where the VMM stuck. Set it to 0 once that is fixed.
+/// not fail the test; more do, and leftovers always do. Seen about once in 400 microVM boots on
+/// the emulated node (CI on ff28195, pod 29; cri_net in session 14's CI): RunPodSandbox fails
+/// after 120 s, kata-vmm past its setup (main thread in its event loop, vcpu0 running guest
+/// code) and the guest console empty: the guest hangs early in its boot (`quiet`: nothing is
+/// printed before the agent's ready line). Whether this is the emulated rig (QEMU TCG with
+/// nested SVM, whose other early-boot fault is a triple fault) or our guest is not known yet.
+/// Set it to 0 once that is settled.
 const KNOWN_FAILED_PODS: u64 = 1;
 
 /// Pods whose guest triple faulted on the emulated node (a fault of the QEMU TCG rig, see

@@ -65,8 +65,10 @@ pub async fn wait_ready(
                 if tries % 20 == 1 {
                     debug!(uds = %uds.display(), tries, "agent not ready yet: {e}");
                 }
-                // A try cut short by the deadline says less than an earlier real error.
-                if last.is_none() || !matches!(e, AgentError::Timeout { .. }) {
+                // The latest error says most (an early "no such file" is stale once the VMM
+                // has bound its socket), except a try the deadline cut short, which says less.
+                let cut_short = t < per_try && matches!(e, AgentError::Timeout { .. });
+                if last.is_none() || !cut_short {
                     last = Some(e);
                 }
             }
@@ -114,5 +116,40 @@ mod tests {
             r,
             Err(NotReady::VmmExited(crate::vmm::VmmExit::Code(1)))
         ));
+    }
+
+    /// The socket appears late and its guest never answers: the error reported is the latest
+    /// (the unanswered handshake), not the stale "no such file" of the first tries.
+    #[tokio::test(flavor = "current_thread")]
+    async fn wait_ready_reports_the_latest_error_not_a_stale_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kata-vmm.vsock");
+        let bind_at = path.clone();
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let l = tokio::net::UnixListener::bind(&bind_at).unwrap();
+            let mut held = Vec::new();
+            loop {
+                // Accepted, never answered: a guest that does not take the connection.
+                let (c, _) = l.accept().await.unwrap();
+                held.push(c);
+            }
+        });
+        let r = wait_ready(
+            &path,
+            1024,
+            Duration::from_millis(1500),
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            std::future::pending(),
+        )
+        .await;
+        server.abort();
+        let Err(NotReady::Timeout(Some(e))) = r else {
+            panic!("expected a timeout with an error, got {:?}", r.err());
+        };
+        let e = e.to_string();
+        assert!(!e.contains("No such file"), "stale error reported: {e}");
+        assert!(e.contains("did not answer"), "{e}");
     }
 }
