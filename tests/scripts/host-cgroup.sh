@@ -74,9 +74,11 @@ VMM=$(kata_rs_pids kata-vmm | head -n 1)
 FSD=$(kata_rs_pids virtiofsd | head -n 1)
 echo "pod-vmm-cgroup=$(cg_of "$VMM")"
 echo "pod-procs=$(names_in "$POD/sb2")"
-echo "pod-memory-kib=$(($(cat "$CG$POD/memory.current") / 1024))"
+# The processes' memory first, the cgroup's after: the running guest keeps touching pages,
+# so a cgroup read first can be a few pages behind (CI once saw 60 KiB).
 echo "vmm-rss-kib=$(rss_kib "$VMM")"
 echo "virtiofsd-rss-kib=$(rss_kib "$FSD")"
+echo "pod-memory-kib=$(($(cat "$CG$POD/memory.current") / 1024))"
 echo "pod-oom-kill-before=$(awk '$1 == "oom_kill" { print $2 }' "$CG$POD/memory.events")"
 # The guest touches FILL_MIB of anonymous memory (dd's buffer): guest RAM the host must back.
 $T ctr task exec --exec-id fill sb2 dd if=/dev/zero of=/dev/null bs=${FILL_MIB}M count=1 > "$W/fill.out" 2>&1 < /dev/null
