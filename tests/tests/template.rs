@@ -1,13 +1,19 @@
 //! VM templates through ctr (tests/scripts/template.sh, one node boot), with a shim
 //! configuration that has `[factory] template = true`: the first sandbox boots cold and a
-//! template of its VM appears (0700, a state and a memory file); the next two sandboxes
-//! start from it (the shim's log says so) and run their containers with the right output,
-//! and their guests draw different random numbers (AfterRestore's entropy); a truncated
-//! template state file is refused, that sandbox still starts (cold), a new template is made
-//! and the next sandbox starts from it; a pod sandbox in a network namespace starts from it
-//! with the pod's address; nothing is left. Cold vs template start times are
-//! printed, not asserted.
-use kata_rs_tests::{node_run, require_kata_artifacts};
+//! template of its VM appears (0700, a state and a memory file); the shim that made it exits,
+//! and the next two sandboxes, each started by a new shim process, start from it (the
+//! shim's log says so) and run their containers with the right output, and their guests
+//! draw different random numbers (AfterRestore's entropy); a truncated template state file
+//! is refused, that sandbox still starts (cold), a new template is made and the next sandbox
+//! starts from it; a pod sandbox in a network namespace starts from it with the pod's
+//! address; two pod sandboxes started from it at once have their own hostnames, addresses
+//! and MACs; a subset of the parity cases prints the same lines from a cold boot and from
+//! the template; a template of another configuration under the key is refused naming the
+//! difference, the sandbox boots cold and a right template is made; nothing is left. Cold vs
+//! template start times are printed, not asserted.
+use std::collections::BTreeMap;
+
+use kata_rs_tests::{node_run, require_kata_artifacts, NodeRun};
 
 /// The `N` of each `sandbox started ... in N ms` line (`start|`) whose text contains `what`.
 fn start_ms(lines: &[&str], what: &str) -> Vec<u64> {
@@ -16,6 +22,95 @@ fn start_ms(lines: &[&str], what: &str) -> Vec<u64> {
         .filter(|l| l.contains(what))
         .filter_map(|l| l.rsplit(" in ").next()?.strip_suffix(" ms")?.parse().ok())
         .collect()
+}
+
+/// What each parity case's line (the same from a cold boot and from the template) must
+/// contain (the expectations of tests/tests/parity.rs for these cases).
+const PARITY: &[(&str, &[&str])] = &[
+    (
+        "mount-under-symlink",
+        &[
+            "rc=0 out=token-data ; token-data ; /run/secrets/kubernetes.io/serviceaccount ; ",
+            "Read-only file system ; touch=1",
+        ],
+    ),
+    (
+        "cgroup-limits",
+        &["rc=0", "memory.max=67108864 cpu.max=50000 100000"],
+    ),
+    ("stdin", &["rc=0 out=got=line1,line2"]),
+    ("oom-kill", &["rc=137", "oom-event=yes"]),
+    (
+        "hostname-pids",
+        &["rc=0", "parity-host", "fork-limited=yes"],
+    ),
+    (
+        "exec",
+        &[
+            "rc=0",
+            "uid=1000(kata) gid=1000(kata)",
+            " ; /tmp ; ",
+            "CapEff:\t0000000000000000",
+            "NoNewPrivs:\t1",
+            "pid1=sleep 100000",
+        ],
+    ),
+    ("exec-status", &["rc=5 out=five"]),
+    ("exec-stdin", &["rc=0 out=got=in"]),
+    (
+        "pause-resume",
+        &["ps-lines=2 ; paused=PAUSED ; resumed=RUNNING"],
+    ),
+];
+
+/// `result <case> <mode> <rest>` lines → case → mode (`cold`, `template`) → rest.
+fn results(stdout: &str) -> BTreeMap<&str, BTreeMap<&str, &str>> {
+    let mut m: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for l in stdout.lines() {
+        let Some(rest) = l.strip_prefix("result ") else {
+            continue;
+        };
+        let mut it = rest.splitn(3, ' ');
+        let (Some(case), Some(mode), Some(v)) = (it.next(), it.next(), it.next()) else {
+            panic!("malformed result line {l:?}");
+        };
+        m.entry(case).or_default().insert(mode, v);
+    }
+    m
+}
+
+/// The parity cases: each case's line from the template is the cold boot's, and sane.
+fn check_parity(run: &NodeRun) -> Vec<String> {
+    let res = results(&run.stdout);
+    let mut failures = Vec::new();
+    for (case, wants) in PARITY {
+        let Some(by_mode) = res.get(case) else {
+            failures.push(format!("{case}: no result"));
+            continue;
+        };
+        let (Some(cold), Some(tpl)) = (by_mode.get("cold"), by_mode.get("template")) else {
+            failures.push(format!("{case}: missing a mode: {by_mode:?}"));
+            continue;
+        };
+        if cold != tpl {
+            failures.push(format!(
+                "{case}: differs\n  cold boot: {cold}\n  template:  {tpl}"
+            ));
+        }
+        for w in *wants {
+            for (mode, line) in [("cold", cold), ("template", tpl)] {
+                if !line.contains(w) {
+                    failures.push(format!("{case} ({mode}): {w:?} missing in {line:?}"));
+                }
+            }
+        }
+    }
+    for case in res.keys() {
+        if !PARITY.iter().any(|(k, _)| k == case) {
+            failures.push(format!("{case}: ran but not checked"));
+        }
+    }
+    failures
 }
 
 #[test]
@@ -37,6 +132,18 @@ fn sandboxes_start_from_a_template() {
         files.contains("memory") && files.contains("state"),
         "the template holds the snapshot: {files}\n{out}"
     );
+
+    // The template outlives the shim that made it: that shim (t1's) is gone before t2
+    // starts, so t2 and t3 (each a new shim process) start from a template an earlier shim
+    // made, and it is the same file (not remade).
+    let maker = m("maker-shim-pids");
+    assert!(
+        !maker.trim().is_empty() && maker.split_whitespace().all(|p| p.parse::<u32>().is_ok()),
+        "t1's shim: {maker:?}\n{out}"
+    );
+    assert_eq!(m("maker-shim-gone"), "yes", "{out}");
+    assert_eq!(m("shims-before-t2"), "0", "{out}");
+    assert_eq!(m("template-same"), "yes", "{out}");
 
     // Two sandboxes from the template, each with its container's output.
     for id in ["t2", "t3"] {
@@ -90,16 +197,101 @@ fn sandboxes_start_from_a_template() {
         "t6 from the template:\n{out}"
     );
 
-    // Nothing left: no process, mount, state; in the template directory only the template
-    // and its lock file (no work directory of a template VM, nothing being removed).
+    // Two pod sandboxes from the template at once: each its pod's hostname, address, MAC.
+    for (p, host, addr) in [
+        ("a", "tpl-pod-a", "10.99.0.11/24"),
+        ("b", "tpl-pod-b", "10.99.0.12/24"),
+    ] {
+        assert_eq!(m(&format!("tp-{p}-netns")), "ok", "{out}");
+        assert_eq!(m(&format!("tp-{p}-rc")), "0", "pod {p}:\n{out}");
+        assert_eq!(m(&format!("tp-{p}-hostname")), host, "{out}");
+        assert_eq!(m(&format!("tp-{p}-addr")), addr, "{out}");
+        let mac = m(&format!("tp-{p}-mac"));
+        assert_eq!(mac.len(), 17, "pod {p}'s MAC: {mac:?}\n{out}");
+        assert_eq!(
+            mac,
+            m(&format!("tp-{p}-netns-mac")),
+            "the guest's eth0 has its pod's MAC:\n{out}"
+        );
+    }
+    assert_ne!(m("tp-a-mac"), m("tp-b-mac"), "{out}");
+    assert_eq!(
+        m("pods-from-template"),
+        "2",
+        "both pods from the template:\n{out}"
+    );
+
+    // Parity cases: from the template as from a cold boot (and every template run was one).
+    let failures = check_parity(&run);
+    assert!(
+        failures.is_empty(),
+        "{} parity failure(s) in template mode:\n{}\n{out}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        m("parity-from-template"),
+        m("parity-template-runs"),
+        "every parity run in template mode started from the template:\n{out}"
+    );
+
+    // A template of another configuration (256 MiB) under the 384 MiB key: refused naming
+    // the difference, removed, the sandbox boots cold with 384 MiB, a right template is made.
+    let fkey = m("foreign-key");
+    assert_eq!(
+        fkey,
+        format!("{}-384m-1c", key.split('-').next().unwrap_or_default()),
+        "{out}"
+    );
+    assert!(
+        m("foreign-copied").contains("state"),
+        "the copy is a template: {}\n{out}",
+        m("foreign-copied")
+    );
+    assert_eq!(m("t7-rc"), "0", "{out}");
+    assert_eq!(m("t7-hello"), "hi-from-t7", "{out}");
+    let memtotal: u64 = m("t7-memtotal-kib").parse().unwrap_or(0);
+    assert!(
+        memtotal > 256 * 1024,
+        "t7's guest has 384 MiB, not the template's 256: MemTotal {memtotal} kB\n{out}"
+    );
+    assert_eq!(
+        m("foreign-refused"),
+        "1",
+        "the shim warns and removes it:\n{out}"
+    );
+    let foreign = run.prefixed("foreign-log").join("\n");
+    assert!(
+        foreign.contains("another configuration")
+            && foreign.contains("memory: snapshot 256 MiB, now 384 MiB"),
+        "the warning names the difference: {foreign}\n{out}"
+    );
+    assert_eq!(m("foreign-cold"), "1", "t7 booted cold:\n{out}");
+    assert_eq!(m("foreign-remade-rc"), "0", "no 384 MiB template:\n{out}");
+    let mem: u64 = m("foreign-remade-memory-bytes").parse().unwrap_or(0);
+    assert_eq!(
+        mem,
+        384 << 20,
+        "the new template holds 384 MiB of guest memory:\n{out}"
+    );
+
+    // Nothing left: no process, mount, state; in the template directory only the two
+    // templates and their lock files (no work directory of a template VM, nothing being
+    // removed).
     let mut dir: Vec<&str> = run
         .expect_marker("template-dir")
         .split(',')
         .filter(|s| !s.is_empty())
         .collect();
     dir.sort();
-    let lock = format!(".lock-{key}");
-    assert_eq!(dir, vec![lock.as_str(), key.as_str()], "{out}");
+    let mut want = vec![
+        format!(".lock-{key}"),
+        format!(".lock-{fkey}"),
+        key.clone(),
+        fkey.clone(),
+    ];
+    want.sort();
+    assert_eq!(dir, want, "{out}");
     assert_eq!(m("containers"), "0", "{out}");
     assert_eq!(m("leftovers-rc"), "0", "{out}");
 
@@ -122,5 +314,8 @@ fn sandboxes_start_from_a_template() {
     }
     for l in run.prefixed("made") {
         println!("{l}");
+    }
+    for s in ["first", "pods", "parity", "foreign", "all"] {
+        println!("section {s}: {} s", m(&format!("secs-{s}")));
     }
 }
