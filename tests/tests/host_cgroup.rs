@@ -13,6 +13,9 @@ use kata_rs_tests::{node_run, require_kata_artifacts};
 /// each once: the shim's is cut to 15 characters; virtiofsd runs as two processes).
 const SANDBOX_PROCS: &str = "containerd-shim,kata-vmm,virtiofsd";
 
+/// How far the VMM's RSS may be above the pod cgroup's count (see the assertion).
+const RSS_SLACK_KIB: u64 = 1024;
+
 #[test]
 fn sandbox_host_processes_live_in_the_pod_cgroup() {
     require_kata_artifacts();
@@ -59,9 +62,13 @@ fn sandbox_host_processes_live_in_the_pod_cgroup() {
     // The RSS figures are anonymous + shared memory (not file-backed pages, which may be
     // charged to another cgroup); they count the shared guest RAM in both processes, the
     // cgroup counts each page once, so the pod holds at least the larger of the two, and the
-    // VMM's is no small figure (guest RAM the host backs).
+    // VMM's is no small figure (guest RAM the host backs). The two counts are kept apart
+    // (/proc/PID/status's RSS counters are batched; pages a process faulted before it joined
+    // the cgroup stay charged where they were) and CI and the node saw the cgroup 24 to 92 KiB below the
+    // VMM's: RSS_SLACK_KIB allows for that, far below what a VMM outside the pod cgroup would
+    // leave out (its whole guest RAM).
     assert!(
-        vmm > 16 * 1024 && pod >= vmm.max(fsd),
+        vmm > 16 * 1024 && pod + RSS_SLACK_KIB >= vmm.max(fsd),
         "the pod cgroup must account the VMM's memory: pod {pod} KiB, VMM RSS {vmm} KiB, \
          virtiofsd RSS {fsd} KiB:\n{}",
         run.stdout
