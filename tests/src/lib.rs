@@ -5,6 +5,8 @@
 //! print `key=value` marker lines and `== section` headers; see `tests/scripts/`.
 //! Run with `cargo test -p kata-rs-tests -- --test-threads=1` (see tests/README.md).
 
+pub mod parity_cases;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

@@ -13,6 +13,7 @@
 //! template start times are printed, not asserted.
 use std::collections::BTreeMap;
 
+use kata_rs_tests::parity_cases::PARITY_EXPECTED;
 use kata_rs_tests::{node_run, require_kata_artifacts, NodeRun};
 
 /// The `N` of each `sandbox started ... in N ms` line (`start|`) whose text contains `what`.
@@ -24,43 +25,18 @@ fn start_ms(lines: &[&str], what: &str) -> Vec<u64> {
         .collect()
 }
 
-/// What each parity case's line (the same from a cold boot and from the template) must
-/// contain (the expectations of tests/tests/parity.rs for these cases).
-const PARITY: &[(&str, &[&str])] = &[
-    (
-        "mount-under-symlink",
-        &[
-            "rc=0 out=token-data ; token-data ; /run/secrets/kubernetes.io/serviceaccount ; ",
-            "Read-only file system ; touch=1",
-        ],
-    ),
-    (
-        "cgroup-limits",
-        &["rc=0", "memory.max=67108864 cpu.max=50000 100000"],
-    ),
-    ("stdin", &["rc=0 out=got=line1,line2"]),
-    ("oom-kill", &["rc=137", "oom-event=yes"]),
-    (
-        "hostname-pids",
-        &["rc=0", "parity-host", "fork-limited=yes"],
-    ),
-    (
-        "exec",
-        &[
-            "rc=0",
-            "uid=1000(kata) gid=1000(kata)",
-            " ; /tmp ; ",
-            "CapEff:\t0000000000000000",
-            "NoNewPrivs:\t1",
-            "pid1=sleep 100000",
-        ],
-    ),
-    ("exec-status", &["rc=5 out=five"]),
-    ("exec-stdin", &["rc=0 out=got=in"]),
-    (
-        "pause-resume",
-        &["ps-lines=2 ; paused=PAUSED ; resumed=RUNNING"],
-    ),
+/// The parity cases run from a cold boot and from the template (their lines must be the
+/// same and pass tests/tests/parity.rs's expectations, `PARITY_EXPECTED`).
+const PARITY: &[&str] = &[
+    "mount-under-symlink",
+    "cgroup-limits",
+    "stdin",
+    "oom-kill",
+    "hostname-pids",
+    "exec",
+    "exec-status",
+    "exec-stdin",
+    "pause-resume",
 ];
 
 /// `result <case> <mode> <rest>` lines → case → mode (`cold`, `template`) → rest.
@@ -83,7 +59,14 @@ fn results(stdout: &str) -> BTreeMap<&str, BTreeMap<&str, &str>> {
 fn check_parity(run: &NodeRun) -> Vec<String> {
     let res = results(&run.stdout);
     let mut failures = Vec::new();
-    for (case, wants) in PARITY {
+    for case in PARITY {
+        let Some(wants) = PARITY_EXPECTED
+            .iter()
+            .find_map(|(k, w)| (k == case).then_some(*w))
+        else {
+            failures.push(format!("{case}: not a parity case"));
+            continue;
+        };
         let Some(by_mode) = res.get(case) else {
             failures.push(format!("{case}: no result"));
             continue;
@@ -97,7 +80,7 @@ fn check_parity(run: &NodeRun) -> Vec<String> {
                 "{case}: differs\n  cold boot: {cold}\n  template:  {tpl}"
             ));
         }
-        for w in *wants {
+        for w in wants {
             for (mode, line) in [("cold", cold), ("template", tpl)] {
                 if !line.contains(w) {
                     failures.push(format!("{case} ({mode}): {w:?} missing in {line:?}"));
@@ -106,7 +89,7 @@ fn check_parity(run: &NodeRun) -> Vec<String> {
         }
     }
     for case in res.keys() {
-        if !PARITY.iter().any(|(k, _)| k == case) {
+        if !PARITY.contains(case) {
             failures.push(format!("{case}: ran but not checked"));
         }
     }
