@@ -1,4 +1,5 @@
-//! Small helpers: treating guest text as untrusted, exit statuses, ids, timestamps, and the
+//! Small helpers: treating guest text as untrusted, exit statuses, ids, timestamps, random
+//! bytes, and the
 //! rollback list that makes a failed Create leave nothing behind.
 
 use std::{future::Future, path::Path, pin::Pin, time::SystemTime};
@@ -40,6 +41,25 @@ pub fn agent_exit_status(status: i32) -> u32 {
 /// ([`kata_rs_protocol::id`], containerd's identifiers rule), so that an id is safe in file
 /// and guest path names.
 pub use kata_rs_protocol::id::validate_id;
+
+/// `n` bytes from the kernel's random source (`getrandom(2)`).
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
+    let mut b = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`, which we own.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), n - got, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("getrandom: {e}"));
+        }
+        got += r as usize;
+    }
+    Ok(b)
+}
 
 /// A protobuf timestamp of `t`.
 pub fn timestamp(t: SystemTime) -> Timestamp {

@@ -191,11 +191,8 @@ impl VmmSpec {
 
 /// A random CID in `CID_MIN..=CID_MAX`, from the kernel's random source.
 pub fn random_cid() -> u32 {
-    let mut b = [0u8; 4];
-    let r = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    let v = match r {
-        Ok(()) => u32::from_ne_bytes(b),
+    let v = match crate::util::random_bytes(4) {
+        Ok(b) => u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
         Err(_) => {
             // Fall back to the std hasher's random keys mixed with the time.
             use std::hash::{BuildHasher, Hasher};

@@ -27,7 +27,7 @@ use crate::host_cgroup::HostCgroup;
 
 pub use key::TemplateKey;
 pub use make::{make, Made};
-pub use restore::{random_bytes, restore, Restored, API_SOCKET_FILE, ENTROPY_BYTES};
+pub use restore::{restore, Restored, API_SOCKET_FILE, ENTROPY_BYTES};
 pub use store::{find, read_cid, remove_entry, remove_stale, CID_FILE, MEMORY_FILE, STATE_FILE};
 
 /// Empty virtio-mmio slots of a template VM, which a restore fills with the sandbox's own

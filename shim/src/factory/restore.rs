@@ -12,6 +12,7 @@ use crate::agent::{self, Agent, NotReady};
 use crate::config::Config;
 use crate::network::PodNetwork;
 use crate::sandbox::SandboxPaths;
+use crate::util::random_bytes;
 use crate::vmm::{self, Vmm, VmmSpec};
 
 /// The restored VM's control socket in the sandbox's state directory.
@@ -177,23 +178,4 @@ async fn wait_restored(
             per_try = Duration::from_secs(2);
         }
     }
-}
-
-/// `n` bytes from the kernel's random source (`getrandom(2)`).
-pub fn random_bytes(n: usize) -> Result<Vec<u8>, String> {
-    let mut b = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        // SAFETY: the pointer and length describe the unfilled tail of `b`, which we own.
-        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), n - got, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("getrandom: {e}"));
-        }
-        got += r as usize;
-    }
-    Ok(b)
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::*;
 use crate::config::{ConfigFile, ConfigSource, HypervisorConfig};
+use crate::util::random_bytes;
 
 /// A hypervisor section whose kernel, guest image and VMM are files in `dir`.
 fn hypervisor(dir: &Path) -> HypervisorConfig {
