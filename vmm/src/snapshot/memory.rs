@@ -6,7 +6,7 @@
 //! vhost-user backend can map shared).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Seek};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -113,7 +113,9 @@ pub fn restore_copy(
     let mem = crate::devices::virtio::fs::shared_guest_memory(&layout::ram_ranges(mem_bytes))
         .map_err(|e| format!("{e:#}"))?;
     let mut copied = 0u64;
-    for (r, m) in regions.iter().zip(mem.iter()) {
+    // The extents are read at the file's position, straight into guest RAM.
+    let mut src = file;
+    for r in regions {
         let start = r.file_offset;
         let end = start + r.size;
         let mut pos = start;
@@ -125,18 +127,16 @@ pub fn restore_copy(
                 break;
             }
             let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
-            // SAFETY: `m` is a live mapping of `r.size` bytes that nothing else uses yet (no
-            // vCPU, no device); `data..hole` lies inside `start..end`, so the destination
-            // `data - start .. hole - start` lies inside the mapping.
-            unsafe {
-                read_into(
-                    file,
-                    data,
-                    m.as_ptr().add((data - start) as usize),
-                    hole - data,
-                )
-            }
-            .map_err(|e| format!("copying the memory file at {data:#x}: {e}"))?;
+            let copy = |e: String| format!("copying the memory file at {data:#x}: {e}");
+            src.seek(io::SeekFrom::Start(data))
+                .map_err(|e| copy(e.to_string()))?;
+            let len = usize::try_from(hole - data).map_err(|e| copy(e.to_string()))?;
+            mem.read_exact_volatile_from(
+                GuestAddress(r.guest_addr + (data - start)),
+                &mut src,
+                len,
+            )
+            .map_err(|e| copy(e.to_string()))?;
             copied += hole - data;
             pos = hole;
         }
@@ -158,43 +158,6 @@ fn seek(file: &File, pos: u64, whence: libc::c_int) -> Result<Option<u64>, Strin
         return Err(format!("memory file: lseek: {e}"));
     }
     Ok(Some(r as u64))
-}
-
-/// Reads `len` bytes of `file` at `offset` into `dst`.
-///
-/// # Safety
-/// `dst..dst + len` must be writable memory nothing else reads or writes meanwhile.
-unsafe fn read_into(
-    file: &File,
-    mut offset: u64,
-    mut dst: *mut u8,
-    mut len: u64,
-) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    while len > 0 {
-        let n = len.min(CHUNK as u64 * 16) as usize;
-        // SAFETY: the caller guarantees `dst..dst + len` is ours to write; n <= len.
-        let r = unsafe { libc::pread(file.as_raw_fd(), dst.cast(), n, offset as libc::off_t) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the memory file ended early",
-            ));
-        }
-        let r = r as u64;
-        offset += r;
-        len -= r;
-        // SAFETY: r <= n <= the bytes left in the caller's range.
-        dst = unsafe { dst.add(r as usize) };
-    }
-    Ok(())
 }
 
 /// The checks [`restore`] and [`restore_copy`] make: the regions are this configuration's RAM
