@@ -93,7 +93,7 @@ async fn after_restore(
     devices: usize,
 ) -> Result<Agent, String> {
     let t0 = std::time::Instant::now();
-    let (agent, tries) = wait_restored(config, vm, paths).await?;
+    let agent = wait_restored(config, vm, paths).await?;
     let t_agent = t0.elapsed();
     let entropy = random_bytes(ENTROPY_BYTES)?;
     // The VM's own hostname stays the kernel's default, as after a cold boot (containers get
@@ -119,7 +119,7 @@ async fn after_restore(
         n.configure_guest(&agent).await?;
     }
     tracing::info!(
-        "restored VM: agent answered after {} ms ({tries} tries), AfterRestore done at {} ms (bound {}), \
+        "restored VM: agent answered after {} ms, AfterRestore done at {} ms (bound {}), \
          clock at {} ms, network at {} ms",
         t_agent.as_millis(),
         t_after.as_millis(),
@@ -130,52 +130,44 @@ async fn after_restore(
     Ok(agent)
 }
 
-/// How many 300 ms tries [`wait_restored`] makes before it waits 2 s per try.
-const SHORT_TRIES: u32 = 10;
+/// How long [`wait_restored`] tries with short (300 ms) connection tries before 2 s ones.
+const SHORT_PHASE: Duration = Duration::from_secs(3);
 
-/// Waits for the restored VM's agent like [`agent::wait_ready`], but with short tries at
-/// first ([`SHORT_TRIES`] of 300 ms, then 2 s each): the first connections after a restore
-/// can be lost in the guest (seen on the emulated node: such a connection hangs until its
-/// try ends), and a running agent answers within tens of ms. Returns the agent and how many
-/// tries it took.
-async fn wait_restored(
-    config: &Config,
-    vm: &Vmm,
-    paths: &SandboxPaths,
-) -> Result<(Agent, u32), String> {
+/// Waits for the restored VM's agent with [`agent::wait_ready`] in two phases: short tries
+/// of 300 ms for [`SHORT_PHASE`], then 2 s ones until the dial timeout: the first connections
+/// after a restore can be lost in the guest (seen on the emulated node: such a connection
+/// hangs until its try ends), and a running agent answers within tens of ms.
+async fn wait_restored(config: &Config, vm: &Vmm, paths: &SandboxPaths) -> Result<Agent, String> {
     let deadline = tokio::time::Instant::now() + config.dial_timeout();
-    let mut per_try = Duration::from_millis(300);
-    let mut tries = 0;
     let mut last = None;
-    loop {
+    // (per try, phase length; None: until the deadline)
+    for (per_try, length) in [
+        (Duration::from_millis(300), Some(SHORT_PHASE)),
+        (Duration::from_secs(2), None),
+    ] {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "the restored VM's agent did not answer within {:?}{}",
-                config.dial_timeout(),
-                last.map(|e: agent::AgentError| format!(" (last error: {e})"))
-                    .unwrap_or_default()
-            ));
-        }
-        tries += 1;
+        let phase = length.map_or(left, |l| l.min(left));
         let ready = agent::wait_ready(
             &paths.agent_socket(),
             kata_rs_protocol::AGENT_VSOCK_PORT,
-            per_try.min(left),
+            phase,
             per_try,
             config.request_timeout(),
             vm.wait(),
         )
         .await;
         match ready {
-            Ok((a, _)) => return Ok((a, tries)),
+            Ok((a, _)) => return Ok(a),
             Err(NotReady::VmmExited(e)) => {
                 return Err(format!("the restored VMM {e} before its agent answered"))
             }
             Err(NotReady::Timeout(e)) => last = e.or(last),
         }
-        if tries >= SHORT_TRIES {
-            per_try = Duration::from_secs(2);
-        }
     }
+    Err(format!(
+        "the restored VM's agent did not answer within {:?}{}",
+        config.dial_timeout(),
+        last.map(|e: agent::AgentError| format!(" (last error: {e})"))
+            .unwrap_or_default()
+    ))
 }
