@@ -249,7 +249,17 @@ fn entry_point_installs_labels_and_uninstalls_on_sigterm() {
     // SAFETY: kill(2) of the child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
-    log.extend(rx.try_iter());
+    // The reader may still hold the last lines: read until its end (EOF), bounded.
+    let t1 = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => log.push(l),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                assert!(t1.elapsed() < Duration::from_secs(30), "{log:#?}");
+            }
+        }
+    }
     assert!(status.success(), "{status}: {log:#?}");
     assert!(
         log.iter()
