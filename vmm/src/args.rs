@@ -127,6 +127,10 @@ pub struct Args {
     /// backend needs); `auto`: `copy` with --fs, else `map`.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = RestoreMemoryArg::Auto)]
     pub restore_memory: RestoreMemoryArg,
+    /// Cold boot: if no virtio device is activated by the guest SECS seconds after start (and
+    /// again at twice that), log where each vCPU is (a warning; 0: never).
+    #[arg(long, value_name = "SECS", default_value_t = crate::boot_watch::DEFAULT_SECS)]
+    pub boot_watch_secs: u64,
 }
 
 /// `--restore-memory` as given.
@@ -199,6 +203,8 @@ pub struct VmConfig {
     pub placeholder_slots: usize,
     /// `--restore-memory`, resolved (meaningful with `restore` only).
     pub restore_memory: RestoreMemory,
+    /// `--boot-watch-secs` (None: 0, never).
+    pub boot_watch: Option<std::time::Duration>,
 }
 
 /// A command line value that cannot be used.
@@ -369,6 +375,8 @@ impl Args {
             restore: self.restore,
             placeholder_slots: placeholders,
             restore_memory,
+            boot_watch: (self.boot_watch_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.boot_watch_secs)),
         })
     }
 }

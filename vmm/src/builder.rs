@@ -23,6 +23,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::api::ApiServer;
 use crate::args::{RestoreMemory, VmConfig};
+use crate::boot_watch::{BootWatch, VcpuProbe};
 use crate::device_manager::{lock_transport, DeviceManager};
 use crate::devices::console_log::ConsoleLog;
 use crate::devices::serial::ConsoleOut;
@@ -293,6 +294,13 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     debug_assert!(dm.all_slots_attached());
     let devices = dm.bus()?;
     let pauser = Arc::new(Pauser::new(vcpus.len()));
+    // A cold boot is watched until the guest activates a virtio device (boot_watch.rs).
+    let boot_watch = BootWatch::new(
+        t0,
+        cfg.boot_watch.filter(|_| restore.is_none()),
+        VcpuProbe::new(vcpus.clone(), pauser.clone()),
+        dm.transports().to_vec(),
+    );
     let sources = dm.into_event_sources();
     let events = EventLoop::new(
         exit.clone(),
@@ -305,6 +313,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             snapshotter,
         }),
         console_log.clone(),
+        boot_watch,
     )?;
     // Everything is open: bound what the process can still open, create and write (see
     // jail/limits.rs), before it leaves root and before any filter or vCPU thread.
@@ -350,9 +359,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         let jailed = jail::enter(j, c"/dev")?;
         debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
     }
-    if cfg.api_sock.is_some() {
-        pause::install_kick_handler().context("installing the vCPU kick signal handler")?;
-    }
+    // The kick that stops vCPUs: control `pause` and the boot watch.
+    pause::install_kick_handler().context("installing the vCPU kick signal handler")?;
     let mut threads = Vec::new();
     for (id, vcpu) in vcpus.into_iter().enumerate() {
         let d = devices.clone();

@@ -7,6 +7,7 @@
 
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use event_manager::{
@@ -14,6 +15,7 @@ use event_manager::{
 };
 
 use crate::api::{ApiServer, ApiSubscriber};
+use crate::boot_watch::{BootWatch, VcpuProbe};
 use crate::devices::console_log::{SharedLog, FLUSH_INTERVAL};
 use crate::devices::virtio::worker::{DeviceSubscriber, ServedDevice};
 use crate::pause::Pauser;
@@ -25,10 +27,11 @@ use tracing::debug;
 type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
 
 /// The exit eventfd (read to clear it; the reason is in [`ExitState`]) and the signalfd
-/// (SIGTERM/SIGINT become [`Exit::Signal`]).
+/// (SIGTERM/SIGINT become [`Exit::Signal`]; SIGUSR1 logs where the vCPUs are).
 struct ExitSubscriber {
     exit: Arc<ExitState>,
     sigfd: RawFd,
+    probe: VcpuProbe,
 }
 
 impl MutEventSubscriber for ExitSubscriber {
@@ -47,9 +50,15 @@ impl MutEventSubscriber for ExitSubscriber {
             return;
         }
         if events.fd() == self.sigfd {
-            if let Some(sig) = read_signal(self.sigfd) {
-                debug!("signal {sig}");
-                self.exit.set(Exit::Signal(sig));
+            match read_signal(self.sigfd) {
+                Some(libc::SIGUSR1) => {
+                    tracing::warn!("vCPU state (SIGUSR1): {}", self.probe.sample());
+                }
+                Some(sig) => {
+                    debug!("signal {sig}");
+                    self.exit.set(Exit::Signal(sig));
+                }
+                None => {}
             }
         } else {
             let _ = self.exit.event().read();
@@ -112,11 +121,14 @@ pub struct EventLoop {
     devices: Vec<(SubscriberId, Arc<Mutex<DeviceSubscriber>>)>,
     exit: Arc<ExitState>,
     console_log: SharedLog,
+    /// Samples a cold-booted guest that activates no virtio device (boot_watch.rs).
+    boot_watch: BootWatch,
 }
 
 impl EventLoop {
     /// Creates the epoll and registers every source: `exit` and `sigfd`, `devices`, the
-    /// vhost-user socket `fs_watch`, the control socket `api`.
+    /// vhost-user socket `fs_watch`, the control socket `api`; `boot_watch` runs on its
+    /// timer, its probe on SIGUSR1.
     pub fn new(
         exit: Arc<ExitState>,
         sigfd: RawFd,
@@ -124,11 +136,16 @@ impl EventLoop {
         fs_watch: Option<RawFd>,
         api: Option<Control>,
         console_log: SharedLog,
+        boot_watch: BootWatch,
     ) -> Result<EventLoop> {
         let mut manager: EventManager<Subscriber> =
             EventManager::new().map_err(|e| anyhow!("creating the event loop's epoll: {e}"))?;
         let e = exit.clone();
-        manager.add_subscriber(Arc::new(Mutex::new(ExitSubscriber { exit: e, sigfd })));
+        manager.add_subscriber(Arc::new(Mutex::new(ExitSubscriber {
+            exit: e,
+            sigfd,
+            probe: boot_watch.probe().clone(),
+        })));
         let devices = devices
             .into_iter()
             .map(|d| {
@@ -153,6 +170,7 @@ impl EventLoop {
             devices,
             exit,
             console_log,
+            boot_watch,
         })
     }
 
@@ -175,17 +193,20 @@ impl EventLoop {
                 }
             }
             // A console log tail not yet in the file: wake up once the guest is quiet.
-            let timeout = if lock_log().dirty() {
-                FLUSH_INTERVAL.as_millis() as i32
-            } else {
-                -1
-            };
+            let flush = lock_log().dirty();
+            let watch = self.boot_watch.due_in(Instant::now());
+            let timeout = [flush.then_some(FLUSH_INTERVAL), watch]
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32);
             // Ok(0): the timeout passed (or a signal interrupted the wait).
             match self.manager.run_with_timeout(timeout) {
-                Ok(0) if timeout >= 0 => lock_log().flush_tail(),
+                Ok(0) if flush => lock_log().flush_tail(),
                 Ok(_) => {}
                 Err(e) => bail!("epoll: {e}"),
             }
+            self.boot_watch.tick(Instant::now());
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod args;
 pub mod boot;
+pub mod boot_watch;
 pub mod builder;
 pub mod cmdline;
 pub mod cpu;

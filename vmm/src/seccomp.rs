@@ -36,8 +36,7 @@ pub enum ThreadClass {
     /// The main thread: event loop (signals, exit, virtio queue notifications of the VMM's own
     /// devices but virtio-blk), process exit.
     Main {
-        /// It serves the control socket (`--api-sock`): accept4, and tgkill of its own vCPU
-        /// threads with the pause kick signal.
+        /// It serves the control socket (`--api-sock`): accept4.
         api: bool,
         /// The vsock device has a host socket (`--vsock-uds`): accept4.
         vsock_uds: bool,
@@ -114,6 +113,13 @@ pub fn snapshot_ioctls() -> Vec<u64> {
         KVM_GET_XCRS(),
         KVM_GET_TSC_KHZ(),
     ]
+}
+
+/// ioctl requests the main thread may always issue: the boot watch's reads of a parked vCPU
+/// (registers, special registers, run state).
+pub fn boot_watch_ioctls() -> Vec<u64> {
+    use kvm::*;
+    vec![KVM_GET_REGS(), KVM_GET_SREGS(), KVM_GET_MP_STATE()]
 }
 
 /// ioctl requests a vCPU thread may issue after its filter is in: `KVM_RUN` only (the
@@ -206,6 +212,18 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
             if api || vsock_uds {
                 r.extend(allow(&[libc::SYS_accept4]));
             }
+            // The boot watch (boot_watch.rs) stops the vCPUs (tgkill below) and reads their
+            // registers, mode and run state; a snapshot reads more (a superset).
+            let ioctls = if snapshot {
+                snapshot_ioctls()
+            } else {
+                boot_watch_ioctls()
+            };
+            let ioctls = ioctls
+                .into_iter()
+                .map(|req| SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, req)?]))
+                .collect::<Result<Vec<_>, _>>()?;
+            r.push((libc::SYS_ioctl, ioctls));
             if snapshot {
                 // Paths only relative to the snapshot root's fd (the jail has no other); the
                 // snapshot's files: create, size, write (pwrite64 is common), sync, rename.
@@ -217,13 +235,9 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
                     libc::SYS_ftruncate,
                     libc::SYS_fsync,
                 ]));
-                let ioctls = snapshot_ioctls()
-                    .into_iter()
-                    .map(|req| SeccompRule::new(vec![cond(1, SeccompCmpOp::Eq, req)?]))
-                    .collect::<Result<Vec<_>, _>>()?;
-                r.push((libc::SYS_ioctl, ioctls));
             }
-            if api {
+            {
+                // The pause kick of its own vCPU threads (control `pause`, the boot watch).
                 let pid = u64::from(std::process::id());
                 let kick = crate::pause::kick_signal() as u64;
                 r.push((
@@ -469,6 +483,26 @@ mod tests {
             // SAFETY: openat of a NUL-terminated path that does not exist: ENOENT.
             unsafe { libc::openat(libc::AT_FDCWD, c"/nonexistent/kata-vmm".as_ptr(), 0) };
         }
+        fn get_xsave() {
+            // SAFETY: KVM_GET_XSAVE on fd -1 is rejected by the kernel (EBADF) before any
+            // pointer is read; `xsave` is a valid buffer anyway.
+            unsafe {
+                let mut xsave = kvm_bindings::kvm_xsave::default();
+                libc::ioctl(-1, kvm::KVM_GET_XSAVE() as _, &mut xsave);
+            }
+        }
+        for f in [openat as fn(), get_xsave] {
+            let st = in_child(SNAP, f);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
+            for class in [MAIN, MAIN_API, BLK] {
+                let st = in_child(class, f);
+                assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+            }
+        }
+    }
+
+    #[test]
+    fn the_boot_watch_reads_vcpus_in_every_main_class() {
         fn get_regs() {
             // SAFETY: KVM_GET_REGS on fd -1 is rejected by the kernel (EBADF) before any
             // pointer is read; `regs` is a valid buffer anyway.
@@ -477,12 +511,18 @@ mod tests {
                 libc::ioctl(-1, kvm::KVM_GET_REGS() as _, &mut regs);
             }
         }
-        for f in [openat as fn(), get_regs] {
-            let st = in_child(SNAP, f);
-            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0, "{st:#x}");
-            for class in [MAIN, MAIN_API, BLK] {
-                let st = in_child(class, f);
-                assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS);
+        for class in CLASSES {
+            let st = in_child(class, get_regs);
+            if matches!(class, ThreadClass::Main { .. }) {
+                assert!(
+                    libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                    "{class:?}: {st:#x}"
+                );
+            } else {
+                assert!(
+                    libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSYS,
+                    "{class:?}"
+                );
             }
         }
     }

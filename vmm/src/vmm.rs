@@ -134,6 +134,8 @@ pub(crate) fn block_signals() -> Result<libc::c_int> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        // Not an exit: "log where the vCPUs are" (boot_watch::VcpuProbe).
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             bail!("pthread_sigmask: {}", std::io::Error::from_raw_os_error(rc));

@@ -134,9 +134,8 @@ pub fn restore_copy(
             }
             let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
             let to = target.start() + (data - start);
-            copy_extent(file, data, target.file(), to, hole - data).map_err(|e| {
-                format!("copying the memory file at {data:#x} into guest RAM: {e}")
-            })?;
+            copy_extent(file, data, target.file(), to, hole - data)
+                .map_err(|e| format!("copying the memory file at {data:#x} into guest RAM: {e}"))?;
             copied += hole - data;
             pos = hole;
         }
