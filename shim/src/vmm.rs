@@ -503,6 +503,31 @@ impl Vmm {
         }
     }
 
+    /// Where the guest's vCPUs are, as the VMM logs it on SIGUSR1 (registers, mode, run
+    /// state: boot_watch.rs in kata-vmm), waited for at most `wait`; None if no line came.
+    pub async fn vcpu_state(&self, wait: Duration) -> Option<String> {
+        const LINE: &str = "vCPU state (SIGUSR1)";
+        let before = self.stderr_line_with(LINE);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).ok()?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).ok()?;
+        let end = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.stderr_line_with(LINE);
+            if now.is_some() && now != before {
+                return now;
+            }
+        }
+        None
+    }
+
+    /// The latest stderr line of the VMM that contains `needle` (e.g. its boot watch's
+    /// "guest not up" warning, with where the vCPUs were).
+    pub fn stderr_line_with(&self, needle: &str) -> Option<String> {
+        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().rev().find(|l| l.contains(needle)).cloned()
+    }
+
     /// After the VMM exited: the line that says why (waits briefly for stderr to be read
     /// to its end); see [`why_line`].
     pub async fn error_line(&self) -> Option<String> {

@@ -219,6 +219,36 @@ async fn terminate_lets_the_vmm_report_then_counts_as_a_kill() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn vcpu_state_is_asked_for_with_sigusr1() {
+    let dir = tempfile::tempdir().unwrap();
+    // Like kata-vmm: SIGUSR1 makes it log where its vCPUs are, and it runs on.
+    let p = script(
+        dir.path(),
+        "n=0; trap 'n=$((n+1)); echo \"kata-vmm: warning: vCPU state (SIGUSR1): vCPU0 rip=0x$n\" >&2' USR1; while :; do sleep 0.05; done",
+    );
+    let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = vmm.vcpu_state(Duration::from_secs(5)).await;
+    assert_eq!(
+        first.as_deref(),
+        Some("kata-vmm: warning: vCPU state (SIGUSR1): vCPU0 rip=0x1")
+    );
+    // A second ask gets the new line, not the old one.
+    let second = vmm.vcpu_state(Duration::from_secs(5)).await.unwrap();
+    assert!(second.ends_with("rip=0x2"), "{second}");
+    assert!(vmm.exited().is_none(), "the VMM runs on");
+    vmm.kill();
+    vmm.wait().await;
+    // A VMM that never answers: None after the wait, not a hang.
+    let p = script(dir.path(), "trap '' USR1; while :; do sleep 0.05; done");
+    let quiet = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(quiet.vcpu_state(Duration::from_millis(300)).await, None);
+    quiet.kill();
+    quiet.wait().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn terminate_kills_a_vmm_that_ignores_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let p = script(dir.path(), "trap '' TERM; while :; do sleep 0.05; done");
