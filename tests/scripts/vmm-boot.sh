@@ -2,7 +2,8 @@
 # one "kata-vmm: error: ..." line naming it; with KATA_VMM_TEST_FORBIDDEN_SYSCALL=1 the VMM
 # makes a syscall its seccomp filter forbids and dies of SIGSYS (shell status 159); the guest
 # kernel boots to /init (a test guest that prints a marker and sleeps); SIGTERM ends kata-vmm
-# with exit 0; with arguments, tests/scripts/vmm-fs.sh runs here too (virtio-fs through
+# with exit 0; a guest that activates no virtio device gets its vCPU's state logged
+# (--boot-watch-secs); with arguments, tests/scripts/vmm-fs.sh runs here too (virtio-fs through
 # virtiofsd). Checked by tests/tests/vmm.rs.
 LOG=$KATA_RS_WORK/vmm-boot-console.log
 secs() { awk -v a="$1" -v b="$(kata_rs_uptime)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -53,6 +54,31 @@ kill -TERM $VPID
 kata_rs_wait_exit $VPID 30 sigterm-rc
 sed 's/^/boot| /' out
 tail -n 10 "$LOG" | sed 's/^/console| /'
+
+echo "== boot-watch"
+# A guest whose virtio-mmio driver never loads (initcall_blacklist) activates no device:
+# with --boot-watch-secs 2, kata-vmm logs where its vCPU is at 2 s and at 4 s, and the VM runs
+# on (the hang guest still reaches /init); SIGUSR1 logs it once more.
+: > "$LOG"
+kata-vmm --kernel "$KATA_RS_SHARE/vmlinux" --initrd "$KATA_RS_HANG_INITRD" \
+    --mem-mib 256 --vcpus 1 --vsock-cid 11 --console-log "$LOG" --boot-watch-secs 2 \
+    --cmdline initcall_blacklist=virtio_mmio_init > out 2>&1 &
+VPID=$!
+init=no i=0
+while [ $i -lt 1800 ] && kill -0 $VPID 2>/dev/null; do
+    if grep -q 'kata-rs-test: hang guest /init running' "$LOG" && [ "$(grep -c 'guest not up' out)" -ge 2 ]; then
+        init=yes; break
+    fi
+    sleep 0.1; i=$((i + 1))
+done
+echo "watch-guest-init=$init"
+# SIGUSR1 (what the shim sends when an agent never answers): the same sample, on request.
+kill -USR1 $VPID
+i=0
+until grep -q 'vCPU state (SIGUSR1)' out || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
+kill -TERM $VPID
+kata_rs_wait_exit $VPID 30 watch-sigterm-rc
+sed 's/^/watch| /' out
 # virtio-fs on the same node boot (args: VIRTIOFSD FS_INITRD VMM_FS_SCRIPT, see vmm-fs.sh).
 if [ $# -ge 3 ]; then . "$KATA_RS_PAYLOAD/extra$3"; fi
 kata_rs_leftovers

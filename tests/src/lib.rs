@@ -393,6 +393,42 @@ pub fn prefixed<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// `symbol+0xoffset` of guest kernel address `addr` in `vmlinux` (its text symbols, by
+/// `nm -n`; an address below 4 GiB is taken as physical, at the kernel's -2 GiB mapping:
+/// early boot runs there). `?` when nm or the symbol is missing: for messages only.
+pub fn symbolize(vmlinux: &Path, addr: u64) -> String {
+    const KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+    let (virt, note) = if addr < 1 << 32 {
+        (addr.wrapping_add(KERNEL_MAP), " (physical)")
+    } else {
+        (addr, "")
+    };
+    let Ok(out) = Command::new("nm").arg("-n").arg(vmlinux).output() else {
+        return "?".into();
+    };
+    let mut best: Option<(u64, String)> = None;
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut it = l.split_whitespace();
+        let (Some(a), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T" | "W" | "w") {
+            continue;
+        }
+        let Ok(a) = u64::from_str_radix(a, 16) else {
+            continue;
+        };
+        if a > virt {
+            break;
+        }
+        best = Some((a, name.to_string()));
+    }
+    match best {
+        Some((a, name)) => format!("{name}+{:#x}{note}", virt - a),
+        None => "?".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,5 +521,18 @@ mod tests {
         ] {
             assert!(root.join(f).is_file(), "{f} missing");
         }
+    }
+
+    #[test]
+    fn symbolize_finds_the_enclosing_text_symbol() {
+        assert_eq!(symbolize(Path::new("/nonexistent/vmlinux"), 0x1000), "?");
+        let vmlinux = repo_root().join("target/guest/vmlinux");
+        if !vmlinux.is_file() {
+            return; // the kernel is built by `make kernel`; nothing to look up without it
+        }
+        let s = symbolize(&vmlinux, 0xffff_ffff_8100_0000);
+        assert!(s.contains("+0x"), "{s}");
+        // Early boot's physical addresses map to the same symbols.
+        assert_eq!(symbolize(&vmlinux, 0x100_0000), format!("{s} (physical)"));
     }
 }

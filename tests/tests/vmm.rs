@@ -73,6 +73,7 @@ fn vmm_boots_kernel_and_stops_on_sigterm() {
         "0",
         "kata-vmm must exit 0 on SIGTERM"
     );
+    assert_boot_watch(&run);
     assert_eq!(run.expect_marker("leftovers-rc"), "0");
     println!(
         "guest kernel to /init on a {} node: {} s",
@@ -80,6 +81,61 @@ fn vmm_boots_kernel_and_stops_on_sigterm() {
         run.expect_marker("guest-init-seconds")
     );
     assert_virtio_fs(&run);
+}
+
+/// `--boot-watch-secs 2` with the virtio-mmio driver kept from loading: two warnings (at 2 s
+/// and 4 s) with vCPU 0's state, its instruction pointer in the guest kernel's text when in
+/// 64-bit mode, and one more on SIGUSR1; the guest runs on to /init and SIGTERM ends the VMM
+/// with 0.
+fn assert_boot_watch(run: &NodeRun) {
+    assert_eq!(
+        run.expect_marker("watch-guest-init"),
+        "yes",
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.expect_marker("watch-sigterm-rc"), "0");
+    let lines: Vec<&str> = run
+        .prefixed("watch")
+        .into_iter()
+        .filter(|l| l.contains("guest not up") || l.contains("vCPU state (SIGUSR1)"))
+        .collect();
+    assert!(
+        lines.len() == 3,
+        "two samples and one on SIGUSR1: {lines:#?}\n{}",
+        run.stdout
+    );
+    assert!(
+        lines[0].contains("guest not up 2 s after start"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains("guest not up 4 s after start"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].contains("vCPU state (SIGUSR1): vCPU0 rip=0x"),
+        "{lines:#?}"
+    );
+    let vmlinux = repo_root().join("target/guest/vmlinux");
+    for l in &lines {
+        let rip = l
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("rip=0x"))
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or_else(|| panic!("no rip in {l:?}"));
+        assert!(l.contains("mp_state="), "{l}");
+        if l.contains("mode=long64") {
+            assert!(
+                rip >= 0xffff_ffff_8100_0000,
+                "a 64-bit guest kernel runs at its text: {l}"
+            );
+        }
+        println!(
+            "boot watch: {l} [{}]",
+            kata_rs_tests::symbolize(&vmlinux, rip)
+        );
+    }
 }
 
 /// `--fs` (tests/scripts/vmm-fs.sh): no backend is exit 1 with one line naming the socket;
