@@ -1,12 +1,36 @@
-# Parity: the same containers through io.containerd.runc.v2 (the node's kernel) and
-# io.containerd.kata.v2 (a microVM), one line per case and runtime:
+# Parity: the same containers through io.containerd.runc.v2 (the node's kernel),
+# io.containerd.kata.v2 (a microVM booted cold) and kata-template (io.containerd.kata.v2 with
+# [factory] template = true: a microVM restored from a VM template, docs/templates.md), one
+# line per case and runtime:
 #     result <case> <runtime> rc=<exit status> out=<stdout+stderr lines joined by " ; ">
-# The Rust test (tests/tests/parity.rs) asserts that both runtimes' lines are identical and
-# checks that they are sane. Nothing printed may depend on the kernel, the hostname or the
+# Arguments: `runtimes=LIST` (default "runc kata kata-template") picks the runtimes;
+# `devices` runs only the device cases. The Rust
+# test (tests/tests/parity.rs) asserts that every runtime's line is runc's and checks that
+# they are sane. Nothing printed may depend on the kernel, the hostname or the
 # cgroup path (they differ between the node and the guest by design).
+# shellcheck disable=SC2046 # $(rtflags ...) is several flags, split on purpose
 W=$KATA_RS_WORK/parity
 mkdir -p "$W"
 N=0
+RUNTIMES="runc kata kata-template"
+ONLY=
+for _a in "$@"; do
+    case $_a in
+        runtimes=*) RUNTIMES=${_a#runtimes=} ;;
+        devices) ONLY=devices ;;
+        *) echo "parity.sh: unknown argument: $_a" >&2; exit 2 ;;
+    esac
+done
+TPL_CONF=/etc/kata-rs/parity-template.toml
+{ kata_rs_config; printf '[factory]\ntemplate = true\ntemplate_dir = "/var/lib/kata-rs/templates"\n'; } > "$TPL_CONF"
+
+# rtflags RUNTIME: ctr run's flags for a runtime of $RUNTIMES.
+rtflags() {
+    case $1 in
+        kata-template) echo "--runtime io.containerd.kata.v2 --runtime-config-path $TPL_CONF" ;;
+        *) echo "--runtime io.containerd.$1.v2" ;;
+    esac
+}
 
 # t SECS CMD...: CMD with a time limit; TERM at SECS, KILL 30 s later (ctr forwards TERM to
 # the container and would otherwise wait on). When the limit fires, the diagnostics go to
@@ -42,10 +66,10 @@ emit() {
 # run_case CASE "CTR RUN FLAGS" "SH -C SCRIPT": ctr run --rm with the test image. The
 # script's stderr goes to its stdout inside the container (one stream keeps the order).
 run_case() {
-    for rt in runc kata; do
+    for rt in $RUNTIMES; do
         N=$((N + 1))
         # shellcheck disable=SC2086 # the flags are split on purpose
-        t 600 ctr run --rm --runtime "io.containerd.$rt.v2" $2 "$KATA_RS_IMAGE" "p$N" \
+        t 600 ctr run --rm $(rtflags "$rt") $2 "$KATA_RS_IMAGE" "p$N" \
             sh -c "exec 2>&1; $3" > "$W/out" 2>&1 < /dev/null
         emit "$1" "$rt" "$?" "$W/out"
     done
@@ -53,9 +77,9 @@ run_case() {
 
 # config_case CASE SPECFILE: ctr run --rm --config SPECFILE (rootfs = $W/rootfs).
 config_case() {
-    for rt in runc kata; do
+    for rt in $RUNTIMES; do
         N=$((N + 1))
-        t 600 ctr run --rm --runtime "io.containerd.$rt.v2" --config "$2" "p$N" \
+        t 600 ctr run --rm $(rtflags "$rt") --config "$2" "p$N" \
             > "$W/out" 2>&1 < /dev/null
         emit "$1" "$rt" "$?" "$W/out"
     done
@@ -63,10 +87,10 @@ config_case() {
 
 # signal_case CASE SIGNAL "SH -C SCRIPT": the script prints "ready" once it may be signalled.
 signal_case() {
-    for rt in runc kata; do
+    for rt in $RUNTIMES; do
         N=$((N + 1))
         rm -f "$W/out"
-        t 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
+        t 600 ctr run --rm $(rtflags "$rt") "$KATA_RS_IMAGE" "p$N" \
             sh -c "$3" > "$W/out" 2>&1 < /dev/null &
         pid=$!
         i=0
@@ -93,13 +117,41 @@ devices_cases() {
     run_case devices-privileged "--privileged" 'cd /dev; mknod kata-rs-kmsg c 1 11; echo mknod=$?; true 3> kata-rs-kmsg; echo open-kmsg=$?'
 }
 
+# kata-template: its first sandbox boots cold and its shim makes a template of the VM in the
+# background; the cases start once the template is there, so every kata-template line comes
+# from a restored VM (the Rust test checks the shims' log: no cold boot in template mode after
+# this, one start from the template per sandbox).
+LOG=$KATA_RS_CONTAINERD_LOG
+case " $RUNTIMES " in
+    *" kata-template "*)
+        t 600 ctr run --rm $(rtflags kata-template) "$KATA_RS_IMAGE" p-template true \
+            > /dev/null 2>&1 < /dev/null
+        echo "template-first-rc=$?"
+        _end=$(kata_rs_deadline 300)
+        until ls /var/lib/kata-rs/templates/*/state > /dev/null 2>&1 \
+            || grep -q 'could not be made' "$LOG" || ! kata_rs_before "$_end"; do
+            sleep 0.5
+        done
+        echo "template-made=$(ls /var/lib/kata-rs/templates/*/state > /dev/null 2>&1 && echo yes || echo no)"
+        ;;
+esac
+COLD0=$(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG")
+FROM0=$(grep -c 'sandbox started from template' "$LOG")
+# after_markers: what the Rust test checks once the cases ran.
+after_markers() {
+    echo "sandboxes-per-runtime=$((N / $(echo $RUNTIMES | wc -w)))"
+    echo "template-cold-starts=$(($(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG") - COLD0))"
+    echo "template-starts=$(($(grep -c 'sandbox started from template' "$LOG") - FROM0))"
+    echo "containers=$(ctr container ls -q | wc -l)"
+    echo "tasks=$(ctr task ls -q | wc -l)"
+}
+
 # `parity.sh devices`: only the device cases (for iterating; the test runs everything).
-if [ "${1:-}" = devices ]; then
+if [ "$ONLY" = devices ]; then
     echo "== cases"
     devices_cases
     echo "== after"
-    echo "containers=$(ctr container ls -q | wc -l)"
-    echo "tasks=$(ctr task ls -q | wc -l)"
+    after_markers
     kata_rs_leftovers
     echo "leftovers-rc=$?"
     exit 0
@@ -108,9 +160,9 @@ fi
 echo "== cases"
 devices_cases
 run_case env-cwd "--env FOO=bar --cwd /tmp/newdir" 'echo FOO=$FOO; pwd; ls -ld /tmp/newdir | cut -c1-10'
-for rt in runc kata; do     # stderr alone (ctr merges the two streams in no fixed order)
+for rt in $RUNTIMES; do     # stderr alone (ctr merges the two streams in no fixed order)
     N=$((N + 1))
-    t 600 ctr run --rm --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "p$N" \
+    t 600 ctr run --rm $(rtflags "$rt") "$KATA_RS_IMAGE" "p$N" \
         sh -c 'echo err >&2; exit 7' > /dev/null 2> "$W/out" < /dev/null
     emit exit-status "$rt" "$?" "$W/out"
 done
@@ -149,9 +201,9 @@ if [ -e /tmp/kata-rs-parity-secret ]; then echo node-tmp-secret=yes; else echo n
 
 # stdin through the shim: ctr forwards its stdin to the container (but ctr 1.6 never closes
 # it on EOF, so the container reads a known number of lines instead of waiting for EOF).
-for rt in runc kata; do
+for rt in $RUNTIMES; do
     N=$((N + 1))
-    printf 'line1\nline2\n' | t 600 ctr run --rm --runtime "io.containerd.$rt.v2" \
+    printf 'line1\nline2\n' | t 600 ctr run --rm $(rtflags "$rt") \
         "$KATA_RS_IMAGE" "p$N" sh -c 'read a; read b; echo got=$a,$b' > "$W/out" 2>&1
     emit stdin "$rt" "$?" "$W/out"
 done
@@ -161,9 +213,9 @@ done
 t 1200 ctr events > "$W/events" 2>&1 &
 EVENTS=$!
 sleep 1
-for rt in runc kata; do
+for rt in $RUNTIMES; do
     N=$((N + 1))
-    t 600 ctr run --rm --runtime "io.containerd.$rt.v2" --memory-limit 33554432 "$KATA_RS_IMAGE" \
+    t 600 ctr run --rm $(rtflags "$rt") --memory-limit 33554432 "$KATA_RS_IMAGE" \
         "p$N" dd if=/dev/zero of=/dev/null bs=128M count=1 > "$W/out" 2>&1 < /dev/null
     rc=$?
     i=0     # the event may trail the exit a little
@@ -175,9 +227,9 @@ kill $EVENTS 2> /dev/null
 wait $EVENTS 2> /dev/null
 
 # ctr run -t: the container's stdio is a terminal of its own, with the size of ctr's.
-for rt in runc kata; do
+for rt in $RUNTIMES; do
     N=$((N + 1))
-    t 600 "$PTY" -qec "ctr run -t --rm --runtime io.containerd.$rt.v2 $KATA_RS_IMAGE p$N sh -c 'tty; exit 3'" \
+    t 600 "$PTY" -qec "ctr run -t --rm $(rtflags "$rt") $KATA_RS_IMAGE p$N sh -c 'tty; exit 3'" \
         /dev/null < /dev/null > "$W/out" 2>&1
     rc=$?
     tty_clean "$W/out" > "$W/out2"
@@ -249,9 +301,9 @@ ctr oci spec | sed \
     -e "s|\"cgroupsPath\": \"[^\"]*\"|\"cgroupsPath\": \"/kata-rs-test/parity-nopath\"|" \
     -e "s|\"path\": \"rootfs\"|\"path\": \"$W/rootfs\"|" \
     > "$W/nopath.json"
-for rt in runc kata; do
+for rt in $RUNTIMES; do
     N=$((N + 1))
-    t 600 ctr run --rm --runtime "io.containerd.$rt.v2" --config "$W/nopath.json" "p$N" \
+    t 600 ctr run --rm $(rtflags "$rt") --config "$W/nopath.json" "p$N" \
         > "$W/raw" 2>&1 < /dev/null
     rc=$?
     grep -o 'exec: "sh": executable file not found in $PATH' "$W/raw" | head -n 1 > "$W/out"
@@ -262,10 +314,10 @@ done
 
 # exec into a running container (ctr run -d): user, cwd, namespaces, capabilities, exit
 # status; a terminal exec (through busybox script when the node has it); ps, pause/resume.
-for rt in runc kata; do
+for rt in $RUNTIMES; do
     N=$((N + 1))
     id=p$N
-    t 600 ctr run -d --runtime "io.containerd.$rt.v2" "$KATA_RS_IMAGE" "$id" sleep 100000 \
+    t 600 ctr run -d $(rtflags "$rt") "$KATA_RS_IMAGE" "$id" sleep 100000 \
         > /dev/null 2>&1 < /dev/null
     t 300 ctr task exec --exec-id e1 --user 1000 --cwd /tmp "$id" sh -c \
         'exec 2>&1; id; pwd; grep -E "^(CapEff|NoNewPrivs)" /proc/self/status; echo pid1=$(tr "\0" " " < /proc/1/cmdline)' \
@@ -299,7 +351,6 @@ for rt in runc kata; do
 done
 
 echo "== after"
-echo "containers=$(ctr container ls -q | wc -l)"
-echo "tasks=$(ctr task ls -q | wc -l)"
+after_markers
 kata_rs_leftovers
 echo "leftovers-rc=$?"

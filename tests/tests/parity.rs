@@ -1,6 +1,8 @@
-//! Parity with runc: the same containers through `io.containerd.runc.v2` and
-//! `io.containerd.kata.v2` (tests/scripts/parity.sh, one node boot) must print the same
-//! normalised result line per case: process user/groups/umask, capabilities, no_new_privs,
+//! Parity with runc: the same containers through `io.containerd.runc.v2`,
+//! `io.containerd.kata.v2` booted cold, and `io.containerd.kata.v2` from a VM template
+//! (`kata-template`: `[factory] template = true`, every sandbox a restored VM; issue 14's
+//! "the parity cases pass in template mode") (tests/scripts/parity.sh, one node boot) must
+//! print the same normalised result line per case: process user/groups/umask, capabilities, no_new_privs,
 //! read-only root, masked and read-only paths, env/cwd, hostname, rlimits, cgroup limits
 //! (memory and cpu visible, pids enforced), seccomp, stdin, terminals (`ctr run -t`, `ctr
 //! task exec -t`), `--memory-limit` enforced (OOM kill reported as an exit by SIGKILL and a
@@ -49,12 +51,23 @@ fn runc_and_kata_agree() {
     }
     // KATA_RS_PARITY_ONLY=devices: only the device cases (parity.sh devices), for iterating.
     let only = std::env::var("KATA_RS_PARITY_ONLY").unwrap_or_default();
-    let args: &[&str] = if only.is_empty() {
-        &[]
-    } else {
-        &[only.as_str()]
-    };
-    let run = node_run("parity.sh", args);
+    // KATA_RS_PARITY_RUNTIMES="runc kata": fewer runtimes, for iterating (runc first).
+    let runtimes: Vec<String> = std::env::var("KATA_RS_PARITY_RUNTIMES")
+        .unwrap_or_else(|_| "runc kata kata-template".into())
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        runtimes.first().map(String::as_str),
+        Some("runc"),
+        "KATA_RS_PARITY_RUNTIMES must start with runc, the reference: {runtimes:?}"
+    );
+    let runtimes_arg = format!("runtimes={}", runtimes.join(" "));
+    let mut args = vec![runtimes_arg.as_str()];
+    if !only.is_empty() {
+        args.push(only.as_str());
+    }
+    let run = node_run("parity.sh", &args);
     run.assert_success();
     let res = results(&run.stdout);
     let mut failures = Vec::new();
@@ -66,20 +79,45 @@ fn runc_and_kata_agree() {
             failures.push(format!("{case}: no result lines"));
             continue;
         };
-        let (Some(runc), Some(kata)) = (by_rt.get("runc"), by_rt.get("kata")) else {
-            failures.push(format!("{case}: missing a runtime: {by_rt:?}"));
+        let Some(runc) = by_rt.get("runc") else {
+            failures.push(format!("{case}: no runc line: {by_rt:?}"));
             continue;
         };
-        if runc != kata {
-            failures.push(format!("{case}: differs\n  runc: {runc}\n  kata: {kata}"));
+        for rt in &runtimes[1..] {
+            match by_rt.get(rt) {
+                None => failures.push(format!("{case}: no {rt} line: {by_rt:?}")),
+                Some(line) if line != runc => {
+                    failures.push(format!("{case}: differs\n  runc: {runc}\n  {rt}: {line}"))
+                }
+                Some(_) => {}
+            }
         }
         for w in *wants {
-            for (rt, line) in [("runc", runc), ("kata", kata)] {
+            for (rt, line) in by_rt {
                 if !line.contains(w) {
                     failures.push(format!("{case} ({rt}): {w:?} missing in {line:?}"));
                 }
             }
         }
+    }
+    // In template mode every sandbox after the first started from the template.
+    if runtimes.iter().any(|r| r == "kata-template") {
+        assert_eq!(
+            run.expect_marker("template-made"),
+            "yes",
+            "no template made"
+        );
+        assert_eq!(
+            run.expect_marker("template-cold-starts"),
+            "0",
+            "a kata-template sandbox booted cold (its template failed: the shims' warnings \
+             say why)"
+        );
+        assert_eq!(
+            run.expect_marker("template-starts"),
+            run.expect_marker("sandboxes-per-runtime"),
+            "not every kata-template sandbox started from the template"
+        );
     }
     let known = |c: &String| PARITY_EXPECTED.iter().any(|(k, _)| k == c);
     assert!(
