@@ -82,6 +82,22 @@ mem() {
         $1 == "Pss:" && s == m { gr += r; gp += $2; n++ } END { print gr + 0, gp + 0, n + 0 }' /proc/$1/smaps 2>/dev/null)
     echo "$r $g"
 }
+# memfd_unmapped_kib PID GUEST_RSS_KIB: KiB of PID's guest RAM memfds (kata-vmm-ram) that
+# its guest RAM mapping does not map (allocated blocks minus the mapping's RSS; 0 without one).
+memfd_unmapped_kib() {
+    _a=0
+    for _f in /proc/$1/fd/*; do
+        case $(readlink "$_f" 2>/dev/null) in
+            /memfd:kata-vmm-ram*)
+                read -r _b _bs <<EOF_STAT
+$(stat -L -c '%b %B' "$_f" 2>/dev/null || echo 0 512)
+EOF_STAT
+                _a=$((_a + _b * _bs / 1024)) ;;
+        esac
+    done
+    _u=$((_a - $2)); [ $_u -gt 0 ] || _u=0
+    echo $_u
+}
 # pss of a list of PIDs (sum), KiB
 pss_sum() { t=0; for p in "$@"; do v=$(awk '$1 == "Pss:" { print $2 }' /proc/$p/smaps_rollup 2>/dev/null); t=$((t + ${v:-0})); done; echo $t; }
 
@@ -674,7 +690,9 @@ fi
 # first check answers: a restored guest prints nothing); time from just before kata-vmm is
 # spawned. Memory: T_MEMN (3) VMs of each kind at once, idle, each with its agent answering,
 # 2 s after the last answered: the PSS of each kata-vmm (smaps_rollup, guest RAM included:
-# the map restores share the snapshot's page cache pages, PSS splits them), mean per VM.
+# the map restores share the snapshot's page cache pages, PSS splits them) plus what its guest
+# RAM memfd holds unmapped (a copy restore's copied pages the guest has not touched), mean
+# per VM.
 # With the shim's [factory] (TEMPLATE_CTR=1, default): ctr run --rm ... true with template =
 # true (after a warm-up that makes the template) against the same with template = false.
 if want template; then
@@ -760,7 +778,11 @@ if want template && [ $TPL_OK = yes ]; then
         sleep 2
         tot=0 rss=0 all=
         for p in $pids; do
-            set -- $(mem $p); tot=$((tot + $2)); rss=$((rss + $1)); all="$all $2"
+            # PSS counts mapped pages only; a copy restore's guest RAM memfd also holds the
+            # copied pages the guest has not touched yet (unmapped, still this VM's memory).
+            set -- $(mem $p)
+            _m=$(($2 + $(memfd_unmapped_kib $p "$3")))
+            tot=$((tot + _m)); rss=$((rss + $1)); all="$all $_m"
         done
         if [ $ok = yes ]; then eval "TM_$k=$((tot / T_MEMN)) TR_$k=$((rss / T_MEMN)) TMS_$k=\"$all\""
         else eval "TM_$k=null TR_$k=null TMS_$k="; TFAIL=$((TFAIL + 1)); fi
