@@ -30,6 +30,11 @@ fn sandboxes_start_from_a_template() {
     run.assert_success();
     let out = &run.stdout;
     let m = |k: &str| run.expect_marker(k).to_string();
+    // A probe container (run_probe ID in template.sh) ran and printed its greeting.
+    let probe_ok = |id: &str| {
+        assert_eq!(m(&format!("{id}-rc")), "0", "{id}:\n{out}");
+        assert_eq!(m(&format!("{id}-hello")), format!("hi-from-{id}"), "{out}");
+    };
 
     // Cold boot, then a template of that configuration.
     assert_eq!(m("t1-rc"), "0", "{out}");
@@ -56,10 +61,8 @@ fn sandboxes_start_from_a_template() {
     assert_eq!(m("template-same"), "yes", "{out}");
 
     // Two sandboxes from the template, each with its container's output.
-    for id in ["t2", "t3"] {
-        assert_eq!(m(&format!("{id}-rc")), "0", "{id}:\n{out}");
-        assert_eq!(m(&format!("{id}-hello")), format!("hi-from-{id}"), "{out}");
-    }
+    probe_ok("t2");
+    probe_ok("t3");
     assert_eq!(
         m("template-starts"),
         "2",
@@ -88,8 +91,7 @@ fn sandboxes_start_from_a_template() {
     assert_eq!(m("template-remade-rc"), "0", "no new template:\n{out}");
     let size: u64 = m("template-remade-size").parse().unwrap_or(0);
     assert!(size > 4096, "a whole new state file: {size}\n{out}");
-    assert_eq!(m("t5-rc"), "0", "{out}");
-    assert_eq!(m("t5-hello"), "hi-from-t5", "{out}");
+    probe_ok("t5");
     assert_eq!(
         m("template-starts-after"),
         "3",
@@ -173,8 +175,7 @@ fn sandboxes_start_from_a_template() {
 
     // A replaced guest image: a new key, a cold boot, a template of the new image; the old
     // image's templates (both sizes) removed; the next sandbox from the new template.
-    assert_eq!(m("t8-rc"), "0", "{out}");
-    assert_eq!(m("t8-hello"), "hi-from-t8", "{out}");
+    probe_ok("t8");
     assert_eq!(m("image-cold"), "1", "t8 booted cold:\n{out}");
     let ikey = m("image-key");
     assert!(
@@ -186,8 +187,7 @@ fn sandboxes_start_from_a_template() {
         "0",
         "no template of the new image:\n{out}"
     );
-    assert_eq!(m("t9-rc"), "0", "{out}");
-    assert_eq!(m("t9-hello"), "hi-from-t9", "{out}");
+    probe_ok("t9");
     assert_eq!(
         m("image-from-new"),
         "1",
