@@ -164,10 +164,13 @@ async fn wait_restored(config: &Config, vm: &Vmm, paths: &SandboxPaths) -> Resul
             Err(NotReady::Timeout(e)) => last = e.or(last),
         }
     }
+    // Where the restored guest is (kata-vmm logs its vCPUs' state on SIGUSR1).
+    let vcpus = vm.vcpu_state(Duration::from_secs(3)).await;
     Err(format!(
-        "the restored VM's agent did not answer within {:?}{}",
+        "the restored VM's agent did not answer within {:?}{}{}",
         config.dial_timeout(),
         last.map(|e: agent::AgentError| format!(" (last error: {e})"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        vcpus.map(|l| format!("; {l}")).unwrap_or_default()
     ))
 }
