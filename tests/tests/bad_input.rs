@@ -52,6 +52,11 @@ fn bad_input_fails_clearly() {
             .any(|w| lower.contains(w)),
         "a guest that never answers must give a timeout error:\n{out}"
     );
+    // ... that says where the guest's vCPU was (the shim asked kata-vmm with SIGUSR1).
+    assert!(
+        out.contains("vCPU state (SIGUSR1): vCPU0 rip=0x") && out.contains("mp_state="),
+        "the timeout error carries the guest's vCPU state:\n{out}"
+    );
     let secs: f64 = run.expect_marker("hang-seconds").parse().unwrap();
     assert!(secs < 200.0, "a 15 s dial timeout took {secs} s to fail");
     assert_clean(&run, "hang");
