@@ -374,10 +374,7 @@ impl Sandbox {
                     // Where the VMM is stuck, read before it is killed (a VMM that never bound
                     // its vsock socket is still in its setup).
                     let threads = vmm.thread_states();
-                    let watch = match vmm.vcpu_state(Duration::from_secs(3)).await {
-                        Some(l) => Some(l),
-                        None => vmm.stderr_line_with("guest not up"),
-                    };
+                    let watch = vmm.vcpu_state().await;
                     let exit = vmm.kill_and_wait().await;
                     let _ = std::fs::remove_file(paths.state_dir.join(vmm::PID_FILE));
                     info!(sandbox = id, "VMM killed after the agent timeout ({exit})");

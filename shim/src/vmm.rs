@@ -260,8 +260,16 @@ pub struct Vmm {
     pid: u32,
     exit: watch::Receiver<Option<VmmExit>>,
     kill_tx: mpsc::UnboundedSender<i32>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr: Arc<Mutex<StderrTail>>,
     stderr_done: watch::Receiver<bool>,
+}
+
+/// The last [`STDERR_LINES`] lines a child wrote to stderr, and how many it wrote in all (so
+/// a reader can tell lines that came after a point from older ones).
+#[derive(Default)]
+struct StderrTail {
+    lines: VecDeque<String>,
+    pushed: u64,
 }
 
 impl Vmm {
@@ -355,7 +363,7 @@ impl Vmm {
         drop(netns);
         let pid = child.id().unwrap_or(0);
 
-        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = Arc::new(Mutex::new(StderrTail::default()));
         let (done_tx, stderr_done) = watch::channel(false);
         if let Some(mut err) = child.stderr.take() {
             let lines = stderr.clone();
@@ -503,29 +511,42 @@ impl Vmm {
         }
     }
 
-    /// Where the guest's vCPUs are, as the VMM logs it on SIGUSR1 (registers, mode, run
-    /// state: boot_watch.rs in kata-vmm), waited for at most `wait`; None if no line came.
-    pub async fn vcpu_state(&self, wait: Duration) -> Option<String> {
+    /// Where the guest's vCPUs are: the line the VMM logs on SIGUSR1 (registers, mode, run
+    /// state: boot_watch.rs in kata-vmm), waited for at most [`VCPU_STATE_WAIT`]; if none
+    /// comes, the boot watch's latest "guest not up" line; None if there is neither.
+    pub async fn vcpu_state(&self) -> Option<String> {
         const LINE: &str = "vCPU state (SIGUSR1)";
-        let before = self.stderr_line_with(LINE);
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid).ok()?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).ok()?;
-        let end = tokio::time::Instant::now() + wait;
-        while tokio::time::Instant::now() < end {
+        let seen = self.stderr_pushed();
+        let asked = i32::try_from(self.pid).ok().is_some_and(|pid| {
+            let pid = nix::unistd::Pid::from_raw(pid);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).is_ok()
+        });
+        let end = tokio::time::Instant::now() + VCPU_STATE_WAIT;
+        while asked && tokio::time::Instant::now() < end {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = self.stderr_line_with(LINE);
-            if now.is_some() && now != before {
-                return now;
+            if let Some(l) = self.stderr_line_with(LINE, seen) {
+                return Some(l);
             }
         }
-        None
+        self.stderr_line_with("guest not up", 0)
     }
 
-    /// The latest stderr line of the VMM that contains `needle` (e.g. its boot watch's
-    /// "guest not up" warning, with where the vCPUs were).
-    pub fn stderr_line_with(&self, needle: &str) -> Option<String> {
-        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        lines.iter().rev().find(|l| l.contains(needle)).cloned()
+    /// How many lines the VMM has written to stderr so far.
+    fn stderr_pushed(&self) -> u64 {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).pushed
+    }
+
+    /// The latest stderr line of the VMM that contains `needle`, among those written after
+    /// the first `after` (still in the kept tail).
+    fn stderr_line_with(&self, needle: &str, after: u64) -> Option<String> {
+        let t = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let new = usize::try_from(t.pushed.saturating_sub(after)).unwrap_or(usize::MAX);
+        t.lines
+            .iter()
+            .rev()
+            .take(new)
+            .find(|l| l.contains(needle))
+            .cloned()
     }
 
     /// After the VMM exited: the line that says why (waits briefly for stderr to be read
@@ -533,23 +554,27 @@ impl Vmm {
     pub async fn error_line(&self) -> Option<String> {
         let mut done = self.stderr_done.clone();
         let _ = tokio::time::timeout(Duration::from_secs(1), done.wait_for(|d| *d)).await;
-        let lines = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
-        why_line(lines.iter().map(String::as_str)).map(str::to_string)
+        let t = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        why_line(t.lines.iter().map(String::as_str)).map(str::to_string)
     }
 }
 
-fn push_line(lines: &Mutex<VecDeque<String>>, raw: &[u8], pid: u32, what: &str) {
+fn push_line(tail: &Mutex<StderrTail>, raw: &[u8], pid: u32, what: &str) {
     let text = crate::util::sanitize(&String::from_utf8_lossy(raw), STDERR_LINE_MAX);
     if text.trim().is_empty() {
         return;
     }
     warn!(pid, "{what} stderr: {text}");
-    let mut l = lines.lock().unwrap_or_else(|p| p.into_inner());
-    if l.len() == STDERR_LINES {
-        l.pop_front();
+    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if t.lines.len() == STDERR_LINES {
+        t.lines.pop_front();
     }
-    l.push_back(text);
+    t.lines.push_back(text);
+    t.pushed += 1;
 }
+
+/// How long [`Vmm::vcpu_state`] waits for the VMM's answer to SIGUSR1.
+pub const VCPU_STATE_WAIT: Duration = Duration::from_secs(3);
 
 /// Name of the pid file in a sandbox's state directory.
 pub const PID_FILE: &str = "kata-vmm.pid";

@@ -165,7 +165,7 @@ async fn wait_restored(config: &Config, vm: &Vmm, paths: &SandboxPaths) -> Resul
         }
     }
     // Where the restored guest is (kata-vmm logs its vCPUs' state on SIGUSR1).
-    let vcpus = vm.vcpu_state(Duration::from_secs(3)).await;
+    let vcpus = vm.vcpu_state().await;
     Err(format!(
         "the restored VM's agent did not answer within {:?}{}{}",
         config.dial_timeout(),

@@ -211,7 +211,7 @@ async fn terminate_lets_the_vmm_report_then_counts_as_a_kill() {
     assert_eq!(e.container_exit_status(), 137);
     let mut done = vmm.stderr_done.clone();
     let _ = tokio::time::timeout(Duration::from_secs(2), done.wait_for(|d| *d)).await;
-    let lines = vmm.stderr.lock().unwrap().clone();
+    let lines = vmm.stderr.lock().unwrap().lines.clone();
     assert!(
         lines.iter().any(|l| l.contains("virtio-vsock: report")),
         "{lines:?}"
@@ -228,24 +228,54 @@ async fn vcpu_state_is_asked_for_with_sigusr1() {
     );
     let vmm = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let first = vmm.vcpu_state(Duration::from_secs(5)).await;
+    let first = vmm.vcpu_state().await;
     assert_eq!(
         first.as_deref(),
         Some("kata-vmm: warning: vCPU state (SIGUSR1): vCPU0 rip=0x1")
     );
     // A second ask gets the new line, not the old one.
-    let second = vmm.vcpu_state(Duration::from_secs(5)).await.unwrap();
+    let second = vmm.vcpu_state().await.unwrap();
     assert!(second.ends_with("rip=0x2"), "{second}");
     assert!(vmm.exited().is_none(), "the VMM runs on");
     vmm.kill();
     vmm.wait().await;
+    // A guest stuck in one place answers with the same text twice: the second ask still
+    // gets the new line (told apart by when it came, not by what it says).
+    let p = script(
+        dir.path(),
+        "trap 'echo \"kata-vmm: warning: vCPU state (SIGUSR1): vCPU0 rip=0x7\" >&2' USR1; while :; do sleep 0.05; done",
+    );
+    let same = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        let l = same.vcpu_state().await.unwrap();
+        assert!(l.ends_with("rip=0x7"), "{l}");
+    }
+    same.kill();
+    same.wait().await;
     // A VMM that never answers: None after the wait, not a hang.
     let p = script(dir.path(), "trap '' USR1; while :; do sleep 0.05; done");
     let quiet = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(quiet.vcpu_state(Duration::from_millis(300)).await, None);
+    let t = std::time::Instant::now();
+    assert_eq!(quiet.vcpu_state().await, None);
+    assert!(t.elapsed() < VCPU_STATE_WAIT + Duration::from_secs(2));
     quiet.kill();
     quiet.wait().await;
+    // One that does not answer but had logged a boot watch sample: that line instead.
+    let p = script(
+        dir.path(),
+        "trap '' USR1; echo 'kata-vmm: warning: guest not up 45 s after start (no virtio device activated): vCPU0 rip=0x9' >&2; while :; do sleep 0.05; done",
+    );
+    let watched = Vmm::spawn(&spec(p.to_str().unwrap())).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let l = watched.vcpu_state().await.unwrap();
+    assert!(
+        l.contains("guest not up 45 s") && l.ends_with("rip=0x9"),
+        "{l}"
+    );
+    watched.kill();
+    watched.wait().await;
 }
 
 #[tokio::test(flavor = "current_thread")]
