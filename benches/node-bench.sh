@@ -808,7 +808,7 @@ fi
 if want template && [ "$TEMPLATE_CTR" = 1 ]; then
     TCONF=/etc/kata-rs/bench-template.toml TDIR=/var/lib/kata-rs/bench-templates
     rm -rf "$TDIR"
-    { kata_rs_config; printf '[factory]\ntemplate = true\ntemplate_dir = "%s"\n' "$TDIR"; } > "$TCONF"
+    kata_rs_config template_dir="$TDIR" > "$TCONF"
     # tctr MODE ID: wall ms of ctr run --rm (MODE tpl: with TCONF), or null.
     tctr() {
         _a=; [ "$1" = tpl ] && _a="--runtime-config-path $TCONF"

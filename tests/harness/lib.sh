@@ -16,19 +16,24 @@ KATA_RS_HANG_INITRD=/usr/local/share/kata-rs-tests/hang-initrd.img
 #   vmm=/usr/local/bin/kata-vmm kernel=$KATA_RS_SHARE/vmlinux
 #   initrd=$KATA_RS_SHARE/kata-rs-initrd.img mem_mib=256 vcpus=1
 #   dial_timeout=120 (seconds; emulated nodes are slow)
+#   template_dir=DIR (VM templates on, kept in DIR: a [factory] section; default off)
 kata_rs_config() {
     _vmm=/usr/local/bin/kata-vmm _kernel=$KATA_RS_SHARE/vmlinux
-    _initrd=$KATA_RS_SHARE/kata-rs-initrd.img _mem=256 _vcpus=1 _dial=120
+    _initrd=$KATA_RS_SHARE/kata-rs-initrd.img _mem=256 _vcpus=1 _dial=120 _tpl=
     for _kv in "$@"; do
         case $_kv in
             vmm=*) _vmm=${_kv#*=} ;; kernel=*) _kernel=${_kv#*=} ;; initrd=*) _initrd=${_kv#*=} ;;
             mem_mib=*) _mem=${_kv#*=} ;; vcpus=*) _vcpus=${_kv#*=} ;; dial_timeout=*) _dial=${_kv#*=} ;;
+            template_dir=*) _tpl=${_kv#*=} ;;
             *) echo "kata_rs_config: unknown key: $_kv" >&2; return 1 ;;
         esac
     done
     sed -e "s|@VMM@|$_vmm|g" -e "s|@KERNEL@|$_kernel|g" -e "s|@INITRD@|$_initrd|g" \
         -e "s|@MEM_MIB@|$_mem|g" -e "s|@VCPUS@|$_vcpus|g" -e "s|@DIAL_TIMEOUT@|$_dial|g" \
         /usr/local/share/kata-rs-tests/configuration.toml.in
+    if [ -n "$_tpl" ]; then
+        printf '[factory]\ntemplate = true\ntemplate_dir = "%s"\n' "$_tpl"
+    fi
 }
 
 # kata_rs_leftovers: print every leftover kata-vmm / virtiofsd / containerd-shim-kata-v2 process, kata-rs
@@ -105,6 +110,25 @@ kata_rs_task_status() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id { pri
 # ctr call, a /proc scan) can take seconds on a loaded emulated node.
 kata_rs_deadline() { awk -v s="$1" '{ printf "%.1f", $1 + s }' /proc/uptime; }
 kata_rs_before() { awk -v d="$1" '{ exit !($1 < d) }' /proc/uptime; }
+
+# kata_rs_template_key DIR: the name of the (one) VM template directory in DIR, empty if none.
+kata_rs_template_key() { ls "$1" 2>/dev/null | grep -E '^[0-9a-f]{16}-[0-9]+m-[0-9]+c$' | head -n1; }
+# kata_rs_wait_template DIR LOG SECS [KEY]: until a template in DIR (KEY's, or the one there
+# is) has a state file bigger than 4 KiB (status 0); 1 after SECS, or at once when the shims'
+# log LOG gains a "could not be made" line (e.g. a rig fault of the template VM).
+kata_rs_wait_template() {
+    _wt_end=$(kata_rs_deadline "$3")
+    _wt_failed=$(grep -c 'could not be made' "$2")
+    while kata_rs_before "$_wt_end"; do
+        [ "$(grep -c 'could not be made' "$2")" -gt "$_wt_failed" ] && return 1
+        _wt_k=${4:-$(kata_rs_template_key "$1")}
+        if [ -n "$_wt_k" ] && [ "$(stat -c %s "$1/$_wt_k/state" 2>/dev/null || echo 0)" -gt 4096 ]; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    return 1
+}
 
 # kata_rs_wait_status ID STATUS SECONDS: wait until the task has STATUS; 1 on timeout.
 kata_rs_wait_status() {

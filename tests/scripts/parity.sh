@@ -22,7 +22,7 @@ for _a in "$@"; do
     esac
 done
 TPL_CONF=/etc/kata-rs/parity-template.toml
-{ kata_rs_config; printf '[factory]\ntemplate = true\ntemplate_dir = "/var/lib/kata-rs/templates"\n'; } > "$TPL_CONF"
+kata_rs_config template_dir=/var/lib/kata-rs/templates > "$TPL_CONF"
 
 # rtflags RUNTIME: ctr run's flags for a runtime of $RUNTIMES.
 rtflags() {
@@ -127,12 +127,11 @@ case " $RUNTIMES " in
         t 600 ctr run --rm $(rtflags kata-template) "$KATA_RS_IMAGE" p-template true \
             > /dev/null 2>&1 < /dev/null
         echo "template-first-rc=$?"
-        _end=$(kata_rs_deadline 300)
-        until ls /var/lib/kata-rs/templates/*/state > /dev/null 2>&1 \
-            || grep -q 'could not be made' "$LOG" || ! kata_rs_before "$_end"; do
-            sleep 0.5
-        done
-        echo "template-made=$(ls /var/lib/kata-rs/templates/*/state > /dev/null 2>&1 && echo yes || echo no)"
+        if kata_rs_wait_template /var/lib/kata-rs/templates "$LOG" 300; then
+            echo "template-made=yes"
+        else
+            echo "template-made=no"
+        fi
         ;;
 esac
 COLD0=$(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG")

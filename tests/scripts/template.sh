@@ -21,28 +21,14 @@ mkdir -p "$W"
 # The guest image is a copy, replaced in the last part (an upgrade of the image).
 IMG=/var/lib/kata-rs/template-test-initrd.img
 mkdir -p /var/lib/kata-rs && cp "$KATA_RS_SHARE/kata-rs-initrd.img" "$IMG"
-{ kata_rs_config initrd="$IMG"; printf '[factory]\ntemplate = true\ntemplate_dir = "%s"\n' "$TPL"; } > "$CONF"
+kata_rs_config initrd="$IMG" template_dir="$TPL" > "$CONF"
 T="timeout -k 30 300"
 # The probe each container runs: its output, then two random draws from the guest kernel.
 PROBE='echo "$ID-hello=hi-from-$ID"; echo "$ID-uuid=$(cat /proc/sys/kernel/random/uuid)"; echo "$ID-urandom=$(head -c16 /dev/urandom | od -An -tx1 | tr -d " \n")"'
 # template_key: the name of the (one) template directory, empty if none.
-template_key() { ls "$TPL" 2>/dev/null | grep -E '^[0-9a-f]{16}-[0-9]+m-[0-9]+c$' | head -n1; }
-# wait_template SECS [KEY]: until a template (KEY's, or the one there is) with a state file
-# bigger than 4 KiB is there (1 at once when the shim says it could not make one, e.g. after
-# a rig fault of its template VM).
-wait_template() {
-    _end=$(kata_rs_deadline "$1")
-    _failed=$(grep -c 'could not be made' "$LOG")
-    while kata_rs_before "$_end"; do
-        [ "$(grep -c 'could not be made' "$LOG")" -gt "$_failed" ] && return 1
-        _k=${2:-$(template_key)}
-        if [ -n "$_k" ] && [ "$(stat -c %s "$TPL/$_k/state" 2>/dev/null || echo 0)" -gt 4096 ]; then
-            return 0
-        fi
-        sleep 0.5
-    done
-    return 1
-}
+template_key() { kata_rs_template_key "$TPL"; }
+# wait_template SECS [KEY]: kata_rs_wait_template in $TPL with the shims' log.
+wait_template() { kata_rs_wait_template "$TPL" "$LOG" "$@"; }
 # run_probe ID: a container from the template (ctr run --rm), its output as markers.
 run_probe() {
     _t0=$(kata_rs_uptime)
@@ -209,7 +195,7 @@ echo "== foreign"
 T_FOREIGN=$(kata_rs_uptime)
 FKEY=${KEY%%-*}-384m-1c
 CONF384=/etc/kata-rs/template-384.toml
-{ kata_rs_config initrd="$IMG" mem_mib=384; printf '[factory]\ntemplate = true\ntemplate_dir = "%s"\n' "$TPL"; } > "$CONF384"
+kata_rs_config initrd="$IMG" mem_mib=384 template_dir="$TPL" > "$CONF384"
 # (The memory file is hard-linked, not copied: the node's disk is its RAM, and kata-vmm
 # refuses the state file before it opens the memory.)
 mkdir -m 700 "$TPL/$FKEY" && cp -p "$TPL/$KEY/state" "$TPL/$KEY/cid" "$TPL/$FKEY/" \
