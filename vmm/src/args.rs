@@ -128,7 +128,7 @@ pub struct Args {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = RestoreMemoryArg::Auto)]
     pub restore_memory: RestoreMemoryArg,
     /// Cold boot: if no virtio device is activated by the guest SECS seconds after start (and
-    /// again at twice that), log where each vCPU is (a warning; 0: never).
+    /// again at twice that), log where each vCPU is (a warning; 0: never; at most a day).
     #[arg(long, value_name = "SECS", default_value_t = crate::boot_watch::DEFAULT_SECS)]
     pub boot_watch_secs: u64,
 }
@@ -157,6 +157,8 @@ pub enum RestoreMemory {
 
 /// Most `--placeholder-slots`.
 pub const MAX_PLACEHOLDER_SLOTS: u64 = 8;
+/// Most `--boot-watch-secs` (a day; its second sample comes at twice that).
+pub const MAX_BOOT_WATCH_SECS: u64 = 86_400;
 
 /// A validated VM configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +236,9 @@ pub enum ArgError {
     /// `--placeholder-slots` is too large.
     #[error("--placeholder-slots {0} is out of range (0..={MAX_PLACEHOLDER_SLOTS})")]
     PlaceholderSlots(u64),
+    /// `--boot-watch-secs` is beyond [`MAX_BOOT_WATCH_SECS`].
+    #[error("--boot-watch-secs {0} is out of range (0..={MAX_BOOT_WATCH_SECS})")]
+    BootWatchSecs(u64),
     /// `--placeholder-slots` with `--restore`.
     #[error(
         "--placeholder-slots {0} with --restore: a restored VM has the snapshot's placeholder slots"
@@ -316,6 +321,9 @@ impl Args {
             if id == 0 || id == u32::MAX {
                 return Err(ArgError::JailId(what, id));
             }
+        }
+        if self.boot_watch_secs > MAX_BOOT_WATCH_SECS {
+            return Err(ArgError::BootWatchSecs(self.boot_watch_secs));
         }
         if self.placeholder_slots > MAX_PLACEHOLDER_SLOTS {
             return Err(ArgError::PlaceholderSlots(self.placeholder_slots));

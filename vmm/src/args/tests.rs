@@ -285,6 +285,29 @@ fn with(extra: &[&str]) -> Result<VmConfig, ArgError> {
 }
 
 #[test]
+fn boot_watch_secs() {
+    use std::time::Duration;
+    assert_eq!(
+        with(&[]).unwrap().boot_watch,
+        Some(Duration::from_secs(crate::boot_watch::DEFAULT_SECS))
+    );
+    assert_eq!(with(&["--boot-watch-secs", "0"]).unwrap().boot_watch, None);
+    assert_eq!(
+        with(&["--boot-watch-secs", "86400"]).unwrap().boot_watch,
+        Some(Duration::from_secs(86_400))
+    );
+    // Beyond a day is refused (a huge value would overflow the watch's deadlines).
+    let huge = u64::MAX.to_string();
+    assert_eq!(
+        with(&["--boot-watch-secs", &huge]),
+        Err(ArgError::BootWatchSecs(u64::MAX))
+    );
+    assert!(ArgError::BootWatchSecs(86_401)
+        .to_string()
+        .contains("--boot-watch-secs 86401 is out of range (0..=86400)"));
+}
+
+#[test]
 fn placeholder_slots() {
     assert_eq!(with(&[]).unwrap().placeholder_slots, 0);
     assert_eq!(
