@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -40,23 +39,7 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds `path` (a stale socket there is replaced; any other file is an error), mode 0600.
     pub fn bind(path: &Path) -> io::Result<ApiServer> {
-        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        if let Ok(md) = std::fs::symlink_metadata(path) {
-            if !md.file_type().is_socket() {
-                return Err(ctx(io::Error::other("exists and is not a socket")));
-            }
-            std::fs::remove_file(path).map_err(ctx)?;
-        }
-        // Created 0600 (umask 0177 around bind: no window in which others may connect); the
-        // VMM is single-threaded here, so the process-wide umask change races with nothing.
-        // SAFETY: umask only swaps the process's file mode mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
-        // SAFETY: as above, restoring the previous mask.
-        unsafe { libc::umask(old) };
-        let listener = bound.map_err(ctx)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
-        listener.set_nonblocking(true).map_err(ctx)?;
+        let listener = crate::unix_socket::bind_private(path, "--api-sock")?;
         Ok(ApiServer {
             listener,
             clients: Vec::new(),
@@ -250,6 +233,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let _stale = ApiServer::bind(&path).unwrap();
         let api = ApiServer::bind(&path).unwrap(); // replaces the stale socket
+        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 

@@ -31,5 +31,6 @@ pub mod pause;
 pub mod seccomp;
 pub mod slots;
 pub mod snapshot;
+pub mod unix_socket;
 pub mod vmm;
 pub mod vstate;

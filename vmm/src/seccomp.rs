@@ -226,10 +226,12 @@ fn rules(class: ThreadClass) -> Result<Rules, seccompiler::BackendError> {
             r.push((libc::SYS_ioctl, ioctls));
             if snapshot {
                 // Paths only relative to the snapshot root's fd (the jail has no other); the
-                // snapshot's files: create, size, write (pwrite64 is common), sync, rename.
+                // snapshot's files: create (a new directory's mode set on its fd), size, write
+                // (pwrite64 is common), sync, rename.
                 r.extend(allow(&[
                     libc::SYS_openat,
                     libc::SYS_mkdirat,
+                    libc::SYS_fchmod,
                     libc::SYS_unlinkat,
                     libc::SYS_renameat,
                     libc::SYS_ftruncate,

@@ -76,12 +76,15 @@ fn cstr(name: &[u8]) -> std::io::Result<CString> {
 }
 
 /// Opens directory `name` relative to `at` without following a symlink; `create`: mkdir it
-/// (0700) first when missing.
+/// (0700, whatever the process's umask) first when missing.
 fn open_dir(at: RawFd, name: &[u8], create: bool) -> std::io::Result<OwnedFd> {
     let c = cstr(name)?;
+    let mut created = false;
     if create {
         // SAFETY: mkdirat with a valid dir fd and a NUL-terminated name.
-        if unsafe { libc::mkdirat(at, c.as_ptr(), 0o700) } != 0 {
+        if unsafe { libc::mkdirat(at, c.as_ptr(), 0o700) } == 0 {
+            created = true;
+        } else {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {
                 return Err(e);
@@ -95,7 +98,14 @@ fn open_dir(at: RawFd, name: &[u8], create: bool) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // mkdirat's mode is cut by the umask (another thread may hold a stricter one for a
+    // moment, as the API socket's bind does), so the mode is set on what was opened.
+    // SAFETY: fchmod on a valid fd owned here.
+    if created && unsafe { libc::fchmod(fd.as_raw_fd(), 0o700) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 /// Creates (or truncates) regular file `name` in `dir`, 0600, without following a symlink.

@@ -19,7 +19,6 @@ pub mod muxer;
 pub mod packet;
 
 use std::os::fd::RawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::Arc;
@@ -63,26 +62,7 @@ pub fn read_cid_config(cid: u64, offset: u64, data: &mut [u8]) {
 /// Binds the host side at `path` (a stale socket there is replaced; any other file is an
 /// error), mode 0600, non-blocking. Before the jail: the path is on the host.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    let ctx = |e: std::io::Error| {
-        std::io::Error::new(e.kind(), format!("--vsock-uds {}: {e}", path.display()))
-    };
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if !md.file_type().is_socket() {
-            return Err(ctx(std::io::Error::other("exists and is not a socket")));
-        }
-        std::fs::remove_file(path).map_err(ctx)?;
-    }
-    // Created 0600 (umask 0177 around bind: no window in which others may connect); the VMM is
-    // single-threaded here, so the process-wide umask change races with nothing.
-    // SAFETY: umask only swaps the process's file mode mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.map_err(ctx)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(ctx)?;
-    listener.set_nonblocking(true).map_err(ctx)?;
-    Ok(listener)
+    crate::unix_socket::bind_private(path, "--vsock-uds")
 }
 
 /// Counters of the device side (chains).
