@@ -48,6 +48,14 @@ shim_pids() {
         esac
     done
 }
+# vmm_pid ID: the pid of the kata-vmm process of sandbox ID.
+vmm_pid() {
+    for _p in /proc/[0-9]*; do
+        case "$({ tr '\0' ' ' < "$_p/cmdline"; } 2>/dev/null)" in
+            *kata-vmm*"/sandboxes/$1/"*) echo "${_p#/proc/}"; return ;;
+        esac
+    done
+}
 # file_id FILE: what changes when FILE is replaced or rewritten (inode, size, mtime).
 file_id() { stat -c '%i-%s-%Y' "$1" 2>/dev/null; }
 # shims_running: whether a containerd-shim-kata-v2 process is left.
@@ -162,6 +170,8 @@ for p in a b; do
         && echo "tp-$p-netns=ok" || echo "tp-$p-netns=failed"
     echo "tp-$p-netns-mac=$(nsenter --net="$NSF" ip link show eth0 | awk '/link\/ether/ { print $2 }')"
     make_rootfs "$W/root-$p"
+    # A file the container reads through virtio-fs (bounce mode, below).
+    head -c 3000000 /dev/urandom > "$W/root-$p/bounce-r"
     ctr oci spec | sed \
         -e 's|"cwd": "/",|"cwd": "/", "args": ["sleep", "600"], "env": ["PATH=/bin:/usr/bin"],|' \
         -e "s|\"linux\": {|\"hostname\": \"tpl-pod-$p\", \"annotations\": {\"io.kubernetes.cri.container-type\": \"sandbox\", \"io.kubernetes.cri.sandbox-id\": \"tp-$p\"}, \"linux\": {|" \
@@ -180,6 +190,16 @@ for p in a b; do
     echo "tp-$p-rc=$(cat "$W/tp-$p.rc")"
     $T ctr task exec --exec-id probe "tp-$p" sh -c 'echo "hostname=$(hostname)"; echo "addr=$(ip -4 -o addr show eth0 | awk "{ print \$4 }")"; echo "mac=$(cat /sys/class/net/eth0/address)"' \
         < /dev/null 2>&1 | sed "s/^/tp-$p-/"
+    # Guest RAM of a VM from the template is the template's memory file mapped copy-on-write,
+    # and virtio-fs then forwards through a bounce area (devices/virtio/fs/bounce.rs): its
+    # memfd is mapped, the file data goes both ways through it, checked byte for byte.
+    _vmm=$(vmm_pid "tp-$p")
+    echo "tp-$p-vmm-maps-template=$(grep -c "$TPL/$KEY/memory" "/proc/$_vmm/maps" 2>/dev/null)"
+    echo "tp-$p-vmm-maps-bounce=$(grep -c 'memfd:kata-vmm-fs-bounce' "/proc/$_vmm/maps" 2>/dev/null)"
+    $T ctr task exec --exec-id bounce "tp-$p" sh -c 'head -c 2500000 /dev/urandom > /bounce-w && sync && echo "w=$(md5sum < /bounce-w | cut -c1-32)"; echo "r=$(md5sum < /bounce-r | cut -c1-32)"' \
+        < /dev/null 2>&1 | sed "s/^/tp-$p-guest-md5-/"
+    echo "tp-$p-host-md5-w=$(md5sum < "$W/root-$p/bounce-w" | cut -c1-32)"
+    echo "tp-$p-host-md5-r=$(md5sum < "$W/root-$p/bounce-r" | cut -c1-32)"
 done
 echo "pods-from-template=$(($(from_template) - _before))"
 for p in a b; do

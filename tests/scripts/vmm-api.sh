@@ -8,7 +8,8 @@
 # version are refused with errors naming what differs. Templates (issue 14): the cold boot has
 # two placeholder slots (DeviceID 0); the restore puts a second tap card into one of them
 # (reset, unprobed); a third VMM restores with --fs into one, its guest RAM copied into memfds
-# (--restore-memory auto = copy with --fs), virtiofsd answering the vhost-user handshake.
+# (--restore-memory copy: virtiofsd maps guest RAM itself; the default, map, forwards through a
+# bounce area: tests/scripts/template.sh), virtiofsd answering the vhost-user handshake.
 # The agent's AfterRestore (agent/examples/after-restore.rs) then binds the filled slot again
 # and the guest's virtio-net driver probes the card there.
 # $1: the vmm_api client (vmm/examples/vmm_api.rs), $2: virtiofsd, $3: the after-restore
@@ -173,7 +174,7 @@ V3SOCK=$KATA_RS_WORK/vmm-api3.vsock
 T0=$(ms)
 KATA_VMM_DEBUG=1 kata-vmm $(echo "$VM_ARGS" | sed "s|$VSOCK|$V3SOCK|; s|$SOCK|$KATA_RS_WORK/vmm-api3.sock|; s|ktsnap0|ktsnap2|") \
     --net tap=ktfill2 --fs "socket=$FSW/vfsd.sock,tag=kataShared" \
-    --console-log "$KATA_RS_WORK/vmm-api3.log" --restore "$S2" > "$FSW/vmm.out" 2>&1 &
+    --console-log "$KATA_RS_WORK/vmm-api3.log" --restore "$S2" --restore-memory copy > "$FSW/vmm.out" 2>&1 &
 VPID3=$!
 first_check 120 "$V3SOCK"; echo "copy-check-rc=$?"
 echo "restore-copy-ms=$(( $(ms) - T0 ))"

@@ -127,6 +127,21 @@ fn sandboxes_start_from_a_template() {
         );
     }
     assert_ne!(m("tp-a-mac"), m("tp-b-mac"), "{out}");
+    // Their guest RAM is the template's memory file mapped copy-on-write, and the container's
+    // root file system (virtio-fs) goes through the bounce area: the same bytes both ways.
+    for p in ["a", "b"] {
+        assert_eq!(m(&format!("tp-{p}-vmm-maps-template")), "1", "{out}");
+        assert_eq!(m(&format!("tp-{p}-vmm-maps-bounce")), "1", "{out}");
+        for dir in ["w", "r"] {
+            let guest = m(&format!("tp-{p}-guest-md5-{dir}"));
+            assert_eq!(guest.len(), 32, "pod {p} md5 {dir}: {guest:?}\n{out}");
+            assert_eq!(
+                guest,
+                m(&format!("tp-{p}-host-md5-{dir}")),
+                "pod {p}: guest and host see the same file ({dir}):\n{out}"
+            );
+        }
+    }
     assert_eq!(
         m("pods-from-template"),
         "2",

@@ -140,7 +140,7 @@ pub enum RestoreMemoryArg {
     Map,
     /// A memfd with the memory file's data extents copied in.
     Copy,
-    /// `copy` with `--fs`, else `map`.
+    /// `map` (with `--fs` too: virtio-fs then forwards through a bounce area).
     Auto,
 }
 
@@ -151,7 +151,7 @@ pub enum RestoreMemory {
     /// cache between VMs restored from one snapshot.
     Map,
     /// Guest RAM in memfds (shared mappings) into which the memory file's data extents are
-    /// copied: what a vhost-user backend can map.
+    /// copied: what a vhost-user backend can map directly (no bounce area).
     Copy,
 }
 
@@ -260,11 +260,6 @@ pub enum ArgError {
     /// `--restore-memory` without `--restore`.
     #[error("--restore-memory is for --restore only")]
     RestoreMemoryWithoutRestore,
-    /// `--restore-memory map` with `--fs`.
-    #[error(
-        "--restore-memory map with --fs: the vhost-user backend needs shared guest RAM (copy)"
-    )]
-    MapWithFs,
     /// `--console-log-max-kib` is outside the supported range.
     #[error("--console-log-max-kib {0} is out of range ({MIN_CONSOLE_LOG_MAX_KIB}..={MAX_CONSOLE_LOG_MAX_KIB})")]
     ConsoleLogMax(u64),
@@ -335,11 +330,8 @@ impl Args {
             (true, _) if placeholders > 0 => {
                 return Err(ArgError::PlaceholdersAtRestore(self.placeholder_slots))
             }
-            (true, RestoreMemoryArg::Map) if self.fs.is_some() => return Err(ArgError::MapWithFs),
-            (true, RestoreMemoryArg::Map) => RestoreMemory::Map,
+            (true, RestoreMemoryArg::Map | RestoreMemoryArg::Auto) => RestoreMemory::Map,
             (true, RestoreMemoryArg::Copy) => RestoreMemory::Copy,
-            (true, RestoreMemoryArg::Auto) if self.fs.is_some() => RestoreMemory::Copy,
-            (true, RestoreMemoryArg::Auto) => RestoreMemory::Map,
         };
         // At a restore the snapshot's slot count is checked instead (slots::restore).
         let devices = 1

@@ -198,9 +198,13 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         Some(p) => Some(hvsock::bind(p).context("cannot create the vsock socket")?),
         None => None,
     };
+    // virtio-fs in bounce mode when guest RAM is not shared memfds the backend could map
+    // (a restore mapping the memory file copy-on-write): devices/virtio/fs/bounce.rs.
+    let fs_bounce = restore.is_some() && cfg.restore_memory == RestoreMemory::Map;
     let mut devs = attach::Devices {
         vsock_uds,
         fs_backend,
+        fs_bounce,
         hvc_out,
         largest_disk: 0,
     };

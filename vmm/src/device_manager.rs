@@ -224,10 +224,15 @@ impl DeviceManager {
         watch: RawFd,
     ) -> Result<()> {
         self.next_slot()?;
-        self.vhost_user_watch = Some(watch);
+        self.watch_vhost_user(watch);
         self.virtio
             .push(Arc::new(Mutex::new(MmioTransport::new(dev, mem.clone()))));
         Ok(())
+    }
+
+    /// The event loop watches `fd` (a vhost-user backend's socket) for a hang-up.
+    pub fn watch_vhost_user(&mut self, fd: RawFd) {
+        self.vhost_user_watch = Some(fd);
     }
 
     /// One ioeventfd per queue on the slot's QueueNotify register, datamatch = queue index.

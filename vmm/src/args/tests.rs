@@ -368,7 +368,11 @@ fn restore_memory_modes() {
     );
     let mut a = vec!["--restore", "/s"];
     a.extend_from_slice(&fs);
-    assert_eq!(with(&a).unwrap().restore_memory, RestoreMemory::Copy);
+    assert_eq!(
+        with(&a).unwrap().restore_memory,
+        RestoreMemory::Map,
+        "auto with --fs: map (virtio-fs in bounce mode)"
+    );
     for (mode, want) in [("map", RestoreMemory::Map), ("copy", RestoreMemory::Copy)] {
         assert_eq!(
             with(&["--restore", "/s", "--restore-memory", mode])
@@ -381,7 +385,7 @@ fn restore_memory_modes() {
     assert_eq!(with(&a).unwrap().restore_memory, RestoreMemory::Copy);
     let mut a = vec!["--restore", "/s", "--restore-memory", "map"];
     a.extend_from_slice(&fs);
-    assert_eq!(with(&a), Err(ArgError::MapWithFs));
+    assert_eq!(with(&a).unwrap().restore_memory, RestoreMemory::Map);
     assert_eq!(
         with(&["--restore-memory", "copy"]),
         Err(ArgError::RestoreMemoryWithoutRestore)

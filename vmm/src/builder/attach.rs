@@ -28,6 +28,8 @@ pub struct Devices {
     pub vsock_uds: Option<std::os::unix::net::UnixListener>,
     /// The virtio-fs backend, its handshake done.
     pub fs_backend: Option<FsBackend>,
+    /// Whether virtio-fs forwards through a bounce area (guest RAM not shareable).
+    pub fs_bounce: bool,
     /// virtio-console's output.
     pub hvc_out: Option<ConsoleOut>,
     /// The largest disk's size in bytes (for the file size limit).
@@ -98,14 +100,26 @@ pub fn slot(
             // vhost-style wiring (kicks and call go to the backend, not through the VMM).
             let f = cfg.fs.as_ref().context("no --fs")?;
             let backend = devs.fs_backend.take().context("no virtio-fs backend")?;
-            let (kicks, call) = dm.vhost_user_eventfds(vm, vfs::NUM_QUEUES, "virtio-fs")?;
             debug!(
-                "fs: tag {} socket {} backend features {:#x}",
+                "fs: tag {} socket {} backend features {:#x}{}",
                 f.tag,
                 f.socket.display(),
-                backend.features()
+                backend.features(),
+                if devs.fs_bounce { ", bounce mode" } else { "" }
             );
             let watch = backend.raw_fd();
+            if devs.fs_bounce {
+                // The VMM serves the guest's queues and forwards through the bounce area.
+                let dev: Box<dyn VirtioDevice> = Box::new(
+                    FsDevice::new_bounce(f, backend, mem.clone())
+                        .context("virtio-fs bounce area")?,
+                );
+                dm.attach_virtio(vm, dev, mem, ServedBy::MainLoop)
+                    .context("virtio-fs")?;
+                dm.watch_vhost_user(watch);
+                return Ok(());
+            }
+            let (kicks, call) = dm.vhost_user_eventfds(vm, vfs::NUM_QUEUES, "virtio-fs")?;
             let dev: Box<dyn VirtioDevice> =
                 Box::new(FsDevice::new(f, backend, mem.clone(), kicks, call));
             dm.attach_vhost_user(dev, mem, watch)?;

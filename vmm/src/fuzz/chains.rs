@@ -143,3 +143,8 @@ pub(super) fn chains_console() {
 pub(super) fn chains_vsock() {
     chains("chains_vsock", Kind::Vsock);
 }
+
+#[test]
+pub(super) fn chains_fs_bounce() {
+    chains("chains_fs_bounce", Kind::FsBounce);
+}

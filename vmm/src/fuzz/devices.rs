@@ -89,6 +89,9 @@ pub(super) enum Kind {
     /// virtio-fs, a vhost-user frontend: its rings are the backend's (a scripted one here,
     /// which may hang up after any request), so it is in the MMIO target only.
     Fs,
+    /// virtio-fs in bounce mode: the VMM serves the guest's rings and forwards the chains
+    /// into its shadow rings (a backend that never uses them: requests wait in flight).
+    FsBounce,
 }
 
 /// Builds device `kind` on `mem` (host sides from `u`) and runs `body` on its transport.
@@ -119,12 +122,13 @@ pub(super) fn with_device<R>(
             let dev = HvsockDevice::new(GUEST_CID, None, m.clone()).unwrap();
             body.run(u, MmioTransport::new(dev, m))
         }
-        Kind::Fs => {
+        Kind::Fs | Kind::FsBounce => {
             use vhost::vhost_user::message::VhostUserProtocolFeatures as P;
             use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
             let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
             let proto = (P::MQ | P::REPLY_ACK).bits() & u.arbitrary::<u64>()?;
-            let stop_after = match u.ratio(1, 4)? {
+            // The chains target needs an activated device: the bounce mode's backend stays.
+            let stop_after = match matches!(kind, Kind::Fs) && u.ratio(1, 4)? {
                 true => u.int_in_range(0..=24)?,
                 false => usize::MAX,
             };
@@ -141,17 +145,26 @@ pub(super) fn with_device<R>(
                             "socket=/fuzz,tag=kataShared,queue-size=256",
                         )
                         .unwrap();
-                        let kicks = (0..2)
-                            .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
-                            .collect();
-                        let call = EventFd::new(EFD_NONBLOCK).unwrap();
-                        let dev = crate::devices::virtio::fs::FsDevice::new(
-                            &cfg,
-                            backend,
-                            m.clone(),
-                            kicks,
-                            call,
-                        );
+                        let dev = if matches!(kind, Kind::FsBounce) {
+                            crate::devices::virtio::fs::FsDevice::new_bounce(
+                                &cfg,
+                                backend,
+                                m.clone(),
+                            )
+                            .unwrap()
+                        } else {
+                            let kicks = (0..2)
+                                .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
+                                .collect();
+                            let call = EventFd::new(EFD_NONBLOCK).unwrap();
+                            crate::devices::virtio::fs::FsDevice::new(
+                                &cfg,
+                                backend,
+                                m.clone(),
+                                kicks,
+                                call,
+                            )
+                        };
                         body.run(u, MmioTransport::new(dev, m))
                     }
                     // The backend hung up during the handshake: no device (an error at startup).
@@ -171,5 +184,5 @@ pub(super) trait Fns<R> {
 
 pub(super) fn kind(u: &mut Unstructured) -> Result<Kind> {
     use Kind::*;
-    Ok(*u.choose(&[Rng, Blk, Net, Console, Vsock, Fs])?)
+    Ok(*u.choose(&[Rng, Blk, Net, Console, Vsock, Fs, FsBounce])?)
 }

@@ -15,6 +15,12 @@
 //!   clients connecting and sending `CONNECT` lines, garbage and data, closing; guest packets
 //!   (well-formed and not), a cooperative or hostile guest answering requests, time moving
 //!   past the handshake and connect deadlines.
+//! - `chains_fs_bounce`: the chains target on virtio-fs in bounce mode (the VMM serves the
+//!   guest's rings and forwards the chains into its shadow rings).
+//! - `fs_bounce_backend`: the shadow rings against a hostile backend writing anything into
+//!   the shared bounce area (used entries and index, our descriptors): every finished guest
+//!   chain was in flight, finishes once, within its room, and guest RAM changes only in its
+//!   writable buffers.
 //! - `api_requests` (in `api.rs`, beside the private connection type): arbitrary bytes from
 //!   a control socket client, in arbitrary pieces.
 //!
@@ -25,8 +31,9 @@
 //! Layout: this file holds guest RAM and the check that a device wrote only where it may;
 //! `devices` builds each device with a fuzzed host side, `guest` generates what a hostile
 //! guest writes (descriptors, rings, buffers), and one file per target: `mmio`, `chains`,
-//! `vsock`.
+//! `vsock`, `bounce`.
 
+mod bounce;
 mod chains;
 mod devices;
 mod guest;

@@ -1,6 +1,14 @@
 //! virtio-fs device (id 26) as a vhost-user frontend: the file system is served by a
-//! vhost-user-fs backend (`virtiofsd`) on a Unix socket, the VMM only does the control path.
+//! vhost-user-fs backend (`virtiofsd`) on a Unix socket. Two data paths:
 //!
+//! - **direct** (a cold boot, a `--restore-memory copy` restore): the backend maps guest RAM
+//!   and serves the guest's rings itself; the VMM only does the control path (below);
+//! - **bounce** (a `--restore-memory map` restore, the default: guest RAM is the snapshot's
+//!   memory file mapped copy-on-write, which the backend cannot share): the VMM serves the
+//!   guest's rings and forwards each request through shadow rings in a small shared area, the
+//!   only memory the backend maps ([`bounce`]).
+//!
+//! The direct path in detail:
 //! At startup, before the jail (a path is needed), [`connect`] opens the backend's socket and
 //! makes the handshake that needs no guest: `SET_OWNER`, `GET_FEATURES` (what we can offer the
 //! guest), and, when the backend has `VHOST_USER_F_PROTOCOL_FEATURES`, the protocol features
@@ -303,20 +311,48 @@ pub fn memory_regions(mem: &GuestMemoryMmap) -> Result<Vec<VhostUserMemoryRegion
         .collect()
 }
 
+/// Data bytes of the bounce area for the hiprio queue (FORGET requests: small).
+pub const BOUNCE_HIPRIO_DATA: u64 = 64 << 10;
+/// Data bytes of the bounce area for the request queue: room for several of the largest
+/// FUSE requests (1 MiB of data plus headers) at once; pages are allocated when first used.
+pub const BOUNCE_REQUEST_DATA: u64 = 8 << 20;
+
+/// How requests reach the backend.
+enum DataPath {
+    /// The backend maps guest RAM (shared memfds) and serves the guest's rings itself: kick
+    /// and call are KVM's ioeventfds and irqfd.
+    Direct { kicks: Vec<EventFd>, call: EventFd },
+    /// The VMM serves the guest's rings and forwards through shadow rings (see [`bounce`]).
+    Bounce(Box<BounceState>),
+}
+
+/// Bounce mode's state.
+struct BounceState {
+    area: bounce::BounceArea,
+    rings: [bounce::ShadowRing; NUM_QUEUES],
+    /// The guest's queues while active.
+    guest: Vec<virtio_queue::Queue>,
+    /// Our kicks to the backend, one per queue.
+    kicks: Vec<EventFd>,
+    /// The backend's call (both queues), polled by the event loop.
+    call: EventFd,
+    /// Guest chains returned with length 0 (malformed, too large, unreadable).
+    refused: u64,
+}
+
 /// The virtio-fs device.
 pub struct FsDevice {
     tag: String,
     queue_sizes: [u16; NUM_QUEUES],
     mem: Arc<GuestMemoryMmap>,
     backend: FsBackend,
-    kicks: Vec<EventFd>,
-    call: EventFd,
+    path: DataPath,
     started: bool,
 }
 
 impl FsDevice {
-    /// The device for `backend`; `kicks[i]` must be the ioeventfd of queue i, `call` the irqfd
-    /// of the device's IRQ.
+    /// The device for `backend` in direct mode: `kicks[i]` must be the ioeventfd of queue i,
+    /// `call` the irqfd of the device's IRQ; guest RAM must be shared memfds.
     pub fn new(
         cfg: &FsConfig,
         backend: FsBackend,
@@ -329,49 +365,103 @@ impl FsDevice {
             queue_sizes: [cfg.queue_size; NUM_QUEUES],
             mem,
             backend,
-            kicks,
-            call,
+            path: DataPath::Direct { kicks, call },
             started: false,
         }
     }
 
-    fn host_addr(&self, q: usize, gpa: u64) -> Result<u64, FsError> {
-        self.mem
-            .get_host_address(GuestAddress(gpa))
-            .map(|p| p as u64)
-            .map_err(|_| FsError::Ring(q))
+    /// The device for `backend` in bounce mode (guest RAM of any kind; the backend maps only
+    /// the bounce area, made here: call before the jail). The transport serves its queues.
+    pub fn new_bounce(
+        cfg: &FsConfig,
+        backend: FsBackend,
+        mem: Arc<GuestMemoryMmap>,
+    ) -> std::io::Result<Self> {
+        let (hiprio, next) = bounce::RingLayout::at(0, cfg.queue_size, BOUNCE_HIPRIO_DATA);
+        let (request, end) = bounce::RingLayout::at(next, cfg.queue_size, BOUNCE_REQUEST_DATA);
+        let area = bounce::BounceArea::new(end)?;
+        let nb = || EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK);
+        let state = BounceState {
+            area,
+            rings: [
+                bounce::ShadowRing::new(hiprio),
+                bounce::ShadowRing::new(request),
+            ],
+            guest: Vec::new(),
+            kicks: vec![nb()?, nb()?],
+            call: nb()?,
+            refused: 0,
+        };
+        Ok(FsDevice {
+            tag: cfg.tag.clone(),
+            queue_sizes: [cfg.queue_size; NUM_QUEUES],
+            mem,
+            backend,
+            path: DataPath::Bounce(Box::new(state)),
+            started: false,
+        })
     }
 
     fn start(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), FsError> {
-        let vu = &mut self.backend.vu;
-        vu.set_features(backend_features_to_set(features, self.backend.features))
-            .map_err(req("SET_FEATURES"))?;
-        let regions = memory_regions(&self.mem)?;
-        vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
         let protocol = self.backend.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
-        for (i, q) in queues.iter().take(NUM_QUEUES).enumerate() {
-            // vhost-user ring addresses are in the frontend's address space (the backend
-            // translates them through the memory table's userspace addresses).
-            let cfg = VringConfigData {
-                queue_max_size: q.max_size,
-                queue_size: q.size,
-                flags: 0,
-                desc_table_addr: self.host_addr(i, q.desc)?,
-                used_ring_addr: self.host_addr(i, q.used)?,
-                avail_ring_addr: self.host_addr(i, q.avail)?,
-                log_addr: None,
-            };
-            let vu = &mut self.backend.vu;
-            vu.set_vring_num(i, q.size).map_err(req("SET_VRING_NUM"))?;
-            vu.set_vring_addr(i, &cfg).map_err(req("SET_VRING_ADDR"))?;
-            vu.set_vring_base(i, 0).map_err(req("SET_VRING_BASE"))?;
-            vu.set_vring_call(i, &self.call)
-                .map_err(req("SET_VRING_CALL"))?;
-            vu.set_vring_kick(i, &self.kicks[i])
-                .map_err(req("SET_VRING_KICK"))?;
-            if protocol {
-                vu.set_vring_enable(i, true)
-                    .map_err(req("SET_VRING_ENABLE"))?;
+        match &mut self.path {
+            DataPath::Direct { kicks, call } => {
+                let vu = &mut self.backend.vu;
+                vu.set_features(backend_features_to_set(features, self.backend.features))
+                    .map_err(req("SET_FEATURES"))?;
+                let regions = memory_regions(&self.mem)?;
+                vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
+                for (i, q) in queues.iter().take(NUM_QUEUES).enumerate() {
+                    // vhost-user ring addresses are in the frontend's address space (the
+                    // backend translates them through the memory table's userspace addresses).
+                    let host = |gpa: u64| {
+                        self.mem
+                            .get_host_address(GuestAddress(gpa))
+                            .map(|p| p as u64)
+                            .map_err(|_| FsError::Ring(i))
+                    };
+                    let cfg = VringConfigData {
+                        queue_max_size: q.max_size,
+                        queue_size: q.size,
+                        flags: 0,
+                        desc_table_addr: host(q.desc)?,
+                        used_ring_addr: host(q.used)?,
+                        avail_ring_addr: host(q.avail)?,
+                        log_addr: None,
+                    };
+                    setup_vring(vu, i, &cfg, call, &kicks[i], protocol)?;
+                }
+            }
+            DataPath::Bounce(b) => {
+                let mut guest = Vec::with_capacity(NUM_QUEUES);
+                for i in 0..NUM_QUEUES {
+                    let q = QueueConfig::build_ready_queue(queues, i, &*self.mem, features)
+                        .map_err(|e| FsError::Backend(format!("queue {i}: {e}")))?;
+                    guest.push(q);
+                }
+                // The backend gets no guest feature beyond VERSION_1: the shadow rings use
+                // neither indirect descriptors nor event indexes.
+                let vu = &mut self.backend.vu;
+                let set = (1 << VIRTIO_F_VERSION_1)
+                    | (self.backend.features & VHOST_USER_F_PROTOCOL_FEATURES);
+                vu.set_features(set).map_err(req("SET_FEATURES"))?;
+                let regions = memory_regions(b.area.memory())?;
+                vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
+                for (i, ring) in b.rings.iter().enumerate() {
+                    let l = ring.layout();
+                    let host = |at: u64| b.area.host_addr(at).ok_or(FsError::Ring(i));
+                    let cfg = VringConfigData {
+                        queue_max_size: l.size,
+                        queue_size: l.size,
+                        flags: 0,
+                        desc_table_addr: host(l.desc)?,
+                        used_ring_addr: host(l.used)?,
+                        avail_ring_addr: host(l.avail)?,
+                        log_addr: None,
+                    };
+                    setup_vring(vu, i, &cfg, &b.call, &b.kicks[i], protocol)?;
+                }
+                b.guest = guest;
             }
         }
         self.started = true;
@@ -393,6 +483,100 @@ impl FsDevice {
     }
 }
 
+/// `SET_VRING_NUM/ADDR/BASE/CALL/KICK` (and `SET_VRING_ENABLE` with protocol features) of
+/// ring `i`.
+fn setup_vring(
+    vu: &mut Frontend,
+    i: usize,
+    cfg: &VringConfigData,
+    call: &EventFd,
+    kick: &EventFd,
+    protocol: bool,
+) -> Result<(), FsError> {
+    vu.set_vring_num(i, cfg.queue_size)
+        .map_err(req("SET_VRING_NUM"))?;
+    vu.set_vring_addr(i, cfg).map_err(req("SET_VRING_ADDR"))?;
+    vu.set_vring_base(i, 0).map_err(req("SET_VRING_BASE"))?;
+    vu.set_vring_call(i, call).map_err(req("SET_VRING_CALL"))?;
+    vu.set_vring_kick(i, kick).map_err(req("SET_VRING_KICK"))?;
+    if protocol {
+        vu.set_vring_enable(i, true)
+            .map_err(req("SET_VRING_ENABLE"))?;
+    }
+    Ok(())
+}
+
+impl BounceState {
+    /// Takes the guest's new chains on queue `i` and publishes what fits; true: interrupt.
+    fn serve_guest(&mut self, mem: &GuestMemoryMmap, i: usize) -> bool {
+        use virtio_queue::QueueT;
+        let Some(q) = self.guest.get_mut(i) else {
+            return false;
+        };
+        let ring = &mut self.rings[i];
+        let mut refused = Vec::new();
+        // At most a ring's worth per kick (a driver that keeps adding gets served again at
+        // its next kick).
+        for _ in 0..q.size() {
+            let Some(chain) = q.pop_descriptor_chain(mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            match bounce::parse_chain(mem, chain) {
+                Some(r) if !ring.too_large(&r) => ring.push(r),
+                _ => refused.push(head),
+            }
+        }
+        self.refused += refused.len() as u64;
+        let mut done: Vec<(u16, u32)> = refused.into_iter().map(|h| (h, 0)).collect();
+        done.extend(self.publish(mem, i));
+        self.return_used(mem, i, &done)
+    }
+
+    /// The backend called: takes its replies on both rings; true: interrupt.
+    fn serve_backend(&mut self, mem: &GuestMemoryMmap) -> bool {
+        let _ = self.call.read();
+        let mut interrupt = false;
+        for i in 0..NUM_QUEUES {
+            let mut done = self.rings[i].complete(mem, &self.area);
+            // Freed room: waiting requests go now.
+            done.extend(self.publish(mem, i));
+            interrupt |= self.return_used(mem, i, &done);
+        }
+        interrupt
+    }
+
+    /// Publishes ring `i`'s waiting requests, kicks the backend; the guest chains that
+    /// failed (returned with length 0).
+    fn publish(&mut self, mem: &GuestMemoryMmap, i: usize) -> Vec<(u16, u32)> {
+        let (published, failed) = self.rings[i].submit(mem, &self.area);
+        if published > 0 {
+            let _ = self.kicks[i].write(1);
+        }
+        self.refused += failed.len() as u64;
+        failed.into_iter().map(|h| (h, 0)).collect()
+    }
+
+    fn return_used(&mut self, mem: &GuestMemoryMmap, i: usize, done: &[(u16, u32)]) -> bool {
+        use virtio_queue::QueueT;
+        let Some(q) = self.guest.get_mut(i) else {
+            return false;
+        };
+        let mut any = false;
+        for &(head, len) in done {
+            any |= q.add_used(mem, head, len).is_ok();
+        }
+        any && q.needs_notification(mem).unwrap_or(true)
+    }
+
+    fn reset(&mut self) {
+        self.guest.clear();
+        for r in &mut self.rings {
+            r.reset(&self.area);
+        }
+    }
+}
+
 impl VirtioDevice for FsDevice {
     fn device_type(&self) -> u32 {
         VIRTIO_ID_FS
@@ -403,7 +587,12 @@ impl VirtioDevice for FsDevice {
     }
 
     fn features(&self) -> u64 {
-        offered_features(self.backend.features)
+        match self.path {
+            DataPath::Direct { .. } => offered_features(self.backend.features),
+            // The VMM serves the guest's rings: what it implements, without event indexes
+            // (kicks and interrupts per batch keep the forwarding simple).
+            DataPath::Bounce(_) => (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC),
+        }
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -426,7 +615,43 @@ impl VirtioDevice for FsDevice {
     }
 
     fn vhost_interrupts(&self) -> bool {
-        true
+        matches!(self.path, DataPath::Direct { .. })
+    }
+
+    fn process_queue(&mut self, index: usize) -> bool {
+        match &mut self.path {
+            DataPath::Bounce(b) if self.started => b.serve_guest(&self.mem, index),
+            _ => false,
+        }
+    }
+
+    fn backend_poll(&self) -> Option<(RawFd, i16)> {
+        match &self.path {
+            DataPath::Bounce(b) if self.started => Some((b.call.as_raw_fd(), libc::POLLIN)),
+            _ => None,
+        }
+    }
+
+    fn process_backend(&mut self, _revents: i16) -> bool {
+        match &mut self.path {
+            DataPath::Bounce(b) if self.started => b.serve_backend(&self.mem),
+            _ => false,
+        }
+    }
+
+    fn exit_report(&self) -> Option<String> {
+        let DataPath::Bounce(b) = &self.path else {
+            return None;
+        };
+        let f: Vec<_> = b.rings.iter().map(|r| r.faults()).collect();
+        Some(format!(
+            "virtio-fs bounce: refused={} backend_bad_ids={} backend_long_replies={} \
+             backend_broken_rings={}",
+            b.refused,
+            f.iter().map(|f| f.bad_ids).sum::<u64>(),
+            f.iter().map(|f| f.long_replies).sum::<u64>(),
+            f.iter().filter(|f| f.broken).count()
+        ))
     }
 
     fn reset(&mut self) {
@@ -434,6 +659,9 @@ impl VirtioDevice for FsDevice {
             self.started = false;
             if let Err(e) = self.stop() {
                 tracing::warn!("stopping the virtio-fs backend: {e}");
+            }
+            if let DataPath::Bounce(b) = &mut self.path {
+                b.reset();
             }
         }
     }
@@ -472,6 +700,8 @@ pub fn shared_guest_memory(ranges: &[crate::layout::RamRange]) -> anyhow::Result
     }
     GuestMemoryMmap::from_ranges_with_files(with_files).map_err(anyhow::Error::from)
 }
+
+pub mod bounce;
 
 #[cfg(test)]
 pub(crate) mod tests;
