@@ -104,7 +104,7 @@ echo "== from template"
 run_probe t2
 run_probe t3
 echo "template-starts=$(from_template)"
-echo "cold-starts=$(grep -c 'sandbox started by a cold boot' "$LOG")"
+echo "cold-starts=$(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG")"
 # The template the later shims used is the one the first made (not remade, not rewritten).
 if [ -n "$STATE_ID" ] && [ "$(file_id "$TPL/$KEY/state")" = "$STATE_ID" ]; then
     echo "template-same=yes"
@@ -123,7 +123,7 @@ echo "t4-seconds=$(seconds "$_t0")"
 echo "t4-status=$(kata_rs_task_status t4)"
 grep -a "template $KEY failed" "$LOG" | tail -n 1 | cut -c1-600 | sed 's/^/refused-log| /'
 echo "refused=$(grep -c "template $KEY failed, removed; cold boot instead" "$LOG")"
-echo "cold-starts-after=$(grep -c 'sandbox started by a cold boot' "$LOG")"
+echo "cold-starts-after=$(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG")"
 wait_template 300; echo "template-remade-rc=$?"
 echo "template-remade-size=$(stat -c %s "$TPL/$KEY/state" 2>/dev/null)"
 stop t4
@@ -238,9 +238,9 @@ echo "== image"
 # removes the old image's templates (both sizes); the sandbox after it starts from the new one.
 T_IMAGE=$(kata_rs_uptime)
 cp "$KATA_RS_SHARE/kata-rs-initrd.img" "$IMG.new" && mv "$IMG.new" "$IMG"
-_cold=$(grep -c 'sandbox started by a cold boot' "$LOG")
+_cold=$(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG")
 run_probe t8
-echo "image-cold=$(($(grep -c 'sandbox started by a cold boot' "$LOG") - _cold))"
+echo "image-cold=$(($(grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG") - _cold))"
 IKEY=$(grep -a -oE 'sandbox started by a cold boot in [0-9]+ ms \(template mode, key [0-9a-f]+-256m-1c\)' "$LOG" \
     | tail -n 1 | sed -E 's/.*key ([^)]*)\)/\1/')
 echo "image-key=$IKEY"
@@ -258,6 +258,10 @@ echo "== times"
 grep -a -oE 'sandbox started (by a cold boot|from template [0-9a-f]+-[0-9]+m-[0-9]+c) in [0-9]+ ms' "$LOG" | sed 's/^/start| /'
 grep -a -oE 'template [0-9a-f]+-[0-9]+m-[0-9]+c made in [0-9]+ ms' "$LOG" | sed 's/^/made| /'
 grep -a -oE 'restored VM: [^"]*' "$LOG" | sed 's/^/restore-steps| /'
+# Restored VMs hold host connections until the guest has handled the vsock transport reset
+# (its event buffer posted again; at most 1 s): how often the bound ran out (exit summaries).
+grep -a -oE "holds_expired=[0-9]+" "$LOG" | sort | uniq -c | sed "s/^ */holds| /"
+grep -a -oE "virtio-fs bounce: [^\"]*" "$LOG" | sort | uniq -c | sed "s/^ */fs-bounce| /"
 grep -a -E 'started VMM|virtiofsd|VM restored|restored VM|sandbox started|ready \(guest|template|shared in' "$LOG" | cut -c1-260 | sed 's/^/timeline| /'
 grep -a -iE 'warn.*template' "$LOG" | cut -c1-400 | sed 's/^/template-warning| /'
 

@@ -48,6 +48,7 @@ mod attach;
 /// thread's event loop is left (see the module documentation).
 pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     let t0 = Instant::now();
+    let mut phases = Phases::new(t0);
     // Created 0600 (or truncated: the shim creates it empty with O_EXCL), never through a
     // symlink; written by the bounded log only.
     let console = {
@@ -100,6 +101,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
     // Which device goes into which virtio-mmio slot: at a restore the snapshot's order, the
     // per-sandbox devices in its placeholder slots (a virtio-fs device is only ever there).
+    phases.mark("files, state");
     let plan = match &restore {
         Some((state, _)) => {
             let saved: Vec<u32> = state.devices.iter().map(|d| d.device_type).collect();
@@ -148,6 +150,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         }
         None => memory::create(cfg.mem_bytes, cfg.fs.is_some())?,
     };
+    phases.mark("VM, fs handshake, guest RAM");
     memory::register(&vm.fd, &mem)?;
     vm.setup_platform()?;
     if let Some((state, _)) = &restore {
@@ -157,6 +160,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // Boot payload first: a bad kernel or initrd is the most likely user error.
     // virtio-mmio slots as planned (cold boot: 0 = vsock, then the VMM's own devices,
     // virtio-fs, the placeholders last).
+    phases.mark("RAM slots, KVM state");
     let mut dm = DeviceManager::new();
     dm.allocate_mmio_slots(plan.len());
     let cmdline = dm.kernel_cmdline(&cfg.extra_cmdline)?;
@@ -212,8 +216,21 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         attach::slot(&mut dm, &vm.fd, cfg, &mem, slot.device, &mut devs)
             .with_context(|| format!("virtio-mmio slot {i}"))?;
     }
+    phases.mark("payload, devices");
     let largest_disk = devs.largest_disk;
 
+    let vcpus = match (&restore, &bi) {
+        (Some((state, _)), _) => vcpu::create_restored(&vm, &state.vcpus)?,
+        (None, Some(bi)) => vcpu::create(&vm, cfg.vcpus, bi)?,
+        (None, None) => bail!("no boot information"),
+    };
+    let vcpus: Vec<Arc<Mutex<VcpuFd>>> =
+        vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect();
+    // The devices' state after the vCPUs': restoring a device may raise its interrupt (the
+    // used buffers a restored guest must hear of, vsock's transport reset), and a vCPU's
+    // restored LAPIC state would wipe an interrupt delivered before it (seen: the guest then
+    // handled the vsock reset only at the device's next interrupt, racing the first host
+    // connection).
     if let Some((state, _)) = &restore {
         let transports = dm.transports();
         for (i, ((t, saved), slot)) in transports.iter().zip(&state.devices).zip(&plan).enumerate()
@@ -242,13 +259,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         );
     }
 
-    let vcpus = match (&restore, &bi) {
-        (Some((state, _)), _) => vcpu::create_restored(&vm, &state.vcpus)?,
-        (None, Some(bi)) => vcpu::create(&vm, cfg.vcpus, bi)?,
-        (None, None) => bail!("no boot information"),
-    };
-    let vcpus: Vec<Arc<Mutex<VcpuFd>>> =
-        vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect();
     // What a snapshot reads: the MSR list from /dev/kvm now (no such ioctl after the filter).
     let snapshotter = match (snapshot_root, fingerprint) {
         (Some(root), Some(fingerprint)) => Some(Snapshotter {
@@ -280,6 +290,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     } else {
         (None, None)
     };
+    phases.mark("vCPUs, filters compiled");
     // The queue worker threads' event managers (an epoll fd each) and the main thread's, all
     // created before the fd limit below counts the open fds.
     let workers = dm
@@ -359,6 +370,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     debug!("limits: {lim:?} for {needs:?}");
     // Everything is open and every vCPU exists; the process still has one thread. Jail it
     // now so that the vCPU threads start inside (same namespaces, root, uid/gid, no caps).
+    phases.mark("limits");
     if let Some(j) = cfg.jail {
         let jailed = jail::enter(j, c"/dev")?;
         debug!("jail: {jailed:?}, uid {} gid {}", j.uid, j.gid);
@@ -402,14 +414,16 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             seccomp::forbidden_syscall();
         }
     }
+    phases.mark("jail, threads, filters");
     debug!(
-        "VM {} in {:?}",
+        "VM {} in {:?} ({})",
         if cfg.restore.is_some() {
             "restored"
         } else {
             "set up"
         },
-        t0.elapsed()
+        t0.elapsed(),
+        phases
     );
     Ok(Vmm {
         events,
@@ -435,4 +449,36 @@ fn slot_registers(dm: &DeviceManager) -> String {
         .map(|(i, t)| format!("{i}:{}/{}", read(t, reg::DEVICE_ID), read(t, reg::STATUS)))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Where the build's time went (the `VM set up in`/`VM restored in` debug line).
+struct Phases {
+    last: Instant,
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    fn new(start: Instant) -> Self {
+        Phases {
+            last: start,
+            done: Vec::new(),
+        }
+    }
+
+    /// The phase `name` ended now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, d)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{name} {:.1} ms", d.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
 }

@@ -44,6 +44,9 @@ pub const EVENT_QUEUE: usize = 2;
 /// `struct virtio_vsock_event` id: the transport was reset (every connection is gone; the
 /// guest also reads the CID again).
 pub const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
+/// Longest wait, after a restore's transport reset, for the guest to show it has handled it
+/// (it posts its event buffer again) before packets for it flow anyway.
+pub const RESET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Feature bits offered: virtio 1.x only (no seqpacket, no event-idx for now).
 pub const FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
 
@@ -92,6 +95,9 @@ pub struct HvsockDevice {
     queues: Option<Queues>,
     buf: Vec<u8>,
     rekick: u32,
+    /// The event queue's avail index when a restore's transport reset was sent, until the
+    /// guest has handled it (see `check_reset_handled`).
+    reset_sent_at: Option<u16>,
     /// Counters since the VMM started.
     pub stats: VsockStats,
 }
@@ -111,6 +117,7 @@ impl HvsockDevice {
             queues: None,
             buf: vec![0; MAX_PAYLOAD],
             rekick: 0,
+            reset_sent_at: None,
             stats: VsockStats::default(),
         })
     }
@@ -120,8 +127,26 @@ impl HvsockDevice {
         &self.muxer
     }
 
+    /// After a restore's transport reset: once the guest has posted an event buffer again
+    /// (its driver does that after handling the event, connections reset), packets for it
+    /// flow.
+    fn check_reset_handled(&mut self) {
+        let (Some(idx0), Some(q)) = (self.reset_sent_at, &self.queues) else {
+            return;
+        };
+        let now = q.event.as_ref().and_then(|e| {
+            e.avail_idx(&*self.mem, std::sync::atomic::Ordering::Acquire)
+                .ok()
+        });
+        if now.is_none_or(|i| i.0 != idx0) || !self.muxer.rx_held() {
+            self.reset_sent_at = None;
+            self.muxer.release_rx();
+        }
+    }
+
     /// Packets waiting for the guest go into its rx buffers, at most a queue's worth.
     fn fill_rx(&mut self) -> bool {
+        self.check_reset_handled();
         let Some(q) = &mut self.queues else {
             return false;
         };
@@ -251,6 +276,8 @@ impl VirtioDevice for HvsockDevice {
 
     fn reset(&mut self) {
         self.queues = None;
+        self.reset_sent_at = None;
+        self.muxer.release_rx();
         self.muxer.reset();
     }
 
@@ -262,6 +289,8 @@ impl VirtioDevice for HvsockDevice {
                 // Replies (responses, credit, resets) and data the new credit allows.
                 self.fill_rx() | tx
             }
+            // The guest posted an event buffer: after a transport reset, that means handled.
+            EVENT_QUEUE => self.fill_rx(),
             _ => false,
         }
     }
@@ -333,6 +362,14 @@ impl VirtioDevice for HvsockDevice {
         if q.add_used(mem, head, len).is_err() {
             return false;
         }
+        // Host connections made from now on wait until the guest has handled the reset (a
+        // request it saw first would be reset with the old connections): the guest's driver
+        // posts the event buffer again when done, moving the avail index on from here.
+        if let Ok(idx) = q.avail_idx(mem, std::sync::atomic::Ordering::Acquire) {
+            self.reset_sent_at = Some(idx.0);
+            let now = Instant::now();
+            self.muxer.hold_rx(now + RESET_WAIT, now);
+        }
         q.needs_notification(mem).unwrap_or(true)
     }
 
@@ -343,7 +380,8 @@ impl VirtioDevice for HvsockDevice {
             format!(
                 "virtio-vsock: accepted={} established={} refused={} timeouts={} over_limit={} \
              bad_handshakes={} guest_requests={} bad_packets={} violations={} \
-             resets_dropped={} to_guest={} to_host={} rx_pkts={} tx_pkts={} bad_chains={}",
+             resets_dropped={} to_guest={} to_host={} holds_expired={} rx_pkts={} tx_pkts={} \
+             bad_chains={}",
                 m.accepted,
                 m.established,
                 m.refused,
@@ -356,6 +394,7 @@ impl VirtioDevice for HvsockDevice {
                 m.resets_dropped,
                 m.to_guest,
                 m.to_host,
+                m.holds_expired,
                 s.rx_pkts,
                 s.tx_pkts,
                 s.bad_chains

@@ -148,6 +148,8 @@ pub struct MuxStats {
     pub to_guest: u64,
     /// Payload bytes guest -> host.
     pub to_host: u64,
+    /// Holds of the packets for the guest ([`Muxer::hold_rx`]) that ran out before release.
+    pub holds_expired: u64,
 }
 
 fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
@@ -171,6 +173,9 @@ pub struct Muxer {
     /// RSTs not tied to a live connection.
     resets: VecDeque<Header>,
     next_port: u32,
+    /// Until when packets for the guest wait (after a restore, until the guest has handled
+    /// the transport reset; see [`Muxer::hold_rx`]).
+    hold: Option<Instant>,
     /// Counters.
     pub stats: MuxStats,
 }
@@ -198,6 +203,7 @@ impl Muxer {
             rx_ready: VecDeque::new(),
             resets: VecDeque::new(),
             next_port: FIRST_LOCAL_PORT,
+            hold: None,
             stats: MuxStats::default(),
         };
         if let Some(l) = &m.listener {
@@ -274,9 +280,29 @@ impl Muxer {
         self.resets.clear();
     }
 
-    /// Whether a packet for the guest may be waiting (then [`Muxer::next_rx`] says which).
+    /// Whether a packet for the guest may be waiting (then [`Muxer::next_rx`] says which);
+    /// never while held.
     pub fn has_rx(&self) -> bool {
-        !self.resets.is_empty() || !self.rx_ready.is_empty()
+        self.hold.is_none() && (!self.resets.is_empty() || !self.rx_ready.is_empty())
+    }
+
+    /// Packets for the guest wait until [`Muxer::release_rx`] or `until`, whichever comes
+    /// first (host clients are still accepted and their handshakes read): after a restore,
+    /// a connection request the guest sees before it has handled the transport reset is
+    /// reset with everything else, and its host client would wait for nothing.
+    pub fn hold_rx(&mut self, until: Instant, now: Instant) {
+        self.hold = Some(until);
+        self.rearm(now);
+    }
+
+    /// Packets for the guest flow again; true when it was held.
+    pub fn release_rx(&mut self) -> bool {
+        self.hold.take().is_some()
+    }
+
+    /// Whether packets for the guest are held.
+    pub fn rx_held(&self) -> bool {
+        self.hold.is_some()
     }
 
     fn push_reset(&mut self, h: Header) {
@@ -338,6 +364,10 @@ impl Muxer {
             let _ = unsafe { libc::read(self.timer.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
             self.timer_armed = None;
             self.expire(now);
+        }
+        if self.hold.is_some_and(|h| h <= now) {
+            self.hold = None;
+            self.stats.holds_expired += 1;
         }
         self.rearm(now);
     }
@@ -484,7 +514,13 @@ impl Muxer {
     }
 
     fn rearm(&mut self, now: Instant) {
-        let Some(next) = self.conns.values().filter_map(|c| c.deadline).min() else {
+        let Some(next) = self
+            .conns
+            .values()
+            .filter_map(|c| c.deadline)
+            .chain(self.hold)
+            .min()
+        else {
             return;
         };
         if self.timer_armed.is_some_and(|a| a <= next && a > now) {

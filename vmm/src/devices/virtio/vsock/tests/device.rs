@@ -152,3 +152,80 @@ fn random_chains_never_panic() {
         assert!(d.exit_report().unwrap().starts_with("virtio-vsock: "));
     }
 }
+
+/// After a restore's transport reset, a host client's connection request waits until the
+/// guest has posted its event buffer again (it has handled the reset, its old connections
+/// are gone): a request it saw before would be reset with them.
+#[test]
+fn requests_wait_until_the_guest_has_handled_the_transport_reset() {
+    const EVQ: u64 = 0x4000;
+    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
+    ));
+    let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
+    let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
+    let ev = MockSplitQueue::create(m, GuestAddress(EVQ), QSIZE);
+    let path = super::sock_path();
+    let l = bind(&path).unwrap();
+    let mut d = HvsockDevice::new(CID, Some(l), Arc::new(m.clone())).unwrap();
+    d.queues = Some(Queues {
+        rx: rx.create_queue().unwrap(),
+        tx: tx.create_queue().unwrap(),
+        event: Some(ev.create_queue().unwrap()),
+    });
+    add_chain(&ev, 0, &[(BUF, 8, 2)]);
+    add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
+    assert!(d.after_restore());
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.write_all(b"CONNECT 1024\n").unwrap();
+    let t0 = Instant::now();
+    // The request is read from the client but held: nothing for the guest.
+    while d.muxer().stats.accepted == 0 && t0.elapsed() < Duration::from_secs(5) {
+        d.process_backend(libc::POLLIN);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..5 {
+        assert!(!d.process_backend(libc::POLLIN));
+        assert!(!d.process_queue(RX_QUEUE));
+    }
+    assert_eq!(d.stats.rx_pkts, 0, "held until the reset is handled");
+    // The guest handled the event and posted its buffer again: the request goes.
+    add_chain(&ev, 1, &[(BUF + 0x100, 8, 2)]);
+    assert!(d.process_queue(EVENT_QUEUE), "interrupt for the request");
+    assert_eq!(d.stats.rx_pkts, 1);
+    let mut b = [0u8; HDR_LEN];
+    m.read_slice(&mut b, GuestAddress(BUF + 0x1000)).unwrap();
+    let h = Header::parse(&b);
+    assert_eq!((h.op, h.dst_port, h.dst_cid), (op::REQUEST, 1024, CID));
+    assert_eq!(d.muxer().stats.holds_expired, 0);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A guest that never posts its event buffer again holds nothing for longer than
+/// [`RESET_WAIT`]: the muxer's timer ends the hold.
+#[test]
+fn the_reset_hold_ends_after_its_bound() {
+    let path = super::sock_path();
+    let l = bind(&path).unwrap();
+    let mut m = Muxer::new(CID, Some(l)).unwrap();
+    let now = Instant::now();
+    m.hold_rx(now + Duration::from_millis(50), now);
+    assert!(m.rx_held());
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.write_all(b"CONNECT 1024\n").unwrap();
+    let t0 = Instant::now();
+    while !m.has_rx() && t0.elapsed() < Duration::from_secs(5) {
+        let mut p = libc::pollfd {
+            fd: m.epoll_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a bounded timeout.
+        unsafe { libc::poll(&mut p, 1, 1000) };
+        m.poll_host(Instant::now());
+    }
+    assert!(!m.rx_held(), "the timer ended the hold");
+    assert!(m.has_rx(), "the request is for the guest now");
+    assert_eq!(m.stats.holds_expired, 1);
+    let _ = std::fs::remove_file(&path);
+}
