@@ -844,11 +844,73 @@ if want template && [ "$TEMPLATE_CTR" = 1 ]; then
         i=$((i + 1))
     done
     grep -E 'template|cold boot' "$KATA_RS_CONTAINERD_LOG" | grep -E 'level=(warning|error)' | tail -n 5 | cut -c1-400 | sed 's/^/  shim-log| /' >&2
+    # The shims' own sandbox start (the VM up, its agent ready, the share and network set
+    # up: "sandbox started from template KEY in N ms" / "by a cold boot in N ms") of the
+    # timed runs above: the part of ctr run a template changes.
+    # sandbox_ms KIND: the logged ms of runs bench-tpl-KIND-1..N.
+    sandbox_ms() {
+        _j=1
+        while [ $_j -le "$N" ]; do
+            grep -aF "sandbox=\\\"bench-tpl-$1-$_j\\\"" "$KATA_RS_CONTAINERD_LOG" \
+                | sed -n 's/.*sandbox started [a-z ]*\(template [0-9a-f]*-[0-9a-z-]*\|a cold boot\) in \([0-9]*\) ms.*/\2/p' | head -n 1
+            _j=$((_j + 1))
+        done | tr '\n' ' '
+    }
+    SS_tpl=$(sandbox_ms tpl) SS_cold=$(sandbox_ms cold)
+    say "template: shims' sandbox start (ms): template $SS_tpl; cold $SS_cold"
+    # Memory: T_MEMN idle sandboxes of each kind at once (ctr run -d IMAGE sleep), 2 s after
+    # the last started: per sandbox, the PSS of every process of it (shim, kata-vmm, virtiofsd;
+    # guest RAM shared between kata-vmm and virtiofsd is split between them, and pages of a
+    # template's memory file between the VMs mapping them) plus what its guest RAM memfds hold
+    # unmapped.
+    # sandbox_kib ID: that sum for sandbox ID.
+    sandbox_kib() {
+        _t=0
+        for _p in /proc/[0-9]*; do
+            case "$({ tr '\0' ' ' < "$_p/cmdline"; } 2>/dev/null)" in
+                *"/sandboxes/$1/"*|*containerd-shim-kata-v2*" -id $1 "*)
+                    _pid=${_p#/proc/}
+                    set -- "$1" $(mem "$_pid")
+                    _r=$(awk '/^[0-9a-f]+-[0-9a-f]+ .*\/memfd:kata-vmm-ram/ { m = 1; next } /^[0-9a-f]+-[0-9a-f]+ / { m = 0 } m && $1 == "Rss:" { r += $2 } END { print r + 0 }' "/proc/$_pid/smaps" 2>/dev/null)
+                    _t=$((_t + $3 + $(memfd_unmapped_kib "$_pid" "${_r:-0}"))) ;;
+            esac
+        done
+        echo $_t
+    }
+    T_MEMN=3
+    for k in tpl cold; do
+        _a=; [ $k = tpl ] && _a="--runtime-config-path $TCONF"
+        ids= ok=yes j=1
+        while [ $j -le $T_MEMN ]; do
+            _id=bench-mem-$k-$j; ids="$ids $_id"
+            timeout 400 ctr run -d --runtime io.containerd.kata.v2 $_a "$IMG" "$_id" sleep 600 > "$W/ctr-$_id.out" 2>&1 < /dev/null \
+                || { ok=no; say "template: ctr run -d $_id failed:"; sed 's/^/  ctr| /' "$W/ctr-$_id.out" >&2; }
+            j=$((j + 1))
+        done
+        sleep 2
+        tot=0 all=
+        for _id in $ids; do _m=$(sandbox_kib "$_id"); tot=$((tot + _m)); all="$all $_m"; done
+        if [ $ok = yes ]; then eval "SM_$k=$((tot / T_MEMN)) SMS_$k=\"$all\""
+        else eval "SM_$k=null SMS_$k="; TCFAIL=$((TCFAIL + 1)); fi
+        say "template: $T_MEMN idle sandboxes ($k) at once: PSS per sandbox $(eval echo \$SM_$k) KiB (each:$all)"
+        for _id in $ids; do
+            ctr task kill -s KILL "$_id" > /dev/null 2>&1
+            _j=0; while [ $_j -lt 100 ] && ctr task ls 2>/dev/null | grep -q "^$_id .*RUNNING"; do sleep 0.2; _j=$((_j + 1)); done
+            ctr task delete "$_id" > /dev/null 2>&1; ctr container delete "$_id" > /dev/null 2>&1
+        done
+    done
+    mem_from=$(grep -ac 'sandbox started from template.*bench-mem-tpl-[0-9]' "$KATA_RS_CONTAINERD_LOG")
+    [ "$mem_from" = "$T_MEMN" ] || { say "template: only $mem_from of $T_MEMN memory sandboxes from the template"; SM_tpl=null; }
+    sst=$(median $SS_tpl) ssc=$(median $SS_cold)
     ctt=$(median $TC_tpl) ctc=$(median $TC_cold)
     # A ratio only when every timed template run started from the template.
     csr=null; [ "${TC_FROM:-0}" = "$N" ] && csr=$(ratio "$ctt" "$ctc")
     echo "BENCH-JSON template_ctr {\"n\":$N,\"command\":\"ctr run --rm --runtime io.containerd.kata.v2 [--runtime-config-path template=true] IMAGE ID true\"," \
         "\"start_ms_template\":$ctt,\"start_ms_cold\":$ctc,\"ratio\":$csr,\"from_template\":${TC_FROM:-0},\"failed_runs\":$TCFAIL," \
-        "\"samples_ms_template\":[$(list $TC_tpl)],\"samples_ms_cold\":[$(list $TC_cold)]}"
+        "\"samples_ms_template\":[$(list $TC_tpl)],\"samples_ms_cold\":[$(list $TC_cold)]," \
+        "\"sandbox_start_ms_template\":$sst,\"sandbox_start_ms_cold\":$ssc,\"ratio_sandbox_start\":$(ratio "$sst" "$ssc")," \
+        "\"samples_sandbox_start_ms_template\":[$(list $SS_tpl)],\"samples_sandbox_start_ms_cold\":[$(list $SS_cold)]," \
+        "\"mem_sandboxes\":$T_MEMN,\"sandbox_pss_kib_template\":$SM_tpl,\"sandbox_pss_kib_cold\":$SM_cold,\"ratio_sandbox_memory\":$(ratio "$SM_tpl" "$SM_cold")," \
+        "\"samples_sandbox_pss_kib_template\":[$(list $SMS_tpl)],\"samples_sandbox_pss_kib_cold\":[$(list $SMS_cold)]}"
     rm -rf "$TDIR" "$TCONF"
 fi

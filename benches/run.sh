@@ -252,6 +252,8 @@ if [[ -f $OUT/template.json ]]; then
     row "PSS per VM, $(v template .mem_vms) idle VMs at once, map" "$(mib "$(v template .pss_kib_cold)")" "$(mib "$(v template .pss_kib_map)")" "$(v template .ratio_memory_map)"
     row "PSS per VM, $(v template .mem_vms) idle VMs at once, copy" "$(mib "$(v template .pss_kib_cold)")" "$(mib "$(v template .pss_kib_copy)")" "$(v template .ratio_memory_copy)"
     if [[ $(v template .ctr) != - ]]; then
+        row "sandbox start (shim: VM, agent, share, net)" "$(v template .ctr.sandbox_start_ms_cold) ms" "$(v template .ctr.sandbox_start_ms_template) ms" "$(v template .ctr.ratio_sandbox_start)"
+        row "PSS per sandbox, $(v template .ctr.mem_sandboxes) idle at once" "$(mib "$(v template .ctr.sandbox_pss_kib_cold)")" "$(mib "$(v template .ctr.sandbox_pss_kib_template)")" "$(v template .ctr.ratio_sandbox_memory)"
         row "ctr run --rm true, [factory] template" "$(v template .ctr.start_ms_cold) ms" "$(v template .ctr.start_ms_template) ms" "$(v template .ctr.ratio)"
     fi
     echo "samples (ms): cold $(v template '.samples_start_ms_cold|tostring'), map $(v template '.samples_start_ms_map|tostring'), copy $(v template '.samples_start_ms_copy|tostring')$(

@@ -188,8 +188,37 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "ratio_template_sandbox_start",
+        "shim's sandbox start (VM, agent, share, network), template / cold",
+    ),
+    (
+        "template_sandbox_start_ms",
+        "shim's sandbox start from a template, ms",
+    ),
+    (
+        "template_sandbox_cold_ms",
+        "shim's sandbox start by a cold boot, ms",
+    ),
+    (
+        "ratio_template_sandbox_memory",
+        "PSS per idle sandbox (shim + kata-vmm + virtiofsd), template / cold",
+    ),
+    (
+        "template_sandbox_pss_kib",
+        "PSS per idle sandbox from a template, KiB",
+    ),
+    (
+        "template_sandbox_pss_kib_cold",
+        "PSS per idle sandbox booted cold, KiB",
+    ),
+    (
+        "ratio_template_ctr_run",
         "ctr run --rm true, [factory] template / cold",
     ),
+    (
+        "template_ctr_run_ms",
+        "ctr run --rm true, [factory] template, ms",
+    ),
+    ("template_ctr_run_cold_ms", "ctr run --rm true, cold, ms"),
 ];
 
 /// The template section's keys of `summary.json` (a subset of [`KEYS`]): `template.json`'s
@@ -211,11 +240,21 @@ pub fn template_keys(t: &Value) -> Vec<(&'static str, Option<f64>)> {
         (num(t, "ctr.from_template"), num(t, "ctr.n")),
         (Some(f), Some(n)) if n > 0.0 && f == n
     );
-    let sandbox = if all_from_template {
-        ratio(num(t, "ctr.start_ms_template"), num(t, "ctr.start_ms_cold"))
+    let (sandbox, ctr_run) = if all_from_template {
+        (
+            ratio(
+                num(t, "ctr.sandbox_start_ms_template"),
+                num(t, "ctr.sandbox_start_ms_cold"),
+            ),
+            ratio(num(t, "ctr.start_ms_template"), num(t, "ctr.start_ms_cold")),
+        )
     } else {
-        None
+        (None, None)
     };
+    let (smem, smem_cold) = (
+        num(t, "ctr.sandbox_pss_kib_template"),
+        num(t, "ctr.sandbox_pss_kib_cold"),
+    );
     vec![
         ("ratio_template_start", ratio(map, cold)),
         ("template_start_ms_cold", cold),
@@ -228,8 +267,20 @@ pub fn template_keys(t: &Value) -> Vec<(&'static str, Option<f64>)> {
         ("ratio_template_memory_copy", ratio(pcopy, pcold)),
         ("template_pss_kib_copy", pcopy),
         ("ratio_template_sandbox_start", sandbox),
-        ("template_sandbox_start_ms", num(t, "ctr.start_ms_template")),
-        ("template_sandbox_cold_ms", num(t, "ctr.start_ms_cold")),
+        (
+            "template_sandbox_start_ms",
+            num(t, "ctr.sandbox_start_ms_template"),
+        ),
+        (
+            "template_sandbox_cold_ms",
+            num(t, "ctr.sandbox_start_ms_cold"),
+        ),
+        ("ratio_template_sandbox_memory", ratio(smem, smem_cold)),
+        ("template_sandbox_pss_kib", smem),
+        ("template_sandbox_pss_kib_cold", smem_cold),
+        ("ratio_template_ctr_run", ctr_run),
+        ("template_ctr_run_ms", num(t, "ctr.start_ms_template")),
+        ("template_ctr_run_cold_ms", num(t, "ctr.start_ms_cold")),
     ]
 }
 

@@ -129,8 +129,12 @@ fn template_ratios_from_the_medians_and_means() {
     assert_eq!(s["ratio_template_memory"], json!(0.5));
     assert_eq!(s["ratio_template_memory_copy"], json!(1.05));
     assert_eq!(s["template_pss_kib_copy"], json!(54600));
-    assert_eq!(s["ratio_template_sandbox_start"], json!(0.5));
-    assert_eq!(s["template_sandbox_start_ms"], json!(6000));
+    assert_eq!(s["ratio_template_sandbox_start"], json!(0.2));
+    assert_eq!(s["template_sandbox_start_ms"], json!(600));
+    assert_eq!(s["ratio_template_sandbox_memory"], json!(0.4));
+    assert_eq!(s["template_sandbox_pss_kib_cold"], json!(100000));
+    assert_eq!(s["ratio_template_ctr_run"], json!(0.5));
+    assert_eq!(s["template_ctr_run_ms"], json!(6000));
     let t = table(&s);
     assert!(
         t.contains("| ratio_template_memory        |        0.5 |"),
@@ -148,8 +152,10 @@ fn template_sandbox_ratio_only_when_every_run_used_the_template() {
         .as_array()
         .unwrap()
         .contains(&json!("ratio_template_sandbox_start")));
+    assert!(s["ratio_template_ctr_run"].is_null());
     // the times are still shown, the VMM-level ratios unaffected
-    assert_eq!(s["template_sandbox_start_ms"], json!(6000));
+    assert_eq!(s["template_sandbox_start_ms"], json!(600));
+    assert_eq!(s["template_ctr_run_ms"], json!(6000));
     assert_eq!(s["ratio_template_start"], json!(0.125));
     x.template["ctr"] = Value::Null;
     let s = summarize(&x);
