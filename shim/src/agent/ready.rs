@@ -18,6 +18,11 @@ pub enum NotReady {
     VmmExited(crate::vmm::VmmExit),
 }
 
+/// Pause between tries once the VMM's socket exists.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between tries while the VMM has not bound its socket yet.
+const NO_SOCKET_PAUSE: Duration = Duration::from_millis(10);
+
 /// Dials guest port `port` through `uds` (the VMM's hybrid vsock socket) and calls `Check`
 /// until it answers, `timeout` passes, or `vmm_exit`
 /// completes (the VMM is gone; it is raced against every try and pause). Each try gets at
@@ -74,8 +79,16 @@ pub async fn wait_ready(
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
+        // Until the VMM has bound its socket (its first ~100 ms) a try fails at once: look
+        // again soon, so that a restored VM (whose agent answers right away) is not kept
+        // waiting; then every 100 ms (each later try reaches the guest).
+        let pause = if uds.exists() {
+            RETRY_PAUSE
+        } else {
+            NO_SOCKET_PAUSE
+        };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100).min(left)) => {}
+            _ = tokio::time::sleep(pause.min(left)) => {}
             e = &mut vmm_exit => return Err(NotReady::VmmExited(e)),
         }
     }
