@@ -420,15 +420,7 @@ impl FsDevice {
                             .map(|p| p as u64)
                             .map_err(|_| FsError::Ring(i))
                     };
-                    let cfg = VringConfigData {
-                        queue_max_size: q.max_size,
-                        queue_size: q.size,
-                        flags: 0,
-                        desc_table_addr: host(q.desc)?,
-                        used_ring_addr: host(q.used)?,
-                        avail_ring_addr: host(q.avail)?,
-                        log_addr: None,
-                    };
+                    let cfg = ring_config(q.max_size, q.size, [q.desc, q.used, q.avail], host)?;
                     setup_vring(vu, i, &cfg, call, &kicks[i], protocol)?;
                 }
             }
@@ -450,15 +442,7 @@ impl FsDevice {
                 for (i, ring) in b.rings.iter().enumerate() {
                     let l = ring.layout();
                     let host = |at: u64| b.area.host_addr(at).ok_or(FsError::Ring(i));
-                    let cfg = VringConfigData {
-                        queue_max_size: l.size,
-                        queue_size: l.size,
-                        flags: 0,
-                        desc_table_addr: host(l.desc)?,
-                        used_ring_addr: host(l.used)?,
-                        avail_ring_addr: host(l.avail)?,
-                        log_addr: None,
-                    };
+                    let cfg = ring_config(l.size, l.size, [l.desc, l.used, l.avail], host)?;
                     setup_vring(vu, i, &cfg, &b.call, &b.kicks[i], protocol)?;
                 }
                 b.guest = guest;
@@ -481,6 +465,25 @@ impl FsDevice {
         }
         Ok(())
     }
+}
+
+/// A ring's `SET_VRING_ADDR` data: its `[descriptor table, used, available]` addresses
+/// translated by `host` into the frontend's address space (as vhost-user wants).
+fn ring_config(
+    max_size: u16,
+    size: u16,
+    [desc, used, avail]: [u64; 3],
+    host: impl Fn(u64) -> Result<u64, FsError>,
+) -> Result<VringConfigData, FsError> {
+    Ok(VringConfigData {
+        queue_max_size: max_size,
+        queue_size: size,
+        flags: 0,
+        desc_table_addr: host(desc)?,
+        used_ring_addr: host(used)?,
+        avail_ring_addr: host(avail)?,
+        log_addr: None,
+    })
 }
 
 /// `SET_VRING_NUM/ADDR/BASE/CALL/KICK` (and `SET_VRING_ENABLE` with protocol features) of

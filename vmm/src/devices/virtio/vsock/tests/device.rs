@@ -22,6 +22,30 @@ fn add_chain(mq: &MockSplitQueue<GuestMemoryMmap>, at: u16, descs: &[(u64, u32, 
     mq.add_desc_chains(&raw, at).unwrap();
 }
 
+type Mq = MockSplitQueue<'static, GuestMemoryMmap>;
+
+/// An active device with rx, tx and event queues (host side `listener`): guest memory, the
+/// three queues as the guest sees them, the device.
+fn with_event_queue(
+    listener: Option<std::os::unix::net::UnixListener>,
+) -> (&'static GuestMemoryMmap, Mq, Mq, Mq, HvsockDevice) {
+    const EVQ: u64 = 0x4000;
+    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
+    ));
+    let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
+    let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
+    let ev = MockSplitQueue::create(m, GuestAddress(EVQ), QSIZE);
+    let mut d = HvsockDevice::new(CID, listener, Arc::new(m.clone())).unwrap();
+    assert!(d.queue_positions().is_empty(), "not active");
+    d.queues = Some(Queues {
+        rx: rx.create_queue().unwrap(),
+        tx: tx.create_queue().unwrap(),
+        event: Some(ev.create_queue().unwrap()),
+    });
+    (m, rx, tx, ev, d)
+}
+
 #[test]
 fn config_space_is_le64_cid() {
     let mut b = [0u8; 8];
@@ -67,20 +91,8 @@ fn guest_request_through_the_queues_gets_rst() {
 /// queue, and the saved queue positions are where the restored queues continue.
 #[test]
 fn restore_sends_transport_reset_and_keeps_positions() {
-    const EVQ: u64 = 0x4000;
-    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
-    ));
-    let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
-    let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
-    let ev = MockSplitQueue::create(m, GuestAddress(EVQ), QSIZE);
-    let mut d = HvsockDevice::new(CID, None, Arc::new(m.clone())).unwrap();
-    assert!(d.queue_positions().is_empty(), "not active");
-    d.queues = Some(Queues {
-        rx: rx.create_queue().unwrap(),
-        tx: tx.create_queue().unwrap(),
-        event: Some(ev.create_queue().unwrap()),
-    });
+    let (m, _rx, _tx, ev, mut d) = with_event_queue(None);
+    assert_eq!(d.queue_positions().len(), 3, "active");
     m.write_slice(&[0xffu8; 8], GuestAddress(BUF)).unwrap();
     add_chain(&ev, 0, &[(BUF, 8, 2)]);
     assert!(d.after_restore(), "interrupt for the event");
@@ -158,21 +170,8 @@ fn random_chains_never_panic() {
 /// are gone): a request it saw before would be reset with them.
 #[test]
 fn requests_wait_until_the_guest_has_handled_the_transport_reset() {
-    const EVQ: u64 = 0x4000;
-    let m: &'static GuestMemoryMmap = Box::leak(Box::new(
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 2 << 20)]).unwrap(),
-    ));
-    let rx = MockSplitQueue::create(m, GuestAddress(RXQ), QSIZE);
-    let tx = MockSplitQueue::create(m, GuestAddress(TXQ), QSIZE);
-    let ev = MockSplitQueue::create(m, GuestAddress(EVQ), QSIZE);
     let path = super::sock_path();
-    let l = bind(&path).unwrap();
-    let mut d = HvsockDevice::new(CID, Some(l), Arc::new(m.clone())).unwrap();
-    d.queues = Some(Queues {
-        rx: rx.create_queue().unwrap(),
-        tx: tx.create_queue().unwrap(),
-        event: Some(ev.create_queue().unwrap()),
-    });
+    let (m, rx, _tx, ev, mut d) = with_event_queue(Some(bind(&path).unwrap()));
     add_chain(&ev, 0, &[(BUF, 8, 2)]);
     add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
     assert!(d.after_restore());
