@@ -133,7 +133,11 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
             };
             match cfg.restore_memory {
                 RestoreMemory::Map => {
-                    snapshot::memory::restore(file, &state.memory, cfg.mem_bytes).map_err(named)?
+                    let (mem, extents) =
+                        snapshot::memory::restore(file, &state.memory, cfg.mem_bytes)
+                            .map_err(named)?;
+                    debug!("guest RAM: {extents} data extents of the memory file mapped copy-on-write, the rest anonymous");
+                    mem
                 }
                 RestoreMemory::Copy => {
                     let t = Instant::now();

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use vm_memory::mmap::MmapRegion;
 use vm_memory::{
-    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion, GuestRegionMmap,
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap,
 };
 
 use crate::layout;
@@ -69,35 +69,97 @@ pub fn save(mem: &GuestMemoryMmap, file: &File) -> io::Result<Vec<MemoryRegionSt
     Ok(regions)
 }
 
+/// Holes in the memory file shorter than this between two data extents are mapped from the
+/// file with them (one mapping instead of two: fewer VMAs and `mmap` calls).
+const MERGE_GAP: u64 = 256 << 10;
+
 /// Guest RAM of a VM with `mem_bytes` of memory, mapped copy-on-write from `file` as
 /// `regions` (from the state file: untrusted) says. Refused unless the regions are exactly
 /// this configuration's RAM layout, laid out back to back from offset 0, and the file holds
 /// all of them (a shorter file would make the guest's access past its end a SIGBUS).
+///
+/// Each region is anonymous private memory with the file's data extents (`SEEK_DATA`/
+/// `SEEK_HOLE`) mapped over it `MAP_PRIVATE|MAP_FIXED`: the data pages are the file's page
+/// cache, shared by every VM restored from it until one writes; the holes (most of guest RAM)
+/// are anonymous. Mapping the holes from the file too would make each page a guest touches
+/// there a page of the file first: on tmpfs an unreclaimable one, so the template's file
+/// would grow towards all of guest RAM with every VM restored from it. Returns the memory and
+/// the data extents mapped.
 pub fn restore(
     file: &File,
     regions: &[MemoryRegionState],
     mem_bytes: u64,
-) -> Result<Arc<GuestMemoryMmap>, String> {
+) -> Result<(Arc<GuestMemoryMmap>, usize), String> {
+    use std::os::fd::AsRawFd;
     check(file, regions, mem_bytes)?;
     let mut mapped = Vec::new();
+    let mut extents = 0;
     for r in regions {
-        let f = file.try_clone().map_err(|e| format!("memory file: {e}"))?;
         let size = usize::try_from(r.size).map_err(|_| "memory region too large")?;
         let region = MmapRegion::<()>::build(
-            Some(FileOffset::new(f, r.file_offset)),
+            None,
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_NORESERVE | libc::MAP_PRIVATE,
+            libc::MAP_NORESERVE | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
         )
         .map_err(|e| format!("mapping guest RAM at {:#x}: {e}", r.guest_addr))?;
+        let (start, end) = (r.file_offset, r.file_offset + r.size);
+        for (data, hole) in data_extents(file, start, end, MERGE_GAP)? {
+            let at = (data - start) as usize;
+            // SAFETY: [at, at + len) lies inside `region`'s own mapping (data_extents keeps
+            // extents within [start, end), page aligned), which MAP_FIXED replaces with a
+            // private mapping of the file; `region` owns and later unmaps the whole range.
+            let p = unsafe {
+                libc::mmap(
+                    region.as_ptr().add(at).cast(),
+                    (hole - data) as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                    file.as_raw_fd(),
+                    libc::off_t::try_from(data).map_err(|_| "memory file offset too large")?,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return Err(format!(
+                    "mapping the memory file at {data:#x} into guest RAM: {}",
+                    io::Error::last_os_error()
+                ));
+            }
+            extents += 1;
+        }
         mapped.push(
             GuestRegionMmap::new(region, GuestAddress(r.guest_addr))
                 .ok_or_else(|| format!("memory region at {:#x} overflows", r.guest_addr))?,
         );
     }
     GuestMemoryMmap::from_regions(mapped)
-        .map(Arc::new)
+        .map(|m| (Arc::new(m), extents))
         .map_err(|e| format!("guest RAM: {e}"))
+}
+
+/// The data extents of `file` in `[start, end)` (page aligned; `start` and `end` are) as
+/// `(data, hole)` offsets, holes shorter than `merge` joined into their neighbours.
+fn data_extents(file: &File, start: u64, end: u64, merge: u64) -> Result<Vec<(u64, u64)>, String> {
+    let page = PAGE as u64;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut pos = start;
+    while pos < end {
+        let Some(data) = seek(file, pos, libc::SEEK_DATA)? else {
+            break;
+        };
+        if data >= end {
+            break;
+        }
+        let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        let (d, h) = (data / page * page, hole.div_ceil(page) * page);
+        let h = h.min(end);
+        match out.last_mut() {
+            Some(last) if d <= last.1 + merge => last.1 = last.1.max(h),
+            _ => out.push((d, h)),
+        }
+        pos = hole.max(data + 1);
+    }
+    Ok(out)
 }
 
 /// Guest RAM of a VM with `mem_bytes` of memory in new memfds (shared mappings, as at a cold

@@ -325,7 +325,11 @@ fn memory_file_round_trip_and_refusals() {
     );
 
     let f = std::fs::File::open(&path).unwrap();
-    let restored = memory::restore(&f, &regions, mem_bytes).unwrap();
+    let (restored, extents) = memory::restore(&f, &regions, mem_bytes).unwrap();
+    assert_eq!(
+        extents, 2,
+        "the two data pages, 32 MiB apart: two file mappings"
+    );
     let mut b = [0u8; 5];
     restored.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
     assert_eq!(&b, b"hello");
@@ -336,9 +340,20 @@ fn memory_file_round_trip_and_refusals() {
     restored
         .write_slice(b"HELLO", GuestAddress(0x1000))
         .unwrap();
-    let again = memory::restore(&f, &regions, mem_bytes).unwrap();
+    // A hole (anonymous) reads zeros and takes writes; nothing of it reaches the file.
+    restored
+        .write_slice(b"hole", GuestAddress(16 << 20))
+        .unwrap();
+    let (again, _) = memory::restore(&f, &regions, mem_bytes).unwrap();
     again.read_slice(&mut b, GuestAddress(0x1000)).unwrap();
     assert_eq!(&b, b"hello", "MAP_PRIVATE: the file is unchanged");
+    let mut z = [1u8; 4];
+    again.read_slice(&mut z, GuestAddress(16 << 20)).unwrap();
+    assert_eq!(z, [0; 4]);
+    assert!(
+        std::fs::metadata(&path).unwrap().blocks() * 512 < 1 << 20,
+        "the holes stay holes"
+    );
 
     let e = memory::restore(&f, &regions, 128 << 20).unwrap_err();
     assert!(e.contains("guest RAM regions are 0x4000000@0x0"), "{e}");
