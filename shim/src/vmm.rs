@@ -185,6 +185,15 @@ impl VmmSpec {
                 a.push(p.clone().into());
             }
         }
+        if self.restore.is_some() && self.fs.is_some() {
+            // Guest RAM copied into memfds virtiofsd maps (the direct vhost-user path), not
+            // kata-vmm's default (the template's file mapped copy-on-write, virtio-fs in
+            // bounce mode): on the emulated test node, sandboxes restored that way made
+            // guests die and the node's kernel stop after 8-17 of them (docs/templates.md),
+            // the cause not found yet.
+            a.push("--restore-memory".into());
+            a.push("copy".into());
+        }
         a
     }
 }

@@ -190,12 +190,14 @@ for p in a b; do
     echo "tp-$p-rc=$(cat "$W/tp-$p.rc")"
     $T ctr task exec --exec-id probe "tp-$p" sh -c 'echo "hostname=$(hostname)"; echo "addr=$(ip -4 -o addr show eth0 | awk "{ print \$4 }")"; echo "mac=$(cat /sys/class/net/eth0/address)"' \
         < /dev/null 2>&1 | sed "s/^/tp-$p-/"
-    # Guest RAM of a VM from the template is the template's memory file mapped copy-on-write,
-    # and virtio-fs then forwards through a bounce area (devices/virtio/fs/bounce.rs): its
-    # memfd is mapped, the file data goes both ways through it, checked byte for byte.
+    # The shim restores with --restore-memory copy (guest RAM in memfds virtiofsd maps; not
+    # the template's file mapped copy-on-write with virtio-fs in bounce mode: see
+    # docs/templates.md): the memfd is mapped, the template's file is not, and the file data
+    # goes both ways through the share, checked byte for byte.
     _vmm=$(vmm_pid "tp-$p")
     echo "tp-$p-vmm-maps-template=$(grep -c "$TPL/$KEY/memory" "/proc/$_vmm/maps" 2>/dev/null)"
-    echo "tp-$p-vmm-maps-bounce=$(grep -c 'memfd:kata-vmm-fs-bounce' "/proc/$_vmm/maps" 2>/dev/null)"
+    echo "tp-$p-vmm-maps-ram-memfd=$(grep -c 'memfd:kata-vmm-ram' "/proc/$_vmm/maps" 2>/dev/null)"
+    echo "tp-$p-template-memory-kib=$(du -k "$TPL/$KEY/memory" | cut -f1)"
     $T ctr task exec --exec-id bounce "tp-$p" sh -c 'head -c 2500000 /dev/urandom > /bounce-w && sync && echo "w=$(md5sum < /bounce-w | cut -c1-32)"; echo "r=$(md5sum < /bounce-r | cut -c1-32)"' \
         < /dev/null 2>&1 | sed "s/^/tp-$p-guest-md5-/"
     echo "tp-$p-host-md5-w=$(md5sum < "$W/root-$p/bounce-w" | cut -c1-32)"

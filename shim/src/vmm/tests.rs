@@ -56,7 +56,9 @@ fn template_and_restore_arguments() {
     s.fs = Some("/s/virtiofsd.sock".into());
     let a = arg_strings(&s).join(" ");
     assert!(
-        a.ends_with("--fs socket=/s/virtiofsd.sock,tag=kata-rs --restore /t/k"),
+        a.ends_with(
+            "--fs socket=/s/virtiofsd.sock,tag=kata-rs --restore /t/k --restore-memory copy"
+        ),
         "{a}"
     );
     assert!(!a.contains("--placeholder-slots"), "{a}");
