@@ -185,21 +185,11 @@ pub fn restore_copy(
             .and_then(|g| g.file_offset())
             .ok_or_else(|| format!("no memfd for guest RAM at {:#x}", r.guest_addr))?;
         let start = r.file_offset;
-        let end = start + r.size;
-        let mut pos = start;
-        while pos < end {
-            let Some(data) = seek(file, pos, libc::SEEK_DATA)? else {
-                break;
-            };
-            if data >= end {
-                break;
-            }
-            let hole = seek(file, data, libc::SEEK_HOLE)?.unwrap_or(end).min(end);
+        for (data, hole) in data_extents(file, start, start + r.size, 0)? {
             let to = target.start() + (data - start);
             copy_extent(file, data, target.file(), to, hole - data)
                 .map_err(|e| format!("copying the memory file at {data:#x} into guest RAM: {e}"))?;
             copied += hole - data;
-            pos = hole;
         }
     }
     Ok((Arc::new(mem), copied))
