@@ -400,16 +400,18 @@ impl ShadowRing {
             }
             let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
             let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            // Slot k's head is descriptor 2k: an odd id or one past the ring is no slot's.
             let slot = (id % 2 == 0)
-                .then_some(id / 2)
-                .and_then(|s| usize::try_from(s).ok())
-                .filter(|&s| s < self.slots.len());
-            let Some(f) = slot.and_then(|s| self.slots[s].take()) else {
+                .then(|| u16::try_from(id / 2).ok())
+                .flatten()
+                .filter(|&s| usize::from(s) < self.slots.len());
+            let Some((slot, f)) =
+                slot.and_then(|s| self.slots[usize::from(s)].take().map(|f| (s, f)))
+            else {
                 self.faults.bad_ids += 1;
                 continue;
             };
-            let slot = slot.unwrap_or_default();
-            self.free_slots.push(slot as u16);
+            self.free_slots.push(slot);
             self.free_pages(f.first_page, f.pages);
             let len = if len > f.room {
                 self.faults.long_replies += 1;
