@@ -60,7 +60,7 @@ pub fn vcpu_loop(
     vcpu: Arc<Mutex<VcpuFd>>,
     devices: Devices,
     exit: Arc<ExitState>,
-    filter: Option<(ThreadClass, seccompiler::BpfProgram)>,
+    filter: Option<(ThreadClass, seccomp::ThreadFilter)>,
     pauser: Arc<Pauser>,
 ) {
     pauser.register();

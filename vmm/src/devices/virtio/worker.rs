@@ -189,7 +189,7 @@ impl QueueWorker {
     /// ends with the VM). A failure ends the VM with an error through `exit`.
     pub fn run(
         mut self,
-        filter: Option<(ThreadClass, seccompiler::BpfProgram)>,
+        filter: Option<(ThreadClass, seccomp::ThreadFilter)>,
         exit: Arc<ExitState>,
     ) {
         if let Some((class, f)) = filter {

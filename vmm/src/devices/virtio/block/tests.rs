@@ -319,7 +319,7 @@ fn requests_run_under_the_block_io_seccomp_filter() {
     assert!(pid >= 0);
     if pid == 0 {
         let code = (|| {
-            if seccompiler::apply_filter(&prog).is_err() {
+            if prog.apply().is_err() {
                 return 3;
             }
             let mut ready = [EpollEvent::default()];

@@ -24,7 +24,7 @@ fn muxer_runs_under_the_main_seccomp_filter() {
     assert!(pid >= 0);
     if pid == 0 {
         let code = (|| {
-            if seccompiler::apply_filter(&prog).is_err() {
+            if prog.apply().is_err() {
                 return 3;
             }
             r.poll();
