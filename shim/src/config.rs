@@ -14,7 +14,7 @@ use std::{
 use serde::Deserialize;
 
 mod factory;
-pub use factory::{FactoryConfig, DEFAULT_TEMPLATE_DIR, MAX_TEMPLATE_DIR_LEN};
+pub use factory::{FactoryConfig, RestoreMemory, DEFAULT_TEMPLATE_DIR, MAX_TEMPLATE_DIR_LEN};
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "KATA_RS_CONFIG";

@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use crate::config::RestoreMemory;
 use tokio::{
     io::AsyncReadExt,
     process::Command,
@@ -76,6 +77,8 @@ pub struct VmmSpec {
     /// Start from this template instead of booting (`--restore`); the other fields describe
     /// the VM as for a boot, with the sandbox's own devices.
     pub restore: Option<PathBuf>,
+    /// How that restore gets guest RAM (`--restore-memory`, `factory.restore_memory`).
+    pub restore_memory: RestoreMemory,
 }
 
 impl VmmSpec {
@@ -113,6 +116,7 @@ impl VmmSpec {
             api_sock: None,
             snapshot_root: None,
             restore: None,
+            restore_memory: config.file.factory.restore_memory,
         }
     }
 
@@ -185,14 +189,9 @@ impl VmmSpec {
                 a.push(p.clone().into());
             }
         }
-        if self.restore.is_some() && self.fs.is_some() {
-            // Guest RAM copied into memfds virtiofsd maps (the direct vhost-user path), not
-            // kata-vmm's default (the template's file mapped copy-on-write, virtio-fs in
-            // bounce mode): on the emulated test node, sandboxes restored that way made
-            // guests die and the node's kernel stop after 8-17 of them (docs/templates.md),
-            // the cause not found yet.
+        if self.restore.is_some() {
             a.push("--restore-memory".into());
-            a.push("copy".into());
+            a.push(self.restore_memory.as_arg().into());
         }
         a
     }

@@ -17,14 +17,15 @@ KATA_RS_HANG_INITRD=/usr/local/share/kata-rs-tests/hang-initrd.img
 #   initrd=$KATA_RS_SHARE/kata-rs-initrd.img mem_mib=256 vcpus=1
 #   dial_timeout=120 (seconds; emulated nodes are slow)
 #   template_dir=DIR (VM templates on, kept in DIR: a [factory] section; default off)
+#   restore_memory=copy|map (with template_dir: factory.restore_memory; default the shim's)
 kata_rs_config() {
     _vmm=/usr/local/bin/kata-vmm _kernel=$KATA_RS_SHARE/vmlinux
-    _initrd=$KATA_RS_SHARE/kata-rs-initrd.img _mem=256 _vcpus=1 _dial=120 _tpl=
+    _initrd=$KATA_RS_SHARE/kata-rs-initrd.img _mem=256 _vcpus=1 _dial=120 _tpl= _rmem=
     for _kv in "$@"; do
         case $_kv in
             vmm=*) _vmm=${_kv#*=} ;; kernel=*) _kernel=${_kv#*=} ;; initrd=*) _initrd=${_kv#*=} ;;
             mem_mib=*) _mem=${_kv#*=} ;; vcpus=*) _vcpus=${_kv#*=} ;; dial_timeout=*) _dial=${_kv#*=} ;;
-            template_dir=*) _tpl=${_kv#*=} ;;
+            template_dir=*) _tpl=${_kv#*=} ;; restore_memory=*) _rmem=${_kv#*=} ;;
             *) echo "kata_rs_config: unknown key: $_kv" >&2; return 1 ;;
         esac
     done
@@ -33,6 +34,7 @@ kata_rs_config() {
         /usr/local/share/kata-rs-tests/configuration.toml.in
     if [ -n "$_tpl" ]; then
         printf '[factory]\ntemplate = true\ntemplate_dir = "%s"\n' "$_tpl"
+        [ -z "$_rmem" ] || printf 'restore_memory = "%s"\n' "$_rmem"
     fi
 }
 

@@ -14,6 +14,32 @@ pub struct FactoryConfig {
     pub template: bool,
     /// Where templates live: one directory per configuration key (0700, root's).
     pub template_dir: PathBuf,
+    /// How a sandbox restored from a template gets its guest RAM (`kata-vmm
+    /// --restore-memory`).
+    pub restore_memory: RestoreMemory,
+}
+
+/// `factory.restore_memory`: how a restore gets guest RAM.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMemory {
+    /// The template's memory file copied into memfds virtiofsd maps directly: no page
+    /// sharing between sandboxes, nothing between the guest and virtiofsd.
+    #[default]
+    Copy,
+    /// The template's memory file mapped copy-on-write: sandboxes of one template share its
+    /// unchanged pages; kata-vmm forwards virtio-fs through its bounce area.
+    Map,
+}
+
+impl RestoreMemory {
+    /// The `--restore-memory` value.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            RestoreMemory::Copy => "copy",
+            RestoreMemory::Map => "map",
+        }
+    }
 }
 
 /// Default [`FactoryConfig::template_dir`].
@@ -24,6 +50,7 @@ impl Default for FactoryConfig {
         Self {
             template: false,
             template_dir: PathBuf::from(DEFAULT_TEMPLATE_DIR),
+            restore_memory: RestoreMemory::default(),
         }
     }
 }

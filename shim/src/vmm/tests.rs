@@ -34,6 +34,7 @@ fn spec(path: &str) -> VmmSpec {
         api_sock: None,
         snapshot_root: None,
         restore: None,
+        restore_memory: RestoreMemory::Copy,
     }
 }
 
@@ -62,6 +63,9 @@ fn template_and_restore_arguments() {
         "{a}"
     );
     assert!(!a.contains("--placeholder-slots"), "{a}");
+    s.restore_memory = RestoreMemory::Map;
+    let a = arg_strings(&s).join(" ");
+    assert!(a.ends_with("--restore /t/k --restore-memory map"), "{a}");
 }
 
 /// The VMM's arguments for `s`, as strings.
