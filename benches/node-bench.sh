@@ -46,9 +46,15 @@ UNTAR_SECS=${13:-240}
 IPERF_DIR=${14:+$KATA_RS_PAYLOAD/extra${14}}
 CNI_DIR=${15:+$KATA_RS_PAYLOAD/extra${15}}
 # template: the control socket client's host path (vmm/examples/vmm_api.rs, passed with
-# KATA_RS_NODE_EXTRA) and whether the shim factory's ctr runs are measured (1, default).
+# KATA_RS_NODE_EXTRA) and whether the shim factory's ctr runs are measured, with which
+# factory.restore_memory (map, default, or copy; 0: not measured).
 VMM_API=${16:+$KATA_RS_PAYLOAD/extra${16}}
-TEMPLATE_CTR=${17:-1}
+TEMPLATE_CTR=${17:-map}
+case $TEMPLATE_CTR in
+    1|map) TEMPLATE_CTR=1 TEMPLATE_RMEM=map ;;
+    copy) TEMPLATE_CTR=1 TEMPLATE_RMEM=copy ;;
+    *) TEMPLATE_CTR=0 TEMPLATE_RMEM= ;;
+esac
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 MEM=256
 KERNEL=$KATA_RS_SHARE/vmlinux
@@ -808,7 +814,7 @@ fi
 if want template && [ "$TEMPLATE_CTR" = 1 ]; then
     TCONF=/etc/kata-rs/bench-template.toml TDIR=/var/lib/kata-rs/bench-templates
     rm -rf "$TDIR"
-    kata_rs_config template_dir="$TDIR" > "$TCONF"
+    kata_rs_config template_dir="$TDIR" restore_memory="$TEMPLATE_RMEM" > "$TCONF"
     # tctr MODE ID: wall ms of ctr run --rm (MODE tpl: with TCONF), or null.
     tctr() {
         _a=; [ "$1" = tpl ] && _a="--runtime-config-path $TCONF"
@@ -905,7 +911,7 @@ if want template && [ "$TEMPLATE_CTR" = 1 ]; then
     ctt=$(median $TC_tpl) ctc=$(median $TC_cold)
     # A ratio only when every timed template run started from the template.
     csr=null; [ "${TC_FROM:-0}" = "$N" ] && csr=$(ratio "$ctt" "$ctc")
-    echo "BENCH-JSON template_ctr {\"n\":$N,\"command\":\"ctr run --rm --runtime io.containerd.kata.v2 [--runtime-config-path template=true] IMAGE ID true\"," \
+    echo "BENCH-JSON template_ctr {\"n\":$N,\"restore_memory\":\"$TEMPLATE_RMEM\",\"command\":\"ctr run --rm --runtime io.containerd.kata.v2 [--runtime-config-path template=true] IMAGE ID true\"," \
         "\"start_ms_template\":$ctt,\"start_ms_cold\":$ctc,\"ratio\":$csr,\"from_template\":${TC_FROM:-0},\"failed_runs\":$TCFAIL," \
         "\"samples_ms_template\":[$(list $TC_tpl)],\"samples_ms_cold\":[$(list $TC_cold)]," \
         "\"sandbox_start_ms_template\":$sst,\"sandbox_start_ms_cold\":$ssc,\"ratio_sandbox_start\":$(ratio "$sst" "$ssc")," \

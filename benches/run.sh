@@ -62,8 +62,9 @@ VMM_API=$TOP/target/release/examples/vmm_api
 if [[ " $SECTIONS " == *" template "* ]]; then
     (cd "$TOP" && cargo build -q --release -p kata-rs-vmm --example vmm_api) || die "building the vmm_api example failed"
 fi
-# BENCH_TEMPLATE_CTR=0: the template section without its ctr runs through the shim's factory.
-TEMPLATE_CTR=${BENCH_TEMPLATE_CTR:-1}
+# BENCH_TEMPLATE_CTR: the template section's ctr runs through the shim's factory with
+# factory.restore_memory = map (default) or copy; 0: without them.
+TEMPLATE_CTR=${BENCH_TEMPLATE_CTR:-map}
 # The summary's tool, built before the node runs (a first build takes minutes on 2 cores).
 (cd "$TOP" && cargo build -q --release -p kata-rs-bench-report) || die "building benches/report failed"
 # fsvmm (benches/README.md section 5): rounds (BENCH_FSVMM_N, default 1: ~5 min emulated), the

@@ -4,7 +4,8 @@
 # line per case and runtime:
 #     result <case> <runtime> rc=<exit status> out=<stdout+stderr lines joined by " ; ">
 # Arguments: `runtimes=LIST` (default "runc kata kata-template") picks the runtimes;
-# `devices` runs only the device cases. The Rust
+# `devices` runs only the device cases; `restore_memory=copy|map` sets kata-template's
+# factory.restore_memory (default: the shim's). The Rust
 # test (tests/tests/parity.rs) asserts that every runtime's line is runc's and checks that
 # they are sane. Nothing printed may depend on the kernel, the hostname or the
 # cgroup path (they differ between the node and the guest by design).
@@ -14,15 +15,17 @@ mkdir -p "$W"
 N=0
 RUNTIMES="runc kata kata-template"
 ONLY=
+RMEM=
 for _a in "$@"; do
     case $_a in
         runtimes=*) RUNTIMES=${_a#runtimes=} ;;
         devices) ONLY=devices ;;
+        restore_memory=*) RMEM=$_a ;;
         *) echo "parity.sh: unknown argument: $_a" >&2; exit 2 ;;
     esac
 done
 TPL_CONF=/etc/kata-rs/parity-template.toml
-kata_rs_config template_dir=/var/lib/kata-rs/templates > "$TPL_CONF"
+kata_rs_config template_dir=/var/lib/kata-rs/templates $RMEM > "$TPL_CONF"
 
 # rtflags RUNTIME: ctr run's flags for a runtime of $RUNTIMES.
 rtflags() {
