@@ -223,7 +223,8 @@ pub struct SharedFsConfig {
     /// 1 s: host changes are seen within about a second), `never` (always asks the host),
     /// or `always` (caches until the guest forgets; host changes may never be seen).
     pub cache: String,
-    /// How long Create waits for virtiofsd to serve its socket.
+    /// How long virtiofsd may take to answer kata-vmm's vhost-user handshake (the shim
+    /// binds its socket and starts the VMM beside it: kata-vmm's `handshake-timeout=`).
     pub start_timeout_secs: u64,
 }
 

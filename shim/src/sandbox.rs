@@ -259,7 +259,7 @@ impl Sandbox {
         template: std::path::PathBuf,
     ) -> Result<(Virtiofsd, SandboxVm, bool), String> {
         let fs = start_virtiofsd(config, paths).await.map_err(|e| e.0)?;
-        match crate::factory::restore(config, paths, net, &fs.socket, &template).await {
+        match crate::factory::restore(config, paths, net, &fs, &template).await {
             Ok(r) => {
                 info!(
                     sandbox = id,
@@ -363,12 +363,10 @@ impl Sandbox {
                         warn!(cid = spec.cid, "vsock CID taken, retrying with another");
                         continue;
                     }
-                    return Err(StartError(vmm_exit_message(
-                        &h.path,
-                        exit,
-                        line.as_deref(),
-                        &paths.console_log,
-                    )));
+                    let mut msg =
+                        vmm_exit_message(&h.path, exit, line.as_deref(), &paths.console_log);
+                    msg.push_str(&fs.why_not_serving().await.unwrap_or_default());
+                    return Err(StartError(msg));
                 }
                 Err(NotReady::Timeout(last)) => {
                     // Where the VMM is stuck, read before it is killed (a VMM that never bound

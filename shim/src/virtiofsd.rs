@@ -1,7 +1,9 @@
 //! The sandbox's virtio-fs file server: one `virtiofsd` (the Rust daemon of the virtio-fs
 //! project, the one Kata ships) per sandbox, exporting the share's `shared/` directory
 //! (`crate::share`) to kata-vmm's vhost-user-fs device over a unix socket in the sandbox's
-//! state directory.
+//! state directory. The shim binds that socket itself and hands it to virtiofsd (`--fd`), so
+//! the VMM is started at once, beside it: its connection waits in the socket's listen queue
+//! until virtiofsd serves it (kata-vmm bounds that wait, `handshake-timeout=`).
 //!
 //! Why a separate process and not a file server inside kata-vmm: a passthrough server needs
 //! file capabilities (chown, DAC override, setting ids, mknod) to act for the guest's users,
@@ -14,6 +16,8 @@
 
 use std::{
     ffi::OsString,
+    os::fd::{AsFd, AsRawFd, RawFd},
+    os::unix::net::UnixListener,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -34,16 +38,16 @@ pub struct VirtiofsdSpec {
     pub path: PathBuf,
     /// The directory exported (the share's `shared/`).
     pub shared_dir: PathBuf,
-    /// The vhost-user socket it listens on.
+    /// The vhost-user socket it listens on (bound by the shim, passed as `--fd`).
     pub socket: PathBuf,
     /// `--cache` mode (`auto`, `never`, `always`).
     pub cache: String,
 }
 
 impl VirtiofsdSpec {
-    /// virtiofsd's command line.
-    pub fn args(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec!["--socket-path".into(), self.socket.clone().into()];
+    /// virtiofsd's command line, serving the listening socket inherited as `fd`.
+    pub fn args(&self, fd: RawFd) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![format!("--fd={fd}").into()];
         a.extend([
             "--shared-dir".into(),
             self.shared_dir.clone().into(),
@@ -80,48 +84,50 @@ pub struct Virtiofsd {
 }
 
 impl Virtiofsd {
-    /// Starts virtiofsd and waits (up to `timeout`) until its socket exists, racing its
-    /// exit. On failure it is killed and reaped, its socket removed, and the message says
-    /// what went wrong (its own error line when it printed one).
-    pub async fn start(spec: &VirtiofsdSpec, timeout: Duration) -> Result<Self, String> {
-        let _ = std::fs::remove_file(&spec.socket);
-        let process = Vmm::spawn_program("virtiofsd", &spec.path, spec.args(), None)
-            .map_err(|e| e.to_string())?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if spec.socket.exists() {
-                info!(
-                    pid = process.pid(),
-                    "virtiofsd serves {} on {}",
-                    spec.shared_dir.display(),
-                    spec.socket.display()
-                );
-                return Ok(Self {
-                    process,
-                    socket: spec.socket.clone(),
-                });
-            }
-            if let Some(exit) = process.exited() {
-                let why = process.error_line().await;
-                let _ = std::fs::remove_file(&spec.socket);
-                return Err(format!(
-                    "virtio-fs server {} {exit} before it served the sandbox's share{}",
-                    spec.path.display(),
-                    why.map(|l| format!(": {l}")).unwrap_or_default()
-                ));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let exit = process.kill_and_wait().await;
-                let _ = std::fs::remove_file(&spec.socket);
-                return Err(format!(
-                    "virtio-fs server {} did not create its socket {} within {}s (it {exit})",
-                    spec.path.display(),
-                    spec.socket.display(),
-                    timeout.as_secs()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    /// Binds the vhost-user socket (0600; a stale one is replaced) and starts virtiofsd on
+    /// it (`--fd`); it does not wait for virtiofsd: the socket accepts connections from
+    /// now on, and the VMM's waits in its queue until virtiofsd serves it. The shim keeps no
+    /// copy of the listening socket, so a virtiofsd that exits before it serves makes the
+    /// VMM's connection fail at once ([`Virtiofsd::why_not_serving`] then says why).
+    pub fn start(spec: &VirtiofsdSpec) -> Result<Self, String> {
+        let listener = listen(&spec.socket)?;
+        let process = Vmm::spawn_program(
+            "virtiofsd",
+            &spec.path,
+            spec.args(listener.as_raw_fd()),
+            None,
+            Some(listener.as_fd()),
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&spec.socket);
+            e.to_string()
+        })?;
+        drop(listener);
+        info!(
+            pid = process.pid(),
+            "virtiofsd started for {} on {}",
+            spec.shared_dir.display(),
+            spec.socket.display()
+        );
+        Ok(Self {
+            process,
+            socket: spec.socket.clone(),
+        })
+    }
+
+    /// When virtiofsd has exited: what to add to the message of a VM that did not start
+    /// (its exit and its own error line), so that the cause is named, not only the VMM's
+    /// failed handshake.
+    /// (Its exit may be seen a moment after the VMM's: waits up to half a second for it.)
+    pub async fn why_not_serving(&self) -> Option<String> {
+        let exit = tokio::time::timeout(Duration::from_millis(500), self.process.wait())
+            .await
+            .ok()?;
+        let why = self.process.error_line().await;
+        Some(format!(
+            "; the virtio-fs server {exit}{}",
+            why.map(|l| format!(": {l}")).unwrap_or_default()
+        ))
     }
 
     /// After the VMM has gone: virtiofsd exits by itself when its vhost-user peer closes;
@@ -140,11 +146,33 @@ impl Virtiofsd {
     }
 }
 
-/// The `--fs` argument of kata-vmm for virtiofsd's `socket`.
-pub fn vmm_fs_arg(socket: &Path) -> OsString {
+/// Binds `socket` for virtiofsd: a stale file there is removed, the new one is 0600.
+fn listen(socket: &Path) -> Result<UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(socket);
+    let named = |e: std::io::Error| {
+        format!(
+            "cannot create the virtio-fs socket {}: {e}",
+            socket.display()
+        )
+    };
+    let listener = UnixListener::bind(socket).map_err(named)?;
+    if let Err(e) = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600)) {
+        let _ = std::fs::remove_file(socket);
+        return Err(named(e));
+    }
+    Ok(listener)
+}
+
+/// The `--fs` argument of kata-vmm for virtiofsd's `socket`: the share's tag, and how long
+/// virtiofsd may take to answer the handshake (it starts beside the VMM).
+pub fn vmm_fs_arg(socket: &Path, handshake_secs: u64) -> OsString {
     let mut v = OsString::from("socket=");
     v.push(socket.as_os_str());
-    v.push(format!(",tag={}", kata_rs_protocol::guest::SHARE_TAG));
+    v.push(format!(
+        ",tag={},handshake-timeout={handshake_secs}",
+        kata_rs_protocol::guest::SHARE_TAG
+    ));
     v
 }
 
@@ -174,15 +202,13 @@ mod tests {
             cache: "auto".into(),
         };
         let a: Vec<String> = s
-            .args()
+            .args(7)
             .iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let line = a.join(" ");
         assert!(
-            line.starts_with(
-                "--socket-path /s/virtiofsd.sock --shared-dir /s/share/shared --cache auto"
-            ),
+            line.starts_with("--fd=7 --shared-dir /s/share/shared --cache auto"),
             "{line}"
         );
         assert!(
@@ -192,57 +218,76 @@ mod tests {
         assert!(line.contains("--announce-submounts"), "{line}");
         assert!(line.contains("--modcaps=-mknod"), "{line}");
         assert_eq!(
-            vmm_fs_arg(Path::new("/s/virtiofsd.sock")),
-            OsString::from("socket=/s/virtiofsd.sock,tag=kata-rs")
+            vmm_fs_arg(Path::new("/s/virtiofsd.sock"), 30),
+            OsString::from("socket=/s/virtiofsd.sock,tag=kata-rs,handshake-timeout=30")
         );
     }
 
+    /// The fake's body: finds `--fd=N`, records what N is, then runs `rest`.
+    fn record_fd(rest: &str) -> String {
+        format!(
+            "d=$(dirname \"$0\"); for a; do case $a in --fd=*) fd=${{a#--fd=}};; esac; done; \
+             readlink /proc/$$/fd/$fd > \"$d/fd-target\"; \
+             for f in /proc/$$/fd/*; do echo \"${{f##*/}} $(readlink $f)\"; done > \"$d/fds.tmp\"; \
+             mv \"$d/fds.tmp\" \"$d/fds\"; {rest}"
+        )
+    }
+
     #[tokio::test(flavor = "current_thread")]
-    async fn ready_when_the_socket_appears() {
+    async fn the_server_gets_the_bound_socket_and_the_vmm_can_connect_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        // The fake makes its socket file (an ordinary file is enough for the wait) and
-        // stays until it is told to go.
-        let s = spec(
-            dir.path(),
-            "while [ \"$1\" != --socket-path ]; do shift; done; : > \"$2\"; exec sleep 30",
-        );
-        let v = Virtiofsd::start(&s, Duration::from_secs(10)).await.unwrap();
+        let s = spec(dir.path(), &record_fd("exec sleep 30"));
+        let v = Virtiofsd::start(&s).unwrap();
+        // The socket accepts connections before the server does anything (they queue).
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&s.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let _queued = std::os::unix::net::UnixStream::connect(&s.socket).unwrap();
+        // The fake saw a socket at the fd it was told, and no other fd of the shim.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dir.path().join("fds").exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let target = std::fs::read_to_string(dir.path().join("fd-target")).unwrap();
+        assert!(target.starts_with("socket:["), "{target}");
+        // Of the shim's sockets, only that one reached it.
+        let fds = std::fs::read_to_string(dir.path().join("fds")).unwrap();
+        let sockets: Vec<&str> = fds.lines().filter(|l| l.contains(" socket:")).collect();
+        assert_eq!(sockets.len(), 1, "{fds}");
         assert!(v.process.exited().is_none());
+        assert!(v.why_not_serving().await.is_none(), "still running");
         let exit = v.stop(Duration::from_millis(100)).await;
         assert_eq!(exit, VmmExit::Signal(9), "killed after the grace time");
         assert!(!s.socket.exists(), "socket removed");
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn early_exit_is_reported_with_its_error() {
+    async fn a_server_that_exits_leaves_no_listener_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let s = spec(
             dir.path(),
             "echo '[ERROR virtiofsd] Error entering sandbox: no permission' >&2; exit 1",
         );
-        let e = Virtiofsd::start(&s, Duration::from_secs(10))
-            .await
-            .err()
-            .unwrap();
-        assert!(e.contains("exited with status 1 before it served"), "{e}");
-        assert!(e.contains("Error entering sandbox"), "{e}");
+        let v = Virtiofsd::start(&s).unwrap();
+        v.process.wait().await;
+        let why = v.why_not_serving().await.unwrap();
+        assert!(why.contains("exited with status 1"), "{why}");
+        assert!(why.contains("Error entering sandbox"), "{why}");
+        // The shim kept no copy of the listening socket: nobody accepts any more, so a
+        // VMM connecting now fails at once instead of waiting out its handshake bound.
+        let e = std::os::unix::net::UnixStream::connect(&s.socket).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        v.kill().await;
+        assert!(!s.socket.exists());
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn a_server_that_never_listens_times_out_and_is_killed() {
+    async fn a_missing_server_is_an_error_naming_it_and_leaves_no_socket() {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(
-            dir.path(),
-            "echo $$ > \"$(dirname \"$0\")/pid\"; exec sleep 30",
-        );
-        let t0 = std::time::Instant::now();
-        let e = Virtiofsd::start(&s, Duration::from_secs(1))
-            .await
-            .err()
-            .unwrap();
-        assert!(t0.elapsed() < Duration::from_secs(10));
-        assert!(e.contains("did not create its socket"), "{e}");
-        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
-        assert!(!Path::new(&format!("/proc/{}", pid.trim())).exists());
+        let mut s = spec(dir.path(), "exit 0");
+        s.path = dir.path().join("no-such-virtiofsd");
+        let e = Virtiofsd::start(&s).err().unwrap();
+        assert!(e.contains("no-such-virtiofsd"), "{e}");
+        assert!(!s.socket.exists());
     }
 }

@@ -60,8 +60,11 @@ pub struct VmmSpec {
     /// Read-only virtio-blk disks (`--disk PATH,ro`), in guest order. Unused today: the
     /// seam for root file systems that containerd hands over as block devices.
     pub disks: Vec<PathBuf>,
-    /// virtiofsd's vhost-user socket for the share (`--fs socket=PATH,tag=kata-rs`).
+    /// virtiofsd's vhost-user socket for the share (`--fs socket=PATH,tag=kata-rs,...`).
     pub fs: Option<PathBuf>,
+    /// How long virtiofsd may take to answer kata-vmm's handshake (`handshake-timeout=`;
+    /// `shared_fs.start_timeout_secs`): it is started at the same time as the VMM.
+    pub fs_handshake_secs: u64,
     /// uid = gid of the jailed VMM (`--jail-uid`/`--jail-gid`); None: kata-vmm's default.
     pub jail_id: Option<u32>,
     /// Pod networking: the `--net` value (`tap=NAME,mac=MAC`) and the network namespace the
@@ -110,6 +113,7 @@ impl VmmSpec {
             cmdline,
             disks: Vec::new(),
             fs: None,
+            fs_handshake_secs: config.file.shared_fs.start_timeout_secs,
             jail_id: None,
             net: None,
             placeholder_slots: 0,
@@ -173,7 +177,7 @@ impl VmmSpec {
         }
         if let Some(socket) = &self.fs {
             a.push("--fs".into());
-            a.push(crate::virtiofsd::vmm_fs_arg(socket));
+            a.push(crate::virtiofsd::vmm_fs_arg(socket, self.fs_handshake_secs));
         }
         if self.placeholder_slots > 0 {
             a.push("--placeholder-slots".into());
@@ -289,7 +293,7 @@ impl Vmm {
     /// thread, which lives as long as the shim.
     pub fn spawn(spec: &VmmSpec) -> std::io::Result<Vmm> {
         let netns = spec.net.as_ref().map(|(_, p)| p.as_path());
-        let vmm = Self::spawn_program("VMM", &spec.path, spec.args(), netns)?;
+        let vmm = Self::spawn_program("VMM", &spec.path, spec.args(), netns, None)?;
         info!(
             pid = vmm.pid,
             cid = spec.cid,
@@ -302,12 +306,16 @@ impl Vmm {
     /// Starts `program` with `args` as a supervised child the same way (PDEATHSIG, stderr
     /// kept, exit observed), in network namespace `netns` if given; `what` names it in
     /// messages ("VMM", "virtiofsd"). Used for the VMM and for the sandbox's virtiofsd.
+    /// `inherit`: the one fd of the shim the child keeps, at its number (virtiofsd's
+    /// listening socket); every other is closed at exec.
     pub fn spawn_program(
         what: &'static str,
         program: &Path,
         args: Vec<OsString>,
         netns: Option<&Path>,
+        inherit: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> std::io::Result<Vmm> {
+        let inherit_fd = inherit.map(|f| f.as_raw_fd()).unwrap_or(-1);
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -327,8 +335,9 @@ impl Vmm {
         };
         let netns_fd = netns.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // async-signal-safe functions (prctl, getppid, setns, close_range, _exit); it touches no locks or
-        // allocations. `netns_fd` stays open until spawn returns (`netns` lives until then).
+        // async-signal-safe functions (prctl, getppid, setns, close_range, fcntl, _exit); it
+        // touches no locks or allocations. `netns_fd` stays open until spawn returns (`netns`
+        // lives until then), and `inherit_fd` too (borrowed for this call).
         unsafe {
             cmd.pre_exec(move || {
                 if netns_fd >= 0 && libc::setns(netns_fd, libc::CLONE_NEWNET) != 0 {
@@ -359,6 +368,9 @@ impl Vmm {
                     u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 );
+                if inherit_fd >= 0 && libc::fcntl(inherit_fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }

@@ -97,13 +97,16 @@ pub struct Args {
     /// random locally administered one). Repeat for more cards (eth0, eth1, ... in order).
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = parse_net)]
     pub nets: Vec<NetConfig>,
-    /// virtio-fs device served by a vhost-user-fs backend (virtiofsd) already listening on
-    /// the Unix socket PATH (connected before the jail); the guest mounts it with
-    /// `mount -t virtiofs TAG DIR`. TAG: 1-36 printable ASCII characters, no space or comma;
-    /// queue-size: a power of two (default 1024). At most one.
+    /// virtio-fs device served by a vhost-user-fs backend (virtiofsd) on the Unix socket
+    /// PATH, which must be listening already (connected before the jail; the backend may
+    /// still be starting if its launcher bound the socket for it, as with virtiofsd --fd);
+    /// the guest mounts it with `mount -t virtiofs TAG DIR`. TAG: 1-36 printable ASCII
+    /// characters, no space or comma; queue-size: a power of two (default 1024);
+    /// handshake-timeout: seconds the backend may take to answer the startup handshake
+    /// (default 30, at most 3600). At most one.
     #[arg(
         long = "fs",
-        value_name = "socket=PATH,tag=TAG[,queue-size=N]",
+        value_name = "socket=PATH,tag=TAG[,queue-size=N][,handshake-timeout=SECS]",
         value_parser = parse_fs
     )]
     pub fs: Option<FsConfig>,

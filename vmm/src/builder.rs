@@ -113,9 +113,10 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     let vm = Arc::new(Vm::new()?);
 
     // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
-    // fast, before any guest memory exists).
-    let fs_backend = match &cfg.fs {
-        Some(f) => Some(vfs::connect(&f.socket)?),
+    // fast, before any guest memory exists); the handshake runs on its own thread while
+    // guest RAM is made (a backend started at the same time as the VMM is still starting).
+    let fs_pending = match &cfg.fs {
+        Some(f) => Some(vfs::connect(&f.socket, f.handshake_timeout)?),
         None => None,
     };
 
@@ -154,7 +155,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         }
         None => memory::create(cfg.mem_bytes, cfg.fs.is_some())?,
     };
-    phases.mark("VM, fs handshake, guest RAM");
+    phases.mark("VM, guest RAM");
     memory::register(&vm.fd, &mem)?;
     vm.setup_platform()?;
     if let Some((state, _)) = &restore {
@@ -209,6 +210,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // virtio-fs in bounce mode when guest RAM is not shared memfds the backend could map
     // (a restore mapping the memory file copy-on-write): devices/virtio/fs/bounce.rs.
     let fs_bounce = restore.is_some() && cfg.restore_memory == RestoreMemory::Map;
+    let fs_backend = fs_pending.map(vfs::PendingBackend::finish).transpose()?;
+    phases.mark("payload, fs handshake");
     let mut devs = attach::Devices {
         vsock_uds,
         fs_backend,
@@ -220,7 +223,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         attach::slot(&mut dm, &vm.fd, cfg, &mem, slot.device, &mut devs)
             .with_context(|| format!("virtio-mmio slot {i}"))?;
     }
-    phases.mark("payload, devices");
+    phases.mark("devices");
     let largest_disk = devs.largest_disk;
 
     let vcpus = match (&restore, &bi) {

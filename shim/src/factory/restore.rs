@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::network::PodNetwork;
 use crate::sandbox::SandboxPaths;
 use crate::util::random_bytes;
+use crate::virtiofsd::Virtiofsd;
 use crate::vmm::{self, Vmm, VmmSpec};
 
 /// The restored VM's control socket in the sandbox's state directory.
@@ -37,7 +38,7 @@ pub async fn restore(
     config: &Config,
     paths: &SandboxPaths,
     net: Option<&PodNetwork>,
-    fs_socket: &Path,
+    fs: &Virtiofsd,
     template: &Path,
 ) -> Result<Restored, String> {
     let h = &config.file.hypervisor;
@@ -46,7 +47,7 @@ pub async fn restore(
     let cid = super::store::read_cid(template)?;
     let spec = VmmSpec {
         jail_id: h.jail_id(vmm::random_cid()),
-        fs: Some(fs_socket.to_path_buf()),
+        fs: Some(fs.socket.clone()),
         net: net.map(|n| (n.vmm_net_arg(), n.netns.clone())),
         // The snapshot's placeholder slots come with it (kata-vmm refuses the flag here).
         api_sock: Some(paths.state_dir.join(API_SOCKET_FILE)),
@@ -74,11 +75,16 @@ pub async fn restore(
             vm.kill_and_wait().await;
             let _ = std::fs::remove_file(paths.state_dir.join(vmm::PID_FILE));
             let _ = std::fs::remove_file(paths.state_dir.join(API_SOCKET_FILE));
-            // A VMM that ended by itself said why on stderr (e.g. a refused snapshot).
-            Err(match vm.error_line().await.filter(|_| ended) {
+            // A VMM that ended by itself said why on stderr (e.g. a refused snapshot), and
+            // a virtiofsd that ended before it served is the cause of a failed handshake.
+            let mut msg = match vm.error_line().await.filter(|_| ended) {
                 Some(l) => format!("{e}: {l}"),
                 None => e,
-            })
+            };
+            if ended {
+                msg.push_str(&fs.why_not_serving().await.unwrap_or_default());
+            }
+            Err(msg)
         }
     }
 }

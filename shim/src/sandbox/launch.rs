@@ -3,7 +3,6 @@
 //! spawned, its pid file), and the messages about a VM that did not start.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::{SandboxPaths, StartError};
 use crate::{
@@ -46,7 +45,8 @@ pub async fn launch(spec: &VmmSpec, paths: &SandboxPaths) -> Result<Vmm, StartEr
     Ok(vmm)
 }
 
-/// Starts the sandbox's virtiofsd on its share and records its pid.
+/// Starts the sandbox's virtiofsd on its share (on a socket bound for it: the VMM may be
+/// started at once) and records its pid.
 pub async fn start_virtiofsd(
     config: &Config,
     paths: &SandboxPaths,
@@ -58,9 +58,7 @@ pub async fn start_virtiofsd(
         socket: paths.state_dir.join(virtiofsd::SOCKET_FILE),
         cache: c.cache.clone(),
     };
-    let fs = Virtiofsd::start(&spec, Duration::from_secs(c.start_timeout_secs))
-        .await
-        .map_err(StartError)?;
+    let fs = Virtiofsd::start(&spec).map_err(StartError)?;
     if let Err(e) = crate::util::write_private(
         &paths.state_dir.join(virtiofsd::PID_FILE),
         format!("{}\n", fs.process.pid()).as_bytes(),

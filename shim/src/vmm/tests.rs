@@ -28,6 +28,7 @@ fn spec(path: &str) -> VmmSpec {
         cmdline: String::new(),
         disks: Vec::new(),
         fs: None,
+        fs_handshake_secs: 30,
         net: None,
         jail_id: None,
         placeholder_slots: 0,
@@ -58,7 +59,7 @@ fn template_and_restore_arguments() {
     let a = arg_strings(&s).join(" ");
     assert!(
         a.ends_with(
-            "--fs socket=/s/virtiofsd.sock,tag=kata-rs --restore /t/k --restore-memory copy"
+            "--fs socket=/s/virtiofsd.sock,tag=kata-rs,handshake-timeout=30 --restore /t/k --restore-memory copy"
         ),
         "{a}"
     );
@@ -103,7 +104,10 @@ fn command_line_matches_design() {
     s.fs = Some("/s/virtiofsd.sock".into());
     let a = s.args();
     assert_eq!(a[a.len() - 2], "--fs");
-    assert_eq!(a[a.len() - 1], "socket=/s/virtiofsd.sock,tag=kata-rs");
+    assert_eq!(
+        a[a.len() - 1],
+        "socket=/s/virtiofsd.sock,tag=kata-rs,handshake-timeout=30"
+    );
     let mut s = spec("/vmm");
     s.cmdline = "quiet debug".into();
     let a = s.args();

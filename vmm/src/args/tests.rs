@@ -176,6 +176,7 @@ fn fs() {
             socket: "/run/vfs.sock".into(),
             tag: "kataShared".into(),
             queue_size: crate::devices::virtio::fs::DEFAULT_QUEUE_SIZE,
+            handshake_timeout: crate::devices::virtio::fs::HANDSHAKE_TIMEOUT,
         })
     );
     // At most one --fs; a bad value is a parse error.

@@ -10,7 +10,8 @@
 //!
 //! The direct path in detail:
 //! At startup, before the jail (a path is needed), [`connect`] opens the backend's socket and
-//! makes the handshake that needs no guest: `SET_OWNER`, `GET_FEATURES` (what we can offer the
+//! starts, on a thread of its own, the handshake that needs no guest (it overlaps the making
+//! of guest RAM; [`PendingBackend::finish`] joins it before the device is created): `SET_OWNER`, `GET_FEATURES` (what we can offer the
 //! guest), and, when the backend has `VHOST_USER_F_PROTOCOL_FEATURES`, the protocol features
 //! (`MQ` to check the queue count, `REPLY_ACK` so that every setup message is acknowledged and
 //! a backend failure is seen at once). When the guest's driver sets DRIVER_OK, the vCPU thread
@@ -74,7 +75,7 @@ pub fn wanted_protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
 }
 
-/// `--fs socket=PATH,tag=TAG[,queue-size=N]`.
+/// `--fs socket=PATH,tag=TAG[,queue-size=N][,handshake-timeout=SECS]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsConfig {
     /// The backend's vhost-user socket.
@@ -83,13 +84,20 @@ pub struct FsConfig {
     pub tag: String,
     /// Size of each queue.
     pub queue_size: u16,
+    /// How long the backend may take to answer the startup handshake (a backend handed a
+    /// socket its launcher bound may still be starting when the VMM connects).
+    pub handshake_timeout: std::time::Duration,
 }
+
+/// Largest `handshake-timeout=` in seconds.
+pub const MAX_HANDSHAKE_TIMEOUT_SECS: u64 = 3600;
 
 /// Parses the value of `--fs` (clap value parser). A socket path cannot contain a comma.
 pub fn parse_fs(s: &str) -> Result<FsConfig, String> {
     let mut socket = None;
     let mut tag = None;
     let mut queue_size = None;
+    let mut handshake_timeout = None;
     for kv in s.split(',') {
         match kv.split_once('=') {
             Some(("socket", v)) if socket.is_none() => {
@@ -102,12 +110,16 @@ pub fn parse_fs(s: &str) -> Result<FsConfig, String> {
             Some(("queue-size", v)) if queue_size.is_none() => {
                 queue_size = Some(parse_queue_size(v)?)
             }
-            Some(("socket" | "tag" | "queue-size", _)) => {
+            Some(("handshake-timeout", v)) if handshake_timeout.is_none() => {
+                handshake_timeout = Some(parse_handshake_timeout(v)?)
+            }
+            Some(("socket" | "tag" | "queue-size" | "handshake-timeout", _)) => {
                 return Err(format!("{kv:?} given twice"))
             }
             _ => {
                 return Err(format!(
-                    "unknown fs option {kv:?} (expected socket=PATH, tag=TAG or queue-size=N)"
+                    "unknown fs option {kv:?} (expected socket=PATH, tag=TAG, queue-size=N or \
+                     handshake-timeout=SECS)"
                 ))
             }
         }
@@ -116,6 +128,7 @@ pub fn parse_fs(s: &str) -> Result<FsConfig, String> {
         socket: socket.ok_or("socket=PATH is required")?,
         tag: tag.ok_or("tag=TAG is required")?,
         queue_size: queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+        handshake_timeout: handshake_timeout.unwrap_or(HANDSHAKE_TIMEOUT),
     })
 }
 
@@ -129,6 +142,17 @@ fn check_tag(v: &str) -> Result<String, String> {
         Err(format!(
             "invalid fs tag {v:?} (1-{TAG_LEN} printable ASCII characters, no space or comma)"
         ))
+    }
+}
+
+fn parse_handshake_timeout(v: &str) -> Result<std::time::Duration, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (1..=MAX_HANDSHAKE_TIMEOUT_SECS).contains(&n) => {
+            Ok(std::time::Duration::from_secs(n))
+        }
+        _ => Err(format!(
+            "invalid handshake-timeout {v:?} (seconds, 1..={MAX_HANDSHAKE_TIMEOUT_SECS})"
+        )),
     }
 }
 
@@ -213,16 +237,43 @@ impl FsBackend {
     }
 }
 
-/// How long the handshake with the backend may take: a virtiofsd that accepted but never
-/// answers must not hold the VMM in its setup (before its vsock socket exists) until the
-/// shim gives up on the agent.
+/// How long the handshake with the backend may take by default (`handshake-timeout=`): a
+/// virtiofsd that accepted but never answers must not hold the VMM in its setup (before its
+/// vsock socket exists) until the shim gives up on the agent.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Connects to the backend at `path` (before the jail) and makes the handshake, within
-/// [`HANDSHAKE_TIMEOUT`].
-pub fn connect(path: &Path) -> Result<FsBackend, FsError> {
+/// A backend connected, its handshake running on a thread of its own.
+pub struct PendingBackend {
+    handshake: std::thread::JoinHandle<Result<FsBackend, FsError>>,
+    socket: PathBuf,
+}
+
+impl PendingBackend {
+    /// Waits for the handshake (bounded by the timeout [`connect`] was given).
+    pub fn finish(self) -> Result<FsBackend, FsError> {
+        self.handshake.join().unwrap_or_else(|_| {
+            Err(FsError::Backend(format!(
+                "at {}: the handshake thread panicked",
+                self.socket.display()
+            )))
+        })
+    }
+}
+
+/// Connects to the backend at `path` (before the jail; no socket there fails at once) and
+/// starts the handshake on a thread, bounded by `limit`: the caller makes guest RAM
+/// meanwhile and joins it with [`PendingBackend::finish`]. A launcher that binds the socket
+/// and hands it to the backend (virtiofsd `--fd`) can start both at once: the connection
+/// waits in the listen queue until the backend serves it.
+pub fn connect(path: &Path, limit: std::time::Duration) -> Result<PendingBackend, FsError> {
     let sock = UnixStream::connect(path).map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
-    within(HANDSHAKE_TIMEOUT, sock, path)
+    let socket = path.to_path_buf();
+    let for_thread = socket.clone();
+    let handshake = std::thread::Builder::new()
+        .name("vhost-connect".into())
+        .spawn(move || within(limit, sock, &for_thread))
+        .map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
+    Ok(PendingBackend { handshake, socket })
 }
 
 /// The handshake of [`from_stream`], ended after `limit`: a socket timeout cannot bound it

@@ -229,7 +229,7 @@ fn memfd_guest_ram_is_shared_sealed_and_fd_backed() {
 fn connect_failure_names_the_socket() {
     let dir = std::env::temp_dir().join(format!("kata-vmm-fs-test-{}", std::process::id()));
     let path = dir.join("missing.sock");
-    let e = connect(&path).err().unwrap().to_string();
+    let e = connect(&path, HANDSHAKE_TIMEOUT).err().unwrap().to_string();
     assert!(
         e.starts_with(&format!(
             "virtio-fs: cannot connect to vhost-user socket {}: ",
@@ -342,6 +342,66 @@ fn a_backend_that_accepts_and_never_answers_is_an_error_after_the_bound() {
         t0.elapsed()
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_backend_started_after_the_connect_serves_the_queued_connection() {
+    // The launcher binds the socket and hands it to a backend still starting: the VMM's
+    // connection waits in the listen queue, its handshake runs while the caller goes on.
+    let dir = std::env::temp_dir().join(format!("kata-vmm-fs-late-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("late.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let pending = connect(&path, std::time::Duration::from_secs(20)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (s, _) = listener.accept().unwrap();
+    let proto = (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK).bits();
+    let (log, _t) = fake_backend(s, FS_FEATURES, proto, usize::MAX);
+    let backend = pending.finish().unwrap();
+    assert_eq!(backend.features(), FS_FEATURES);
+    assert_eq!(codes(&log)[..2], [SET_OWNER, GET_FEATURES]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_backend_that_dies_before_it_accepts_is_an_error_at_once() {
+    // The backend (the listening socket's last holder) exits before it serves the queued
+    // connection: the handshake fails when the listener closes, not at the bound.
+    let dir = std::env::temp_dir().join(format!("kata-vmm-fs-dead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("dead.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let t0 = std::time::Instant::now();
+    let pending = connect(&path, std::time::Duration::from_secs(20)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(listener);
+    let e = pending.finish().err().unwrap().to_string();
+    assert!(e.contains("SET_OWNER") || e.contains("GET_FEATURES"), "{e}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t0.elapsed()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn handshake_timeout_is_an_fs_option() {
+    let c = parse_fs("socket=/s,tag=t,handshake-timeout=5").unwrap();
+    assert_eq!(c.handshake_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(cfg().handshake_timeout, HANDSHAKE_TIMEOUT);
+    for bad in ["0", "3601", "x", ""] {
+        let e = parse_fs(&format!("socket=/s,tag=t,handshake-timeout={bad}"))
+            .err()
+            .unwrap();
+        assert!(e.contains("invalid handshake-timeout"), "{bad}: {e}");
+    }
+    assert!(
+        parse_fs("socket=/s,tag=t,handshake-timeout=5,handshake-timeout=6")
+            .err()
+            .unwrap()
+            .contains("given twice")
+    );
 }
 
 #[test]
