@@ -5,6 +5,11 @@ use crate::config::{ConfigFile, ConfigSource};
 use std::path::Path;
 
 fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
+    // A fake virtiofsd: serves nothing and stays until killed (its socket was bound for it).
+    config_with_virtiofsd(dir, vmm_body, dial, "exec sleep 60")
+}
+
+fn config_with_virtiofsd(dir: &Path, vmm_body: &str, dial: u64, virtiofsd_body: &str) -> Config {
     let mut f = ConfigFile::default();
     let vmm = dir.join("fake-vmm");
     std::fs::write(&vmm, format!("#!/bin/sh\n{vmm_body}\n")).unwrap();
@@ -13,13 +18,8 @@ fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
     f.hypervisor.path = vmm;
     f.hypervisor.kernel = dir.join("vmlinux");
     f.hypervisor.initrd = dir.join("initrd");
-    // A fake virtiofsd: makes its socket file and stays until killed.
     let fs = dir.join("fake-virtiofsd");
-    std::fs::write(
-        &fs,
-        "#!/bin/sh\nwhile [ \"$1\" != --socket-path ]; do shift; done\n: > \"$2\"\nexec sleep 60\n",
-    )
-    .unwrap();
+    std::fs::write(&fs, format!("#!/bin/sh\n{virtiofsd_body}\n")).unwrap();
     std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755)).unwrap();
     f.shared_fs.virtiofsd = fs;
     f.agent.dial_timeout_secs = dial;
@@ -52,6 +52,32 @@ async fn vmm_error_is_reported_and_nothing_is_left() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(e.contains("exited with status 1 before the agent answered: kata-vmm: error: cannot open /dev/vhost-vsock"), "{e}");
     assert!(!p.state_dir.join(vmm::PID_FILE).exists());
+    assert!(!p.state_dir.join(virtiofsd::PID_FILE).exists());
+    assert!(!p.state_dir.join(virtiofsd::SOCKET_FILE).exists());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_virtiofsd_that_exits_before_it_serves_is_named_in_the_error() {
+    // kata-vmm's handshake fails when the socket's last listener is gone; the error names
+    // virtiofsd's own reason too, and nothing is left.
+    let dir = tempfile::tempdir().unwrap();
+    let c = config_with_virtiofsd(
+        dir.path(),
+        "sleep 0.5; echo 'kata-vmm: error: virtio-fs: backend at /s: SET_OWNER: connection reset' >&2; exit 1",
+        30,
+        "echo '[ERROR virtiofsd] Error: the shared directory does not exist' >&2; exit 1",
+    );
+    let p = paths(&c);
+    let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("SET_OWNER: connection reset"), "{e}");
+    assert!(
+        e.contains("the virtio-fs server exited with status 1: [ERROR virtiofsd] Error: the shared directory does not exist"),
+        "{e}"
+    );
     assert!(!p.state_dir.join(virtiofsd::PID_FILE).exists());
     assert!(!p.state_dir.join(virtiofsd::SOCKET_FILE).exists());
 }
