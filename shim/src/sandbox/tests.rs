@@ -38,6 +38,17 @@ fn paths(c: &Config) -> SandboxPaths {
     p
 }
 
+/// Starts sandbox `sb1` with `c`, which must fail: its paths and the error.
+async fn start_error(c: &Config) -> (SandboxPaths, String) {
+    let p = paths(c);
+    let e = Sandbox::start(c, "sb1", p.clone(), false, None, None)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    (p, e)
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn vmm_error_is_reported_and_nothing_is_left() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,12 +78,7 @@ async fn a_virtiofsd_that_exits_before_it_serves_is_named_in_the_error() {
         30,
         "echo '[ERROR virtiofsd] Error: the shared directory does not exist' >&2; exit 1",
     );
-    let p = paths(&c);
-    let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let (p, e) = start_error(&c).await;
     assert!(e.contains("SET_OWNER: connection reset"), "{e}");
     assert!(
         e.contains("the virtio-fs server exited with status 1: [ERROR virtiofsd] Error: the shared directory does not exist"),
@@ -92,12 +98,7 @@ async fn agent_timeout_kills_vmm_and_shows_console() {
             dir.path().display()
         );
     let c = config(dir.path(), &body, 1);
-    let p = paths(&c);
-    let e = Sandbox::start(&c, "sb1", p.clone(), false, None, None)
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let (p, e) = start_error(&c).await;
     assert!(
         e.starts_with("agent in the VM did not answer within 1s"),
         "{e}"
