@@ -31,6 +31,8 @@ pub mod server;
 pub mod share;
 pub mod spec;
 pub mod task;
+#[cfg(test)]
+mod test_util;
 pub mod util;
 pub mod virtiofsd;
 pub mod vmm;

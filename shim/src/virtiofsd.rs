@@ -181,12 +181,8 @@ mod tests {
     use super::*;
 
     fn spec(dir: &Path, body: &str) -> VirtiofsdSpec {
-        let p = dir.join("fake-virtiofsd");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         VirtiofsdSpec {
-            path: p,
+            path: crate::test_util::fake_program(dir, "fake-virtiofsd", body),
             shared_dir: dir.join("shared"),
             socket: dir.join(SOCKET_FILE),
             cache: "auto".into(),

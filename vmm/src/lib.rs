@@ -31,6 +31,8 @@ pub mod pause;
 pub mod seccomp;
 pub mod slots;
 pub mod snapshot;
+#[cfg(test)]
+mod test_util;
 pub mod unix_socket;
 pub mod vmm;
 pub mod vstate;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::{ConfigFile, ConfigSource};
+use crate::test_util::fake_program;
 use std::path::Path;
 
 fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
@@ -11,17 +12,10 @@ fn config(dir: &Path, vmm_body: &str, dial: u64) -> Config {
 
 fn config_with_virtiofsd(dir: &Path, vmm_body: &str, dial: u64, virtiofsd_body: &str) -> Config {
     let mut f = ConfigFile::default();
-    let vmm = dir.join("fake-vmm");
-    std::fs::write(&vmm, format!("#!/bin/sh\n{vmm_body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
-    f.hypervisor.path = vmm;
+    f.hypervisor.path = fake_program(dir, "fake-vmm", vmm_body);
     f.hypervisor.kernel = dir.join("vmlinux");
     f.hypervisor.initrd = dir.join("initrd");
-    let fs = dir.join("fake-virtiofsd");
-    std::fs::write(&fs, format!("#!/bin/sh\n{virtiofsd_body}\n")).unwrap();
-    std::fs::set_permissions(&fs, std::fs::Permissions::from_mode(0o755)).unwrap();
-    f.shared_fs.virtiofsd = fs;
+    f.shared_fs.virtiofsd = fake_program(dir, "fake-virtiofsd", virtiofsd_body);
     f.agent.dial_timeout_secs = dial;
     f.runtime.state_dir = dir.join("state");
     f.runtime.console_log_dir = dir.join("console");

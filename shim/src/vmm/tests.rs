@@ -140,11 +140,7 @@ fn exit_status_mapping() {
 }
 
 fn script(dir: &Path, body: &str) -> PathBuf {
-    let p = dir.join("fake-vmm");
-    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
+    crate::test_util::fake_program(dir, "fake-vmm", body)
 }
 
 #[tokio::test(flavor = "current_thread")]

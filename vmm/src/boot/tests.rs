@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::layout::ram_ranges;
+use crate::test_util::scratch;
 
 #[test]
 fn gdt_entries() {
@@ -31,12 +32,6 @@ fn initrd_placement() {
         Err(BootError::InitrdTooBig { .. })
     ));
     assert!(place_initrd(0, 0x1000, 0x2000).is_err());
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kata-vmm-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -7,6 +7,7 @@ use vm_memory::Bytes;
 use vmm_sys_util::eventfd::EFD_NONBLOCK;
 
 use super::*;
+use crate::test_util::scratch;
 
 const GET_FEATURES: u32 = 1;
 const SET_FEATURES: u32 = 2;
@@ -322,8 +323,7 @@ fn handshake_and_activation_send_the_vhost_user_setup() {
 fn a_backend_that_accepts_and_never_answers_is_an_error_after_the_bound() {
     // A listener that accepts (the kernel does, from its backlog) and never reads: the
     // handshake ends with a timeout error naming the request, not a VMM stuck in setup.
-    let dir = std::env::temp_dir().join(format!("kata-vmm-fs-silent-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("fs-silent");
     let path = dir.join("silent.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let sock = UnixStream::connect(&path).unwrap();
@@ -348,8 +348,7 @@ fn a_backend_that_accepts_and_never_answers_is_an_error_after_the_bound() {
 fn a_backend_started_after_the_connect_serves_the_queued_connection() {
     // The launcher binds the socket and hands it to a backend still starting: the VMM's
     // connection waits in the listen queue, its handshake runs while the caller goes on.
-    let dir = std::env::temp_dir().join(format!("kata-vmm-fs-late-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("fs-late");
     let path = dir.join("late.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let pending = connect(&path, std::time::Duration::from_secs(20)).unwrap();
@@ -367,8 +366,7 @@ fn a_backend_started_after_the_connect_serves_the_queued_connection() {
 fn a_backend_that_dies_before_it_accepts_is_an_error_at_once() {
     // The backend (the listening socket's last holder) exits before it serves the queued
     // connection: the handshake fails when the listener closes, not at the bound.
-    let dir = std::env::temp_dir().join(format!("kata-vmm-fs-dead-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("fs-dead");
     let path = dir.join("dead.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let t0 = std::time::Instant::now();
