@@ -62,6 +62,10 @@ pub struct VmmSpec {
     pub disks: Vec<PathBuf>,
     /// virtiofsd's vhost-user socket for the share (`--fs socket=PATH,tag=kata-rs,...`).
     pub fs: Option<PathBuf>,
+    /// A template VM (`crate::factory::make`): the share's virtio-fs device without a backend
+    /// (`--fs-slot tag=kata-rs`). Its guest binds the device at boot; a restore gives it the
+    /// sandbox's virtiofsd, and the restored guest mounts the share without probing a device.
+    pub fs_slot: bool,
     /// How long virtiofsd may take to answer kata-vmm's handshake (`handshake-timeout=`;
     /// `shared_fs.start_timeout_secs`): it is started at the same time as the VMM.
     pub fs_handshake_secs: u64,
@@ -113,6 +117,7 @@ impl VmmSpec {
             cmdline,
             disks: Vec::new(),
             fs: None,
+            fs_slot: false,
             fs_handshake_secs: config.file.shared_fs.start_timeout_secs,
             jail_id: None,
             net: None,
@@ -178,6 +183,10 @@ impl VmmSpec {
         if let Some(socket) = &self.fs {
             a.push("--fs".into());
             a.push(crate::virtiofsd::vmm_fs_arg(socket, self.fs_handshake_secs));
+        }
+        if self.fs_slot {
+            a.push("--fs-slot".into());
+            a.push(format!("tag={}", kata_rs_protocol::guest::SHARE_TAG).into());
         }
         if self.placeholder_slots > 0 {
             a.push("--placeholder-slots".into());

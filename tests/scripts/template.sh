@@ -136,8 +136,8 @@ echo "template-starts-after=$(from_template)"
 
 echo "== network"
 # A pod sandbox in a network namespace (as CRI makes it, a veth standing for CNI's eth0): its
-# tap goes into a placeholder slot beside the share, AfterRestore binds both, and the network
-# RPCs give the guest the pod's address.
+# tap goes into a placeholder slot (the share has its own, bound in the template), AfterRestore
+# binds it, and the network RPCs give the guest the pod's address.
 NSF=/var/run/netns/tpl-pod
 mkdir -p /var/run/netns && touch "$NSF" && unshare --net="$NSF" true
 nsenter --net="$NSF" ip link add eth0 type veth \

@@ -108,6 +108,18 @@ fn sandboxes_start_from_a_template() {
         "4",
         "t6 from the template:\n{out}"
     );
+    // The share's virtio-fs device was bound in the template (kata-vmm --fs-slot): a restore
+    // probes only a pod's tap (the first placeholder, slot 3), never the share's slot 2.
+    let steps: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("restore-steps| "))
+        .collect();
+    assert!(steps.len() >= 4, "{out}");
+    assert!(steps.iter().all(|l| !l.contains("virtio-mmio.2")), "{out}");
+    assert!(
+        steps.iter().any(|l| l.contains("(bound virtio-mmio.3)")),
+        "{out}"
+    );
 
     // Two pod sandboxes from the template at once: each its pod's hostname, address, MAC.
     for (p, host, addr) in [

@@ -6,7 +6,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::devices::console_log::LogLimits;
 use crate::devices::virtio::block::{parse_disk, DiskConfig, MAX_DISKS};
-use crate::devices::virtio::fs::{parse_fs, FsConfig};
+use crate::devices::virtio::fs::{parse_fs, parse_fs_slot, FsConfig, FsSlotConfig};
 use crate::devices::virtio::net::{parse_net, NetConfig, MAX_NETS};
 use crate::jail::{JailConfig, DEFAULT_JAIL_ID};
 use crate::layout::{MAX_MEM_MIB, MAX_VIRTIO_SLOTS, MIN_MEM_MIB};
@@ -110,6 +110,18 @@ pub struct Args {
         value_parser = parse_fs
     )]
     pub fs: Option<FsConfig>,
+    /// Cold boot of a VM to be saved as a template: a virtio-fs device with no backend yet,
+    /// in --fs's slot. The guest's driver binds it (tag, queues) but nothing may be mounted
+    /// on it; a restore of the snapshot with --fs (same tag and queue size) gives it its
+    /// backend, and the restored guest mounts it without probing a device. Not with --fs or
+    /// --restore.
+    #[arg(
+        long = "fs-slot",
+        value_name = "tag=TAG[,queue-size=N]",
+        value_parser = parse_fs_slot,
+        conflicts_with_all = ["fs", "restore"]
+    )]
+    pub fs_slot: Option<FsSlotConfig>,
     /// Directory (absolute, existing) under which the control request `snapshot` may write
     /// snapshots; opened before the jail. Without it `snapshot` is refused.
     #[arg(long, value_name = "DIR")]
@@ -200,6 +212,8 @@ pub struct VmConfig {
     pub vsock_uds: Option<PathBuf>,
     /// The virtio-fs device, if any.
     pub fs: Option<FsConfig>,
+    /// `--fs-slot`: a virtio-fs device without a backend (cold boot of a template VM).
+    pub fs_slot: Option<FsSlotConfig>,
     /// `--snapshot-root`.
     pub snapshot_root: Option<PathBuf>,
     /// `--restore`: the snapshot directory to start from.
@@ -342,7 +356,7 @@ impl Args {
             + self.disks.len()
             + self.nets.len()
             + usize::from(self.virtio_console)
-            + usize::from(self.fs.is_some());
+            + usize::from(self.fs.is_some() || self.fs_slot.is_some());
         if self.restore.is_none() && devices + placeholders > MAX_VIRTIO_SLOTS {
             return Err(ArgError::TooManySlots {
                 slots: devices + placeholders,
@@ -374,6 +388,7 @@ impl Args {
             api_sock: self.api_sock,
             vsock_uds: self.vsock_uds,
             fs: self.fs,
+            fs_slot: self.fs_slot,
             snapshot_root: self.snapshot_root,
             restore: self.restore,
             placeholder_slots: placeholders,

@@ -88,6 +88,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         ),
         None => None,
     };
+    phases.mark("console, api, fingerprint");
     // --restore: the state file first (the most likely user error: another configuration).
     let restore = match (&cfg.restore, &fingerprint) {
         (Some(dir), Some(fp)) => {
@@ -101,7 +102,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
     // Which device goes into which virtio-mmio slot: at a restore the snapshot's order, the
     // per-sandbox devices in its placeholder slots (a virtio-fs device is only ever there).
-    phases.mark("files, state");
+    phases.mark("state file");
     let plan = match &restore {
         Some((state, _)) => {
             let saved: Vec<u32> = state.devices.iter().map(|d| d.device_type).collect();
@@ -111,6 +112,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
 
     let vm = Arc::new(Vm::new()?);
+    phases.mark("VM");
 
     // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
     // fast, before any guest memory exists); the handshake runs on its own thread while
@@ -155,7 +157,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         }
         None => memory::create(cfg.mem_bytes, cfg.fs.is_some())?,
     };
-    phases.mark("VM, guest RAM");
+    phases.mark("guest RAM");
     memory::register(&vm.fd, &mem)?;
     vm.setup_platform()?;
     if let Some((state, _)) = &restore {
@@ -233,6 +235,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
     let vcpus: Vec<Arc<Mutex<VcpuFd>>> =
         vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect();
+    phases.mark("vCPUs");
     // The devices' state after the vCPUs': restoring a device may raise its interrupt (the
     // used buffers a restored guest must hear of, vsock's transport reset), and a vCPU's
     // restored LAPIC state would wipe an interrupt delivered before it (seen: the guest then
@@ -257,6 +260,9 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         }
     }
 
+    if restore.is_some() {
+        phases.mark("device state");
+    }
     // What the guest will read in each slot (DeviceID and Status registers): a filled
     // placeholder shows its device, reset.
     if tracing::enabled!(tracing::Level::DEBUG) {
@@ -297,7 +303,7 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     } else {
         (None, None)
     };
-    phases.mark("vCPUs, filters compiled");
+    phases.mark("filters compiled");
     // The queue worker threads' event managers (an epoll fd each) and the main thread's, all
     // created before the fd limit below counts the open fds.
     let workers = dm

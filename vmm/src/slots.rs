@@ -2,7 +2,8 @@
 //! rng, disks, nets, virtio-console, virtio-fs, then `--placeholder-slots` empty slots), at a
 //! restore in the snapshot's order, with the per-sandbox devices the snapshot does not have
 //! (`--fs`, then the extra `--net`s, then the extra `--disk`s, in argument order) put into its
-//! placeholder slots (issue 14, see "Snapshots" in vmm/README.md).
+//! placeholder slots (issue 14, see "Snapshots" in vmm/README.md). A snapshot of a VM booted
+//! with `--fs-slot` has a virtio-fs slot of its own, which `--fs` takes over instead.
 
 use virtio_bindings::virtio_ids::{
     VIRTIO_ID_BLOCK, VIRTIO_ID_CONSOLE, VIRTIO_ID_FS, VIRTIO_ID_NET, VIRTIO_ID_RNG, VIRTIO_ID_VSOCK,
@@ -27,6 +28,8 @@ pub enum SlotDevice {
     Console,
     /// virtio-fs (`--fs`).
     Fs,
+    /// virtio-fs without a backend (`--fs-slot`, a template VM's cold boot).
+    FsSlot,
     /// An empty slot, `DeviceID` 0.
     Placeholder,
 }
@@ -61,6 +64,8 @@ pub fn cold_boot(cfg: &VmConfig) -> Vec<Slot> {
     }
     if cfg.fs.is_some() {
         v.push(slot(SlotDevice::Fs));
+    } else if cfg.fs_slot.is_some() {
+        v.push(slot(SlotDevice::FsSlot));
     }
     v.extend((0..cfg.placeholder_slots).map(|_| slot(SlotDevice::Placeholder)));
     v
@@ -95,8 +100,18 @@ pub fn restore(cfg: &VmConfig, saved: &[u32]) -> Result<Vec<Slot>, String> {
             cfg.nets.len()
         ));
     }
+    // A template saved with --fs-slot has its virtio-fs slot already: --fs goes there.
+    let own_fs = count(saved, VIRTIO_ID_FS);
+    if own_fs > 1 {
+        return Err(format!("the snapshot has {own_fs} virtio-fs devices"));
+    }
+    if own_fs == 1 && cfg.fs.is_none() {
+        return Err(
+            "the snapshot has a virtio-fs slot (saved with --fs-slot), --fs not given".into(),
+        );
+    }
     let mut fillers: Vec<SlotDevice> = Vec::new();
-    if cfg.fs.is_some() {
+    if cfg.fs.is_some() && own_fs == 0 {
         fillers.push(SlotDevice::Fs);
     }
     fillers.extend((own_nets..cfg.nets.len()).map(SlotDevice::Net));
@@ -107,7 +122,7 @@ pub fn restore(cfg: &VmConfig, saved: &[u32]) -> Result<Vec<Slot>, String> {
             "{} devices to place beyond the snapshot's own (--fs: {}, --net: {}, --disk: {}), \
              the snapshot has {placeholders} placeholder slots",
             fillers.len(),
-            usize::from(cfg.fs.is_some()),
+            usize::from(cfg.fs.is_some() && own_fs == 0),
             cfg.nets.len() - own_nets,
             cfg.disks.len() - own_disks
         ));
@@ -160,12 +175,7 @@ pub fn restore(cfg: &VmConfig, saved: &[u32]) -> Result<Vec<Slot>, String> {
             }
             VIRTIO_ID_BLOCK => SlotDevice::Disk(disks.next().expect("counted")),
             VIRTIO_ID_NET => SlotDevice::Net(nets.next().expect("counted")),
-            VIRTIO_ID_FS => {
-                return Err(format!(
-                    "virtio-mmio slot {i}: the snapshot has a virtio-fs device, which is never \
-                     saved"
-                ))
-            }
+            VIRTIO_ID_FS => SlotDevice::Fs,
             other => {
                 return Err(format!(
                     "virtio-mmio slot {i}: virtio device type {other} in the snapshot, not one \

@@ -10,7 +10,7 @@ use crate::config::HypervisorConfig;
 
 /// Bumped when a template made by an older shim must not be used (what the template VM is
 /// booted with, or what the shim does after a restore, changed).
-const KEY_VERSION: &str = "kata-rs-template-2";
+const KEY_VERSION: &str = "kata-rs-template-3";
 
 /// A template's key, e.g. `3fa2c19d0b7e4a11-256m-1c`: the hash of the boot identity (kernel,
 /// guest image, kata-vmm, kernel parameters, placeholder slots), then memory and vCPUs.

@@ -1,6 +1,6 @@
 //! Making a template: a VM of the sandbox's configuration booted without per-sandbox
-//! devices (no share, no network, no disk) but with [`PLACEHOLDER_SLOTS`] empty slots for
-//! them, paused and saved once its agent answers `Check`, then stopped. Its files live in
+//! devices (no network, no disk; the share's virtio-fs device without a backend, bound by the
+//! guest but not mounted) but with [`PLACEHOLDER_SLOTS`] empty slots for the others, paused and saved once its agent answers `Check`, then stopped. Its files live in
 //! `<template_dir>/.work-<key>/` (removed on every outcome); the snapshot is published by a
 //! rename. The VMM is the shim's child (PR_SET_PDEATHSIG): it dies with the shim.
 
@@ -95,9 +95,11 @@ async fn make_in(
     let spec = VmmSpec {
         jail_id,
         placeholder_slots: PLACEHOLDER_SLOTS,
+        fs_slot: true,
         api_sock: Some(api.clone()),
         snapshot_root: Some(snap.clone()),
-        // No `kata_rs.share=`: the share is mounted by AfterRestore.
+        // No `kata_rs.share=`: the share's device is bound at boot (`fs_slot`), the share is
+        // mounted by AfterRestore.
         ..VmmSpec::for_config(
             config,
             cid,

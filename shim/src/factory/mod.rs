@@ -31,8 +31,8 @@ pub use restore::{restore, Restored, API_SOCKET_FILE, ENTROPY_BYTES};
 pub use store::{find, read_cid, remove_entry, remove_stale, CID_FILE, MEMORY_FILE, STATE_FILE};
 
 /// Empty virtio-mmio slots of a template VM, which a restore fills with the sandbox's own
-/// devices (the share, the pod's tap, up to two more).
-pub const PLACEHOLDER_SLOTS: u8 = 4;
+/// devices (the pod's tap, up to two more; the share has a slot of its own, `--fs-slot`).
+pub const PLACEHOLDER_SLOTS: u8 = 3;
 
 /// Starts a sandbox's VM: with templates off, `cold()`. With them on, `restore(dir)` when
 /// the key's template exists; if that fails (or the template is unusable), the template is

@@ -63,7 +63,8 @@ pub async fn restore(
     let vm = crate::sandbox::launch(&spec, paths)
         .await
         .map_err(|e| e.0)?;
-    let devices = 1 + usize::from(net.is_some());
+    // The share's device was bound in the template (`--fs-slot`): only the tap is probed.
+    let devices = usize::from(net.is_some());
     match after_restore(config, &vm, paths, net, devices).await {
         Ok(agent) => Ok(Restored {
             vmm: vm,
@@ -104,8 +105,10 @@ async fn after_restore(
     let entropy = random_bytes(ENTROPY_BYTES)?;
     // The VM's own hostname stays the kernel's default, as after a cold boot (containers get
     // theirs from their spec).
+    // Probing runs only when a placeholder slot was filled (the pod's tap): a bind of each
+    // empty slot costs the guest a few VM exits for nothing.
     let probed = agent
-        .after_restore(entropy, "", kata_rs_protocol::guest::SHARE_TAG, true)
+        .after_restore(entropy, "", kata_rs_protocol::guest::SHARE_TAG, devices > 0)
         .await
         .map_err(|e| e.to_string())?;
     let t_after = t0.elapsed();

@@ -28,6 +28,7 @@ fn spec(path: &str) -> VmmSpec {
         cmdline: String::new(),
         disks: Vec::new(),
         fs: None,
+        fs_slot: false,
         fs_handshake_secs: 30,
         net: None,
         jail_id: None,
@@ -42,13 +43,14 @@ fn spec(path: &str) -> VmmSpec {
 #[test]
 fn template_and_restore_arguments() {
     let mut s = spec("/vmm");
-    s.placeholder_slots = 4;
+    s.placeholder_slots = 3;
+    s.fs_slot = true;
     s.api_sock = Some("/t/.work-k/api.sock".into());
     s.snapshot_root = Some("/t/.work-k/snap".into());
     let a = arg_strings(&s).join(" ");
     assert!(
         a.ends_with(
-            "--placeholder-slots 4 --api-sock /t/.work-k/api.sock --snapshot-root /t/.work-k/snap"
+            "--fs-slot tag=kata-rs --placeholder-slots 3 --api-sock /t/.work-k/api.sock --snapshot-root /t/.work-k/snap"
         ),
         "{a}"
     );

@@ -14,6 +14,7 @@ use crate::device_manager::{DeviceManager, ServedBy};
 use crate::devices::serial::ConsoleOut;
 use crate::devices::virtio::block::{BlkDevice, Disk};
 use crate::devices::virtio::console::ConsoleDevice;
+use crate::devices::virtio::fs::slot::FsSlotDevice;
 use crate::devices::virtio::fs::{self as vfs, FsBackend, FsDevice};
 use crate::devices::virtio::net::{NetDevice, Tap};
 use crate::devices::virtio::placeholder::PlaceholderDevice;
@@ -123,6 +124,13 @@ pub fn slot(
             let dev: Box<dyn VirtioDevice> =
                 Box::new(FsDevice::new(f, backend, mem.clone(), kicks, call));
             dm.attach_vhost_user(dev, mem, watch)?;
+        }
+        SlotDevice::FsSlot => {
+            let f = cfg.fs_slot.as_ref().context("no --fs-slot")?;
+            debug!("fs: tag {} without a backend (--fs-slot)", f.tag);
+            let dev: Box<dyn VirtioDevice> = Box::new(FsSlotDevice::new(f));
+            dm.attach_virtio(vm, dev, mem, ServedBy::MainLoop)
+                .context("virtio-fs slot")?;
         }
         SlotDevice::Placeholder => {
             let p: Box<dyn VirtioDevice> = Box::new(PlaceholderDevice);

@@ -33,6 +33,50 @@ fn devices(plan: &[Slot]) -> Vec<(SlotDevice, bool)> {
         .collect()
 }
 
+/// A template booted with `--fs-slot` has virtio-fs where `--fs` would be; restored with
+/// `--fs`, the backend goes into that slot (its state applied), not into a placeholder.
+#[test]
+fn an_fs_slot_is_saved_in_place_and_taken_over_by_fs() {
+    let c = cfg(&["--fs-slot", "tag=t", "--placeholder-slots", "2"]);
+    assert_eq!(
+        devices(&cold_boot(&c)),
+        [
+            (Vsock, false),
+            (Rng, false),
+            (FsSlot, false),
+            (Placeholder, false),
+            (Placeholder, false)
+        ]
+    );
+    let r = cfg(&[
+        "--restore",
+        "/s",
+        "--fs",
+        "socket=/v,tag=t",
+        "--net",
+        "tap=t0",
+    ]);
+    assert_eq!(
+        devices(&restore(&r, &[19, 4, 26, 0, 0]).unwrap()),
+        [
+            (Vsock, false),
+            (Rng, false),
+            (Fs, false),
+            (Net(0), true),
+            (Placeholder, false)
+        ]
+    );
+    for bad in [
+        &["--fs-slot", "tag=t", "--fs", "socket=/v,tag=t"][..],
+        &["--fs-slot", "tag=t", "--restore", "/s"],
+    ] {
+        let mut argv = vec!["kata-vmm", "--kernel", "k", "--console-log", "c"];
+        argv.extend_from_slice(bad);
+        let e = Args::try_parse_from(argv).unwrap_err().to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+}
+
 #[test]
 fn cold_boot_order_with_placeholders_last() {
     let c = cfg(&[
@@ -158,9 +202,15 @@ fn restore_refusals_name_the_counts() {
     assert!(restore(&c, &[19, 4, 3])
         .unwrap_err()
         .contains("slot 2: the snapshot has virtio-console"));
-    assert!(restore(&c, &[19, 4, 26])
-        .unwrap_err()
-        .contains("slot 2: the snapshot has a virtio-fs device"));
+    assert_eq!(
+        restore(&c, &[19, 4, 26]).unwrap_err(),
+        "the snapshot has a virtio-fs slot (saved with --fs-slot), --fs not given"
+    );
+    let fs = cfg(&["--restore", "/s", "--fs", "socket=/v,tag=t"]);
+    assert_eq!(
+        restore(&fs, &[19, 4, 26, 0, 26]).unwrap_err(),
+        "the snapshot has 2 virtio-fs devices"
+    );
     assert!(restore(&c, &[19, 4, 77])
         .unwrap_err()
         .contains("slot 2: virtio device type 77"));

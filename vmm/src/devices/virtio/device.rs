@@ -78,6 +78,16 @@ pub trait VirtioDevice: Send {
     fn after_restore(&mut self) -> bool {
         false
     }
+    /// Whether a restore may put a saved slot's state on this device (by default: whether a
+    /// snapshot may save it; a virtio-fs device takes over a template's backend-less slot).
+    fn restore_supported(&self) -> Result<(), String> {
+        self.snapshot_supported()
+    }
+    /// What the guest's driver read of this device that a restored one must have too (saved
+    /// with the slot, compared at a restore): virtio-fs, its tag; None for the others.
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 impl VirtioDevice for Box<dyn VirtioDevice> {
@@ -131,6 +141,12 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     }
     fn after_restore(&mut self) -> bool {
         (**self).after_restore()
+    }
+    fn restore_supported(&self) -> Result<(), String> {
+        (**self).restore_supported()
+    }
+    fn identity(&self) -> Option<String> {
+        (**self).identity()
     }
 }
 

@@ -70,6 +70,12 @@ pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCO
 pub const OFFERABLE_FEATURES: u64 =
     (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC) | (1 << VIRTIO_RING_F_EVENT_IDX);
 
+/// Guest features of bounce mode and of a backend-less slot ([`slot`]): what the VMM's own
+/// ring handling implements, without event indexes (kicks and interrupts per batch keep the
+/// forwarding simple). A template's slot offers these so that both data paths of a restore
+/// accept what its driver acked.
+pub const SLOT_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC);
+
 /// Protocol features we ack when the backend offers them.
 pub fn wanted_protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
@@ -87,6 +93,40 @@ pub struct FsConfig {
     /// How long the backend may take to answer the startup handshake (a backend handed a
     /// socket its launcher bound may still be starting when the VMM connects).
     pub handshake_timeout: std::time::Duration,
+}
+
+/// `--fs-slot tag=TAG[,queue-size=N]`: a virtio-fs device whose backend comes at a restore
+/// (see [`slot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsSlotConfig {
+    /// The tag the guest's driver reads (a restore's `--fs` must have the same).
+    pub tag: String,
+    /// Size of each queue (a restore's `--fs` must have the same).
+    pub queue_size: u16,
+}
+
+/// Parses the value of `--fs-slot` (clap value parser).
+pub fn parse_fs_slot(s: &str) -> Result<FsSlotConfig, String> {
+    let mut tag = None;
+    let mut queue_size = None;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("tag", v)) if tag.is_none() => tag = Some(check_tag(v)?),
+            Some(("queue-size", v)) if queue_size.is_none() => {
+                queue_size = Some(parse_queue_size(v)?)
+            }
+            Some(("tag" | "queue-size", _)) => return Err(format!("{kv:?} given twice")),
+            _ => {
+                return Err(format!(
+                    "unknown fs-slot option {kv:?} (expected tag=TAG or queue-size=N)"
+                ))
+            }
+        }
+    }
+    Ok(FsSlotConfig {
+        tag: tag.ok_or("tag=TAG is required")?,
+        queue_size: queue_size.unwrap_or(DEFAULT_QUEUE_SIZE),
+    })
 }
 
 /// Largest `handshake-timeout=` in seconds.
@@ -643,9 +683,7 @@ impl VirtioDevice for FsDevice {
     fn features(&self) -> u64 {
         match self.path {
             DataPath::Direct { .. } => offered_features(self.backend.features),
-            // The VMM serves the guest's rings: what it implements, without event indexes
-            // (kicks and interrupts per batch keep the forwarding simple).
-            DataPath::Bounce(_) => (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_RING_F_INDIRECT_DESC),
+            DataPath::Bounce(_) => SLOT_FEATURES,
         }
     }
 
@@ -661,11 +699,14 @@ impl VirtioDevice for FsDevice {
         if queues.len() < NUM_QUEUES || !queues[..NUM_QUEUES].iter().all(|q| q.ready) {
             return Err("virtio-fs: the hiprio and request queues must both be ready".into());
         }
+        let t0 = std::time::Instant::now();
         self.start(features, queues).map_err(|e| {
             let msg = format!("{e} (backend {})", self.backend.socket.display());
             tracing::warn!("{msg}");
             msg
-        })
+        })?;
+        tracing::debug!("virtio-fs: backend set up in {:?}", t0.elapsed());
+        Ok(())
     }
 
     fn vhost_interrupts(&self) -> bool {
@@ -690,6 +731,34 @@ impl VirtioDevice for FsDevice {
         match &mut self.path {
             DataPath::Bounce(b) if self.started => b.serve_backend(&self.mem),
             _ => false,
+        }
+    }
+
+    fn restore_supported(&self) -> Result<(), String> {
+        // A restore hands it a template's backend-less slot ([`slot`]); it is never saved.
+        Ok(())
+    }
+
+    fn identity(&self) -> Option<String> {
+        Some(self.tag.clone())
+    }
+
+    fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
+        match &mut self.path {
+            DataPath::Bounce(b) => {
+                for (i, q) in b.guest.iter_mut().enumerate() {
+                    crate::devices::virtio::device::set_position(Some(q), positions.get(i));
+                }
+            }
+            // The backend was told base 0 at activation: right for a slot, which took nothing.
+            DataPath::Direct { .. } => {
+                if positions.iter().flatten().any(|p| *p != (0, 0)) {
+                    tracing::warn!(
+                        "virtio-fs: restored queue positions {positions:?} ignored (the backend \
+                         starts at 0)"
+                    );
+                }
+            }
         }
     }
 
@@ -756,6 +825,7 @@ pub fn shared_guest_memory(ranges: &[crate::layout::RamRange]) -> anyhow::Result
 }
 
 pub mod bounce;
+pub mod slot;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -440,3 +440,71 @@ fn a_backend_that_hangs_up_is_an_error_not_a_hang() {
     q[1].ready = false;
     assert!(dev.activate(1 << 32, &q).is_err());
 }
+
+/// A template's backend-less slot (`--fs-slot`), bound by its guest and saved, is taken over
+/// at a restore by a device with a backend, in both data paths: the vhost-user setup is sent
+/// then (not when a guest probes), and a slot saved with another tag is refused, naming both.
+#[test]
+fn a_restored_device_takes_over_a_template_slot() {
+    use crate::devices::virtio::MmioTransport;
+    let slot_cfg = parse_fs_slot("tag=kataShared,queue-size=256").unwrap();
+    let m = mem();
+    let mut slot = MmioTransport::new(slot::FsSlotDevice::new(&slot_cfg), m.clone());
+    slot::tests::bind_like_a_driver(&mut slot);
+    let saved = slot.save_state().unwrap();
+    for bounce in [false, true] {
+        let (a, b) = UnixStream::pair().unwrap();
+        let proto = (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK).bits();
+        let (log, t) = fake_backend(b, FS_FEATURES, proto, usize::MAX);
+        let backend = from_stream(a, Path::new("fake")).unwrap();
+        log.lock().unwrap().clear();
+        let dev = if bounce {
+            FsDevice::new_bounce(&cfg(), backend, m.clone()).unwrap()
+        } else {
+            device(backend, &m)
+        };
+        let mut restored = MmioTransport::new(dev, m.clone());
+        restored.restore_state(&saved).unwrap();
+        let sent = codes(&log);
+        assert_eq!(sent[..2], [SET_FEATURES, SET_MEM_TABLE], "bounce {bounce}");
+        assert_eq!(sent.iter().filter(|c| **c == SET_VRING_ENABLE).count(), 2);
+        drop(restored);
+        t.join().unwrap();
+    }
+    let (a, b) = UnixStream::pair().unwrap();
+    let (_log, t) = fake_backend(b, FS_FEATURES, 0, usize::MAX);
+    let other = parse_fs("socket=/run/fs.sock,tag=other").unwrap();
+    let dev = FsDevice::new_bounce(
+        &other,
+        from_stream(a, Path::new("fake")).unwrap(),
+        m.clone(),
+    );
+    let mut restored = MmioTransport::new(dev.unwrap(), m);
+    assert_eq!(
+        restored.restore_state(&saved).unwrap_err(),
+        "the snapshot's device here is \"kataShared\", this one is \"other\""
+    );
+    drop(restored);
+    t.join().unwrap();
+}
+
+#[test]
+fn parses_and_validates_fs_slot_options() {
+    let c = parse_fs_slot("tag=kata-rs").unwrap();
+    assert_eq!(
+        (c.tag.as_str(), c.queue_size),
+        ("kata-rs", DEFAULT_QUEUE_SIZE)
+    );
+    assert_eq!(parse_fs_slot("queue-size=64,tag=t").unwrap().queue_size, 64);
+    for (bad, why) in [
+        ("", "unknown fs-slot option"),
+        ("queue-size=64", "tag=TAG is required"),
+        ("tag=a,tag=b", "given twice"),
+        ("tag=a b", "invalid fs tag"),
+        ("tag=t,queue-size=3", "invalid queue-size"),
+        ("tag=t,socket=/x", "unknown fs-slot option"),
+    ] {
+        let e = parse_fs_slot(bad).unwrap_err();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}

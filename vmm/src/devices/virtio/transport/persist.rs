@@ -51,6 +51,10 @@ pub struct TransportState {
     pub active: bool,
     /// Every queue of the device, in index order.
     pub queues: Vec<QueueState>,
+    /// What the driver read of the device that must not change ([`VirtioDevice::identity`]:
+    /// virtio-fs, its tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// Status bits a driver can have set.
@@ -94,6 +98,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                     position: positions.get(i).copied().flatten(),
                 })
                 .collect(),
+            identity: self.device.identity(),
         })
     }
 
@@ -110,7 +115,21 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 s.device_type
             ));
         }
-        self.device.snapshot_supported()?;
+        self.device.restore_supported()?;
+        let identity = self.device.identity();
+        if s.identity != identity {
+            // (The saved one is untrusted: shown cut to 64 characters.)
+            let show = |i: &Option<String>| {
+                i.as_deref().map_or("none".into(), |t| {
+                    format!("{:?}", t.chars().take(64).collect::<String>())
+                })
+            };
+            return Err(format!(
+                "the snapshot's device here is {}, this one is {}",
+                show(&s.identity),
+                show(&identity)
+            ));
+        }
         if s.queues.len() != self.queues.len() {
             return Err(format!(
                 "{} queues in the snapshot, the device has {}",

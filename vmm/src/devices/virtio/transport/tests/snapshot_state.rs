@@ -127,6 +127,9 @@ fn hostile_transport_states_never_panic() {
             }))
                 .map(|_| q(&mut next))
                 .collect(),
+            identity: next()
+                .is_multiple_of(16)
+                .then(|| "x".repeat(next() as usize % 300)),
         };
         let (mut t, _) = make(false, true);
         let _ = t.restore_state(&s);
