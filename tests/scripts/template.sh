@@ -22,10 +22,14 @@ mkdir -p "$W"
 IMG=/var/lib/kata-rs/template-test-initrd.img
 mkdir -p /var/lib/kata-rs && cp "$KATA_RS_SHARE/kata-rs-initrd.img" "$IMG"
 kata_rs_config initrd="$IMG" template_dir="$TPL" > "$CONF"
-# The two pods at once restore with guest RAM mapped from the template (restore_memory = map:
-# pages shared, virtio-fs in bounce mode); every other sandbox here with the default (copy).
+# The two pods at once restore with guest RAM mapped from the template (restore_memory = map,
+# the default, said explicitly: pages shared, virtio-fs in bounce mode); the network pod t6
+# with restore_memory = copy (guest RAM copied into memfds, virtio-fs direct); every other
+# sandbox here with the default.
 CONF_MAP=/etc/kata-rs/template-map.toml
 kata_rs_config initrd="$IMG" template_dir="$TPL" restore_memory=map > "$CONF_MAP"
+CONF_COPY=/etc/kata-rs/template-copy.toml
+kata_rs_config initrd="$IMG" template_dir="$TPL" restore_memory=copy > "$CONF_COPY"
 T="timeout -k 30 300"
 # The probe each container runs: its output, then two random draws from the guest kernel.
 PROBE='echo "$ID-hello=hi-from-$ID"; echo "$ID-uuid=$(cat /proc/sys/kernel/random/uuid)"; echo "$ID-urandom=$(head -c16 /dev/urandom | od -An -tx1 | tr -d " \n")"'
@@ -144,7 +148,7 @@ nsenter --net="$NSF" ip link add eth0 type veth \
     && nsenter --net="$NSF" ip addr add 10.99.0.2/24 dev eth0 \
     && nsenter --net="$NSF" ip link set eth0 up \
     && echo "netns=ok" || echo "netns=failed"
-$T ctr run --rm --runtime $R --runtime-config-path "$CONF" --with-ns "network:$NSF" \
+$T ctr run --rm --runtime $R --runtime-config-path "$CONF_COPY" --with-ns "network:$NSF" \
     --annotation io.kubernetes.cri.container-type=sandbox --annotation io.kubernetes.cri.sandbox-id=t6 \
     "$KATA_RS_IMAGE" t6 sh -c 'echo "t6-addr=$(ip -4 -o addr show eth0 | awk "{ print \$4 }")"'
 echo "t6-rc=$?"

@@ -24,11 +24,12 @@ pub struct FactoryConfig {
 #[serde(rename_all = "lowercase")]
 pub enum RestoreMemory {
     /// The template's memory file copied into memfds virtiofsd maps directly: no page
-    /// sharing between sandboxes, nothing between the guest and virtiofsd.
-    #[default]
+    /// sharing between sandboxes, nothing between the guest and virtiofsd (file-heavy pods).
     Copy,
     /// The template's memory file mapped copy-on-write: sandboxes of one template share its
-    /// unchanged pages; kata-vmm forwards virtio-fs through its bounce area.
+    /// unchanged pages; kata-vmm forwards virtio-fs through its bounce area. The default:
+    /// what templates are for (memory and start time).
+    #[default]
     Map,
 }
 

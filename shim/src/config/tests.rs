@@ -311,9 +311,9 @@ fn factory_is_off_by_default_and_read() {
     .unwrap();
     assert!(c.file.factory.template);
     assert_eq!(c.file.factory.template_dir, PathBuf::from("/srv/tpl"));
-    assert_eq!(c.file.factory.restore_memory, RestoreMemory::Copy);
-    let c = Config::parse("[factory]\nrestore_memory = \"map\"\n", src()).unwrap();
     assert_eq!(c.file.factory.restore_memory, RestoreMemory::Map);
+    let c = Config::parse("[factory]\nrestore_memory = \"copy\"\n", src()).unwrap();
+    assert_eq!(c.file.factory.restore_memory, RestoreMemory::Copy);
     let e = Config::parse("[factory]\nrestore_memory = \"share\"\n", src())
         .unwrap_err()
         .to_string();
