@@ -117,8 +117,14 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
     // fast, before any guest memory exists); the handshake runs on its own thread while
     // guest RAM is made (a backend started at the same time as the VMM is still starting).
+    // In bounce mode (below) the thread also sets the backend's rings up.
+    let fs_bounce = cfg.restore.is_some() && cfg.restore_memory == RestoreMemory::Map;
     let fs_pending = match &cfg.fs {
-        Some(f) => Some(vfs::connect(&f.socket, f.handshake_timeout)?),
+        Some(f) => Some(vfs::connect(
+            &f.socket,
+            f.handshake_timeout,
+            fs_bounce.then_some(f.queue_size),
+        )?),
         None => None,
     };
 
@@ -211,7 +217,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     };
     // virtio-fs in bounce mode when guest RAM is not shared memfds the backend could map
     // (a restore mapping the memory file copy-on-write): devices/virtio/fs/bounce.rs.
-    let fs_bounce = restore.is_some() && cfg.restore_memory == RestoreMemory::Map;
     let fs_backend = fs_pending.map(vfs::PendingBackend::finish).transpose()?;
     phases.mark("payload, fs handshake");
     let mut devs = attach::Devices {

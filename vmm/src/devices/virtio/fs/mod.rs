@@ -263,6 +263,9 @@ pub struct FsBackend {
     vu: Frontend,
     features: u64,
     socket: PathBuf,
+    /// Bounce mode's area and shadow rings, their vhost-user setup sent already ([`connect`]
+    /// with a bounce queue size): the guest-independent part of a bounce-mode activation.
+    bounce_ready: Option<Box<BounceState>>,
 }
 
 impl FsBackend {
@@ -304,22 +307,46 @@ impl PendingBackend {
 /// starts the handshake on a thread, bounded by `limit`: the caller makes guest RAM
 /// meanwhile and joins it with [`PendingBackend::finish`]. A launcher that binds the socket
 /// and hands it to the backend (virtiofsd `--fd`) can start both at once: the connection
-/// waits in the listen queue until the backend serves it.
-pub fn connect(path: &Path, limit: std::time::Duration) -> Result<PendingBackend, FsError> {
+/// waits in the listen queue until the backend serves it. With `bounce_queue_size` (bounce
+/// mode, queues of that size) the thread also makes the bounce area and sends the backend
+/// its whole ring setup, which needs no guest: a restore then activates the device without
+/// a vhost-user round trip.
+pub fn connect(
+    path: &Path,
+    limit: std::time::Duration,
+    bounce_queue_size: Option<u16>,
+) -> Result<PendingBackend, FsError> {
     let sock = UnixStream::connect(path).map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
     let socket = path.to_path_buf();
     let for_thread = socket.clone();
     let handshake = std::thread::Builder::new()
         .name("vhost-connect".into())
-        .spawn(move || within(limit, sock, &for_thread))
+        .spawn(move || {
+            within(limit, sock, &for_thread, |sock, path| {
+                let mut backend = from_stream(sock, path)?;
+                if let Some(size) = bounce_queue_size {
+                    let state = BounceState::new(size)
+                        .map_err(|e| FsError::Backend(format!("bounce area: {e}")))?;
+                    state.set_up_backend(&mut backend)?;
+                    backend.bounce_ready = Some(Box::new(state));
+                }
+                Ok(backend)
+            })
+        })
         .map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
     Ok(PendingBackend { handshake, socket })
 }
 
-/// The handshake of [`from_stream`], ended after `limit`: a socket timeout cannot bound it
-/// (the vhost crate retries a read that timed out), so a watchdog thread shuts the socket
-/// down at the deadline, and the blocked read sees the end of the stream.
-fn within(limit: std::time::Duration, sock: UnixStream, path: &Path) -> Result<FsBackend, FsError> {
+/// The exchange `talk` (the handshake of [`from_stream`], and more), ended after `limit`: a
+/// socket timeout cannot bound it (the vhost crate retries a read that timed out), so a
+/// watchdog thread shuts the socket down at the deadline, and the blocked read sees the end
+/// of the stream.
+fn within(
+    limit: std::time::Duration,
+    sock: UnixStream,
+    path: &Path,
+    talk: impl FnOnce(UnixStream, &Path) -> Result<FsBackend, FsError>,
+) -> Result<FsBackend, FsError> {
     let guard = sock
         .try_clone()
         .map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
@@ -337,7 +364,7 @@ fn within(limit: std::time::Duration, sock: UnixStream, path: &Path) -> Result<F
             expired
         })
         .map_err(|e| FsError::Connect(path.to_path_buf(), e))?;
-    let r = from_stream(sock, path);
+    let r = talk(sock, path);
     let _ = done.send(());
     let expired = watchdog.join().unwrap_or(false);
     match r {
@@ -383,6 +410,7 @@ pub fn from_stream(sock: UnixStream, path: &Path) -> Result<FsBackend, FsError> 
         vu,
         features,
         socket: path.to_path_buf(),
+        bounce_ready: None,
     })
 }
 
@@ -419,6 +447,8 @@ enum DataPath {
 
 /// Bounce mode's state.
 struct BounceState {
+    /// The guest queues' size the shadow rings were made for.
+    queue_size: u16,
     area: bounce::BounceArea,
     rings: [bounce::ShadowRing; NUM_QUEUES],
     /// The guest's queues while active.
@@ -439,6 +469,9 @@ pub struct FsDevice {
     backend: FsBackend,
     path: DataPath,
     started: bool,
+    /// Bounce mode: the backend's ring setup was sent before the device existed; the first
+    /// activation skips it (a reset stops the rings, and the next activation sends it).
+    backend_ready: bool,
 }
 
 impl FsDevice {
@@ -458,38 +491,30 @@ impl FsDevice {
             backend,
             path: DataPath::Direct { kicks, call },
             started: false,
+            backend_ready: false,
         }
     }
 
     /// The device for `backend` in bounce mode (guest RAM of any kind; the backend maps only
-    /// the bounce area, made here: call before the jail). The transport serves its queues.
+    /// the bounce area, made here unless [`connect`] made it and set the backend up already:
+    /// call before the jail). The transport serves its queues.
     pub fn new_bounce(
         cfg: &FsConfig,
-        backend: FsBackend,
+        mut backend: FsBackend,
         mem: Arc<GuestMemoryMmap>,
     ) -> std::io::Result<Self> {
-        let (hiprio, next) = bounce::RingLayout::at(0, cfg.queue_size, BOUNCE_HIPRIO_DATA);
-        let (request, end) = bounce::RingLayout::at(next, cfg.queue_size, BOUNCE_REQUEST_DATA);
-        let area = bounce::BounceArea::new(end)?;
-        let nb = || EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK);
-        let state = BounceState {
-            area,
-            rings: [
-                bounce::ShadowRing::new(hiprio),
-                bounce::ShadowRing::new(request),
-            ],
-            guest: Vec::new(),
-            kicks: vec![nb()?, nb()?],
-            call: nb()?,
-            refused: 0,
+        let (state, backend_ready) = match backend.bounce_ready.take() {
+            Some(s) if s.queue_size == cfg.queue_size => (s, true),
+            _ => (Box::new(BounceState::new(cfg.queue_size)?), false),
         };
         Ok(FsDevice {
             tag: cfg.tag.clone(),
             queue_sizes: [cfg.queue_size; NUM_QUEUES],
             mem,
             backend,
-            path: DataPath::Bounce(Box::new(state)),
+            path: DataPath::Bounce(state),
             started: false,
+            backend_ready,
         })
     }
 
@@ -522,19 +547,8 @@ impl FsDevice {
                         .map_err(|e| FsError::Backend(format!("queue {i}: {e}")))?;
                     guest.push(q);
                 }
-                // The backend gets no guest feature beyond VERSION_1: the shadow rings use
-                // neither indirect descriptors nor event indexes.
-                let vu = &mut self.backend.vu;
-                let set = (1 << VIRTIO_F_VERSION_1)
-                    | (self.backend.features & VHOST_USER_F_PROTOCOL_FEATURES);
-                vu.set_features(set).map_err(req("SET_FEATURES"))?;
-                let regions = memory_regions(b.area.memory())?;
-                vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
-                for (i, ring) in b.rings.iter().enumerate() {
-                    let l = ring.layout();
-                    let host = |at: u64| b.area.host_addr(at).ok_or(FsError::Ring(i));
-                    let cfg = ring_config(l.size, l.size, [l.desc, l.used, l.avail], host)?;
-                    setup_vring(vu, i, &cfg, &b.call, &b.kicks[i], protocol)?;
+                if !std::mem::take(&mut self.backend_ready) {
+                    b.set_up_backend(&mut self.backend)?;
                 }
                 b.guest = guest;
             }
@@ -601,6 +615,45 @@ fn setup_vring(
 }
 
 impl BounceState {
+    /// The bounce area and shadow rings for guest queues of `queue_size`, and the eventfds.
+    fn new(queue_size: u16) -> std::io::Result<Self> {
+        let (hiprio, next) = bounce::RingLayout::at(0, queue_size, BOUNCE_HIPRIO_DATA);
+        let (request, end) = bounce::RingLayout::at(next, queue_size, BOUNCE_REQUEST_DATA);
+        let area = bounce::BounceArea::new(end)?;
+        let nb = || EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK);
+        Ok(BounceState {
+            queue_size,
+            area,
+            rings: [
+                bounce::ShadowRing::new(hiprio),
+                bounce::ShadowRing::new(request),
+            ],
+            guest: Vec::new(),
+            kicks: vec![nb()?, nb()?],
+            call: nb()?,
+            refused: 0,
+        })
+    }
+
+    /// Sends `backend` the shadow rings' setup: `SET_FEATURES` (no guest feature beyond
+    /// VERSION_1: the shadow rings use neither indirect descriptors nor event indexes),
+    /// `SET_MEM_TABLE` (the bounce area only), each ring. Needs no guest.
+    fn set_up_backend(&self, backend: &mut FsBackend) -> Result<(), FsError> {
+        let protocol = backend.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        let vu = &mut backend.vu;
+        let set = (1 << VIRTIO_F_VERSION_1) | (backend.features & VHOST_USER_F_PROTOCOL_FEATURES);
+        vu.set_features(set).map_err(req("SET_FEATURES"))?;
+        let regions = memory_regions(self.area.memory())?;
+        vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
+        for (i, ring) in self.rings.iter().enumerate() {
+            let l = ring.layout();
+            let host = |at: u64| self.area.host_addr(at).ok_or(FsError::Ring(i));
+            let cfg = ring_config(l.size, l.size, [l.desc, l.used, l.avail], host)?;
+            setup_vring(vu, i, &cfg, &self.call, &self.kicks[i], protocol)?;
+        }
+        Ok(())
+    }
+
     /// Takes the guest's new chains on queue `i` and publishes what fits; true: interrupt.
     fn serve_guest(&mut self, mem: &GuestMemoryMmap, i: usize) -> bool {
         use virtio_queue::QueueT;

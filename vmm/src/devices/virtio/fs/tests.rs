@@ -230,7 +230,10 @@ fn memfd_guest_ram_is_shared_sealed_and_fd_backed() {
 fn connect_failure_names_the_socket() {
     let dir = std::env::temp_dir().join(format!("kata-vmm-fs-test-{}", std::process::id()));
     let path = dir.join("missing.sock");
-    let e = connect(&path, HANDSHAKE_TIMEOUT).err().unwrap().to_string();
+    let e = connect(&path, HANDSHAKE_TIMEOUT, None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.starts_with(&format!(
             "virtio-fs: cannot connect to vhost-user socket {}: ",
@@ -328,10 +331,15 @@ fn a_backend_that_accepts_and_never_answers_is_an_error_after_the_bound() {
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let sock = UnixStream::connect(&path).unwrap();
     let t0 = std::time::Instant::now();
-    let e = within(std::time::Duration::from_millis(300), sock, &path)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = within(
+        std::time::Duration::from_millis(300),
+        sock,
+        &path,
+        from_stream,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         e.contains("did not finish the vhost-user handshake within 0.3s"),
         "{e}"
@@ -351,7 +359,7 @@ fn a_backend_started_after_the_connect_serves_the_queued_connection() {
     let dir = scratch("fs-late");
     let path = dir.join("late.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    let pending = connect(&path, std::time::Duration::from_secs(20)).unwrap();
+    let pending = connect(&path, std::time::Duration::from_secs(20), None).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let (s, _) = listener.accept().unwrap();
     let proto = (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK).bits();
@@ -370,7 +378,7 @@ fn a_backend_that_dies_before_it_accepts_is_an_error_at_once() {
     let path = dir.join("dead.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let t0 = std::time::Instant::now();
-    let pending = connect(&path, std::time::Duration::from_secs(20)).unwrap();
+    let pending = connect(&path, std::time::Duration::from_secs(20), None).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     drop(listener);
     let e = pending.finish().err().unwrap().to_string();
@@ -507,4 +515,48 @@ fn parses_and_validates_fs_slot_options() {
         let e = parse_fs_slot(bad).unwrap_err();
         assert!(e.contains(why), "{bad}: {e}");
     }
+}
+
+/// In bounce mode the connect thread sends the backend its whole ring setup (no guest is
+/// needed for the shadow rings): the device's activation at a restore then sends nothing, a
+/// reset stops the rings, and the next activation sets them up again.
+#[test]
+fn bounce_mode_sets_the_backend_up_on_the_connect_thread() {
+    let dir = scratch("fs-bounce-ready");
+    let path = dir.join("b.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let pending = connect(
+        &path,
+        std::time::Duration::from_secs(20),
+        Some(DEFAULT_QUEUE_SIZE),
+    )
+    .unwrap();
+    let (s, _) = listener.accept().unwrap();
+    let proto = (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK).bits();
+    let (log, t) = fake_backend(s, FS_FEATURES, proto, usize::MAX);
+    let backend = pending.finish().unwrap();
+    let handshake = 5;
+    let setup = codes(&log)[handshake..].to_vec();
+    assert_eq!(setup[..2], [SET_FEATURES, SET_MEM_TABLE]);
+    assert_eq!(setup.len(), 2 + 6 * NUM_QUEUES, "{setup:?}");
+    let m = mem();
+    let mut dev = FsDevice::new_bounce(&cfg(), backend, m.clone()).unwrap();
+    let n = codes(&log).len();
+    let guest_queues: Vec<QueueConfig> = queues()
+        .into_iter()
+        .map(|q| QueueConfig {
+            max_size: DEFAULT_QUEUE_SIZE,
+            ..q
+        })
+        .collect();
+    dev.activate(1 << 32, &guest_queues).unwrap();
+    assert_eq!(codes(&log).len(), n, "activation sent nothing");
+    dev.reset();
+    dev.activate(1 << 32, &guest_queues).unwrap();
+    let again = codes(&log)[n..].to_vec();
+    assert_eq!(again[..2], [SET_VRING_ENABLE, GET_VRING_BASE]);
+    assert_eq!(again[4..6], [SET_FEATURES, SET_MEM_TABLE], "{again:?}");
+    drop(dev);
+    t.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }
