@@ -17,6 +17,8 @@ use crate::devices::virtio::{QueueConfig, VirtioDevice};
 pub struct FsSlotDevice {
     tag: String,
     queue_sizes: [u16; NUM_QUEUES],
+    /// The guest's driver set DRIVER_OK (and has not reset the device since).
+    bound: bool,
 }
 
 impl FsSlotDevice {
@@ -25,6 +27,7 @@ impl FsSlotDevice {
         FsSlotDevice {
             tag: cfg.tag.clone(),
             queue_sizes: [cfg.queue_size; NUM_QUEUES],
+            bound: false,
         }
     }
 }
@@ -52,13 +55,26 @@ impl VirtioDevice for FsSlotDevice {
         if queues.len() < NUM_QUEUES || !queues[..NUM_QUEUES].iter().all(|q| q.ready) {
             return Err("virtio-fs: the hiprio and request queues must both be ready".into());
         }
+        self.bound = true;
         Ok(())
     }
 
-    fn reset(&mut self) {}
+    fn reset(&mut self) {
+        self.bound = false;
+    }
 
     fn snapshot_supported(&self) -> Result<(), String> {
-        Ok(())
+        // A template whose guest never bound the slot would give every restored guest a
+        // share it cannot mount (and no probe after the restore): refused, named.
+        if self.bound {
+            Ok(())
+        } else {
+            Err(format!(
+                "the guest has not bound the virtio-fs slot (tag {:?}): a restored guest could \
+                 not mount it",
+                self.tag
+            ))
+        }
     }
 
     fn queue_positions(&self) -> Vec<Option<(u16, u16)>> {
@@ -111,6 +127,10 @@ pub(crate) mod tests {
             queue_size: 256,
         };
         let mut t = MmioTransport::new(FsSlotDevice::new(&cfg), mem);
+        assert!(t
+            .save_state()
+            .unwrap_err()
+            .contains("not bound the virtio-fs slot"));
         let mut b = [0u8; 7];
         t.read(reg::DEVICE_ID, &mut b[..4]);
         assert_eq!(u32::from_le_bytes(b[..4].try_into().unwrap()), VIRTIO_ID_FS);
