@@ -101,7 +101,8 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         _ => None,
     };
     // Which device goes into which virtio-mmio slot: at a restore the snapshot's order, the
-    // per-sandbox devices in its placeholder slots (a virtio-fs device is only ever there).
+    // per-sandbox devices in its placeholder slots (virtio-fs in the snapshot's own virtio-fs
+    // slot when it has one, `--fs-slot`).
     phases.mark("state file");
     let plan = match &restore {
         Some((state, _)) => {
@@ -117,7 +118,9 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // virtio-fs: connected now (a path, before the jail; a backend that is not there fails
     // fast, before any guest memory exists); the handshake runs on its own thread while
     // guest RAM is made (a backend started at the same time as the VMM is still starting).
-    // In bounce mode (below) the thread also sets the backend's rings up.
+    // virtio-fs in bounce mode when guest RAM is not shared memfds the backend could map
+    // (a restore mapping the memory file copy-on-write): devices/virtio/fs/bounce.rs. The
+    // thread then also sets the backend's shadow rings up.
     let fs_bounce = cfg.restore.is_some() && cfg.restore_memory == RestoreMemory::Map;
     let fs_pending = match &cfg.fs {
         Some(f) => Some(vfs::connect(
@@ -215,8 +218,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         Some(p) => Some(hvsock::bind(p).context("cannot create the vsock socket")?),
         None => None,
     };
-    // virtio-fs in bounce mode when guest RAM is not shared memfds the backend could map
-    // (a restore mapping the memory file copy-on-write): devices/virtio/fs/bounce.rs.
     let fs_backend = fs_pending.map(vfs::PendingBackend::finish).transpose()?;
     phases.mark("payload, fs handshake");
     let mut devs = attach::Devices {

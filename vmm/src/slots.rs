@@ -110,8 +110,9 @@ pub fn restore(cfg: &VmConfig, saved: &[u32]) -> Result<Vec<Slot>, String> {
             "the snapshot has a virtio-fs slot (saved with --fs-slot), --fs not given".into(),
         );
     }
+    let fs_fills_placeholder = cfg.fs.is_some() && own_fs == 0;
     let mut fillers: Vec<SlotDevice> = Vec::new();
-    if cfg.fs.is_some() && own_fs == 0 {
+    if fs_fills_placeholder {
         fillers.push(SlotDevice::Fs);
     }
     fillers.extend((own_nets..cfg.nets.len()).map(SlotDevice::Net));
@@ -122,7 +123,7 @@ pub fn restore(cfg: &VmConfig, saved: &[u32]) -> Result<Vec<Slot>, String> {
             "{} devices to place beyond the snapshot's own (--fs: {}, --net: {}, --disk: {}), \
              the snapshot has {placeholders} placeholder slots",
             fillers.len(),
-            usize::from(cfg.fs.is_some() && own_fs == 0),
+            usize::from(fs_fills_placeholder),
             cfg.nets.len() - own_nets,
             cfg.disks.len() - own_disks
         ));

@@ -1,6 +1,7 @@
 //! Making a template: a VM of the sandbox's configuration booted without per-sandbox
 //! devices (no network, no disk; the share's virtio-fs device without a backend, bound by the
-//! guest but not mounted) but with [`PLACEHOLDER_SLOTS`] empty slots for the others, paused and saved once its agent answers `Check`, then stopped. Its files live in
+//! guest but not mounted) but with [`PLACEHOLDER_SLOTS`] empty slots for the others, paused
+//! and saved once its agent answers `Check`, then stopped. Its files live in
 //! `<template_dir>/.work-<key>/` (removed on every outcome); the snapshot is published by a
 //! rename. The VMM is the shim's child (PR_SET_PDEATHSIG): it dies with the shim.
 

@@ -639,9 +639,10 @@ impl BounceState {
     /// VERSION_1: the shadow rings use neither indirect descriptors nor event indexes),
     /// `SET_MEM_TABLE` (the bounce area only), each ring. Needs no guest.
     fn set_up_backend(&self, backend: &mut FsBackend) -> Result<(), FsError> {
-        let protocol = backend.features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
+        let protocol_bit = backend.features & VHOST_USER_F_PROTOCOL_FEATURES;
+        let protocol = protocol_bit != 0;
         let vu = &mut backend.vu;
-        let set = (1 << VIRTIO_F_VERSION_1) | (backend.features & VHOST_USER_F_PROTOCOL_FEATURES);
+        let set = (1 << VIRTIO_F_VERSION_1) | protocol_bit;
         vu.set_features(set).map_err(req("SET_FEATURES"))?;
         let regions = memory_regions(self.area.memory())?;
         vu.set_mem_table(&regions).map_err(req("SET_MEM_TABLE"))?;
@@ -749,16 +750,14 @@ impl VirtioDevice for FsDevice {
     }
 
     fn activate(&mut self, features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        if queues.len() < NUM_QUEUES || !queues[..NUM_QUEUES].iter().all(|q| q.ready) {
-            return Err("virtio-fs: the hiprio and request queues must both be ready".into());
-        }
+        both_queues_ready(queues)?;
         let t0 = std::time::Instant::now();
         self.start(features, queues).map_err(|e| {
             let msg = format!("{e} (backend {})", self.backend.socket.display());
             tracing::warn!("{msg}");
             msg
         })?;
-        tracing::debug!("virtio-fs: backend set up in {:?}", t0.elapsed());
+        tracing::debug!("virtio-fs: activated in {:?}", t0.elapsed());
         Ok(())
     }
 
@@ -841,6 +840,15 @@ impl VirtioDevice for FsDevice {
             }
         }
     }
+}
+
+/// The activation check of both virtio-fs devices ([`FsDevice`], [`slot::FsSlotDevice`]):
+/// the hiprio and the request queue are ready.
+pub(crate) fn both_queues_ready(queues: &[QueueConfig]) -> Result<(), String> {
+    if queues.len() < NUM_QUEUES || !queues[..NUM_QUEUES].iter().all(|q| q.ready) {
+        return Err("virtio-fs: the hiprio and request queues must both be ready".into());
+    }
+    Ok(())
 }
 
 /// Creates a memfd of `size` bytes for guest RAM, sealed against shrinking and growing (a

@@ -9,7 +9,9 @@
 //! restored guest probes the device after the restore, about 90 register accesses, each a VM
 //! exit (tens of milliseconds on a nested host; the template test's restore path).
 
-use super::{read_fs_config, FsSlotConfig, NUM_QUEUES, SLOT_FEATURES, VIRTIO_ID_FS};
+use super::{
+    both_queues_ready, read_fs_config, FsSlotConfig, NUM_QUEUES, SLOT_FEATURES, VIRTIO_ID_FS,
+};
 use crate::devices::virtio::{QueueConfig, VirtioDevice};
 
 /// The virtio-fs device of a template VM, before its backend exists.
@@ -52,9 +54,7 @@ impl VirtioDevice for FsSlotDevice {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, _features: u64, queues: &[QueueConfig]) -> Result<(), String> {
-        if queues.len() < NUM_QUEUES || !queues[..NUM_QUEUES].iter().all(|q| q.ready) {
-            return Err("virtio-fs: the hiprio and request queues must both be ready".into());
-        }
+        both_queues_ready(queues)?;
         self.bound = true;
         Ok(())
     }
