@@ -448,24 +448,29 @@ const MAX_TIME_SEC: i64 = 253_402_300_799;
 
 /// Checks a SetGuestDateTime value: 0..=[`MAX_TIME_SEC`] seconds, 0..=999999 µs.
 pub fn validate_time(sec: i64, usec: i64) -> Result<()> {
+    check_time(sec, usec).map_err(|e| AgentError::invalid(format!("SetGuestDateTime: {e}")))
+}
+
+/// A guest time's ranges (SetGuestDateTime, AfterRestore's clock): what is wrong, if any.
+pub fn check_time(sec: i64, usec: i64) -> std::result::Result<(), String> {
     if !(0..=MAX_TIME_SEC).contains(&sec) || !(0..1_000_000).contains(&usec) {
-        return Err(AgentError::invalid(format!(
-            "SetGuestDateTime: {sec} s {usec} µs is out of range (0..={MAX_TIME_SEC} s, 0..=999999 µs)"
-        )));
+        return Err(format!(
+            "{sec} s {usec} µs is out of range (0..={MAX_TIME_SEC} s, 0..=999999 µs)"
+        ));
     }
     Ok(())
 }
 
 fn set_realtime(sec: i64, usec: i64) -> Result<()> {
-    // x86_64 (the only guest): time_t and tv_nsec are i64 with glibc and musl alike;
-    // the ranges were checked above.
+    clock_settime_realtime(sec, usec)
+        .map_err(|e| AgentError::internal(format!("SetGuestDateTime: clock_settime: {e}")))
+}
+
+/// `clock_settime(CLOCK_REALTIME)`, the ranges checked by [`check_time`] before.
+pub fn clock_settime_realtime(sec: i64, usec: i64) -> std::io::Result<()> {
+    // x86_64 (the only guest): time_t and tv_nsec are i64 with glibc and musl alike.
     let ts = nix::sys::time::TimeSpec::new(sec, usec * 1000);
-    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(|e| {
-        AgentError::internal(format!(
-            "SetGuestDateTime: clock_settime: {}",
-            std::io::Error::from(e)
-        ))
-    })
+    nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

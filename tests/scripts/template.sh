@@ -32,7 +32,7 @@ CONF_COPY=/etc/kata-rs/template-copy.toml
 kata_rs_config initrd="$IMG" template_dir="$TPL" restore_memory=copy > "$CONF_COPY"
 T="timeout -k 30 300"
 # The probe each container runs: its output, then two random draws from the guest kernel.
-PROBE='echo "$ID-hello=hi-from-$ID"; echo "$ID-uuid=$(cat /proc/sys/kernel/random/uuid)"; echo "$ID-urandom=$(head -c16 /dev/urandom | od -An -tx1 | tr -d " \n")"'
+PROBE='echo "$ID-hello=hi-from-$ID"; echo "$ID-date=$(date +%s)"; echo "$ID-uuid=$(cat /proc/sys/kernel/random/uuid)"; echo "$ID-urandom=$(head -c16 /dev/urandom | od -An -tx1 | tr -d " \n")"'
 # template_key: the name of the (one) template directory, empty if none.
 template_key() { kata_rs_template_key "$TPL"; }
 # wait_template SECS [KEY]: kata_rs_wait_template in $TPL with the shims' log.
@@ -42,6 +42,7 @@ run_probe() {
     _t0=$(kata_rs_uptime)
     $T ctr run --rm --runtime $R --runtime-config-path "$CONF" --env "ID=$1" "$KATA_RS_IMAGE" "$1" sh -c "$PROBE"
     echo "$1-rc=$?"
+    echo "$1-host-date=$(date +%s)"
     echo "$1-seconds=$(seconds "$_t0")"
 }
 # seconds T0: the seconds since uptime T0, one decimal.
@@ -109,6 +110,12 @@ echo "maker-shim-gone=$_gone"
 if shims_running; then echo "shims-before-t2=1"; else echo "shims-before-t2=0"; fi
 
 echo "== from template"
+# The guest's clock: a restored guest's clock goes on from the template's save (kvmclock is
+# restored as saved) until AfterRestore sets it. The template is made at least 15 s old here,
+# so that a clock left alone is seen (the test allows the run's own seconds, a few).
+_age=$(( $(date +%s) - $(stat -c %Y "$TPL/$KEY/state" 2>/dev/null || date +%s) ))
+[ "$_age" -ge 15 ] || sleep $((15 - _age))
+echo "t2-template-age=$(( $(date +%s) - $(stat -c %Y "$TPL/$KEY/state" 2>/dev/null || echo 0) ))"
 run_probe t2
 run_probe t3
 echo "template-starts=$(from_template)"

@@ -69,6 +69,23 @@ fn sandboxes_start_from_a_template() {
         "t2 and t3 from the template:\n{out}"
     );
     assert_eq!(m("cold-starts"), "1", "only t1 booted cold:\n{out}");
+    // The restored guest's clock is the host's (AfterRestore sets it), not the template's
+    // save time plus the run: the container's `date` is at most the run's own seconds (and 2
+    // of rounding) behind the host's `date` taken right after the run. The template is at
+    // least 15 s old, so a clock left alone fails this.
+    let age: i64 = m("t2-template-age").parse().expect("template age");
+    assert!(age >= 15, "the template was {age} s old:\n{out}");
+    for id in ["t2", "t3"] {
+        let guest: i64 = m(&format!("{id}-date")).parse().expect("guest date");
+        let host: i64 = m(&format!("{id}-host-date")).parse().expect("host date");
+        let run_secs: f64 = m(&format!("{id}-seconds")).parse().expect("seconds");
+        let behind = host - guest;
+        assert!(
+            (-2..=run_secs.ceil() as i64 + 2).contains(&behind),
+            "{id}'s guest clock is {behind} s behind the host's (its run took {run_secs} s, \
+             the template is {age} s old):\n{out}"
+        );
+    }
     // Two clones of one template draw different random numbers.
     for what in ["uuid", "urandom"] {
         let (a, b) = (m(&format!("t2-{what}")), m(&format!("t3-{what}")));

@@ -2,6 +2,8 @@
 //!
 //! The steps, in this order, each behind [`RestoreSys`] (the real calls in [`sys`], a
 //! recording fake in the tests):
+//! 0. clock, when the request has one: `CLOCK_REALTIME` set as SetGuestDateTime sets it (the
+//!    template's clock stood still from its save to this restore);
 //! 1. entropy: the host's bytes written with `RNDADDENTROPY`, all of their bits credited, then
 //!    `RNDRESEEDCRNG`: every clone of a template starts with the template's pool until here;
 //! 2. hostname: `sethostname` (the guest's UTS namespace, which is the agent's);
@@ -64,6 +66,8 @@ pub enum Binding {
 
 /// The system calls of AfterRestore. Errors are the failed call and its errno text.
 pub trait RestoreSys {
+    /// `clock_settime(CLOCK_REALTIME)` to `sec` s and `usec` µs (ranges checked before).
+    fn set_clock(&self, sec: i64, usec: i64) -> std::result::Result<(), String>;
     /// `RNDADDENTROPY` of `bytes`, crediting `8 * bytes.len()` bits.
     fn add_entropy(&self, bytes: &[u8]) -> std::result::Result<(), String>;
     /// `RNDRESEEDCRNG`.
@@ -82,6 +86,10 @@ pub trait RestoreSys {
 
 /// Checks every field before anything acts; errors are INVALID_ARGUMENT naming the step.
 pub fn validate(req: &AfterRestoreRequest) -> Result<()> {
+    if let Some(c) = req.clock.as_ref() {
+        crate::service::check_time(c.sec, c.usec)
+            .map_err(|e| AgentError::invalid(format!("AfterRestore: clock: {e}")))?;
+    }
     let n = req.entropy.len();
     if !(ENTROPY_MIN..=ENTROPY_MAX).contains(&n) {
         return Err(AgentError::invalid(format!(
@@ -162,6 +170,10 @@ pub fn run(
     probe_timeout: Duration,
 ) -> Result<Vec<String>> {
     validate(req)?;
+    if let Some(c) = req.clock.as_ref() {
+        sys.set_clock(c.sec, c.usec)
+            .map_err(|e| step("clock")(format!("clock_settime: {e}")))?;
+    }
     sys.add_entropy(&req.entropy)
         .map_err(|e| step("entropy")(format!("RNDADDENTROPY: {e}")))?;
     sys.reseed_crng()

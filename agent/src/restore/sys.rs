@@ -108,6 +108,10 @@ fn is_virtio_child(name: &str) -> bool {
 }
 
 impl RestoreSys for RealRestoreSys {
+    fn set_clock(&self, sec: i64, usec: i64) -> Result<(), String> {
+        crate::service::clock_settime_realtime(sec, usec).map_err(|e| e.to_string())
+    }
+
     fn add_entropy(&self, bytes: &[u8]) -> Result<(), String> {
         let info = RandPoolInfo::new(bytes)
             .ok_or_else(|| format!("{} bytes, at most {ENTROPY_MAX}", bytes.len()))?;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use kata_rs_protocol::agent::{AfterRestoreRequest, CreateContainerRequest};
+use kata_rs_protocol::agent::{
+    AfterRestoreRequest, CreateContainerRequest, SetGuestDateTimeRequest,
+};
 use ttrpc::Code;
 
 use super::*;
@@ -69,6 +71,9 @@ impl Fake {
 }
 
 impl RestoreSys for Fake {
+    fn set_clock(&self, sec: i64, usec: i64) -> std::result::Result<(), String> {
+        self.call("clock", format!("clock {sec}.{usec:06}"))
+    }
     fn add_entropy(&self, bytes: &[u8]) -> std::result::Result<(), String> {
         self.call("add_entropy", format!("add_entropy {}", bytes.len()))
     }
@@ -119,6 +124,12 @@ fn request() -> AfterRestoreRequest {
         hostname: "pod-a".into(),
         share_tag: "kata-rs".into(),
         probe_devices: true,
+        clock: Some(SetGuestDateTimeRequest {
+            sec: 1_800_000_000,
+            usec: 42,
+            ..Default::default()
+        })
+        .into(),
         ..Default::default()
     }
 }
@@ -142,6 +153,7 @@ fn steps_run_in_order_and_empty_slots_stay_unbound() {
     assert_eq!(
         fake.calls(),
         [
+            "clock 1800000000.000042",
             "add_entropy 64",
             "reseed",
             "hostname pod-a",
@@ -182,39 +194,44 @@ fn optional_steps_are_skipped() {
 fn each_failure_names_its_step_and_stops_there() {
     let cases = [
         (
+            "clock",
+            "AfterRestore: clock: clock_settime: Operation not permitted",
+            1,
+        ),
+        (
             "add_entropy",
             "AfterRestore: entropy: RNDADDENTROPY: Operation not permitted",
-            1,
+            2,
         ),
         (
             "reseed",
             "AfterRestore: entropy: RNDRESEEDCRNG: Operation not permitted",
-            2,
+            3,
         ),
         (
             "hostname",
             "AfterRestore: hostname: sethostname \"pod-a\": Operation not permitted",
-            3,
+            4,
         ),
         (
             "scan",
             "AfterRestore: probe_devices: Operation not permitted",
-            4,
+            5,
         ),
         (
             "bind",
             "AfterRestore: probe_devices: bind virtio-mmio.4: Operation not permitted",
-            5,
+            6,
         ),
         (
             "binding",
             "AfterRestore: probe_devices: virtio-mmio.4: Operation not permitted",
-            6,
+            7,
         ),
         (
             "mount",
             "AfterRestore: share: mount virtio-fs \"kata-rs\" at /share: Operation not permitted",
-            7,
+            8,
         ),
     ];
     for (call, message, n) in cases {
@@ -272,7 +289,13 @@ fn a_second_call_mounts_nothing_and_probes_nothing() {
     assert!(run_on(&fake, &request(), &share).unwrap().is_empty());
     assert_eq!(
         fake.calls(),
-        ["add_entropy 64", "reseed", "hostname pod-a", "scan"]
+        [
+            "clock 1800000000.000042",
+            "add_entropy 64",
+            "reseed",
+            "hostname pod-a",
+            "scan"
+        ]
     );
     // A failed mount is tried again.
     let fake = Fake::default().failing("mount");
@@ -318,6 +341,16 @@ fn requests_are_checked_before_anything_acts() {
         assert!(m.contains("1-36 printable ASCII"), "{m}");
     }
     bad(&|r| r.share_tag = "t".repeat(37), "share");
+    for (sec, usec) in [(-1, 0), (253_402_300_800, 0), (0, 1_000_000), (0, -1)] {
+        let m = bad(
+            &|r| {
+                r.clock.mut_or_insert_default().sec = sec;
+                r.clock.mut_or_insert_default().usec = usec;
+            },
+            "clock",
+        );
+        assert!(m.contains("out of range"), "{m}");
+    }
 
     for n in [32, 64, 512] {
         let mut r = request();

@@ -430,14 +430,7 @@ impl Agent {
 
     /// `SetGuestDateTime` with the host's current wall-clock time.
     pub async fn set_guest_date_time(&self) -> Result<(), AgentError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let req = pb::SetGuestDateTimeRequest {
-            sec: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
-            usec: i64::from(now.subsec_micros()),
-            ..Default::default()
-        };
+        let req = host_time();
         self.timed(
             "SetGuestDateTime",
             self.client.set_guest_date_time(self.ctx(), &req),
@@ -510,7 +503,8 @@ impl Agent {
 
     /// `AfterRestore` (a VM restored from a template becomes this sandbox's): `entropy` for
     /// the guest's pool, its new `hostname` (empty: left as it is), the virtio-fs `share_tag`
-    /// to mount (empty: none), and whether to probe the filled placeholder slots. Returns the
+    /// to mount (empty: none), and whether to probe the filled placeholder slots; the guest's
+    /// clock is set to the host's first (no SetGuestDateTime round trip). Returns the
     /// platform devices the agent bound (at most [`MAX_PROBED`], each name cleaned).
     pub async fn after_restore(
         &self,
@@ -524,6 +518,7 @@ impl Agent {
             hostname: hostname.to_string(),
             share_tag: share_tag.to_string(),
             probe_devices,
+            clock: Some(host_time()).into(),
             ..Default::default()
         };
         let r = self
@@ -561,4 +556,16 @@ fn wait_request(id: &str, exec_id: &str) -> pb::WaitProcessRequest {
 /// A `WaitProcess` reply as (exit status made safe: 0..=255, unreported OOM kill).
 fn exit_of(r: &pb::WaitProcessResponse) -> (u32, bool) {
     (crate::util::agent_exit_status(r.status), r.oom_killed)
+}
+
+/// The host's wall-clock time as SetGuestDateTime (and AfterRestore's clock) carries it.
+fn host_time() -> pb::SetGuestDateTimeRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    pb::SetGuestDateTimeRequest {
+        sec: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+        usec: i64::from(now.subsec_micros()),
+        ..Default::default()
+    }
 }

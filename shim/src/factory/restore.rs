@@ -1,9 +1,9 @@
 //! Starting a sandbox's VM from a template: `kata-vmm --restore DIR` with the sandbox's own
 //! devices (its share's virtiofsd, its tap) in the template's placeholder slots, launched as
 //! a cold boot is (`crate::sandbox::launch`: state directory, console log, jail, pid file,
-//! the pod's network namespace); then, once the agent answers, `AfterRestore` (fresh
-//! entropy, the filled slots probed, the share mounted), the guest clock, and the pod
-//! network's RPCs.
+//! the pod's network namespace); then, once the agent answers, `AfterRestore` (the guest
+//! clock, fresh entropy, the filled slots probed, the share mounted) and the pod network's
+//! RPCs.
 
 use std::path::Path;
 use std::time::Duration;
@@ -91,7 +91,7 @@ pub async fn restore(
 }
 
 /// The agent of the restored VM, once it answers and has done `AfterRestore` (expecting
-/// `devices` slots probed), the clock and the network.
+/// `devices` slots probed, the clock set) and the network.
 async fn after_restore(
     config: &Config,
     vm: &Vmm,
@@ -119,21 +119,15 @@ async fn after_restore(
             probed.join(", ")
         ));
     }
-    agent
-        .set_guest_date_time()
-        .await
-        .map_err(|e| format!("the guest clock: {e}"))?;
-    let t_clock = t0.elapsed();
     if let Some(n) = net {
         n.configure_guest(&agent).await?;
     }
     tracing::info!(
-        "restored VM: agent answered after {} ms, AfterRestore done at {} ms (bound {}), \
-         clock at {} ms, network at {} ms",
+        "restored VM: agent answered after {} ms, AfterRestore (clock too) done at {} ms \
+         (bound {}), network at {} ms",
         t_agent.as_millis(),
         t_after.as_millis(),
         probed.join(" "),
-        t_clock.as_millis(),
         t0.elapsed().as_millis()
     );
     Ok(agent)
