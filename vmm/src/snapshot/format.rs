@@ -7,8 +7,13 @@
 //!     12    4  flags, 0 (a set bit is refused: meaning unknown to this reader)
 //!     16    8  payload length in bytes, little endian
 //!     24   32  SHA-256 of the payload
-//!     56    -  payload: JSON, exactly `payload length` bytes, nothing after it
+//!     56    -  payload: postcard (serde, binary), exactly `payload length` bytes, nothing
+//!                after it
 //! ```
+//!
+//! The payload was JSON up to version 3; version 4 is postcard: the KVM structures' bytes go
+//! in as they are (a 4 KiB XSAVE area was 4096 JSON numbers), and a load that took ~20 ms of
+//! a template start on the emulated node is a copy.
 
 use sha2::{Digest, Sha256};
 
@@ -16,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub const MAGIC: [u8; 8] = *b"KATAVMSS";
 /// The version this build writes and the only one it reads. Bumped on any change of the
 /// header or of the payload's meaning (see "Snapshot format" in vmm/README.md).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 56;
 

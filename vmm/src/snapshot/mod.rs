@@ -49,7 +49,8 @@ pub struct SnapshotState {
     pub serial: SerialSnapshot,
 }
 
-/// The JSON payload: the configuration first, then the state.
+/// The payload (postcard: the fields in order, no names; see `format`): the configuration
+/// first, then the state.
 #[derive(Serialize, Deserialize)]
 struct Payload<T> {
     fingerprint: ConfigFingerprint,
@@ -115,10 +116,11 @@ pub fn save(
 
 /// The whole state file (header and payload) of `state` of a VM configured as `fingerprint`.
 pub fn encode(fingerprint: &ConfigFingerprint, state: &SnapshotState) -> std::io::Result<Vec<u8>> {
-    let payload = serde_json::to_vec(&Payload {
+    let payload = postcard::to_stdvec(&Payload {
         fingerprint: fingerprint.clone(),
         state,
-    })?;
+    })
+    .map_err(std::io::Error::other)?;
     Ok(format::encode(&payload))
 }
 
@@ -143,7 +145,7 @@ pub fn load(path: &Path, current: &ConfigFingerprint) -> Result<SnapshotState, S
     };
     let payload = format::decode(&bytes).map_err(format)?;
     let p: Payload<SnapshotState> =
-        serde_json::from_slice(payload).map_err(|e| format(FormatError::Payload(e.to_string())))?;
+        postcard::from_bytes(payload).map_err(|e| format(FormatError::Payload(e.to_string())))?;
     let differences = p.fingerprint.differences(current);
     if !differences.is_empty() {
         return Err(SnapshotError::Config {

@@ -255,10 +255,18 @@ fn refuses_other_files_and_corruption() {
     let (e, _) = format_error(load(&dir.file("flags", &b), &fp));
     assert!(matches!(e, FormatError::Flags(1)), "{e:?}");
 
-    // A well-formed file whose payload is not this version's state.
+    // A well-formed file whose payload is not this version's state: version 3's JSON, and
+    // this version's payload cut short (with a checksum that matches the cut).
     let p = dir.file("payload", &format::encode(b"{\"fingerprint\": 1}"));
     let (e, _) = format_error(load(&p, &fp));
     assert!(matches!(e, FormatError::Payload(_)), "{e:?}");
+    let p = dir.file(
+        "payload-cut",
+        &format::encode(&encode(&fp, &state(1)).unwrap()[format::HEADER_LEN..][..500]),
+    );
+    let (e, msg) = format_error(load(&p, &fp));
+    assert!(matches!(e, FormatError::Payload(_)), "{e:?}");
+    assert!(msg.contains("end of buffer"), "{msg}");
 
     // A payload whose vCPU states do not match its own vCPU count.
     let path2 = dir.0.join("state2");
@@ -403,12 +411,15 @@ fn placeholder_slots_in_the_state_file() {
     let types: Vec<u32> = back.devices.iter().map(|d| d.device_type).collect();
     assert_eq!(types, [19, 0, 0]);
     assert_eq!(back.devices[1], TransportState::default());
-    assert_eq!(FORMAT_VERSION, 3, "placeholder slots came with version 3");
+    assert_eq!(
+        FORMAT_VERSION, 4,
+        "placeholder slots came with version 3, the postcard payload with 4"
+    );
     let mut old = std::fs::read(&path).unwrap();
-    old[8..12].copy_from_slice(&2u32.to_le_bytes());
-    let (_, msg) = format_error(load(&dir.file("v2", &old), &fp));
+    old[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let (_, msg) = format_error(load(&dir.file("v3", &old), &fp));
     assert!(
-        msg.contains("format version 2, this kata-vmm reads version 3 only"),
+        msg.contains("format version 3, this kata-vmm reads version 4 only"),
         "{msg}"
     );
 }

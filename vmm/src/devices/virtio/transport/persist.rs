@@ -53,7 +53,6 @@ pub struct TransportState {
     pub queues: Vec<QueueState>,
     /// What the driver read of the device that must not change ([`VirtioDevice::identity`]:
     /// virtio-fs, its tag).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
 }
 
