@@ -49,6 +49,30 @@ mod attach;
 pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     let t0 = Instant::now();
     let mut phases = Phases::new(t0);
+    // The main and vCPU seccomp filters depend on the configuration only: compiled on a
+    // thread of their own while the VM is made (6-11 ms of a restore on the emulated node),
+    // joined before any other thread starts.
+    let filters = if cfg.seccomp {
+        let main = ThreadClass::Main {
+            api: cfg.api_sock.is_some(),
+            vsock_uds: cfg.vsock_uds.is_some(),
+            snapshot: cfg.snapshot_root.is_some() && cfg.api_sock.is_some(),
+        };
+        let vcpu = ThreadClass::Vcpu {
+            vhost_user: cfg.fs.is_some(),
+        };
+        let compile = move || {
+            Ok::<_, seccomp::SeccompError>((seccomp::filter(main)?, seccomp::filter(vcpu)?))
+        };
+        Some(
+            std::thread::Builder::new()
+                .name("filters".into())
+                .spawn(compile)
+                .context("starting the thread that compiles the seccomp filters")?,
+        )
+    } else {
+        None
+    };
     // Created 0600 (or truncated: the shim creates it empty with O_EXCL), never through a
     // symlink; written by the bounded log only.
     let console = {
@@ -293,21 +317,20 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
         _ => None,
     };
 
-    // Compiled up front so that a filter error is a plain startup error (exit 1).
+    // Compiled before the threads start so that a filter error is a plain startup error
+    // (exit 1). (The thread's classes above: a snapshotter exactly with --snapshot-root.)
+    debug_assert_eq!(snapshotter.is_some(), cfg.snapshot_root.is_some());
     let vcpu_class = ThreadClass::Vcpu {
         vhost_user: cfg.fs.is_some(),
     };
-    let (main_filter, vcpu_filter) = if cfg.seccomp {
-        (
-            Some(seccomp::filter(ThreadClass::Main {
-                api: api.is_some(),
-                vsock_uds: cfg.vsock_uds.is_some(),
-                snapshot: snapshotter.is_some() && api.is_some(),
-            })?),
-            Some(seccomp::filter(vcpu_class)?),
-        )
-    } else {
-        (None, None)
+    let (main_filter, vcpu_filter) = match filters {
+        Some(t) => {
+            let (main, vcpu) = t
+                .join()
+                .map_err(|_| anyhow!("the thread compiling the seccomp filters panicked"))??;
+            (Some(main), Some(vcpu))
+        }
+        None => (None, None),
     };
     phases.mark("filters compiled");
     // The queue worker threads' event managers (an epoll fd each) and the main thread's, all
