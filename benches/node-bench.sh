@@ -828,10 +828,8 @@ if want template && [ "$TEMPLATE_CTR" = 1 ]; then
     from_tpl() { _c=$(grep -c 'sandbox started from template' "$KATA_RS_CONTAINERD_LOG" 2>/dev/null); echo "${_c:-0}"; }
     # kata_left: whether a kata process (shim, kata-vmm, virtiofsd) of an earlier run is left.
     kata_left() {
-        for _p in /proc/[0-9]*; do
-            case "$({ tr '\0' ' ' < "$_p/cmdline"; } 2>/dev/null)" in
-                *containerd-shim-kata-v2*|*/kata-vmm\ *|*/virtiofsd\ *) return 0 ;;
-            esac
+        for _n in containerd-shim-kata-v2 kata-vmm virtiofsd; do
+            [ "$(kata_rs_count_procs "$_n")" = 0 ] || return 0
         done
         return 1
     }

@@ -75,6 +75,11 @@ RIG_RETRIES=2
 RIG_RETRIED=0
 LOG=$KATA_RS_CONTAINERD_LOG
 triple_faults() { grep -c 'guest stopped: triple fault' "$LOG"; }
+# rig_fault_since COUNT TRY: whether an attempt that began at COUNT triple faults, its try
+# number TRY, is to be run again: the emulated node, a fault since, a retry left.
+rig_fault_since() {
+    [ "$KATA_RS_NODE_KIND" = emulated ] && [ "$(triple_faults)" -gt "$1" ] && [ "$2" -lt $RIG_RETRIES ]
+}
 cold_starts() { grep -c 'sandbox started by a cold boot in [0-9]* ms (template mode' "$LOG"; }
 template_starts() { grep -c 'sandbox started from template' "$LOG"; }
 # kata-template cases, and those whose (last) sandbox started from the template.
@@ -94,10 +99,7 @@ each_rt() {
         while :; do
             _tf=$(triple_faults); _cs=$(cold_starts); _ts=$(template_starts); _n0=$N
             "$_fn" "$_rt" "$@" > "$W/res"
-            if [ "$_rt" = runc ] || [ "$KATA_RS_NODE_KIND" != emulated ] \
-                || [ "$(triple_faults)" -eq "$_tf" ] || [ $_try -ge $RIG_RETRIES ]; then
-                break
-            fi
+            [ "$_rt" != runc ] && rig_fault_since "$_tf" "$_try" || break
             _try=$((_try + 1))
             RIG_RETRIED=$((RIG_RETRIED + 1))
             echo "rig-retry $_fn $_rt $*: a guest triple faulted during the run; dropped: $(head -c 300 "$W/res" | tr '\n' ' ')"
@@ -188,11 +190,7 @@ case " $RUNTIMES " in
                 echo "template-made=yes"
                 break
             fi
-            if [ "$KATA_RS_NODE_KIND" != emulated ] || [ "$(triple_faults)" -eq "$_tf" ] \
-                || [ $_try -ge $RIG_RETRIES ]; then
-                echo "template-made=no"
-                break
-            fi
+            rig_fault_since "$_tf" "$_try" || { echo "template-made=no"; break; }
             _try=$((_try + 1))
             RIG_RETRIED=$((RIG_RETRIED + 1))
             echo "rig-retry template: a guest triple faulted while the template was made"

@@ -52,17 +52,17 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // The main and vCPU seccomp filters depend on the configuration only: compiled on a
     // thread of their own while the VM is made (6-11 ms of a restore on the emulated node),
     // joined before any other thread starts.
+    let vcpu_class = ThreadClass::Vcpu {
+        vhost_user: cfg.fs.is_some(),
+    };
     let filters = if cfg.seccomp {
         let main = ThreadClass::Main {
             api: cfg.api_sock.is_some(),
             vsock_uds: cfg.vsock_uds.is_some(),
             snapshot: cfg.snapshot_root.is_some() && cfg.api_sock.is_some(),
         };
-        let vcpu = ThreadClass::Vcpu {
-            vhost_user: cfg.fs.is_some(),
-        };
         let compile = move || {
-            Ok::<_, seccomp::SeccompError>((seccomp::filter(main)?, seccomp::filter(vcpu)?))
+            Ok::<_, seccomp::SeccompError>((seccomp::filter(main)?, seccomp::filter(vcpu_class)?))
         };
         Some(
             std::thread::Builder::new()
@@ -320,9 +320,6 @@ pub fn build(cfg: &VmConfig) -> Result<Vmm> {
     // Compiled before the threads start so that a filter error is a plain startup error
     // (exit 1). (The thread's classes above: a snapshotter exactly with --snapshot-root.)
     debug_assert_eq!(snapshotter.is_some(), cfg.snapshot_root.is_some());
-    let vcpu_class = ThreadClass::Vcpu {
-        vhost_user: cfg.fs.is_some(),
-    };
     let (main_filter, vcpu_filter) = match filters {
         Some(t) => {
             let (main, vcpu) = t
