@@ -347,11 +347,22 @@ pod_checks() {
     # asserted: kata-rs gives each container a tmpfs of its own.
     $T ctr task exec --exec-id shm vpc2 sh -c \
         'cat /dev/shm/t > /dev/null 2>&1 && echo "pod-shm-shared=yes" || echo "pod-shm-shared=no"' 2>&1
-    $T ctr task exec --exec-id shm0 vpod sh -c \
-        'echo "sandbox-shm-fs=$(grep " /dev/shm " /proc/mounts | cut -d" " -f3)"' 2>&1
+    pod_exec shm0 vpod 'echo "sandbox-shm-fs=$(grep " /dev/shm " /proc/mounts | cut -d" " -f3)"'
     # The pod VM without CRI's sizing annotations: the configured size (1 vCPU, 256 MiB).
-    $T ctr task exec --exec-id size0 vpod sh -c \
-        'echo "base-nproc=$(nproc)"; echo "base-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"' 2>&1
+    pod_exec size0 vpod 'echo "base-nproc=$(nproc)"; echo "base-memtotal-kb=$(awk "/^MemTotal:/ { print \$2 }" /proc/meminfo)"'
+}
+# pod_exec EXEC-ID TASK SCRIPT: `sh -c SCRIPT` in TASK; when it fails or times out, what
+# the pod VM was doing (its vCPUs, via the VMM's SIGUSR1 report in the shim's log; the
+# guest console; the node kernel) goes to stderr, so that a hang in CI can be told apart:
+# a guest that stopped answering, or an agent that did.
+pod_exec() {
+    $T ctr task exec --exec-id "$1" "$2" sh -c "$3" 2>&1
+    _rc=$?
+    [ $_rc = 0 ] && return 0
+    echo "pod-exec-$1-rc=$_rc"
+    for _p in $(kata_rs_pids kata-vmm); do kill -USR1 "$_p" 2> /dev/null; done
+    sleep 1
+    kata_rs_diag "exec $1 in $2 ended with $_rc"
 }
 if [ "$(kata_rs_task_status vpod)" = RUNNING ]; then
     pod_checks
