@@ -51,7 +51,10 @@ case $name in
 esac
 
 die() { echo "build-image: $*" >&2; exit 1; }
-for f in "$release"/{kata-rs,kata-vmm,containerd-shim-kata-v2,virtiofsd} "$guest"/{vmlinux,initrd.img}; do
+# kata-vmm: the static build beside DIR (make binaries), else DIR's own.
+vmm=$release/../x86_64-unknown-linux-musl/release/kata-vmm
+[ -f "$vmm" ] || vmm=$release/kata-vmm
+for f in "$release"/{kata-rs,containerd-shim-kata-v2,virtiofsd} "$vmm" "$guest"/{vmlinux,initrd.img}; do
     [ -f "$f" ] || die "missing build output $f (make build, or --release/--guest)"
 done
 busybox=$(command -v busybox) || die "busybox not found (Debian's busybox-static; make deps)"
@@ -63,9 +66,10 @@ trap 'rm -rf "$work"' EXIT
 stage=$work/rootfs
 mkdir -p "$stage"/{bin,usr/bin,opt/kata-rs/bin,host,tmp}
 
-for f in kata-rs kata-vmm containerd-shim-kata-v2 virtiofsd; do
+for f in kata-rs containerd-shim-kata-v2 virtiofsd; do
     cp -L "$release/$f" "$stage/opt/kata-rs/bin/$f"
 done
+cp -L "$vmm" "$stage/opt/kata-rs/bin/kata-vmm"
 cp -L "$guest/vmlinux" "$guest/initrd.img" "$stage/opt/kata-rs/bin/"
 cp "$here/entrypoint.sh" "$stage/entrypoint.sh"
 cp "$busybox" "$stage/bin/busybox"

@@ -82,6 +82,7 @@ mkdir -p /usr/local/bin /usr/local/libexec/kata-rs /usr/local/share/kata-rs /usr
 missing=
 for b in containerd-shim-kata-v2 kata-vmm kata-agent-ctl; do
     if [ -f "$P/bin/$b" ]; then cp "$P/bin/$b" /usr/local/bin/ || setup_fail "cannot install $b"
+    elif [ $b = kata-vmm ]; then missing="$missing target/x86_64-unknown-linux-musl/release/kata-vmm"
     else missing="$missing target/release/$b"; fi
 done
 if [ -f "$P/bin/virtiofsd" ]; then cp "$P/bin/virtiofsd" /usr/local/libexec/kata-rs/virtiofsd || setup_fail "cannot install virtiofsd"

@@ -80,7 +80,10 @@ pub fn require_kata_artifacts() {
     let root = repo_root();
     let wanted = [
         ("target/release/containerd-shim-kata-v2", "make binaries"),
-        ("target/release/kata-vmm", "make binaries"),
+        (
+            "target/x86_64-unknown-linux-musl/release/kata-vmm",
+            "make binaries",
+        ),
         ("target/release/kata-agent-ctl", "make binaries"),
         ("target/guest/vmlinux", "make kernel"),
         ("target/guest/initrd.img", "make image"),

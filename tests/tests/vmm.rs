@@ -9,7 +9,10 @@ use kata_rs_tests::{node_run, node_run_with_extra, repo_root, require_kata_artif
 /// exit 0. The same node boot checks virtio-fs ([`assert_virtio_fs`]).
 #[test]
 fn vmm_boots_kernel_and_stops_on_sigterm() {
-    for p in ["target/release/kata-vmm", "target/guest/vmlinux"] {
+    for p in [
+        "target/x86_64-unknown-linux-musl/release/kata-vmm",
+        "target/guest/vmlinux",
+    ] {
         assert!(
             repo_root().join(p).is_file(),
             "prerequisite missing: {p} (make binaries kernel)"

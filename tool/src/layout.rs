@@ -63,7 +63,12 @@ pub const ARTIFACTS: [Artifact; 5] = [
     Artifact {
         what: "VMM",
         dest: VMM,
-        sources: &["kata-vmm", "bin/kata-vmm"],
+        // The static build beside target/release (`make binaries`) first.
+        sources: &[
+            "../x86_64-unknown-linux-musl/release/kata-vmm",
+            "kata-vmm",
+            "bin/kata-vmm",
+        ],
         mode: 0o755,
     },
     Artifact {
@@ -169,5 +174,13 @@ mod tests {
         );
         let shim = ARTIFACTS.iter().find(|a| a.dest == SHIM).unwrap();
         assert!(find_source(&release, shim).is_none());
+        let musl = t.path().join("x86_64-unknown-linux-musl/release");
+        std::fs::create_dir_all(&musl).unwrap();
+        std::fs::write(musl.join("kata-vmm"), b"static").unwrap();
+        assert_eq!(
+            find_source(&release, vmm).unwrap(),
+            release.join("../x86_64-unknown-linux-musl/release/kata-vmm"),
+            "the static build is preferred"
+        );
     }
 }

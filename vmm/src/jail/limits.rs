@@ -78,7 +78,13 @@ pub fn compute(n: &Needs) -> Limits {
     }
 }
 
-fn set(resource: libc::__rlimit_resource_t, value: u64, what: &'static str) -> io::Result<()> {
+/// getrlimit's resource type: glibc names it, musl (the static build) takes a plain int.
+#[cfg(target_env = "gnu")]
+type Resource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type Resource = libc::c_int;
+
+fn set(resource: Resource, value: u64, what: &'static str) -> io::Result<()> {
     let mut cur = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -535,7 +535,8 @@ impl Muxer {
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: wait.as_secs() as libc::time_t,
+                // (time_t is 64-bit on both libcs; a wait never comes near its range)
+                tv_sec: wait.as_secs().try_into().unwrap_or(i64::MAX),
                 tv_nsec: wait.subsec_nanos() as libc::c_long,
             },
         };
