@@ -325,8 +325,7 @@ impl Sandbox {
             let ready = agent::wait_ready(
                 &uds,
                 kata_rs_protocol::AGENT_VSOCK_PORT,
-                config.dial_timeout(),
-                Duration::from_secs(2),
+                agent::Tries::new(config.dial_timeout(), Duration::from_secs(2)),
                 config.request_timeout(),
                 vmm.wait(),
             )

@@ -18,7 +18,7 @@ use error::{map_err, MAX_ERROR_TEXT};
 
 pub use dial::{check_reply, dial};
 pub use error::AgentError;
-pub use ready::{wait_ready, NotReady};
+pub use ready::{wait_ready, NotReady, Tries, RETRY_PAUSE};
 
 /// How much later than the shim's own timeout a request's ttrpc deadline falls.
 const CONTEXT_GRACE: Duration = Duration::from_secs(1);

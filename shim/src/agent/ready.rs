@@ -18,23 +18,49 @@ pub enum NotReady {
     VmmExited(crate::vmm::VmmExit),
 }
 
-/// Pause between tries once the VMM's socket exists.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between tries once the VMM's socket exists (the default of [`Tries::pause`]).
+pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Pause between tries while the VMM has not bound its socket yet.
 const NO_SOCKET_PAUSE: Duration = Duration::from_millis(10);
 
+/// How [`wait_ready`] tries.
+#[derive(Clone, Copy, Debug)]
+pub struct Tries {
+    /// How long to try in all.
+    pub total: Duration,
+    /// The most one try (connect and `Check`) may take.
+    pub per_try: Duration,
+    /// The pause after a failed try once the VMM's socket exists.
+    pub pause: Duration,
+}
+
+impl Tries {
+    /// `total` and `per_try`, with the default pause ([`RETRY_PAUSE`]).
+    pub fn new(total: Duration, per_try: Duration) -> Self {
+        Tries {
+            total,
+            per_try,
+            pause: RETRY_PAUSE,
+        }
+    }
+}
+
 /// Dials guest port `port` through `uds` (the VMM's hybrid vsock socket) and calls `Check`
-/// until it answers, `timeout` passes, or `vmm_exit`
-/// completes (the VMM is gone; it is raced against every try and pause). Each try gets at
-/// most `per_try` (bounded by what is left).
+/// until it answers, `tries.total` passes, or `vmm_exit` completes (the VMM is gone; it is
+/// raced against every try and pause). Each try gets at most `tries.per_try` (bounded by
+/// what is left).
 pub async fn wait_ready(
     uds: &Path,
     port: u32,
-    timeout: Duration,
-    per_try: Duration,
+    tries: Tries,
     request_timeout: Duration,
     vmm_exit: impl std::future::Future<Output = crate::vmm::VmmExit>,
 ) -> Result<(Agent, pb::CheckResponse), NotReady> {
+    let Tries {
+        total: timeout,
+        per_try,
+        pause: retry_pause,
+    } = tries;
     let deadline = Instant::now() + timeout;
     let mut last: Option<AgentError> = None;
     let mut tries = 0u32;
@@ -83,7 +109,7 @@ pub async fn wait_ready(
         // again soon, so that a restored VM (whose agent answers right away) is not kept
         // waiting; then every 100 ms (each later try reaches the guest).
         let pause = if uds.exists() {
-            RETRY_PAUSE
+            retry_pause
         } else {
             NO_SOCKET_PAUSE
         };
@@ -107,8 +133,7 @@ mod tests {
         let r = wait_ready(
             none,
             1024,
-            Duration::from_millis(500),
-            Duration::from_millis(200),
+            Tries::new(Duration::from_millis(500), Duration::from_millis(200)),
             Duration::from_secs(1),
             std::future::pending(),
         )
@@ -119,8 +144,7 @@ mod tests {
         let r = wait_ready(
             none,
             1024,
-            Duration::from_secs(30),
-            Duration::from_millis(200),
+            Tries::new(Duration::from_secs(30), Duration::from_millis(200)),
             Duration::from_secs(1),
             async { crate::vmm::VmmExit::Code(1) },
         )
@@ -151,8 +175,7 @@ mod tests {
         let r = wait_ready(
             &path,
             1024,
-            Duration::from_millis(1500),
-            Duration::from_millis(200),
+            Tries::new(Duration::from_millis(1500), Duration::from_millis(200)),
             Duration::from_secs(1),
             std::future::pending(),
         )

@@ -3,11 +3,13 @@
 //! the result. A debug tool, e.g. to see that an agent booted by kata-vmm alone is ready:
 //!
 //! ```text
-//! kata-agent-ctl --uds PATH [--port 1024] [--timeout-secs S] check|shutdown
+//! kata-agent-ctl --uds PATH [--port 1024] [--timeout-secs S] [--retry-ms MS] check|shutdown
 //! ```
 //!
 //! The socket is 0600 (root's): only root can use it. `check` retries until the agent
-//! answers or the timeout (default 10 s) passes. Exit status 0 on success, 1 on failure, 2
+//! answers or the timeout (default 10 s) passes, every `--retry-ms` (default 100, the shim's
+//! pause) once the socket exists and every 10 ms before: started before kata-vmm, it sees
+//! the agent's first answer without its own start in the way (what the bench does). Exit status 0 on success, 1 on failure, 2
 //! on a usage error.
 
 use std::path::PathBuf;
@@ -16,13 +18,14 @@ use std::{process::ExitCode, time::Duration};
 use kata_rs_shim::agent::{self, Agent, NotReady};
 
 const USAGE: &str =
-    "usage: kata-agent-ctl --uds PATH [--port 1024] [--timeout-secs S] check|shutdown";
+    "usage: kata-agent-ctl --uds PATH [--port 1024] [--timeout-secs S] [--retry-ms MS] check|shutdown";
 
 #[derive(Debug)]
 struct Args {
     uds: PathBuf,
     port: u32,
     timeout: Duration,
+    retry: Duration,
     command: String,
 }
 
@@ -30,6 +33,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let mut uds = None;
     let mut port = kata_rs_protocol::AGENT_VSOCK_PORT;
     let mut timeout = Duration::from_secs(10);
+    let mut retry = agent::RETRY_PAUSE;
     let mut command = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -49,6 +53,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 port = u32::try_from(value("--port")?).map_err(|e| format!("--port: {e}"))?
             }
             "--timeout-secs" => timeout = Duration::from_secs(value("--timeout-secs")?),
+            "--retry-ms" => match value("--retry-ms")? {
+                ms @ 1..=10_000 => retry = Duration::from_millis(ms),
+                ms => return Err(format!("--retry-ms: {ms} is not within 1-10000")),
+            },
             "-h" | "--help" => return Err(String::new()),
             "check" | "shutdown" if command.is_none() => command = Some(a.clone()),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -58,6 +66,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         uds: uds.ok_or("--uds is required")?,
         port,
         timeout,
+        retry,
         command: command.ok_or("a command (check or shutdown) is required")?,
     })
 }
@@ -80,8 +89,10 @@ async fn main() -> ExitCode {
         "check" => match agent::wait_ready(
             &args.uds,
             args.port,
-            args.timeout,
-            per_try,
+            agent::Tries {
+                pause: args.retry,
+                ..agent::Tries::new(args.timeout, per_try)
+            },
             args.timeout,
             std::future::pending(),
         )
@@ -150,6 +161,13 @@ mod tests {
             ),
             ("/run/x.vsock", 1024, Duration::from_secs(10), "check")
         );
+        assert_eq!(a.retry, agent::RETRY_PAUSE);
+        let a = parse(&v("--uds /v --retry-ms 20 check")).unwrap();
+        assert_eq!(a.retry, Duration::from_millis(20));
+        for bad in ["0", "10001", "x"] {
+            let e = parse(&v(&format!("--uds /v --retry-ms {bad} check"))).unwrap_err();
+            assert!(e.contains("--retry-ms"), "{e}");
+        }
         let a = parse(&v("shutdown --uds /v --port 99 --timeout-secs 3")).unwrap();
         assert_eq!(
             (

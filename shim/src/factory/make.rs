@@ -154,8 +154,7 @@ async fn save(
     let ready = crate::agent::wait_ready(
         uds,
         kata_rs_protocol::AGENT_VSOCK_PORT,
-        config.dial_timeout(),
-        Duration::from_secs(2),
+        crate::agent::Tries::new(config.dial_timeout(), Duration::from_secs(2)),
         config.request_timeout(),
         vm.wait(),
     )

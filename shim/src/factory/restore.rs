@@ -153,8 +153,7 @@ async fn wait_restored(config: &Config, vm: &Vmm, paths: &SandboxPaths) -> Resul
         let ready = agent::wait_ready(
             &paths.agent_socket(),
             kata_rs_protocol::AGENT_VSOCK_PORT,
-            phase,
-            per_try,
+            agent::Tries::new(phase, per_try),
             config.request_timeout(),
             vm.wait(),
         )
