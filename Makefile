@@ -3,8 +3,9 @@
 # host's KVM works, else in an emulated QEMU TCG node VM); see tests/README.md.
 SHELL := /bin/bash
 CARGO ?= cargo
-# The static (musl) target: the agent and kata-vmm.
-STATIC_TARGET := x86_64-unknown-linux-musl
+# KATA_RS_STATIC_TARGET (the static musl target kata-vmm is linked for) and KATA_RS_VMM_BIN
+# (where that build lands): the paths the shell scripts use too.
+include scripts/paths.sh
 
 .PHONY: all deps kernel image binaries virtiofsd test-image build demo test lint unit integration clean-cache help bench fuzz
 
@@ -14,7 +15,7 @@ help:
 	@echo "make deps        install Debian packages + the musl rust target (scripts/install-deps.sh)"
 	@echo "make kernel      guest kernel -> target/guest/vmlinux (kernel-config/build.sh, cached)"
 	@echo "make image       guest image -> target/guest/initrd.img (guest-image/build.sh)"
-	@echo "make binaries    target/release/{containerd-shim-kata-v2,kata-agent-ctl,kata-rs}, target/$(STATIC_TARGET)/release/kata-vmm"
+	@echo "make binaries    target/release/{containerd-shim-kata-v2,kata-agent-ctl,kata-rs}, $(KATA_RS_VMM_BIN)"
 	@echo "make virtiofsd   target/release/virtiofsd (scripts/build-virtiofsd.sh, cached)"
 	@echo "make demo        build everything, run a container in a kata-rs microVM on the node"
 	@echo "make test        build, fmt + clippy, unit tests, integration tests on the node"
@@ -34,7 +35,7 @@ image:
 # start is 20-25 ms shorter on the emulated node than with glibc's dynamic loader.
 binaries:
 	$(CARGO) build --release -p kata-rs-shim -p kata-rs-cri -p kata-rs-tool
-	$(CARGO) build --release -p kata-rs-vmm --bin kata-vmm --target $(STATIC_TARGET)
+	$(CARGO) build --release -p kata-rs-vmm --bin kata-vmm --target $(KATA_RS_STATIC_TARGET)
 
 virtiofsd:
 	bash scripts/build-virtiofsd.sh

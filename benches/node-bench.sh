@@ -693,11 +693,11 @@ fi
 # + N, the order rotating): a cold boot (section 1's command line), `--restore S
 # --restore-memory map` and `--restore S --restore-memory copy`, each timed from just before
 # kata-vmm is spawned to the agent's first answer to a Check of a kata-agent-ctl started
-# before it (see tstart: the same checker and retry pause for all three kinds). Memory: T_MEMN (3) VMs of each kind at once, idle, each with its agent answering,
-# 2 s after the last answered: the PSS of each kata-vmm (smaps_rollup, guest RAM included:
-# the map restores share the snapshot's page cache pages, PSS splits them) plus what its guest
-# RAM memfd holds unmapped (a copy restore's copied pages the guest has not touched), mean
-# per VM.
+# before it (see tstart: the same checker and retry pause for all three kinds). Memory:
+# T_MEMN (3) VMs of each kind at once, idle, each with its agent answering, 2 s after the
+# last answered: the PSS of each kata-vmm (smaps_rollup, guest RAM included: the map
+# restores share the snapshot's page cache pages, PSS splits them) plus what its guest RAM
+# memfd holds unmapped (a copy restore's copied pages the guest has not touched), mean per VM.
 # With the shim's [factory] (TEMPLATE_CTR=1, default): ctr run --rm ... true with template =
 # true (after a warm-up that makes the template) against the same with template = false.
 if want template; then
@@ -725,14 +725,34 @@ if want template; then
         kata-vmm $TARGS --vsock-uds "$TW/v-$_i.sock" --console-log "$TW/c-$_i.log" "$@" > "$TW/vmm-$_i.out" 2>&1 &
         TPID=$!
     }
+    # tgone PID: true when process PID has ended (no /proc entry, or a zombie not yet reaped).
+    # Builtins only (read, parameter expansion): kata-vmm's comm has no ") " in it.
+    tgone() {
+        [ -r "/proc/$1/stat" ] || return 0
+        { read -r _st < "/proc/$1/stat"; } 2>/dev/null || return 0
+        _st=${_st##*) }; _st=${_st%% *}
+        [ "$_st" = Z ] || [ "$_st" = X ]
+    }
     # twait KIND ID T0: sets TV to the ms from T0 to the agent's first answer (the checker
-    # TCHK exits 0), or null (the checker gave up: 90 s). Not in a subshell: it waits for a
-    # child of this shell.
+    # TCHK exits 0), or null (the checker gave up: 90 s; or kata-vmm TPID ended first). Not
+    # in a subshell: it waits for a child of this shell. A watcher stops the checker as soon
+    # as kata-vmm has ended (checked every 0.2 s), so a VMM that dies early fails at once,
+    # not after the checker's 90 s; the time measured is still the checker's own exit.
     twait() {
-        wait "$TCHK"
+        (while ! tgone "$TPID"; do sleep 0.2; done; kill -KILL "$TCHK" 2>/dev/null) &
+        _tw=$!
+        wait "$TCHK" 2>/dev/null    # (quiet: a shell says "Killed" when the watcher ended it)
         _rc=$?
-        if [ $_rc = 0 ]; then TV=$(ms "$3" "$(now)"); return; fi
-        say "template: $1 VM $2 never answered ($(cat "$TW/chk-$2.out")); its stderr and last console lines:"
+        [ $_rc = 0 ] && TV=$(ms "$3" "$(now)")
+        kill -KILL "$_tw" 2>/dev/null; wait "$_tw" 2>/dev/null
+        [ $_rc = 0 ] && return
+        if tgone "$TPID"; then
+            wait "$TPID"
+            say "template: $1 VM $2: kata-vmm exited (status $?) before its agent answered;" \
+                "its stderr and last console lines:"
+        else
+            say "template: $1 VM $2 never answered ($(cat "$TW/chk-$2.out")); its stderr and last console lines:"
+        fi
         sed 's/^/  vmm| /' "$TW/vmm-$2.out" >&2; tail -n 15 "$TW/c-$2.log" | sed 's/^/  console| /' >&2
         TV=null
     }

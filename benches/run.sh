@@ -10,11 +10,12 @@ set -euo pipefail
 T_BENCH=$SECONDS
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(cd "$HERE/.." && pwd)
+. "$TOP/scripts/paths.sh"      # KATA_RS_VMM_BIN
 N=${1:-${BENCH_N:-4}}
 OUT=$TOP/target/bench
 die() { echo "bench: error: $*" >&2; exit 1; }
 
-for f in target/x86_64-unknown-linux-musl/release/kata-vmm target/release/containerd-shim-kata-v2 target/release/kata-agent-ctl \
+for f in "$KATA_RS_VMM_BIN" target/release/containerd-shim-kata-v2 target/release/kata-agent-ctl \
          target/guest/vmlinux target/guest/initrd.img; do
     [[ -f $TOP/$f ]] || die "$f is missing: run make build (or make binaries / make image / make kernel)"
 done

@@ -25,6 +25,7 @@ export LC_ALL=C
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+. "$repo/scripts/paths.sh"     # KATA_RS_VMM_IN_TARGET
 release=$repo/target/release
 guest=$repo/target/guest
 out=$repo/target/kata-rs-deploy
@@ -52,7 +53,7 @@ esac
 
 die() { echo "build-image: $*" >&2; exit 1; }
 # kata-vmm: the static build beside DIR (make binaries), else DIR's own.
-vmm=$release/../x86_64-unknown-linux-musl/release/kata-vmm
+vmm=$release/../$KATA_RS_VMM_IN_TARGET
 [ -f "$vmm" ] || vmm=$release/kata-vmm
 for f in "$release"/{kata-rs,containerd-shim-kata-v2,virtiofsd} "$vmm" "$guest"/{vmlinux,initrd.img}; do
     [ -f "$f" ] || die "missing build output $f (make build, or --release/--guest)"

@@ -13,6 +13,7 @@ set -u
 P=$KATA_RS_PAYLOAD
 W=$KATA_RS_WORK
 . "$P/run.env"              # KATA_RS_SCRIPT_NAME, KATA_RS_NODE_REASON, set -- ARGS
+. "$P/harness/paths.sh"     # KATA_RS_VMM_BIN (scripts/paths.sh)
 KIND=$KATA_RS_NODE_KIND
 
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -82,7 +83,7 @@ mkdir -p /usr/local/bin /usr/local/libexec/kata-rs /usr/local/share/kata-rs /usr
 missing=
 for b in containerd-shim-kata-v2 kata-vmm kata-agent-ctl; do
     if [ -f "$P/bin/$b" ]; then cp "$P/bin/$b" /usr/local/bin/ || setup_fail "cannot install $b"
-    elif [ $b = kata-vmm ]; then missing="$missing target/x86_64-unknown-linux-musl/release/kata-vmm"
+    elif [ $b = kata-vmm ]; then missing="$missing $KATA_RS_VMM_BIN"
     else missing="$missing target/release/$b"; fi
 done
 if [ -f "$P/bin/virtiofsd" ]; then cp "$P/bin/virtiofsd" /usr/local/libexec/kata-rs/virtiofsd || setup_fail "cannot install virtiofsd"

@@ -73,25 +73,49 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The static (musl) target triple `make binaries` links kata-vmm for, and the tests build
+/// their static guest and node tools for (the shell scripts' `KATA_RS_STATIC_TARGET`,
+/// scripts/paths.sh).
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// kata-vmm as `make binaries` builds it, statically linked for [`STATIC_TARGET`]:
+/// `target/<STATIC_TARGET>/release/kata-vmm` under the repository's top, the binary
+/// `tests/node-run` puts on the node (the shell scripts' `KATA_RS_VMM_BIN`, scripts/paths.sh).
+pub fn vmm_binary() -> PathBuf {
+    repo_root()
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release/kata-vmm")
+}
+
+/// `path` relative to the repository's top when it is under it (for messages).
+pub fn repo_relative(path: &Path) -> String {
+    let root = repo_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// What the kata runtime needs from the other parts of the build: shim, VMM, agent tool,
 /// guest kernel and guest image. Panics, naming what is missing and how to build it, so a
 /// missing prerequisite fails the test loudly instead of skipping it.
 pub fn require_kata_artifacts() {
     let root = repo_root();
     let wanted = [
-        ("target/release/containerd-shim-kata-v2", "make binaries"),
         (
-            "target/x86_64-unknown-linux-musl/release/kata-vmm",
+            root.join("target/release/containerd-shim-kata-v2"),
             "make binaries",
         ),
-        ("target/release/kata-agent-ctl", "make binaries"),
-        ("target/guest/vmlinux", "make kernel"),
-        ("target/guest/initrd.img", "make image"),
+        (vmm_binary(), "make binaries"),
+        (root.join("target/release/kata-agent-ctl"), "make binaries"),
+        (root.join("target/guest/vmlinux"), "make kernel"),
+        (root.join("target/guest/initrd.img"), "make image"),
     ];
     let missing: Vec<String> = wanted
         .iter()
-        .filter(|(p, _)| !root.join(p).is_file())
-        .map(|(p, how)| format!("{p} (build it with `{how}`)"))
+        .filter(|(p, _)| !p.is_file())
+        .map(|(p, how)| format!("{} (build it with `{how}`)", repo_relative(p)))
         .collect();
     assert!(
         missing.is_empty(),
@@ -524,6 +548,26 @@ mod tests {
         ] {
             assert!(root.join(f).is_file(), "{f} missing");
         }
+    }
+
+    /// The shell scripts' spelling (scripts/paths.sh, sourced by sh) names the same files.
+    #[test]
+    fn vmm_binary_is_the_shell_scripts_one() {
+        let root = repo_root();
+        let out = Command::new("sh")
+            .args([
+                "-c",
+                ". scripts/paths.sh && echo \"$KATA_RS_STATIC_TARGET $KATA_RS_VMM_BIN\"",
+            ])
+            .current_dir(&root)
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        let out = String::from_utf8(out.stdout).unwrap();
+        let (target, bin) = out.trim().split_once(' ').expect("two words");
+        assert_eq!(target, STATIC_TARGET);
+        assert_eq!(root.join(bin), vmm_binary());
+        assert_eq!(repo_relative(&vmm_binary()), bin);
     }
 
     #[test]

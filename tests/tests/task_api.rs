@@ -13,7 +13,9 @@
 //! listener on the node itself (vsock loopback), so each refusal is the design's.
 use std::path::{Path, PathBuf};
 
-use kata_rs_tests::{build_release, node_run_with_extra, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{
+    build_release, node_run_with_extra, require_kata_artifacts, NodeRun, STATIC_TARGET,
+};
 
 /// util-linux `script`: a pseudo-terminal for ctr's -t.
 const SCRIPT: &str = "/usr/bin/script";
@@ -25,7 +27,7 @@ const T1_UDS: &str = "/run/kata-rs/sandboxes/t1/kata-vmm.vsock";
 fn probe_tool() -> PathBuf {
     build_release(
         "kata-rs-vsock-stress",
-        Some("x86_64-unknown-linux-musl"),
+        Some(STATIC_TARGET),
         &["kata-vsock-stress"],
     )
     .remove(0)

@@ -1,7 +1,10 @@
 //! The VMM alone (no containerd, no shim).
 use std::process::Command;
 
-use kata_rs_tests::{node_run, node_run_with_extra, repo_root, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{
+    node_run, node_run_with_extra, repo_relative, repo_root, require_kata_artifacts, vmm_binary,
+    NodeRun,
+};
 
 /// kata-vmm's contract with a test guest (no agent needed): a missing or corrupt kernel is
 /// exit 1 with one `kata-vmm: error:` line naming it; a forbidden syscall after the seccomp
@@ -9,13 +12,11 @@ use kata_rs_tests::{node_run, node_run_with_extra, repo_root, require_kata_artif
 /// exit 0. The same node boot checks virtio-fs ([`assert_virtio_fs`]).
 #[test]
 fn vmm_boots_kernel_and_stops_on_sigterm() {
-    for p in [
-        "target/x86_64-unknown-linux-musl/release/kata-vmm",
-        "target/guest/vmlinux",
-    ] {
+    for p in [vmm_binary(), repo_root().join("target/guest/vmlinux")] {
         assert!(
-            repo_root().join(p).is_file(),
-            "prerequisite missing: {p} (make binaries kernel)"
+            p.is_file(),
+            "prerequisite missing: {} (make binaries kernel)",
+            repo_relative(&p)
         );
     }
     // virtio-fs rides on this node boot (CI time): virtiofsd, the fs test guest and the

@@ -7,7 +7,9 @@
 //! clean guest shutdown, VMM exit 0, nothing left behind.
 use std::path::PathBuf;
 
-use kata_rs_tests::{build_release, node_run_with_extra, require_kata_artifacts, NodeRun};
+use kata_rs_tests::{
+    build_release, node_run_with_extra, require_kata_artifacts, NodeRun, STATIC_TARGET,
+};
 
 /// Concurrent connections per direction (spread over 4 ports).
 const CONNS: u64 = 64;
@@ -25,7 +27,7 @@ const VSOCK_BUF: u64 = 256 << 10;
 fn stress_tool() -> PathBuf {
     build_release(
         "kata-rs-vsock-stress",
-        Some("x86_64-unknown-linux-musl"),
+        Some(STATIC_TARGET),
         &["kata-vsock-stress"],
     )
     .remove(0)

@@ -28,6 +28,11 @@ pub const MANIFEST: &str = "/var/lib/kata-rs/install/manifest.json";
 /// Backups of replaced files, under their node path, in [`STATE_DIR`].
 pub const BACKUP_DIR: &str = "/var/lib/kata-rs/install/backup";
 
+/// kata-vmm's static (musl) build, where `make binaries` leaves it, as a path from
+/// `target/release` (a `--from` of a build directory); the shell scripts' spelling is
+/// `KATA_RS_VMM_IN_TARGET` in scripts/paths.sh.
+pub const STATIC_VMM: &str = "../x86_64-unknown-linux-musl/release/kata-vmm";
+
 /// An artifact `kata-rs install` copies: its install path and the names it may have in the
 /// `--from` directory (relative; the first one that exists wins).
 #[derive(Debug, Clone, Copy)]
@@ -64,11 +69,7 @@ pub const ARTIFACTS: [Artifact; 5] = [
         what: "VMM",
         dest: VMM,
         // The static build beside target/release (`make binaries`) first.
-        sources: &[
-            "../x86_64-unknown-linux-musl/release/kata-vmm",
-            "kata-vmm",
-            "bin/kata-vmm",
-        ],
+        sources: &[STATIC_VMM, "kata-vmm", "bin/kata-vmm"],
         mode: 0o755,
     },
     Artifact {
@@ -154,6 +155,23 @@ mod tests {
         assert_eq!(d.shared_fs.virtiofsd, Path::new(VIRTIOFSD));
     }
 
+    /// The shell scripts' spelling (scripts/paths.sh, sourced by sh) is the same path.
+    #[test]
+    fn static_vmm_is_the_shell_scripts_one() {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                ". scripts/paths.sh && echo \"$KATA_RS_VMM_IN_TARGET\"",
+            ])
+            .current_dir(top)
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        let sh = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(STATIC_VMM, format!("../{}", sh.trim()));
+    }
+
     #[test]
     fn sources_found_in_target_release_and_flat_dirs() {
         let t = tempfile::tempdir().unwrap();
@@ -174,12 +192,12 @@ mod tests {
         );
         let shim = ARTIFACTS.iter().find(|a| a.dest == SHIM).unwrap();
         assert!(find_source(&release, shim).is_none());
-        let musl = t.path().join("x86_64-unknown-linux-musl/release");
-        std::fs::create_dir_all(&musl).unwrap();
-        std::fs::write(musl.join("kata-vmm"), b"static").unwrap();
+        let static_vmm = release.join(STATIC_VMM);
+        std::fs::create_dir_all(static_vmm.parent().unwrap()).unwrap();
+        std::fs::write(&static_vmm, b"static").unwrap();
         assert_eq!(
             find_source(&release, vmm).unwrap(),
-            release.join("../x86_64-unknown-linux-musl/release/kata-vmm"),
+            static_vmm,
             "the static build is preferred"
         );
     }
