@@ -69,7 +69,9 @@ pub enum Reply {
     Pong,
     /// The VM's state after the request (`pause`, `resume`, `state`).
     State(VmState),
-    /// A snapshot was written: where, and what it took.
+    /// A snapshot was written: where, and what it took; for a VM with vsock it says
+    /// `; vsock idle` or `; vsock busy` (busy: a host connection was open, so a restore resets
+    /// vsock's transport and its first connection waits for the guest to handle it).
     Snapshot(String),
 }
 

@@ -285,9 +285,18 @@ fn sandboxes_start_from_a_template() {
     for id in ["t1", "t2", "t3", "t4", "t5", "t8", "t9"] {
         println!("{id}: ctr run {} s", m(&format!("{id}-seconds")));
     }
-    for l in run.prefixed("made") {
+    let made = run.prefixed("made");
+    for l in &made {
         println!("{l}");
     }
+    // Every template was saved with vsock idle (its restores send no transport reset).
+    let saved = run.prefixed("saved");
+    let idle = saved.iter().filter(|l| l.contains("; vsock idle")).count();
+    assert!(
+        !made.is_empty() && idle >= made.len(),
+        "{} templates made, {idle} saved idle: {saved:#?}",
+        made.len()
+    );
     for s in ["first", "pods", "foreign", "image", "all"] {
         println!("section {s}: {} s", m(&format!("secs-{s}")));
     }

@@ -456,26 +456,22 @@ fn vmm_control_socket_pauses_and_resumes() {
             .unwrap_or_else(|| panic!("no {dev} summary of the restored VMM:\n{}", run.stdout));
         assert!(summary.contains("event_idx=1"), "{summary}");
     }
-    // The guest took the vsock TRANSPORT_RESET event and gave the buffer back: a kick of
-    // the event queue (queue 2) in the restored VMM's counters.
-    let conns = run
-        .prefixed("restored-stderr")
-        .into_iter()
-        .find(|l| l.starts_with("kata-vmm: vsock-conns:"))
-        .unwrap_or_else(|| panic!("no vsock summary of the restored VMM:\n{}", run.stdout));
-    let kicks = conns
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("queue_kicks="))
-        .unwrap_or_else(|| panic!("no queue_kicks in {conns}"));
-    let event_kicks: u64 = kicks
-        .split(',')
-        .nth(2)
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(0);
+    // s1 was saved with a host connection open (the reply says "vsock busy"): the restored
+    // guest took the vsock TRANSPORT_RESET event and gave the buffer back, a kick of the event
+    // queue (queue 2) in the restored VMM's counters.
     assert!(
-        event_kicks >= 1,
-        "event queue kicks of the restored VMM: {conns}"
+        run.expect_marker("api-snap").contains("vsock_busy"),
+        "{}",
+        run.expect_marker("api-snap")
     );
+    assert!(
+        event_queue_kicks(&run, "restored-stderr") >= 1,
+        "the restore from a busy save resets vsock"
+    );
+    assert!(!run
+        .prefixed("restored-stderr")
+        .iter()
+        .any(|l| l.contains("no transport reset")));
     assert_placeholder_slots(&run);
     assert_eq!(run.expect_marker("second-check-rc"), "0");
     assert_eq!(run.expect_marker("second-shutdown-rc"), "0");
@@ -535,6 +531,21 @@ fn assert_placeholder_slots(run: &NodeRun) {
         nets[1]
     );
     assert_eq!(run.expect_marker("copy-check-rc"), "0");
+    // s2 was saved idle (no host connection open): its restore sent no transport reset (no
+    // event-queue kick), and the agent answered all the same.
+    assert!(
+        run.expect_marker("api-resnap").contains("vsock_idle"),
+        "{}",
+        run.expect_marker("api-resnap")
+    );
+    assert!(
+        run.prefixed("copy-stderr")
+            .iter()
+            .any(|l| l.contains("virtio-vsock: idle at the save, no transport reset")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(event_queue_kicks(run, "copy-stderr"), 0);
     assert_eq!(
         run.expect_marker("copy-slots"),
         "0:19/15,1:4/15,2:2/15,3:1/15,4:1/15,5:26/0"
@@ -720,4 +731,23 @@ fn vmm_net_tap_ping_and_bulk() {
             .find(|l| l.starts_with("per-mb: "))
             .unwrap_or("per-mb: ?")
     );
+}
+
+/// Kicks of the vsock event queue (queue 2) in the exit summary of the VMM whose stderr is
+/// under `prefix`.
+fn event_queue_kicks(run: &NodeRun, prefix: &str) -> u64 {
+    let conns = run
+        .prefixed(prefix)
+        .into_iter()
+        .find(|l| l.starts_with("kata-vmm: vsock-conns:"))
+        .unwrap_or_else(|| panic!("no vsock summary under {prefix}:\n{}", run.stdout));
+    let kicks = conns
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("queue_kicks="))
+        .unwrap_or_else(|| panic!("no queue_kicks in {conns}"));
+    kicks
+        .split(',')
+        .nth(2)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no event-queue kicks in {conns}"))
 }

@@ -18,6 +18,10 @@ use crate::vmm::{self, Vmm, VmmSpec};
 /// How long the template VM runs on after its agent answered, before it is paused: the
 /// Check connection ends in the guest too.
 const SETTLE: Duration = Duration::from_millis(1000);
+/// Saves of a template VM while vsock is busy (see `control`).
+const BUSY_SAVES: u32 = 3;
+/// Running time between two saves of a template VM while vsock is busy.
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
 /// How long the control requests (pause, snapshot) may take each.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Beyond the agent's dial timeout, how long saving the template VM may take.
@@ -173,7 +177,8 @@ async fn save(
             ))
         }
     }
-    // The Check connection closes before the VM is saved (a restore resets vsock anyway).
+    // The Check connection closes before the VM is saved: saved idle, a restore needs no vsock
+    // transport reset (vmm/README.md, "Snapshot").
     tokio::time::sleep(SETTLE).await;
     let api = api.to_path_buf();
     let dir = snap.to_path_buf();
@@ -182,20 +187,36 @@ async fn save(
         .map_err(|e| format!("control requests: {e}"))?
 }
 
-/// `pause`, then `snapshot {dir}` over the VMM's control socket.
+/// `pause`, then `snapshot {dir}` over the VMM's control socket. A save with a vsock host
+/// connection still open ("vsock busy": the Check connection still closing on a slow host)
+/// is made again after a resume and [`BUSY_PAUSE`], at most [`BUSY_SAVES`] times in all: each
+/// restore of a busy save waits for the guest to handle a vsock transport reset.
 fn control(api: &Path, dir: &Path) -> Result<(), String> {
     let mut c =
         Client::connect(api, CONTROL_TIMEOUT).map_err(|e| format!("control socket: {e}"))?;
-    match c.call(&Request::Pause {}) {
-        Ok(Response::Ok(Reply::State(VmState::Paused))) => {}
-        Ok(r) => return Err(format!("pause: {r}")),
-        Err(e) => return Err(format!("pause: {e}")),
+    for save in 1..=BUSY_SAVES {
+        match c.call(&Request::Pause {}) {
+            Ok(Response::Ok(Reply::State(VmState::Paused))) => {}
+            Ok(r) => return Err(format!("pause: {r}")),
+            Err(e) => return Err(format!("pause: {e}")),
+        }
+        let what = match c.call(&Request::Snapshot {
+            dir: dir.to_path_buf(),
+        }) {
+            Ok(Response::Ok(Reply::Snapshot(what))) => what,
+            Ok(r) => return Err(format!("snapshot: {r}")),
+            Err(e) => return Err(format!("snapshot: {e}")),
+        };
+        tracing::info!("template VM saved: {what}");
+        if !what.contains("; vsock busy") || save == BUSY_SAVES {
+            return Ok(());
+        }
+        match c.call(&Request::Resume {}) {
+            Ok(Response::Ok(Reply::State(VmState::Running))) => {}
+            Ok(r) => return Err(format!("resume: {r}")),
+            Err(e) => return Err(format!("resume: {e}")),
+        }
+        std::thread::sleep(BUSY_PAUSE);
     }
-    match c.call(&Request::Snapshot {
-        dir: dir.to_path_buf(),
-    }) {
-        Ok(Response::Ok(Reply::Snapshot(_))) => Ok(()),
-        Ok(r) => Err(format!("snapshot: {r}")),
-        Err(e) => Err(format!("snapshot: {e}")),
-    }
+    Ok(())
 }

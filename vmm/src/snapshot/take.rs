@@ -23,6 +23,7 @@ use vm_memory::GuestMemoryMmap;
 use super::{ConfigFingerprint, SnapshotState, MEMORY_FILE, STATE_FILE};
 use crate::device_manager::lock_transport;
 use crate::devices::serial::ConsoleSerial;
+use crate::devices::virtio::device::DeviceNote;
 use crate::devices::SharedTransport;
 use crate::vstate::vm::Vm;
 use crate::vstate::{vcpu_state, vm_state};
@@ -185,6 +186,13 @@ impl Snapshotter {
                     .map_err(|e| format!("virtio-mmio slot {i}: {e}"))?,
             );
         }
+        // Whether a restore must reset vsock's transport (said in the reply: the caller may
+        // wait for its connections to close and save again).
+        let vsock = devices.iter().find_map(|d| match d.note {
+            Some(DeviceNote::Vsock { idle: true, .. }) => Some("; vsock idle"),
+            Some(DeviceNote::Vsock { idle: false, .. }) => Some("; vsock busy"),
+            None => None,
+        });
         let serial = self.serial.lock().unwrap_or_else(|p| p.into_inner()).save();
         let tmp_mem = format!("{MEMORY_FILE}.tmp");
         let tmp_state = format!("{STATE_FILE}.tmp");
@@ -212,9 +220,10 @@ impl Snapshotter {
         drop(locked);
         match written {
             Ok(n) => Ok(format!(
-                "{} (state {n} bytes, {} ms)",
+                "{} (state {n} bytes, {} ms{})",
                 dir.display(),
-                t0.elapsed().as_millis()
+                t0.elapsed().as_millis(),
+                vsock.unwrap_or_default()
             )),
             Err(e) => {
                 unlink(&d, &tmp_mem);

@@ -412,14 +412,14 @@ fn placeholder_slots_in_the_state_file() {
     assert_eq!(types, [19, 0, 0]);
     assert_eq!(back.devices[1], TransportState::default());
     assert_eq!(
-        FORMAT_VERSION, 4,
-        "placeholder slots came with version 3, the postcard payload with 4"
+        FORMAT_VERSION, 5,
+        "placeholder slots came with version 3, the postcard payload with 4, device notes with 5"
     );
     let mut old = std::fs::read(&path).unwrap();
-    old[8..12].copy_from_slice(&3u32.to_le_bytes());
-    let (_, msg) = format_error(load(&dir.file("v3", &old), &fp));
+    old[8..12].copy_from_slice(&4u32.to_le_bytes());
+    let (_, msg) = format_error(load(&dir.file("v4", &old), &fp));
     assert!(
-        msg.contains("format version 3, this kata-vmm reads version 4 only"),
+        msg.contains("format version 4, this kata-vmm reads version 5 only"),
         "{msg}"
     );
 }

@@ -4,6 +4,25 @@
 use super::queue::Pass;
 use super::queue::QueueConfig;
 
+/// What a device records at a snapshot for its own restore, beyond its transport and queues
+/// ([`VirtioDevice::save_note`]; saved in the slot's state, untrusted when read back).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeviceNote {
+    /// virtio-vsock's host side at the save. The restored device numbers its host ports from
+    /// `next_port` on, so no port of a connection the guest may still hold is used again.
+    /// `idle`: no host connection open and no packet owed to the guest, so the guest has no
+    /// connection the restored VMM does not know of, and a restore with the same CID needs
+    /// no transport reset.
+    Vsock {
+        /// The guest's CID at the save.
+        cid: u64,
+        /// The next host port the device would have given a connection.
+        next_port: u32,
+        /// Nothing open, nothing owed (see above).
+        idle: bool,
+    },
+}
+
 /// A device behind the transport.
 pub trait VirtioDevice: Send {
     /// Virtio device id (19 = vsock).
@@ -73,9 +92,16 @@ pub trait VirtioDevice: Send {
     fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
         let _ = positions;
     }
+    /// What the device records for its restore when a snapshot saves it now (see
+    /// [`DeviceNote`]); None by default.
+    fn save_note(&self) -> Option<DeviceNote> {
+        None
+    }
     /// Once the device is restored and active: what it tells the guest about the restore
-    /// (vsock: the transport reset event). True: used buffers were returned, interrupt.
-    fn after_restore(&mut self) -> bool {
+    /// (vsock: the transport reset event, unless `note` shows it is not needed). True: used
+    /// buffers were returned, interrupt.
+    fn after_restore(&mut self, note: Option<&DeviceNote>) -> bool {
+        let _ = note;
         false
     }
     /// Whether a restore may put a saved slot's state on this device (by default: whether a
@@ -139,8 +165,11 @@ impl VirtioDevice for Box<dyn VirtioDevice> {
     fn set_queue_positions(&mut self, positions: &[Option<(u16, u16)>]) {
         (**self).set_queue_positions(positions)
     }
-    fn after_restore(&mut self) -> bool {
-        (**self).after_restore()
+    fn save_note(&self) -> Option<DeviceNote> {
+        (**self).save_note()
+    }
+    fn after_restore(&mut self, note: Option<&DeviceNote>) -> bool {
+        (**self).after_restore(note)
     }
     fn restore_supported(&self) -> Result<(), String> {
         (**self).restore_supported()

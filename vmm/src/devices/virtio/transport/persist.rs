@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{status, MmioTransport, INT_CONFIG, INT_VRING};
+use crate::devices::virtio::device::DeviceNote;
 use crate::devices::virtio::queue::{event_idx, QueueConfig};
 use crate::devices::virtio::VirtioDevice;
 
@@ -54,6 +55,8 @@ pub struct TransportState {
     /// What the driver read of the device that must not change ([`VirtioDevice::identity`]:
     /// virtio-fs, its tag).
     pub identity: Option<String>,
+    /// The device's own note for its restore ([`VirtioDevice::save_note`]).
+    pub note: Option<DeviceNote>,
 }
 
 /// Status bits a driver can have set.
@@ -98,6 +101,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 })
                 .collect(),
             identity: self.device.identity(),
+            note: self.device.save_note(),
         })
     }
 
@@ -187,7 +191,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.device.set_queue_positions(&positions);
         // Serve what the guest published and never kicked for, then let the device tell the
         // guest it was restored; a spurious interrupt is harmless, a lost one is not.
-        let mut used = self.device.after_restore();
+        let mut used = self.device.after_restore(s.note.as_ref());
         for i in 0..self.queues.len() {
             if self.queues[i].ready {
                 used |= self.device.process_queue(i);

@@ -225,6 +225,27 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// No connection, and no RST owed to the guest: what the guest holds of the host side is
+    /// at most sockets the host has already reset (in its rx queue or handled).
+    pub fn idle(&self) -> bool {
+        self.conns.is_empty() && self.resets.is_empty()
+    }
+
+    /// The host port the next accepted connection gets (or the first free one after it).
+    pub fn next_port(&self) -> u32 {
+        self.next_port
+    }
+
+    /// Host ports are given from `port` on (a restore without a transport reset continues
+    /// its template's numbering); a port below [`FIRST_LOCAL_PORT`] is refused (false).
+    pub fn continue_ports_at(&mut self, port: u32) -> bool {
+        if port < FIRST_LOCAL_PORT {
+            return false;
+        }
+        self.next_port = port;
+        true
+    }
+
     /// The state of the live connections (at most [`REPORT_CONNS`], lowest ports first) and
     /// of the queues toward the guest, one line, for the exit report: what a stalled
     /// connection was waiting for (guest credit, guest rx buffers, the Unix side).

@@ -1,6 +1,7 @@
 //! A transport's snapshot state: saved, restored, and refused when it does not fit.
 
 use super::*;
+use crate::devices::virtio::device::DeviceNote;
 
 /// A running device's transport state survives a snapshot: restored into a fresh transport it
 /// activates the device with the same features and queues and saves back the same; what does
@@ -130,6 +131,11 @@ fn hostile_transport_states_never_panic() {
             identity: next()
                 .is_multiple_of(16)
                 .then(|| "x".repeat(next() as usize % 300)),
+            note: next().is_multiple_of(2).then(|| DeviceNote::Vsock {
+                cid: if next().is_multiple_of(2) { 3 } else { next() },
+                next_port: next() as u32,
+                idle: next().is_multiple_of(2),
+            }),
         };
         let (mut t, _) = make(false, true);
         let _ = t.restore_state(&s);

@@ -95,7 +95,7 @@ fn restore_sends_transport_reset_and_keeps_positions() {
     assert_eq!(d.queue_positions().len(), 3, "active");
     m.write_slice(&[0xffu8; 8], GuestAddress(BUF)).unwrap();
     add_chain(&ev, 0, &[(BUF, 8, 2)]);
-    assert!(d.after_restore(), "interrupt for the event");
+    assert!(d.after_restore(None), "interrupt for the event");
     let mut b = [0u8; 8];
     m.read_slice(&mut b, GuestAddress(BUF)).unwrap();
     assert_eq!(b, [0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
@@ -110,7 +110,7 @@ fn restore_sends_transport_reset_and_keeps_positions() {
         vec![Some((7, 5)), Some((0, 0)), Some((2, 2))]
     );
     // No buffer left: a warning, no interrupt, no panic.
-    assert!(!d.after_restore());
+    assert!(!d.after_restore(None));
 }
 
 #[test]
@@ -174,7 +174,7 @@ fn requests_wait_until_the_guest_has_handled_the_transport_reset() {
     let (m, rx, _tx, ev, mut d) = with_event_queue(Some(bind(&path).unwrap()));
     add_chain(&ev, 0, &[(BUF, 8, 2)]);
     add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
-    assert!(d.after_restore());
+    assert!(d.after_restore(None));
     let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
     c.write_all(b"CONNECT 1024\n").unwrap();
     let t0 = Instant::now();
@@ -226,5 +226,128 @@ fn the_reset_hold_ends_after_its_bound() {
     assert!(!m.rx_held(), "the timer ended the hold");
     assert!(m.has_rx(), "the request is for the guest now");
     assert_eq!(m.stats.holds_expired, 1);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A save notes the CID and the next host port, and whether the host side was idle: no
+/// connection, no RST owed, no restore's reset the guest has not handled yet.
+#[test]
+fn a_save_notes_whether_the_host_side_was_idle() {
+    let path = super::sock_path();
+    let (_m, rx, _tx, ev, mut d) = with_event_queue(Some(bind(&path).unwrap()));
+    let note = |idle| {
+        Some(DeviceNote::Vsock {
+            cid: CID,
+            next_port: muxer::FIRST_LOCAL_PORT,
+            idle,
+        })
+    };
+    assert_eq!(d.save_note(), note(true));
+    // A restore's reset not yet handled by the guest: not idle.
+    add_chain(&ev, 0, &[(BUF, 8, 2)]);
+    assert!(d.after_restore(None));
+    assert_eq!(d.save_note(), note(false));
+    add_chain(&ev, 1, &[(BUF + 0x100, 8, 2)]);
+    let _ = d.process_queue(EVENT_QUEUE);
+    assert_eq!(d.save_note(), note(true), "handled");
+    // A live host connection: not idle, and the next port moved on.
+    add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.write_all(b"CONNECT 1024\n").unwrap();
+    let t0 = Instant::now();
+    while d.muxer().connections() == 0 && t0.elapsed() < Duration::from_secs(5) {
+        d.process_backend(libc::POLLIN);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(d.muxer().connections(), 1);
+    assert_eq!(
+        d.save_note(),
+        Some(DeviceNote::Vsock {
+            cid: CID,
+            next_port: muxer::FIRST_LOCAL_PORT + 1,
+            idle: false
+        })
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Restores the note's device with a host listener; the first request the guest is sent
+/// (its source port) once a client connects, or None when held.
+fn first_request_port(note: &DeviceNote) -> (bool, u64, Option<u32>) {
+    let path = super::sock_path();
+    let (m, rx, _tx, ev, mut d) = with_event_queue(Some(bind(&path).unwrap()));
+    add_chain(&ev, 0, &[(BUF, 8, 2)]);
+    let interrupt = d.after_restore(Some(note));
+    add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.write_all(b"CONNECT 1024\n").unwrap();
+    let t0 = Instant::now();
+    while d.muxer().stats.accepted == 0 && t0.elapsed() < Duration::from_secs(5) {
+        d.process_backend(libc::POLLIN);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = d.process_backend(libc::POLLIN);
+    let _ = std::fs::remove_file(&path);
+    let events = u64::from(ev.used().idx().load());
+    if d.stats.rx_pkts == 0 {
+        return (interrupt, events, None);
+    }
+    let mut b = [0u8; HDR_LEN];
+    m.read_slice(&mut b, GuestAddress(BUF + 0x1000)).unwrap();
+    let h = Header::parse(&b);
+    assert_eq!((h.op, h.dst_port), (op::REQUEST, 1024));
+    (interrupt, events, Some(h.src_port))
+}
+
+/// Restored from an idle save with the same CID: no transport reset (the event buffer is
+/// left, nothing is held), and host ports continue from the saved one. A busy save, another
+/// CID, or a port below the host range: the reset, and requests held until it is handled.
+#[test]
+fn an_idle_save_is_restored_without_a_transport_reset() {
+    let port = muxer::FIRST_LOCAL_PORT + 7;
+    let note = |cid, next_port, idle| DeviceNote::Vsock {
+        cid,
+        next_port,
+        idle,
+    };
+    assert_eq!(
+        first_request_port(&note(CID, port, true)),
+        (false, 0, Some(port))
+    );
+    for busy in [
+        note(CID, port, false),
+        note(CID + 1, port, true),
+        note(CID, 5, true),
+    ] {
+        assert_eq!(first_request_port(&busy), (true, 1, None), "{busy:?}");
+    }
+}
+
+/// A busy save with the same CID still continues the host ports (a connection the guest
+/// holds from the template never meets a new one on its port).
+#[test]
+fn a_busy_save_continues_the_host_ports() {
+    let path = super::sock_path();
+    let (m, rx, _tx, ev, mut d) = with_event_queue(Some(bind(&path).unwrap()));
+    add_chain(&ev, 0, &[(BUF, 8, 2)]);
+    let port = muxer::FIRST_LOCAL_PORT + 3;
+    assert!(d.after_restore(Some(&DeviceNote::Vsock {
+        cid: CID,
+        next_port: port,
+        idle: false
+    })));
+    add_chain(&ev, 1, &[(BUF + 0x100, 8, 2)]);
+    let _ = d.process_queue(EVENT_QUEUE);
+    add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
+    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    c.write_all(b"CONNECT 1024\n").unwrap();
+    let t0 = Instant::now();
+    while d.stats.rx_pkts == 0 && t0.elapsed() < Duration::from_secs(5) {
+        d.process_backend(libc::POLLIN);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut b = [0u8; HDR_LEN];
+    m.read_slice(&mut b, GuestAddress(BUF + 0x1000)).unwrap();
+    assert_eq!(Header::parse(&b).src_port, port);
     let _ = std::fs::remove_file(&path);
 }
