@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub const MAGIC: [u8; 8] = *b"KATAVMSS";
 /// The version this build writes and the only one it reads. Bumped on any change of the
 /// header or of the payload's meaning (see "Snapshot format" in vmm/README.md).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 56;
 
