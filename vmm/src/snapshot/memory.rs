@@ -33,6 +33,11 @@ pub struct MemoryRegionState {
     pub size: u64,
     /// Where it starts in the memory file.
     pub file_offset: u64,
+    /// The region's data extents in the memory file as `(start, end)` file offsets (page
+    /// aligned, in order, apart by at least [`MERGE_GAP`]), as [`save`] wrote them: a `map`
+    /// restore maps these without looking for them (`SEEK_HOLE` on tmpfs walks every data
+    /// page: 476 µs natively for 48 MiB of data, ~20 ms on the emulated node).
+    pub data: Vec<(u64, u64)>,
 }
 
 /// Writes guest RAM into `file` (emptied first) and returns where each region went. Every
@@ -45,13 +50,16 @@ pub fn save(mem: &GuestMemoryMmap, file: &File) -> io::Result<Vec<MemoryRegionSt
     for r in mem.iter() {
         let size = r.len();
         let mut done = 0u64;
+        let mut data = Extents::default();
         while done < size {
             let n = (size - done).min(CHUNK as u64) as usize;
             mem.read_slice(&mut buf[..n], r.start_addr().unchecked_add(done))
                 .map_err(|e| io::Error::other(format!("reading guest RAM: {e}")))?;
             for (i, page) in buf[..n].chunks(PAGE).enumerate() {
                 if page.iter().any(|b| *b != 0) {
-                    file.write_all_at(page, file_offset + done + (i * PAGE) as u64)?;
+                    let at = file_offset + done + (i * PAGE) as u64;
+                    file.write_all_at(page, at)?;
+                    data.add(at, page.len() as u64);
                 }
             }
             done += n as u64;
@@ -60,6 +68,7 @@ pub fn save(mem: &GuestMemoryMmap, file: &File) -> io::Result<Vec<MemoryRegionSt
             guest_addr: r.start_addr().0,
             size,
             file_offset,
+            data: data.0,
         });
         file_offset += size;
     }
@@ -71,17 +80,50 @@ pub fn save(mem: &GuestMemoryMmap, file: &File) -> io::Result<Vec<MemoryRegionSt
 
 /// Holes in the memory file shorter than this between two data extents are mapped from the
 /// file with them (one mapping instead of two: fewer VMAs and `mmap` calls).
-const MERGE_GAP: u64 = 256 << 10;
+pub const MERGE_GAP: u64 = 256 << 10;
+
+/// Data extents as [`save`] writes them: pages appended in file order, a hole shorter than
+/// [`MERGE_GAP`] joined into the extents around it.
+#[derive(Default)]
+struct Extents(Vec<(u64, u64)>);
+
+impl Extents {
+    fn add(&mut self, at: u64, len: u64) {
+        match self.0.last_mut() {
+            Some(last) if at <= last.1 + MERGE_GAP => last.1 = last.1.max(at + len),
+            _ => self.0.push((at, at + len)),
+        }
+    }
+}
+
+/// Checks a region's recorded data extents (from the state file: untrusted): each page
+/// aligned, non-empty, inside the region, after the one before.
+fn check_extents(r: &MemoryRegionState) -> Result<(), String> {
+    let page = PAGE as u64;
+    let end = r.file_offset + r.size;
+    let mut prev = r.file_offset;
+    for &(d, h) in &r.data {
+        if d % page != 0 || h % page != 0 || d >= h || d < prev || h > end {
+            return Err(format!(
+                "memory region at {:#x}: data extent {d:#x}..{h:#x} is not a page-aligned \
+                 range inside {:#x}..{end:#x} after the one before",
+                r.guest_addr, r.file_offset
+            ));
+        }
+        prev = h;
+    }
+    Ok(())
+}
 
 /// Guest RAM of a VM with `mem_bytes` of memory, mapped copy-on-write from `file` as
 /// `regions` (from the state file: untrusted) says. Refused unless the regions are exactly
 /// this configuration's RAM layout, laid out back to back from offset 0, and the file holds
 /// all of them (a shorter file would make the guest's access past its end a SIGBUS).
 ///
-/// Each region is anonymous private memory with the file's data extents (`SEEK_DATA`/
-/// `SEEK_HOLE`) mapped over it `MAP_PRIVATE|MAP_FIXED`: the data pages are the file's page
-/// cache, shared by every VM restored from it until one writes; the holes (most of guest RAM)
-/// are anonymous. Mapping the holes from the file too would make each page a guest touches
+/// Each region is anonymous private memory with the file's data extents (recorded in the
+/// state file by [`save`], checked here) mapped over it `MAP_PRIVATE|MAP_FIXED`: the data
+/// pages are the file's page cache, shared by every VM restored from it until one writes; the
+/// holes (most of guest RAM) are anonymous. Mapping the holes from the file too would make each page a guest touches
 /// there a page of the file first: on tmpfs an unreclaimable one, so the template's file
 /// would grow towards all of guest RAM with every VM restored from it. Returns the memory and
 /// the data extents mapped.
@@ -92,6 +134,9 @@ pub fn restore(
 ) -> Result<(Arc<GuestMemoryMmap>, usize), String> {
     use std::os::fd::AsRawFd;
     check(file, regions, mem_bytes)?;
+    for r in regions {
+        check_extents(r)?;
+    }
     let mut mapped = Vec::new();
     let mut extents = 0;
     for r in regions {
@@ -103,12 +148,13 @@ pub fn restore(
             libc::MAP_NORESERVE | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
         )
         .map_err(|e| format!("mapping guest RAM at {:#x}: {e}", r.guest_addr))?;
-        let (start, end) = (r.file_offset, r.file_offset + r.size);
-        for (data, hole) in data_extents(file, start, end, MERGE_GAP)? {
+        let start = r.file_offset;
+        for &(data, hole) in &r.data {
             let at = (data - start) as usize;
-            // SAFETY: [at, at + len) lies inside `region`'s own mapping (data_extents keeps
-            // extents within [start, end), page aligned), which MAP_FIXED replaces with a
-            // private mapping of the file; `region` owns and later unmaps the whole range.
+            // SAFETY: [at, at + len) lies inside `region`'s own mapping (check_extents keeps
+            // extents within [start, start + size), page aligned), which MAP_FIXED replaces
+            // with a private mapping of the file; `region` owns and later unmaps the whole
+            // range.
             let p = unsafe {
                 libc::mmap(
                     region.as_ptr().add(at).cast(),
@@ -323,5 +369,29 @@ mod copy_tests {
         let dst = temp();
         let e = copy_extent(&src, 2, &dst, 0, 100).unwrap_err();
         assert!(e.to_string().contains("97 bytes early"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod extent_tests {
+    use super::*;
+
+    /// Pages closer than MERGE_GAP join one extent; farther ones start a new one.
+    #[test]
+    fn extents_merge_short_holes() {
+        let mut e = Extents::default();
+        let p = PAGE as u64;
+        e.add(p, p);
+        e.add(3 * p, p);
+        // A hole of exactly MERGE_GAP still joins; one page more does not.
+        e.add(4 * p + MERGE_GAP, p);
+        e.add(6 * p + 2 * MERGE_GAP, p);
+        assert_eq!(
+            e.0,
+            [
+                (p, 5 * p + MERGE_GAP),
+                (6 * p + 2 * MERGE_GAP, 7 * p + 2 * MERGE_GAP)
+            ]
+        );
     }
 }

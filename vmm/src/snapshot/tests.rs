@@ -321,7 +321,8 @@ fn memory_file_round_trip_and_refusals() {
         vec![memory::MemoryRegionState {
             guest_addr: 0,
             size: mem_bytes,
-            file_offset: 0
+            file_offset: 0,
+            data: vec![(0x1000, 0x2000), (32 << 20, (32 << 20) + 0x1000)],
         }]
     );
     let md = std::fs::metadata(&path).unwrap();
@@ -369,6 +370,18 @@ fn memory_file_round_trip_and_refusals() {
     moved[0].file_offset = 4096;
     let e = memory::restore(&f, &moved, mem_bytes).unwrap_err();
     assert!(e.contains("file offset 0x1000"), "{e}");
+    // Recorded extents that are not page-aligned ranges inside the region, in order.
+    for bad in [
+        vec![(0x1001, 0x2000)],
+        vec![(0x2000, 0x2000)],
+        vec![(0x3000, 0x4000), (0x1000, 0x2000)],
+        vec![(mem_bytes - 0x1000, mem_bytes + 0x1000)],
+    ] {
+        let mut r = regions.clone();
+        r[0].data = bad.clone();
+        let e = memory::restore(&f, &r, mem_bytes).unwrap_err();
+        assert!(e.contains("is not a page-aligned range"), "{bad:?}: {e}");
+    }
     let cut = dir.0.join("cut");
     std::fs::write(&cut, [1u8; 4096]).unwrap();
     let e = memory::restore(&std::fs::File::open(&cut).unwrap(), &regions, mem_bytes).unwrap_err();
@@ -413,7 +426,8 @@ fn placeholder_slots_in_the_state_file() {
     assert_eq!(back.devices[1], TransportState::default());
     assert_eq!(
         FORMAT_VERSION, 5,
-        "placeholder slots came with version 3, the postcard payload with 4, device notes with 5"
+        "placeholder slots came with version 3, the postcard payload with 4, the recorded \
+         data extents and device notes with 5"
     );
     let mut old = std::fs::read(&path).unwrap();
     old[8..12].copy_from_slice(&4u32.to_le_bytes());
@@ -447,6 +461,7 @@ fn memory_copy_of_data_extents() {
         guest_addr: 0,
         size: mem_bytes,
         file_offset: 0,
+        data: Vec::new(),
     }];
     let f = std::fs::File::open(&path).unwrap();
     let (mem, copied) = memory::restore_copy(&f, &regions, mem_bytes).unwrap();
