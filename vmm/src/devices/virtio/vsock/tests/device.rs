@@ -46,6 +46,22 @@ fn with_event_queue(
     (m, rx, tx, ev, d)
 }
 
+/// A host client of `path` that has asked for guest port 1024.
+fn connect_1024(path: &std::path::Path) -> UnixStream {
+    let mut c = UnixStream::connect(path).unwrap();
+    c.write_all(b"CONNECT 1024\n").unwrap();
+    c
+}
+
+/// Serves the device's host side until `done` holds (at most 5 s).
+fn serve_host_until(d: &mut HvsockDevice, done: impl Fn(&HvsockDevice) -> bool) {
+    let t0 = Instant::now();
+    while !done(d) && t0.elapsed() < Duration::from_secs(5) {
+        d.process_backend(libc::POLLIN);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn config_space_is_le64_cid() {
     let mut b = [0u8; 8];
@@ -175,14 +191,9 @@ fn requests_wait_until_the_guest_has_handled_the_transport_reset() {
     add_chain(&ev, 0, &[(BUF, 8, 2)]);
     add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
     assert!(d.after_restore(None));
-    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    c.write_all(b"CONNECT 1024\n").unwrap();
-    let t0 = Instant::now();
+    let _c = connect_1024(&path);
     // The request is read from the client but held: nothing for the guest.
-    while d.muxer().stats.accepted == 0 && t0.elapsed() < Duration::from_secs(5) {
-        d.process_backend(libc::POLLIN);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    serve_host_until(&mut d, |d| d.muxer().stats.accepted > 0);
     for _ in 0..5 {
         assert!(!d.process_backend(libc::POLLIN));
         assert!(!d.process_queue(RX_QUEUE));
@@ -210,8 +221,7 @@ fn the_reset_hold_ends_after_its_bound() {
     let now = Instant::now();
     m.hold_rx(now + Duration::from_millis(50), now);
     assert!(m.rx_held());
-    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    c.write_all(b"CONNECT 1024\n").unwrap();
+    let _c = connect_1024(&path);
     let t0 = Instant::now();
     while !m.has_rx() && t0.elapsed() < Duration::from_secs(5) {
         let mut p = libc::pollfd {
@@ -252,13 +262,8 @@ fn a_save_notes_whether_the_host_side_was_idle() {
     assert_eq!(d.save_note(), note(true), "handled");
     // A live host connection: not idle, and the next port moved on.
     add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
-    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    c.write_all(b"CONNECT 1024\n").unwrap();
-    let t0 = Instant::now();
-    while d.muxer().connections() == 0 && t0.elapsed() < Duration::from_secs(5) {
-        d.process_backend(libc::POLLIN);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let _c = connect_1024(&path);
+    serve_host_until(&mut d, |d| d.muxer().connections() > 0);
     assert_eq!(d.muxer().connections(), 1);
     assert_eq!(
         d.save_note(),
@@ -279,13 +284,8 @@ fn first_request_port(note: &DeviceNote) -> (bool, u64, Option<u32>) {
     add_chain(&ev, 0, &[(BUF, 8, 2)]);
     let interrupt = d.after_restore(Some(note));
     add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
-    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    c.write_all(b"CONNECT 1024\n").unwrap();
-    let t0 = Instant::now();
-    while d.muxer().stats.accepted == 0 && t0.elapsed() < Duration::from_secs(5) {
-        d.process_backend(libc::POLLIN);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let _c = connect_1024(&path);
+    serve_host_until(&mut d, |d| d.muxer().stats.accepted > 0);
     let _ = d.process_backend(libc::POLLIN);
     let _ = std::fs::remove_file(&path);
     let events = u64::from(ev.used().idx().load());
@@ -339,13 +339,8 @@ fn a_busy_save_continues_the_host_ports() {
     add_chain(&ev, 1, &[(BUF + 0x100, 8, 2)]);
     let _ = d.process_queue(EVENT_QUEUE);
     add_chain(&rx, 0, &[(BUF + 0x1000, 4096, 2)]);
-    let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    c.write_all(b"CONNECT 1024\n").unwrap();
-    let t0 = Instant::now();
-    while d.stats.rx_pkts == 0 && t0.elapsed() < Duration::from_secs(5) {
-        d.process_backend(libc::POLLIN);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let _c = connect_1024(&path);
+    serve_host_until(&mut d, |d| d.stats.rx_pkts > 0);
     let mut b = [0u8; HDR_LEN];
     m.read_slice(&mut b, GuestAddress(BUF + 0x1000)).unwrap();
     assert_eq!(Header::parse(&b).src_port, port);
