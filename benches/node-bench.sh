@@ -690,8 +690,7 @@ fi
 # agent answers it is paused and saved twice (one snapshot for the map restores, one for the
 # copy restores: the node's work directory is a tmpfs, where a map restore's read faults fill
 # the memory file's holes, which would make later copies bigger). Then, per round (a warm-up
-# + N, the order rotating, each timed start right after an untimed one of its kind): a cold
-# boot (section 1's command line), `--restore S
+# + N, the order rotating): a cold boot (section 1's command line), `--restore S
 # --restore-memory map` and `--restore S --restore-memory copy`, each timed from just before
 # kata-vmm is spawned to the agent's first answer to a Check of a kata-agent-ctl started
 # before it (see tstart: the same checker and retry pause for all three kinds). Memory:
@@ -781,14 +780,6 @@ if want template && [ $TPL_OK = yes ]; then
     while [ $i -le "$N" ]; do
         case $((i % 3)) in 0) order="cold map copy" ;; 1) order="map copy cold" ;; *) order="copy cold map" ;; esac
         for k in $order; do
-            # Each timed start follows an untimed one of its own kind (as the shim pairs
-            # below): on the emulated node a map start right after a copy one was slower
-            # (250-270 against 200 ms in session 22), a rig effect a real host does not have.
-            if [ $i != 0 ]; then
-                tstart $k $k$i-pre; p=$TPID
-                twait $k $k$i-pre "$T0"
-                tstop $k$i-pre $p
-            fi
             tstart $k $k$i; p=$TPID
             twait $k $k$i "$T0"; v=$TV
             tstop $k$i $p
@@ -837,7 +828,7 @@ fi
 # The shim's template factory through containerd: ctr run --rm IMAGE true with a configuration
 # with [factory] template = true against the node's own (templates off), one warm-up each (the
 # template one boots cold and makes the template; its shim waits for it before exiting), then
-# N each, alternating, each timed run right after an untimed one of its own kind. The runs count as template starts only when containerd's log (where
+# N each, alternating. The runs count as template starts only when containerd's log (where
 # the shim's lines land) says "sandbox started from template" once per run.
 if want template && [ "$TEMPLATE_CTR" = 1 ]; then
     TCONF=/etc/kata-rs/bench-template.toml TDIR=/var/lib/kata-rs/bench-templates
@@ -877,15 +868,6 @@ if want template && [ "$TEMPLATE_CTR" = 1 ]; then
     while [ $i -le "$N" ]; do
         if [ $((i % 2)) = 0 ]; then order="tpl cold"; else order="cold tpl"; fi
         for k in $order; do
-            # Each timed run follows an untimed one of its own kind: on the emulated node a
-            # start right after one of the other kind is slower (a template start after a
-            # cold one: 392-687 against 287-297 ms in session 22, nothing left running; the
-            # rig after a whole guest boot, e.g. QEMU's translated-code cache), which a real
-            # host does not have. Both kinds get the same.
-            if [ $i != 0 ]; then
-                quiet_node
-                [ "$(tctr $k bench-tpl-$k-$i-pre)" = null ] && say "template: the untimed $k run before run$i failed"
-            fi
             quiet_node
             f0=$(from_tpl)
             v=$(tctr $k bench-tpl-$k-$i)
