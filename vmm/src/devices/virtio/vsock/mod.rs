@@ -12,9 +12,9 @@
 //! Queues: 0 rx (host -> guest packets), 1 tx (guest -> host), 2 event (used once, after a
 //! snapshot restore: `VIRTIO_VSOCK_EVENT_TRANSPORT_RESET`, see [`HvsockDevice::after_restore`],
 //! unless the snapshot was idle). Served on the main thread like virtio-net: the tx and rx
-//! kicks (ioeventfds),
-//! and the [`Muxer`]'s epoll fd, which the event loop polls as this device's backend fd. The
-//! protocol (handshake, connection states, credit) is [`muxer`]; the header is [`packet`].
+//! kicks (ioeventfds), and the [`Muxer`]'s epoll fd, which the event loop polls as this
+//! device's backend fd. The protocol (handshake, connection states, credit) is [`muxer`]; the
+//! header is [`packet`].
 //! Guest-initiated connections are refused with RST.
 
 pub mod muxer;
